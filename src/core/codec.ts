@@ -1,0 +1,216 @@
+/**
+ * Canonical binary encoding helpers. The same logical value always encodes to the same bytes:
+ * unsigned integers as minimal LEB128 varints, bigints as sign + minimal magnitude bytes,
+ * strings as UTF-8 with a length prefix. Readers reject non-canonical or truncated input with a
+ * DecodeError (bad input from outside is an expected outcome, not a bug).
+ */
+export class DecodeError extends Error {
+  override name = "DecodeError";
+}
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+export function utf8Encode(text: string): Uint8Array {
+  return textEncoder.encode(text);
+}
+
+export function utf8Length(text: string): number {
+  // Fast path for ASCII, which is what keys usually are.
+  let ascii = true;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  return ascii ? text.length : textEncoder.encode(text).length;
+}
+
+export class ByteWriter {
+  private buffer: Uint8Array;
+  private length = 0;
+
+  constructor(initialCapacity = 64) {
+    this.buffer = new Uint8Array(initialCapacity);
+  }
+
+  private reserve(extra: number): void {
+    if (this.length + extra <= this.buffer.length) return;
+    let capacity = this.buffer.length * 2;
+    while (capacity < this.length + extra) capacity *= 2;
+    const next = new Uint8Array(capacity);
+    next.set(this.buffer.subarray(0, this.length));
+    this.buffer = next;
+  }
+
+  byte(value: number): this {
+    this.reserve(1);
+    this.buffer[this.length++] = value & 0xff;
+    return this;
+  }
+
+  bool(value: boolean): this {
+    return this.byte(value ? 1 : 0);
+  }
+
+  /** Unsigned integer up to 2^53 - 1 as a minimal varint. */
+  uint(value: number): this {
+    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`not an unsigned safe integer: ${value}`);
+    this.reserve(8);
+    while (value >= 0x80) {
+      this.buffer[this.length++] = (value % 0x80) | 0x80;
+      value = Math.floor(value / 0x80);
+    }
+    this.buffer[this.length++] = value;
+    return this;
+  }
+
+  /** Signed safe integer, zigzag encoded. */
+  int(value: number): this {
+    if (!Number.isSafeInteger(value)) throw new RangeError(`not a safe integer: ${value}`);
+    return this.uint(value >= 0 ? value * 2 : -value * 2 - 1);
+  }
+
+  bigint(value: bigint): this {
+    const negative = value < 0n;
+    let magnitude = negative ? -value : value;
+    const bytes: number[] = [];
+    while (magnitude > 0n) {
+      bytes.push(Number(magnitude & 0xffn));
+      magnitude >>= 8n;
+    }
+    this.byte(negative ? 1 : 0);
+    this.uint(bytes.length);
+    this.reserve(bytes.length);
+    for (const b of bytes) this.buffer[this.length++] = b;
+    return this;
+  }
+
+  bytes(value: Uint8Array): this {
+    this.uint(value.length);
+    this.reserve(value.length);
+    this.buffer.set(value, this.length);
+    this.length += value.length;
+    return this;
+  }
+
+  string(value: string): this {
+    return this.bytes(utf8Encode(value));
+  }
+
+  raw(value: Uint8Array): this {
+    this.reserve(value.length);
+    this.buffer.set(value, this.length);
+    this.length += value.length;
+    return this;
+  }
+
+  get size(): number {
+    return this.length;
+  }
+
+  finish(): Uint8Array {
+    return this.buffer.slice(0, this.length);
+  }
+}
+
+export class ByteReader {
+  private offset = 0;
+
+  constructor(private readonly buffer: Uint8Array) {}
+
+  get remaining(): number {
+    return this.buffer.length - this.offset;
+  }
+
+  byte(): number {
+    if (this.offset >= this.buffer.length) throw new DecodeError("truncated input: expected a byte");
+    return this.buffer[this.offset++] as number;
+  }
+
+  bool(): boolean {
+    const b = this.byte();
+    if (b > 1) throw new DecodeError(`invalid boolean byte ${b}`);
+    return b === 1;
+  }
+
+  uint(): number {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.byte();
+      result += (b & 0x7f) * scale;
+      if ((b & 0x80) === 0) {
+        if (b === 0 && i > 0) throw new DecodeError("non-canonical varint");
+        if (!Number.isSafeInteger(result)) throw new DecodeError("varint exceeds 2^53");
+        return result;
+      }
+      scale *= 0x80;
+    }
+    throw new DecodeError("varint too long");
+  }
+
+  int(): number {
+    const z = this.uint();
+    return z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+  }
+
+  bigint(maxMagnitudeBytes: number): bigint {
+    const negative = this.bool();
+    const length = this.uint();
+    if (length > maxMagnitudeBytes) throw new DecodeError(`integer of ${length} bytes exceeds ${maxMagnitudeBytes}`);
+    if (length > this.remaining) throw new DecodeError("truncated integer");
+    let value = 0n;
+    for (let i = length - 1; i >= 0; i--) {
+      value = (value << 8n) | BigInt(this.buffer[this.offset + i] as number);
+    }
+    if (length > 0 && this.buffer[this.offset + length - 1] === 0) throw new DecodeError("non-canonical integer");
+    this.offset += length;
+    if (negative && value === 0n) throw new DecodeError("non-canonical negative zero");
+    return negative ? -value : value;
+  }
+
+  bytes(maxLength: number): Uint8Array {
+    const length = this.uint();
+    if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
+    if (length > this.remaining) throw new DecodeError("truncated byte string");
+    const out = this.buffer.slice(this.offset, this.offset + length);
+    this.offset += length;
+    return out;
+  }
+
+  string(maxBytes: number): string {
+    const raw = this.bytes(maxBytes);
+    try {
+      return textDecoder.decode(raw);
+    } catch {
+      throw new DecodeError("invalid UTF-8 in string");
+    }
+  }
+
+  end(): void {
+    if (this.remaining !== 0) throw new DecodeError(`${this.remaining} unexpected trailing bytes`);
+  }
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = (a[i] as number) - (b[i] as number);
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+export function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}

@@ -1,0 +1,32 @@
+/** Identifiers of the glossary (DESIGN.md section 1). */
+import { utf8Length } from "./codec.ts";
+import { limits } from "./limits.ts";
+
+/** The partition key that names a cell. */
+export type CellKey = string;
+/** A server of the colony, e.g. "s3". */
+export type ServerId = string;
+
+/** A node: one member of one cell on one server, in one incarnation. */
+export interface NodeId {
+  readonly serverId: ServerId;
+  /** Minted fresh each time the cell is placed on a server; unique within the cell. */
+  readonly incarnation: number;
+}
+
+export function nodeIdEquals(a: NodeId, b: NodeId): boolean {
+  return a.serverId === b.serverId && a.incarnation === b.incarnation;
+}
+
+export function formatNodeId(node: NodeId): string {
+  return `${node.serverId}#${node.incarnation}`;
+}
+
+/** Why a cell key is unacceptable, or null if it is fine. */
+export function cellKeyProblem(key: string): string | null {
+  if (key.length === 0) return "a cell key must not be empty";
+  if (utf8Length(key) > limits.cellKeyBytesMax) {
+    return `cell key of ${utf8Length(key)} bytes exceeds the limit of ${limits.cellKeyBytesMax}`;
+  }
+  return null;
+}

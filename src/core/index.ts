@@ -1,0 +1,16 @@
+export { assert, assertNever, InvariantError } from "./assert.ts";
+export {
+  ByteReader,
+  ByteWriter,
+  bytesEqual,
+  compareBytes,
+  DecodeError,
+  toHex,
+  utf8Encode,
+  utf8Length,
+} from "./codec.ts";
+export { hashBytes, RunningHash } from "./hash.ts";
+export { type CellKey, cellKeyProblem, formatNodeId, type NodeId, nodeIdEquals, type ServerId } from "./ids.ts";
+export { type Limits, limits } from "./limits.ts";
+export type { Clock } from "./ports.ts";
+export { Prng } from "./prng.ts";

@@ -1,0 +1,124 @@
+/**
+ * Every bound in the system lives here, with the relations between bounds asserted at load.
+ * Names carry their unit last. Changing a value here is a protocol decision: read
+ * docs/PROTOCOL.md ("Limits") before doing so.
+ */
+import { assert } from "./assert.ts";
+
+export const limits = Object.freeze({
+  // ---- data model (docs/PROTOCOL.md, "Items and transactions")
+  /** Bytes of an item key (UTF-8). */
+  itemKeyBytesMax: 256,
+  /** Bytes of a byte-array value, and of the magnitude of an integer value. */
+  itemValueBytesMax: 4096,
+  /** Encoded bytes of all items and leases of one cell. */
+  cellBytesMax: 65536,
+  /** Distinct items a transaction may name across conditions, reads and writes. */
+  transactionItemsMax: 64,
+  /** Encoded bytes of one transaction. */
+  transactionBytesMax: 72 * 1024,
+  /** Bytes of a cell key (the partition key). */
+  cellKeyBytesMax: 128,
+  /** Bytes of a lease name and of a lease holder. */
+  leaseNameBytesMax: 256,
+  /** Longest lease a client may ask for. */
+  leaseDurationMsMax: 10 * 60 * 1000,
+  /** Shortest lease a client may ask for. */
+  leaseDurationMsMin: 10,
+
+  // ---- exactly-once (docs/PROTOCOL.md, "Sessions")
+  /** Client sessions remembered per cell; the least recently used is evicted past this. */
+  sessionsPerCellMax: 128,
+  /** Encoded bytes of a result kept for a retry; larger results are kept without read values. */
+  sessionResultBytesMax: 1024,
+  /**
+   * A session idle for this long (by the cell's stamped time) may be evicted to make room.
+   * Must exceed a client's whole retry window several times over (clocks may differ 3x in rate).
+   */
+  sessionRetentionMs: 60_000,
+
+  // ---- replication (docs/PROTOCOL.md, "Replication")
+  /** Default members of a cell. */
+  cellSizeDefault: 7,
+  /** Largest membership, including the one extra node of a cell stretched during a move. */
+  membersMax: 10,
+  /** Pipeline depth: slots in flight, and the delay before a membership change takes effect. */
+  pipelineDepth: 3,
+  /** Commands batched into one slot. */
+  batchCommandsMax: 32,
+  /** Encoded bytes of the commands batched into one slot. */
+  batchBytesMax: 128 * 1024,
+  /** Requests a node queues for its cell while the pipeline is full or an election runs. */
+  pendingRequestsPerCellMax: 256,
+  /** Applied entries between snapshots. */
+  snapshotIntervalEntries: 64,
+  /** Applied entries kept in the log behind the snapshot, for catch-up by log segment. */
+  logRetainedEntries: 128,
+  /** Entries in one catch-up segment message. */
+  catchUpSegmentEntriesMax: 64,
+  /** Linearizable reads waiting on one leader. */
+  pendingReadsPerCellMax: 256,
+
+  // ---- timing, in milliseconds of the server's clock
+  /** Retransmit an unanswered accept, prepare or commit after this. */
+  retransmitMs: 50,
+  /** Give up on a phase and back off after this many retransmissions. */
+  retransmitsMax: 6,
+  /** Election backoff: the first backoff is drawn from [min, 2*min], doubling up to max. */
+  electionBackoffMsMin: 20,
+  electionBackoffMsMax: 640,
+  /** A non-leader that hears nothing from the leader it forwarded to for this long campaigns. */
+  leaderSilenceMs: 300,
+  /** Forwarding pointer kept by a removed node. */
+  forwardingPointerMs: 60 * 60 * 1000,
+
+  // ---- failure detector (per server pair)
+  heartbeatIntervalMs: 100,
+  suspectAfterMs: 500,
+
+  // ---- server
+  /** Messages a server accepts in one turn before answering `overloaded`. */
+  serverInboxMax: 100_000,
+  /** Client requests a server holds at once. */
+  serverClientRequestsMax: 50_000,
+  /** Granularity of the timer wheel. */
+  timerWheelSlotMs: 5,
+  /** Slots of the timer wheel; later deadlines are kept in an overflow list. */
+  timerWheelSlots: 512,
+
+  // ---- client
+  clientAttemptsMax: 12,
+  clientBackoffMsBase: 10,
+  clientBackoffMsMax: 1000,
+  clientRequestTimeoutMs: 400,
+  /** Cells whose sessions a client remembers; the least recently used is forgotten past this. */
+  clientCellsMax: 100_000,
+  /** Sessions a client opens to one cell (its concurrency towards that cell). */
+  clientSessionsPerCellMax: 16,
+
+  // ---- wire
+  /** Encoded bytes of one message. */
+  messageBytesMax: 1024 * 1024,
+});
+
+export type Limits = typeof limits;
+
+assert(limits.itemValueBytesMax <= limits.cellBytesMax, "an item value must fit in a cell");
+assert(limits.transactionBytesMax >= limits.cellBytesMax, "a transaction must be able to fill a cell");
+assert(limits.batchBytesMax >= limits.transactionBytesMax, "a batch must hold the largest transaction");
+assert(limits.messageBytesMax >= limits.batchBytesMax * limits.pipelineDepth, "a message must hold a full pipeline");
+assert(
+  limits.messageBytesMax >= limits.cellBytesMax * 4,
+  "a snapshot message must hold a full cell with its sessions",
+);
+assert(limits.logRetainedEntries >= limits.snapshotIntervalEntries, "the log must cover a snapshot interval");
+assert(limits.catchUpSegmentEntriesMax <= limits.logRetainedEntries, "a segment comes from the retained log");
+assert(limits.membersMax >= limits.cellSizeDefault + 1, "a cell must be able to stretch by one node");
+assert(limits.pipelineDepth >= 1, "the pipeline holds at least one slot");
+assert(limits.electionBackoffMsMax >= limits.electionBackoffMsMin * 2, "backoff must be able to grow");
+assert(limits.suspectAfterMs >= limits.heartbeatIntervalMs * 3, "suspicion needs several missed heartbeats");
+assert(
+  limits.sessionRetentionMs >= 3 * limits.clientAttemptsMax * (limits.clientBackoffMsMax + limits.clientRequestTimeoutMs),
+  "a session must outlive every retry of its last request, with a 3x clock-rate margin",
+);
+assert(limits.leaseDurationMsMin < limits.leaseDurationMsMax, "lease bounds are ordered");
