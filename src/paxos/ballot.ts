@@ -1,0 +1,39 @@
+/**
+ * Ballots are (round, proposer incarnation), ordered lexicographically, packed into one safe
+ * integer so they compare with `<`. Incarnations are unique within a cell, so two proposers
+ * never share a ballot.
+ */
+import { assert } from "../core/index.ts";
+
+export type Ballot = number;
+
+const INCARNATION_BITS = 2 ** 20;
+/** No ballot promised or accepted yet. */
+export const BALLOT_NONE: Ballot = 0;
+/** Marks a log entry known to be chosen; higher than any real ballot. */
+export const BALLOT_CHOSEN: Ballot = Number.MAX_SAFE_INTEGER;
+export const INCARNATION_MAX = INCARNATION_BITS - 1;
+export const ROUND_MAX = Math.floor(Number.MAX_SAFE_INTEGER / INCARNATION_BITS) - 1;
+
+export function makeBallot(round: number, incarnation: number): Ballot {
+  assert(Number.isInteger(round) && round >= 1 && round <= ROUND_MAX, () => `ballot round out of range: ${round}`);
+  assert(
+    Number.isInteger(incarnation) && incarnation >= 1 && incarnation <= INCARNATION_MAX,
+    () => `incarnation out of range: ${incarnation}`,
+  );
+  return round * INCARNATION_BITS + incarnation;
+}
+
+export function ballotRound(ballot: Ballot): number {
+  return Math.floor(ballot / INCARNATION_BITS);
+}
+
+export function ballotIncarnation(ballot: Ballot): number {
+  return ballot % INCARNATION_BITS;
+}
+
+export function formatBallot(ballot: Ballot): string {
+  if (ballot === BALLOT_NONE) return "none";
+  if (ballot === BALLOT_CHOSEN) return "chosen";
+  return `${ballotRound(ballot)}.${ballotIncarnation(ballot)}`;
+}

@@ -1,0 +1,48 @@
+export {
+  BALLOT_CHOSEN,
+  BALLOT_NONE,
+  type Ballot,
+  ballotIncarnation,
+  ballotRound,
+  formatBallot,
+  makeBallot,
+} from "./ballot.ts";
+export {
+  applyMembershipChange,
+  configurationFor,
+  initialMembership,
+  latestConfiguration,
+  majority,
+  membershipChangeProblem,
+} from "./membership.ts";
+export {
+  type DropReason,
+  type DroppedRequest,
+  type NodeWrite,
+  Output,
+  type ProposalOutcome,
+  type ProposalResult,
+  type ReplicaEvent,
+} from "./output.ts";
+export {
+  type PersistedNode,
+  type PlantedBugs,
+  Replica,
+  type ReplicaEnvironment,
+  type ReplicaObserver,
+  type ReplicaOptions,
+  type ReplicaStatus,
+  type RequestOutcome,
+} from "./replica.ts";
+export type { ApplyContext, StateMachine } from "./state-machine.ts";
+export type {
+  Configuration,
+  LogEntry,
+  LogValue,
+  MembershipChange,
+  MembershipResult,
+  MembershipState,
+  PaxosMessage,
+  PaxosMessageType,
+  Snapshot,
+} from "./types.ts";

@@ -1,0 +1,1314 @@
+/**
+ * The Multi-Paxos replica of one node of one cell. PURE: it takes messages, ticks and proposals
+ * and writes what to persist, send and answer into an Output; it never does I/O, never reads a
+ * clock (time comes in as `nowMs`) and never awaits. docs/PROTOCOL.md describes the protocol.
+ *
+ * Safety rests on per-slot Paxos with the acceptor set of slot s fixed by the committed log
+ * prefix (configurationFor(s)): a proposer writes into slot s only after a majority of that
+ * slot's configuration promised its ballot and reported what they accepted at s.
+ */
+import {
+  assert,
+  assertNever,
+  type CellKey,
+  formatNodeId,
+  limits,
+  type NodeId,
+  nodeIdEquals,
+  type Prng,
+  type ServerId,
+} from "../core/index.ts";
+import { BALLOT_CHOSEN, BALLOT_NONE, type Ballot, ballotIncarnation, ballotRound, makeBallot } from "./ballot.ts";
+import {
+  applyMembershipChange,
+  configurationFor,
+  latestConfiguration,
+  majority,
+  memberByIncarnation,
+  memberIndex,
+  pruneMembership,
+} from "./membership.ts";
+import type { DropReason, NodeWrite, Output } from "./output.ts";
+import type { StateMachine } from "./state-machine.ts";
+import type {
+  Configuration,
+  LogEntry,
+  LogValue,
+  MembershipChange,
+  MembershipState,
+  PaxosMessage,
+  Snapshot,
+} from "./types.ts";
+
+/**
+ * Deliberately wrong behaviours, switched on only by tests that prove the checkers catch them.
+ * Production code never sets any of these.
+ */
+export interface PlantedBugs {
+  /** Acceptors accept proposals with a ballot lower than the one they promised. */
+  readonly acceptLowerBallot?: boolean;
+  /** Leaders answer linearizable reads from local state without confirming leadership. */
+  readonly readWithoutReadIndex?: boolean;
+  /** Membership changes govern the very next slot instead of slot i + pipelineDepth. */
+  readonly membershipWithoutDelay?: boolean;
+}
+
+/** Observes protocol decisions; the simulator's checkers use it. */
+export interface ReplicaObserver {
+  chosen(cellKey: CellKey, slot: number, value: LogValue<unknown>, by: NodeId): void;
+  applied(cellKey: CellKey, node: NodeId, slot: number, value: LogValue<unknown>): void;
+}
+
+/** Shared by every replica of one server. */
+export interface ReplicaEnvironment {
+  readonly random: Prng;
+  /** The server-level failure detector's opinion of a server. */
+  isServerAlive(serverId: ServerId): boolean;
+  readonly observer: ReplicaObserver | null;
+  readonly bugs: PlantedBugs | null;
+}
+
+/** What a node loaded from storage holds. */
+export interface PersistedNode<C> {
+  readonly node: NodeId;
+  readonly promised: Ballot;
+  readonly snapshot: Snapshot;
+  readonly entries: readonly LogEntry<C>[];
+}
+
+export type RequestOutcome =
+  | { readonly status: "queued" }
+  | { readonly status: "redirect"; readonly leader: NodeId | null }
+  | { readonly status: "overloaded" }
+  | { readonly status: "stalled"; readonly reason: string }
+  | { readonly status: "retired" };
+
+export interface ReplicaStatus {
+  readonly cellKey: CellKey;
+  readonly node: NodeId;
+  readonly role: "follower" | "candidate" | "leader" | "retired" | "joining";
+  readonly leader: NodeId | null;
+  readonly epoch: number;
+  readonly members: readonly NodeId[];
+  readonly promised: Ballot;
+  readonly applied: number;
+  readonly committed: number;
+  readonly stalled: string | null;
+  readonly quiet: boolean;
+}
+
+const enum Role {
+  Follower = 0,
+  Candidate = 1,
+  Leader = 2,
+}
+
+type Pending<C> =
+  | { readonly kind: "command"; readonly command: C; readonly tag: number }
+  | { readonly kind: "change"; readonly change: MembershipChange; readonly tag: number }
+  | { readonly kind: "read"; readonly tag: number };
+
+interface PromiseReport<C> {
+  readonly base: number;
+  readonly coveredThrough: number;
+  readonly entries: Map<number, LogEntry<C>> | null;
+}
+
+interface Inflight<C> {
+  readonly slot: number;
+  readonly value: LogValue<C>;
+  readonly tags: number[] | null;
+  readonly configuration: Configuration;
+  /** Bit i set: configuration.members[i] accepted. */
+  votes: number;
+  sentAtMs: number;
+  retransmits: number;
+}
+
+interface ReadWaiter {
+  readonly tag: number;
+  readonly index: number;
+  readonly round: number;
+}
+
+/** Proposer state: a candidate running phase 1, or an established leader. */
+interface ProposerState<C> {
+  readonly ballot: Ballot;
+  established: boolean;
+  readonly reports: Map<number, PromiseReport<C>>;
+  /** Highest slot any promise reported an entry for. */
+  maxReportedSlot: number;
+  /** Last time prepares went out, per incarnation, and how often. */
+  readonly prepareSentMs: Map<number, number>;
+  prepareRetransmits: number;
+  nextSlot: number;
+  readonly inflight: Map<number, Inflight<C>>;
+  /** Propose no-ops through this slot so a membership change activates in an idle cell. */
+  padThrough: number;
+  /** The next slot's configuration has not promised this ballot yet. */
+  blockedOnPrepare: boolean;
+  /** Heartbeat rounds confirm leadership (reads) and carry the commit index to followers. */
+  round: number;
+  roundSentMs: number;
+  roundRetransmits: number;
+  /** Highest round a majority acknowledged. */
+  confirmedRound: number;
+  /** incarnation -> highest round acknowledged with ok. */
+  readonly acks: Map<number, number>;
+  /** incarnation -> highest applied index reported. */
+  readonly followerApplied: Map<number, number>;
+  readonly reads: ReadWaiter[];
+  heartbeatPending: boolean;
+}
+
+export interface ReplicaOptions<C, R> {
+  readonly cellKey: CellKey;
+  readonly node: NodeId;
+  readonly machine: StateMachine<C, R>;
+  readonly env: ReplicaEnvironment;
+}
+
+export class Replica<C, R> {
+  readonly cellKey: CellKey;
+  readonly node: NodeId;
+  private readonly machine: StateMachine<C, R>;
+  private readonly env: ReplicaEnvironment;
+
+  private membership: MembershipState;
+  private joining: boolean;
+  private promised: Ballot = BALLOT_NONE;
+  /** Entries above the latest snapshot, by slot. */
+  private log: Map<number, LogEntry<C>> | null = null;
+  private snapshotIndex = 0;
+  private applied = 0;
+  /** Slots <= committed are known chosen and their values are in the log (or applied). */
+  private committed = 0;
+  /** Highest commit index heard, and the ballot of the leader that said so. */
+  private commitKnown = 0;
+  private commitKnownBallot: Ballot = BALLOT_NONE;
+  /** Highest slot known chosen from any source (a peer's snapshot or applied index). */
+  private chosenKnown = 0;
+
+  private role: Role = Role.Follower;
+  private leaderHint: NodeId | null = null;
+  private proposer: ProposerState<C> | null = null;
+  private pending: Pending<C>[] | null = null;
+  private highestRoundSeen = 0;
+  private backoffMs = 0;
+  private backoffUntilMs = 0;
+  private catchUpFrom: NodeId | null = null;
+  private catchUpSentMs = 0;
+  private catchUpAttempts = 0;
+  private stalledReason: string | null = null;
+  private retired = false;
+  private write: NodeWrite<C> | null = null;
+  private writeTurn = 0;
+
+  /** When this replica next needs tick(); Infinity when quiet. */
+  wakeAtMs = Number.POSITIVE_INFINITY;
+
+  private constructor(options: ReplicaOptions<C, R>, membership: MembershipState, joining: boolean) {
+    this.cellKey = options.cellKey;
+    this.node = options.node;
+    this.machine = options.machine;
+    this.env = options.env;
+    this.membership = membership;
+    this.joining = joining;
+  }
+
+  /** A founding member of a new cell. Persists its initial snapshot. */
+  static create<C, R>(options: ReplicaOptions<C, R>, membership: MembershipState, out: Output<C, R>): Replica<C, R> {
+    const replica = new Replica(options, membership, false);
+    assert(
+      memberIndex(latestConfiguration(membership), options.node) >= 0,
+      () => `${formatNodeId(options.node)} is not a member of the cell it is created for`,
+    );
+    replica.dirty(out).snapshot = { index: 0, membership, state: options.machine.snapshot() };
+    return replica;
+  }
+
+  /** A node added by a membership change: it knows nothing and catches up from its peers. */
+  static join<C, R>(options: ReplicaOptions<C, R>): Replica<C, R> {
+    return new Replica(options, { epoch: 0, nextIncarnation: 0, configurations: [] }, true);
+  }
+
+  /** A node reloaded from storage after a restart or eviction. */
+  static restore<C, R>(options: ReplicaOptions<C, R>, persisted: PersistedNode<C>): Replica<C, R> {
+    const snapshot = persisted.snapshot;
+    const joining = snapshot.membership.configurations.length === 0;
+    const replica = new Replica(options, snapshot.membership, joining);
+    if (!joining) options.machine.restore(snapshot.state);
+    replica.snapshotIndex = snapshot.index;
+    replica.applied = snapshot.index;
+    replica.committed = snapshot.index;
+    let promised = persisted.promised;
+    for (const entry of persisted.entries) {
+      if (entry.slot <= snapshot.index) continue;
+      replica.logMap().set(entry.slot, entry);
+      // A torn write may have stored an accept without the promise that preceded it.
+      if (entry.ballot !== BALLOT_CHOSEN && entry.ballot > promised) promised = entry.ballot;
+    }
+    replica.promised = promised;
+    replica.highestRoundSeen = ballotRound(promised);
+    return replica;
+  }
+
+  // ------------------------------------------------------------------ inputs
+
+  /** A client write (or any command) for this cell. */
+  propose(command: C, tag: number, nowMs: number, out: Output<C, R>, leaderUnresponsive = false): RequestOutcome {
+    return this.request({ kind: "command", command, tag }, nowMs, out, leaderUnresponsive);
+  }
+
+  /** A membership change (control plane). One may be pending at a time. */
+  proposeChange(change: MembershipChange, tag: number, nowMs: number, out: Output<C, R>): RequestOutcome {
+    return this.request({ kind: "change", change, tag }, nowMs, out, false);
+  }
+
+  /** A linearizable read: answered through out.reads once the read index is confirmed and applied. */
+  read(tag: number, nowMs: number, out: Output<C, R>, leaderUnresponsive = false): RequestOutcome {
+    return this.request({ kind: "read", tag }, nowMs, out, leaderUnresponsive);
+  }
+
+  /** Ask this leader to hand leadership to `target`. */
+  transferLeadership(target: NodeId, out: Output<C, R>): boolean {
+    const p = this.proposer;
+    if (this.role !== Role.Leader || p === null || nodeIdEquals(target, this.node)) return false;
+    if (memberIndex(latestConfiguration(this.membership), target) < 0) return false;
+    this.send(out.sendNow, { type: "campaign", ...this.envelope(target), ballot: p.ballot });
+    return true;
+  }
+
+  step(message: PaxosMessage<C>, nowMs: number, out: Output<C, R>): void {
+    assert(message.cellKey === this.cellKey, "message routed to the wrong cell");
+    switch (message.type) {
+      case "prepare":
+        this.onPrepare(message, out);
+        break;
+      case "promise":
+        this.onPromise(message, nowMs, out);
+        break;
+      case "accept":
+        this.onAccept(message, nowMs, out);
+        break;
+      case "accepted":
+        this.onAccepted(message, nowMs, out);
+        break;
+      case "nack":
+        this.onNack(message, nowMs, out);
+        break;
+      case "heartbeat":
+        this.onHeartbeat(message, nowMs, out);
+        break;
+      case "heartbeat_ack":
+        this.onHeartbeatAck(message, nowMs, out);
+        break;
+      case "catchup_request":
+        this.onCatchUpRequest(message, out);
+        break;
+      case "catchup":
+        this.onCatchUp(message, nowMs, out);
+        break;
+      case "campaign":
+        this.onCampaign(message, nowMs, out);
+        break;
+      default:
+        assertNever(message, "paxos message");
+    }
+    this.updateWake(nowMs);
+  }
+
+  tick(nowMs: number, out: Output<C, R>): void {
+    if (nowMs < this.wakeAtMs) return;
+    const p = this.proposer;
+    if (p !== null) {
+      if (p.established) this.tickLeader(p, nowMs, out);
+      else this.tickCandidate(p, nowMs, out);
+    } else if (this.pending !== null && this.pending.length > 0 && nowMs >= this.backoffUntilMs) {
+      this.campaign(nowMs, out, false);
+    }
+    if (this.catchUpFrom !== null && nowMs - this.catchUpSentMs >= limits.retransmitMs) {
+      if (this.catchUpAttempts >= limits.retransmitsMax) this.catchUpFrom = null;
+      else this.sendCatchUpRequest(this.catchUpFrom, nowMs, out);
+    }
+    this.updateWake(nowMs);
+  }
+
+  // ------------------------------------------------------------------ queries
+
+  status(): ReplicaStatus {
+    const configuration = this.joining ? null : latestConfiguration(this.membership);
+    let role: ReplicaStatus["role"];
+    if (this.retired) role = "retired";
+    else if (this.joining) role = "joining";
+    else if (this.role === Role.Leader) role = "leader";
+    else if (this.role === Role.Candidate) role = "candidate";
+    else role = "follower";
+    return {
+      cellKey: this.cellKey,
+      node: this.node,
+      role,
+      leader: this.role === Role.Leader ? this.node : this.leaderHint,
+      epoch: this.membership.epoch,
+      members: configuration?.members ?? [],
+      promised: this.promised,
+      applied: this.applied,
+      committed: this.committed,
+      stalled: this.stalledReason,
+      quiet: this.wakeAtMs === Number.POSITIVE_INFINITY,
+    };
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+
+  get epoch(): number {
+    return this.membership.epoch;
+  }
+
+  get isLeader(): boolean {
+    return this.role === Role.Leader && this.proposer !== null && this.proposer.established;
+  }
+
+  get isRetired(): boolean {
+    return this.retired;
+  }
+
+  get membershipState(): MembershipState {
+    return this.membership;
+  }
+
+  /** The leader this node believes in, if any. */
+  get leader(): NodeId | null {
+    return this.role === Role.Leader ? this.node : this.leaderHint;
+  }
+
+  // ------------------------------------------------------------------ requests
+
+  private request(item: Pending<C>, nowMs: number, out: Output<C, R>, leaderUnresponsive: boolean): RequestOutcome {
+    if (this.retired) return { status: "retired" };
+    if (this.stalledReason !== null) return { status: "stalled", reason: this.stalledReason };
+    if (this.joining) return { status: "redirect", leader: this.leaderHint };
+    const p = this.proposer;
+    if (p !== null && p.established) {
+      if (item.kind === "read" && !(this.env.bugs?.readWithoutReadIndex ?? false)) {
+        if (p.reads.length >= limits.pendingReadsPerCellMax) return { status: "overloaded" };
+        this.enqueueRead(p, item.tag, nowMs, out);
+      } else if (item.kind === "read") {
+        out.reads.push({ cellKey: this.cellKey, tag: item.tag });
+      } else {
+        if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
+        this.pendingQueue().push(item);
+        this.fillPipeline(p, nowMs, out);
+      }
+      this.updateWake(nowMs);
+      return { status: "queued" };
+    }
+    if (p === null) {
+      const hint = this.leaderHint;
+      const hintAlive =
+        hint !== null && !nodeIdEquals(hint, this.node) && this.env.isServerAlive(hint.serverId) && !leaderUnresponsive;
+      if (hintAlive) return { status: "redirect", leader: hint };
+    }
+    if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
+    this.pendingQueue().push(item);
+    if (p === null && nowMs >= this.backoffUntilMs) this.campaign(nowMs, out, false);
+    this.updateWake(nowMs);
+    return { status: "queued" };
+  }
+
+  private pendingQueue(): Pending<C>[] {
+    if (this.pending === null) this.pending = [];
+    return this.pending;
+  }
+
+  private pendingCount(): number {
+    return this.pending === null ? 0 : this.pending.length;
+  }
+
+  private dropPending(reason: DropReason, out: Output<C, R>): void {
+    const leader = this.leaderHint;
+    const pending = this.pending;
+    if (pending !== null) {
+      for (const item of pending) out.dropped.push({ cellKey: this.cellKey, tag: item.tag, reason, leader });
+      this.pending = null;
+    }
+    const p = this.proposer;
+    if (p !== null) {
+      for (const read of p.reads) out.dropped.push({ cellKey: this.cellKey, tag: read.tag, reason, leader });
+      p.reads.length = 0;
+      for (const inflight of p.inflight.values()) {
+        if (inflight.tags === null) continue;
+        for (const tag of inflight.tags) out.dropped.push({ cellKey: this.cellKey, tag, reason, leader });
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ election (phase 1)
+
+  private campaign(nowMs: number, out: Output<C, R>, transfer: boolean): void {
+    if (this.joining || this.retired || this.stalledReason !== null) return;
+    const latest = latestConfiguration(this.membership);
+    if (memberIndex(latest, this.node) < 0 && !transfer) return;
+    const round = Math.max(this.highestRoundSeen, ballotRound(this.promised)) + 1;
+    this.highestRoundSeen = round;
+    const ballot = makeBallot(round, this.node.incarnation);
+    this.role = Role.Candidate;
+    this.proposer = {
+      ballot,
+      established: false,
+      reports: new Map(),
+      maxReportedSlot: 0,
+      prepareSentMs: new Map(),
+      prepareRetransmits: 0,
+      nextSlot: this.applied + 1,
+      inflight: new Map(),
+      padThrough: 0,
+      blockedOnPrepare: false,
+      round: 0,
+      roundSentMs: 0,
+      roundRetransmits: 0,
+      confirmedRound: 0,
+      acks: new Map(),
+      followerApplied: new Map(),
+      reads: [],
+      heartbeatPending: false,
+    };
+    this.sendPrepares(this.proposer, this.applied + 1, nowMs, out);
+  }
+
+  /** Ask every member of the configurations governing slots >= fromSlot that lacks coverage. */
+  private sendPrepares(p: ProposerState<C>, fromSlot: number, nowMs: number, out: Output<C, R>): void {
+    for (const configuration of this.membership.configurations) {
+      for (const member of configuration.members) {
+        const report = p.reports.get(member.incarnation);
+        if (report !== undefined && report.base < fromSlot && fromSlot <= report.coveredThrough) continue;
+        const last = p.prepareSentMs.get(member.incarnation);
+        if (last !== undefined && nowMs - last < limits.retransmitMs) continue;
+        p.prepareSentMs.set(member.incarnation, nowMs);
+        this.send(out.sendNow, { type: "prepare", ...this.envelope(member), ballot: p.ballot, fromSlot });
+      }
+    }
+  }
+
+  private onPrepare(m: PaxosMessage<C> & { type: "prepare" }, out: Output<C, R>): void {
+    if (this.retired) return;
+    this.noteRound(m.ballot);
+    if (m.epoch < this.membership.epoch) {
+      this.send(out.sendNow, this.nack(m.from, m.ballot, "epoch"));
+      return;
+    }
+    if (m.ballot < this.promised) {
+      this.send(out.sendNow, this.nack(m.from, m.ballot, "ballot"));
+      return;
+    }
+    if (m.ballot > this.promised) {
+      this.promised = m.ballot;
+      this.dirty(out).promised = m.ballot;
+      if (!nodeIdEquals(m.from, this.node)) this.yieldTo(m.from, m.ballot, out);
+    }
+    // Report what this node accepted at slots >= fromSlot, bounded. Slots this node has already
+    // folded into a snapshot are chosen: a proposer behind `base` must catch up first.
+    const base = Math.max(m.fromSlot - 1, this.snapshotIndex);
+    const entries: LogEntry<C>[] = [];
+    let coveredThrough = Number.POSITIVE_INFINITY;
+    const log = this.log;
+    if (log !== null && log.size > 0) {
+      const slots = [...log.keys()].filter((s) => s > base).sort((a, b) => a - b);
+      for (const slot of slots) {
+        if (entries.length >= limits.catchUpSegmentEntriesMax) {
+          coveredThrough = slot - 1;
+          break;
+        }
+        const entry = log.get(slot) as LogEntry<C>;
+        entries.push(slot <= this.committed ? { slot, ballot: BALLOT_CHOSEN, value: entry.value } : entry);
+      }
+    }
+    this.send(out.sendAfterPersist, {
+      type: "promise",
+      ...this.envelope(m.from),
+      ballot: m.ballot,
+      base,
+      coveredThrough,
+      applied: this.applied,
+      entries,
+    });
+  }
+
+  private onPromise(m: PaxosMessage<C> & { type: "promise" }, nowMs: number, out: Output<C, R>): void {
+    const p = this.proposer;
+    if (p === null || m.ballot !== p.ballot) return;
+    let entries: Map<number, LogEntry<C>> | null = null;
+    for (const entry of m.entries) {
+      if (entries === null) entries = new Map();
+      entries.set(entry.slot, entry);
+      if (entry.slot > p.maxReportedSlot) p.maxReportedSlot = entry.slot;
+    }
+    p.reports.set(m.from.incarnation, { base: m.base, coveredThrough: m.coveredThrough, entries });
+    if (m.base > this.committed && !nodeIdEquals(m.from, this.node)) {
+      // The promiser has chosen slots folded into a snapshot that we lack: catch up from it.
+      this.noteChosen(m.base);
+      if (this.catchUpFrom === null) this.sendCatchUpRequest(m.from, nowMs, out);
+    }
+    if (!p.established) this.tryEstablish(p, nowMs, out);
+    else this.fillPipeline(p, nowMs, out);
+  }
+
+  private tryEstablish(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    const slot = this.applied + 1;
+    if (this.usableVotes(p, slot) < majority(configurationFor(this.membership, slot).members.length)) return;
+    p.established = true;
+    p.nextSlot = this.applied + 1;
+    this.role = Role.Leader;
+    this.leaderHint = this.node;
+    this.backoffMs = 0;
+    out.events.push({ type: "leader", cellKey: this.cellKey, node: this.node, ballot: p.ballot });
+    const pending = this.pending;
+    if (pending !== null) {
+      // Reads queued during the election become read-index reads now.
+      const keep: Pending<C>[] = [];
+      for (const item of pending) {
+        if (item.kind === "read") this.enqueueRead(p, item.tag, nowMs, out);
+        else keep.push(item);
+      }
+      this.pending = keep.length > 0 ? keep : null;
+    }
+    this.fillPipeline(p, nowMs, out);
+  }
+
+  /** Promises from members of configurationFor(slot) that cover `slot`. */
+  private usableVotes(p: ProposerState<C>, slot: number): number {
+    const configuration = configurationFor(this.membership, slot);
+    let count = 0;
+    for (const member of configuration.members) {
+      const report = p.reports.get(member.incarnation);
+      if (report !== undefined && report.base < slot && slot <= report.coveredThrough) count += 1;
+    }
+    return count;
+  }
+
+  /** The value phase 1 forces at `slot`: the highest-ballot report of the slot's configuration. */
+  private recoveredValue(p: ProposerState<C>, slot: number): LogValue<C> | null {
+    const configuration = configurationFor(this.membership, slot);
+    let best: LogEntry<C> | null = null;
+    for (const member of configuration.members) {
+      const entry = p.reports.get(member.incarnation)?.entries?.get(slot);
+      if (entry !== undefined && (best === null || entry.ballot > best.ballot)) best = entry;
+    }
+    return best === null ? null : best.value;
+  }
+
+  private tickCandidate(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    if (nowMs - this.lastPrepareMs(p) < limits.retransmitMs) return;
+    if (p.prepareRetransmits >= limits.retransmitsMax) {
+      this.abandonProposer(nowMs, out, "not_leader");
+      return;
+    }
+    p.prepareRetransmits += 1;
+    this.sendPrepares(p, this.applied + 1, nowMs, out);
+  }
+
+  private lastPrepareMs(p: ProposerState<C>): number {
+    let last = 0;
+    for (const t of p.prepareSentMs.values()) if (t > last) last = t;
+    return last;
+  }
+
+  /** Give up proposing; back off with seeded jitter before trying again. */
+  private abandonProposer(nowMs: number, out: Output<C, R>, reason: DropReason): void {
+    const p = this.proposer;
+    if (p === null) return;
+    this.dropPending(reason, out);
+    this.proposer = null;
+    this.role = Role.Follower;
+    if (nodeIdEquals(this.leaderHint ?? this.node, this.node)) this.leaderHint = null;
+    this.backoffMs = Math.min(
+      limits.electionBackoffMsMax,
+      this.backoffMs === 0 ? limits.electionBackoffMsMin : this.backoffMs * 2,
+    );
+    this.backoffUntilMs = nowMs + this.backoffMs + this.env.random.below(this.backoffMs + 1);
+  }
+
+  /** Another proposer runs `ballot`: follow it if it outranks this node's own proposal. */
+  private yieldTo(from: NodeId, ballot: Ballot, out: Output<C, R>): void {
+    if (this.proposer !== null && this.proposer.ballot > ballot) return;
+    this.leaderHint = from;
+    if (this.proposer !== null) {
+      this.dropPending("lost_leadership", out);
+      this.proposer = null;
+      this.role = Role.Follower;
+    }
+  }
+
+  private noteRound(ballot: Ballot): void {
+    if (ballot === BALLOT_CHOSEN) return;
+    const round = ballotRound(ballot);
+    if (round > this.highestRoundSeen) this.highestRoundSeen = round;
+  }
+
+  private onCampaign(m: PaxosMessage<C> & { type: "campaign" }, nowMs: number, out: Output<C, R>): void {
+    if (this.retired || this.joining || this.proposer !== null) return;
+    this.noteRound(m.ballot);
+    this.backoffUntilMs = 0;
+    this.campaign(nowMs, out, true);
+  }
+
+  // ------------------------------------------------------------------ phase 2 (leader)
+
+  private fillPipeline(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    if (!p.established || this.stalledReason !== null) return;
+    while (p.nextSlot <= this.applied + limits.pipelineDepth) {
+      const slot = p.nextSlot;
+      const configuration = configurationFor(this.membership, slot);
+      if (this.usableVotes(p, slot) < majority(configuration.members.length)) {
+        // A configuration this leader has not prepared yet (or coverage ran out).
+        if (!p.blockedOnPrepare) p.prepareRetransmits = 0;
+        p.blockedOnPrepare = true;
+        this.sendPrepares(p, slot, nowMs, out);
+        return;
+      }
+      p.blockedOnPrepare = false;
+      let value: LogValue<C> | null = this.recoveredValue(p, slot);
+      let tags: number[] | null = null;
+      if (value === null && slot <= p.maxReportedSlot) value = { kind: "noop", stampMs: nowMs };
+      if (value === null) {
+        const batch = this.takeBatch(nowMs);
+        if (batch !== null) {
+          value = batch.value;
+          tags = batch.tags;
+        } else if (slot <= p.padThrough) {
+          value = { kind: "noop", stampMs: nowMs };
+        } else {
+          return;
+        }
+      }
+      this.proposeAt(p, slot, value, tags, configuration, nowMs, out);
+      p.nextSlot = slot + 1;
+    }
+  }
+
+  private takeBatch(nowMs: number): { value: LogValue<C>; tags: number[] } | null {
+    const pending = this.pending;
+    if (pending === null || pending.length === 0) return null;
+    const head = pending[0] as Pending<C>;
+    if (head.kind === "change") {
+      pending.shift();
+      return { value: { kind: "reconfigure", stampMs: nowMs, change: head.change }, tags: [head.tag] };
+    }
+    const commands: C[] = [];
+    const tags: number[] = [];
+    let bytes = 0;
+    let taken = 0;
+    while (taken < pending.length && commands.length < limits.batchCommandsMax) {
+      const item = pending[taken] as Pending<C>;
+      if (item.kind !== "command") break;
+      const size = this.machine.commandBytes(item.command);
+      if (commands.length > 0 && bytes + size > limits.batchBytesMax) break;
+      commands.push(item.command);
+      tags.push(item.tag);
+      bytes += size;
+      taken += 1;
+    }
+    if (taken === pending.length) this.pending = null;
+    else pending.splice(0, taken);
+    return { value: { kind: "commands", stampMs: nowMs, commands }, tags };
+  }
+
+  private proposeAt(
+    p: ProposerState<C>,
+    slot: number,
+    value: LogValue<C>,
+    tags: number[] | null,
+    configuration: Configuration,
+    nowMs: number,
+    out: Output<C, R>,
+  ): void {
+    assert(!p.inflight.has(slot), () => `slot ${slot} proposed twice in one ballot`);
+    p.inflight.set(slot, { slot, value, tags, configuration, votes: 0, sentAtMs: nowMs, retransmits: 0 });
+    const commit = this.committed;
+    for (const member of configuration.members) {
+      this.send(out.sendNow, { type: "accept", ...this.envelope(member), ballot: p.ballot, slot, value, commit });
+    }
+  }
+
+  private onAccept(m: PaxosMessage<C> & { type: "accept" }, nowMs: number, out: Output<C, R>): void {
+    if (this.retired) return;
+    this.noteRound(m.ballot);
+    if (m.epoch < this.membership.epoch) {
+      this.send(out.sendNow, this.nack(m.from, m.ballot, "epoch"));
+      return;
+    }
+    if (m.ballot < this.promised && !(this.env.bugs?.acceptLowerBallot ?? false)) {
+      this.send(out.sendNow, this.nack(m.from, m.ballot, "ballot"));
+      return;
+    }
+    if (m.ballot > this.promised) {
+      this.promised = m.ballot;
+      this.dirty(out).promised = m.ballot;
+    }
+    if (!nodeIdEquals(m.from, this.node)) this.yieldTo(m.from, m.ballot, out);
+    if (m.slot > this.applied + limits.logRetainedEntries * 4) {
+      // Far ahead of what this node applied: do not vote (always safe); catch up instead.
+      this.noteCommit(m.ballot, m.commit);
+      this.requestCatchUpIfNeeded(m.from, nowMs, out);
+      return;
+    }
+    if (m.slot > this.committed) {
+      const entry: LogEntry<C> = { slot: m.slot, ballot: m.ballot, value: m.value };
+      this.logMap().set(m.slot, entry);
+      this.dirty(out).entries.push(entry);
+    }
+    // A slot at or below `committed` is chosen; a proposer with a promise quorum re-proposes the
+    // chosen value, so voting for it is safe without storing it again.
+    this.send(out.sendAfterPersist, {
+      type: "accepted",
+      ...this.envelope(m.from),
+      ballot: m.ballot,
+      slot: m.slot,
+      applied: this.applied,
+    });
+    this.noteCommit(m.ballot, m.commit);
+    this.advanceCommitted(out);
+    this.requestCatchUpIfNeeded(m.from, nowMs, out);
+  }
+
+  private onAccepted(m: PaxosMessage<C> & { type: "accepted" }, nowMs: number, out: Output<C, R>): void {
+    const p = this.proposer;
+    if (p === null || !p.established || m.ballot !== p.ballot) return;
+    this.noteFollowerApplied(p, m.from, m.applied);
+    const inflight = p.inflight.get(m.slot);
+    if (inflight === undefined) return;
+    const index = memberIndex(inflight.configuration, m.from);
+    if (index < 0) return;
+    inflight.votes |= 1 << index;
+    if (popcount(inflight.votes) < majority(inflight.configuration.members.length)) return;
+    this.leaderCommit(p, nowMs, out);
+  }
+
+  /** Move the commit index over every consecutive slot with a majority. */
+  private leaderCommit(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    let advanced = false;
+    for (;;) {
+      const slot = this.committed + 1;
+      const inflight = p.inflight.get(slot);
+      if (inflight === undefined) break;
+      if (popcount(inflight.votes) < majority(inflight.configuration.members.length)) break;
+      p.inflight.delete(slot);
+      const entry = this.log?.get(slot);
+      if (entry === undefined || entry.value !== inflight.value) {
+        // The leader's own acceptance may still be on its way to disk; keep the chosen value.
+        this.logMap().set(slot, { slot, ballot: BALLOT_CHOSEN, value: inflight.value });
+      }
+      this.committed = slot;
+      this.env.observer?.chosen(this.cellKey, slot, inflight.value as LogValue<unknown>, this.node);
+      this.applyCommitted(out, inflight);
+      advanced = true;
+      if (this.proposer !== p) return;
+    }
+    if (!advanced) return;
+    if (this.commitKnown < this.committed) {
+      this.commitKnown = this.committed;
+      this.commitKnownBallot = p.ballot;
+    }
+    this.fillPipeline(p, nowMs, out);
+    this.releaseReads(p, out);
+    if (p.inflight.size === 0) this.startHeartbeatRound(p, nowMs, out);
+  }
+
+  private tickLeader(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    for (const inflight of p.inflight.values()) {
+      if (nowMs - inflight.sentAtMs < limits.retransmitMs) continue;
+      if (inflight.retransmits >= limits.retransmitsMax) {
+        // No majority answers: this leader is cut off. Step down so others may lead.
+        this.abandonProposer(nowMs, out, "lost_leadership");
+        return;
+      }
+      inflight.retransmits += 1;
+      inflight.sentAtMs = nowMs;
+      const members = inflight.configuration.members;
+      for (let i = 0; i < members.length; i++) {
+        if ((inflight.votes & (1 << i)) !== 0) continue;
+        const member = members[i] as NodeId;
+        this.send(out.sendNow, {
+          type: "accept",
+          ...this.envelope(member),
+          ballot: p.ballot,
+          slot: inflight.slot,
+          value: inflight.value,
+          commit: this.committed,
+        });
+      }
+    }
+    if (p.blockedOnPrepare && nowMs - this.lastPrepareMs(p) >= limits.retransmitMs) {
+      if (p.prepareRetransmits >= limits.retransmitsMax) {
+        this.abandonProposer(nowMs, out, "lost_leadership");
+        return;
+      }
+      p.prepareRetransmits += 1;
+    }
+    if (p.nextSlot <= this.applied + limits.pipelineDepth) this.fillPipeline(p, nowMs, out);
+    if (p.round > 0 && nowMs - p.roundSentMs >= limits.retransmitMs) {
+      if (p.roundRetransmits < limits.retransmitsMax) {
+        p.roundRetransmits += 1;
+        this.sendHeartbeats(p, nowMs, out, true);
+      } else if (p.confirmedRound < p.round && p.reads.length > 0) {
+        this.abandonProposer(nowMs, out, "lost_leadership");
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ heartbeats, reads, commit
+
+  private enqueueRead(p: ProposerState<C>, tag: number, nowMs: number, out: Output<C, R>): void {
+    // Every slot proposed so far may hold a write acknowledged before this read began.
+    const index = p.nextSlot - 1;
+    // A round already in flight may have left before this read arrived: wait for the next one.
+    p.reads.push({ tag, index, round: p.round + 1 });
+    if (p.confirmedRound >= p.round) this.startHeartbeatRound(p, nowMs, out);
+    else p.heartbeatPending = true;
+    this.releaseReads(p, out);
+  }
+
+  private startHeartbeatRound(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    p.round += 1;
+    p.roundRetransmits = 0;
+    p.heartbeatPending = false;
+    this.sendHeartbeats(p, nowMs, out, false);
+    this.checkConfirmed(p, out);
+  }
+
+  private sendHeartbeats(p: ProposerState<C>, nowMs: number, out: Output<C, R>, retransmit: boolean): void {
+    p.roundSentMs = nowMs;
+    const needConfirm = p.confirmedRound < p.round;
+    for (const configuration of this.membership.configurations) {
+      for (const member of configuration.members) {
+        if (nodeIdEquals(member, this.node)) continue;
+        if (retransmit && !needConfirm && (p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) {
+          continue;
+        }
+        if (retransmit && !needConfirm && !this.env.isServerAlive(member.serverId)) continue;
+        this.send(out.sendNow, {
+          type: "heartbeat",
+          ...this.envelope(member),
+          ballot: p.ballot,
+          commit: this.committed,
+          round: p.round,
+        });
+      }
+    }
+  }
+
+  private onHeartbeat(m: PaxosMessage<C> & { type: "heartbeat" }, nowMs: number, out: Output<C, R>): void {
+    if (this.retired) return;
+    this.noteRound(m.ballot);
+    if (m.epoch < this.membership.epoch) {
+      this.send(out.sendNow, this.nack(m.from, m.ballot, "epoch"));
+      return;
+    }
+    const ok = m.ballot >= this.promised;
+    if (ok) {
+      if (!nodeIdEquals(m.from, this.node)) this.yieldTo(m.from, m.ballot, out);
+      this.noteCommit(m.ballot, m.commit);
+      this.advanceCommitted(out);
+      this.requestCatchUpIfNeeded(m.from, nowMs, out);
+    }
+    this.send(out.sendNow, {
+      type: "heartbeat_ack",
+      ...this.envelope(m.from),
+      ballot: ok ? m.ballot : this.promised,
+      round: m.round,
+      applied: this.applied,
+      ok,
+    });
+  }
+
+  private onHeartbeatAck(m: PaxosMessage<C> & { type: "heartbeat_ack" }, nowMs: number, out: Output<C, R>): void {
+    const p = this.proposer;
+    if (p === null || !p.established) return;
+    if (!m.ok) {
+      if (m.ballot > p.ballot) {
+        this.noteRound(m.ballot);
+        this.leaderHint = memberByIncarnation(this.membership, ballotIncarnation(m.ballot));
+        this.abandonProposer(nowMs, out, "lost_leadership");
+      }
+      return;
+    }
+    if (m.ballot !== p.ballot) return;
+    this.noteFollowerApplied(p, m.from, m.applied);
+    const previous = p.acks.get(m.from.incarnation) ?? 0;
+    if (m.round > previous) p.acks.set(m.from.incarnation, m.round);
+    this.checkConfirmed(p, out);
+    if (p.confirmedRound >= p.round && p.heartbeatPending) this.startHeartbeatRound(p, nowMs, out);
+  }
+
+  /** A round is confirmed when a majority of every governing configuration acknowledged it. */
+  private checkConfirmed(p: ProposerState<C>, out: Output<C, R>): void {
+    if (p.confirmedRound >= p.round) return;
+    for (const configuration of this.membership.configurations) {
+      let count = 0;
+      for (const member of configuration.members) {
+        if (nodeIdEquals(member, this.node) || (p.acks.get(member.incarnation) ?? 0) >= p.round) count += 1;
+      }
+      if (count < majority(configuration.members.length)) return;
+    }
+    p.confirmedRound = p.round;
+    this.releaseReads(p, out);
+  }
+
+  private releaseReads(p: ProposerState<C>, out: Output<C, R>): void {
+    if (p.reads.length === 0) return;
+    let kept = 0;
+    for (const read of p.reads) {
+      if (read.round <= p.confirmedRound && read.index <= this.applied) {
+        out.reads.push({ cellKey: this.cellKey, tag: read.tag });
+      } else {
+        p.reads[kept++] = read;
+      }
+    }
+    p.reads.length = kept;
+  }
+
+  private noteFollowerApplied(p: ProposerState<C>, from: NodeId, applied: number): void {
+    const previous = p.followerApplied.get(from.incarnation);
+    if (previous === undefined || applied > previous) p.followerApplied.set(from.incarnation, applied);
+  }
+
+  private noteCommit(ballot: Ballot, commit: number): void {
+    if (commit > this.commitKnown || (commit === this.commitKnown && ballot > this.commitKnownBallot)) {
+      this.commitKnown = commit;
+      this.commitKnownBallot = ballot;
+    }
+  }
+
+  private noteChosen(slot: number): void {
+    if (slot > this.chosenKnown) this.chosenKnown = slot;
+  }
+
+  /**
+   * Follower side: a slot is chosen locally when its entry came from catch-up (BALLOT_CHOSEN) or
+   * was proposed by the very ballot that reported it committed. Anything else needs catch-up.
+   */
+  private advanceCommitted(out: Output<C, R>): void {
+    const log = this.log;
+    if (log === null || this.joining) return;
+    for (;;) {
+      const slot = this.committed + 1;
+      const entry = log.get(slot);
+      if (entry === undefined) break;
+      const chosen =
+        entry.ballot === BALLOT_CHOSEN || (slot <= this.commitKnown && entry.ballot === this.commitKnownBallot);
+      if (!chosen) break;
+      this.committed = slot;
+    }
+    this.applyCommitted(out, null);
+  }
+
+  private behind(): boolean {
+    return this.committed < this.commitKnown || this.committed < this.chosenKnown || this.joining;
+  }
+
+  private requestCatchUpIfNeeded(from: NodeId, nowMs: number, out: Output<C, R>): void {
+    if (!this.behind() || nodeIdEquals(from, this.node)) return;
+    if (this.catchUpFrom !== null && nowMs - this.catchUpSentMs < limits.retransmitMs) return;
+    this.catchUpAttempts = 0;
+    this.sendCatchUpRequest(from, nowMs, out);
+  }
+
+  private sendCatchUpRequest(from: NodeId, nowMs: number, out: Output<C, R>): void {
+    this.catchUpFrom = from;
+    this.catchUpSentMs = nowMs;
+    this.catchUpAttempts += 1;
+    this.send(out.sendNow, {
+      type: "catchup_request",
+      ...this.envelope(from),
+      fromSlot: this.committed + 1,
+      needSnapshot: this.joining,
+    });
+  }
+
+  private onCatchUpRequest(m: PaxosMessage<C> & { type: "catchup_request" }, out: Output<C, R>): void {
+    if (this.joining || this.applied < m.fromSlot) return;
+    const entries: LogEntry<C>[] = [];
+    const log = this.log;
+    let segment = !m.needSnapshot && m.fromSlot > this.snapshotIndex && log !== null;
+    if (segment && log !== null) {
+      const last = Math.min(this.applied, m.fromSlot + limits.catchUpSegmentEntriesMax - 1);
+      for (let slot = m.fromSlot; slot <= last; slot++) {
+        const entry = log.get(slot);
+        if (entry === undefined) {
+          segment = false;
+          break;
+        }
+        entries.push({ slot, ballot: BALLOT_CHOSEN, value: entry.value });
+      }
+    }
+    if (segment) {
+      this.send(out.sendNow, { type: "catchup", ...this.envelope(m.from), entries, snapshot: null, applied: this.applied });
+      return;
+    }
+    const snapshot: Snapshot = { index: this.applied, membership: this.membership, state: this.machine.snapshot() };
+    this.send(out.sendNow, { type: "catchup", ...this.envelope(m.from), entries: [], snapshot, applied: this.applied });
+  }
+
+  private onCatchUp(m: PaxosMessage<C> & { type: "catchup" }, nowMs: number, out: Output<C, R>): void {
+    if (this.retired) return;
+    const snapshot = m.snapshot;
+    if (snapshot !== null && snapshot.index > this.applied) {
+      try {
+        this.machine.restore(snapshot.state);
+      } catch {
+        return; // a corrupt snapshot from a peer: ignore it and try again later
+      }
+      this.membership = snapshot.membership;
+      this.joining = false;
+      this.applied = snapshot.index;
+      this.committed = snapshot.index;
+      this.snapshotIndex = snapshot.index;
+      this.noteChosen(snapshot.index);
+      const log = this.log;
+      if (log !== null) {
+        for (const slot of [...log.keys()]) if (slot <= snapshot.index) log.delete(slot);
+      }
+      const write = this.dirty(out);
+      write.snapshot = snapshot;
+      this.afterMembershipChange(out);
+    }
+    for (const entry of m.entries) {
+      if (entry.slot <= this.committed) continue;
+      const chosen: LogEntry<C> = { slot: entry.slot, ballot: BALLOT_CHOSEN, value: entry.value };
+      this.logMap().set(entry.slot, chosen);
+      this.dirty(out).entries.push(chosen);
+    }
+    this.noteChosen(m.applied);
+    this.catchUpFrom = null;
+    this.advanceCommitted(out);
+    if (this.behind()) this.requestCatchUpIfNeeded(m.from, nowMs, out);
+    const p = this.proposer;
+    if (p !== null && !p.established) this.tryEstablish(p, nowMs, out);
+  }
+
+  // ------------------------------------------------------------------ apply
+
+  private applyCommitted(out: Output<C, R>, leaderInflight: Inflight<C> | null): void {
+    const log = this.log;
+    while (this.applied < this.committed && this.stalledReason === null && log !== null) {
+      const slot = this.applied + 1;
+      const entry = log.get(slot);
+      assert(entry !== undefined, () => `committed slot ${slot} has no value`);
+      const value = entry.value;
+      const tags = leaderInflight !== null && leaderInflight.slot === slot ? leaderInflight.tags : null;
+      switch (value.kind) {
+        case "noop":
+          break;
+        case "commands": {
+          for (const command of value.commands) {
+            const reason = this.machine.unsupported(command);
+            if (reason !== null) {
+              this.stall(slot, reason, out);
+              return;
+            }
+          }
+          const context = { index: slot, stampMs: value.stampMs };
+          const commands = value.commands;
+          for (let i = 0; i < commands.length; i++) {
+            const result = this.machine.apply(commands[i] as C, context);
+            if (tags !== null) {
+              out.results.push({
+                cellKey: this.cellKey,
+                tag: tags[i] as number,
+                index: slot,
+                outcome: { kind: "command", result },
+              });
+            }
+          }
+          break;
+        }
+        case "reconfigure": {
+          const delayed = !(this.env.bugs?.membershipWithoutDelay ?? false);
+          const applied = applyMembershipChange(this.membership, value.change, delayed ? slot : slot - 2);
+          this.membership = applied.state;
+          if (tags !== null) {
+            out.results.push({
+              cellKey: this.cellKey,
+              tag: tags[0] as number,
+              index: slot,
+              outcome: { kind: "membership", result: applied.result },
+            });
+          }
+          if (applied.result.status === "applied") {
+            const p = this.proposer;
+            if (p !== null && p.established) p.padThrough = applied.result.fromSlot - 1;
+            const latest = latestConfiguration(this.membership);
+            out.events.push({
+              type: "membership",
+              cellKey: this.cellKey,
+              node: this.node,
+              epoch: latest.epoch,
+              members: latest.members,
+            });
+          }
+          break;
+        }
+        default:
+          assertNever(value, "log value");
+      }
+      this.applied = slot;
+      this.env.observer?.applied(this.cellKey, this.node, slot, value as LogValue<unknown>);
+      this.membership = pruneMembership(this.membership, this.applied);
+      if (this.applied - this.snapshotIndex >= limits.snapshotIntervalEntries) this.takeSnapshot(out);
+      this.afterMembershipChange(out);
+      if (this.retired) return;
+    }
+  }
+
+  private takeSnapshot(out: Output<C, R>): void {
+    const write = this.dirty(out);
+    // Stored entries up to the previous snapshot are covered by a snapshot already durable.
+    write.truncateThrough = Math.max(write.truncateThrough, this.snapshotIndex);
+    write.snapshot = { index: this.applied, membership: this.membership, state: this.machine.snapshot() };
+    const log = this.log;
+    if (log !== null) {
+      for (const slot of log.keys()) if (slot <= this.applied) log.delete(slot);
+      if (log.size === 0) this.log = null;
+    }
+    this.snapshotIndex = this.applied;
+  }
+
+  private stall(slot: number, reason: string, out: Output<C, R>): void {
+    this.stalledReason = `cannot apply slot ${slot}: ${reason}`;
+    out.events.push({ type: "stalled", cellKey: this.cellKey, node: this.node, index: slot, reason });
+    this.dropPending("stalled", out);
+    if (this.proposer !== null) {
+      this.proposer = null;
+      this.role = Role.Follower;
+    }
+  }
+
+  /** Retire once a configuration without this node governs every slot after `applied`. */
+  private afterMembershipChange(out: Output<C, R>): void {
+    if (this.retired || this.joining) return;
+    const latest = latestConfiguration(this.membership);
+    if (memberIndex(latest, this.node) >= 0 || this.applied < latest.fromSlot - 1) return;
+    // A node added later than this state knows about is not removed: it is not minted yet.
+    if (this.node.incarnation >= this.membership.nextIncarnation) return;
+    this.retired = true;
+    const p = this.proposer;
+    if (p !== null && p.established) {
+      const successor = latest.members[0];
+      if (successor !== undefined) {
+        this.send(out.sendNow, { type: "campaign", ...this.envelope(successor), ballot: p.ballot });
+      }
+    }
+    this.leaderHint = latest.members[0] ?? null;
+    this.dropPending("retired", out);
+    this.proposer = null;
+    this.role = Role.Follower;
+    this.catchUpFrom = null;
+    out.events.push({
+      type: "retired",
+      cellKey: this.cellKey,
+      node: this.node,
+      epoch: latest.epoch,
+      members: latest.members,
+    });
+  }
+
+  // ------------------------------------------------------------------ rejection
+
+  private nack(to: NodeId, ballot: Ballot, reason: "ballot" | "epoch"): PaxosMessage<C> {
+    return { type: "nack", ...this.envelope(to), ballot, promised: this.promised, reason, applied: this.applied };
+  }
+
+  private onNack(m: PaxosMessage<C> & { type: "nack" }, nowMs: number, out: Output<C, R>): void {
+    const p = this.proposer;
+    if (p === null || m.ballot !== p.ballot) return;
+    this.noteRound(m.promised);
+    if (m.reason === "epoch") {
+      // This node is behind on membership: step down and catch up from the peer that knows more.
+      this.abandonProposer(nowMs, out, "not_leader");
+      this.noteChosen(m.applied);
+      this.requestCatchUpIfNeeded(m.from, nowMs, out);
+      return;
+    }
+    if (m.promised > p.ballot) {
+      const holder = memberByIncarnation(this.membership, ballotIncarnation(m.promised));
+      this.abandonProposer(nowMs, out, p.established ? "lost_leadership" : "not_leader");
+      if (holder !== null && !nodeIdEquals(holder, this.node)) this.leaderHint = holder;
+    }
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private envelope(to: NodeId): { cellKey: CellKey; from: NodeId; to: NodeId; epoch: number } {
+    return { cellKey: this.cellKey, from: this.node, to, epoch: this.membership.epoch };
+  }
+
+  private send(queue: PaxosMessage<C>[], message: PaxosMessage<C>): void {
+    queue.push(message);
+  }
+
+  private logMap(): Map<number, LogEntry<C>> {
+    if (this.log === null) this.log = new Map();
+    return this.log;
+  }
+
+  private dirty(out: Output<C, R>): NodeWrite<C> {
+    if (this.write === null || this.writeTurn !== out.turn) {
+      this.write = {
+        cellKey: this.cellKey,
+        node: this.node,
+        promised: null,
+        entries: [],
+        snapshot: null,
+        truncateThrough: 0,
+      };
+      this.writeTurn = out.turn;
+      out.writes.push(this.write);
+    }
+    return this.write;
+  }
+
+  /** Recompute when tick() is next needed. A quiet cell has no deadline at all. */
+  private updateWake(nowMs: number): void {
+    let wake = Number.POSITIVE_INFINITY;
+    const p = this.proposer;
+    if (p !== null) {
+      if (!p.established) {
+        wake = this.lastPrepareMs(p) + limits.retransmitMs;
+      } else {
+        for (const inflight of p.inflight.values()) wake = Math.min(wake, inflight.sentAtMs + limits.retransmitMs);
+        if (p.round > 0 && this.heartbeatUnfinished(p)) wake = Math.min(wake, p.roundSentMs + limits.retransmitMs);
+        if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
+        if (p.blockedOnPrepare) wake = Math.min(wake, this.lastPrepareMs(p) + limits.retransmitMs);
+      }
+    } else if (this.pending !== null && this.pending.length > 0) {
+      wake = Math.max(this.backoffUntilMs, nowMs);
+    }
+    if (this.catchUpFrom !== null) wake = Math.min(wake, this.catchUpSentMs + limits.retransmitMs);
+    this.wakeAtMs = wake;
+  }
+
+  private heartbeatUnfinished(p: ProposerState<C>): boolean {
+    if (p.confirmedRound < p.round) return p.roundRetransmits < limits.retransmitsMax || p.reads.length > 0;
+    if (p.roundRetransmits >= limits.retransmitsMax) return false;
+    for (const configuration of this.membership.configurations) {
+      for (const member of configuration.members) {
+        if (nodeIdEquals(member, this.node)) continue;
+        if ((p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) continue;
+        if (!this.env.isServerAlive(member.serverId)) continue;
+        return true;
+      }
+    }
+    return false;
+  }
+}
+
+function popcount(bits: number): number {
+  let count = 0;
+  while (bits !== 0) {
+    bits &= bits - 1;
+    count += 1;
+  }
+  return count;
+}
