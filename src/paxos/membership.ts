@@ -84,6 +84,7 @@ export function applyMembershipChange(
   state: MembershipState,
   change: MembershipChange,
   slot: number,
+  activationDelay: number = limits.pipelineDepth,
 ): { state: MembershipState; result: MembershipResult } {
   const problem = membershipChangeProblem(state, change, slot);
   if (problem !== null) return { state, result: { status: "rejected", reason: problem } };
@@ -97,7 +98,7 @@ export function applyMembershipChange(
     members = [...members, added];
   }
   const epoch = state.epoch + 1;
-  const fromSlot = slot + limits.pipelineDepth;
+  const fromSlot = slot + activationDelay;
   const configurations = [...state.configurations, { fromSlot, epoch, members }];
   return {
     state: { epoch, nextIncarnation, configurations },

@@ -359,6 +359,51 @@ export class Replica<C, R> {
     };
   }
 
+  /**
+   * A canonical description of every protocol-relevant field, for state-space exploration:
+   * two replicas with equal fingerprints behave identically from here on.
+   */
+  fingerprint(describeValue: (value: LogValue<C>) => string): string {
+    const parts: string[] = [
+      `r${this.role}`,
+      `p${this.promised}`,
+      `a${this.applied}`,
+      `c${this.committed}`,
+      `k${this.commitKnown}/${this.commitKnownBallot}/${this.chosenKnown}`,
+      `e${this.membership.epoch}`,
+      `h${this.leaderHint === null ? "-" : formatNodeId(this.leaderHint)}`,
+      `s${this.stalledReason === null ? "" : "!"}${this.retired ? "R" : ""}${this.joining ? "J" : ""}`,
+      `q${this.pendingCount()}`,
+      `g${this.highestRoundSeen}`,
+    ];
+    const log = this.log;
+    if (log !== null) {
+      for (const slot of [...log.keys()].sort((a, b) => a - b)) {
+        const entry = log.get(slot) as LogEntry<C>;
+        parts.push(`L${slot}:${entry.ballot}:${describeValue(entry.value)}`);
+      }
+    }
+    const p = this.proposer;
+    if (p !== null) {
+      parts.push(`P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}`);
+      for (const incarnation of [...p.reports.keys()].sort((a, b) => a - b)) {
+        const report = p.reports.get(incarnation) as PromiseReport<C>;
+        const entries = report.entries === null ? [] : [...report.entries.values()];
+        parts.push(
+          `R${incarnation}:${report.base}:${report.coveredThrough}:${entries
+            .map((e) => `${e.slot}/${e.ballot}/${describeValue(e.value)}`)
+            .join(",")}`,
+        );
+      }
+      for (const slot of [...p.inflight.keys()].sort((a, b) => a - b)) {
+        const inflight = p.inflight.get(slot) as Inflight<C>;
+        parts.push(`I${slot}:${inflight.votes}:${describeValue(inflight.value)}`);
+      }
+      for (const incarnation of [...p.acks.keys()].sort((a, b) => a - b)) parts.push(`A${incarnation}:${p.acks.get(incarnation)}`);
+    }
+    return parts.join(" ");
+  }
+
   get appliedIndex(): number {
     return this.applied;
   }
@@ -1126,7 +1171,7 @@ export class Replica<C, R> {
         }
         case "reconfigure": {
           const delayed = !(this.env.bugs?.membershipWithoutDelay ?? false);
-          const applied = applyMembershipChange(this.membership, value.change, delayed ? slot : slot - 2);
+          const applied = applyMembershipChange(this.membership, value.change, slot, delayed ? limits.pipelineDepth : 1);
           this.membership = applied.state;
           if (tags !== null) {
             out.results.push({
@@ -1179,7 +1224,21 @@ export class Replica<C, R> {
     this.stalledReason = `cannot apply slot ${slot}: ${reason}`;
     out.events.push({ type: "stalled", cellKey: this.cellKey, node: this.node, index: slot, reason });
     this.dropPending("stalled", out);
-    if (this.proposer !== null) {
+    const p = this.proposer;
+    if (p !== null) {
+      if (p.established) {
+        // Tell the followers what is committed so they stall at the same slot and report it too.
+        for (const member of latestConfiguration(this.membership).members) {
+          if (nodeIdEquals(member, this.node)) continue;
+          this.send(out.sendNow, {
+            type: "heartbeat",
+            ...this.envelope(member),
+            ballot: p.ballot,
+            commit: this.committed,
+            round: p.round + 1,
+          });
+        }
+      }
       this.proposer = null;
       this.role = Role.Follower;
     }
