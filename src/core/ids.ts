@@ -6,6 +6,8 @@ import { limits } from "./limits.ts";
 export type CellKey = string;
 /** A server of the colony, e.g. "s3". */
 export type ServerId = string;
+/** Where a message goes: a server id or a client's address. */
+export type Address = string;
 
 /** A node: one member of one cell on one server, in one incarnation. */
 export interface NodeId {

@@ -1,0 +1,719 @@
+/**
+ * A server hosts nodes of many cells. It routes messages to them, runs their Ready output with
+ * ONE storage batch per turn for all cells (group commit) and sends what depends on durable
+ * state only after that batch is durable, keeps a timer wheel that only holds cells with armed
+ * timers, runs the per-server-pair failure detector, keeps forwarding pointers for cells that
+ * moved away, and bounds every queue (a full queue answers `overloaded`).
+ *
+ * It is written against ports (storage, transport, scheduler) and never touches node:* itself:
+ * the simulator runs this very code.
+ */
+import {
+  type Address,
+  type CellKey,
+  cellKeyProblem,
+  formatNodeId,
+  limits,
+  type NodeId,
+  type Prng,
+  type Scheduler,
+  type ServerId,
+  type TimerHandle,
+} from "../core/index.ts";
+import {
+  CellMachine,
+  type Command,
+  type CommandResult,
+  type Transaction,
+  validateCommand,
+  validateTransaction,
+} from "../cell/index.ts";
+import type { ClientRequest, ClientResponse, ResponseBody } from "../cell/protocol.ts";
+import {
+  initialMembership,
+  type MembershipChange,
+  type NodeWrite,
+  Output,
+  type PaxosMessage,
+  type PlantedBugs,
+  Replica,
+  type ReplicaEnvironment,
+  type ReplicaObserver,
+  type ReplicaStatus,
+  type RequestOutcome,
+} from "../paxos/index.ts";
+import type { ForwardingPointer, StorageBatch, StoragePort } from "../storage/index.ts";
+import type { TransportPort } from "../transport/index.ts";
+import { FailureDetector } from "./failure-detector.ts";
+import { TimerWheel, type WheelItem } from "./timer-wheel.ts";
+
+/** Everything that travels between servers, and between clients and servers. */
+export type ServerMessage =
+  | { readonly kind: "paxos"; readonly message: PaxosMessage<Command> }
+  /** Failure-detector heartbeat: one per peer per interval, no per-cell data. */
+  | { readonly kind: "heartbeat" }
+  | ClientRequest
+  | ClientResponse;
+
+export interface ServerOptions {
+  readonly serverId: ServerId;
+  /** Servers this one exchanges failure-detector heartbeats with. */
+  readonly peers: readonly ServerId[];
+  readonly storage: StoragePort<Command>;
+  readonly transport: TransportPort<ServerMessage>;
+  readonly scheduler: Scheduler;
+  readonly random: Prng;
+  readonly observer?: ReplicaObserver | null;
+  readonly bugs?: PlantedBugs | null;
+}
+
+interface HostedNode extends WheelItem {
+  readonly cellKey: CellKey;
+  readonly replica: Replica<Command, CommandResult>;
+  readonly machine: CellMachine;
+}
+
+type PendingRequest =
+  | { readonly kind: "command" | "change"; readonly client: Address; readonly id: number; readonly cellKey: CellKey }
+  | {
+      readonly kind: "read";
+      readonly client: Address;
+      readonly id: number;
+      readonly cellKey: CellKey;
+      readonly txn: Transaction;
+    };
+
+export interface ServerCounters {
+  turns: number;
+  storageBatches: number;
+  messagesIn: number;
+  messagesOut: number;
+  requestsOverloaded: number;
+  messagesDropped: number;
+  timerFirings: number;
+  replicaTicks: number;
+}
+
+export interface ServerStatus {
+  readonly serverId: ServerId;
+  readonly residentNodes: number;
+  readonly leaders: number;
+  readonly armedTimers: number;
+  readonly pendingRequests: number;
+  readonly forwardingPointers: number;
+  readonly stalledCells: readonly CellKey[];
+  readonly suspectedPeers: readonly ServerId[];
+  readonly counters: Readonly<ServerCounters>;
+}
+
+const forwardingPointersMax = 100_000;
+const stalledCellsMax = 1_000;
+
+export class Server {
+  readonly serverId: ServerId;
+  private readonly storage: StoragePort<Command>;
+  private readonly transport: TransportPort<ServerMessage>;
+  private readonly scheduler: Scheduler;
+  private readonly peers: readonly ServerId[];
+  private readonly env: ReplicaEnvironment;
+  private readonly detector: FailureDetector;
+  private readonly wheel: TimerWheel<HostedNode>;
+  private readonly nodes = new Map<CellKey, HostedNode>();
+  private readonly pointers = new Map<CellKey, ForwardingPointer>();
+  private readonly stalled = new Set<CellKey>();
+  private readonly out = new Output<Command, CommandResult>();
+  private readonly requests = new Map<number, PendingRequest>();
+  private nextTag = 1;
+  private readonly inbox: { from: Address; message: ServerMessage }[] = [];
+  private turnScheduled = false;
+  private readonly touched = new Set<HostedNode>();
+  private wheelTimer: TimerHandle | null = null;
+  private wheelTimerAtMs = Number.POSITIVE_INFINITY;
+  private heartbeatTimer: TimerHandle | null = null;
+  // Group commit: what waits for the batch after the one in flight.
+  private batchInFlight = false;
+  private nextWrites: NodeWrite<Command>[] = [];
+  private nextRemoved: { cellKey: CellKey; incarnation: number }[] = [];
+  private nextPointers: ForwardingPointer[] = [];
+  private nextAfterPersist: PaxosMessage<Command>[] = [];
+  private stopped = false;
+  readonly counters: ServerCounters = {
+    turns: 0,
+    storageBatches: 0,
+    messagesIn: 0,
+    messagesOut: 0,
+    requestsOverloaded: 0,
+    messagesDropped: 0,
+    timerFirings: 0,
+    replicaTicks: 0,
+  };
+
+  constructor(options: ServerOptions) {
+    this.serverId = options.serverId;
+    this.storage = options.storage;
+    this.transport = options.transport;
+    this.scheduler = options.scheduler;
+    this.peers = options.peers.filter((peer) => peer !== options.serverId);
+    const now = this.scheduler.nowMs();
+    this.detector = new FailureDetector(this.serverId, now);
+    this.wheel = new TimerWheel(limits.timerWheelSlotMs, limits.timerWheelSlots, now);
+    this.env = {
+      random: options.random,
+      isServerAlive: (serverId) => this.detector.isAlive(serverId, this.scheduler.nowMs()),
+      observer: options.observer ?? null,
+      bugs: options.bugs ?? null,
+    };
+    for (const pointer of this.storage.pointers()) this.pointers.set(pointer.cellKey, pointer);
+    this.transport.onMessage((from, message) => this.receive(from, message));
+    this.scheduleHeartbeats();
+  }
+
+  /** Stop all timers; the server no longer reacts. (A crash in the simulator, shutdown in production.) */
+  stop(): void {
+    this.stopped = true;
+    if (this.wheelTimer !== null) this.scheduler.clearTimer(this.wheelTimer);
+    if (this.heartbeatTimer !== null) this.scheduler.clearTimer(this.heartbeatTimer);
+    this.wheelTimer = null;
+    this.heartbeatTimer = null;
+  }
+
+  // ------------------------------------------------------------------ control-plane entry points
+
+  /** Create this server's founding node of a new cell (a no-op if this server is not a member). */
+  createCell(cellKey: CellKey, members: readonly NodeId[]): void {
+    const self = members.find((m) => m.serverId === this.serverId);
+    if (self === undefined || this.nodes.has(cellKey)) return;
+    const machine = new CellMachine();
+    const replica = Replica.create(
+      { cellKey, node: self, machine, env: this.env },
+      initialMembership(members),
+      this.out,
+    );
+    this.adopt(cellKey, replica, machine);
+    this.scheduleTurn();
+  }
+
+  /** Host a node added to a cell by a membership change; it catches up from its peers. */
+  hostJoiningNode(cellKey: CellKey, incarnation: number): void {
+    const node: NodeId = { serverId: this.serverId, incarnation };
+    const existing = this.resident(cellKey);
+    if (existing !== null && existing.replica.node.incarnation >= incarnation) return;
+    if (existing !== null) this.evict(existing);
+    const machine = new CellMachine();
+    const replica = Replica.join({ cellKey, node, machine, env: this.env });
+    this.adopt(cellKey, replica, machine);
+    this.pointers.delete(cellKey);
+    this.out.writes.push({
+      cellKey,
+      node,
+      promised: null,
+      entries: [],
+      snapshot: { index: 0, membership: replica.membershipState, state: machine.snapshot() },
+      truncateThrough: 0,
+    });
+    this.scheduleTurn();
+  }
+
+  /** Hand a command straight to the cell's node, bypassing validation (tests of unknown versions). */
+  proposeUnchecked(cellKey: CellKey, command: Command): RequestOutcome | null {
+    const node = this.resident(cellKey);
+    if (node === null) return null;
+    const outcome = node.replica.propose(command, 0, this.scheduler.nowMs(), this.out);
+    this.touched.add(node);
+    this.scheduleTurn();
+    return outcome;
+  }
+
+  transferLeadership(cellKey: CellKey, target: NodeId): boolean {
+    const node = this.resident(cellKey);
+    if (node === null) return false;
+    const ok = node.replica.transferLeadership(target, this.out);
+    this.scheduleTurn();
+    return ok;
+  }
+
+  // ------------------------------------------------------------------ queries
+
+  cellStatus(cellKey: CellKey): ReplicaStatus | null {
+    return this.nodes.get(cellKey)?.replica.status() ?? null;
+  }
+
+  /** State digest of the cell's node, for checkers. */
+  cellDigest(cellKey: CellKey): { applied: number; snapshot: Uint8Array } | null {
+    const node = this.nodes.get(cellKey);
+    if (node === undefined) return null;
+    return { applied: node.replica.appliedIndex, snapshot: node.machine.snapshot() };
+  }
+
+  residentCells(): CellKey[] {
+    return [...this.nodes.keys()];
+  }
+
+  isAlive(serverId: ServerId): boolean {
+    return this.detector.isAlive(serverId, this.scheduler.nowMs());
+  }
+
+  status(): ServerStatus {
+    let leaders = 0;
+    for (const node of this.nodes.values()) if (node.replica.isLeader) leaders += 1;
+    return {
+      serverId: this.serverId,
+      residentNodes: this.nodes.size,
+      leaders,
+      armedTimers: this.wheel.size,
+      pendingRequests: this.requests.size,
+      forwardingPointers: this.pointers.size,
+      stalledCells: [...this.stalled],
+      suspectedPeers: this.detector.suspected(this.peers, this.scheduler.nowMs()),
+      counters: { ...this.counters },
+    };
+  }
+
+  // ------------------------------------------------------------------ the turn
+
+  private receive(from: Address, message: ServerMessage): void {
+    if (this.stopped) return;
+    this.counters.messagesIn += 1;
+    if (this.inbox.length >= limits.serverInboxMax) {
+      if (message.kind === "request") {
+        this.counters.requestsOverloaded += 1;
+        this.respond(from, message.id, message.cellKey, {
+          type: "error",
+          code: "overloaded",
+          message: `server ${this.serverId} has ${this.inbox.length} messages waiting; retry after a backoff`,
+        });
+        this.transport.flush();
+      } else {
+        this.counters.messagesDropped += 1;
+      }
+      return;
+    }
+    this.inbox.push({ from, message });
+    this.scheduleTurn();
+  }
+
+  private scheduleTurn(): void {
+    if (this.turnScheduled || this.stopped) return;
+    this.turnScheduled = true;
+    this.scheduler.defer(() => this.turn());
+  }
+
+  private turn(): void {
+    this.turnScheduled = false;
+    if (this.stopped) return;
+    this.counters.turns += 1;
+    const now = this.scheduler.nowMs();
+    // Messages a node sends to itself are delivered within the turn; bound the loop anyway.
+    let processed = 0;
+    while (processed < limits.serverInboxMax * 2) {
+      const next = this.inbox.shift();
+      if (next === undefined) break;
+      processed += 1;
+      this.dispatch(next.from, next.message, now);
+      if (this.inbox.length === 0) this.collectLocal();
+    }
+    for (const node of this.wheel.takeDue(now)) {
+      this.counters.replicaTicks += 1;
+      node.replica.tick(now, this.out);
+      this.touched.add(node);
+      if (this.inbox.length === 0) this.collectLocal();
+    }
+    while (this.inbox.length > 0 && processed < limits.serverInboxMax * 2) {
+      const next = this.inbox.shift();
+      if (next === undefined) break;
+      processed += 1;
+      this.dispatch(next.from, next.message, now);
+      if (this.inbox.length === 0) this.collectLocal();
+    }
+    this.finishTurn(now);
+    if (this.inbox.length > 0) this.scheduleTurn();
+  }
+
+  /** Move this turn's self-addressed sendNow messages into the inbox. */
+  private collectLocal(): void {
+    const sendNow = this.out.sendNow;
+    let kept = 0;
+    for (const message of sendNow) {
+      if (message.to.serverId === this.serverId) this.inbox.push({ from: this.serverId, message: { kind: "paxos", message } });
+      else sendNow[kept++] = message;
+    }
+    sendNow.length = kept;
+  }
+
+  private finishTurn(now: number): void {
+    const out = this.out;
+    for (const message of out.sendNow) this.sendPaxos(message);
+    for (const result of out.results) {
+      const request = this.takeRequest(result.tag);
+      if (request === null) continue;
+      const outcome = result.outcome;
+      const body: ResponseBody =
+        outcome.kind === "command"
+          ? { type: "result", result: outcome.result, index: result.index }
+          : { type: "membership", result: outcome.result, index: result.index };
+      this.respond(request.client, request.id, request.cellKey, body);
+    }
+    for (const read of out.reads) {
+      const request = this.takeRequest(read.tag);
+      if (request === null || request.kind !== "read") continue;
+      const node = this.nodes.get(request.cellKey);
+      if (node === undefined) continue;
+      this.respond(request.client, request.id, request.cellKey, {
+        type: "read",
+        result: node.machine.evaluateRead(request.txn),
+        index: node.replica.appliedIndex,
+      });
+    }
+    for (const dropped of out.dropped) {
+      const request = this.takeRequest(dropped.tag);
+      if (request === null) continue;
+      this.respond(request.client, request.id, request.cellKey, {
+        type: "redirect",
+        leader: dropped.leader,
+        members: null,
+        epoch: null,
+        reason: dropped.reason,
+      });
+    }
+    for (const event of out.events) {
+      switch (event.type) {
+        case "retired":
+          this.retire(event.cellKey, event.epoch, event.members, now);
+          break;
+        case "stalled":
+          if (this.stalled.size < stalledCellsMax) this.stalled.add(event.cellKey);
+          break;
+        case "leader":
+        case "membership":
+          break;
+      }
+    }
+    for (const write of out.writes) this.nextWrites.push(write);
+    for (const message of out.sendAfterPersist) this.nextAfterPersist.push(message);
+    if (!this.batchInFlight && this.batchWaiting()) this.startBatch();
+    out.reset();
+    for (const node of this.touched) this.wheel.schedule(node, node.replica.wakeAtMs);
+    this.touched.clear();
+    this.armWheelTimer();
+    this.transport.flush();
+  }
+
+  private startBatch(): void {
+    if (this.nextWrites.length === 0 && this.nextRemoved.length === 0 && this.nextPointers.length === 0) {
+      // Nothing to make durable: what waited may go now.
+      const messages = this.nextAfterPersist;
+      this.nextAfterPersist = [];
+      this.releaseAfterPersist(messages);
+      return;
+    }
+    const batch: StorageBatch<Command> = { writes: this.nextWrites, removed: this.nextRemoved, pointers: this.nextPointers };
+    const afterPersist = this.nextAfterPersist;
+    this.nextWrites = [];
+    this.nextRemoved = [];
+    this.nextPointers = [];
+    this.nextAfterPersist = [];
+    this.batchInFlight = true;
+    this.counters.storageBatches += 1;
+    this.storage.write(batch, (error) => {
+      if (this.stopped) return;
+      this.batchInFlight = false;
+      if (error !== null) {
+        // The disk refused a write: nothing in this batch may be acknowledged. Stop serving.
+        this.stop();
+        return;
+      }
+      this.releaseAfterPersist(afterPersist);
+      if (this.batchWaiting()) this.startBatch();
+      this.transport.flush();
+    });
+  }
+
+  private batchWaiting(): boolean {
+    return (
+      this.nextWrites.length > 0 ||
+      this.nextAfterPersist.length > 0 ||
+      this.nextRemoved.length > 0 ||
+      this.nextPointers.length > 0
+    );
+  }
+
+  private releaseAfterPersist(messages: readonly PaxosMessage<Command>[]): void {
+    let local = false;
+    for (const message of messages) {
+      if (message.to.serverId === this.serverId) {
+        this.inbox.push({ from: this.serverId, message: { kind: "paxos", message } });
+        local = true;
+      } else {
+        this.sendPaxos(message);
+      }
+    }
+    if (local) this.scheduleTurn();
+    this.transport.flush();
+  }
+
+  private sendPaxos(message: PaxosMessage<Command>): void {
+    this.counters.messagesOut += 1;
+    if (message.to.serverId === this.serverId) {
+      this.inbox.push({ from: this.serverId, message: { kind: "paxos", message } });
+      this.scheduleTurn();
+      return;
+    }
+    this.transport.send(message.to.serverId, { kind: "paxos", message });
+  }
+
+  private armWheelTimer(): void {
+    const deadline = this.wheel.nextDeadlineMs();
+    if (deadline === this.wheelTimerAtMs) return;
+    if (this.wheelTimer !== null) this.scheduler.clearTimer(this.wheelTimer);
+    this.wheelTimer = null;
+    this.wheelTimerAtMs = deadline;
+    if (deadline === Number.POSITIVE_INFINITY || this.stopped) return;
+    const delay = Math.max(0, deadline - this.scheduler.nowMs());
+    this.wheelTimer = this.scheduler.setTimer(delay, () => {
+      this.wheelTimer = null;
+      this.wheelTimerAtMs = Number.POSITIVE_INFINITY;
+      this.counters.timerFirings += 1;
+      this.scheduleTurn();
+    });
+  }
+
+  private scheduleHeartbeats(): void {
+    if (this.stopped || this.peers.length === 0) return;
+    this.heartbeatTimer = this.scheduler.setTimer(limits.heartbeatIntervalMs, () => {
+      for (const peer of this.peers) this.transport.send(peer, { kind: "heartbeat" });
+      this.transport.flush();
+      this.expirePointers();
+      this.scheduleHeartbeats();
+    });
+  }
+
+  // ------------------------------------------------------------------ dispatch
+
+  private dispatch(from: Address, message: ServerMessage, now: number): void {
+    switch (message.kind) {
+      case "heartbeat":
+        this.detector.heard(from, now);
+        return;
+      case "paxos": {
+        const paxos = message.message;
+        if (from !== this.serverId) this.detector.heard(paxos.from.serverId, now);
+        if (paxos.to.serverId !== this.serverId) {
+          this.counters.messagesDropped += 1;
+          return;
+        }
+        const node = this.resident(paxos.cellKey);
+        if (node === null || node.replica.node.incarnation !== paxos.to.incarnation) {
+          // Addressed to a node this server does not host (any more): an old incarnation, or a
+          // cell that moved away. Dropping is always safe.
+          this.counters.messagesDropped += 1;
+          return;
+        }
+        node.replica.step(paxos, now, this.out);
+        this.touched.add(node);
+        return;
+      }
+      case "request":
+        this.onRequest(from, message, now);
+        return;
+      case "response":
+        this.counters.messagesDropped += 1; // servers send responses, they do not take them
+        return;
+    }
+  }
+
+  private onRequest(client: Address, request: ClientRequest, now: number): void {
+    const { cellKey, id, body } = request;
+    const keyProblem = cellKeyProblem(cellKey);
+    if (keyProblem !== null) {
+      this.respond(client, id, cellKey, { type: "error", code: "invalid", message: keyProblem });
+      return;
+    }
+    const node = this.resident(cellKey);
+    if (node === null) {
+      this.respondNoNode(client, id, cellKey);
+      return;
+    }
+    if (body.type === "describe") {
+      this.respond(client, id, cellKey, { type: "status", status: node.replica.status() });
+      return;
+    }
+    if (body.type === "read" && body.consistency === "eventual") {
+      const problem = this.readProblem(body.txn);
+      if (problem !== null) {
+        this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem });
+        return;
+      }
+      const status = node.replica.status();
+      if (status.stalled !== null) {
+        this.respond(client, id, cellKey, { type: "error", code: "stalled", message: status.stalled });
+      } else if (status.role === "joining" || node.replica.appliedIndex < body.watermark) {
+        this.respond(client, id, cellKey, {
+          type: "error",
+          code: "behind",
+          message: `node ${formatNodeId(node.replica.node)} has applied ${node.replica.appliedIndex}, the session has seen ${body.watermark}`,
+        });
+      } else {
+        this.respond(client, id, cellKey, {
+          type: "read",
+          result: node.machine.evaluateRead(body.txn),
+          index: node.replica.appliedIndex,
+        });
+      }
+      return;
+    }
+    if (this.requests.size >= limits.serverClientRequestsMax) {
+      this.counters.requestsOverloaded += 1;
+      this.respond(client, id, cellKey, {
+        type: "error",
+        code: "overloaded",
+        message: `server ${this.serverId} holds ${this.requests.size} requests; retry after a backoff`,
+      });
+      return;
+    }
+    const tag = this.nextTag++;
+    let outcome: RequestOutcome;
+    switch (body.type) {
+      case "command": {
+        const problem = validateCommand(body.command);
+        if (problem !== null) {
+          this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem.message });
+          return;
+        }
+        this.requests.set(tag, { kind: "command", client, id, cellKey });
+        outcome = node.replica.propose(body.command, tag, now, this.out, body.leaderUnresponsive);
+        break;
+      }
+      case "read": {
+        const problem = this.readProblem(body.txn);
+        if (problem !== null) {
+          this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem });
+          return;
+        }
+        this.requests.set(tag, { kind: "read", client, id, cellKey, txn: body.txn });
+        outcome = node.replica.read(tag, now, this.out, body.leaderUnresponsive);
+        break;
+      }
+      case "change":
+        this.requests.set(tag, { kind: "change", client, id, cellKey });
+        outcome = node.replica.proposeChange(body.change, tag, now, this.out);
+        break;
+    }
+    this.touched.add(node);
+    this.onOutcome(tag, outcome);
+  }
+
+  private readProblem(txn: Transaction): string | null {
+    const problem = validateTransaction(txn);
+    if (problem !== null) return problem.message;
+    if (txn.writes.length > 0) return "a read may not write: send writes as a transaction";
+    return null;
+  }
+
+  private onOutcome(tag: number, outcome: RequestOutcome): void {
+    if (outcome.status === "queued") return;
+    const request = this.takeRequest(tag);
+    if (request === null) return;
+    const { client, id, cellKey } = request;
+    switch (outcome.status) {
+      case "redirect":
+        this.respond(client, id, cellKey, { type: "redirect", leader: outcome.leader, members: null, epoch: null, reason: "not_leader" });
+        break;
+      case "overloaded":
+        this.counters.requestsOverloaded += 1;
+        this.respond(client, id, cellKey, {
+          type: "error",
+          code: "overloaded",
+          message: `cell ${cellKey} has a full request queue; retry after a backoff`,
+        });
+        break;
+      case "stalled":
+        this.respond(client, id, cellKey, { type: "error", code: "stalled", message: outcome.reason });
+        break;
+      case "retired":
+        this.respondNoNode(client, id, cellKey);
+        break;
+    }
+  }
+
+  private respondNoNode(client: Address, id: number, cellKey: CellKey): void {
+    const pointer = this.pointers.get(cellKey);
+    if (pointer !== undefined) {
+      this.respond(client, id, cellKey, {
+        type: "redirect",
+        leader: null,
+        members: pointer.members,
+        epoch: pointer.epoch,
+        reason: "moved",
+      });
+      return;
+    }
+    this.respond(client, id, cellKey, {
+      type: "error",
+      code: "unknown_cell",
+      message: `server ${this.serverId} hosts no node of cell ${cellKey}`,
+    });
+  }
+
+  private takeRequest(tag: number): PendingRequest | null {
+    const request = this.requests.get(tag);
+    if (request === undefined) return null;
+    this.requests.delete(tag);
+    return request;
+  }
+
+  private respond(client: Address, id: number, cellKey: CellKey, body: ResponseBody): void {
+    this.counters.messagesOut += 1;
+    this.transport.send(client, { kind: "response", id, cellKey, body });
+  }
+
+  // ------------------------------------------------------------------ residency
+
+  /** The cell's node, loading it from storage the first time the cell is touched. */
+  private resident(cellKey: CellKey): HostedNode | null {
+    const node = this.nodes.get(cellKey);
+    if (node !== undefined) return node;
+    const loaded = this.storage.load(cellKey);
+    if (loaded.status !== "found") return null;
+    const machine = new CellMachine();
+    const replica = Replica.restore({ cellKey, node: loaded.node.node, machine, env: this.env }, loaded.node);
+    return this.adopt(cellKey, replica, machine);
+  }
+
+  private adopt(cellKey: CellKey, replica: Replica<Command, CommandResult>, machine: CellMachine): HostedNode {
+    const node: HostedNode = { cellKey, replica, machine, wheelSlot: -1 };
+    this.nodes.set(cellKey, node);
+    this.touched.add(node);
+    return node;
+  }
+
+  private evict(node: HostedNode): void {
+    this.wheel.cancel(node);
+    this.touched.delete(node);
+    this.nodes.delete(node.cellKey);
+  }
+
+  private retire(cellKey: CellKey, epoch: number, members: readonly NodeId[], now: number): void {
+    const node = this.nodes.get(cellKey);
+    if (node === undefined) return;
+    this.evict(node);
+    const pointer: ForwardingPointer = { cellKey, epoch, members, expiresAtMs: now + limits.forwardingPointerMs };
+    this.pointers.delete(cellKey);
+    this.pointers.set(cellKey, pointer);
+    if (this.pointers.size > forwardingPointersMax) {
+      const oldest = this.pointers.keys().next().value;
+      if (oldest !== undefined) this.pointers.delete(oldest);
+    }
+    this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
+    this.nextPointers.push(pointer);
+  }
+
+  private expirePointers(): void {
+    const now = this.scheduler.nowMs();
+    for (const [cellKey, pointer] of this.pointers) {
+      if (pointer.expiresAtMs > now) break; // insertion order is expiry order
+      this.pointers.delete(cellKey);
+    }
+  }
+}
+
+export type { MembershipChange };

@@ -1,0 +1,1 @@
+export type { TransportPort } from "./port.ts";
