@@ -1,0 +1,517 @@
+/**
+ * The client core: finds a cell's nodes, routes to the nearest (or the known leader), follows
+ * redirects, retries with exponential backoff and jitter while keeping the same (session,
+ * sequence) so a retried write applies once, and turns outcomes into typed results and errors.
+ * Written against the transport and scheduler ports: the simulator runs this very code.
+ */
+import { type Address, type CellKey, limits, type Prng, type Scheduler, type ServerId, type TimerHandle } from "../core/index.ts";
+import {
+  type Command,
+  type CommandResult,
+  type LeaseOp,
+  type LeaseResult,
+  OPERATION_FORMAT_VERSION,
+  type Operation,
+  type Transaction,
+  type TxnResult,
+  type Value,
+} from "../cell/index.ts";
+import type { ClientRequest, ClientResponse, RequestBody, ResponseBody } from "../cell/protocol.ts";
+import type { TransportPort } from "../transport/index.ts";
+import {
+  CellStalledError,
+  InvalidRequestError,
+  OutcomeUnknownError,
+  type PhysaliaError,
+  UnavailableError,
+  UnknownCellError,
+} from "./errors.ts";
+
+/** Where a cell's nodes are (discovery). Answers may be stale: that costs a retry, never safety. */
+export interface CellResolver {
+  members(cellKey: CellKey): readonly ServerId[] | null;
+  /** Called when a node reports newer membership (a forwarding pointer). */
+  learned?(cellKey: CellKey, members: readonly ServerId[], epoch: number): void;
+}
+
+export interface ClientOptions {
+  readonly address: Address;
+  readonly transport: TransportPort<ClientRequest | ClientResponse>;
+  readonly scheduler: Scheduler;
+  readonly random: Prng;
+  readonly resolver: CellResolver;
+  /** Smaller is nearer; the client prefers near nodes. Default: every server equally near. */
+  readonly distance?: (serverId: ServerId) => number;
+  readonly requestTimeoutMs?: number;
+  readonly attemptsMax?: number;
+}
+
+export type Consistency = "linearizable" | "eventual";
+
+export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: PhysaliaError };
+
+interface Session {
+  readonly id: number;
+  seq: number;
+  /** True until the cell is known to have this session. */
+  fresh: boolean;
+  busy: boolean;
+}
+
+interface CellState {
+  leader: ServerId | null;
+  /** Highest log index seen in any answer: the session watermark for eventual reads. */
+  watermark: number;
+  readonly sessions: Session[];
+  readonly waiting: (() => void)[];
+  /** Servers that recently failed to answer, with when they may be tried again. */
+  readonly avoid: Map<ServerId, number>;
+}
+
+interface Operation$ {
+  readonly cellKey: CellKey;
+  readonly build: (leaderUnresponsive: boolean) => RequestBody;
+  readonly isWrite: boolean;
+  readonly preferLeader: boolean;
+  readonly done: (response: ResponseBody | PhysaliaError) => void;
+  attempts: number;
+  currentId: number;
+  target: ServerId | null;
+  leaderUnresponsive: boolean;
+  timer: TimerHandle | null;
+  /** A write was sent at least once: if every attempt fails its outcome is unknown. */
+  sent: boolean;
+  finished: boolean;
+  lastProblem: string;
+}
+
+const sessionIdMax = 2 ** 52;
+const waitingPerCellMax = 10_000;
+
+export class PhysaliaClient {
+  readonly address: Address;
+  private readonly transport: TransportPort<ClientRequest | ClientResponse>;
+  private readonly scheduler: Scheduler;
+  private readonly random: Prng;
+  private readonly resolver: CellResolver;
+  private readonly distance: (serverId: ServerId) => number;
+  private readonly requestTimeoutMs: number;
+  private readonly attemptsMax: number;
+  private readonly cells = new Map<CellKey, CellState>();
+  private readonly inflight = new Map<number, Operation$>();
+  private nextRequestId = 1;
+  private closed = false;
+
+  constructor(options: ClientOptions) {
+    this.address = options.address;
+    this.transport = options.transport;
+    this.scheduler = options.scheduler;
+    this.random = options.random;
+    this.resolver = options.resolver;
+    this.distance = options.distance ?? (() => 0);
+    this.requestTimeoutMs = options.requestTimeoutMs ?? limits.clientRequestTimeoutMs;
+    this.attemptsMax = options.attemptsMax ?? limits.clientAttemptsMax;
+    this.transport.onMessage((_from, message) => {
+      if (message.kind === "response") this.onResponse(message);
+    });
+  }
+
+  cell(cellKey: CellKey): CellHandle {
+    return new CellHandle(this, cellKey);
+  }
+
+  /** Fail every operation in flight and ignore later answers. */
+  close(): void {
+    this.closed = true;
+    for (const op of [...this.inflight.values()]) {
+      this.finish(op, new UnavailableError(op.cellKey, "the client was closed"));
+    }
+  }
+
+  /** The session watermark of a cell: the highest log index this client has seen. */
+  watermark(cellKey: CellKey): number {
+    return this.cells.get(cellKey)?.watermark ?? 0;
+  }
+
+  // ------------------------------------------------------------------ operations (callback form)
+
+  /** A transaction with writes (or a lease operation): through the log, exactly once. */
+  command(cellKey: CellKey, op: Operation, callback: (outcome: Outcome<CommandResult>) => void): void {
+    const go = (retriesLeft: number): void => {
+      this.withSession(cellKey, (session, release) => {
+        session.seq += 1;
+        const command: Command = {
+          version: OPERATION_FORMAT_VERSION,
+          session: session.id,
+          seq: session.seq,
+          newSession: session.fresh,
+          op,
+        };
+        const build = (leaderUnresponsive: boolean): RequestBody => ({ type: "command", command, leaderUnresponsive });
+        this.run(cellKey, true, true, build, (response) => {
+          const kind = response instanceof Error || response.type !== "result" ? null : response.result.kind;
+          if (kind === "session_expired" && retriesLeft > 0) {
+            // The cell forgot this session and applied nothing: continue in a fresh one.
+            release(true);
+            go(retriesLeft - 1);
+            return;
+          }
+          if (kind === "sessions_full" && retriesLeft > 0) {
+            // Nothing was applied; the cell is at its session limit for now.
+            release(false);
+            this.scheduler.setTimer(limits.clientBackoffMsMax, () => go(retriesLeft - 1));
+            return;
+          }
+          if (kind !== null && kind !== "session_expired" && kind !== "sessions_full") session.fresh = false;
+          release(false);
+          callback(this.toOutcome(cellKey, response, (body) => (body.type === "result" ? body.result : null)));
+        });
+      });
+    };
+    go(3);
+  }
+
+  /** A read-only transaction. */
+  read(cellKey: CellKey, txn: Transaction, consistency: Consistency, callback: (outcome: Outcome<TxnResult>) => void): void {
+    const build =
+      consistency === "linearizable"
+        ? (leaderUnresponsive: boolean): RequestBody => ({ type: "read", consistency, txn, leaderUnresponsive })
+        : (): RequestBody => ({ type: "read", consistency, txn, watermark: this.watermark(cellKey) });
+    this.run(cellKey, false, consistency === "linearizable", build, (response) => {
+      callback(this.toOutcome(cellKey, response, (body) => (body.type === "read" ? body.result : null)));
+    });
+  }
+
+  /** Raw request (control plane and tools): membership changes and describe. */
+  request(cellKey: CellKey, body: RequestBody, callback: (outcome: Outcome<ResponseBody>) => void): void {
+    this.run(cellKey, body.type === "change", true, () => body, (response) => {
+      callback(this.toOutcome(cellKey, response, (b) => b));
+    });
+  }
+
+  // ------------------------------------------------------------------ sessions
+
+  private cellState(cellKey: CellKey): CellState {
+    let state = this.cells.get(cellKey);
+    if (state === undefined) {
+      if (this.cells.size >= limits.clientCellsMax) {
+        // Forget the least recently added idle cell.
+        for (const [key, candidate] of this.cells) {
+          if (candidate.sessions.every((s) => !s.busy) && candidate.waiting.length === 0) {
+            this.cells.delete(key);
+            break;
+          }
+        }
+      }
+      state = { leader: null, watermark: 0, sessions: [], waiting: [], avoid: new Map() };
+      this.cells.set(cellKey, state);
+    }
+    return state;
+  }
+
+  /** Run `body` with an idle session of the cell (one request in flight per session). */
+  private withSession(cellKey: CellKey, body: (session: Session, release: (discard: boolean) => void) => void): void {
+    const state = this.cellState(cellKey);
+    let session = state.sessions.find((s) => !s.busy);
+    if (session === undefined && state.sessions.length < limits.clientSessionsPerCellMax) {
+      session = { id: 1 + this.random.below(sessionIdMax - 1), seq: 0, fresh: true, busy: false };
+      state.sessions.push(session);
+    }
+    if (session === undefined) {
+      if (state.waiting.length >= waitingPerCellMax) {
+        throw new RangeError(`more than ${waitingPerCellMax} operations wait for cell ${cellKey}; slow down`);
+      }
+      state.waiting.push(() => this.withSession(cellKey, body));
+      return;
+    }
+    const chosen = session;
+    chosen.busy = true;
+    body(chosen, (discard) => {
+      chosen.busy = false;
+      if (discard) state.sessions.splice(state.sessions.indexOf(chosen), 1);
+      const next = state.waiting.shift();
+      if (next !== undefined) next();
+    });
+  }
+
+  // ------------------------------------------------------------------ attempts
+
+  private run(
+    cellKey: CellKey,
+    isWrite: boolean,
+    preferLeader: boolean,
+    build: (leaderUnresponsive: boolean) => RequestBody,
+    done: (response: ResponseBody | PhysaliaError) => void,
+  ): void {
+    const op: Operation$ = {
+      cellKey,
+      build,
+      isWrite,
+      preferLeader,
+      done,
+      attempts: 0,
+      currentId: 0,
+      target: null,
+      leaderUnresponsive: false,
+      timer: null,
+      sent: false,
+      finished: false,
+      lastProblem: "no node answered",
+    };
+    if (this.closed) {
+      this.finish(op, new UnavailableError(cellKey, "the client was closed"));
+      return;
+    }
+    this.attempt(op);
+  }
+
+  private attempt(op: Operation$): void {
+    if (op.finished) return;
+    if (op.attempts >= this.attemptsMax) {
+      const detail = `${op.attempts} attempts failed; last: ${op.lastProblem}`;
+      this.finish(op, op.isWrite && op.sent ? new OutcomeUnknownError(op.cellKey, detail) : new UnavailableError(op.cellKey, detail));
+      return;
+    }
+    const target = this.pickTarget(op);
+    if (target === null) {
+      this.finish(op, new UnknownCellError(op.cellKey));
+      return;
+    }
+    op.attempts += 1;
+    op.target = target;
+    const id = this.nextRequestId++;
+    op.currentId = id;
+    this.inflight.set(id, op);
+    op.sent = true;
+    this.transport.send(target, { kind: "request", id, cellKey: op.cellKey, body: op.build(op.leaderUnresponsive) });
+    this.transport.flush();
+    op.timer = this.scheduler.setTimer(this.requestTimeoutMs, () => {
+      op.timer = null;
+      if (op.finished || op.currentId !== id) return;
+      op.lastProblem = `server ${target} did not answer within ${this.requestTimeoutMs} ms`;
+      this.avoid(op.cellKey, target);
+      const state = this.cellState(op.cellKey);
+      if (state.leader === target) {
+        state.leader = null;
+        op.leaderUnresponsive = true;
+      }
+      this.retryAfterBackoff(op);
+    });
+  }
+
+  private pickTarget(op: Operation$): ServerId | null {
+    const state = this.cellState(op.cellKey);
+    const members = this.resolver.members(op.cellKey);
+    if (members === null || members.length === 0) return null;
+    const now = this.scheduler.nowMs();
+    if (op.preferLeader && state.leader !== null && (state.avoid.get(state.leader) ?? 0) <= now) return state.leader;
+    const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
+    const pool = usable.length > 0 ? usable : [...members];
+    // Nearest first; among equally near nodes spread the load at random.
+    let best: ServerId[] = [];
+    let bestDistance = Number.POSITIVE_INFINITY;
+    for (const member of pool) {
+      const d = this.distance(member);
+      if (d < bestDistance) {
+        bestDistance = d;
+        best = [member];
+      } else if (d === bestDistance) {
+        best.push(member);
+      }
+    }
+    return this.random.pick(best);
+  }
+
+  private avoid(cellKey: CellKey, serverId: ServerId): void {
+    const state = this.cellState(cellKey);
+    state.avoid.set(serverId, this.scheduler.nowMs() + limits.clientBackoffMsMax);
+    if (state.avoid.size > limits.membersMax * 4) {
+      const oldest = state.avoid.keys().next().value;
+      if (oldest !== undefined) state.avoid.delete(oldest);
+    }
+  }
+
+  private retryAfterBackoff(op: Operation$): void {
+    if (op.timer !== null) this.scheduler.clearTimer(op.timer);
+    const exponent = Math.min(op.attempts, 10);
+    const ceiling = Math.min(limits.clientBackoffMsMax, limits.clientBackoffMsBase * 2 ** exponent);
+    const delay = ceiling / 2 + this.random.below(Math.floor(ceiling / 2) + 1);
+    op.timer = this.scheduler.setTimer(delay, () => {
+      op.timer = null;
+      this.attempt(op);
+    });
+  }
+
+  private onResponse(response: ClientResponse): void {
+    const op = this.inflight.get(response.id);
+    if (op === undefined) return;
+    this.inflight.delete(response.id);
+    if (op.finished) return;
+    const body = response.body;
+    const state = this.cellState(op.cellKey);
+    const current = response.id === op.currentId;
+    switch (body.type) {
+      case "result":
+      case "read":
+      case "membership":
+        if (body.index > state.watermark) state.watermark = body.index;
+        if (op.preferLeader && op.target !== null && current) state.leader = op.target;
+        this.finish(op, body);
+        return;
+      case "status":
+        this.finish(op, body);
+        return;
+      case "redirect":
+        if (!current) return;
+        if (body.members !== null && body.epoch !== null) {
+          this.resolver.learned?.(
+            op.cellKey,
+            body.members.map((m) => m.serverId),
+            body.epoch,
+          );
+        }
+        state.leader = body.leader?.serverId ?? null;
+        if (state.leader === op.target) state.leader = null;
+        op.lastProblem = `redirected by ${op.target} (${body.reason})`;
+        if (op.timer !== null) this.scheduler.clearTimer(op.timer);
+        op.timer = null;
+        // Follow a redirect at once; back off only when redirects keep coming.
+        if (state.leader !== null && op.attempts % 3 !== 0) this.attempt(op);
+        else this.retryAfterBackoff(op);
+        return;
+      case "error":
+        if (!current) return;
+        switch (body.code) {
+          case "invalid":
+            this.finish(op, new InvalidRequestError(op.cellKey, body.message));
+            return;
+          case "stalled":
+            this.finish(op, new CellStalledError(op.cellKey, body.message));
+            return;
+          case "overloaded":
+          case "behind":
+          case "faulty":
+          case "unknown_cell":
+            op.lastProblem = `${op.target}: ${body.message}`;
+            if (op.target !== null && body.code !== "overloaded") this.avoid(op.cellKey, op.target);
+            if (state.leader === op.target && body.code !== "overloaded") state.leader = null;
+            this.retryAfterBackoff(op);
+            return;
+        }
+    }
+  }
+
+  private finish(op: Operation$, response: ResponseBody | PhysaliaError): void {
+    if (op.finished) return;
+    op.finished = true;
+    if (op.timer !== null) this.scheduler.clearTimer(op.timer);
+    op.timer = null;
+    for (const [id, candidate] of this.inflight) if (candidate === op) this.inflight.delete(id);
+    op.done(response);
+  }
+
+  private toOutcome<T>(
+    cellKey: CellKey,
+    response: ResponseBody | PhysaliaError,
+    pick: (body: ResponseBody) => T | null,
+  ): Outcome<T> {
+    if (response instanceof Error) return { ok: false, error: response };
+    const value = pick(response);
+    if (value === null) {
+      return { ok: false, error: new UnavailableError(cellKey, `unexpected answer of type ${response.type}`) };
+    }
+    return { ok: true, value };
+  }
+}
+
+/** Operations on one cell, as promises. */
+export class CellHandle {
+  constructor(
+    private readonly client: PhysaliaClient,
+    readonly cellKey: CellKey,
+  ) {}
+
+  /** A transaction: conditions, reads and writes. Read-only transactions are linearizable reads. */
+  transact(txn: Transaction): Promise<TxnResult> {
+    if (txn.writes.length === 0) return this.read(txn, "linearizable");
+    return this.commandTxn(txn);
+  }
+
+  /** A read-only transaction with the chosen consistency. */
+  read(txn: Transaction, consistency: Consistency = "linearizable"): Promise<TxnResult> {
+    return new Promise((resolve, reject) => {
+      this.client.read(this.cellKey, txn, consistency, (outcome) => (outcome.ok ? resolve(outcome.value) : reject(outcome.error)));
+    });
+  }
+
+  async get(item: string, options: { consistency?: Consistency } = {}): Promise<Value | null> {
+    const result = await this.read({ conditions: [], reads: [item], writes: [] }, options.consistency ?? "linearizable");
+    if (result.status !== "committed" || result.reads === null) return null;
+    return result.reads[0]?.value ?? null;
+  }
+
+  async put(item: string, value: Value): Promise<void> {
+    expectCommitted(await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "put", value }] }));
+  }
+
+  async delete(item: string): Promise<void> {
+    expectCommitted(await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "delete" }] }));
+  }
+
+  /** Atomically add `delta` (a missing item counts as 0n); returns the new value. */
+  async add(item: string, delta: bigint): Promise<bigint> {
+    const result = expectCommitted(await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "add", delta }] }));
+    return result.added[0]?.value ?? 0n;
+  }
+
+  acquireLease(name: string, holder: string, durationMs: number): Promise<LeaseResult> {
+    return this.lease({ op: "acquire", name, holder, durationMs });
+  }
+
+  renewLease(name: string, holder: string, durationMs: number): Promise<LeaseResult> {
+    return this.lease({ op: "renew", name, holder, durationMs });
+  }
+
+  releaseLease(name: string, holder: string): Promise<LeaseResult> {
+    return this.lease({ op: "release", name, holder });
+  }
+
+  private lease(lease: LeaseOp): Promise<LeaseResult> {
+    return new Promise((resolve, reject) => {
+      this.client.command(this.cellKey, { type: "lease", lease }, (outcome) => {
+        if (!outcome.ok) return reject(outcome.error);
+        const result = outcome.value;
+        if (result.kind === "lease") return resolve(result.result);
+        reject(unexpectedResult(this.cellKey, result));
+      });
+    });
+  }
+
+  private commandTxn(txn: Transaction): Promise<TxnResult> {
+    return new Promise((resolve, reject) => {
+      this.client.command(this.cellKey, { type: "txn", txn }, (outcome) => {
+        if (!outcome.ok) return reject(outcome.error);
+        const result = outcome.value;
+        if (result.kind === "txn") return resolve(result.result);
+        reject(unexpectedResult(this.cellKey, result));
+      });
+    });
+  }
+}
+
+function expectCommitted(result: TxnResult): Extract<TxnResult, { status: "committed" }> {
+  if (result.status === "committed") return result;
+  if (result.status === "rejected") throw new InvalidRequestError("", `${result.reason}: ${result.detail}`);
+  throw new InvalidRequestError("", `condition ${result.condition} did not hold`);
+}
+
+function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaError {
+  switch (result.kind) {
+    case "session_expired":
+      return new OutcomeUnknownError(cellKey, "the cell no longer remembers this client's session");
+    case "sessions_full":
+      return new UnavailableError(cellKey, "the cell has no room for another client session right now");
+    default:
+      return new UnavailableError(cellKey, `unexpected result ${result.kind}`);
+  }
+}
