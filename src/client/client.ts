@@ -48,7 +48,16 @@ export interface ClientOptions {
 
 export type Consistency = "linearizable" | "eventual";
 
-export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: PhysaliaError };
+export type Outcome<T> =
+  | {
+      readonly ok: true;
+      readonly value: T;
+      /** Log index of the answer: the slot a command applied at, or the applied index a read saw. */
+      readonly index: number;
+      /** For commands: the session and sequence number that identify it in the log. */
+      readonly session?: { readonly id: number; readonly seq: number };
+    }
+  | { readonly ok: false; readonly error: PhysaliaError };
 
 interface Session {
   readonly id: number;
@@ -164,7 +173,8 @@ export class PhysaliaClient {
           }
           if (kind !== null && kind !== "session_expired" && kind !== "sessions_full") session.fresh = false;
           release(false);
-          callback(this.toOutcome(cellKey, response, (body) => (body.type === "result" ? body.result : null)));
+          const outcome = this.toOutcome(cellKey, response, (body) => (body.type === "result" ? body.result : null));
+          callback(outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome);
         });
       });
     };
@@ -420,7 +430,8 @@ export class PhysaliaClient {
     if (value === null) {
       return { ok: false, error: new UnavailableError(cellKey, `unexpected answer of type ${response.type}`) };
     }
-    return { ok: true, value };
+    const index = "index" in response ? response.index : 0;
+    return { ok: true, value, index };
   }
 }
 

@@ -905,9 +905,33 @@ export class Replica<C, R> {
 
   // ------------------------------------------------------------------ heartbeats, reads, commit
 
+  /**
+   * Whether this leader knows every slot that may hold a chosen value: phase 1 found nothing
+   * beyond the slots it has proposed, in every configuration that governs later slots, and it
+   * holds every slot a peer reported as chosen. Until then no read index is safe.
+   */
+  private recoveryComplete(p: ProposerState<C>): boolean {
+    if (p.nextSlot <= p.maxReportedSlot || p.blockedOnPrepare) return false;
+    if (this.committed < this.chosenKnown || this.committed < this.commitKnown) return false;
+    for (const configuration of this.membership.configurations) {
+      const last = this.membership.configurations.indexOf(configuration) === this.membership.configurations.length - 1;
+      const next = this.membership.configurations[this.membership.configurations.indexOf(configuration) + 1];
+      if (!last && next !== undefined && next.fromSlot <= p.nextSlot) continue; // governs only earlier slots
+      const slot = Math.max(p.nextSlot, configuration.fromSlot);
+      let count = 0;
+      for (const member of configuration.members) {
+        const report = p.reports.get(member.incarnation);
+        if (report !== undefined && report.base < slot && report.coveredThrough === Number.POSITIVE_INFINITY) count += 1;
+      }
+      if (count < majority(configuration.members.length)) return false;
+    }
+    return true;
+  }
+
   private enqueueRead(p: ProposerState<C>, tag: number, nowMs: number, out: Output<C, R>): void {
-    // Every slot proposed so far may hold a write acknowledged before this read began.
-    const index = p.nextSlot - 1;
+    // Every slot proposed so far may hold a write acknowledged before this read began. While
+    // recovery is incomplete the index is not known yet (-1): it is fixed when recovery ends.
+    const index = this.recoveryComplete(p) ? p.nextSlot - 1 : -1;
     // A round already in flight may have left before this read arrived: wait for the next one.
     p.reads.push({ tag, index, round: p.round + 1 });
     if (p.confirmedRound >= p.round) this.startHeartbeatRound(p, nowMs, out);
@@ -1003,6 +1027,14 @@ export class Replica<C, R> {
 
   private releaseReads(p: ProposerState<C>, out: Output<C, R>): void {
     if (p.reads.length === 0) return;
+    if (p.reads.some((read) => read.index < 0)) {
+      if (!this.recoveryComplete(p)) return;
+      const index = p.nextSlot - 1;
+      for (let i = 0; i < p.reads.length; i++) {
+        const read = p.reads[i] as ReadWaiter;
+        if (read.index < 0) p.reads[i] = { tag: read.tag, round: read.round, index };
+      }
+    }
     let kept = 0;
     for (const read of p.reads) {
       if (read.round <= p.confirmedRound && read.index <= this.applied) {

@@ -1,0 +1,3 @@
+export { FailureDetector } from "./failure-detector.ts";
+export { Server, type ServerCounters, type ServerMessage, type ServerOptions, type ServerStatus } from "./server.ts";
+export { TimerWheel, type WheelItem } from "./timer-wheel.ts";

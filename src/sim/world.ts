@@ -1,0 +1,425 @@
+/**
+ * SimWorld: a whole colony in one process, in simulated time, running the real server and client
+ * code over simulated ports. Scenario tests drive it directly; `runSimulation` (run.ts) drives it
+ * with a seeded random workload and fault schedule and then checks everything.
+ */
+import {
+  type Address,
+  assert,
+  type CellKey,
+  formatNodeId,
+  type NodeId,
+  Prng,
+  RunningHash,
+  type ServerId,
+  toHex,
+} from "../core/index.ts";
+import { type Command, encodeCommand, type Transaction, type TxnResult } from "../cell/index.ts";
+import type { ClientRequest, ClientResponse } from "../cell/protocol.ts";
+import { type CellResolver, type Consistency, PhysaliaClient } from "../client/index.ts";
+import type { LogValue, MembershipChange, MembershipResult, PlantedBugs, ReplicaObserver } from "../paxos/index.ts";
+import { Server, type ServerMessage } from "../server/index.ts";
+import { EventQueue, SimClock, SimDisk, SimNetwork, SimScheduler, SimTransport } from "./kernel.ts";
+
+export interface WorldOptions {
+  readonly seed: number;
+  readonly servers: number;
+  readonly bugs?: PlantedBugs | null;
+  /** Clock rates of servers are drawn from [1/maxRate, maxRate]; offsets from [0, maxOffsetMs]. */
+  readonly clockRateMax?: number;
+  readonly clockOffsetMsMax?: number;
+}
+
+/** One operation of the client history, as the linearizability checker sees it. */
+export interface HistoryEntry {
+  readonly id: number;
+  readonly client: number;
+  readonly cellKey: CellKey;
+  readonly txn: Transaction;
+  readonly consistency: Consistency | "write";
+  readonly callMs: number;
+  returnMs: number | null;
+  output: TxnResult | undefined;
+  /** Log index of the answer (writes: the slot the command applied at). */
+  index: number | null;
+  /** For writes: the session and sequence that identify the command in the log. */
+  command: { session: number; seq: number } | null;
+  /** How an operation ended without a result. */
+  failure: string | null;
+}
+
+interface ServerSlot {
+  readonly id: ServerId;
+  readonly disk: SimDisk<Command>;
+  readonly clock: SimClock;
+  scheduler: SimScheduler;
+  transport: SimTransport<ServerMessage>;
+  server: Server | null;
+  readonly random: Prng;
+}
+
+interface ClientSlot {
+  readonly index: number;
+  readonly address: Address;
+  readonly client: PhysaliaClient;
+  readonly scheduler: SimScheduler;
+}
+
+export class SimWorld {
+  readonly seed: number;
+  readonly random: Prng;
+  readonly queue = new EventQueue();
+  readonly trace = new RunningHash();
+  readonly network: SimNetwork;
+  readonly servers: ServerSlot[] = [];
+  readonly clients: ClientSlot[] = [];
+  /** cellKey -> current members (what the control plane knows). */
+  readonly cells = new Map<CellKey, NodeId[]>();
+  readonly history: HistoryEntry[] = [];
+  readonly violations: string[] = [];
+  /** cellKey -> slot -> canonical description of the chosen value. */
+  private readonly chosen = new Map<CellKey, Map<number, string>>();
+  private readonly bugs: PlantedBugs | null;
+  private nextClientAddress = 1;
+  private nextOperationId = 1;
+  readonly observer: ReplicaObserver;
+  /** Count of log values applied across all nodes (a progress measure). */
+  appliedCount = 0;
+
+  constructor(options: WorldOptions) {
+    this.seed = options.seed;
+    this.random = new Prng(options.seed);
+    this.bugs = options.bugs ?? null;
+    this.network = new SimNetwork(this.queue, this.random.fork(), this.trace, describeMessage);
+    this.observer = {
+      chosen: (cellKey, slot, value) => this.onChosen(cellKey, slot, value as LogValue<Command>),
+      applied: (cellKey, node, slot, value) => this.onApplied(cellKey, node, slot, value as LogValue<Command>),
+    };
+    const rateMax = options.clockRateMax ?? 1;
+    const offsetMax = options.clockOffsetMsMax ?? 0;
+    const ids = Array.from({ length: options.servers }, (_, i) => `s${i + 1}`);
+    for (const id of ids) {
+      const random = this.random.fork();
+      const rate = rateMax === 1 ? 1 : Math.exp((random.float() * 2 - 1) * Math.log(rateMax));
+      const clock = new SimClock(this.queue, random.float() * offsetMax, rate);
+      const disk = new SimDisk<Command>(this.queue, random.fork());
+      const scheduler = new SimScheduler(this.queue, clock);
+      const transport = new SimTransport<ServerMessage>(id, this.network);
+      const slot: ServerSlot = { id, disk, clock, scheduler, transport, server: null, random };
+      this.servers.push(slot);
+    }
+    for (const slot of this.servers) this.boot(slot);
+  }
+
+  get nowMs(): number {
+    return this.queue.nowMs;
+  }
+
+  serverIds(): ServerId[] {
+    return this.servers.map((s) => s.id);
+  }
+
+  slot(id: ServerId): ServerSlot {
+    const slot = this.servers.find((s) => s.id === id);
+    assert(slot !== undefined, `no server ${id}`);
+    return slot;
+  }
+
+  server(id: ServerId): Server {
+    const server = this.slot(id).server;
+    assert(server !== null, `server ${id} is down`);
+    return server;
+  }
+
+  isUp(id: ServerId): boolean {
+    return this.slot(id).server !== null;
+  }
+
+  private boot(slot: ServerSlot): void {
+    slot.scheduler = new SimScheduler(this.queue, slot.clock);
+    slot.transport = new SimTransport<ServerMessage>(slot.id, this.network);
+    slot.server = new Server({
+      serverId: slot.id,
+      peers: this.serverIds(),
+      storage: slot.disk,
+      transport: slot.transport,
+      scheduler: slot.scheduler,
+      random: slot.random.fork(),
+      observer: this.observer,
+      bugs: this.bugs,
+    });
+  }
+
+  // ------------------------------------------------------------------ faults
+
+  /** kill -9: the process stops at once; the write in flight is lost or torn. */
+  crash(id: ServerId, tearProbability = 0.5): void {
+    const slot = this.slot(id);
+    if (slot.server === null) return;
+    this.trace.addString(`crash ${id}`);
+    slot.server.stop();
+    slot.server = null;
+    slot.scheduler.kill();
+    slot.transport.close();
+    slot.disk.crash(tearProbability);
+  }
+
+  restart(id: ServerId): void {
+    const slot = this.slot(id);
+    if (slot.server !== null) return;
+    this.trace.addString(`restart ${id}`);
+    this.boot(slot);
+  }
+
+  /** Cut every link between the two groups, in both directions. */
+  partition(groupA: readonly ServerId[], groupB: readonly ServerId[]): void {
+    for (const a of groupA) {
+      for (const b of groupB) {
+        this.network.block(a, b);
+        this.network.block(b, a);
+      }
+    }
+  }
+
+  /** Cut the links from `from` to `to` only (an asymmetric partition). */
+  partitionOneWay(from: readonly ServerId[], to: readonly ServerId[]): void {
+    for (const a of from) for (const b of to) this.network.block(a, b);
+  }
+
+  /** Isolate a server from every other server (clients still reach it unless `fromClients`). */
+  isolate(id: ServerId, fromClients = false): void {
+    const others = this.serverIds().filter((s) => s !== id);
+    this.partition([id], others);
+    if (fromClients) this.partition([id], this.clients.map((c) => c.address));
+  }
+
+  heal(): void {
+    this.trace.addString("heal");
+    this.network.heal();
+  }
+
+  // ------------------------------------------------------------------ cells and control plane
+
+  /** Create a cell on the given servers (default: `size` servers drawn from the seed). */
+  createCell(cellKey: CellKey, size = 7, on?: readonly ServerId[]): NodeId[] {
+    const servers = on ?? this.random.shuffle(this.serverIds()).slice(0, Math.min(size, this.servers.length));
+    const members = servers.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
+    this.cells.set(cellKey, members);
+    for (const member of members) {
+      const server = this.slot(member.serverId).server;
+      if (server !== null) server.createCell(cellKey, members);
+    }
+    return members;
+  }
+
+  readonly resolver: CellResolver = {
+    members: (cellKey) => this.cells.get(cellKey)?.map((m) => m.serverId) ?? null,
+  };
+
+  /**
+   * Change a cell's membership through its nodes, as the control plane does, then host the added
+   * node. Calls back with the membership result (or an error text).
+   */
+  changeMembership(cellKey: CellKey, change: MembershipChange, done?: (result: MembershipResult | string) => void): void {
+    const control = this.controlClient();
+    control.client.request(cellKey, { type: "change", change }, (outcome) => {
+      if (!outcome.ok) {
+        done?.(outcome.error.message);
+        return;
+      }
+      const body = outcome.value;
+      if (body.type !== "membership") {
+        done?.(`unexpected answer ${body.type}`);
+        return;
+      }
+      const result = body.result;
+      if (result.status === "applied") {
+        const members = (this.cells.get(cellKey) ?? []).filter(
+          (m) => change.remove === null || formatNodeId(m) !== formatNodeId(change.remove),
+        );
+        if (result.added !== null) {
+          members.push(result.added);
+          const host = this.slot(result.added.serverId).server;
+          host?.hostJoiningNode(cellKey, result.added.incarnation);
+        }
+        this.cells.set(cellKey, members);
+      }
+      done?.(result);
+    });
+  }
+
+  private control: ClientSlot | null = null;
+
+  private controlClient(): ClientSlot {
+    if (this.control === null) this.control = this.addClient();
+    return this.control;
+  }
+
+  // ------------------------------------------------------------------ clients and history
+
+  addClient(options: { clockRate?: number; requestTimeoutMs?: number } = {}): ClientSlot {
+    const index = this.nextClientAddress++;
+    const address = `c${index}`;
+    const clock = new SimClock(this.queue, 0, options.clockRate ?? 1);
+    const scheduler = new SimScheduler(this.queue, clock);
+    const transport = new SimTransport<ClientRequest | ClientResponse>(address, this.network);
+    const random = this.random.fork();
+    const client = new PhysaliaClient({
+      address,
+      transport,
+      scheduler,
+      random,
+      resolver: this.resolver,
+      ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+    });
+    const slot: ClientSlot = { index, address, client, scheduler };
+    this.clients.push(slot);
+    return slot;
+  }
+
+  /** Issue a transaction and record it in the history. Calls back when it ends. */
+  transact(client: ClientSlot, cellKey: CellKey, txn: Transaction, done?: (entry: HistoryEntry) => void): HistoryEntry {
+    const entry: HistoryEntry = {
+      id: this.nextOperationId++,
+      client: client.index,
+      cellKey,
+      txn,
+      consistency: "write",
+      callMs: this.queue.nowMs,
+      returnMs: null,
+      output: undefined,
+      index: null,
+      command: null,
+      failure: null,
+    };
+    this.history.push(entry);
+    client.client.command(cellKey, { type: "txn", txn }, (outcome) => {
+      if (outcome.ok && outcome.value.kind === "txn") {
+        entry.returnMs = this.queue.nowMs;
+        entry.output = outcome.value.result;
+        entry.index = outcome.index;
+        if (outcome.session !== undefined) entry.command = { session: outcome.session.id, seq: outcome.session.seq };
+      } else {
+        entry.failure = outcome.ok ? outcome.value.kind : outcome.error.code;
+      }
+      done?.(entry);
+    });
+    return entry;
+  }
+
+  read(client: ClientSlot, cellKey: CellKey, txn: Transaction, consistency: Consistency, done?: (entry: HistoryEntry) => void): HistoryEntry {
+    const entry: HistoryEntry = {
+      id: this.nextOperationId++,
+      client: client.index,
+      cellKey,
+      txn,
+      consistency,
+      callMs: this.queue.nowMs,
+      returnMs: null,
+      output: undefined,
+      index: null,
+      command: null,
+      failure: null,
+    };
+    this.history.push(entry);
+    client.client.read(cellKey, txn, consistency, (outcome) => {
+      if (outcome.ok) {
+        entry.returnMs = this.queue.nowMs;
+        entry.output = outcome.value;
+        entry.index = outcome.index;
+      } else {
+        entry.failure = outcome.error.code;
+      }
+      done?.(entry);
+    });
+    return entry;
+  }
+
+  // ------------------------------------------------------------------ running
+
+  /** Run simulated time forward by `ms` (bounded by an event budget). */
+  run(ms: number, eventsMax = 50_000_000): void {
+    this.queue.runUntil(this.queue.nowMs + ms, eventsMax);
+  }
+
+  /** Run until `predicate` holds or `ms` passed; returns whether it holds. */
+  runUntil(predicate: () => boolean, ms: number, eventsMax = 50_000_000): boolean {
+    if (predicate()) return true;
+    this.queue.runUntil(this.queue.nowMs + ms, eventsMax, predicate);
+    return predicate();
+  }
+
+  // ------------------------------------------------------------------ checkers
+
+  private onChosen(cellKey: CellKey, slot: number, value: LogValue<Command>): void {
+    let slots = this.chosen.get(cellKey);
+    if (slots === undefined) {
+      slots = new Map();
+      this.chosen.set(cellKey, slots);
+    }
+    const description = describeValue(value);
+    const previous = slots.get(slot);
+    if (previous === undefined) slots.set(slot, description);
+    else if (previous !== description) {
+      this.violations.push(`cell ${cellKey} slot ${slot}: two values chosen (${previous} and ${description})`);
+    }
+  }
+
+  private onApplied(cellKey: CellKey, node: NodeId, slot: number, value: LogValue<Command>): void {
+    this.appliedCount += 1;
+    const chosen = this.chosen.get(cellKey)?.get(slot);
+    const description = describeValue(value);
+    if (chosen === undefined) {
+      this.violations.push(`cell ${cellKey}: ${formatNodeId(node)} applied slot ${slot} that no leader saw chosen`);
+    } else if (chosen !== description) {
+      this.violations.push(`cell ${cellKey}: ${formatNodeId(node)} applied ${description} at slot ${slot}, chosen was ${chosen}`);
+    }
+  }
+
+  /** The chosen log of a cell (slot -> description), for the lost-write checker. */
+  chosenLog(cellKey: CellKey): ReadonlyMap<number, string> {
+    return this.chosen.get(cellKey) ?? new Map();
+  }
+
+  /** Nodes of a cell that applied the same index must hold byte-identical state. */
+  checkReplicaStates(cellKey: CellKey): string | null {
+    const byIndex = new Map<number, { node: string; state: string }>();
+    for (const slot of this.servers) {
+      const digest = slot.server?.cellDigest(cellKey);
+      if (digest === null || digest === undefined) continue;
+      const state = toHex(digest.snapshot);
+      const seen = byIndex.get(digest.applied);
+      if (seen === undefined) byIndex.set(digest.applied, { node: slot.id, state });
+      else if (seen.state !== state) {
+        return `cell ${cellKey}: ${seen.node} and ${slot.id} both applied ${digest.applied} but hold different state`;
+      }
+    }
+    return null;
+  }
+}
+
+/** A canonical description of a log value (stable across runs). */
+export function describeValue(value: LogValue<Command>): string {
+  switch (value.kind) {
+    case "noop":
+      return "noop";
+    case "reconfigure":
+      return `reconfigure(+${value.change.add ?? "-"},-${value.change.remove === null ? "-" : formatNodeId(value.change.remove)})`;
+    case "commands":
+      return `[${value.commands.map((c) => `${c.session}.${c.seq}:${toHex(encodeCommand(c)).slice(0, 64)}`).join(",")}]`;
+  }
+}
+
+function describeMessage(message: unknown): string {
+  const m = message as ServerMessage;
+  switch (m.kind) {
+    case "paxos":
+      return `${m.message.type}/${m.message.cellKey}/${"slot" in m.message ? m.message.slot : ""}`;
+    case "heartbeat":
+      return "hb";
+    case "request":
+      return `rq${m.id}/${m.cellKey}/${m.body.type}`;
+    case "response":
+      return `rs${m.id}/${m.body.type}`;
+  }
+}
