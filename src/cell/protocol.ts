@@ -16,7 +16,12 @@ export type RequestBody =
       readonly leaderUnresponsive: boolean;
     }
   /** A read-only transaction from any node whose applied index reaches the session watermark. */
-  | { readonly type: "read"; readonly consistency: "eventual"; readonly txn: Transaction; readonly watermark: number }
+  | {
+      readonly type: "read";
+      readonly consistency: "eventual";
+      readonly txn: Transaction;
+      readonly watermark: number;
+    }
   /** A membership change (control plane). */
   | { readonly type: "change"; readonly change: MembershipChange }
   | { readonly type: "describe" };

@@ -34,7 +34,13 @@ export type LeaseOp =
 
 export type Operation =
   | { readonly type: "txn"; readonly txn: Transaction }
-  | { readonly type: "lease"; readonly lease: LeaseOp };
+  | { readonly type: "lease"; readonly lease: LeaseOp }
+  /**
+   * The still-encoded operation of a command whose format version this build does not know.
+   * Only ever paired with `version !== OPERATION_FORMAT_VERSION`: such a command decodes (so it
+   * can be logged, forwarded and reported) but is never applied (the cell stalls on it).
+   */
+  | { readonly type: "unknown"; readonly bytes: Uint8Array };
 
 /** The operation format this build writes and understands. */
 export const OPERATION_FORMAT_VERSION = 1;
@@ -80,11 +86,26 @@ export type TxnResult =
     };
 
 export type LeaseResult =
-  | { readonly status: "granted"; readonly holder: string; readonly expiresAtMs: number; readonly token: bigint }
+  | {
+      readonly status: "granted";
+      readonly holder: string;
+      readonly expiresAtMs: number;
+      readonly token: bigint;
+    }
   | { readonly status: "released" }
   | { readonly status: "held"; readonly holder: string; readonly expiresAtMs: number }
   | { readonly status: "not_held" }
   | { readonly status: "rejected"; readonly reason: "cell_full" | "invalid"; readonly detail: string };
+
+/** A lease as the cell holds it. Expired leases stay until released or acquired by anyone. */
+export interface LeaseState {
+  readonly name: string;
+  readonly holder: string;
+  /** Stamped time (ms) from which the lease is expired: expired when now >= expiresAtMs. */
+  readonly expiresAtMs: number;
+  /** Fencing token: fresh and larger than every earlier grant in this cell. */
+  readonly token: bigint;
+}
 
 /** The outcome of applying one command. Never an exception. */
 export type CommandResult =

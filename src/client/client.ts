@@ -90,6 +90,8 @@ interface Operation$ {
   timer: TimerHandle | null;
   /** A write was sent at least once: if every attempt fails its outcome is unknown. */
   sent: boolean;
+  /** Redirects followed by this operation. */
+  redirects: number;
   finished: boolean;
   lastProblem: string;
 }
@@ -265,6 +267,7 @@ export class PhysaliaClient {
       leaderUnresponsive: false,
       timer: null,
       sent: false,
+      redirects: 0,
       finished: false,
       lastProblem: "no node answered",
     };
@@ -383,6 +386,9 @@ export class PhysaliaClient {
         state.leader = body.leader?.serverId ?? null;
         if (state.leader === op.target) state.leader = null;
         op.lastProblem = `redirected by ${op.target} (${body.reason})`;
+        op.redirects += 1;
+        // Nodes that point at each other while nobody leads: ask the next one to take over.
+        if (op.redirects >= 2) op.leaderUnresponsive = true;
         if (op.timer !== null) this.scheduler.clearTimer(op.timer);
         op.timer = null;
         // Follow a redirect at once; back off only when redirects keep coming.

@@ -22,6 +22,8 @@ export interface SimOptions {
   readonly bugs?: PlantedBugs | null;
   /** Steps the linearizability search may take per cell before answering "unknown". */
   readonly checkStepsMax?: number;
+  /** Called with the world after the run, for investigation. */
+  readonly inspect?: (world: SimWorld) => void;
 }
 
 export interface SimReport {
@@ -218,6 +220,7 @@ export function runSimulation(options: SimOptions): SimReport {
     }
   }
 
+  options.inspect?.(world);
   const trace = world.trace.addNumber(completed).addNumber(failed).addNumber(open).digest();
   return {
     seed: o.seed,

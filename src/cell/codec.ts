@@ -1,0 +1,676 @@
+/**
+ * Canonical binary encoding of the cell's values, commands and results (docs/cell-semantics.md,
+ * "Encoding"). One logical value has exactly one encoding; decoders reject everything else with a
+ * DecodeError and never throw anything else, whatever the input bytes.
+ *
+ * Command decoding bounds lengths by the message size, not by the data-model limits: a command
+ * that breaks a limit still decodes, so that apply can reject it deterministically with a message
+ * for people. Encoders throw RangeError for what cannot be encoded at all (a JS number where a
+ * value belongs, a string with an unpaired surrogate, an unknown tag): validate commands first.
+ */
+import { ByteReader, ByteWriter, DecodeError, limits, utf8Encode } from "../core/index.ts";
+import { utf8ByteLength, wellFormedUtf8Length } from "./text.ts";
+import {
+  type Command,
+  type CommandResult,
+  type Condition,
+  type ItemRead,
+  type LeaseOp,
+  type LeaseResult,
+  OPERATION_FORMAT_VERSION,
+  type Operation,
+  type Transaction,
+  type TxnResult,
+  type Value,
+  type Write,
+} from "./types.ts";
+
+/** Bytes of a rejection's detail text in a result; longer details are clipped when made. */
+export const resultDetailBytesMax = 512;
+/** Magnitude bytes of a lease fencing token (2^256 grants: never reached). */
+const leaseTokenBytesMax = 32;
+/** Bound on every length inside a command: the message that carries it. */
+const commandPartBytesMax = limits.messageBytesMax;
+
+/** The results that carry no data (shared, frozen). */
+export const staleRequest: CommandResult = Object.freeze({ kind: "stale_request" });
+export const sessionExpired: CommandResult = Object.freeze({ kind: "session_expired" });
+export const sessionsFull: CommandResult = Object.freeze({ kind: "sessions_full" });
+
+// ---- tags (part of the format: never renumber)
+const valueTag = { false: 0, true: 1, integer: 2, bytes: 3 } as const;
+/** In a read, the item was missing. Only valid where a value may be absent. */
+const missingTag = 4;
+const operationTag = { txn: 1, lease: 2 } as const;
+const conditionTags = ["exists", "missing", "equals", "lt", "le", "gt", "ge"] as const;
+const writeTags = ["put", "delete", "add"] as const;
+const leaseTags = ["acquire", "renew", "release"] as const;
+const resultTag = { txn: 1, lease: 2, stale_request: 3, session_expired: 4, sessions_full: 5 } as const;
+const txnStatusTag = { committed: 1, condition_failed: 2, rejected: 3 } as const;
+const txnRejectReasons = ["type_mismatch", "value_too_large", "cell_full", "invalid"] as const;
+const leaseStatusTag = { granted: 1, released: 2, held: 3, not_held: 4, rejected: 5 } as const;
+const leaseRejectReasons = ["cell_full", "invalid"] as const;
+
+// ---- sizes
+
+/** Bytes of an unsigned varint. */
+export function varintBytes(value: number): number {
+  let bytes = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 0x80);
+    bytes++;
+  }
+  return bytes;
+}
+
+/** Bytes of a length-prefixed UTF-8 string. */
+export function textBytes(text: string): number {
+  const length = utf8ByteLength(text);
+  return varintBytes(length) + length;
+}
+
+/** Bytes of the minimal magnitude of an integer (0 for 0n). */
+export function magnitudeBytes(value: bigint): number {
+  const magnitude = value < 0n ? -value : value;
+  if (magnitude <= 0xffffffffn) {
+    const small = Number(magnitude);
+    if (small === 0) return 0;
+    if (small < 0x100) return 1;
+    if (small < 0x10000) return 2;
+    if (small < 0x1000000) return 3;
+    return 4;
+  }
+  return (magnitude.toString(16).length + 1) >> 1;
+}
+
+/** Bytes of an encoded integer: sign byte, length, magnitude. */
+export function integerBytes(value: bigint): number {
+  const magnitude = magnitudeBytes(value);
+  return 1 + varintBytes(magnitude) + magnitude;
+}
+
+/** Bytes of an encoded value (tag included). */
+export function valueBytes(value: Value): number {
+  if (typeof value === "boolean") return 1;
+  if (typeof value === "bigint") return 1 + integerBytes(value);
+  return 1 + varintBytes(value.length) + value.length;
+}
+
+function conditionBytes(condition: Condition): number {
+  const head = 1 + textBytes(condition.item);
+  switch (condition.op) {
+    case "exists":
+    case "missing":
+      return head;
+    case "equals":
+      return head + valueBytes(condition.value);
+    default:
+      return head + integerBytes(condition.value);
+  }
+}
+
+function writeBytes(write: Write): number {
+  const head = 1 + textBytes(write.item);
+  switch (write.op) {
+    case "put":
+      return head + valueBytes(write.value);
+    case "delete":
+      return head;
+    default:
+      return head + integerBytes(write.delta);
+  }
+}
+
+/** Bytes of an encoded transaction (its conditions, reads and writes). */
+export function transactionBytes(txn: Transaction): number {
+  let bytes =
+    varintBytes(txn.conditions.length) + varintBytes(txn.reads.length) + varintBytes(txn.writes.length);
+  for (const condition of txn.conditions) bytes += conditionBytes(condition);
+  for (const item of txn.reads) bytes += textBytes(item);
+  for (const write of txn.writes) bytes += writeBytes(write);
+  return bytes;
+}
+
+function leaseOpBytes(lease: LeaseOp): number {
+  const head = 1 + textBytes(lease.name) + textBytes(lease.holder);
+  return lease.op === "release" ? head : head + varintBytes(lease.durationMs);
+}
+
+/** Bytes of an encoded operation, as it sits inside a command. */
+export function operationBytes(op: Operation): number {
+  switch (op.type) {
+    case "txn":
+      return 1 + transactionBytes(op.txn);
+    case "lease":
+      return 1 + leaseOpBytes(op.lease);
+    default:
+      return op.bytes.length;
+  }
+}
+
+/** Exact length of encodeCommand(command), computed without encoding. */
+export function commandBytes(command: Command): number {
+  const op = operationBytes(command.op);
+  return (
+    varintBytes(command.version) +
+    varintBytes(command.session) +
+    varintBytes(command.seq) +
+    1 +
+    varintBytes(op) +
+    op
+  );
+}
+
+function readsBytes(reads: readonly ItemRead[] | null): number {
+  if (reads === null) return 1;
+  let bytes = 1 + varintBytes(reads.length);
+  for (const read of reads)
+    bytes += textBytes(read.item) + (read.value === null ? 1 : valueBytes(read.value));
+  return bytes;
+}
+
+function txnResultBytes(result: TxnResult): number {
+  switch (result.status) {
+    case "committed": {
+      let bytes = 1 + readsBytes(result.reads) + varintBytes(result.added.length);
+      for (const add of result.added) bytes += textBytes(add.item) + integerBytes(add.value);
+      return bytes;
+    }
+    case "condition_failed":
+      return 1 + varintBytes(result.condition) + readsBytes(result.reads);
+    default:
+      return 2 + (result.item === null ? 1 : 1 + textBytes(result.item)) + textBytes(result.detail);
+  }
+}
+
+function leaseResultBytes(result: LeaseResult): number {
+  switch (result.status) {
+    case "granted":
+      return 1 + textBytes(result.holder) + varintBytes(result.expiresAtMs) + integerBytes(result.token);
+    case "held":
+      return 1 + textBytes(result.holder) + varintBytes(result.expiresAtMs);
+    case "rejected":
+      return 2 + textBytes(result.detail);
+    default:
+      return 1;
+  }
+}
+
+/** Exact length of encodeResult(result), computed without encoding. */
+export function resultBytes(result: CommandResult): number {
+  switch (result.kind) {
+    case "txn":
+      return 1 + txnResultBytes(result.result);
+    case "lease":
+      return 1 + leaseResultBytes(result.result);
+    default:
+      return 1;
+  }
+}
+
+// ---- writing
+
+/**
+ * A writer sized for `expectedBytes`. The estimate of a malformed input may be NaN, and
+ * ByteWriter never grows from a capacity of 0: fall back to a small positive capacity.
+ */
+export function writerFor(expectedBytes: number): ByteWriter {
+  return new ByteWriter(Number.isSafeInteger(expectedBytes) && expectedBytes > 0 ? expectedBytes : 64);
+}
+
+const hexDigits = "0123456789abcdef";
+
+/** Same layout as ByteWriter.bigint (sign byte, length, little-endian magnitude), linear time. */
+export function writeInteger(writer: ByteWriter, value: bigint): void {
+  const negative = value < 0n;
+  const magnitude = negative ? -value : value;
+  writer.byte(negative ? 1 : 0);
+  if (magnitude <= 0xffffffffn) {
+    let small = Number(magnitude);
+    const length = magnitudeBytes(magnitude);
+    writer.uint(length);
+    for (let i = 0; i < length; i++) {
+      writer.byte(small & 0xff);
+      small = Math.floor(small / 0x100);
+    }
+    return;
+  }
+  let hex = magnitude.toString(16);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  const length = hex.length / 2;
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) {
+    // Byte i (little-endian) is the hex pair counted from the end.
+    const at = hex.length - 2 * (i + 1);
+    bytes[i] = (hexDigits.indexOf(hex.charAt(at)) << 4) | hexDigits.indexOf(hex.charAt(at + 1));
+  }
+  writer.bytes(bytes);
+}
+
+/** A length-prefixed UTF-8 string; throws RangeError for text with an unpaired surrogate. */
+export function writeText(writer: ByteWriter, text: string, what: string): void {
+  if (typeof text !== "string" || wellFormedUtf8Length(text) < 0) {
+    throw new RangeError(`cannot encode ${what}: not well-formed Unicode text`);
+  }
+  writer.bytes(utf8Encode(text));
+}
+
+export function writeValue(writer: ByteWriter, value: Value): void {
+  if (typeof value === "boolean") {
+    writer.byte(value ? valueTag.true : valueTag.false);
+  } else if (typeof value === "bigint") {
+    writer.byte(valueTag.integer);
+    writeInteger(writer, value);
+  } else if (value instanceof Uint8Array) {
+    writer.byte(valueTag.bytes);
+    writer.bytes(value);
+  } else {
+    throw new RangeError(
+      `cannot encode ${typeof value} as a value: values are Uint8Array, bigint or boolean`,
+    );
+  }
+}
+
+function writeBigintField(writer: ByteWriter, value: bigint, what: string): void {
+  if (typeof value !== "bigint")
+    throw new RangeError(`cannot encode ${what}: ${typeof value} is not a bigint`);
+  writeInteger(writer, value);
+}
+
+function tagOf(tags: readonly string[], name: string, what: string): number {
+  const tag = tags.indexOf(name);
+  if (tag < 0) throw new RangeError(`cannot encode ${what} ${JSON.stringify(name)}: unknown`);
+  return tag;
+}
+
+function writeTransaction(writer: ByteWriter, txn: Transaction): void {
+  writer.uint(txn.conditions.length);
+  for (const condition of txn.conditions) {
+    writer.byte(tagOf(conditionTags, condition.op, "condition"));
+    writeText(writer, condition.item, "a condition's item key");
+    if (condition.op === "equals") writeValue(writer, condition.value);
+    else if (condition.op !== "exists" && condition.op !== "missing") {
+      writeBigintField(writer, condition.value, "a comparison value");
+    }
+  }
+  writer.uint(txn.reads.length);
+  for (const item of txn.reads) writeText(writer, item, "a read's item key");
+  writer.uint(txn.writes.length);
+  for (const write of txn.writes) {
+    writer.byte(tagOf(writeTags, write.op, "write"));
+    writeText(writer, write.item, "a write's item key");
+    if (write.op === "put") writeValue(writer, write.value);
+    else if (write.op === "add") writeBigintField(writer, write.delta, "an add delta");
+  }
+}
+
+function writeLeaseOp(writer: ByteWriter, lease: LeaseOp): void {
+  writer.byte(tagOf(leaseTags, lease.op, "lease operation"));
+  writeText(writer, lease.name, "a lease name");
+  writeText(writer, lease.holder, "a lease holder");
+  if (lease.op !== "release") writer.uint(lease.durationMs);
+}
+
+/** The operation alone (what sits length-prefixed inside a command). */
+export function encodeOperation(op: Operation): Uint8Array {
+  const writer = writerFor(operationBytes(op));
+  switch (op.type) {
+    case "txn":
+      writer.byte(operationTag.txn);
+      writeTransaction(writer, op.txn);
+      break;
+    case "lease":
+      writer.byte(operationTag.lease);
+      writeLeaseOp(writer, op.lease);
+      break;
+    case "unknown":
+      writer.raw(op.bytes);
+      break;
+    default:
+      throw new RangeError(`cannot encode operation type ${JSON.stringify((op as { type: unknown }).type)}`);
+  }
+  return writer.finish();
+}
+
+/**
+ * Envelope: uint version, uint session, uint seq, bool newSession, then the operation as a
+ * length-prefixed byte string, so a command of an unknown version still decodes.
+ */
+export function encodeCommand(command: Command): Uint8Array {
+  const known = command.version === OPERATION_FORMAT_VERSION;
+  if (known === (command.op.type === "unknown")) {
+    throw new RangeError(
+      known
+        ? `an operation of type "unknown" cannot be encoded under version ${OPERATION_FORMAT_VERSION}`
+        : `this build writes operations of version ${OPERATION_FORMAT_VERSION} only, not ${command.version}`,
+    );
+  }
+  if (typeof command.newSession !== "boolean")
+    throw new RangeError("cannot encode newSession: not a boolean");
+  const op = encodeOperation(command.op);
+  const writer = writerFor(op.length + 24);
+  writer.uint(command.version).uint(command.session).uint(command.seq).bool(command.newSession).bytes(op);
+  return writer.finish();
+}
+
+function writeReads(writer: ByteWriter, reads: readonly ItemRead[] | null): void {
+  if (reads === null) {
+    writer.byte(0);
+    return;
+  }
+  writer.byte(1).uint(reads.length);
+  for (const read of reads) {
+    writeText(writer, read.item, "a read's item key");
+    if (read.value === null) writer.byte(missingTag);
+    else writeValue(writer, read.value);
+  }
+}
+
+export function writeResult(writer: ByteWriter, result: CommandResult): void {
+  switch (result.kind) {
+    case "txn": {
+      writer.byte(resultTag.txn);
+      const txn = result.result;
+      writer.byte(txnStatusTag[txn.status]);
+      switch (txn.status) {
+        case "committed":
+          writeReads(writer, txn.reads);
+          writer.uint(txn.added.length);
+          for (const add of txn.added) {
+            writeText(writer, add.item, "an added item key");
+            writeInteger(writer, add.value);
+          }
+          break;
+        case "condition_failed":
+          writer.uint(txn.condition);
+          writeReads(writer, txn.reads);
+          break;
+        case "rejected":
+          writer.byte(tagOf(txnRejectReasons, txn.reason, "rejection reason"));
+          if (txn.item === null) writer.byte(0);
+          else {
+            writer.byte(1);
+            writeText(writer, txn.item, "a rejected item key");
+          }
+          writeText(writer, txn.detail, "a rejection detail");
+          break;
+      }
+      return;
+    }
+    case "lease": {
+      writer.byte(resultTag.lease);
+      const lease = result.result;
+      writer.byte(leaseStatusTag[lease.status]);
+      switch (lease.status) {
+        case "granted":
+          writeText(writer, lease.holder, "a lease holder");
+          writer.uint(lease.expiresAtMs);
+          writeInteger(writer, lease.token);
+          break;
+        case "held":
+          writeText(writer, lease.holder, "a lease holder");
+          writer.uint(lease.expiresAtMs);
+          break;
+        case "rejected":
+          writer.byte(tagOf(leaseRejectReasons, lease.reason, "rejection reason"));
+          writeText(writer, lease.detail, "a rejection detail");
+          break;
+        default:
+          break;
+      }
+      return;
+    }
+    default:
+      writer.byte(resultTag[result.kind]);
+  }
+}
+
+export function encodeResult(result: CommandResult): Uint8Array {
+  const writer = writerFor(resultBytes(result));
+  writeResult(writer, result);
+  return writer.finish();
+}
+
+export function encodeValue(value: Value): Uint8Array {
+  const writer = writerFor(valueBytes(value));
+  writeValue(writer, value);
+  return writer.finish();
+}
+
+// ---- reading
+
+/** An integer as written by writeInteger / ByteWriter.bigint, canonical, in linear time. */
+export function readInteger(reader: ByteReader, magnitudeBytesMax: number): bigint {
+  const negative = reader.bool();
+  const bytes = reader.bytes(magnitudeBytesMax);
+  const length = bytes.length;
+  if (length === 0) {
+    if (negative) throw new DecodeError("non-canonical negative zero");
+    return 0n;
+  }
+  if (bytes[length - 1] === 0) throw new DecodeError("non-canonical integer: leading zero byte");
+  let magnitude: bigint;
+  if (length <= 4) {
+    let small = 0;
+    for (let i = length - 1; i >= 0; i--) small = small * 0x100 + (bytes[i] as number);
+    magnitude = BigInt(small);
+  } else {
+    let hex = "0x";
+    for (let i = length - 1; i >= 0; i--) {
+      const b = bytes[i] as number;
+      hex += hexDigits.charAt(b >> 4) + hexDigits.charAt(b & 0xf);
+    }
+    magnitude = BigInt(hex);
+  }
+  return negative ? -magnitude : magnitude;
+}
+
+/** A value whose byte string and integer magnitude are at most `bytesMax` bytes. */
+export function readValue(reader: ByteReader, bytesMax: number): Value {
+  return readValueAfterTag(reader, reader.byte(), bytesMax);
+}
+
+function readValueAfterTag(reader: ByteReader, tag: number, bytesMax: number): Value {
+  switch (tag) {
+    case valueTag.false:
+      return false;
+    case valueTag.true:
+      return true;
+    case valueTag.integer:
+      return readInteger(reader, bytesMax);
+    case valueTag.bytes:
+      return reader.bytes(bytesMax);
+    default:
+      throw new DecodeError(`invalid value tag ${tag}`);
+  }
+}
+
+function readTag<T>(reader: ByteReader, tags: readonly T[], what: string): T {
+  const tag = reader.byte();
+  const name = tags[tag];
+  if (name === undefined) throw new DecodeError(`invalid ${what} tag ${tag}`);
+  return name;
+}
+
+/** A count of elements that each take at least one byte: bounded by what is left. */
+function readCount(reader: ByteReader, what: string): number {
+  const count = reader.uint();
+  if (count > reader.remaining) throw new DecodeError(`${what} count ${count} exceeds the remaining input`);
+  return count;
+}
+
+function readTransaction(reader: ByteReader): Transaction {
+  const conditions: Condition[] = [];
+  const conditionCount = readCount(reader, "condition");
+  for (let i = 0; i < conditionCount; i++) {
+    const op = readTag(reader, conditionTags, "condition");
+    const item = reader.string(commandPartBytesMax);
+    switch (op) {
+      case "exists":
+      case "missing":
+        conditions.push({ item, op });
+        break;
+      case "equals":
+        conditions.push({ item, op, value: readValue(reader, commandPartBytesMax) });
+        break;
+      default:
+        conditions.push({ item, op, value: readInteger(reader, commandPartBytesMax) });
+    }
+  }
+  const reads: string[] = [];
+  const readCountValue = readCount(reader, "read");
+  for (let i = 0; i < readCountValue; i++) reads.push(reader.string(commandPartBytesMax));
+  const writes: Write[] = [];
+  const writeCount = readCount(reader, "write");
+  for (let i = 0; i < writeCount; i++) {
+    const op = readTag(reader, writeTags, "write");
+    const item = reader.string(commandPartBytesMax);
+    switch (op) {
+      case "put":
+        writes.push({ item, op, value: readValue(reader, commandPartBytesMax) });
+        break;
+      case "delete":
+        writes.push({ item, op });
+        break;
+      default:
+        writes.push({ item, op, delta: readInteger(reader, commandPartBytesMax) });
+    }
+  }
+  return { conditions, reads, writes };
+}
+
+function readLeaseOp(reader: ByteReader): LeaseOp {
+  const op = readTag(reader, leaseTags, "lease operation");
+  const name = reader.string(commandPartBytesMax);
+  const holder = reader.string(commandPartBytesMax);
+  if (op === "release") return { op, name, holder };
+  return { op, name, holder, durationMs: reader.uint() };
+}
+
+/** Decode an operation of the current format version. */
+export function decodeOperation(bytes: Uint8Array): Operation {
+  const reader = new ByteReader(bytes);
+  const tag = reader.byte();
+  let op: Operation;
+  if (tag === operationTag.txn) op = { type: "txn", txn: readTransaction(reader) };
+  else if (tag === operationTag.lease) op = { type: "lease", lease: readLeaseOp(reader) };
+  else throw new DecodeError(`invalid operation tag ${tag}`);
+  reader.end();
+  return op;
+}
+
+export function decodeCommand(bytes: Uint8Array): Command {
+  const reader = new ByteReader(bytes);
+  const version = reader.uint();
+  const session = reader.uint();
+  const seq = reader.uint();
+  const newSession = reader.bool();
+  const opBytes = reader.bytes(commandPartBytesMax);
+  reader.end();
+  const op: Operation =
+    version === OPERATION_FORMAT_VERSION ? decodeOperation(opBytes) : { type: "unknown", bytes: opBytes };
+  return { version, session, seq, newSession, op };
+}
+
+function readReads(reader: ByteReader): ItemRead[] | null {
+  if (!reader.bool()) return null;
+  const count = reader.uint();
+  if (count > limits.transactionItemsMax) {
+    throw new DecodeError(`${count} reads exceed the limit of ${limits.transactionItemsMax}`);
+  }
+  const reads: ItemRead[] = [];
+  for (let i = 0; i < count; i++) {
+    const item = reader.string(limits.itemKeyBytesMax);
+    const tag = reader.byte();
+    const value = tag === missingTag ? null : readValueAfterTag(reader, tag, limits.itemValueBytesMax);
+    reads.push({ item, value });
+  }
+  return reads;
+}
+
+function readTxnResult(reader: ByteReader): TxnResult {
+  const status = reader.byte();
+  switch (status) {
+    case txnStatusTag.committed: {
+      const reads = readReads(reader);
+      const count = reader.uint();
+      if (count > limits.transactionItemsMax) {
+        throw new DecodeError(`${count} added items exceed the limit of ${limits.transactionItemsMax}`);
+      }
+      const added: { item: string; value: bigint }[] = [];
+      for (let i = 0; i < count; i++) {
+        const item = reader.string(limits.itemKeyBytesMax);
+        added.push({ item, value: readInteger(reader, limits.itemValueBytesMax) });
+      }
+      return { status: "committed", reads, added };
+    }
+    case txnStatusTag.condition_failed: {
+      const condition = reader.uint();
+      return { status: "condition_failed", condition, reads: readReads(reader) };
+    }
+    case txnStatusTag.rejected: {
+      const reason = readTag(reader, txnRejectReasons, "rejection reason");
+      const item = reader.bool() ? reader.string(limits.itemKeyBytesMax) : null;
+      return { status: "rejected", reason, item, detail: reader.string(resultDetailBytesMax) };
+    }
+    default:
+      throw new DecodeError(`invalid transaction status tag ${status}`);
+  }
+}
+
+function readLeaseResult(reader: ByteReader): LeaseResult {
+  const status = reader.byte();
+  switch (status) {
+    case leaseStatusTag.granted: {
+      const holder = reader.string(limits.leaseNameBytesMax);
+      const expiresAtMs = reader.uint();
+      return { status: "granted", holder, expiresAtMs, token: readInteger(reader, leaseTokenBytesMax) };
+    }
+    case leaseStatusTag.released:
+      return { status: "released" };
+    case leaseStatusTag.held: {
+      const holder = reader.string(limits.leaseNameBytesMax);
+      return { status: "held", holder, expiresAtMs: reader.uint() };
+    }
+    case leaseStatusTag.not_held:
+      return { status: "not_held" };
+    case leaseStatusTag.rejected: {
+      const reason = readTag(reader, leaseRejectReasons, "rejection reason");
+      return { status: "rejected", reason, detail: reader.string(resultDetailBytesMax) };
+    }
+    default:
+      throw new DecodeError(`invalid lease status tag ${status}`);
+  }
+}
+
+export function readResult(reader: ByteReader): CommandResult {
+  const kind = reader.byte();
+  switch (kind) {
+    case resultTag.txn:
+      return { kind: "txn", result: readTxnResult(reader) };
+    case resultTag.lease:
+      return { kind: "lease", result: readLeaseResult(reader) };
+    case resultTag.stale_request:
+      return staleRequest;
+    case resultTag.session_expired:
+      return sessionExpired;
+    case resultTag.sessions_full:
+      return sessionsFull;
+    default:
+      throw new DecodeError(`invalid result kind tag ${kind}`);
+  }
+}
+
+export function decodeResult(bytes: Uint8Array): CommandResult {
+  const reader = new ByteReader(bytes);
+  const result = readResult(reader);
+  reader.end();
+  return result;
+}
+
+export function decodeValue(bytes: Uint8Array): Value {
+  const reader = new ByteReader(bytes);
+  const value = readValue(reader, limits.itemValueBytesMax);
+  reader.end();
+  return value;
+}

@@ -1,0 +1,416 @@
+/**
+ * Validation of commands against the data-model limits (docs/cell-semantics.md, "Validation").
+ * Total: any JavaScript value (a number where a bigint belongs, a missing field, a string with an
+ * unpaired surrogate) yields a problem, never an exception. Messages are for people: they name
+ * the offending part, the value and the limit, and say what to do.
+ */
+import { limits } from "../core/index.ts";
+import { magnitudeBytes, resultDetailBytesMax, transactionBytes } from "./codec.ts";
+import { clipText, describe, quote, show, wellFormedUtf8Length } from "./text.ts";
+import {
+  type Command,
+  type LeaseOp,
+  OPERATION_FORMAT_VERSION,
+  type Operation,
+  type Transaction,
+} from "./types.ts";
+
+export type ProblemCode =
+  /** The command, or a part of it, is not shaped like one (not an object, a field of the wrong type). */
+  | "malformed"
+  /** The command's operation format version is not the one this build applies. */
+  | "unsupported_version"
+  /** The session number is not a positive safe integer. */
+  | "bad_session"
+  /** The sequence number is not a positive safe integer. */
+  | "bad_sequence"
+  /** An operation type, condition op, write op or lease op this build does not know. */
+  | "unknown_operation"
+  /** A transaction with no conditions, no reads and no writes. */
+  | "empty_transaction"
+  | "item_key_empty"
+  | "item_key_too_long"
+  /** An item key that is not a string, or holds an unpaired surrogate (not Unicode text). */
+  | "item_key_not_text"
+  /** Something that is not a Uint8Array, bigint or boolean where a value belongs. */
+  | "not_a_value"
+  /** A byte value, or the magnitude of an integer, longer than itemValueBytesMax. */
+  | "value_too_large"
+  /** An lt / le / gt / ge condition whose value is not a bigint. */
+  | "bad_condition_value"
+  /** An add whose delta is not a bigint. */
+  | "bad_delta"
+  /** More distinct items than transactionItemsMax across conditions, reads and writes. */
+  | "too_many_items"
+  | "duplicate_write"
+  | "duplicate_read"
+  /** The encoded transaction is longer than transactionBytesMax. */
+  | "transaction_too_large"
+  | "lease_name_invalid"
+  | "lease_holder_invalid"
+  | "lease_duration_out_of_range";
+
+export interface CommandProblem {
+  readonly code: ProblemCode;
+  /** For people: what is wrong, with the offending value and the limit, and what to do. */
+  readonly message: string;
+  /** The offending item, when one is to blame and its key is itself valid; otherwise null. */
+  readonly item: string | null;
+}
+
+function problem(code: ProblemCode, message: string, item: unknown = null): CommandProblem {
+  return { code, message: clipText(message, resultDetailBytesMax), item: reportableItem(item) };
+}
+
+/** An item key that a result may carry: 1..itemKeyBytesMax bytes of Unicode text. */
+function reportableItem(item: unknown): string | null {
+  if (typeof item !== "string") return null;
+  const bytes = wellFormedUtf8Length(item);
+  return bytes >= 1 && bytes <= limits.itemKeyBytesMax ? item : null;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+export function isPositiveSafeInteger(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 1;
+}
+
+/** Why a command of this version cannot be applied here, or null when it can. */
+export function unsupportedVersionReason(version: unknown): string | null {
+  if (version === OPERATION_FORMAT_VERSION) return null;
+  return (
+    `operation format version ${show(version)} is not supported: this build applies version ${OPERATION_FORMAT_VERSION} only; ` +
+    "upgrade this server to a build that knows the version before the cell can go on"
+  );
+}
+
+/** The first problem of a command, or null when apply will execute it. */
+export function validateCommand(command: Command): CommandProblem | null {
+  return validateEnvelope(command) ?? validateOperation(command.op);
+}
+
+/**
+ * Problems of the envelope (version, session, sequence, newSession). A command with such a problem
+ * cannot be recorded in a session: apply rejects it and changes nothing.
+ */
+export function validateEnvelope(command: Command): CommandProblem | null {
+  if (!isObject(command))
+    return problem("malformed", `a command must be an object, not ${describe(command)}`);
+  const version = unsupportedVersionReason(command.version);
+  if (version !== null) return problem("unsupported_version", version);
+  if (!isPositiveSafeInteger(command.session)) {
+    return problem(
+      "bad_session",
+      `session number ${show(command.session)} is not a positive safe integer; ` +
+        "a client picks a random session number in [1, 2^53 - 1] per cell",
+    );
+  }
+  if (!isPositiveSafeInteger(command.seq)) {
+    return problem(
+      "bad_sequence",
+      `sequence number ${show(command.seq)} is not a positive safe integer; a session numbers its requests 1, 2, 3, ...`,
+    );
+  }
+  if (typeof command.newSession !== "boolean") {
+    return problem("malformed", `newSession must be a boolean, not ${describe(command.newSession)}`);
+  }
+  return null;
+}
+
+export function validateOperation(op: Operation): CommandProblem | null {
+  if (!isObject(op)) return problem("malformed", `the operation must be an object, not ${describe(op)}`);
+  switch (op.type) {
+    case "txn":
+      return validateTransaction(op.txn);
+    case "lease":
+      return validateLease(op.lease);
+    default:
+      return problem(
+        "unknown_operation",
+        `operation type ${show(op.type)} is unknown under version ${OPERATION_FORMAT_VERSION}; ` +
+          'use "txn" or "lease"',
+      );
+  }
+}
+
+const conditionFlag = 1;
+const readFlag = 2;
+const writeFlag = 4;
+
+export function validateTransaction(txn: Transaction): CommandProblem | null {
+  if (!isObject(txn)) return problem("malformed", `the transaction must be an object, not ${describe(txn)}`);
+  const { conditions, reads, writes } = txn;
+  if (!Array.isArray(conditions)) return malformedList("conditions", conditions);
+  if (!Array.isArray(reads)) return malformedList("reads", reads);
+  if (!Array.isArray(writes)) return malformedList("writes", writes);
+  const entries = conditions.length + reads.length + writes.length;
+  if (entries === 0) {
+    return problem(
+      "empty_transaction",
+      "the transaction has no conditions, no reads and no writes; it would do nothing: name at least one item",
+    );
+  }
+  if (entries > limits.transactionBytesMax) {
+    return problem(
+      "transaction_too_large",
+      `the transaction has ${entries} conditions, reads and writes and cannot fit in ` +
+        `${limits.transactionBytesMax} bytes; split it into several transactions`,
+    );
+  }
+  // Every distinct item named, with the roles it plays (bit flags).
+  const named = new Map<string, number>();
+
+  for (let i = 0; i < conditions.length; i++) {
+    const condition: unknown = conditions[i];
+    const where = `conditions[${i}]`;
+    if (!isObject(condition))
+      return problem("malformed", `${where} must be an object, not ${describe(condition)}`);
+    const item = condition.item;
+    const keyProblem = itemKeyProblem(item, where);
+    if (keyProblem !== null) return keyProblem;
+    const key = item as string;
+    switch (condition.op) {
+      case "exists":
+      case "missing":
+        break;
+      case "equals": {
+        const valueProblem = checkValue(condition.value, `${where} (equals ${quote(key)})`, key);
+        if (valueProblem !== null) return valueProblem;
+        break;
+      }
+      case "lt":
+      case "le":
+      case "gt":
+      case "ge": {
+        const value = condition.value;
+        const what = `${where} (${condition.op} ${quote(key)})`;
+        if (typeof value !== "bigint") {
+          return problem(
+            "bad_condition_value",
+            `${what}: the comparison value is ${describe(value)}, but lt, le, gt and ge compare integers only; ` +
+              "pass a bigint (e.g. 5n)",
+            key,
+          );
+        }
+        const valueProblem = checkValue(value, what, key);
+        if (valueProblem !== null) return valueProblem;
+        break;
+      }
+      default:
+        return problem(
+          "unknown_operation",
+          `${where}: condition op ${show(condition.op)} is unknown; use exists, missing, equals, lt, le, gt or ge`,
+          key,
+        );
+    }
+    const flags = named.get(key);
+    if (flags === undefined) {
+      named.set(key, conditionFlag);
+      if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
+    } else {
+      named.set(key, flags | conditionFlag);
+    }
+  }
+
+  for (let i = 0; i < reads.length; i++) {
+    const item: unknown = reads[i];
+    const where = `reads[${i}]`;
+    const keyProblem = itemKeyProblem(item, where);
+    if (keyProblem !== null) return keyProblem;
+    const key = item as string;
+    const flags = named.get(key) ?? 0;
+    if ((flags & readFlag) !== 0) {
+      return problem(
+        "duplicate_read",
+        `item ${quote(key)} is read twice (reads[${reads.indexOf(key)}] and ${where}); read it once`,
+        key,
+      );
+    }
+    named.set(key, flags | readFlag);
+    if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
+  }
+
+  for (let i = 0; i < writes.length; i++) {
+    const write: unknown = writes[i];
+    const where = `writes[${i}]`;
+    if (!isObject(write)) return problem("malformed", `${where} must be an object, not ${describe(write)}`);
+    const item = write.item;
+    const keyProblem = itemKeyProblem(item, where);
+    if (keyProblem !== null) return keyProblem;
+    const key = item as string;
+    switch (write.op) {
+      case "put": {
+        const valueProblem = checkValue(write.value, `${where} (put ${quote(key)})`, key);
+        if (valueProblem !== null) return valueProblem;
+        break;
+      }
+      case "delete":
+        break;
+      case "add": {
+        const delta = write.delta;
+        const what = `${where} (add ${quote(key)})`;
+        if (typeof delta !== "bigint") {
+          return problem(
+            "bad_delta",
+            `${what}: the delta is ${describe(delta)}, not a bigint; pass an integer such as 1n or -1n`,
+            key,
+          );
+        }
+        const valueProblem = checkValue(delta, what, key);
+        if (valueProblem !== null) return valueProblem;
+        break;
+      }
+      default:
+        return problem(
+          "unknown_operation",
+          `${where}: write op ${show(write.op)} is unknown; use put, delete or add`,
+          key,
+        );
+    }
+    const flags = named.get(key) ?? 0;
+    if ((flags & writeFlag) !== 0) {
+      const first = writes.findIndex((other: unknown) => isObject(other) && other.item === key);
+      return problem(
+        "duplicate_write",
+        `item ${quote(key)} is written twice (writes[${first}] and ${where}); ` +
+          "combine them into one write (a transaction writes each item at most once)",
+        key,
+      );
+    }
+    named.set(key, flags | writeFlag);
+    if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
+  }
+
+  const bytes = transactionBytes(txn);
+  if (bytes > limits.transactionBytesMax) {
+    return problem(
+      "transaction_too_large",
+      `the transaction encodes to ${bytes} bytes, more than the limit of ${limits.transactionBytesMax} bytes; ` +
+        "split it into several transactions",
+    );
+  }
+  return null;
+}
+
+function malformedList(name: string, value: unknown): CommandProblem {
+  return problem("malformed", `transaction.${name} must be an array, not ${describe(value)}`);
+}
+
+function tooManyItems(count: number): CommandProblem {
+  return problem(
+    "too_many_items",
+    `the transaction names more than ${limits.transactionItemsMax} distinct items (counted ${count} so far) ` +
+      "across its conditions, reads and writes; split it into several transactions",
+  );
+}
+
+/** Why `item` cannot be an item key, or null. */
+export function itemKeyProblem(item: unknown, where = "item"): CommandProblem | null {
+  if (typeof item !== "string") {
+    return problem("item_key_not_text", `${where}: the item key is ${describe(item)}, not a string`);
+  }
+  if (item.length === 0) {
+    return problem("item_key_empty", `${where}: the item key is empty; name the item with a non-empty key`);
+  }
+  const bytes = wellFormedUtf8Length(item);
+  if (bytes < 0) {
+    return problem(
+      "item_key_not_text",
+      `${where}: the item key ${quote(item)} holds an unpaired UTF-16 surrogate, so it is not Unicode text; ` +
+        "use a well-formed string",
+    );
+  }
+  if (bytes > limits.itemKeyBytesMax) {
+    return problem(
+      "item_key_too_long",
+      `${where}: the item key ${quote(item)} of ${bytes} bytes exceeds the limit of ` +
+        `${limits.itemKeyBytesMax} bytes; use a shorter key`,
+    );
+  }
+  return null;
+}
+
+/** Why `value` cannot be an item value, or null. */
+export function valueProblem(value: unknown, where = "value"): CommandProblem | null {
+  return checkValue(value, where, null);
+}
+
+function checkValue(value: unknown, what: string, item: string | null): CommandProblem | null {
+  if (typeof value === "boolean") return null;
+  if (typeof value === "bigint") {
+    const bytes = magnitudeBytes(value);
+    if (bytes <= limits.itemValueBytesMax) return null;
+    return problem(
+      "value_too_large",
+      `${what}: an integer whose magnitude takes ${bytes} bytes exceeds the limit of ` +
+        `${limits.itemValueBytesMax} bytes; keep integers below 2^${8 * limits.itemValueBytesMax}`,
+      item,
+    );
+  }
+  if (value instanceof Uint8Array) {
+    if (value.length <= limits.itemValueBytesMax) return null;
+    return problem(
+      "value_too_large",
+      `${what}: a byte value of ${value.length} bytes exceeds the limit of ${limits.itemValueBytesMax} bytes; ` +
+        "store smaller values or split them across items",
+      item,
+    );
+  }
+  return problem(
+    "not_a_value",
+    `${what}: ${describe(value)} is not a value; values are Uint8Array, bigint or boolean ` +
+      "(write integers as bigint, e.g. 5n, and text as UTF-8 bytes)",
+    item,
+  );
+}
+
+export function validateLease(lease: LeaseOp): CommandProblem | null {
+  if (!isObject(lease))
+    return problem("malformed", `the lease operation must be an object, not ${describe(lease)}`);
+  const op = lease.op;
+  if (op !== "acquire" && op !== "renew" && op !== "release") {
+    return problem("unknown_operation", `lease op ${show(op)} is unknown; use acquire, renew or release`);
+  }
+  const nameProblem = leaseTextProblem(lease.name, "name", "lease_name_invalid");
+  if (nameProblem !== null) return nameProblem;
+  const holderProblem = leaseTextProblem(lease.holder, "holder", "lease_holder_invalid");
+  if (holderProblem !== null) return holderProblem;
+  if (op === "release") return null;
+  const durationMs: unknown = lease.durationMs;
+  if (
+    typeof durationMs !== "number" ||
+    !Number.isInteger(durationMs) ||
+    durationMs < limits.leaseDurationMsMin ||
+    durationMs > limits.leaseDurationMsMax
+  ) {
+    return problem(
+      "lease_duration_out_of_range",
+      `lease ${op}: the duration ${show(durationMs)} is not a whole number of milliseconds in ` +
+        `[${limits.leaseDurationMsMin}, ${limits.leaseDurationMsMax}]; ask for a duration in that range`,
+    );
+  }
+  return null;
+}
+
+function leaseTextProblem(text: unknown, what: string, code: ProblemCode): CommandProblem | null {
+  if (typeof text !== "string") return problem(code, `the lease ${what} is ${describe(text)}, not a string`);
+  const bytes = wellFormedUtf8Length(text);
+  if (bytes === 0) return problem(code, `the lease ${what} is empty; give a non-empty ${what}`);
+  if (bytes < 0) {
+    return problem(
+      code,
+      `the lease ${what} ${quote(text)} holds an unpaired UTF-16 surrogate, so it is not Unicode text; ` +
+        "use a well-formed string",
+    );
+  }
+  if (bytes > limits.leaseNameBytesMax) {
+    return problem(
+      code,
+      `the lease ${what} ${quote(text)} of ${bytes} bytes exceeds the limit of ${limits.leaseNameBytesMax} bytes; ` +
+        `use a shorter ${what}`,
+    );
+  }
+  return null;
+}
