@@ -215,10 +215,10 @@ export class Server {
   }
 
   /** Hand a command straight to the cell's node, bypassing validation (tests of unknown versions). */
-  proposeUnchecked(cellKey: CellKey, command: Command): RequestOutcome | null {
+  proposeUnchecked(cellKey: CellKey, command: Command, leaderUnresponsive = false): RequestOutcome | null {
     const node = this.resident(cellKey);
     if (node === null) return null;
-    const outcome = node.replica.propose(command, 0, this.scheduler.nowMs(), this.out);
+    const outcome = node.replica.propose(command, 0, this.scheduler.nowMs(), this.out, leaderUnresponsive);
     this.touched.add(node);
     this.scheduleTurn();
     return outcome;
