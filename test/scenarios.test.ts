@@ -114,3 +114,133 @@ describe("scenarios", () => {
     expect(s.check()).toEqual([]);
   });
 });
+
+describe("scenarios: epochs, versions, retries", () => {
+  it("a node with an old epoch cannot help form a quorum: peers refuse it and it catches up", () => {
+    const s = new Scenario({ seed: 9, servers: 9 }).cell("vol-1");
+    s.put("vol-1", "x", bytes("1"));
+    s.partition(["s7"], ["s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9"]);
+    const change = s.changeMembership("vol-1", { add: "s8", remove: { serverId: "s6", incarnation: 6 } });
+    expect(typeof change === "object" && change.status).toBe("applied");
+    s.put("vol-1", "x", bytes("2"));
+    s.run(1000);
+    expect(s.statuses("vol-1").find((n) => n.serverId === "s7")?.epoch).toBe(1);
+    // s7 can now reach only s1, s2, s3 and the removed s6: with itself, a majority of the OLD membership.
+    s.heal().partition(["s7"], ["s4", "s5", "s8", "s9"]);
+    const command = {
+      version: 1,
+      session: 77,
+      seq: 1,
+      newSession: true,
+      op: { type: "txn" as const, txn: { conditions: [], reads: [], writes: [{ item: "x", op: "put" as const, value: bytes("stale") }] } },
+    };
+    s.world.server("s7").proposeUnchecked("vol-1", command, true);
+    let s7Led = false;
+    for (let i = 0; i < 40; i++) {
+      s.run(50);
+      if (s.statuses("vol-1").find((n) => n.serverId === "s7")?.role === "leader") s7Led = s.statuses("vol-1").find((n) => n.serverId === "s7")?.epoch === 1;
+    }
+    expect(s7Led).toBe(false);
+    expect(s.statuses("vol-1").find((n) => n.serverId === "s7")?.epoch).toBe(2);
+    s.heal().run(2000);
+    expect(s.check()).toEqual([]);
+  });
+
+  it("an unknown operation version stalls every node at the same entry without divergence", () => {
+    const s = new Scenario({ seed: 10 }).cell("vol-1");
+    s.put("vol-1", "x", bytes("1"));
+    const leader = s.leader("vol-1") as string;
+    const future = {
+      version: 2,
+      session: 5,
+      seq: 1,
+      newSession: true,
+      op: { type: "unknown" as const, bytes: bytes("a future operation") },
+    };
+    s.world.server(leader).proposeUnchecked("vol-1", future);
+    s.run(2000);
+    const nodes = s.statuses("vol-1");
+    expect(nodes.every((n) => n.stalled !== null && n.stalled.includes("version 2"))).toBe(true);
+    expect(new Set(nodes.map((n) => n.applied)).size).toBe(1);
+    const after = s.put("vol-1", "x", bytes("2"));
+    expect(after.failure).toBe("stalled");
+    expect(s.check()).toEqual([]);
+  });
+
+  it("a retried request applies once, through lost answers and duplicated frames", () => {
+    const s = new Scenario({ seed: 11 }).cell("vol-1");
+    s.put("vol-1", "n", 0n);
+    s.world.network.faults.lossRate = 0.25;
+    s.world.network.faults.duplicateRate = 0.3;
+    const framesBefore = s.world.network.framesLost;
+    let committed = 0;
+    for (let i = 0; i < 30; i++) if (s.add("vol-1", "n", 1n).output?.status === "committed") committed += 1;
+    s.heal().run(2000);
+    expect(s.world.network.framesLost).toBeGreaterThan(framesBefore);
+    expect(committed).toBe(30);
+    expect(s.get("vol-1", "n")).toBe(30n);
+    expect(s.check()).toEqual([]);
+  });
+
+  it("fuzzed transactions, valid or not, apply identically on every node", () => {
+    const s = new Scenario({ seed: 12 }).cell("vol-1");
+    s.put("vol-1", "a", bytes("seed"));
+    const leader = s.leader("vol-1") as string;
+    const random = s.world.random.fork();
+    const items = ["a", "b", "c", ""];
+    const values = () => random.pick([bytes("v"), 5n, -3n, true, false, new Uint8Array(5000), 10n ** 2000n, 2 as unknown as bigint]);
+    for (let i = 0; i < 200; i++) {
+      const writes = Array.from({ length: random.below(4) }, () => {
+        const item = random.pick(items);
+        const kind = random.below(3);
+        return kind === 0 ? { item, op: "put" as const, value: values() } : kind === 1 ? { item, op: "delete" as const } : { item, op: "add" as const, delta: BigInt(random.between(-5, 5)) };
+      });
+      const conditions = random.chance(0.5) ? [{ item: random.pick(items), op: random.pick(["exists", "missing"] as const) }] : [];
+      s.world.server(leader).proposeUnchecked("vol-1", {
+        version: 1,
+        session: 1000 + i,
+        seq: 1,
+        newSession: true,
+        op: { type: "txn", txn: { conditions, reads: [random.pick(items)], writes } },
+      });
+      if (i % 10 === 0) s.run(20);
+    }
+    s.run(3000);
+    const applied = new Set(s.statuses("vol-1").map((n) => n.applied));
+    expect(applied.size).toBe(1);
+    expect(s.world.checkReplicaStates("vol-1")).toBeNull();
+    expect(s.world.violations).toEqual([]);
+  });
+});
+
+describe("the checkers bite", () => {
+  it("a leader that answers reads without read-index is caught by the linearizability checker", () => {
+    const s = new Scenario({ seed: 13, bugs: { readWithoutReadIndex: true } }).cell("vol-1");
+    s.put("vol-1", "x", bytes("old"));
+    const oldLeader = s.leader("vol-1") as string;
+    const others = seven.filter((id) => id !== oldLeader);
+    // Cut the old leader off from its peers but not from clients; a new leader takes a write.
+    s.partition([oldLeader], others);
+    const writer = s.newClient();
+    s.world.partition([oldLeader], [writer.address]);
+    expect(s.put("vol-1", "x", bytes("new"), writer).output?.status).toBe("committed");
+    // A reader whose cached leader is the old one reads the stale value.
+    s.run(1);
+    expect(text(s.get("vol-1", "x"))).toBe("old");
+    expect(s.check().some((p) => p.includes("vol-1"))).toBe(true);
+  });
+
+  it("without the planted bug the same schedule is linearizable", () => {
+    const s = new Scenario({ seed: 13 }).cell("vol-1");
+    s.put("vol-1", "x", bytes("old"));
+    const oldLeader = s.leader("vol-1") as string;
+    const others = seven.filter((id) => id !== oldLeader);
+    s.partition([oldLeader], others);
+    const writer = s.newClient();
+    s.world.partition([oldLeader], [writer.address]);
+    expect(s.put("vol-1", "x", bytes("new"), writer).output?.status).toBe("committed");
+    s.run(1);
+    expect(text(s.get("vol-1", "x"))).toBe("new");
+    expect(s.check()).toEqual([]);
+  });
+});

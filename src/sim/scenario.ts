@@ -57,6 +57,8 @@ export class Scenario {
             done = true;
           });
     this.world.runUntil(() => done, this.operationDeadlineMs);
+    // Leave a gap so the next operation is ordered after this one in real time.
+    this.world.run(1);
     return entry;
   }
 
@@ -75,6 +77,7 @@ export class Scenario {
       done = true;
     });
     this.world.runUntil(() => done, this.operationDeadlineMs);
+    this.world.run(1);
     const output: TxnResult | undefined = entry.output;
     if (output === undefined || output.status !== "committed" || output.reads === null) return undefined;
     return output.reads[0]?.value ?? null;

@@ -8,6 +8,7 @@ import {
   assert,
   type CellKey,
   formatNodeId,
+  hashBytes,
   type NodeId,
   Prng,
   RunningHash,
@@ -406,7 +407,16 @@ export function describeValue(value: LogValue<Command>): string {
     case "reconfigure":
       return `reconfigure(+${value.change.add ?? "-"},-${value.change.remove === null ? "-" : formatNodeId(value.change.remove)})`;
     case "commands":
-      return `[${value.commands.map((c) => `${c.session}.${c.seq}:${toHex(encodeCommand(c)).slice(0, 64)}`).join(",")}]`;
+      return `[${value.commands.map((c) => `${c.session}.${c.seq}:${commandDigest(c)}`).join(",")}]`;
+  }
+}
+
+/** Hash of the command's canonical encoding; commands that cannot be encoded are described structurally. */
+function commandDigest(command: Command): string {
+  try {
+    return hashBytes(encodeCommand(command));
+  } catch {
+    return `unencodable:${JSON.stringify(command, (_k, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v))}`;
   }
 }
 
