@@ -520,7 +520,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
 
   private executeLease(lease: LeaseOp, now: number): LeaseResult {
     const entry = this.leases.get(lease.name);
-    const live = entry !== undefined && now < entry.expiresAtMs;
+    const live = entry !== undefined && now <= entry.expiresAtMs;
     switch (lease.op) {
       case "acquire": {
         if (live) {

@@ -360,6 +360,34 @@ export class Replica<C, R> {
   }
 
   /**
+   * An independent copy for state-space exploration, over another environment and state machine
+   * (restored from this one's snapshot). Log entries, values and membership are immutable and
+   * shared; every mutable container is copied.
+   */
+  clone(env: ReplicaEnvironment, machine: StateMachine<C, R>): Replica<C, R> {
+    const copy = new Replica<C, R>({ cellKey: this.cellKey, node: this.node, machine, env }, this.membership, this.joining);
+    Object.assign(copy, this, { env, machine });
+    copy.log = this.log === null ? null : new Map(this.log);
+    copy.pending = this.pending === null ? null : [...this.pending];
+    copy.write = null;
+    copy.writeTurn = 0;
+    const p = this.proposer;
+    copy.proposer =
+      p === null
+        ? null
+        : {
+            ...p,
+            reports: new Map(p.reports),
+            prepareSentMs: new Map(p.prepareSentMs),
+            inflight: new Map([...p.inflight].map(([slot, inflight]) => [slot, { ...inflight }])),
+            acks: new Map(p.acks),
+            followerApplied: new Map(p.followerApplied),
+            reads: [...p.reads],
+          };
+    return copy;
+  }
+
+  /**
    * A canonical description of every protocol-relevant field, for state-space exploration:
    * two replicas with equal fingerprints behave identically from here on.
    */

@@ -241,8 +241,8 @@ export const duellingProposers: ExploreScenario = {
 export const membershipInFlight: ExploreScenario = {
   name: "membership-in-flight",
   description: "3-node cell; leader a replaces c by d with a write pipelined behind it; b campaigns",
-  depth: 8,
-  timeoutsMax: 1,
+  depth: 9,
+  timeoutsMax: 0,
   lossesMax: 0,
   setup(bugs) {
     const cluster = new PaxosCluster("explore-b", ["a", "b", "c"], { seed: 11, bugs: bugs ?? {} });
@@ -267,7 +267,7 @@ export const membershipActivation: ExploreScenario = {
   description:
     "3-node cell; the change replacing c by d commits with a write pipelined behind it; b campaigns",
   depth: 12,
-  timeoutsMax: 1,
+  timeoutsMax: 0,
   lossesMax: 0,
   setup(bugs) {
     const cluster = new PaxosCluster("explore-b2", ["a", "b", "c"], { seed: 13, bugs: bugs ?? {} });

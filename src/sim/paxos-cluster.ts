@@ -142,7 +142,7 @@ export class PaxosCluster {
   /** An independent copy of the whole cluster: replicas, disks, network and checkers. */
   clone(): PaxosCluster {
     const copy = new PaxosCluster(this.cellKey, [], this.options);
-    Object.assign(copy.env.random, deepCopy(this.env.random));
+    Object.assign(copy.env.random, this.env.random);
     copy.out.turn = this.out.turn;
     copy.network = [...this.network];
     copy.nowMs = this.nowMs;
@@ -152,13 +152,7 @@ export class PaxosCluster {
     for (const node of this.nodes) {
       const machine = new ListMachine();
       machine.items = [...node.machine.items];
-      const replica = deepCopy(
-        node.replica,
-        new Map<unknown, unknown>([
-          [this.env, copy.env],
-          [node.machine, machine],
-        ]),
-      );
+      const replica = node.replica.clone(copy.env, machine);
       copy.nodes.push({
         id: node.id,
         replica,
@@ -389,40 +383,4 @@ export function messageKey(m: PaxosMessage<string>): string {
     case "campaign":
       return `${head}:${m.ballot}`;
   }
-}
-
-/**
- * Copy mutable structure (objects with their prototypes, arrays, maps, sets); `replace` maps
- * objects to substitutes. Frozen objects and typed arrays are shared: they are never mutated.
- */
-function deepCopy<T>(value: T, replace: Map<unknown, unknown> = new Map()): T {
-  const seen = new Map<unknown, unknown>(replace);
-  const copy = (v: unknown): unknown => {
-    if (v === null || typeof v !== "object") return v;
-    if (seen.has(v)) return seen.get(v);
-    if (ArrayBuffer.isView(v)) return v;
-    if (Array.isArray(v)) {
-      const out: unknown[] = [];
-      seen.set(v, out);
-      for (const item of v) out.push(copy(item));
-      return out;
-    }
-    if (v instanceof Map) {
-      const out = new Map();
-      seen.set(v, out);
-      for (const [k, item] of v) out.set(k, copy(item));
-      return out;
-    }
-    if (v instanceof Set) {
-      const out = new Set();
-      seen.set(v, out);
-      for (const item of v) out.add(copy(item));
-      return out;
-    }
-    const out = Object.create(Object.getPrototypeOf(v)) as Record<string, unknown>;
-    seen.set(v, out);
-    for (const key of Object.keys(v)) out[key] = copy((v as Record<string, unknown>)[key]);
-    return out;
-  };
-  return copy(value) as T;
 }
