@@ -1,0 +1,38 @@
+/**
+ * A long simulator soak: many seeds, the default colony size, every fault mix in turn.
+ * Usage: npm run sim:long -- [--seeds N] [--from SEED] [--cells N] [--ops N]
+ * Exits 1 if any seed fails; prints the reproduce command of each failure.
+ */
+import { type FaultMix, formatReport, runSimulation } from "../src/sim/run.ts";
+
+function option(name: string, fallback: number): number {
+  const index = process.argv.indexOf(`--${name}`);
+  if (index < 0) return fallback;
+  const value = Number(process.argv[index + 1]);
+  if (!Number.isInteger(value) || value < 0) {
+    console.error(`--${name} needs a whole number, got "${process.argv[index + 1]}"`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const seeds = option("seeds", 1000);
+const from = option("from", 100_000);
+const cells = option("cells", 100);
+const ops = option("ops", 2000);
+const mixes: FaultMix[] = ["net", "crash", "all", "none"];
+let failed = 0;
+let undecided = 0;
+const started = performance.now();
+for (let i = 0; i < seeds; i++) {
+  const seed = from + i;
+  const report = runSimulation({ seed, cells, ops, faults: mixes[i % mixes.length] as FaultMix });
+  undecided += report.undecidedCells;
+  if (report.violations.length > 0) {
+    failed += 1;
+    console.log(formatReport(report));
+  }
+  if ((i + 1) % 50 === 0) console.log(`${i + 1}/${seeds} seeds, ${failed} failed, ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+console.log(`${seeds - failed} passed, ${failed} failed${undecided > 0 ? ` (${undecided} cell histories undecided)` : ""}`);
+process.exit(failed === 0 ? 0 : 1);
