@@ -4,7 +4,7 @@
  * between folders, and no wall time, timers, Math.random or node:* in deterministic folders.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join, relative, resolve, dirname, sep } from "node:path";
+import { dirname, join, relative, resolve, sep } from "node:path";
 
 export const allowedImports: Readonly<Record<string, readonly string[]>> = {
   core: [],
@@ -18,9 +18,44 @@ export const allowedImports: Readonly<Record<string, readonly string[]>> = {
   server: ["cell", "paxos", "storage", "transport", "discovery", "core"],
   control: ["placement", "discovery", "client", "core"],
   client: ["transport", "discovery", "cell", "core"],
-  sim: ["core", "paxos", "cell", "placement", "discovery", "storage", "transport", "server", "control", "client"],
-  cli: ["core", "paxos", "cell", "placement", "discovery", "storage", "transport", "server", "control", "client", "sim", "web"],
-  web: ["core", "paxos", "cell", "placement", "discovery", "storage", "transport", "server", "control", "client"],
+  sim: [
+    "core",
+    "paxos",
+    "cell",
+    "placement",
+    "discovery",
+    "storage",
+    "transport",
+    "server",
+    "control",
+    "client",
+  ],
+  cli: [
+    "core",
+    "paxos",
+    "cell",
+    "placement",
+    "discovery",
+    "storage",
+    "transport",
+    "server",
+    "control",
+    "client",
+    "sim",
+    "web",
+  ],
+  web: [
+    "core",
+    "paxos",
+    "cell",
+    "placement",
+    "discovery",
+    "storage",
+    "transport",
+    "server",
+    "control",
+    "client",
+  ],
 };
 
 export const deterministicFolders = ["paxos", "cell", "placement", "server", "discovery", "sim"];
@@ -45,7 +80,8 @@ export function listSources(root: string): SourceFile[] {
     for (const name of readdirSync(dir)) {
       const full = join(dir, name);
       if (statSync(full).isDirectory()) walk(full);
-      else if (name.endsWith(".ts")) out.push({ path: relative(root, full).split(sep).join("/"), text: readFileSync(full, "utf8") });
+      else if (name.endsWith(".ts"))
+        out.push({ path: relative(root, full).split(sep).join("/"), text: readFileSync(full, "utf8") });
     }
   };
   walk(root);
@@ -66,7 +102,9 @@ export function checkArchitecture(files: readonly SourceFile[]): string[] {
     for (const match of file.text.matchAll(importPattern)) {
       const specifier = match[1] as string;
       if (!specifier.startsWith(".")) continue;
-      const target = relative(resolve("/src"), resolve("/src", dirname(file.path), specifier)).split(sep).join("/");
+      const target = relative(resolve("/src"), resolve("/src", dirname(file.path), specifier))
+        .split(sep)
+        .join("/");
       const to = folderOf(target);
       if (to === from || from === "") continue;
       if (isTest) continue; // tests may reach anything
@@ -89,7 +127,8 @@ export function checkArchitecture(files: readonly SourceFile[]): string[] {
     if (!isTest && deterministicFolders.includes(from)) {
       const code = file.text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
       for (const [pattern, what] of forbiddenInDeterministic) {
-        if (pattern.test(code)) problems.push(`${file.path}: deterministic folder ${from} ${what}; take it through a port`);
+        if (pattern.test(code))
+          problems.push(`${file.path}: deterministic folder ${from} ${what}; take it through a port`);
       }
     }
   }

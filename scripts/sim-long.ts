@@ -32,7 +32,12 @@ for (let i = 0; i < seeds; i++) {
     failed += 1;
     console.log(formatReport(report));
   }
-  if ((i + 1) % 50 === 0) console.log(`${i + 1}/${seeds} seeds, ${failed} failed, ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  if ((i + 1) % 50 === 0)
+    console.log(
+      `${i + 1}/${seeds} seeds, ${failed} failed, ${((performance.now() - started) / 1000).toFixed(0)} s`,
+    );
 }
-console.log(`${seeds - failed} passed, ${failed} failed${undecided > 0 ? ` (${undecided} cell histories undecided)` : ""}`);
+console.log(
+  `${seeds - failed} passed, ${failed} failed${undecided > 0 ? ` (${undecided} cell histories undecided)` : ""}`,
+);
 process.exit(failed === 0 ? 0 : 1);

@@ -23,7 +23,10 @@ describe("exhaustive explorer", () => {
   });
 
   it("catches a membership change applied at i instead of i + alpha", () => {
-    const report = explore(membershipActivation, { bugs: { membershipWithoutDelay: true }, stopAtViolation: true });
+    const report = explore(membershipActivation, {
+      bugs: { membershipWithoutDelay: true },
+      stopAtViolation: true,
+    });
     expect(report.violations).toBeGreaterThan(0);
     expect(report.firstViolation?.message).toMatch(/chosen twice/);
   });

@@ -13,7 +13,9 @@ describe("scenarios", () => {
     expect(s.put("vol-1", "x", bytes("1")).output?.status).toBe("committed");
     expect(text(s.get("vol-1", "x"))).toBe("1");
     s.run(2000);
-    expect(s.statuses("vol-1").every((n) => n.applied === s.statuses("vol-1")[0]?.applied && n.quiet)).toBe(true);
+    expect(s.statuses("vol-1").every((n) => n.applied === s.statuses("vol-1")[0]?.applied && n.quiet)).toBe(
+      true,
+    );
     expect(s.check()).toEqual([]);
   });
 
@@ -24,7 +26,9 @@ describe("scenarios", () => {
     const inFlight = [1, 2, 3, 4, 5].map((i) => s.startPut("vol-1", "x", bytes(`p${i}`)));
     s.run(0.5).crash(leader);
     s.world.runUntil(() => inFlight.every((op) => op.returnMs !== null || op.failure !== null), 20_000);
-    expect(inFlight.every((op) => op.output?.status === "committed" || op.failure === "outcome_unknown")).toBe(true);
+    expect(
+      inFlight.every((op) => op.output?.status === "committed" || op.failure === "outcome_unknown"),
+    ).toBe(true);
     expect(s.put("vol-1", "x", bytes("after")).output?.status).toBe("committed");
     expect(s.leader("vol-1")).not.toBe(leader);
     expect(text(s.get("vol-1", "x"))).toBe("after");
@@ -38,9 +42,14 @@ describe("scenarios", () => {
     const minority = [leader, seven.find((id) => id !== leader) as string];
     const majority = seven.filter((id) => !minority.includes(id));
     s.partition(minority, majority);
-    s.world.partition(minority, s.world.clients.map((c) => c.address));
+    s.world.partition(
+      minority,
+      s.world.clients.map((c) => c.address),
+    );
     expect(s.put("vol-1", "x", bytes("2")).output?.status).toBe("committed");
-    expect(majority).toContain(s.statuses("vol-1").find((n) => n.role === "leader" && majority.includes(n.serverId))?.serverId);
+    expect(majority).toContain(
+      s.statuses("vol-1").find((n) => n.role === "leader" && majority.includes(n.serverId))?.serverId,
+    );
     s.heal().run(2000);
     expect(text(s.get("vol-1", "x"))).toBe("2");
     expect(s.check()).toEqual([]);
@@ -50,7 +59,10 @@ describe("scenarios", () => {
     const s = new Scenario({ seed: 4 }).cell("vol-1");
     s.put("vol-1", "x", bytes("1"));
     s.partition(["s1", "s2", "s3"], ["s4", "s5", "s6", "s7"]);
-    s.world.partition(["s4", "s5", "s6", "s7"], s.world.clients.map((c) => c.address));
+    s.world.partition(
+      ["s4", "s5", "s6", "s7"],
+      s.world.clients.map((c) => c.address),
+    );
     s.operationDeadlineMs = 3000;
     const blocked = s.put("vol-1", "x", bytes("2"));
     expect(blocked.output).toBeUndefined();
@@ -64,7 +76,15 @@ describe("scenarios", () => {
   it("duelling proposers: clients at different nodes force elections at once; one value per slot", () => {
     const s = new Scenario({ seed: 5 }).cell("vol-1");
     const clients = [s.newClient(), s.newClient(), s.newClient()];
-    const ops = clients.flatMap((c, i) => [1, 2, 3].map((j) => s.world.transact(c, "vol-1", { conditions: [], reads: [], writes: [{ item: "n", op: "add", delta: BigInt(i * 10 + j) }] })));
+    const ops = clients.flatMap((c, i) =>
+      [1, 2, 3].map((j) =>
+        s.world.transact(c, "vol-1", {
+          conditions: [],
+          reads: [],
+          writes: [{ item: "n", op: "add", delta: BigInt(i * 10 + j) }],
+        }),
+      ),
+    );
     s.world.runUntil(() => ops.every((op) => op.returnMs !== null || op.failure !== null), 20_000);
     expect(ops.filter((op) => op.output?.status === "committed").length).toBe(9);
     expect(s.get("vol-1", "n")).toBe(1n + 2n + 3n + 11n + 12n + 13n + 21n + 22n + 23n);
@@ -75,7 +95,10 @@ describe("scenarios", () => {
     const s = new Scenario({ seed: 6 }).cell("vol-1");
     for (let i = 0; i < 20; i++) s.add("vol-1", "n", 1n);
     const pending = [s.startPut("vol-1", "x", bytes("racing"))];
-    s.run(0.3).crash(...seven).run(500).restart(...seven);
+    s.run(0.3)
+      .crash(...seven)
+      .run(500)
+      .restart(...seven);
     expect(s.add("vol-1", "n", 1n).output?.status).toBe("committed");
     expect(s.get("vol-1", "n")).toBe(21n);
     expect(pending[0]?.returnMs === null || pending[0]?.output?.status === "committed").toBe(true);
@@ -104,7 +127,10 @@ describe("scenarios", () => {
     s.put("vol-1", "x", bytes("2"));
     s.run(1000);
     const back = s.changeMembership("vol-1", { add: "s1", remove: { serverId: "s8", incarnation: 8 } });
-    expect(typeof back === "object" && back.status === "applied" && back.added).toEqual({ serverId: "s1", incarnation: 9 });
+    expect(typeof back === "object" && back.status === "applied" && back.added).toEqual({
+      serverId: "s1",
+      incarnation: 9,
+    });
     s.put("vol-1", "x", bytes("3"));
     s.run(2000);
     const s1 = s.statuses("vol-1").find((n) => n.serverId === "s1");
@@ -132,13 +158,21 @@ describe("scenarios: epochs, versions, retries", () => {
       session: 77,
       seq: 1,
       newSession: true,
-      op: { type: "txn" as const, txn: { conditions: [], reads: [], writes: [{ item: "x", op: "put" as const, value: bytes("stale") }] } },
+      op: {
+        type: "txn" as const,
+        txn: {
+          conditions: [],
+          reads: [],
+          writes: [{ item: "x", op: "put" as const, value: bytes("stale") }],
+        },
+      },
     };
     s.world.server("s7").proposeUnchecked("vol-1", command, true);
     let s7Led = false;
     for (let i = 0; i < 40; i++) {
       s.run(50);
-      if (s.statuses("vol-1").find((n) => n.serverId === "s7")?.role === "leader") s7Led = s.statuses("vol-1").find((n) => n.serverId === "s7")?.epoch === 1;
+      if (s.statuses("vol-1").find((n) => n.serverId === "s7")?.role === "leader")
+        s7Led = s.statuses("vol-1").find((n) => n.serverId === "s7")?.epoch === 1;
     }
     expect(s7Led).toBe(false);
     expect(s.statuses("vol-1").find((n) => n.serverId === "s7")?.epoch).toBe(2);
@@ -160,7 +194,7 @@ describe("scenarios: epochs, versions, retries", () => {
     s.world.server(leader).proposeUnchecked("vol-1", future);
     s.run(2000);
     const nodes = s.statuses("vol-1");
-    expect(nodes.every((n) => n.stalled !== null && n.stalled.includes("version 2"))).toBe(true);
+    expect(nodes.every((n) => n.stalled?.includes("version 2"))).toBe(true);
     expect(new Set(nodes.map((n) => n.applied)).size).toBe(1);
     const after = s.put("vol-1", "x", bytes("2"));
     expect(after.failure).toBe("stalled");
@@ -188,14 +222,30 @@ describe("scenarios: epochs, versions, retries", () => {
     const leader = s.leader("vol-1") as string;
     const random = s.world.random.fork();
     const items = ["a", "b", "c", ""];
-    const values = () => random.pick([bytes("v"), 5n, -3n, true, false, new Uint8Array(5000), 10n ** 2000n, 2 as unknown as bigint]);
+    const values = () =>
+      random.pick([
+        bytes("v"),
+        5n,
+        -3n,
+        true,
+        false,
+        new Uint8Array(5000),
+        10n ** 2000n,
+        2 as unknown as bigint,
+      ]);
     for (let i = 0; i < 200; i++) {
       const writes = Array.from({ length: random.below(4) }, () => {
         const item = random.pick(items);
         const kind = random.below(3);
-        return kind === 0 ? { item, op: "put" as const, value: values() } : kind === 1 ? { item, op: "delete" as const } : { item, op: "add" as const, delta: BigInt(random.between(-5, 5)) };
+        return kind === 0
+          ? { item, op: "put" as const, value: values() }
+          : kind === 1
+            ? { item, op: "delete" as const }
+            : { item, op: "add" as const, delta: BigInt(random.between(-5, 5)) };
       });
-      const conditions = random.chance(0.5) ? [{ item: random.pick(items), op: random.pick(["exists", "missing"] as const) }] : [];
+      const conditions = random.chance(0.5)
+        ? [{ item: random.pick(items), op: random.pick(["exists", "missing"] as const) }]
+        : [];
       s.world.server(leader).proposeUnchecked("vol-1", {
         version: 1,
         session: 1000 + i,

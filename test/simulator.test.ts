@@ -22,20 +22,38 @@ describe("simulator", () => {
   it("a failing run names its violations and the command that reproduces it", () => {
     let failing = null;
     for (let seed = 1; seed <= 20 && failing === null; seed++) {
-      const report = runSimulation({ seed, servers: 5, cells: 10, ops: 400, faults: "net", bugs: { readWithoutReadIndex: true } });
+      const report = runSimulation({
+        seed,
+        servers: 5,
+        cells: 10,
+        ops: 400,
+        faults: "net",
+        bugs: { readWithoutReadIndex: true },
+      });
       if (report.violations.length > 0) failing = report;
     }
     expect(failing).not.toBeNull();
     const text = formatReport(failing!);
     expect(text).toMatch(/not linearizable/);
-    expect(text).toMatch(/reproduce with: npx physalia sim --seed \d+ --servers 5 --cells 10 --ops 400 --faults net/);
+    expect(text).toMatch(
+      /reproduce with: npx physalia sim --seed \d+ --servers 5 --cells 10 --ops 400 --faults net/,
+    );
   });
 
   it("an acceptor that accepts lower ballots is caught by the simulator's one-value-per-slot checker", () => {
     let caught = false;
     for (let seed = 1; seed <= 20 && !caught; seed++) {
-      const report = runSimulation({ seed, servers: 5, cells: 10, ops: 400, faults: "net", bugs: { acceptLowerBallot: true } });
-      caught = report.violations.some((v) => v.includes("two values chosen") || v.includes("not linearizable"));
+      const report = runSimulation({
+        seed,
+        servers: 5,
+        cells: 10,
+        ops: 400,
+        faults: "net",
+        bugs: { acceptLowerBallot: true },
+      });
+      caught = report.violations.some(
+        (v) => v.includes("two values chosen") || v.includes("not linearizable"),
+      );
     }
     expect(caught).toBe(true);
   });
@@ -43,11 +61,35 @@ describe("simulator", () => {
   it("`physalia sim --json` prints the contracted fields and exits 0 when every checker passes", () => {
     const out = execFileSync(
       process.execPath,
-      ["--import", "tsx", "src/cli/main.ts", "sim", "--seed", "3", "--servers", "5", "--cells", "5", "--ops", "60", "--faults", "net", "--json"],
+      [
+        "--import",
+        "tsx",
+        "src/cli/main.ts",
+        "sim",
+        "--seed",
+        "3",
+        "--servers",
+        "5",
+        "--cells",
+        "5",
+        "--ops",
+        "60",
+        "--faults",
+        "net",
+        "--json",
+      ],
       { encoding: "utf8" },
     );
     const report = JSON.parse(out.trim());
-    for (const field of ["seed", "servers", "cells", "opsCompleted", "violations", "linearizable", "traceHash"]) {
+    for (const field of [
+      "seed",
+      "servers",
+      "cells",
+      "opsCompleted",
+      "violations",
+      "linearizable",
+      "traceHash",
+    ]) {
       expect(report).toHaveProperty(field);
     }
     expect(report.violations).toEqual([]);
@@ -58,7 +100,10 @@ describe("simulator", () => {
     let status = 0;
     let stderr = "";
     try {
-      execFileSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "sim", "--faults", "lots"], { encoding: "utf8", stdio: "pipe" });
+      execFileSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "sim", "--faults", "lots"], {
+        encoding: "utf8",
+        stdio: "pipe",
+      });
     } catch (error) {
       const e = error as { status: number; stderr: string };
       status = e.status;

@@ -11,10 +11,14 @@ export {
   encodeValue,
   magnitudeBytes,
   operationBytes,
+  readResult,
+  readValue,
   resultBytes,
   resultDetailBytesMax,
   transactionBytes,
   valueBytes,
+  writeResult,
+  writeValue,
 } from "./codec.ts";
 export {
   CellMachine,

@@ -345,7 +345,7 @@ describe("cell machine, random commands", () => {
         });
         if (restored !== null) expectSame((restored as CellMachine).snapshot(), live.snapshot());
       }),
-      { numRuns: 1000 },
+      { numRuns: 100 },
     );
   });
 
@@ -361,7 +361,7 @@ describe("cell machine, random commands", () => {
           model.expectSameState(machine);
         }
       }),
-      { numRuns: 1000 },
+      { numRuns: 100 },
     );
   });
 });

@@ -483,6 +483,10 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
       else this.items.set(key, value instanceof Uint8Array ? new Uint8Array(value) : value);
     }
     this.bytes += growth;
+    assert(
+      this.bytes >= 0 && this.bytes <= limits.cellBytesMax,
+      () => `cell size ${this.bytes} out of bounds`,
+    );
     return { status: "committed", reads: evaluated.reads, added: added ?? noAdds };
   }
 
@@ -520,7 +524,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
 
   private executeLease(lease: LeaseOp, now: number): LeaseResult {
     const entry = this.leases.get(lease.name);
-    const live = entry !== undefined && now <= entry.expiresAtMs;
+    const live = entry !== undefined && now < entry.expiresAtMs;
     switch (lease.op) {
       case "acquire": {
         if (live) {
@@ -552,6 +556,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
         };
         this.leases.set(lease.name, fresh);
         this.bytes += growth;
+        assert(this.bytes <= limits.cellBytesMax, () => `cell size ${this.bytes} over the limit`);
         return granted(fresh);
       }
       case "renew":

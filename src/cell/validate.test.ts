@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { limits } from "../core/index.ts";
+import { transactionBytes } from "./codec.ts";
 import type { Command, Operation, Transaction } from "./types.ts";
 import { type ProblemCode, validateCommand, validateTransaction } from "./validate.ts";
 
@@ -288,6 +289,18 @@ describe("validateCommand", () => {
         validateTransaction(anything as Transaction);
       }),
     );
+  });
+
+  it("sizes transactions of maximal entries exactly at the limit", () => {
+    const largestInteger = -((1n << 32768n) - 1n);
+    const maximal = (count: number) =>
+      txn({ writes: Array.from({ length: count }, (_, i) => put(`${i}`.padEnd(256, "x"), largestInteger)) });
+    const fits = maximal(16);
+    expect(validateCommand(fits)).toBeNull();
+    expect(transactionBytes((fits.op as { txn: Transaction }).txn)).toBeLessThanOrEqual(
+      limits.transactionBytesMax,
+    );
+    expect(validateCommand(maximal(17))?.code).toBe("transaction_too_large");
   });
 
   it("quotes long keys shortly", () => {

@@ -5,7 +5,7 @@
  * the offending part, the value and the limit, and say what to do.
  */
 import { limits } from "../core/index.ts";
-import { magnitudeBytes, resultDetailBytesMax, transactionBytes } from "./codec.ts";
+import { magnitudeBytes, resultDetailBytesMax, transactionBytes, varintBytes } from "./codec.ts";
 import { clipText, describe, quote, show, wellFormedUtf8Length } from "./text.ts";
 import {
   type Command,
@@ -135,6 +135,19 @@ export function validateOperation(op: Operation): CommandProblem | null {
   }
 }
 
+/**
+ * A transaction of valid entries this few always encodes within transactionBytesMax, so its size
+ * need not be computed: an entry is at most a tag, a key and a value, each of maximal length.
+ */
+const entryBytesMax =
+  1 +
+  varintBytes(limits.itemKeyBytesMax) +
+  limits.itemKeyBytesMax +
+  2 +
+  varintBytes(limits.itemValueBytesMax) +
+  limits.itemValueBytesMax;
+const entriesAlwaysFitting = Math.floor((limits.transactionBytesMax - 3 * 8) / entryBytesMax);
+
 const conditionFlag = 1;
 const readFlag = 2;
 const writeFlag = 4;
@@ -163,45 +176,42 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
   const named = new Map<string, number>();
 
   for (let i = 0; i < conditions.length; i++) {
+    // Messages are built only on failure: the happy path allocates no text.
     const condition: unknown = conditions[i];
-    const where = `conditions[${i}]`;
-    if (!isObject(condition))
-      return problem("malformed", `${where} must be an object, not ${describe(condition)}`);
-    const item = condition.item;
-    const keyProblem = itemKeyProblem(item, where);
-    if (keyProblem !== null) return keyProblem;
-    const key = item as string;
-    switch (condition.op) {
+    if (!isObject(condition)) {
+      return problem("malformed", `conditions[${i}] must be an object, not ${describe(condition)}`);
+    }
+    const key = condition.item;
+    if (!keyOk(key)) return keyFailure(key, `conditions[${i}]`);
+    const op = condition.op;
+    switch (op) {
       case "exists":
       case "missing":
         break;
-      case "equals": {
-        const valueProblem = checkValue(condition.value, `${where} (equals ${quote(key)})`, key);
-        if (valueProblem !== null) return valueProblem;
+      case "equals":
+        if (!valueOk(condition.value))
+          return valueFailure(condition.value, `conditions[${i}] (equals ${quote(key)})`, key);
         break;
-      }
       case "lt":
       case "le":
       case "gt":
       case "ge": {
         const value = condition.value;
-        const what = `${where} (${condition.op} ${quote(key)})`;
         if (typeof value !== "bigint") {
           return problem(
             "bad_condition_value",
-            `${what}: the comparison value is ${describe(value)}, but lt, le, gt and ge compare integers only; ` +
-              "pass a bigint (e.g. 5n)",
+            `conditions[${i}] (${op} ${quote(key)}): the comparison value is ${describe(value)}, ` +
+              "but lt, le, gt and ge compare integers only; pass a bigint (e.g. 5n)",
             key,
           );
         }
-        const valueProblem = checkValue(value, what, key);
-        if (valueProblem !== null) return valueProblem;
+        if (!valueOk(value)) return valueFailure(value, `conditions[${i}] (${op} ${quote(key)})`, key);
         break;
       }
       default:
         return problem(
           "unknown_operation",
-          `${where}: condition op ${show(condition.op)} is unknown; use exists, missing, equals, lt, le, gt or ge`,
+          `conditions[${i}]: condition op ${show(op)} is unknown; use exists, missing, equals, lt, le, gt or ge`,
           key,
         );
     }
@@ -215,16 +225,13 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
   }
 
   for (let i = 0; i < reads.length; i++) {
-    const item: unknown = reads[i];
-    const where = `reads[${i}]`;
-    const keyProblem = itemKeyProblem(item, where);
-    if (keyProblem !== null) return keyProblem;
-    const key = item as string;
+    const key: unknown = reads[i];
+    if (!keyOk(key)) return keyFailure(key, `reads[${i}]`);
     const flags = named.get(key) ?? 0;
     if ((flags & readFlag) !== 0) {
       return problem(
         "duplicate_read",
-        `item ${quote(key)} is read twice (reads[${reads.indexOf(key)}] and ${where}); read it once`,
+        `item ${quote(key)} is read twice (reads[${reads.indexOf(key)}] and reads[${i}]); read it once`,
         key,
       );
     }
@@ -234,38 +241,33 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
 
   for (let i = 0; i < writes.length; i++) {
     const write: unknown = writes[i];
-    const where = `writes[${i}]`;
-    if (!isObject(write)) return problem("malformed", `${where} must be an object, not ${describe(write)}`);
-    const item = write.item;
-    const keyProblem = itemKeyProblem(item, where);
-    if (keyProblem !== null) return keyProblem;
-    const key = item as string;
+    if (!isObject(write))
+      return problem("malformed", `writes[${i}] must be an object, not ${describe(write)}`);
+    const key = write.item;
+    if (!keyOk(key)) return keyFailure(key, `writes[${i}]`);
     switch (write.op) {
-      case "put": {
-        const valueProblem = checkValue(write.value, `${where} (put ${quote(key)})`, key);
-        if (valueProblem !== null) return valueProblem;
+      case "put":
+        if (!valueOk(write.value)) return valueFailure(write.value, `writes[${i}] (put ${quote(key)})`, key);
         break;
-      }
       case "delete":
         break;
       case "add": {
         const delta = write.delta;
-        const what = `${where} (add ${quote(key)})`;
         if (typeof delta !== "bigint") {
           return problem(
             "bad_delta",
-            `${what}: the delta is ${describe(delta)}, not a bigint; pass an integer such as 1n or -1n`,
+            `writes[${i}] (add ${quote(key)}): the delta is ${describe(delta)}, not a bigint; ` +
+              "pass an integer such as 1n or -1n",
             key,
           );
         }
-        const valueProblem = checkValue(delta, what, key);
-        if (valueProblem !== null) return valueProblem;
+        if (!valueOk(delta)) return valueFailure(delta, `writes[${i}] (add ${quote(key)})`, key);
         break;
       }
       default:
         return problem(
           "unknown_operation",
-          `${where}: write op ${show(write.op)} is unknown; use put, delete or add`,
+          `writes[${i}]: write op ${show(write.op)} is unknown; use put, delete or add`,
           key,
         );
     }
@@ -274,7 +276,7 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
       const first = writes.findIndex((other: unknown) => isObject(other) && other.item === key);
       return problem(
         "duplicate_write",
-        `item ${quote(key)} is written twice (writes[${first}] and ${where}); ` +
+        `item ${quote(key)} is written twice (writes[${first}] and writes[${i}]); ` +
           "combine them into one write (a transaction writes each item at most once)",
         key,
       );
@@ -283,6 +285,7 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
     if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
   }
 
+  if (entries <= entriesAlwaysFitting) return null;
   const bytes = transactionBytes(txn);
   if (bytes > limits.transactionBytesMax) {
     return problem(
@@ -304,6 +307,28 @@ function tooManyItems(count: number): CommandProblem {
     `the transaction names more than ${limits.transactionItemsMax} distinct items (counted ${count} so far) ` +
       "across its conditions, reads and writes; split it into several transactions",
   );
+}
+
+/** True when `item` is a valid item key (the fast check; itemKeyProblem explains a failure). */
+function keyOk(item: unknown): item is string {
+  if (typeof item !== "string" || item.length === 0) return false;
+  const bytes = wellFormedUtf8Length(item);
+  return bytes > 0 && bytes <= limits.itemKeyBytesMax;
+}
+
+function keyFailure(item: unknown, where: string): CommandProblem {
+  return itemKeyProblem(item, where) ?? problem("malformed", `${where}: the item key is invalid`);
+}
+
+/** True when `value` is a valid item value (the fast check; valueProblem explains a failure). */
+function valueOk(value: unknown): boolean {
+  if (typeof value === "boolean") return true;
+  if (typeof value === "bigint") return magnitudeBytes(value) <= limits.itemValueBytesMax;
+  return value instanceof Uint8Array && value.length <= limits.itemValueBytesMax;
+}
+
+function valueFailure(value: unknown, what: string, item: string): CommandProblem {
+  return checkValue(value, what, item) ?? problem("malformed", `${what}: the value is invalid`, item);
 }
 
 /** Why `item` cannot be an item key, or null. */

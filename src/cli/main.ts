@@ -5,7 +5,7 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { explore, scenarios } from "../sim/explorer.ts";
-import { formatReport, runSimulation, type FaultMix } from "../sim/run.ts";
+import { type FaultMix, formatReport, runSimulation } from "../sim/run.ts";
 
 export const exitCodes = { ok: 0, checkFailed: 1, usage: 2 } as const;
 
@@ -35,28 +35,51 @@ program
 
 program
   .command("sim")
-  .description("run the deterministic simulator: a colony, a random workload, random faults, then every checker")
+  .description(
+    "run the deterministic simulator: a colony, a random workload, random faults, then every checker",
+  )
   .option("--seed <n>", "seed for everything in the run", integer("seed", 0, 2 ** 32 - 1), 1)
-  .option("--seeds <n>", "run this many consecutive seeds starting at --seed", integer("seeds", 1, 100_000), 1)
+  .option(
+    "--seeds <n>",
+    "run this many consecutive seeds starting at --seed",
+    integer("seeds", 1, 100_000),
+    1,
+  )
   .option("--servers <n>", "servers in the colony", integer("servers", 1, 64), 9)
   .option("--cells <n>", "cells", integer("cells", 1, 100_000), 100)
   .option("--ops <n>", "client operations", integer("ops", 1, 10_000_000), 2000)
   .option("--faults <mix>", "none | net | crash | all", faultMix, "all" as FaultMix)
   .option("--json", "print one JSON object per run")
-  .action((options: { seed: number; seeds: number; servers: number; cells: number; ops: number; faults: FaultMix; json?: boolean }) => {
-    let failed = 0;
-    for (let seed = options.seed; seed < options.seed + options.seeds; seed++) {
-      const report = runSimulation({ seed, servers: options.servers, cells: options.cells, ops: options.ops, faults: options.faults });
-      const passed = report.violations.length === 0;
-      if (!passed) failed += 1;
-      if (options.json === true) {
-        console.log(JSON.stringify({ ...report, opsCompleted: report.opsCompleted, passed }));
-      } else {
-        console.log(formatReport(report));
+  .action(
+    (options: {
+      seed: number;
+      seeds: number;
+      servers: number;
+      cells: number;
+      ops: number;
+      faults: FaultMix;
+      json?: boolean;
+    }) => {
+      let failed = 0;
+      for (let seed = options.seed; seed < options.seed + options.seeds; seed++) {
+        const report = runSimulation({
+          seed,
+          servers: options.servers,
+          cells: options.cells,
+          ops: options.ops,
+          faults: options.faults,
+        });
+        const passed = report.violations.length === 0;
+        if (!passed) failed += 1;
+        if (options.json === true) {
+          console.log(JSON.stringify({ ...report, opsCompleted: report.opsCompleted, passed }));
+        } else {
+          console.log(formatReport(report));
+        }
       }
-    }
-    process.exitCode = failed === 0 ? exitCodes.ok : exitCodes.checkFailed;
-  });
+      process.exitCode = failed === 0 ? exitCodes.ok : exitCodes.checkFailed;
+    },
+  );
 
 program
   .command("explore")
@@ -65,9 +88,12 @@ program
   .option("--depth <n>", "override the scenario's depth", integer("depth", 1, 40))
   .option("--json", "print one JSON object")
   .action((options: { scenario?: string; depth?: number; json?: boolean }) => {
-    const chosen = options.scenario === undefined ? scenarios : scenarios.filter((s) => s.name === options.scenario);
+    const chosen =
+      options.scenario === undefined ? scenarios : scenarios.filter((s) => s.name === options.scenario);
     if (chosen.length === 0) {
-      console.error(`unknown scenario "${options.scenario}"; choose one of: ${scenarios.map((s) => s.name).join(", ")}`);
+      console.error(
+        `unknown scenario "${options.scenario}"; choose one of: ${scenarios.map((s) => s.name).join(", ")}`,
+      );
       process.exitCode = exitCodes.usage;
       return;
     }
@@ -85,7 +111,8 @@ program
           `${r.scenario}: depth ${r.depth}, ${r.schedules} schedules, ${r.states} states, ${r.transitions} transitions, ` +
             `${r.violations} violations${r.complete ? "" : " (stopped at the transition budget)"}`,
         );
-        if (r.firstViolation !== null) console.log(`  ${r.firstViolation.message}\n  schedule: ${r.firstViolation.schedule}`);
+        if (r.firstViolation !== null)
+          console.log(`  ${r.firstViolation.message}\n  schedule: ${r.firstViolation.schedule}`);
       }
       console.log(`total: ${schedules} schedules, ${violations} violations`);
     }

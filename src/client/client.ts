@@ -4,7 +4,7 @@
  * sequence) so a retried write applies once, and turns outcomes into typed results and errors.
  * Written against the transport and scheduler ports: the simulator runs this very code.
  */
-import { type Address, type CellKey, limits, type Prng, type Scheduler, type ServerId, type TimerHandle } from "../core/index.ts";
+
 import {
   type Command,
   type CommandResult,
@@ -17,6 +17,15 @@ import {
   type Value,
 } from "../cell/index.ts";
 import type { ClientRequest, ClientResponse, RequestBody, ResponseBody } from "../cell/protocol.ts";
+import {
+  type Address,
+  type CellKey,
+  limits,
+  type Prng,
+  type Scheduler,
+  type ServerId,
+  type TimerHandle,
+} from "../core/index.ts";
 import type { TransportPort } from "../transport/index.ts";
 import {
   CellStalledError,
@@ -158,7 +167,11 @@ export class PhysaliaClient {
           newSession: session.fresh,
           op,
         };
-        const build = (leaderUnresponsive: boolean): RequestBody => ({ type: "command", command, leaderUnresponsive });
+        const build = (leaderUnresponsive: boolean): RequestBody => ({
+          type: "command",
+          command,
+          leaderUnresponsive,
+        });
         this.run(cellKey, true, true, build, (response) => {
           const kind = response instanceof Error || response.type !== "result" ? null : response.result.kind;
           if (kind === "session_expired" && retriesLeft > 0) {
@@ -175,7 +188,9 @@ export class PhysaliaClient {
           }
           if (kind !== null && kind !== "session_expired" && kind !== "sessions_full") session.fresh = false;
           release(false);
-          const outcome = this.toOutcome(cellKey, response, (body) => (body.type === "result" ? body.result : null));
+          const outcome = this.toOutcome(cellKey, response, (body) =>
+            body.type === "result" ? body.result : null,
+          );
           callback(outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome);
         });
       });
@@ -184,10 +199,20 @@ export class PhysaliaClient {
   }
 
   /** A read-only transaction. */
-  read(cellKey: CellKey, txn: Transaction, consistency: Consistency, callback: (outcome: Outcome<TxnResult>) => void): void {
+  read(
+    cellKey: CellKey,
+    txn: Transaction,
+    consistency: Consistency,
+    callback: (outcome: Outcome<TxnResult>) => void,
+  ): void {
     const build =
       consistency === "linearizable"
-        ? (leaderUnresponsive: boolean): RequestBody => ({ type: "read", consistency, txn, leaderUnresponsive })
+        ? (leaderUnresponsive: boolean): RequestBody => ({
+            type: "read",
+            consistency,
+            txn,
+            leaderUnresponsive,
+          })
         : (): RequestBody => ({ type: "read", consistency, txn, watermark: this.watermark(cellKey) });
     this.run(cellKey, false, consistency === "linearizable", build, (response) => {
       callback(this.toOutcome(cellKey, response, (body) => (body.type === "read" ? body.result : null)));
@@ -196,9 +221,15 @@ export class PhysaliaClient {
 
   /** Raw request (control plane and tools): membership changes and describe. */
   request(cellKey: CellKey, body: RequestBody, callback: (outcome: Outcome<ResponseBody>) => void): void {
-    this.run(cellKey, body.type === "change", true, () => body, (response) => {
-      callback(this.toOutcome(cellKey, response, (b) => b));
-    });
+    this.run(
+      cellKey,
+      body.type === "change",
+      true,
+      () => body,
+      (response) => {
+        callback(this.toOutcome(cellKey, response, (b) => b));
+      },
+    );
   }
 
   // ------------------------------------------------------------------ sessions
@@ -222,7 +253,10 @@ export class PhysaliaClient {
   }
 
   /** Run `body` with an idle session of the cell (one request in flight per session). */
-  private withSession(cellKey: CellKey, body: (session: Session, release: (discard: boolean) => void) => void): void {
+  private withSession(
+    cellKey: CellKey,
+    body: (session: Session, release: (discard: boolean) => void) => void,
+  ): void {
     const state = this.cellState(cellKey);
     let session = state.sessions.find((s) => !s.busy);
     if (session === undefined && state.sessions.length < limits.clientSessionsPerCellMax) {
@@ -282,7 +316,12 @@ export class PhysaliaClient {
     if (op.finished) return;
     if (op.attempts >= this.attemptsMax) {
       const detail = `${op.attempts} attempts failed; last: ${op.lastProblem}`;
-      this.finish(op, op.isWrite && op.sent ? new OutcomeUnknownError(op.cellKey, detail) : new UnavailableError(op.cellKey, detail));
+      this.finish(
+        op,
+        op.isWrite && op.sent
+          ? new OutcomeUnknownError(op.cellKey, detail)
+          : new UnavailableError(op.cellKey, detail),
+      );
       return;
     }
     const target = this.pickTarget(op);
@@ -296,7 +335,12 @@ export class PhysaliaClient {
     op.currentId = id;
     this.inflight.set(id, op);
     op.sent = true;
-    this.transport.send(target, { kind: "request", id, cellKey: op.cellKey, body: op.build(op.leaderUnresponsive) });
+    this.transport.send(target, {
+      kind: "request",
+      id,
+      cellKey: op.cellKey,
+      body: op.build(op.leaderUnresponsive),
+    });
     this.transport.flush();
     op.timer = this.scheduler.setTimer(this.requestTimeoutMs, () => {
       op.timer = null;
@@ -317,7 +361,8 @@ export class PhysaliaClient {
     const members = this.resolver.members(op.cellKey);
     if (members === null || members.length === 0) return null;
     const now = this.scheduler.nowMs();
-    if (op.preferLeader && state.leader !== null && (state.avoid.get(state.leader) ?? 0) <= now) return state.leader;
+    if (op.preferLeader && state.leader !== null && (state.avoid.get(state.leader) ?? 0) <= now)
+      return state.leader;
     const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
     const pool = usable.length > 0 ? usable : [...members];
     // Nearest first; among equally near nodes spread the load at random.
@@ -434,7 +479,10 @@ export class PhysaliaClient {
     if (response instanceof Error) return { ok: false, error: response };
     const value = pick(response);
     if (value === null) {
-      return { ok: false, error: new UnavailableError(cellKey, `unexpected answer of type ${response.type}`) };
+      return {
+        ok: false,
+        error: new UnavailableError(cellKey, `unexpected answer of type ${response.type}`),
+      };
     }
     const index = "index" in response ? response.index : 0;
     return { ok: true, value, index };
@@ -457,18 +505,25 @@ export class CellHandle {
   /** A read-only transaction with the chosen consistency. */
   read(txn: Transaction, consistency: Consistency = "linearizable"): Promise<TxnResult> {
     return new Promise((resolve, reject) => {
-      this.client.read(this.cellKey, txn, consistency, (outcome) => (outcome.ok ? resolve(outcome.value) : reject(outcome.error)));
+      this.client.read(this.cellKey, txn, consistency, (outcome) =>
+        outcome.ok ? resolve(outcome.value) : reject(outcome.error),
+      );
     });
   }
 
   async get(item: string, options: { consistency?: Consistency } = {}): Promise<Value | null> {
-    const result = await this.read({ conditions: [], reads: [item], writes: [] }, options.consistency ?? "linearizable");
+    const result = await this.read(
+      { conditions: [], reads: [item], writes: [] },
+      options.consistency ?? "linearizable",
+    );
     if (result.status !== "committed" || result.reads === null) return null;
     return result.reads[0]?.value ?? null;
   }
 
   async put(item: string, value: Value): Promise<void> {
-    expectCommitted(await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "put", value }] }));
+    expectCommitted(
+      await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "put", value }] }),
+    );
   }
 
   async delete(item: string): Promise<void> {
@@ -477,7 +532,9 @@ export class CellHandle {
 
   /** Atomically add `delta` (a missing item counts as 0n); returns the new value. */
   async add(item: string, delta: bigint): Promise<bigint> {
-    const result = expectCommitted(await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "add", delta }] }));
+    const result = expectCommitted(
+      await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "add", delta }] }),
+    );
     return result.added[0]?.value ?? 0n;
   }
 

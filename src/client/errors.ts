@@ -51,6 +51,10 @@ export class CellStalledError extends PhysaliaError {
 export class UnknownCellError extends PhysaliaError {
   override name = "UnknownCellError";
   constructor(cellKey: string) {
-    super("unknown_cell", `no server hosts cell ${cellKey}; create it first or check the colony file`, cellKey);
+    super(
+      "unknown_cell",
+      `no server hosts cell ${cellKey}; create it first or check the colony file`,
+      cellKey,
+    );
   }
 }

@@ -1,4 +1,11 @@
-export { CellHandle, type CellResolver, type ClientOptions, type Consistency, type Outcome, PhysaliaClient } from "./client.ts";
+export {
+  CellHandle,
+  type CellResolver,
+  type ClientOptions,
+  type Consistency,
+  type Outcome,
+  PhysaliaClient,
+} from "./client.ts";
 export {
   CellStalledError,
   type ClientErrorCode,

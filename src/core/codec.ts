@@ -56,7 +56,8 @@ export class ByteWriter {
 
   /** Unsigned integer up to 2^53 - 1 as a minimal varint. */
   uint(value: number): this {
-    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`not an unsigned safe integer: ${value}`);
+    if (!Number.isSafeInteger(value) || value < 0)
+      throw new RangeError(`not an unsigned safe integer: ${value}`);
     this.reserve(8);
     while (value >= 0x80) {
       this.buffer[this.length++] = (value % 0x80) | 0x80;
@@ -159,13 +160,15 @@ export class ByteReader {
   bigint(maxMagnitudeBytes: number): bigint {
     const negative = this.bool();
     const length = this.uint();
-    if (length > maxMagnitudeBytes) throw new DecodeError(`integer of ${length} bytes exceeds ${maxMagnitudeBytes}`);
+    if (length > maxMagnitudeBytes)
+      throw new DecodeError(`integer of ${length} bytes exceeds ${maxMagnitudeBytes}`);
     if (length > this.remaining) throw new DecodeError("truncated integer");
     let value = 0n;
     for (let i = length - 1; i >= 0; i--) {
       value = (value << 8n) | BigInt(this.buffer[this.offset + i] as number);
     }
-    if (length > 0 && this.buffer[this.offset + length - 1] === 0) throw new DecodeError("non-canonical integer");
+    if (length > 0 && this.buffer[this.offset + length - 1] === 0)
+      throw new DecodeError("non-canonical integer");
     this.offset += length;
     if (negative && value === 0n) throw new DecodeError("non-canonical negative zero");
     return negative ? -value : value;

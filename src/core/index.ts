@@ -10,7 +10,15 @@ export {
   utf8Length,
 } from "./codec.ts";
 export { hashBytes, RunningHash } from "./hash.ts";
-export { type Address, type CellKey, cellKeyProblem, formatNodeId, type NodeId, nodeIdEquals, type ServerId } from "./ids.ts";
+export {
+  type Address,
+  type CellKey,
+  cellKeyProblem,
+  formatNodeId,
+  type NodeId,
+  nodeIdEquals,
+  type ServerId,
+} from "./ids.ts";
 export { type Limits, limits } from "./limits.ts";
 export type { Clock, Scheduler, TimerHandle } from "./ports.ts";
 export { Prng } from "./prng.ts";

@@ -60,6 +60,12 @@ export const limits = Object.freeze({
   pendingReadsPerCellMax: 256,
 
   // ---- timing, in milliseconds of the server's clock
+  /**
+   * A leader that has nothing left in flight tells followers the commit index after this delay,
+   * unless a new accept (which carries it) goes out first. Saves a message round per commit
+   * under load; an idle cell still goes quiet one round trip later.
+   */
+  commitNoticeDelayMs: 2,
   /** Retransmit an unanswered accept, prepare or commit after this. */
   retransmitMs: 50,
   /** Give up on a phase and back off after this many retransmissions. */
@@ -106,7 +112,10 @@ export type Limits = typeof limits;
 assert(limits.itemValueBytesMax <= limits.cellBytesMax, "an item value must fit in a cell");
 assert(limits.transactionBytesMax >= limits.cellBytesMax, "a transaction must be able to fill a cell");
 assert(limits.batchBytesMax >= limits.transactionBytesMax, "a batch must hold the largest transaction");
-assert(limits.messageBytesMax >= limits.batchBytesMax * limits.pipelineDepth, "a message must hold a full pipeline");
+assert(
+  limits.messageBytesMax >= limits.batchBytesMax * limits.pipelineDepth,
+  "a message must hold a full pipeline",
+);
 assert(
   limits.messageBytesMax >= limits.cellBytesMax * 4,
   "a snapshot message must hold a full cell with its sessions",
@@ -114,11 +123,13 @@ assert(
 assert(limits.logRetainedEntries >= limits.snapshotIntervalEntries, "the log must cover a snapshot interval");
 assert(limits.catchUpSegmentEntriesMax <= limits.logRetainedEntries, "a segment comes from the retained log");
 assert(limits.membersMax >= limits.cellSizeDefault + 1, "a cell must be able to stretch by one node");
+assert(limits.commitNoticeDelayMs < limits.retransmitMs, "the commit notice comes before any retransmission");
 assert(limits.pipelineDepth >= 1, "the pipeline holds at least one slot");
 assert(limits.electionBackoffMsMax >= limits.electionBackoffMsMin * 2, "backoff must be able to grow");
 assert(limits.suspectAfterMs >= limits.heartbeatIntervalMs * 3, "suspicion needs several missed heartbeats");
 assert(
-  limits.sessionRetentionMs >= 3 * limits.clientAttemptsMax * (limits.clientBackoffMsMax + limits.clientRequestTimeoutMs),
+  limits.sessionRetentionMs >=
+    3 * limits.clientAttemptsMax * (limits.clientBackoffMsMax + limits.clientRequestTimeoutMs),
   "a session must outlive every retry of its last request, with a 3x clock-rate margin",
 );
 assert(limits.leaseDurationMsMin < limits.leaseDurationMsMax, "lease bounds are ordered");

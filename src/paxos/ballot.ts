@@ -16,7 +16,10 @@ export const INCARNATION_MAX = INCARNATION_BITS - 1;
 export const ROUND_MAX = Math.floor(Number.MAX_SAFE_INTEGER / INCARNATION_BITS) - 1;
 
 export function makeBallot(round: number, incarnation: number): Ballot {
-  assert(Number.isInteger(round) && round >= 1 && round <= ROUND_MAX, () => `ballot round out of range: ${round}`);
+  assert(
+    Number.isInteger(round) && round >= 1 && round <= ROUND_MAX,
+    () => `ballot round out of range: ${round}`,
+  );
   assert(
     Number.isInteger(incarnation) && incarnation >= 1 && incarnation <= INCARNATION_MAX,
     () => `incarnation out of range: ${incarnation}`,

@@ -16,8 +16,8 @@ export {
   membershipChangeProblem,
 } from "./membership.ts";
 export {
-  type DropReason,
   type DroppedRequest,
+  type DropReason,
   type NodeWrite,
   Output,
   type ProposalOutcome,

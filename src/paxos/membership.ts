@@ -8,7 +8,10 @@ import { INCARNATION_MAX } from "./ballot.ts";
 import type { Configuration, MembershipChange, MembershipResult, MembershipState } from "./types.ts";
 
 export function initialMembership(members: readonly NodeId[]): MembershipState {
-  assert(members.length >= 1 && members.length <= limits.membersMax, `a cell has 1..${limits.membersMax} members`);
+  assert(
+    members.length >= 1 && members.length <= limits.membersMax,
+    `a cell has 1..${limits.membersMax} members`,
+  );
   const servers = new Set(members.map((m) => m.serverId));
   assert(servers.size === members.length, "members must be on distinct servers");
   const incarnations = new Set(members.map((m) => m.incarnation));
@@ -54,7 +57,11 @@ export function memberByIncarnation(state: MembershipState, incarnation: number)
 }
 
 /** Why a change cannot be applied to this state at `slot`, or null. Pure and deterministic. */
-export function membershipChangeProblem(state: MembershipState, change: MembershipChange, slot: number): string | null {
+export function membershipChangeProblem(
+  state: MembershipState,
+  change: MembershipChange,
+  slot: number,
+): string | null {
   const latest = latestConfiguration(state);
   if (latest.fromSlot > slot) {
     return `a membership change is already pending (it takes effect at slot ${latest.fromSlot})`;
@@ -110,7 +117,10 @@ export function applyMembershipChange(
 export function pruneMembership(state: MembershipState, applied: number): MembershipState {
   let drop = 0;
   const configurations = state.configurations;
-  while (drop + 1 < configurations.length && (configurations[drop + 1] as Configuration).fromSlot <= applied + 1) {
+  while (
+    drop + 1 < configurations.length &&
+    (configurations[drop + 1] as Configuration).fromSlot <= applied + 1
+  ) {
     drop += 1;
   }
   return drop === 0 ? state : { ...state, configurations: configurations.slice(drop) };

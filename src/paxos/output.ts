@@ -44,7 +44,13 @@ export interface DroppedRequest {
 }
 
 export type ReplicaEvent =
-  | { readonly type: "stalled"; readonly cellKey: CellKey; readonly node: NodeId; readonly index: number; readonly reason: string }
+  | {
+      readonly type: "stalled";
+      readonly cellKey: CellKey;
+      readonly node: NodeId;
+      readonly index: number;
+      readonly reason: string;
+    }
   | {
       readonly type: "retired";
       readonly cellKey: CellKey;
@@ -62,8 +68,6 @@ export type ReplicaEvent =
     };
 
 export class Output<C, R> {
-  /** Incremented by reset(); replicas use it to know when a new turn began. */
-  turn = 1;
   readonly sendNow: PaxosMessage<C>[] = [];
   readonly sendAfterPersist: PaxosMessage<C>[] = [];
   readonly writes: NodeWrite<C>[] = [];
@@ -72,6 +76,19 @@ export class Output<C, R> {
   readonly reads: { readonly cellKey: CellKey; readonly tag: number }[] = [];
   readonly dropped: DroppedRequest[] = [];
   readonly events: ReplicaEvent[] = [];
+  /** The write of each node touched in this turn (so replicas hold no per-turn state). */
+  private readonly writeByNode = new Map<object, NodeWrite<C>>();
+
+  /** The node's write for this turn, created on first use. */
+  writeOf(owner: object, create: () => NodeWrite<C>): NodeWrite<C> {
+    let write = this.writeByNode.get(owner);
+    if (write === undefined) {
+      write = create();
+      this.writeByNode.set(owner, write);
+      this.writes.push(write);
+    }
+    return write;
+  }
 
   isEmpty(): boolean {
     return (
@@ -86,7 +103,6 @@ export class Output<C, R> {
   }
 
   reset(): void {
-    this.turn += 1;
     this.sendNow.length = 0;
     this.sendAfterPersist.length = 0;
     this.writes.length = 0;
@@ -94,5 +110,6 @@ export class Output<C, R> {
     this.reads.length = 0;
     this.dropped.length = 0;
     this.events.length = 0;
+    this.writeByNode.clear();
   }
 }

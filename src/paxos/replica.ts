@@ -18,7 +18,14 @@ import {
   type Prng,
   type ServerId,
 } from "../core/index.ts";
-import { BALLOT_CHOSEN, BALLOT_NONE, type Ballot, ballotIncarnation, ballotRound, makeBallot } from "./ballot.ts";
+import {
+  BALLOT_CHOSEN,
+  BALLOT_NONE,
+  type Ballot,
+  ballotIncarnation,
+  ballotRound,
+  makeBallot,
+} from "./ballot.ts";
 import {
   applyMembershipChange,
   configurationFor,
@@ -159,6 +166,8 @@ interface ProposerState<C> {
   readonly followerApplied: Map<number, number>;
   readonly reads: ReadWaiter[];
   heartbeatPending: boolean;
+  /** When to tell followers the commit index if no accept carries it first (Infinity: no need). */
+  commitNoticeAtMs: number;
 }
 
 export interface ReplicaOptions<C, R> {
@@ -201,8 +210,6 @@ export class Replica<C, R> {
   private catchUpAttempts = 0;
   private stalledReason: string | null = null;
   private retired = false;
-  private write: NodeWrite<C> | null = null;
-  private writeTurn = 0;
 
   /** When this replica next needs tick(); Infinity when quiet. */
   wakeAtMs = Number.POSITIVE_INFINITY;
@@ -217,7 +224,11 @@ export class Replica<C, R> {
   }
 
   /** A founding member of a new cell. Persists its initial snapshot. */
-  static create<C, R>(options: ReplicaOptions<C, R>, membership: MembershipState, out: Output<C, R>): Replica<C, R> {
+  static create<C, R>(
+    options: ReplicaOptions<C, R>,
+    membership: MembershipState,
+    out: Output<C, R>,
+  ): Replica<C, R> {
     const replica = new Replica(options, membership, false);
     assert(
       memberIndex(latestConfiguration(membership), options.node) >= 0,
@@ -256,7 +267,13 @@ export class Replica<C, R> {
   // ------------------------------------------------------------------ inputs
 
   /** A client write (or any command) for this cell. */
-  propose(command: C, tag: number, nowMs: number, out: Output<C, R>, leaderUnresponsive = false): RequestOutcome {
+  propose(
+    command: C,
+    tag: number,
+    nowMs: number,
+    out: Output<C, R>,
+    leaderUnresponsive = false,
+  ): RequestOutcome {
     return this.request({ kind: "command", command, tag }, nowMs, out, leaderUnresponsive);
   }
 
@@ -275,7 +292,14 @@ export class Replica<C, R> {
     const p = this.proposer;
     if (this.role !== Role.Leader || p === null || nodeIdEquals(target, this.node)) return false;
     if (memberIndex(latestConfiguration(this.membership), target) < 0) return false;
-    this.send(out.sendNow, { type: "campaign", ...this.envelope(target), ballot: p.ballot });
+    this.send(out.sendNow, {
+      type: "campaign",
+      cellKey: this.cellKey,
+      from: this.node,
+      to: target,
+      epoch: this.membership.epoch,
+      ballot: p.ballot,
+    });
     return true;
   }
 
@@ -365,12 +389,14 @@ export class Replica<C, R> {
    * shared; every mutable container is copied.
    */
   clone(env: ReplicaEnvironment, machine: StateMachine<C, R>): Replica<C, R> {
-    const copy = new Replica<C, R>({ cellKey: this.cellKey, node: this.node, machine, env }, this.membership, this.joining);
+    const copy = new Replica<C, R>(
+      { cellKey: this.cellKey, node: this.node, machine, env },
+      this.membership,
+      this.joining,
+    );
     Object.assign(copy, this, { env, machine });
     copy.log = this.log === null ? null : new Map(this.log);
     copy.pending = this.pending === null ? null : [...this.pending];
-    copy.write = null;
-    copy.writeTurn = 0;
     const p = this.proposer;
     copy.proposer =
       p === null
@@ -413,7 +439,9 @@ export class Replica<C, R> {
     }
     const p = this.proposer;
     if (p !== null) {
-      parts.push(`P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}`);
+      parts.push(
+        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}`,
+      );
       for (const incarnation of [...p.reports.keys()].sort((a, b) => a - b)) {
         const report = p.reports.get(incarnation) as PromiseReport<C>;
         const entries = report.entries === null ? [] : [...report.entries.values()];
@@ -427,7 +455,8 @@ export class Replica<C, R> {
         const inflight = p.inflight.get(slot) as Inflight<C>;
         parts.push(`I${slot}:${inflight.votes}:${describeValue(inflight.value)}`);
       }
-      for (const incarnation of [...p.acks.keys()].sort((a, b) => a - b)) parts.push(`A${incarnation}:${p.acks.get(incarnation)}`);
+      for (const incarnation of [...p.acks.keys()].sort((a, b) => a - b))
+        parts.push(`A${incarnation}:${p.acks.get(incarnation)}`);
     }
     return parts.join(" ");
   }
@@ -459,12 +488,17 @@ export class Replica<C, R> {
 
   // ------------------------------------------------------------------ requests
 
-  private request(item: Pending<C>, nowMs: number, out: Output<C, R>, leaderUnresponsive: boolean): RequestOutcome {
+  private request(
+    item: Pending<C>,
+    nowMs: number,
+    out: Output<C, R>,
+    leaderUnresponsive: boolean,
+  ): RequestOutcome {
     if (this.retired) return { status: "retired" };
     if (this.stalledReason !== null) return { status: "stalled", reason: this.stalledReason };
     if (this.joining) return { status: "redirect", leader: this.leaderHint };
     const p = this.proposer;
-    if (p !== null && p.established) {
+    if (p?.established) {
       if (item.kind === "read" && !(this.env.bugs?.readWithoutReadIndex ?? false)) {
         if (p.reads.length >= limits.pendingReadsPerCellMax) return { status: "overloaded" };
         this.enqueueRead(p, item.tag, nowMs, out);
@@ -481,7 +515,10 @@ export class Replica<C, R> {
     if (p === null) {
       const hint = this.leaderHint;
       const hintAlive =
-        hint !== null && !nodeIdEquals(hint, this.node) && this.env.isServerAlive(hint.serverId) && !leaderUnresponsive;
+        hint !== null &&
+        !nodeIdEquals(hint, this.node) &&
+        this.env.isServerAlive(hint.serverId) &&
+        !leaderUnresponsive;
       if (hintAlive) return { status: "redirect", leader: hint };
     }
     if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
@@ -547,6 +584,7 @@ export class Replica<C, R> {
       followerApplied: new Map(),
       reads: [],
       heartbeatPending: false,
+      commitNoticeAtMs: Number.POSITIVE_INFINITY,
     };
     this.sendPrepares(this.proposer, this.applied + 1, nowMs, out);
   }
@@ -560,7 +598,15 @@ export class Replica<C, R> {
         const last = p.prepareSentMs.get(member.incarnation);
         if (last !== undefined && nowMs - last < limits.retransmitMs) continue;
         p.prepareSentMs.set(member.incarnation, nowMs);
-        this.send(out.sendNow, { type: "prepare", ...this.envelope(member), ballot: p.ballot, fromSlot });
+        this.send(out.sendNow, {
+          type: "prepare",
+          cellKey: this.cellKey,
+          from: this.node,
+          to: member,
+          epoch: this.membership.epoch,
+          ballot: p.ballot,
+          fromSlot,
+        });
       }
     }
   }
@@ -600,7 +646,10 @@ export class Replica<C, R> {
     }
     this.send(out.sendAfterPersist, {
       type: "promise",
-      ...this.envelope(m.from),
+      cellKey: this.cellKey,
+      from: this.node,
+      to: m.from,
+      epoch: this.membership.epoch,
       ballot: m.ballot,
       base,
       coveredThrough,
@@ -800,8 +849,19 @@ export class Replica<C, R> {
     assert(!p.inflight.has(slot), () => `slot ${slot} proposed twice in one ballot`);
     p.inflight.set(slot, { slot, value, tags, configuration, votes: 0, sentAtMs: nowMs, retransmits: 0 });
     const commit = this.committed;
+    p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
     for (const member of configuration.members) {
-      this.send(out.sendNow, { type: "accept", ...this.envelope(member), ballot: p.ballot, slot, value, commit });
+      this.send(out.sendNow, {
+        type: "accept",
+        cellKey: this.cellKey,
+        from: this.node,
+        to: member,
+        epoch: this.membership.epoch,
+        ballot: p.ballot,
+        slot,
+        value,
+        commit,
+      });
     }
   }
 
@@ -836,7 +896,10 @@ export class Replica<C, R> {
     // chosen value, so voting for it is safe without storing it again.
     this.send(out.sendAfterPersist, {
       type: "accepted",
-      ...this.envelope(m.from),
+      cellKey: this.cellKey,
+      from: this.node,
+      to: m.from,
+      epoch: this.membership.epoch,
       ballot: m.ballot,
       slot: m.slot,
       applied: this.applied,
@@ -886,10 +949,17 @@ export class Replica<C, R> {
     }
     this.fillPipeline(p, nowMs, out);
     this.releaseReads(p, out);
-    if (p.inflight.size === 0) this.startHeartbeatRound(p, nowMs, out);
+    if (p.inflight.size === 0) {
+      if (p.reads.length > 0) this.startHeartbeatRound(p, nowMs, out);
+      else p.commitNoticeAtMs = Math.min(p.commitNoticeAtMs, nowMs + limits.commitNoticeDelayMs);
+    }
   }
 
   private tickLeader(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    if (nowMs >= p.commitNoticeAtMs) {
+      p.commitNoticeAtMs = Number.POSITIVE_INFINITY;
+      this.startHeartbeatRound(p, nowMs, out);
+    }
     for (const inflight of p.inflight.values()) {
       if (nowMs - inflight.sentAtMs < limits.retransmitMs) continue;
       if (inflight.retransmits >= limits.retransmitsMax) {
@@ -905,7 +975,10 @@ export class Replica<C, R> {
         const member = members[i] as NodeId;
         this.send(out.sendNow, {
           type: "accept",
-          ...this.envelope(member),
+          cellKey: this.cellKey,
+          from: this.node,
+          to: member,
+          epoch: this.membership.epoch,
           ballot: p.ballot,
           slot: inflight.slot,
           value: inflight.value,
@@ -942,14 +1015,16 @@ export class Replica<C, R> {
     if (p.nextSlot <= p.maxReportedSlot || p.blockedOnPrepare) return false;
     if (this.committed < this.chosenKnown || this.committed < this.commitKnown) return false;
     for (const configuration of this.membership.configurations) {
-      const last = this.membership.configurations.indexOf(configuration) === this.membership.configurations.length - 1;
+      const last =
+        this.membership.configurations.indexOf(configuration) === this.membership.configurations.length - 1;
       const next = this.membership.configurations[this.membership.configurations.indexOf(configuration) + 1];
       if (!last && next !== undefined && next.fromSlot <= p.nextSlot) continue; // governs only earlier slots
       const slot = Math.max(p.nextSlot, configuration.fromSlot);
       let count = 0;
       for (const member of configuration.members) {
         const report = p.reports.get(member.incarnation);
-        if (report !== undefined && report.base < slot && report.coveredThrough === Number.POSITIVE_INFINITY) count += 1;
+        if (report !== undefined && report.base < slot && report.coveredThrough === Number.POSITIVE_INFINITY)
+          count += 1;
       }
       if (count < majority(configuration.members.length)) return false;
     }
@@ -981,13 +1056,20 @@ export class Replica<C, R> {
     for (const configuration of this.membership.configurations) {
       for (const member of configuration.members) {
         if (nodeIdEquals(member, this.node)) continue;
-        if (retransmit && !needConfirm && (p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) {
+        if (
+          retransmit &&
+          !needConfirm &&
+          (p.followerApplied.get(member.incarnation) ?? 0) >= this.committed
+        ) {
           continue;
         }
         if (retransmit && !needConfirm && !this.env.isServerAlive(member.serverId)) continue;
         this.send(out.sendNow, {
           type: "heartbeat",
-          ...this.envelope(member),
+          cellKey: this.cellKey,
+          from: this.node,
+          to: member,
+          epoch: this.membership.epoch,
           ballot: p.ballot,
           commit: this.committed,
           round: p.round,
@@ -1012,7 +1094,10 @@ export class Replica<C, R> {
     }
     this.send(out.sendNow, {
       type: "heartbeat_ack",
-      ...this.envelope(m.from),
+      cellKey: this.cellKey,
+      from: this.node,
+      to: m.from,
+      epoch: this.membership.epoch,
       ballot: ok ? m.ballot : this.promised,
       round: m.round,
       applied: this.applied,
@@ -1020,7 +1105,11 @@ export class Replica<C, R> {
     });
   }
 
-  private onHeartbeatAck(m: PaxosMessage<C> & { type: "heartbeat_ack" }, nowMs: number, out: Output<C, R>): void {
+  private onHeartbeatAck(
+    m: PaxosMessage<C> & { type: "heartbeat_ack" },
+    nowMs: number,
+    out: Output<C, R>,
+  ): void {
     const p = this.proposer;
     if (p === null || !p.established) return;
     if (!m.ok) {
@@ -1102,7 +1191,8 @@ export class Replica<C, R> {
       const entry = log.get(slot);
       if (entry === undefined) break;
       const chosen =
-        entry.ballot === BALLOT_CHOSEN || (slot <= this.commitKnown && entry.ballot === this.commitKnownBallot);
+        entry.ballot === BALLOT_CHOSEN ||
+        (slot <= this.commitKnown && entry.ballot === this.commitKnownBallot);
       if (!chosen) break;
       this.committed = slot;
     }
@@ -1126,7 +1216,10 @@ export class Replica<C, R> {
     this.catchUpAttempts += 1;
     this.send(out.sendNow, {
       type: "catchup_request",
-      ...this.envelope(from),
+      cellKey: this.cellKey,
+      from: this.node,
+      to: from,
+      epoch: this.membership.epoch,
       fromSlot: this.committed + 1,
       needSnapshot: this.joining,
     });
@@ -1149,11 +1242,33 @@ export class Replica<C, R> {
       }
     }
     if (segment) {
-      this.send(out.sendNow, { type: "catchup", ...this.envelope(m.from), entries, snapshot: null, applied: this.applied });
+      this.send(out.sendNow, {
+        type: "catchup",
+        cellKey: this.cellKey,
+        from: this.node,
+        to: m.from,
+        epoch: this.membership.epoch,
+        entries,
+        snapshot: null,
+        applied: this.applied,
+      });
       return;
     }
-    const snapshot: Snapshot = { index: this.applied, membership: this.membership, state: this.machine.snapshot() };
-    this.send(out.sendNow, { type: "catchup", ...this.envelope(m.from), entries: [], snapshot, applied: this.applied });
+    const snapshot: Snapshot = {
+      index: this.applied,
+      membership: this.membership,
+      state: this.machine.snapshot(),
+    };
+    this.send(out.sendNow, {
+      type: "catchup",
+      cellKey: this.cellKey,
+      from: this.node,
+      to: m.from,
+      epoch: this.membership.epoch,
+      entries: [],
+      snapshot,
+      applied: this.applied,
+    });
   }
 
   private onCatchUp(m: PaxosMessage<C> & { type: "catchup" }, nowMs: number, out: Output<C, R>): void {
@@ -1231,7 +1346,12 @@ export class Replica<C, R> {
         }
         case "reconfigure": {
           const delayed = !(this.env.bugs?.membershipWithoutDelay ?? false);
-          const applied = applyMembershipChange(this.membership, value.change, slot, delayed ? limits.pipelineDepth : 1);
+          const applied = applyMembershipChange(
+            this.membership,
+            value.change,
+            slot,
+            delayed ? limits.pipelineDepth : 1,
+          );
           this.membership = applied.state;
           if (tags !== null) {
             out.results.push({
@@ -1243,7 +1363,7 @@ export class Replica<C, R> {
           }
           if (applied.result.status === "applied") {
             const p = this.proposer;
-            if (p !== null && p.established) p.padThrough = applied.result.fromSlot - 1;
+            if (p?.established) p.padThrough = applied.result.fromSlot - 1;
             const latest = latestConfiguration(this.membership);
             out.events.push({
               type: "membership",
@@ -1260,9 +1380,11 @@ export class Replica<C, R> {
       }
       this.applied = slot;
       this.env.observer?.applied(this.cellKey, this.node, slot, value as LogValue<unknown>);
+      const before = this.membership;
       this.membership = pruneMembership(this.membership, this.applied);
       if (this.applied - this.snapshotIndex >= limits.snapshotIntervalEntries) this.takeSnapshot(out);
-      this.afterMembershipChange(out);
+      // Retirement can only begin when the membership changes (a change applied, or one activating).
+      if (value.kind === "reconfigure" || this.membership !== before) this.afterMembershipChange(out);
       if (this.retired) return;
     }
   }
@@ -1292,7 +1414,10 @@ export class Replica<C, R> {
           if (nodeIdEquals(member, this.node)) continue;
           this.send(out.sendNow, {
             type: "heartbeat",
-            ...this.envelope(member),
+            cellKey: this.cellKey,
+            from: this.node,
+            to: member,
+            epoch: this.membership.epoch,
             ballot: p.ballot,
             commit: this.committed,
             round: p.round + 1,
@@ -1313,10 +1438,17 @@ export class Replica<C, R> {
     if (this.node.incarnation >= this.membership.nextIncarnation) return;
     this.retired = true;
     const p = this.proposer;
-    if (p !== null && p.established) {
+    if (p?.established) {
       const successor = latest.members[0];
       if (successor !== undefined) {
-        this.send(out.sendNow, { type: "campaign", ...this.envelope(successor), ballot: p.ballot });
+        this.send(out.sendNow, {
+          type: "campaign",
+          cellKey: this.cellKey,
+          from: this.node,
+          to: successor,
+          epoch: this.membership.epoch,
+          ballot: p.ballot,
+        });
       }
     }
     this.leaderHint = latest.members[0] ?? null;
@@ -1336,7 +1468,17 @@ export class Replica<C, R> {
   // ------------------------------------------------------------------ rejection
 
   private nack(to: NodeId, ballot: Ballot, reason: "ballot" | "epoch"): PaxosMessage<C> {
-    return { type: "nack", ...this.envelope(to), ballot, promised: this.promised, reason, applied: this.applied };
+    return {
+      type: "nack",
+      cellKey: this.cellKey,
+      from: this.node,
+      to: to,
+      epoch: this.membership.epoch,
+      ballot,
+      promised: this.promised,
+      reason,
+      applied: this.applied,
+    };
   }
 
   private onNack(m: PaxosMessage<C> & { type: "nack" }, nowMs: number, out: Output<C, R>): void {
@@ -1359,10 +1501,6 @@ export class Replica<C, R> {
 
   // ------------------------------------------------------------------ helpers
 
-  private envelope(to: NodeId): { cellKey: CellKey; from: NodeId; to: NodeId; epoch: number } {
-    return { cellKey: this.cellKey, from: this.node, to, epoch: this.membership.epoch };
-  }
-
   private send(queue: PaxosMessage<C>[], message: PaxosMessage<C>): void {
     queue.push(message);
   }
@@ -1373,19 +1511,14 @@ export class Replica<C, R> {
   }
 
   private dirty(out: Output<C, R>): NodeWrite<C> {
-    if (this.write === null || this.writeTurn !== out.turn) {
-      this.write = {
-        cellKey: this.cellKey,
-        node: this.node,
-        promised: null,
-        entries: [],
-        snapshot: null,
-        truncateThrough: 0,
-      };
-      this.writeTurn = out.turn;
-      out.writes.push(this.write);
-    }
-    return this.write;
+    return out.writeOf(this, () => ({
+      cellKey: this.cellKey,
+      node: this.node,
+      promised: null,
+      entries: [],
+      snapshot: null,
+      truncateThrough: 0,
+    }));
   }
 
   /** Recompute when tick() is next needed. A quiet cell has no deadline at all. */
@@ -1396,8 +1529,11 @@ export class Replica<C, R> {
       if (!p.established) {
         wake = this.lastPrepareMs(p) + limits.retransmitMs;
       } else {
-        for (const inflight of p.inflight.values()) wake = Math.min(wake, inflight.sentAtMs + limits.retransmitMs);
-        if (p.round > 0 && this.heartbeatUnfinished(p)) wake = Math.min(wake, p.roundSentMs + limits.retransmitMs);
+        for (const inflight of p.inflight.values())
+          wake = Math.min(wake, inflight.sentAtMs + limits.retransmitMs);
+        wake = Math.min(wake, p.commitNoticeAtMs);
+        if (p.round > 0 && this.heartbeatUnfinished(p))
+          wake = Math.min(wake, p.roundSentMs + limits.retransmitMs);
         if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
         if (p.blockedOnPrepare) wake = Math.min(wake, this.lastPrepareMs(p) + limits.retransmitMs);
       }

@@ -31,7 +31,12 @@ export interface MembershipState {
 }
 
 export type MembershipResult =
-  | { readonly status: "applied"; readonly epoch: number; readonly added: NodeId | null; readonly fromSlot: number }
+  | {
+      readonly status: "applied";
+      readonly epoch: number;
+      readonly added: NodeId | null;
+      readonly fromSlot: number;
+    }
   | { readonly status: "rejected"; readonly reason: string };
 
 /** A snapshot of a node: the state machine's bytes plus membership, at `index`. */
@@ -74,7 +79,12 @@ export type PaxosMessage<C> =
       readonly value: LogValue<C>;
       readonly commit: number;
     })
-  | (Envelope & { readonly type: "accepted"; readonly ballot: Ballot; readonly slot: number; readonly applied: number })
+  | (Envelope & {
+      readonly type: "accepted";
+      readonly ballot: Ballot;
+      readonly slot: number;
+      readonly applied: number;
+    })
   | (Envelope & {
       readonly type: "nack";
       /** The ballot the sender was refused for, and the higher one the receiver had promised. */
@@ -83,7 +93,12 @@ export type PaxosMessage<C> =
       readonly reason: "ballot" | "epoch";
       readonly applied: number;
     })
-  | (Envelope & { readonly type: "heartbeat"; readonly ballot: Ballot; readonly commit: number; readonly round: number })
+  | (Envelope & {
+      readonly type: "heartbeat";
+      readonly ballot: Ballot;
+      readonly commit: number;
+      readonly round: number;
+    })
   | (Envelope & {
       readonly type: "heartbeat_ack";
       readonly ballot: Ballot;
@@ -91,7 +106,11 @@ export type PaxosMessage<C> =
       readonly applied: number;
       readonly ok: boolean;
     })
-  | (Envelope & { readonly type: "catchup_request"; readonly fromSlot: number; readonly needSnapshot: boolean })
+  | (Envelope & {
+      readonly type: "catchup_request";
+      readonly fromSlot: number;
+      readonly needSnapshot: boolean;
+    })
   | (Envelope & {
       readonly type: "catchup";
       /** Chosen values for consecutive slots, or a snapshot when the log no longer reaches back. */

@@ -1,3 +1,9 @@
 export { FailureDetector } from "./failure-detector.ts";
-export { Server, type ServerCounters, type ServerMessage, type ServerOptions, type ServerStatus } from "./server.ts";
+export {
+  Server,
+  type ServerCounters,
+  type ServerMessage,
+  type ServerOptions,
+  type ServerStatus,
+} from "./server.ts";
 export { TimerWheel, type WheelItem } from "./timer-wheel.ts";

@@ -8,6 +8,16 @@
  * It is written against ports (storage, transport, scheduler) and never touches node:* itself:
  * the simulator runs this very code.
  */
+
+import {
+  CellMachine,
+  type Command,
+  type CommandResult,
+  type Transaction,
+  validateCommand,
+  validateTransaction,
+} from "../cell/index.ts";
+import type { ClientRequest, ClientResponse, ResponseBody } from "../cell/protocol.ts";
 import {
   type Address,
   type CellKey,
@@ -20,15 +30,6 @@ import {
   type ServerId,
   type TimerHandle,
 } from "../core/index.ts";
-import {
-  CellMachine,
-  type Command,
-  type CommandResult,
-  type Transaction,
-  validateCommand,
-  validateTransaction,
-} from "../cell/index.ts";
-import type { ClientRequest, ClientResponse, ResponseBody } from "../cell/protocol.ts";
 import {
   initialMembership,
   type MembershipChange,
@@ -74,7 +75,12 @@ interface HostedNode extends WheelItem {
 }
 
 type PendingRequest =
-  | { readonly kind: "command" | "change"; readonly client: Address; readonly id: number; readonly cellKey: CellKey }
+  | {
+      readonly kind: "command" | "change";
+      readonly client: Address;
+      readonly id: number;
+      readonly cellKey: CellKey;
+    }
   | {
       readonly kind: "read";
       readonly client: Address;
@@ -334,7 +340,8 @@ export class Server {
     const sendNow = this.out.sendNow;
     let kept = 0;
     for (const message of sendNow) {
-      if (message.to.serverId === this.serverId) this.inbox.push({ from: this.serverId, message: { kind: "paxos", message } });
+      if (message.to.serverId === this.serverId)
+        this.inbox.push({ from: this.serverId, message: { kind: "paxos", message } });
       else sendNow[kept++] = message;
     }
     sendNow.length = kept;
@@ -406,7 +413,11 @@ export class Server {
       this.releaseAfterPersist(messages);
       return;
     }
-    const batch: StorageBatch<Command> = { writes: this.nextWrites, removed: this.nextRemoved, pointers: this.nextPointers };
+    const batch: StorageBatch<Command> = {
+      writes: this.nextWrites,
+      removed: this.nextRemoved,
+      pointers: this.nextPointers,
+    };
     const afterPersist = this.nextAfterPersist;
     this.nextWrites = [];
     this.nextRemoved = [];
@@ -616,7 +627,13 @@ export class Server {
     const { client, id, cellKey } = request;
     switch (outcome.status) {
       case "redirect":
-        this.respond(client, id, cellKey, { type: "redirect", leader: outcome.leader, members: null, epoch: null, reason: "not_leader" });
+        this.respond(client, id, cellKey, {
+          type: "redirect",
+          leader: outcome.leader,
+          members: null,
+          epoch: null,
+          reason: "not_leader",
+        });
         break;
       case "overloaded":
         this.counters.requestsOverloaded += 1;
@@ -679,7 +696,11 @@ export class Server {
     return this.adopt(cellKey, replica, machine);
   }
 
-  private adopt(cellKey: CellKey, replica: Replica<Command, CommandResult>, machine: CellMachine): HostedNode {
+  private adopt(
+    cellKey: CellKey,
+    replica: Replica<Command, CommandResult>,
+    machine: CellMachine,
+  ): HostedNode {
     const node: HostedNode = { cellKey, replica, machine, wheelSlot: -1 };
     this.nodes.set(cellKey, node);
     this.touched.add(node);
@@ -696,7 +717,12 @@ export class Server {
     const node = this.nodes.get(cellKey);
     if (node === undefined) return;
     this.evict(node);
-    const pointer: ForwardingPointer = { cellKey, epoch, members, expiresAtMs: now + limits.forwardingPointerMs };
+    const pointer: ForwardingPointer = {
+      cellKey,
+      epoch,
+      members,
+      expiresAtMs: now + limits.forwardingPointerMs,
+    };
     this.pointers.delete(cellKey);
     this.pointers.set(cellKey, pointer);
     if (this.pointers.size > forwardingPointersMax) {

@@ -4,7 +4,14 @@
  * ones) and clogging, and disks that lose unsynced writes on a crash and may tear the last one.
  * Everything derives from one seed; every event feeds the trace hash.
  */
-import { type Address, assert, type Prng, RunningHash, type Scheduler, type TimerHandle } from "../core/index.ts";
+import {
+  type Address,
+  assert,
+  type Prng,
+  type RunningHash,
+  type Scheduler,
+  type TimerHandle,
+} from "../core/index.ts";
 import type { LoadResult, StorageBatch, StoragePort } from "../storage/index.ts";
 import { MemoryStorage } from "../storage/index.ts";
 import type { TransportPort } from "../transport/index.ts";
@@ -233,7 +240,10 @@ export class SimNetwork {
         if (handler === undefined) return;
         for (const message of messages) {
           this.messagesDelivered += 1;
-          this.trace.addNumber(Math.round(this.queue.nowMs * 1000)).addString(from).addString(to);
+          this.trace
+            .addNumber(Math.round(this.queue.nowMs * 1000))
+            .addString(from)
+            .addString(to);
           this.trace.addString(this.describe(message));
           handler(from, message);
         }
@@ -316,11 +326,14 @@ export class SimDisk<C> implements StoragePort<C> {
   write(batch: StorageBatch<C>, done: (error: Error | null) => void): void {
     assert(this.inFlight === null, "one storage batch at a time");
     this.batches += 1;
-    const event = this.queue.schedule(this.queue.nowMs + this.writeLatencyMs * (0.5 + this.random.float()), () => {
-      this.inFlight = null;
-      this.durable.applyBatch(batch);
-      done(null);
-    });
+    const event = this.queue.schedule(
+      this.queue.nowMs + this.writeLatencyMs * (0.5 + this.random.float()),
+      () => {
+        this.inFlight = null;
+        this.durable.applyBatch(batch);
+        done(null);
+      },
+    );
     this.inFlight = { batch, event };
   }
 

@@ -5,7 +5,7 @@
  * sends to itself are delivered at once, and every other message waits in `network` until the
  * driver delivers or drops it.
  */
-import { assert, type NodeId, nodeIdEquals, Prng, formatNodeId } from "../core/index.ts";
+import { assert, formatNodeId, limits, type NodeId, nodeIdEquals, Prng } from "../core/index.ts";
 import {
   BALLOT_NONE,
   type Ballot,
@@ -143,7 +143,6 @@ export class PaxosCluster {
   clone(): PaxosCluster {
     const copy = new PaxosCluster(this.cellKey, [], this.options);
     Object.assign(copy.env.random, this.env.random);
-    copy.out.turn = this.out.turn;
     copy.network = [...this.network];
     copy.nowMs = this.nowMs;
     for (const [slot, value] of this.chosen) copy.chosen.set(slot, value);
@@ -256,9 +255,18 @@ export class PaxosCluster {
   /** Deliver everything in order until the network is empty or `limit` messages went. */
   settle(limit = 10_000): number {
     let delivered = 0;
-    while (this.network.length > 0 && delivered < limit) {
-      this.deliver(0);
-      delivered += 1;
+    for (let rounds = 0; rounds < 100; rounds++) {
+      while (this.network.length > 0 && delivered < limit) {
+        this.deliver(0);
+        delivered += 1;
+      }
+      // Short protocol delays (the leader's commit notice) are part of settling; retransmission
+      // timeouts are not.
+      const soon = this.nodes.some(
+        (n) => n.up && n.replica.wakeAtMs <= this.nowMs + limits.commitNoticeDelayMs,
+      );
+      if (!soon || delivered >= limit) break;
+      this.advance(limits.commitNoticeDelayMs);
     }
     return delivered;
   }

@@ -3,8 +3,9 @@
  * clients, a random fault schedule, then a liveness phase that heals everything and requires
  * every cell to make progress, and finally every checker. Every knob derives from the seed.
  */
-import type { CellKey, Prng, ServerId } from "../core/index.ts";
+
 import type { Transaction, TxnResult, Write } from "../cell/index.ts";
+import type { CellKey, Prng, ServerId } from "../core/index.ts";
 import type { PlantedBugs } from "../paxos/index.ts";
 import { cellModel } from "./cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "./linearizability.ts";
@@ -99,7 +100,9 @@ export function runSimulation(options: SimOptions): SimReport {
   const workloadRandom = random.fork();
   const hot = Math.max(1, Math.floor(cellKeys.length / 10));
   const pickCell = (): CellKey =>
-    workloadRandom.chance(0.5) ? (cellKeys[workloadRandom.below(hot)] as CellKey) : workloadRandom.pick(cellKeys);
+    workloadRandom.chance(0.5)
+      ? (cellKeys[workloadRandom.below(hot)] as CellKey)
+      : workloadRandom.pick(cellKeys);
   const next = (client: (typeof clients)[number]): void => {
     if (issued >= o.ops) return;
     issued += 1;
@@ -111,9 +114,19 @@ export function runSimulation(options: SimOptions): SimReport {
     const roll = workloadRandom.float();
     if (roll < 0.3) {
       valueCounter += 1;
-      world.transact(client, cellKey, write([{ item: workloadRandom.pick(itemNames), op: "put", value: bytes(valueCounter) }]), done);
+      world.transact(
+        client,
+        cellKey,
+        write([{ item: workloadRandom.pick(itemNames), op: "put", value: bytes(valueCounter) }]),
+        done,
+      );
     } else if (roll < 0.5) {
-      world.transact(client, cellKey, write([{ item: "n", op: "add", delta: BigInt(1 + workloadRandom.below(5)) }]), done);
+      world.transact(
+        client,
+        cellKey,
+        write([{ item: "n", op: "add", delta: BigInt(1 + workloadRandom.below(5)) }]),
+        done,
+      );
     } else if (roll < 0.65) {
       valueCounter += 1;
       const item = workloadRandom.pick(itemNames);
@@ -122,14 +135,24 @@ export function runSimulation(options: SimOptions): SimReport {
         client,
         cellKey,
         {
-          conditions: [workloadRandom.chance(0.3) ? { item, op: "missing" } : { item, op: "equals", value: bytes(guess) }],
+          conditions: [
+            workloadRandom.chance(0.3)
+              ? { item, op: "missing" }
+              : { item, op: "equals", value: bytes(guess) },
+          ],
           reads: [item],
           writes: [{ item, op: "put", value: bytes(valueCounter) }],
         },
         done,
       );
     } else if (roll < 0.9) {
-      world.read(client, cellKey, { conditions: [], reads: ["x", "y", "z", "n"], writes: [] }, "linearizable", done);
+      world.read(
+        client,
+        cellKey,
+        { conditions: [], reads: ["x", "y", "z", "n"], writes: [] },
+        "linearizable",
+        done,
+      );
     } else {
       world.read(client, cellKey, { conditions: [], reads: ["x", "n"], writes: [] }, "eventual", done);
     }
@@ -173,7 +196,8 @@ export function runSimulation(options: SimOptions): SimReport {
   let open = 0;
   for (const entry of world.history) {
     if (entry.returnMs !== null) completed += 1;
-    else if (entry.failure === "outcome_unknown" || (entry.failure === null && entry.consistency === "write")) open += 1;
+    else if (entry.failure === "outcome_unknown" || (entry.failure === null && entry.consistency === "write"))
+      open += 1;
     else failed += 1;
     if (entry.consistency === "eventual") continue;
     let list = byCell.get(entry.cellKey);
@@ -197,8 +221,18 @@ export function runSimulation(options: SimOptions): SimReport {
           returnMs: entry.returnMs,
           output: entry.output,
         });
-      } else if (entry.consistency === "write" && (entry.failure === "outcome_unknown" || entry.failure === null)) {
-        history.push({ id: entry.id, client: entry.client, input: { txn: entry.txn }, callMs: entry.callMs, returnMs: null, output: undefined });
+      } else if (
+        entry.consistency === "write" &&
+        (entry.failure === "outcome_unknown" || entry.failure === null)
+      ) {
+        history.push({
+          id: entry.id,
+          client: entry.client,
+          input: { txn: entry.txn },
+          callMs: entry.callMs,
+          returnMs: null,
+          output: undefined,
+        });
       }
     }
     const result = checkLinearizable(history, cellModel(), { maxSteps: options.checkStepsMax ?? 2_000_000 });
@@ -211,11 +245,19 @@ export function runSimulation(options: SimOptions): SimReport {
     // No acknowledged write lost: its command sits in the chosen log at the slot it was acknowledged with.
     const chosen = world.chosenLog(cellKey);
     for (const entry of entries) {
-      if (entry.consistency !== "write" || entry.output === undefined || entry.command === null || entry.index === null) continue;
+      if (
+        entry.consistency !== "write" ||
+        entry.output === undefined ||
+        entry.command === null ||
+        entry.index === null
+      )
+        continue;
       const value = chosen.get(entry.index);
       const marker = `${entry.command.session}.${entry.command.seq}:`;
       if (value === undefined || !value.includes(marker)) {
-        violations.push(`cell ${cellKey}: write ${marker} acknowledged at slot ${entry.index} is not in the chosen log`);
+        violations.push(
+          `cell ${cellKey}: write ${marker} acknowledged at slot ${entry.index} is not in the chosen log`,
+        );
       }
     }
   }
@@ -344,7 +386,9 @@ class FaultDriver {
       choices.push(() => {
         // Dirty reboot of every server of one cell at once.
         const cellKey = random.pick(this.cellKeys);
-        const members = (world.cells.get(cellKey) ?? []).map((m) => m.serverId).filter((id) => !this.down.has(id));
+        const members = (world.cells.get(cellKey) ?? [])
+          .map((m) => m.serverId)
+          .filter((id) => !this.down.has(id));
         for (const id of members) {
           this.down.add(id);
           world.crash(id, 0.5);
@@ -380,7 +424,11 @@ export function formatReport(report: SimReport): string {
   const lines = [
     `seed ${report.seed}: ${report.servers} servers, ${report.cells} cells, faults ${report.faults}`,
     `operations: ${report.opsIssued} issued, ${report.opsCompleted} completed, ${report.opsFailed} failed, ${report.opsOpen} with unknown outcome`,
-    `faults injected: ${Object.entries(report.faultsInjected).map(([k, v]) => `${k} ${v}`).join(", ") || "none"}`,
+    `faults injected: ${
+      Object.entries(report.faultsInjected)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ") || "none"
+    }`,
     `simulated ${(report.simulatedMs / 1000).toFixed(1)} s in ${report.events} events; trace ${report.traceHash}`,
     `linearizable: ${report.linearizable ? "yes" : "NO"}${report.undecidedCells > 0 ? ` (${report.undecidedCells} cells undecided)` : ""}`,
     `violations: ${report.violations.length}`,
@@ -389,5 +437,3 @@ export function formatReport(report: SimReport): string {
   if (report.violations.length > 0) lines.push(`reproduce with: ${report.reproduce}`);
   return lines.join("\n");
 }
-
-

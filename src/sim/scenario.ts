@@ -3,9 +3,10 @@
  * lines each). Every operation runs simulated time until it ends or its deadline passes; `check()`
  * runs every checker over what happened.
  */
-import { assert, type CellKey, type NodeId, type ServerId } from "../core/index.ts";
+
 import type { Transaction, TxnResult, Value } from "../cell/index.ts";
 import type { Consistency } from "../client/index.ts";
+import { assert, type CellKey, type NodeId, type ServerId } from "../core/index.ts";
 import type { MembershipChange, MembershipResult, PlantedBugs, ReplicaStatus } from "../paxos/index.ts";
 import { cellModel } from "./cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "./linearizability.ts";
@@ -63,19 +64,38 @@ export class Scenario {
   }
 
   put(cellKey: CellKey, item: string, value: Value, client = this.client): HistoryEntry {
-    return this.transact(cellKey, { conditions: [], reads: [], writes: [{ item, op: "put", value }] }, client);
+    return this.transact(
+      cellKey,
+      { conditions: [], reads: [], writes: [{ item, op: "put", value }] },
+      client,
+    );
   }
 
   add(cellKey: CellKey, item: string, delta: bigint, client = this.client): HistoryEntry {
-    return this.transact(cellKey, { conditions: [], reads: [], writes: [{ item, op: "add", delta }] }, client);
+    return this.transact(
+      cellKey,
+      { conditions: [], reads: [], writes: [{ item, op: "add", delta }] },
+      client,
+    );
   }
 
   /** Read one item; returns its value (or undefined if the read failed). */
-  get(cellKey: CellKey, item: string, consistency: Consistency = "linearizable", client = this.client): Value | null | undefined {
+  get(
+    cellKey: CellKey,
+    item: string,
+    consistency: Consistency = "linearizable",
+    client = this.client,
+  ): Value | null | undefined {
     let done = false;
-    const entry = this.world.read(client, cellKey, { conditions: [], reads: [item], writes: [] }, consistency, () => {
-      done = true;
-    });
+    const entry = this.world.read(
+      client,
+      cellKey,
+      { conditions: [], reads: [item], writes: [] },
+      consistency,
+      () => {
+        done = true;
+      },
+    );
     this.world.runUntil(() => done, this.operationDeadlineMs);
     this.world.run(1);
     const output: TxnResult | undefined = entry.output;
@@ -85,7 +105,11 @@ export class Scenario {
 
   /** Start an operation without waiting for it. */
   startPut(cellKey: CellKey, item: string, value: Value, client = this.client): HistoryEntry {
-    return this.world.transact(client, cellKey, { conditions: [], reads: [], writes: [{ item, op: "put", value }] });
+    return this.world.transact(client, cellKey, {
+      conditions: [],
+      reads: [],
+      writes: [{ item, op: "put", value }],
+    });
   }
 
   changeMembership(cellKey: CellKey, change: MembershipChange): MembershipResult | string | undefined {
@@ -153,9 +177,26 @@ export class Scenario {
         byCell.set(entry.cellKey, list);
       }
       if (entry.returnMs !== null && entry.output !== undefined) {
-        list.push({ id: entry.id, client: entry.client, input: { txn: entry.txn }, callMs: entry.callMs, returnMs: entry.returnMs, output: entry.output });
-      } else if (entry.consistency === "write" && (entry.failure === null || entry.failure === "outcome_unknown")) {
-        list.push({ id: entry.id, client: entry.client, input: { txn: entry.txn }, callMs: entry.callMs, returnMs: null, output: undefined });
+        list.push({
+          id: entry.id,
+          client: entry.client,
+          input: { txn: entry.txn },
+          callMs: entry.callMs,
+          returnMs: entry.returnMs,
+          output: entry.output,
+        });
+      } else if (
+        entry.consistency === "write" &&
+        (entry.failure === null || entry.failure === "outcome_unknown")
+      ) {
+        list.push({
+          id: entry.id,
+          client: entry.client,
+          input: { txn: entry.txn },
+          callMs: entry.callMs,
+          returnMs: null,
+          output: undefined,
+        });
       }
     }
     for (const [cellKey, history] of byCell) {

@@ -3,6 +3,10 @@
  * code over simulated ports. Scenario tests drive it directly; `runSimulation` (run.ts) drives it
  * with a seeded random workload and fault schedule and then checks everything.
  */
+
+import { type Command, encodeCommand, type Transaction, type TxnResult } from "../cell/index.ts";
+import type { ClientRequest, ClientResponse } from "../cell/protocol.ts";
+import { type CellResolver, type Consistency, PhysaliaClient } from "../client/index.ts";
 import {
   type Address,
   assert,
@@ -15,10 +19,13 @@ import {
   type ServerId,
   toHex,
 } from "../core/index.ts";
-import { type Command, encodeCommand, type Transaction, type TxnResult } from "../cell/index.ts";
-import type { ClientRequest, ClientResponse } from "../cell/protocol.ts";
-import { type CellResolver, type Consistency, PhysaliaClient } from "../client/index.ts";
-import type { LogValue, MembershipChange, MembershipResult, PlantedBugs, ReplicaObserver } from "../paxos/index.ts";
+import type {
+  LogValue,
+  MembershipChange,
+  MembershipResult,
+  PlantedBugs,
+  ReplicaObserver,
+} from "../paxos/index.ts";
 import { Server, type ServerMessage } from "../server/index.ts";
 import { EventQueue, SimClock, SimDisk, SimNetwork, SimScheduler, SimTransport } from "./kernel.ts";
 
@@ -49,7 +56,7 @@ export interface HistoryEntry {
   failure: string | null;
 }
 
-interface ServerSlot {
+export interface ServerSlot {
   readonly id: ServerId;
   readonly disk: SimDisk<Command>;
   readonly clock: SimClock;
@@ -59,7 +66,7 @@ interface ServerSlot {
   readonly random: Prng;
 }
 
-interface ClientSlot {
+export interface ClientSlot {
   readonly index: number;
   readonly address: Address;
   readonly client: PhysaliaClient;
@@ -94,7 +101,8 @@ export class SimWorld {
     this.network = new SimNetwork(this.queue, this.random.fork(), this.trace, describeMessage);
     this.observer = {
       chosen: (cellKey, slot, value) => this.onChosen(cellKey, slot, value as LogValue<Command>),
-      applied: (cellKey, node, slot, value) => this.onApplied(cellKey, node, slot, value as LogValue<Command>),
+      applied: (cellKey, node, slot, value) =>
+        this.onApplied(cellKey, node, slot, value as LogValue<Command>),
     };
     const rateMax = options.clockRateMax ?? 1;
     const offsetMax = options.clockOffsetMsMax ?? 0;
@@ -191,7 +199,11 @@ export class SimWorld {
   isolate(id: ServerId, fromClients = false): void {
     const others = this.serverIds().filter((s) => s !== id);
     this.partition([id], others);
-    if (fromClients) this.partition([id], this.clients.map((c) => c.address));
+    if (fromClients)
+      this.partition(
+        [id],
+        this.clients.map((c) => c.address),
+      );
   }
 
   heal(): void {
@@ -221,7 +233,11 @@ export class SimWorld {
    * Change a cell's membership through its nodes, as the control plane does, then host the added
    * node. Calls back with the membership result (or an error text).
    */
-  changeMembership(cellKey: CellKey, change: MembershipChange, done?: (result: MembershipResult | string) => void): void {
+  changeMembership(
+    cellKey: CellKey,
+    change: MembershipChange,
+    done?: (result: MembershipResult | string) => void,
+  ): void {
     const control = this.controlClient();
     control.client.request(cellKey, { type: "change", change }, (outcome) => {
       if (!outcome.ok) {
@@ -279,7 +295,12 @@ export class SimWorld {
   }
 
   /** Issue a transaction and record it in the history. Calls back when it ends. */
-  transact(client: ClientSlot, cellKey: CellKey, txn: Transaction, done?: (entry: HistoryEntry) => void): HistoryEntry {
+  transact(
+    client: ClientSlot,
+    cellKey: CellKey,
+    txn: Transaction,
+    done?: (entry: HistoryEntry) => void,
+  ): HistoryEntry {
     const entry: HistoryEntry = {
       id: this.nextOperationId++,
       client: client.index,
@@ -299,7 +320,8 @@ export class SimWorld {
         entry.returnMs = this.queue.nowMs;
         entry.output = outcome.value.result;
         entry.index = outcome.index;
-        if (outcome.session !== undefined) entry.command = { session: outcome.session.id, seq: outcome.session.seq };
+        if (outcome.session !== undefined)
+          entry.command = { session: outcome.session.id, seq: outcome.session.seq };
       } else {
         entry.failure = outcome.ok ? outcome.value.kind : outcome.error.code;
       }
@@ -308,7 +330,13 @@ export class SimWorld {
     return entry;
   }
 
-  read(client: ClientSlot, cellKey: CellKey, txn: Transaction, consistency: Consistency, done?: (entry: HistoryEntry) => void): HistoryEntry {
+  read(
+    client: ClientSlot,
+    cellKey: CellKey,
+    txn: Transaction,
+    consistency: Consistency,
+    done?: (entry: HistoryEntry) => void,
+  ): HistoryEntry {
     const entry: HistoryEntry = {
       id: this.nextOperationId++,
       client: client.index,
@@ -362,7 +390,9 @@ export class SimWorld {
     const previous = slots.get(slot);
     if (previous === undefined) slots.set(slot, description);
     else if (previous !== description) {
-      this.violations.push(`cell ${cellKey} slot ${slot}: two values chosen (${previous} and ${description})`);
+      this.violations.push(
+        `cell ${cellKey} slot ${slot}: two values chosen (${previous} and ${description})`,
+      );
     }
   }
 
@@ -371,9 +401,13 @@ export class SimWorld {
     const chosen = this.chosen.get(cellKey)?.get(slot);
     const description = describeValue(value);
     if (chosen === undefined) {
-      this.violations.push(`cell ${cellKey}: ${formatNodeId(node)} applied slot ${slot} that no leader saw chosen`);
+      this.violations.push(
+        `cell ${cellKey}: ${formatNodeId(node)} applied slot ${slot} that no leader saw chosen`,
+      );
     } else if (chosen !== description) {
-      this.violations.push(`cell ${cellKey}: ${formatNodeId(node)} applied ${description} at slot ${slot}, chosen was ${chosen}`);
+      this.violations.push(
+        `cell ${cellKey}: ${formatNodeId(node)} applied ${description} at slot ${slot}, chosen was ${chosen}`,
+      );
     }
   }
 

@@ -1,2 +1,2 @@
-export type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 export { MemoryStorage } from "./memory.ts";
+export type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";

@@ -64,11 +64,15 @@ export class MemoryStorage<C> implements StoragePort<C> {
       this.storedPointers.delete(write.cellKey);
     }
     if (write.promised !== null && write.promised > stored.promised) stored.promised = write.promised;
-    if (write.snapshot !== null && (stored.snapshot === null || write.snapshot.index >= stored.snapshot.index)) {
+    if (
+      write.snapshot !== null &&
+      (stored.snapshot === null || write.snapshot.index >= stored.snapshot.index)
+    ) {
       stored.snapshot = write.snapshot;
     }
     if (write.truncateThrough > 0) {
-      for (const slot of [...stored.entries.keys()]) if (slot <= write.truncateThrough) stored.entries.delete(slot);
+      for (const slot of [...stored.entries.keys()])
+        if (slot <= write.truncateThrough) stored.entries.delete(slot);
     }
     for (const entry of write.entries) stored.entries.set(entry.slot, entry);
   }

@@ -1,0 +1,330 @@
+/**
+ * Benchmark of the pure cell engine (no I/O): CPU per committed transaction across many 7-node
+ * cells, and heap, timers and messages of resident idle nodes.
+ *
+ *   npm run bench:cell -- [--json] [--cells N] [--rounds N] [--idle-nodes N]
+ *
+ * Prints the machine's floors first (this benchmark does no I/O, so they are context only).
+ */
+import { execSync } from "node:child_process";
+import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  CellMachine,
+  type Command,
+  type CommandResult,
+  OPERATION_FORMAT_VERSION,
+} from "../src/cell/index.ts";
+import { Prng, type Scheduler, type TimerHandle } from "../src/core/index.ts";
+import {
+  initialMembership,
+  Output,
+  type PaxosMessage,
+  Replica,
+  type ReplicaEnvironment,
+} from "../src/paxos/index.ts";
+import { Server, type ServerMessage } from "../src/server/index.ts";
+import type { StorageBatch, StoragePort } from "../src/storage/index.ts";
+import type { TransportPort } from "../src/transport/index.ts";
+
+const json = process.argv.includes("--json");
+function option(name: string, fallback: number): number {
+  const index = process.argv.indexOf(`--${name}`);
+  return index < 0 ? fallback : Number(process.argv[index + 1]);
+}
+
+// ---------------------------------------------------------------- machine floors
+
+function fsyncFloorUs(): number {
+  const dir = mkdtempSync(join(tmpdir(), "physalia-bench-"));
+  const file = join(dir, "probe");
+  writeFileSync(file, "");
+  const fd = openSync(file, "r+");
+  const samples: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    writeFileSync(fd, `x${i}`);
+    const t = process.hrtime.bigint();
+    fsyncSync(fd);
+    samples.push(Number(process.hrtime.bigint() - t) / 1000);
+  }
+  closeSync(fd);
+  rmSync(dir, { recursive: true, force: true });
+  return median(samples);
+}
+
+async function loopbackRttUs(): Promise<number> {
+  const server = createServer((socket) => socket.on("data", (d) => socket.write(d)));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const socket = connect(port, "127.0.0.1");
+  await new Promise<void>((resolve) => socket.on("connect", resolve));
+  socket.setNoDelay(true);
+  const samples: number[] = [];
+  for (let i = 0; i < 500; i++) {
+    const t = process.hrtime.bigint();
+    await new Promise<void>((resolve) => {
+      socket.once("data", () => resolve());
+      socket.write("p");
+    });
+    samples.push(Number(process.hrtime.bigint() - t) / 1000);
+  }
+  socket.destroy();
+  server.close();
+  return median(samples);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
+// ---------------------------------------------------------------- CPU per committed transaction
+
+interface Bus {
+  queue: PaxosMessage<Command>[];
+}
+
+function command(session: number, seq: number, i: number): Command {
+  return {
+    version: OPERATION_FORMAT_VERSION,
+    session,
+    seq,
+    newSession: seq === 1,
+    op: {
+      type: "txn",
+      txn: { conditions: [], reads: [], writes: [{ item: `k${i % 4}`, op: "add", delta: 1n }] },
+    },
+  };
+}
+
+function cpuPerCommit(cells: number, rounds: number, concurrency: number) {
+  const env: ReplicaEnvironment = {
+    random: new Prng(1),
+    isServerAlive: () => true,
+    observer: null,
+    bugs: null,
+  };
+  const out = new Output<Command, CommandResult>();
+  const bus: Bus = { queue: [] };
+  // cellKey -> replicas by incarnation - 1 (incarnations here are 1..7).
+  const replicas = new Map<string, Replica<Command, CommandResult>[]>();
+  const leaders: Replica<Command, CommandResult>[] = [];
+  for (let c = 0; c < cells; c++) {
+    const cellKey = `cell-${c}`;
+    const members = Array.from({ length: 7 }, (_, i) => ({ serverId: `s${i + 1}`, incarnation: i + 1 }));
+    const membership = initialMembership(members);
+    const nodes: Replica<Command, CommandResult>[] = [];
+    for (const node of members) {
+      const replica = Replica.create({ cellKey, node, machine: new CellMachine(), env }, membership, out);
+      nodes.push(replica);
+      if (node.serverId === "s1") leaders.push(replica);
+    }
+    replicas.set(cellKey, nodes);
+  }
+  let committed = 0;
+  let messages = 0;
+  const drain = (): void => {
+    // Execute the Ready batches: persistence is a no-op here (no I/O); messages go in order.
+    for (;;) {
+      committed += out.results.length;
+      for (const m of out.sendNow) bus.queue.push(m);
+      for (const m of out.sendAfterPersist) bus.queue.push(m);
+      out.reset();
+      if (bus.queue.length === 0) return;
+      const queue = bus.queue;
+      bus.queue = [];
+      messages += queue.length;
+      for (const m of queue) {
+        const target = replicas.get(m.cellKey)?.[m.to.incarnation - 1];
+        target?.step(m, 0, out);
+      }
+    }
+  };
+  // Warm up: elect s1 in every cell.
+  let seq = 1;
+  for (const leader of leaders) leader.propose(command(1, seq, 0), 0, 0, out);
+  drain();
+  committed = 0;
+  messages = 0;
+  const t0 = process.cpuUsage();
+  const w0 = process.hrtime.bigint();
+  for (let round = 0; round < rounds; round++) {
+    seq += 1;
+    for (const leader of leaders) {
+      for (let k = 0; k < concurrency; k++) leader.propose(command(1 + k, seq, round), k + 1, 0, out);
+    }
+    drain();
+  }
+  const cpu = process.cpuUsage(t0);
+  const wallMs = Number(process.hrtime.bigint() - w0) / 1e6;
+  const cpuUs = cpu.user + cpu.system;
+  return {
+    cells,
+    nodesPerCell: 7,
+    concurrencyPerCell: concurrency,
+    committed,
+    messages,
+    cpuUsPerCommit: cpuUs / committed,
+    messagesPerCommit: messages / committed,
+    wallMs: Math.round(wallMs),
+  };
+}
+
+// ---------------------------------------------------------------- idle nodes
+
+class NullStorage implements StoragePort<Command> {
+  load() {
+    return { status: "absent" as const };
+  }
+  hostedCells(): string[] {
+    return [];
+  }
+  pointers() {
+    return [];
+  }
+  write(_batch: StorageBatch<Command>, done: (error: Error | null) => void): void {
+    done(null);
+  }
+}
+
+class CountingTransport implements TransportPort<ServerMessage> {
+  readonly address = "s1";
+  sent = 0;
+  paxos = 0;
+  send(_to: string, message: ServerMessage): void {
+    this.sent += 1;
+    if (message.kind === "paxos") this.paxos += 1;
+  }
+  flush(): void {}
+  onMessage(): void {}
+}
+
+/** A manual clock: timers fire only when `advance` runs them. */
+class ManualScheduler implements Scheduler {
+  now = 0;
+  private nextId = 1;
+  readonly timers = new Map<number, { at: number; run: () => void }>();
+  deferred: (() => void)[] = [];
+  firings = 0;
+  nowMs(): number {
+    return this.now;
+  }
+  setTimer(delayMs: number, callback: () => void): TimerHandle {
+    const id = this.nextId++;
+    this.timers.set(id, { at: this.now + delayMs, run: callback });
+    return { id };
+  }
+  clearTimer(handle: TimerHandle): void {
+    this.timers.delete(handle.id);
+  }
+  defer(callback: () => void): void {
+    this.deferred.push(callback);
+  }
+  runDeferred(): void {
+    while (this.deferred.length > 0) (this.deferred.shift() as () => void)();
+  }
+  advance(ms: number): void {
+    const end = this.now + ms;
+    for (;;) {
+      this.runDeferred();
+      let next: [number, { at: number; run: () => void }] | null = null;
+      for (const entry of this.timers)
+        if (entry[1].at <= end && (next === null || entry[1].at < next[1].at)) next = entry;
+      if (next === null) break;
+      this.timers.delete(next[0]);
+      this.now = next[1].at;
+      this.firings += 1;
+      next[1].run();
+    }
+    this.now = end;
+  }
+}
+
+function idleNodes(count: number) {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) throw new Error("run with --expose-gc (npm run bench:cell does)");
+  const scheduler = new ManualScheduler();
+  const transport = new CountingTransport();
+  const server = new Server({
+    serverId: "s1",
+    peers: ["s1", "s2", "s3", "s4", "s5", "s6", "s7"],
+    storage: new NullStorage(),
+    transport,
+    scheduler,
+    random: new Prng(3),
+  });
+  scheduler.runDeferred();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let c = 0; c < count; c++) {
+    const members = Array.from({ length: 7 }, (_, i) => ({ serverId: `s${i + 1}`, incarnation: i + 1 }));
+    server.createCell(`vol-${c.toString(16).padStart(8, "0")}`, members);
+    if (c % 1000 === 999) scheduler.runDeferred();
+  }
+  scheduler.runDeferred();
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  const sentBefore = transport.sent;
+  const paxosBefore = transport.paxos;
+  const firingsBefore = server.counters.timerFirings;
+  const idleSeconds = 60;
+  scheduler.advance(idleSeconds * 1000);
+  const status = server.status();
+  return {
+    residentNodes: status.residentNodes,
+    heapBytesPerNode: Math.round((after - before) / count),
+    armedCellTimers: status.armedTimers,
+    cellTimerFiringsWhileIdle: server.counters.timerFirings - firingsBefore,
+    paxosMessagesWhileIdle: transport.paxos - paxosBefore,
+    idleSeconds,
+    serverHeartbeatsPerSecond: (transport.sent - sentBefore - (transport.paxos - paxosBefore)) / idleSeconds,
+  };
+}
+
+// ---------------------------------------------------------------- main
+
+const cells = option("cells", 2000);
+const rounds = option("rounds", 20);
+const idleCount = option("idle-nodes", 100_000);
+const floors = { fsyncUs: Math.round(fsyncFloorUs()), loopbackRttUs: Math.round(await loopbackRttUs()) };
+if (!json)
+  console.log(
+    `machine floors: fsync ${floors.fsyncUs} us, loopback round trip ${floors.loopbackRttUs} us (context only: this benchmark does no I/O)`,
+  );
+const single = cpuPerCommit(cells, rounds, 1);
+const busy = cpuPerCommit(cells, rounds, 8);
+const idle = idleNodes(idleCount);
+const result = {
+  benchmark: "cell",
+  node: process.version,
+  cpu: `${execSync("nproc").toString().trim()} cores`,
+  floors,
+  protocol: { oneRequestPerCell: single, eightRequestsPerCell: busy },
+  idle,
+  targets: {
+    cpuUsPerCommitMax: 20,
+    heapBytesPerIdleNodeMax: 1024,
+    met:
+      busy.cpuUsPerCommit <= 20 &&
+      idle.heapBytesPerNode <= 1024 &&
+      idle.cellTimerFiringsWhileIdle === 0 &&
+      idle.paxosMessagesWhileIdle === 0,
+  },
+};
+if (json) {
+  console.log(JSON.stringify(result));
+} else {
+  const p = (r: typeof single) =>
+    `${r.cells} cells x 7 nodes, ${r.concurrencyPerCell} request(s) per cell per round: ${r.committed} commits, ` +
+    `${r.cpuUsPerCommit.toFixed(2)} us CPU per commit, ${r.messagesPerCommit.toFixed(1)} messages per commit`;
+  console.log(p(single));
+  console.log(p(busy));
+  console.log(
+    `${idle.residentNodes} resident idle nodes: ${idle.heapBytesPerNode} bytes of heap per node; over ${idle.idleSeconds} s idle: ` +
+      `${idle.armedCellTimers} armed cell timers, ${idle.cellTimerFiringsWhileIdle} cell timer firings, ${idle.paxosMessagesWhileIdle} cell messages, ` +
+      `${idle.serverHeartbeatsPerSecond} server heartbeats/s (per server pair, independent of cells)`,
+  );
+  console.log(`targets met: ${result.targets.met ? "yes" : "NO"}`);
+}
