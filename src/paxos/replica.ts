@@ -795,7 +795,7 @@ export class Replica<C, R> {
       let tags: number[] | null = null;
       if (value === null && slot <= p.maxReportedSlot) value = { kind: "noop", stampMs: nowMs };
       if (value === null) {
-        const batch = this.takeBatch(nowMs);
+        const batch = this.takeBatch(nowMs, p.ballot);
         if (batch !== null) {
           value = batch.value;
           tags = batch.tags;
@@ -810,7 +810,7 @@ export class Replica<C, R> {
     }
   }
 
-  private takeBatch(nowMs: number): { value: LogValue<C>; tags: number[] } | null {
+  private takeBatch(nowMs: number, ballot: Ballot): { value: LogValue<C>; tags: number[] } | null {
     const pending = this.pending;
     if (pending === null || pending.length === 0) return null;
     const head = pending[0] as Pending<C>;
@@ -834,7 +834,7 @@ export class Replica<C, R> {
     }
     if (taken === pending.length) this.pending = null;
     else pending.splice(0, taken);
-    return { value: { kind: "commands", stampMs: nowMs, commands }, tags };
+    return { value: { kind: "commands", stampMs: nowMs, stampBallot: ballot, commands }, tags };
   }
 
   private proposeAt(
@@ -1329,7 +1329,7 @@ export class Replica<C, R> {
               return;
             }
           }
-          const context = { index: slot, stampMs: value.stampMs };
+          const context = { index: slot, stampMs: value.stampMs, stampBallot: value.stampBallot };
           const commands = value.commands;
           for (let i = 0; i < commands.length; i++) {
             const result = this.machine.apply(commands[i] as C, context);

@@ -7,6 +7,8 @@ export interface ApplyContext {
   readonly index: number;
   /** The proposer's clock reading stamped into the entry (ms). Never the local clock. */
   readonly stampMs: number;
+  /** The ballot the stamp was taken under; stamps of different ballots come from different clocks. */
+  readonly stampBallot: number;
 }
 
 export interface StateMachine<C, R> {

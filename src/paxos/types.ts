@@ -10,7 +10,17 @@ export interface MembershipChange {
 
 export type LogValue<C> =
   | { readonly kind: "noop"; readonly stampMs: number }
-  | { readonly kind: "commands"; readonly stampMs: number; readonly commands: readonly C[] }
+  | {
+      readonly kind: "commands";
+      /** The proposer's clock reading when it proposed the batch. */
+      readonly stampMs: number;
+      /**
+       * The ballot it proposed under: stamps are comparable only within one ballot (one clock,
+       * one leadership), so the cell measures elapsed time only between entries of one ballot.
+       */
+      readonly stampBallot: number;
+      readonly commands: readonly C[];
+    }
   | { readonly kind: "reconfigure"; readonly stampMs: number; readonly change: MembershipChange };
 
 /** One membership of the cell, governing the slots from `fromSlot` until the next one. */

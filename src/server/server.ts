@@ -113,6 +113,8 @@ export interface ServerStatus {
 }
 
 const forwardingPointersMax = 100_000;
+/** Distinct node ids shared between cells (there are few servers and small incarnations). */
+const internedNodeIdsMax = 1_000_000;
 const stalledCellsMax = 1_000;
 
 export class Server {
@@ -127,6 +129,7 @@ export class Server {
   private readonly nodes = new Map<CellKey, HostedNode>();
   private readonly pointers = new Map<CellKey, ForwardingPointer>();
   private readonly stalled = new Set<CellKey>();
+  private readonly nodeIds = new Map<string, NodeId>();
   private readonly out = new Output<Command, CommandResult>();
   private readonly requests = new Map<number, PendingRequest>();
   private nextTag = 1;
@@ -187,12 +190,13 @@ export class Server {
 
   /** Create this server's founding node of a new cell (a no-op if this server is not a member). */
   createCell(cellKey: CellKey, members: readonly NodeId[]): void {
-    const self = members.find((m) => m.serverId === this.serverId);
+    const interned = members.map((m) => this.intern(m));
+    const self = interned.find((m) => m.serverId === this.serverId);
     if (self === undefined || this.nodes.has(cellKey)) return;
     const machine = new CellMachine();
     const replica = Replica.create(
       { cellKey, node: self, machine, env: this.env },
-      initialMembership(members),
+      initialMembership(interned),
       this.out,
     );
     this.adopt(cellKey, replica, machine);
@@ -684,6 +688,16 @@ export class Server {
   }
 
   // ------------------------------------------------------------------ residency
+
+  /** One shared object per node id: resident cells would otherwise each hold copies. */
+  private intern(node: NodeId): NodeId {
+    const key = `${node.serverId}#${node.incarnation}`;
+    const known = this.nodeIds.get(key);
+    if (known !== undefined) return known;
+    const copy: NodeId = { serverId: node.serverId, incarnation: node.incarnation };
+    if (this.nodeIds.size < internedNodeIdsMax) this.nodeIds.set(key, copy);
+    return copy;
+  }
 
   /** The cell's node, loading it from storage the first time the cell is touched. */
   private resident(cellKey: CellKey): HostedNode | null {
