@@ -543,6 +543,11 @@ export class Server {
       this.respond(client, id, cellKey, { type: "error", code: "invalid", message: keyProblem });
       return;
     }
+    const shapeProblem = requestShapeProblem(body);
+    if (shapeProblem !== null) {
+      this.respond(client, id, cellKey, { type: "error", code: "invalid", message: shapeProblem });
+      return;
+    }
     const node = this.resident(cellKey);
     if (node === null) {
       this.respondNoNode(client, id, cellKey);
@@ -757,3 +762,51 @@ export class Server {
 }
 
 export type { MembershipChange };
+
+const requestTypes = new Set(["command", "read", "change", "describe"]);
+
+/** What is structurally wrong with a request body that did not come from our own client, or null. */
+function requestShapeProblem(body: unknown): string | null {
+  if (typeof body !== "object" || body === null) return "a request needs a body object";
+  const type = (body as { type?: unknown }).type;
+  if (typeof type !== "string" || !requestTypes.has(type)) {
+    return `unknown request type ${JSON.stringify(type)}; expected one of ${[...requestTypes].join(", ")}`;
+  }
+  if (type === "read") {
+    const read = body as { consistency?: unknown; txn?: unknown; watermark?: unknown };
+    if (read.consistency !== "linearizable" && read.consistency !== "eventual") {
+      return `read consistency must be "linearizable" or "eventual", got ${JSON.stringify(read.consistency)}`;
+    }
+    if (typeof read.txn !== "object" || read.txn === null) return "a read needs a transaction";
+    if (read.consistency === "eventual" && (typeof read.watermark !== "number" || !(read.watermark >= 0))) {
+      return "an eventual read needs a watermark (a log index, 0 or more)";
+    }
+  }
+  if (
+    type === "command" &&
+    (typeof (body as { command?: unknown }).command !== "object" ||
+      (body as { command?: unknown }).command === null)
+  ) {
+    return "a command request needs a command";
+  }
+  if (type === "change") {
+    const change = (body as { change?: unknown }).change as
+      | { add?: unknown; remove?: unknown }
+      | null
+      | undefined;
+    if (typeof change !== "object" || change === null) return "a change request needs a membership change";
+    if (change.add !== null && (typeof change.add !== "string" || change.add.length === 0)) {
+      return "a membership change's add must be a server id or null";
+    }
+    const remove = change.remove as { serverId?: unknown; incarnation?: unknown } | null;
+    if (
+      remove !== null &&
+      (typeof remove !== "object" ||
+        typeof remove.serverId !== "string" ||
+        !Number.isSafeInteger(remove.incarnation))
+    ) {
+      return "a membership change's remove must be a node id {serverId, incarnation} or null";
+    }
+  }
+  return null;
+}

@@ -1,0 +1,154 @@
+import { describe, expect, it } from "vitest";
+import type { Command } from "../cell/index.ts";
+import { Prng, type Scheduler, type TimerHandle } from "../core/index.ts";
+import { MemoryStorage, type StorageBatch } from "../storage/index.ts";
+import type { TransportPort } from "../transport/index.ts";
+import { Server, type ServerMessage } from "./server.ts";
+
+class RecordingStorage extends MemoryStorage<Command> {
+  readonly written: StorageBatch<Command>[] = [];
+  override write(batch: StorageBatch<Command>, done: (error: Error | null) => void): void {
+    this.written.push(batch);
+    super.write(batch, done);
+  }
+}
+
+class Recorder implements TransportPort<ServerMessage> {
+  readonly address = "s1";
+  readonly sent: { to: string; message: ServerMessage }[] = [];
+  handler: ((from: string, message: ServerMessage) => void) | null = null;
+  send(to: string, message: ServerMessage): void {
+    this.sent.push({ to, message });
+  }
+  flush(): void {}
+  onMessage(handler: (from: string, message: ServerMessage) => void): void {
+    this.handler = handler;
+  }
+}
+
+class Manual implements Scheduler {
+  now = 0;
+  deferred: (() => void)[] = [];
+  nowMs(): number {
+    return this.now;
+  }
+  setTimer(): TimerHandle {
+    return { id: 0 };
+  }
+  clearTimer(): void {}
+  defer(callback: () => void): void {
+    this.deferred.push(callback);
+  }
+  run(): void {
+    while (this.deferred.length > 0) (this.deferred.shift() as () => void)();
+  }
+}
+
+const members = Array.from({ length: 7 }, (_, i) => ({ serverId: `s${i + 1}`, incarnation: i + 1 }));
+
+function setup() {
+  const storage = new RecordingStorage();
+  const transport = new Recorder();
+  const scheduler = new Manual();
+  const server = new Server({
+    serverId: "s1",
+    peers: ["s2"],
+    storage,
+    transport,
+    scheduler,
+    random: new Prng(1),
+  });
+  return { storage, transport, scheduler, server };
+}
+
+describe("server", () => {
+  it("writes every cell touched in one turn in one storage batch", () => {
+    const { storage, scheduler, server } = setup();
+    for (let i = 0; i < 50; i++) server.createCell(`vol-${i}`, members);
+    scheduler.run();
+    expect(storage.written.length).toBe(1);
+    expect(storage.written[0]?.writes.length).toBe(50);
+    expect(storage.hostedCells().length).toBe(50);
+  });
+
+  it("loads a node from storage the first time its cell is touched after a restart", () => {
+    const { storage, scheduler, server } = setup();
+    server.createCell("vol-a", members);
+    scheduler.run();
+    server.stop();
+    const transport = new Recorder();
+    const restarted = new Server({
+      serverId: "s1",
+      peers: [],
+      storage,
+      transport,
+      scheduler,
+      random: new Prng(2),
+    });
+    expect(restarted.status().residentNodes).toBe(0);
+    transport.handler?.("c1", { kind: "request", id: 1, cellKey: "vol-a", body: { type: "describe" } });
+    scheduler.run();
+    expect(restarted.status().residentNodes).toBe(1);
+    const answer = transport.sent.find((s) => s.to === "c1")?.message;
+    expect(answer?.kind === "response" && answer.body.type).toBe("status");
+  });
+
+  it("answers bad input with clear errors and never throws", () => {
+    const { transport, scheduler, server } = setup();
+    server.createCell("vol-a", members);
+    scheduler.run();
+    const ask = (id: number, cellKey: string, body: unknown) =>
+      transport.handler?.("c1", { kind: "request", id, cellKey, body } as ServerMessage);
+    ask(1, "", { type: "describe" });
+    ask(2, "vol-missing", { type: "describe" });
+    ask(3, "vol-a", {
+      type: "command",
+      leaderUnresponsive: false,
+      command: {
+        version: 1,
+        session: 1,
+        seq: 1,
+        newSession: true,
+        op: { type: "txn", txn: { conditions: [], reads: [], writes: [] } },
+      },
+    });
+    ask(4, "vol-a", {
+      type: "read",
+      consistency: "eventual",
+      txn: { conditions: [], reads: ["x"], writes: [{ item: "x", op: "delete" }] },
+      watermark: 0,
+    });
+    ask(5, "vol-a", {
+      type: "read",
+      consistency: "eventual",
+      txn: { conditions: [], reads: ["x"], writes: [] },
+      watermark: 99,
+    });
+    ask(6, "vol-a", null);
+    ask(7, "vol-a", { type: "launch-missiles" });
+    scheduler.run();
+    const answers = new Map(
+      transport.sent
+        .filter((s) => s.message.kind === "response")
+        .map((s) => [(s.message as { id: number }).id, s.message]),
+    );
+    const body = (id: number) =>
+      (answers.get(id) as { body: { type: string; code?: string; message?: string } }).body;
+    expect(body(1)).toMatchObject({ type: "error", code: "invalid" });
+    expect(body(2)).toMatchObject({ type: "error", code: "unknown_cell" });
+    expect(body(3)).toMatchObject({ type: "error", code: "invalid" });
+    expect(body(3).message).toMatch(/no conditions, no reads and no writes/);
+    expect(body(4)).toMatchObject({ type: "error", code: "invalid" });
+    expect(body(5)).toMatchObject({ type: "error", code: "behind" });
+    expect(body(6)).toMatchObject({ type: "error", code: "invalid" });
+    expect(body(7).message).toMatch(/unknown request type "launch-missiles"/);
+  });
+
+  it("sends one failure-detector heartbeat per peer per interval and nothing per cell while idle", () => {
+    const { transport, scheduler, server } = setup();
+    for (let i = 0; i < 100; i++) server.createCell(`vol-${i}`, members);
+    scheduler.run();
+    expect(transport.sent.filter((s) => s.message.kind === "paxos").length).toBe(0);
+    expect(server.status().armedTimers).toBe(0);
+  });
+});
