@@ -294,3 +294,37 @@ describe("the checkers bite", () => {
     expect(s.check()).toEqual([]);
   });
 });
+
+describe("scenarios: leadership and reads", () => {
+  it("leader transfer hands the cell to the chosen node", () => {
+    const s = new Scenario({ seed: 14 }).cell("vol-1");
+    s.put("vol-1", "x", bytes("1"));
+    const leader = s.leader("vol-1") as string;
+    const target = s.members("vol-1").find((m) => m.serverId !== leader);
+    expect(target).toBeDefined();
+    expect(s.world.server(leader).transferLeadership("vol-1", target!)).toBe(true);
+    s.run(500);
+    expect(s.leader("vol-1")).toBe(target!.serverId);
+    expect(s.put("vol-1", "x", bytes("2")).output?.status).toBe("committed");
+    expect(s.check()).toEqual([]);
+  });
+
+  it("eventual reads never go back in a session, even when the nearest node lags", () => {
+    const s = new Scenario({ seed: 15 }).cell("vol-1");
+    s.put("vol-1", "n", 1n);
+    s.run(100);
+    // Cut s7 off so it lags, then write more through the others.
+    s.partition(["s7"], ["s1", "s2", "s3", "s4", "s5", "s6"]);
+    for (let i = 0; i < 5; i++) s.add("vol-1", "n", 1n);
+    const seen: bigint[] = [];
+    for (let i = 0; i < 20; i++) {
+      const value = s.get("vol-1", "n", "eventual");
+      if (typeof value === "bigint") seen.push(value);
+    }
+    expect(seen.length).toBe(20);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]! >= seen[i - 1]!).toBe(true);
+    expect(seen.every((v) => v === 6n)).toBe(true);
+    s.heal();
+    expect(s.check()).toEqual([]);
+  });
+});
