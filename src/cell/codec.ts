@@ -272,8 +272,9 @@ export function writeValue(writer: ByteWriter, value: Value): void {
 }
 
 function writeBigintField(writer: ByteWriter, value: bigint, what: string): void {
-  if (typeof value !== "bigint")
+  if (typeof value !== "bigint") {
     throw new RangeError(`cannot encode ${what}: ${typeof value} is not a bigint`);
+  }
   writeInteger(writer, value);
 }
 
@@ -345,8 +346,9 @@ export function encodeCommand(command: Command): Uint8Array {
         : `this build writes operations of version ${OPERATION_FORMAT_VERSION} only, not ${command.version}`,
     );
   }
-  if (typeof command.newSession !== "boolean")
+  if (typeof command.newSession !== "boolean") {
     throw new RangeError("cannot encode newSession: not a boolean");
+  }
   const op = encodeOperation(command.op);
   const writer = writerFor(op.length + 24);
   writer.uint(command.version).uint(command.session).uint(command.seq).bool(command.newSession).bytes(op);

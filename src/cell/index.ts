@@ -29,6 +29,14 @@ export {
   snapshotFormat,
   stampMsMax,
 } from "./machine.ts";
+export {
+  type ClientRequest,
+  type ClientResponse,
+  type ErrorCode,
+  isRetryable,
+  type RequestBody,
+  type ResponseBody,
+} from "./protocol.ts";
 export type {
   Command,
   CommandResult,

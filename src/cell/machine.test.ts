@@ -25,7 +25,7 @@ class Cell {
 
   send(
     op: Operation,
-    options: { session?: number; seq?: number; newSession?: boolean; stampMs?: number } = {},
+    options: { session?: number; seq?: number; newSession?: boolean; stampMs?: number; ballot?: number } = {},
   ) {
     const session = options.session ?? 1;
     const seq = options.seq ?? (this.seqs.get(session) ?? 0) + 1;
@@ -37,9 +37,11 @@ class Cell {
       newSession: options.newSession ?? seq === 1,
       op,
     };
+    // Ballot 0 (entries that carry none): the cell's time follows the largest stamp.
     const result = this.machine.apply(command, {
       index: ++this.index,
       stampMs: options.stampMs ?? this.nowMs,
+      stampBallot: options.ballot ?? 0,
     });
     this.machine.checkInvariants();
     return result;
@@ -570,7 +572,7 @@ describe("leases", () => {
       holder: "a",
       expiresAtMs: 1_100,
     });
-    expect(cell.machine.lastStampMs).toBe(1_000);
+    expect(cell.machine.timeMs).toBe(1_000);
     expect(cell.lease(renew("a", 50), { stampMs: 10 })).toMatchObject({ expiresAtMs: 1_050 });
     cell.lease(acquire("c"), { stampMs: 1_200 });
     // Once time reached 1200, an old stamp cannot resurrect a's lease.
@@ -578,19 +580,71 @@ describe("leases", () => {
     expect(cell.machine.readLease("L")).toMatchObject({ holder: "c", expiresAtMs: 1_300 });
   });
 
-  it("ignores non-finite stamps and clamps huge ones", () => {
+  it("ignores stamps that are no clock reading and clamps huge ones", () => {
     const cell = new Cell();
-    cell.lease(acquire("a"), { stampMs: Number.NaN });
-    expect(cell.machine.lastStampMs).toBe(0);
-    cell.lease(acquire("a"), { stampMs: Number.POSITIVE_INFINITY });
-    expect(cell.machine.lastStampMs).toBe(0);
+    for (const stampMs of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -5]) {
+      cell.lease(acquire("a"), { stampMs });
+      expect(cell.machine.timeMs).toBe(0);
+    }
+    cell.lease(acquire("a"), { stampMs: 7.9 });
+    expect(cell.machine.timeMs).toBe(7);
     cell.lease(acquire("a", 600_000), { stampMs: 2 ** 60 });
-    expect(cell.machine.lastStampMs).toBe(stampMsMax);
+    expect(cell.machine.timeMs).toBe(stampMsMax);
     expect(cell.machine.readLease("L")?.expiresAtMs).toBe(stampMsMax + 600_000);
     expect(Number.isSafeInteger(stampMsMax + limits.leaseDurationMsMax + limits.sessionRetentionMs)).toBe(
       true,
     );
     cell.machine.restore(cell.machine.snapshot());
+  });
+
+  it("measures time only between entries of one ballot: a new proposer's clock offset is not time", () => {
+    const cell = new Cell();
+    // Ballot 7's clock: the first entry only sets where measuring starts.
+    cell.lease(acquire("a", 1_000), { stampMs: 50_000, ballot: 7 });
+    expect(cell.machine.timeMs).toBe(0);
+    expect(cell.machine.readLease("L")).toMatchObject({ expiresAtMs: 1_000, token: 1n });
+    cell.lease(acquire("a", 1_000), { stampMs: 50_400, ballot: 7 });
+    expect(cell.machine.timeMs).toBe(400);
+    // A new leader whose clock is an hour ahead: no time passes at the change of ballot.
+    expect(cell.lease(acquire("b"), { stampMs: 3_650_000, ballot: 9 })).toEqual({
+      status: "held",
+      holder: "a",
+      expiresAtMs: 1_400,
+    });
+    expect(cell.machine.timeMs).toBe(400);
+    // Then its own clock measures elapsed time.
+    expect(cell.lease(acquire("b"), { stampMs: 3_651_000, ballot: 9 })).toMatchObject({
+      status: "granted",
+      holder: "b",
+      token: 2n,
+      expiresAtMs: 1_500,
+    });
+    expect(cell.machine.timeMs).toBe(1_400);
+  });
+
+  it("lets neither a leader whose clock is behind nor a re-proposed old entry move time back", () => {
+    const cell = new Cell();
+    cell.lease(acquire("a", 1_000), { stampMs: 10_000, ballot: 3 });
+    cell.lease(renew("a", 1_000), { stampMs: 10_500, ballot: 3 });
+    expect(cell.machine.timeMs).toBe(500);
+    // A new leader whose clock is behind.
+    cell.lease(renew("a", 1_000), { stampMs: 5_000, ballot: 4 });
+    expect(cell.machine.timeMs).toBe(500);
+    cell.lease(renew("a", 1_000), { stampMs: 5_300, ballot: 4 });
+    expect(cell.machine.timeMs).toBe(800);
+    // An entry of the old ballot, re-proposed by the new leader, then the new leader again.
+    cell.lease(renew("a", 1_000), { stampMs: 10_600, ballot: 3 });
+    expect(cell.machine.timeMs).toBe(800);
+    cell.lease(renew("a", 1_000), { stampMs: 5_400, ballot: 4 });
+    expect(cell.machine.timeMs).toBe(800);
+    cell.lease(renew("a", 1_000), { stampMs: 5_450, ballot: 4 });
+    expect(cell.machine.timeMs).toBe(850);
+    // Within a ballot, a clock that steps back stops time until it passes its old reading.
+    cell.lease(renew("a", 1_000), { stampMs: 5_000, ballot: 4 });
+    cell.lease(renew("a", 1_000), { stampMs: 5_460, ballot: 4 });
+    expect(cell.machine.timeMs).toBe(860);
+    expect(cell.machine.stampBallotLast).toBe(4);
+    expect(cell.machine.stampLastMs).toBe(5_460);
   });
 
   it("rejects a grant that would overfill the cell, but extends a held lease", () => {
@@ -745,7 +799,7 @@ describe("sessions", () => {
     replay.restore(before);
     replay.apply(
       { version: 1, session: 1, seq: 1, newSession: false, op: put("zz") },
-      { index: 0, stampMs: at },
+      { index: 0, stampMs: at, stampBallot: 0 },
     );
     expect(cell.machine.snapshot()).toEqual(replay.snapshot());
   });
@@ -820,7 +874,7 @@ describe("versions", () => {
     expect(reason).toContain("version 2");
     expect(reason).toContain("version 1");
     expect(machine.unsupported({ ...command, version: 1 })).toBeNull();
-    const result = machine.apply(command, { index: 1, stampMs: 5 });
+    const result = machine.apply(command, { index: 1, stampMs: 5, stampBallot: 0 });
     expect(result).toMatchObject({ kind: "txn", result: { status: "rejected", reason: "invalid" } });
     expect(machine.sessionCount).toBe(0);
   });
@@ -878,9 +932,10 @@ describe("snapshots", () => {
   });
 
   it("rejects items out of order", () => {
-    // format, time 0, token 0n, 2 items: "b" = false, "a" = false, 0 leases, 0 sessions.
-    const unordered = bytes(1, 0, 0, 0, 2, 1, 0x62, 0, 1, 0x61, 0, 0, 0);
-    const ordered = bytes(1, 0, 0, 0, 2, 1, 0x61, 0, 1, 0x62, 0, 0, 0);
+    // format, time 0, stamp 0, ballot 0, token 0n, 2 items: "b" = false, "a" = false, 0 leases,
+    // 0 sessions.
+    const unordered = bytes(1, 0, 0, 0, 0, 0, 2, 1, 0x62, 0, 1, 0x61, 0, 0, 0);
+    const ordered = bytes(1, 0, 0, 0, 0, 0, 2, 1, 0x61, 0, 1, 0x62, 0, 0, 0);
     const machine = new CellMachine();
     expect(() => machine.restore(unordered)).toThrow(DecodeError);
     machine.restore(ordered);
@@ -890,7 +945,7 @@ describe("snapshots", () => {
 
   it("rejects a cell over its byte limit", () => {
     const machine = new CellMachine();
-    const writer: number[] = [1, 0, 0, 0];
+    const writer: number[] = [1, 0, 0, 0, 0, 0];
     const count = 17;
     writer.push(count);
     for (let i = 0; i < count; i++) {
@@ -912,8 +967,8 @@ describe("snapshots", () => {
       newSession: true,
       op: { type: "lease", lease: { op: "acquire", name: "y", holder: "h2", durationMs: 1_000 } },
     };
-    const a: CommandResult = cell.machine.apply(retry, { index: 99, stampMs: 1_500 });
-    const b: CommandResult = copy.apply(retry, { index: 99, stampMs: 1_500 });
+    const a: CommandResult = cell.machine.apply(retry, { index: 99, stampMs: 1_500, stampBallot: 0 });
+    const b: CommandResult = copy.apply(retry, { index: 99, stampMs: 1_500, stampBallot: 0 });
     expect(b).toEqual(a);
     expect(a).toMatchObject({ kind: "lease", result: { status: "granted" } });
   });

@@ -5,7 +5,7 @@
  * docs/cell-semantics.md specifies every case.
  */
 import { assert, ByteReader, bytesEqual, DecodeError, hashBytes, limits } from "../core/index.ts";
-import type { ApplyContext, StateMachine } from "../paxos/state-machine.ts";
+import type { ApplyContext, StateMachine } from "../paxos/index.ts";
 import {
   commandBytes,
   magnitudeBytes,
@@ -46,8 +46,8 @@ import {
 } from "./validate.ts";
 
 /**
- * Largest stamp the cell keeps (2^52 ms, about 142,000 years after 1970). Later or non-finite
- * stamps are clamped, so that stamp + lease duration and stamp + session retention stay exact.
+ * Largest stamp and cell time (2^52 ms, about 142,000 years). Later stamps are clamped, so that
+ * time + lease duration and time + session retention stay exact integers.
  */
 export const stampMsMax = 2 ** 52;
 /** Bytes a lease counts in the cell's size beside its name and holder (expiry and token). */
@@ -101,8 +101,16 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
   private bytes = 0;
   /** The last fencing token granted (0n before the first grant). */
   private tokenLast = 0n;
-  /** The cell's time: the largest stamp applied so far (stamps are clamped to never go back). */
+  /**
+   * The cell's time (ms): what leases and sessions are measured against. It advances by the
+   * stamped time elapsed between entries of one ballot (one proposer's clock), never goes back,
+   * and stands still when the ballot changes: clocks of different servers are never compared.
+   */
+  private time = 0;
+  /** The largest stamp seen since the ballot last changed. */
   private stampLast = 0;
+  /** The ballot of the last entry applied (0 before the first, and for entries without one). */
+  private ballotLast = 0;
 
   // ---- StateMachine
 
@@ -112,7 +120,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
   }
 
   apply(command: Command, context: ApplyContext): CommandResult {
-    const now = this.advanceClock(context.stampMs);
+    const now = this.advanceClock(context.stampMs, context.stampBallot);
     const envelopeProblem = validateEnvelope(command);
     if (envelopeProblem !== null) return invalid(isLeaseCommand(command), envelopeProblem);
 
@@ -144,14 +152,14 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
 
   /**
    * Layout (all integers as canonical varints, bigints sign + magnitude):
-   * format byte, lastStampMs, leaseTokenLast,
+   * format byte, timeMs, stampLastMs, stampBallotLast, leaseTokenLast,
    * item count, then (key, value) by ascending key (UTF-16 code unit order),
    * lease count, then (name, holder, expiresAtMs, token) by ascending name,
    * session count, then (session, seq, lastUsedMs, stored result) by ascending session.
    */
   snapshot(): Uint8Array {
     const writer = writerFor(this.bytes + 64 + this.sessions.size * 32);
-    writer.byte(snapshotFormat).uint(this.stampLast);
+    writer.byte(snapshotFormat).uint(this.time).uint(this.stampLast).uint(this.ballotLast);
     writeInteger(writer, this.tokenLast);
     const keys = [...this.items.keys()].sort();
     writer.uint(keys.length);
@@ -187,8 +195,12 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
         `snapshot format ${format} is not supported: this build reads format ${snapshotFormat}`,
       );
     }
+    const time = reader.uint();
     const stampLast = reader.uint();
-    if (stampLast > stampMsMax) throw new DecodeError(`snapshot time ${stampLast} exceeds ${stampMsMax}`);
+    const ballotLast = reader.uint();
+    if (time > stampMsMax || stampLast > stampMsMax) {
+      throw new DecodeError(`snapshot time ${time} or stamp ${stampLast} exceeds ${stampMsMax}`);
+    }
     const tokenLast = readInteger(reader, leaseTokenBytesMax);
     if (tokenLast < 0n) throw new DecodeError("snapshot lease token counter is negative");
 
@@ -199,8 +211,9 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     for (let i = 0; i < itemCount; i++) {
       const key = reader.string(limits.itemKeyBytesMax);
       if (key.length === 0) throw new DecodeError("snapshot holds an empty item key");
-      if (previous !== null && !(previous < key))
+      if (previous !== null && !(previous < key)) {
         throw new DecodeError("snapshot items are not in ascending key order");
+      }
       const value = readValue(reader, limits.itemValueBytesMax);
       items.set(key, value);
       bytes += itemBytes(key, value);
@@ -214,12 +227,14 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     for (let i = 0; i < leaseCount; i++) {
       const name = reader.string(limits.leaseNameBytesMax);
       const holder = reader.string(limits.leaseNameBytesMax);
-      if (name.length === 0 || holder.length === 0)
+      if (name.length === 0 || holder.length === 0) {
         throw new DecodeError("snapshot holds an empty lease name or holder");
-      if (previous !== null && !(previous < name))
+      }
+      if (previous !== null && !(previous < name)) {
         throw new DecodeError("snapshot leases are not in ascending name order");
+      }
       const expiresAtMs = reader.uint();
-      if (expiresAtMs > stampLast + limits.leaseDurationMsMax) {
+      if (expiresAtMs > time + limits.leaseDurationMsMax) {
         throw new DecodeError(`snapshot lease expiry ${expiresAtMs} is later than any grant could set`);
       }
       const token = readInteger(reader, leaseTokenBytesMax);
@@ -251,8 +266,9 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
       const seq = reader.uint();
       if (seq < 1) throw new DecodeError("snapshot session has sequence number 0");
       const lastUsedMs = reader.uint();
-      if (lastUsedMs > stampLast)
+      if (lastUsedMs > time) {
         throw new DecodeError("snapshot session was used after the snapshot's time");
+      }
       const result = readResult(reader);
       if (result.kind !== "txn" && result.kind !== "lease") {
         throw new DecodeError(`snapshot session holds a ${result.kind} result, which is never stored`);
@@ -270,7 +286,9 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     this.sessions = sessions;
     this.bytes = bytes;
     this.tokenLast = tokenLast;
+    this.time = time;
     this.stampLast = stampLast;
+    this.ballotLast = ballotLast;
   }
 
   // ---- reads outside the log
@@ -332,8 +350,18 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
   }
 
   /** The cell's time: the largest stamp applied so far. */
-  get lastStampMs(): number {
+  get timeMs(): number {
+    return this.time;
+  }
+
+  /** The largest stamp seen since the ballot last changed. */
+  get stampLastMs(): number {
     return this.stampLast;
+  }
+
+  /** The ballot of the last entry applied (0 before the first, or when entries carry none). */
+  get stampBallotLast(): number {
+    return this.ballotLast;
   }
 
   /** The last fencing token granted (0n before the first grant). */
@@ -368,23 +396,41 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     assert(bytes <= limits.cellBytesMax, () => `cell of ${bytes} bytes exceeds ${limits.cellBytesMax}`);
     assert(this.sessions.size <= limits.sessionsPerCellMax, "too many sessions");
     for (const [session, entry] of this.sessions) {
-      assert(entry.lastUsedMs <= this.stampLast, () => `session ${session} used in the future`);
+      assert(entry.lastUsedMs <= this.time, () => `session ${session} used in the future`);
       assert(entry.result.kind === "txn" || entry.result.kind === "lease", "stored result of a wrong kind");
       assert(
         resultToStore(entry.result) === entry.result,
         () => `session ${session} keeps reads that do not fit`,
       );
     }
-    assert(this.stampLast <= stampMsMax, "cell time beyond stampMsMax");
+    assert(this.time <= stampMsMax && this.stampLast <= stampMsMax, "cell time beyond stampMsMax");
   }
 
   // ---- execution
 
-  private advanceClock(stampMs: number): number {
-    let stamp = typeof stampMs === "number" && Number.isFinite(stampMs) ? Math.floor(stampMs) : 0;
-    if (stamp > stampMsMax) stamp = stampMsMax;
-    if (stamp > this.stampLast) this.stampLast = stamp;
-    return this.stampLast;
+  /**
+   * Moves the cell's time by the stamped time elapsed since the previous entry of the same
+   * ballot. A stamp that goes back moves nothing (and is forgotten: time goes on from the
+   * largest stamp). A new ballot moves nothing and starts measuring from its own stamp. A stamp
+   * that is not a finite number >= 0 is no reading: it changes nothing. Fractions are rounded
+   * down; stamps above stampMsMax count as stampMsMax.
+   */
+  private advanceClock(stampMs: number, stampBallot: number | undefined): number {
+    if (typeof stampMs !== "number" || !(stampMs >= 0) || stampMs === Number.POSITIVE_INFINITY)
+      return this.time;
+    const stamp = Math.min(Math.floor(stampMs), stampMsMax);
+    const ballot =
+      typeof stampBallot === "number" && Number.isSafeInteger(stampBallot) && stampBallot > 0
+        ? stampBallot
+        : 0;
+    if (ballot !== this.ballotLast) {
+      this.ballotLast = ballot;
+      this.stampLast = stamp;
+    } else if (stamp > this.stampLast) {
+      this.time = Math.min(stampMsMax, this.time + (stamp - this.stampLast));
+      this.stampLast = stamp;
+    }
+    return this.time;
   }
 
   /** Evicts the least recently used session if it has been idle for sessionRetentionMs. */
@@ -577,8 +623,9 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
 function readCount(reader: ByteReader, what: string): number {
   const count = reader.uint();
   // Every entry takes at least two bytes.
-  if (count > reader.remaining)
+  if (count > reader.remaining) {
     throw new DecodeError(`snapshot ${what} count ${count} exceeds the remaining input`);
+  }
   return count;
 }
 
@@ -602,8 +649,9 @@ function isLeaseCommand(command: unknown): boolean {
 }
 
 function invalid(lease: boolean, problem: CommandProblem): CommandResult {
-  if (lease)
+  if (lease) {
     return { kind: "lease", result: { status: "rejected", reason: "invalid", detail: problem.message } };
+  }
   return { kind: "txn", result: invalidTxn(problem) };
 }
 

@@ -96,8 +96,9 @@ export function validateCommand(command: Command): CommandProblem | null {
  * cannot be recorded in a session: apply rejects it and changes nothing.
  */
 export function validateEnvelope(command: Command): CommandProblem | null {
-  if (!isObject(command))
+  if (!isObject(command)) {
     return problem("malformed", `a command must be an object, not ${describe(command)}`);
+  }
   const version = unsupportedVersionReason(command.version);
   if (version !== null) return problem("unsupported_version", version);
   if (!isPositiveSafeInteger(command.session)) {
@@ -189,8 +190,9 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
       case "missing":
         break;
       case "equals":
-        if (!valueOk(condition.value))
+        if (!valueOk(condition.value)) {
           return valueFailure(condition.value, `conditions[${i}] (equals ${quote(key)})`, key);
+        }
         break;
       case "lt":
       case "le":
@@ -241,8 +243,9 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
 
   for (let i = 0; i < writes.length; i++) {
     const write: unknown = writes[i];
-    if (!isObject(write))
+    if (!isObject(write)) {
       return problem("malformed", `writes[${i}] must be an object, not ${describe(write)}`);
+    }
     const key = write.item;
     if (!keyOk(key)) return keyFailure(key, `writes[${i}]`);
     switch (write.op) {
@@ -392,8 +395,9 @@ function checkValue(value: unknown, what: string, item: string | null): CommandP
 }
 
 export function validateLease(lease: LeaseOp): CommandProblem | null {
-  if (!isObject(lease))
+  if (!isObject(lease)) {
     return problem("malformed", `the lease operation must be an object, not ${describe(lease)}`);
+  }
   const op = lease.op;
   if (op !== "acquire" && op !== "renew" && op !== "release") {
     return problem("unknown_operation", `lease op ${show(op)} is unknown; use acquire, renew or release`);
