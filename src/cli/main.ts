@@ -4,8 +4,7 @@
  * real adapters. Exit codes: 0 success, 1 a check failed (violations), 2 bad usage.
  */
 import { Command, InvalidArgumentError } from "commander";
-import { explore, scenarios } from "../sim/explorer.ts";
-import { type FaultMix, formatReport, runSimulation } from "../sim/run.ts";
+import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
 
 export const exitCodes = { ok: 0, checkFailed: 1, usage: 2 } as const;
 

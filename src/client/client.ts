@@ -5,6 +5,7 @@
  * Written against the transport and scheduler ports: the simulator runs this very code.
  */
 
+import type { ClientRequest, ClientResponse, RequestBody, ResponseBody } from "../cell/index.ts";
 import {
   type Command,
   type CommandResult,
@@ -16,7 +17,6 @@ import {
   type TxnResult,
   type Value,
 } from "../cell/index.ts";
-import type { ClientRequest, ClientResponse, RequestBody, ResponseBody } from "../cell/protocol.ts";
 import {
   type Address,
   type CellKey,

@@ -9,6 +9,7 @@
  * the simulator runs this very code.
  */
 
+import type { ClientRequest, ClientResponse, ResponseBody } from "../cell/index.ts";
 import {
   CellMachine,
   type Command,
@@ -17,7 +18,6 @@ import {
   validateCommand,
   validateTransaction,
 } from "../cell/index.ts";
-import type { ClientRequest, ClientResponse, ResponseBody } from "../cell/protocol.ts";
 import {
   type Address,
   type CellKey,

@@ -38,7 +38,7 @@ describe("timer wheel", () => {
   it("after a long idle gap every overdue item comes out once", () => {
     const wheel = new TimerWheel<WheelItem>(5, 4, 0);
     const items = Array.from({ length: 10 }, () => item());
-    items.forEach((it, i) => wheel.schedule(it, i * 7));
+    for (const [i, it] of items.entries()) wheel.schedule(it, i * 7);
     const due = wheel.takeDue(10_000);
     expect(new Set(due).size).toBe(10);
     expect(wheel.size).toBe(0);

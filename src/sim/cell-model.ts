@@ -26,7 +26,7 @@
  * result kept for a retry when it is too large (limits.sessionResultBytesMax).
  */
 
-import type { Condition, ItemRead, Transaction, TxnResult, Value } from "../cell/types.ts";
+import type { Condition, ItemRead, Transaction, TxnResult, Value } from "../cell/index.ts";
 import { assertNever, bytesEqual, toHex } from "../core/index.ts";
 import type { Model } from "./linearizability.ts";
 

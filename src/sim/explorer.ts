@@ -5,6 +5,7 @@
  * least as much depth left are not explored again. After every step the checkers run: one value
  * per slot and identical applied sequences (prefixes) on every node.
  */
+import { limits } from "../core/index.ts";
 import type { PaxosMessage, PlantedBugs } from "../paxos/index.ts";
 import { messageKey, PaxosCluster } from "./paxos-cluster.ts";
 
@@ -283,7 +284,9 @@ export const membershipActivation: ExploreScenario = {
     cluster.deliverWhere("accept", "a", "c", slot(2));
     cluster.deliverWhere("accept", "a", "c", slot(3));
     cluster.deliverWhere("accepted", "c", "a", slot(3)); // Y accepted by a and c
-    // b learns that slot 2 is committed, from whatever a sent it next (heartbeat or padding).
+    // b learns that slot 2 is committed, from whatever a sent it next: the no-op padding the
+    // change, or (if nothing else went out) the commit notice a little later.
+    cluster.advance(limits.commitNoticeDelayMs);
     cluster.deliverWhere(
       "any",
       "a",

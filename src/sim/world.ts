@@ -4,8 +4,8 @@
  * with a seeded random workload and fault schedule and then checks everything.
  */
 
+import type { ClientRequest, ClientResponse } from "../cell/index.ts";
 import { type Command, encodeCommand, type Transaction, type TxnResult } from "../cell/index.ts";
-import type { ClientRequest, ClientResponse } from "../cell/protocol.ts";
 import { type CellResolver, type Consistency, PhysaliaClient } from "../client/index.ts";
 import {
   type Address,
