@@ -210,41 +210,14 @@ export function resultBytes(result: CommandResult): number {
 
 // ---- writing
 
-/**
- * A writer sized for `expectedBytes`. The estimate of a malformed input may be NaN, and
- * ByteWriter never grows from a capacity of 0: fall back to a small positive capacity.
- */
+/** A writer sized for `expectedBytes` (any estimate is fine: the writer grows as needed). */
 export function writerFor(expectedBytes: number): ByteWriter {
-  return new ByteWriter(Number.isSafeInteger(expectedBytes) && expectedBytes > 0 ? expectedBytes : 64);
+  return new ByteWriter(expectedBytes);
 }
 
-const hexDigits = "0123456789abcdef";
-
-/** Same layout as ByteWriter.bigint (sign byte, length, little-endian magnitude), linear time. */
+/** Sign byte, length, little-endian magnitude (ByteWriter.bigint). */
 export function writeInteger(writer: ByteWriter, value: bigint): void {
-  const negative = value < 0n;
-  const magnitude = negative ? -value : value;
-  writer.byte(negative ? 1 : 0);
-  if (magnitude <= 0xffffffffn) {
-    let small = Number(magnitude);
-    const length = magnitudeBytes(magnitude);
-    writer.uint(length);
-    for (let i = 0; i < length; i++) {
-      writer.byte(small & 0xff);
-      small = Math.floor(small / 0x100);
-    }
-    return;
-  }
-  let hex = magnitude.toString(16);
-  if (hex.length % 2 === 1) hex = `0${hex}`;
-  const length = hex.length / 2;
-  const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i++) {
-    // Byte i (little-endian) is the hex pair counted from the end.
-    const at = hex.length - 2 * (i + 1);
-    bytes[i] = (hexDigits.indexOf(hex.charAt(at)) << 4) | hexDigits.indexOf(hex.charAt(at + 1));
-  }
-  writer.bytes(bytes);
+  writer.bigint(value);
 }
 
 /** A length-prefixed UTF-8 string; throws RangeError for text with an unpaired surrogate. */
@@ -443,28 +416,7 @@ export function encodeValue(value: Value): Uint8Array {
 
 /** An integer as written by writeInteger / ByteWriter.bigint, canonical, in linear time. */
 export function readInteger(reader: ByteReader, magnitudeBytesMax: number): bigint {
-  const negative = reader.bool();
-  const bytes = reader.bytes(magnitudeBytesMax);
-  const length = bytes.length;
-  if (length === 0) {
-    if (negative) throw new DecodeError("non-canonical negative zero");
-    return 0n;
-  }
-  if (bytes[length - 1] === 0) throw new DecodeError("non-canonical integer: leading zero byte");
-  let magnitude: bigint;
-  if (length <= 4) {
-    let small = 0;
-    for (let i = length - 1; i >= 0; i--) small = small * 0x100 + (bytes[i] as number);
-    magnitude = BigInt(small);
-  } else {
-    let hex = "0x";
-    for (let i = length - 1; i >= 0; i--) {
-      const b = bytes[i] as number;
-      hex += hexDigits.charAt(b >> 4) + hexDigits.charAt(b & 0xf);
-    }
-    magnitude = BigInt(hex);
-  }
-  return negative ? -magnitude : magnitude;
+  return reader.bigint(magnitudeBytesMax);
 }
 
 /** A value whose byte string and integer magnitude are at most `bytesMax` bytes. */

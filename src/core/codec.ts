@@ -32,12 +32,14 @@ export class ByteWriter {
   private length = 0;
 
   constructor(initialCapacity = 64) {
-    this.buffer = new Uint8Array(initialCapacity);
+    this.buffer = new Uint8Array(
+      Number.isInteger(initialCapacity) && initialCapacity > 0 ? initialCapacity : 16,
+    );
   }
 
   private reserve(extra: number): void {
     if (this.length + extra <= this.buffer.length) return;
-    let capacity = this.buffer.length * 2;
+    let capacity = Math.max(16, this.buffer.length * 2);
     while (capacity < this.length + extra) capacity *= 2;
     const next = new Uint8Array(capacity);
     next.set(this.buffer.subarray(0, this.length));
@@ -73,18 +75,32 @@ export class ByteWriter {
     return this.uint(value >= 0 ? value * 2 : -value * 2 - 1);
   }
 
+  /** Sign byte, then the magnitude as minimal little-endian bytes with a length prefix. Linear in size. */
   bigint(value: bigint): this {
     const negative = value < 0n;
-    let magnitude = negative ? -value : value;
-    const bytes: number[] = [];
-    while (magnitude > 0n) {
-      bytes.push(Number(magnitude & 0xffn));
-      magnitude >>= 8n;
-    }
+    const magnitude = negative ? -value : value;
     this.byte(negative ? 1 : 0);
-    this.uint(bytes.length);
-    this.reserve(bytes.length);
-    for (const b of bytes) this.buffer[this.length++] = b;
+    if (magnitude <= 0xffffffffn) {
+      let small = Number(magnitude);
+      let length = 0;
+      for (let rest = small; rest > 0; rest = Math.floor(rest / 0x100)) length += 1;
+      this.uint(length);
+      this.reserve(length);
+      for (let i = 0; i < length; i++) {
+        this.buffer[this.length++] = small & 0xff;
+        small = Math.floor(small / 0x100);
+      }
+      return this;
+    }
+    let hex = magnitude.toString(16);
+    if (hex.length % 2 === 1) hex = `0${hex}`;
+    const length = hex.length / 2;
+    this.uint(length);
+    this.reserve(length);
+    for (let i = 0; i < length; i++) {
+      const at = hex.length - 2 * (i + 1);
+      this.buffer[this.length++] = Number.parseInt(hex.slice(at, at + 2), 16);
+    }
     return this;
   }
 
@@ -163,15 +179,26 @@ export class ByteReader {
     if (length > maxMagnitudeBytes)
       throw new DecodeError(`integer of ${length} bytes exceeds ${maxMagnitudeBytes}`);
     if (length > this.remaining) throw new DecodeError("truncated integer");
-    let value = 0n;
-    for (let i = length - 1; i >= 0; i--) {
-      value = (value << 8n) | BigInt(this.buffer[this.offset + i] as number);
-    }
-    if (length > 0 && this.buffer[this.offset + length - 1] === 0)
-      throw new DecodeError("non-canonical integer");
+    const start = this.offset;
     this.offset += length;
-    if (negative && value === 0n) throw new DecodeError("non-canonical negative zero");
-    return negative ? -value : value;
+    if (length === 0) {
+      if (negative) throw new DecodeError("non-canonical negative zero");
+      return 0n;
+    }
+    if (this.buffer[start + length - 1] === 0)
+      throw new DecodeError("non-canonical integer: leading zero byte");
+    let magnitude: bigint;
+    if (length <= 4) {
+      let small = 0;
+      for (let i = length - 1; i >= 0; i--) small = small * 0x100 + (this.buffer[start + i] as number);
+      magnitude = BigInt(small);
+    } else {
+      let hex = "0x";
+      for (let i = length - 1; i >= 0; i--)
+        hex += (this.buffer[start + i] as number).toString(16).padStart(2, "0");
+      magnitude = BigInt(hex);
+    }
+    return negative ? -magnitude : magnitude;
   }
 
   bytes(maxLength: number): Uint8Array {

@@ -1,0 +1,81 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { ByteReader, ByteWriter, DecodeError } from "./codec.ts";
+import { RunningHash } from "./hash.ts";
+import { Prng } from "./prng.ts";
+
+describe("canonical codec", () => {
+  it("round-trips integers, bigints, bytes and strings", () => {
+    fc.assert(
+      fc.property(
+        fc.nat(),
+        fc.integer(),
+        fc.bigInt(),
+        fc.uint8Array(),
+        fc.string(),
+        (u, i, b, bytes, text) => {
+          const writer = new ByteWriter(0);
+          writer.uint(u).int(i).bigint(b).bytes(bytes).string(text).bool(true);
+          const reader = new ByteReader(writer.finish());
+          expect(reader.uint()).toBe(u);
+          expect(reader.int()).toBe(i);
+          expect(reader.bigint(1 << 20)).toBe(b);
+          expect(reader.bytes(1 << 20)).toEqual(bytes);
+          expect(reader.string(1 << 20)).toBe(text);
+          expect(reader.bool()).toBe(true);
+          reader.end();
+        },
+      ),
+    );
+  });
+
+  it("encodes big integers in time linear in their size", () => {
+    const huge = 7n ** 20_000n;
+    const writer = new ByteWriter();
+    writer.bigint(-huge);
+    expect(new ByteReader(writer.finish()).bigint(1 << 20)).toBe(-huge);
+  });
+
+  it("rejects non-canonical, truncated and oversized input with DecodeError", () => {
+    expect(() => new ByteReader(new Uint8Array([0x80, 0x00])).uint()).toThrow(DecodeError);
+    expect(() => new ByteReader(new Uint8Array([0x05, 0x01])).bytes(10)).toThrow(DecodeError);
+    expect(() => new ByteReader(new Uint8Array([0x00, 0x02, 0x01, 0x00])).bigint(10)).toThrow(/leading zero/);
+    expect(() => new ByteReader(new Uint8Array([0x01, 0x00])).bigint(10)).toThrow(/negative zero/);
+    expect(() => new ByteReader(new Uint8Array([0x00, 0x09])).bigint(4)).toThrow(/exceeds/);
+    expect(() => new ByteReader(new Uint8Array([0x02])).bool()).toThrow(DecodeError);
+    fc.assert(
+      fc.property(fc.uint8Array(), (bytes) => {
+        const reader = new ByteReader(bytes);
+        try {
+          reader.uint();
+          reader.bigint(64);
+          reader.string(64);
+        } catch (error) {
+          expect(error).toBeInstanceOf(DecodeError);
+        }
+      }),
+    );
+  });
+});
+
+describe("prng and hash", () => {
+  it("the same seed gives the same stream; forks are independent of later draws", () => {
+    const a = new Prng(9);
+    const b = new Prng(9);
+    const draws = Array.from({ length: 100 }, () => a.nextUint32());
+    expect(Array.from({ length: 100 }, () => b.nextUint32())).toEqual(draws);
+    expect(new Set(draws).size).toBeGreaterThan(95);
+    const c = new Prng(1);
+    for (let i = 0; i < 1000; i++) {
+      const v = c.below(7);
+      expect(v >= 0 && v < 7 && Number.isInteger(v)).toBe(true);
+    }
+  });
+
+  it("the running hash distinguishes order and content", () => {
+    const h = (parts: string[]) => parts.reduce((hash, p) => hash.addString(p), new RunningHash()).digest();
+    expect(h(["a", "b"])).toBe(h(["a", "b"]));
+    expect(h(["a", "b"])).not.toBe(h(["b", "a"]));
+    expect(h(["ab"])).not.toBe(h(["a", "b"]));
+  });
+});
