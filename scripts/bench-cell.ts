@@ -283,6 +283,50 @@ function idleNodes(count: number) {
   };
 }
 
+/**
+ * Heap of a node after its cell was used: single-member cells take a few writes (one item,
+ * one client session, the log entries since the last snapshot), then go idle.
+ */
+function usedNodes(count: number, writes: number) {
+  const gc = (globalThis as { gc?: () => void }).gc as () => void;
+  const env: ReplicaEnvironment = {
+    random: new Prng(5),
+    isServerAlive: () => true,
+    observer: null,
+    bugs: null,
+  };
+  const out = new Output<Command, CommandResult>();
+  const node = { serverId: "s1", incarnation: 1 };
+  const membershipOf = () => initialMembership([node]);
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const keep: Replica<Command, CommandResult>[] = [];
+  for (let c = 0; c < count; c++) {
+    const replica = Replica.create(
+      { cellKey: `vol-${c}`, node, machine: new CellMachine(), env },
+      membershipOf(),
+      out,
+    );
+    for (let w = 0; w < writes; w++) replica.propose(command(1, w + 1, 0), w, 0, out);
+    for (let guard = 0; guard < 100 && !out.isEmpty(); guard++) {
+      const messages = [...out.sendNow, ...out.sendAfterPersist];
+      out.reset();
+      for (const m of messages) replica.step(m, 0, out);
+    }
+    out.reset();
+    keep.push(replica);
+  }
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  const applied = keep.reduce((sum, r) => sum + r.appliedIndex, 0) / count;
+  return {
+    nodes: count,
+    writesPerCell: writes,
+    appliedPerCell: applied,
+    heapBytesPerNode: Math.round((after - before) / count),
+  };
+}
+
 // ---------------------------------------------------------------- main
 
 const cells = option("cells", 2000);
@@ -296,6 +340,7 @@ if (!json)
 const single = cpuPerCommit(cells, rounds, 1);
 const busy = cpuPerCommit(cells, rounds, 8);
 const idle = idleNodes(idleCount);
+const used = usedNodes(20_000, 3);
 const result = {
   benchmark: "cell",
   node: process.version,
@@ -303,6 +348,7 @@ const result = {
   floors,
   protocol: { oneRequestPerCell: single, eightRequestsPerCell: busy },
   idle,
+  used,
   targets: {
     cpuUsPerCommitMax: 20,
     heapBytesPerIdleNodeMax: 1024,
@@ -325,6 +371,9 @@ if (json) {
     `${idle.residentNodes} resident idle nodes: ${idle.heapBytesPerNode} bytes of heap per node; over ${idle.idleSeconds} s idle: ` +
       `${idle.armedCellTimers} armed cell timers, ${idle.cellTimerFiringsWhileIdle} cell timer firings, ${idle.paxosMessagesWhileIdle} cell messages, ` +
       `${idle.serverHeartbeatsPerSecond} server heartbeats/s (per server pair, independent of cells)`,
+  );
+  console.log(
+    `${used.nodes} nodes after ${used.writesPerCell} writes each (applied ${used.appliedPerCell}), then idle: ${used.heapBytesPerNode} bytes of heap per node`,
   );
   console.log(`targets met: ${result.targets.met ? "yes" : "NO"}`);
 }

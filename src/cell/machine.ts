@@ -93,10 +93,38 @@ const noAdds: readonly { readonly item: string; readonly value: bigint }[] = Obj
 const notHeld: LeaseResult = Object.freeze({ status: "not_held" });
 const released: LeaseResult = Object.freeze({ status: "released" });
 
+/** The table every cell without items, leases or sessions reads from; never written to. */
+const emptyTable: ReadonlyMap<unknown, unknown> = new Map();
+
 export class CellMachine implements StateMachine<Command, CommandResult> {
-  private items = new Map<string, Value>();
-  private leases = new Map<string, LeaseEntry>();
-  private sessions = new Map<number, SessionEntry>();
+  // The tables are created on first use: a resident node of an untouched cell holds none of them.
+  private itemTable: Map<string, Value> | null = null;
+  private leaseTable: Map<string, LeaseEntry> | null = null;
+  private sessionTable: Map<number, SessionEntry> | null = null;
+
+  // Reads go through these getters and never allocate; writes use the `...ForWrite` methods.
+  private get items(): ReadonlyMap<string, Value> {
+    return this.itemTable ?? (emptyTable as ReadonlyMap<string, Value>);
+  }
+  private get leases(): ReadonlyMap<string, LeaseEntry> {
+    return this.leaseTable ?? (emptyTable as ReadonlyMap<string, LeaseEntry>);
+  }
+  private get sessions(): ReadonlyMap<number, SessionEntry> {
+    return this.sessionTable ?? (emptyTable as ReadonlyMap<number, SessionEntry>);
+  }
+  private itemsForWrite(): Map<string, Value> {
+    if (this.itemTable === null) this.itemTable = new Map();
+    return this.itemTable;
+  }
+  private leasesForWrite(): Map<string, LeaseEntry> {
+    if (this.leaseTable === null) this.leaseTable = new Map();
+    return this.leaseTable;
+  }
+  private sessionsForWrite(): Map<number, SessionEntry> {
+    if (this.sessionTable === null) this.sessionTable = new Map();
+    return this.sessionTable;
+  }
+
   /** Sum of itemBytes over items and leaseBytes over leases, kept up to date by every change. */
   private bytes = 0;
   /** The last fencing token granted (0n before the first grant). */
@@ -141,7 +169,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
       known.result = stored;
       known.lastUsedMs = now;
     } else {
-      this.sessions.set(command.session, { seq: command.seq, result: stored, lastUsedMs: now });
+      this.sessionsForWrite().set(command.session, { seq: command.seq, result: stored, lastUsedMs: now });
     }
     return result;
   }
@@ -281,9 +309,9 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     }
     reader.end();
 
-    this.items = items;
-    this.leases = leases;
-    this.sessions = sessions;
+    this.itemTable = items.size > 0 ? items : null;
+    this.leaseTable = leases.size > 0 ? leases : null;
+    this.sessionTable = sessions.size > 0 ? sessions : null;
     this.bytes = bytes;
     this.tokenLast = tokenLast;
     this.time = time;
@@ -394,6 +422,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     }
     assert(bytes === this.bytes, () => `cell size drifted: maintained ${this.bytes}, recomputed ${bytes}`);
     assert(bytes <= limits.cellBytesMax, () => `cell of ${bytes} bytes exceeds ${limits.cellBytesMax}`);
+    assert(emptyTable.size === 0, "the shared empty table was written to");
     assert(this.sessions.size <= limits.sessionsPerCellMax, "too many sessions");
     for (const [session, entry] of this.sessions) {
       assert(entry.lastUsedMs <= this.time, () => `session ${session} used in the future`);
@@ -444,7 +473,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
       }
     }
     if (oldestUsedMs + limits.sessionRetentionMs > now) return false;
-    this.sessions.delete(oldest);
+    this.sessionsForWrite().delete(oldest);
     return true;
   }
 
@@ -525,8 +554,8 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     for (let i = 0; i < writes.length; i++) {
       const key = (writes[i] as Transaction["writes"][number]).item;
       const value = next[i];
-      if (value === undefined) this.items.delete(key);
-      else this.items.set(key, value instanceof Uint8Array ? new Uint8Array(value) : value);
+      if (value === undefined) this.itemsForWrite().delete(key);
+      else this.itemsForWrite().set(key, value instanceof Uint8Array ? new Uint8Array(value) : value);
     }
     this.bytes += growth;
     assert(
@@ -600,7 +629,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
           expiresAtMs: now + lease.durationMs,
           token: this.tokenLast,
         };
-        this.leases.set(lease.name, fresh);
+        this.leasesForWrite().set(lease.name, fresh);
         this.bytes += growth;
         assert(this.bytes <= limits.cellBytesMax, () => `cell size ${this.bytes} over the limit`);
         return granted(fresh);
@@ -611,7 +640,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
         return granted(entry);
       case "release":
         if (entry === undefined || entry.holder !== lease.holder) return notHeld;
-        this.leases.delete(lease.name);
+        this.leasesForWrite().delete(lease.name);
         this.bytes -= leaseBytes(lease.name, entry.holder);
         return released;
       default:
