@@ -1,5 +1,5 @@
 /**
- * Canonical binary encoding of the cell's values, commands and results (docs/cell-semantics.md,
+ * Canonical binary encoding of the cell's values, commands and results (docs/PROTOCOL.md section 15,
  * "Encoding"). One logical value has exactly one encoding; decoders reject everything else with a
  * DecodeError and never throw anything else, whatever the input bytes.
  *

@@ -1,4 +1,4 @@
-/** The cell: pure state machine of one tiny database (docs/cell-semantics.md). */
+/** The cell: pure state machine of one tiny database (docs/PROTOCOL.md section 15). */
 export {
   commandBytes,
   decodeCommand,

@@ -2,7 +2,7 @@
  * The cell state machine: typed items, transactions, leases and exactly-once sessions.
  * Pure and deterministic: the only time it knows is the proposer's stamp in each entry, and
  * `apply` is total (every command, valid or not, has a specified outcome; nothing throws).
- * docs/cell-semantics.md specifies every case.
+ * docs/PROTOCOL.md section 15 specifies every case.
  */
 import { assert, ByteReader, bytesEqual, DecodeError, hashBytes, limits } from "../core/index.ts";
 import type { ApplyContext, StateMachine } from "../paxos/index.ts";
@@ -372,7 +372,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     return this.sessions.size;
   }
 
-  /** The cell's size as limited by cellBytesMax (docs/cell-semantics.md, "Cell size"). */
+  /** The cell's size as limited by cellBytesMax (docs/PROTOCOL.md section 15, "Cell size"). */
   get cellBytes(): number {
     return this.bytes;
   }

@@ -1,5 +1,5 @@
 /**
- * Validation of commands against the data-model limits (docs/cell-semantics.md, "Validation").
+ * Validation of commands against the data-model limits (docs/PROTOCOL.md section 15, "Validation").
  * Total: any JavaScript value (a number where a bigint belongs, a missing field, a string with an
  * unpaired surrogate) yields a problem, never an exception. Messages are for people: they name
  * the offending part, the value and the limit, and say what to do.
