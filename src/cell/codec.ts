@@ -172,7 +172,8 @@ function readsBytes(reads: readonly ItemRead[] | null): number {
 function txnResultBytes(result: TxnResult): number {
   switch (result.status) {
     case "committed": {
-      let bytes = 1 + readsBytes(result.reads) + varintBytes(result.added.length);
+      if (result.added === null) return 2 + readsBytes(result.reads);
+      let bytes = 2 + readsBytes(result.reads) + varintBytes(result.added.length);
       for (const add of result.added) bytes += textBytes(add.item) + integerBytes(add.value);
       return bytes;
     }
@@ -350,7 +351,11 @@ export function writeResult(writer: ByteWriter, result: CommandResult): void {
       switch (txn.status) {
         case "committed":
           writeReads(writer, txn.reads);
-          writer.uint(txn.added.length);
+          if (txn.added === null) {
+            writer.byte(0);
+            break;
+          }
+          writer.byte(1).uint(txn.added.length);
           for (const add of txn.added) {
             writeText(writer, add.item, "an added item key");
             writeInteger(writer, add.value);
@@ -547,6 +552,7 @@ function readTxnResult(reader: ByteReader): TxnResult {
   switch (status) {
     case txnStatusTag.committed: {
       const reads = readReads(reader);
+      if (!reader.bool()) return { status: "committed", reads, added: null };
       const count = reader.uint();
       if (count > limits.transactionItemsMax) {
         throw new DecodeError(`${count} added items exceed the limit of ${limits.transactionItemsMax}`);

@@ -491,6 +491,10 @@ class Model {
     if (encodeResult(result).length > limits.sessionResultBytesMax && result.kind === "txn") {
       const txn = result.result;
       if (txn.status !== "rejected") stored = { kind: "txn", result: { ...txn, reads: null } };
+      // Still too large (big `add` results): the added values go too.
+      if (txn.status === "committed" && encodeResult(stored).length > limits.sessionResultBytesMax) {
+        stored = { kind: "txn", result: { ...txn, reads: null, added: null } };
+      }
     }
     this.sessions.set(command.session, { seq: command.seq, result: stored, lastUsedMs: now });
     return result;

@@ -973,3 +973,25 @@ describe("snapshots", () => {
     expect(a).toMatchObject({ kind: "lease", result: { status: "granted" } });
   });
 });
+
+describe("stored results stay bounded", () => {
+  it("a retry of a commit with huge add results answers without the added values", () => {
+    const machine = new CellMachine();
+    const big = 2n ** 30_000n;
+    const writes = Array.from({ length: 3 }, (_, i) => ({ item: `n${i}`, op: "add" as const, delta: big }));
+    const command = {
+      version: 1,
+      session: 9,
+      seq: 1,
+      newSession: true,
+      op: { type: "txn" as const, txn: { conditions: [], reads: [], writes } },
+    };
+    const first = machine.apply(command, { index: 1, stampMs: 0, stampBallot: 1 });
+    expect(first.kind === "txn" && first.result.status === "committed" && first.result.added?.length).toBe(3);
+    const retry = machine.apply(command, { index: 2, stampMs: 0, stampBallot: 1 });
+    expect(retry).toEqual({ kind: "txn", result: { status: "committed", reads: null, added: null } });
+    const restored = new CellMachine();
+    restored.restore(machine.snapshot());
+    expect(restored.snapshot()).toEqual(machine.snapshot());
+  });
+});

@@ -663,12 +663,18 @@ function granted(entry: LeaseEntry): LeaseResult {
 }
 
 /** The result a session keeps: the result itself if it fits, otherwise without its reads. */
+/**
+ * The result kept for retries: whole if it fits sessionResultBytesMax, else without its reads,
+ * else (a commit with large `add` results) without its added values too.
+ */
 function resultToStore(result: CommandResult): CommandResult {
   if (result.kind !== "txn") return result;
   const txn = result.result;
-  if (txn.status === "rejected" || txn.reads === null) return result;
-  if (resultBytes(result) <= limits.sessionResultBytesMax) return result;
-  return { kind: "txn", result: { ...txn, reads: null } };
+  if (txn.status === "rejected" || resultBytes(result) <= limits.sessionResultBytesMax) return result;
+  const withoutReads: CommandResult = { kind: "txn", result: { ...txn, reads: null } };
+  if (txn.status !== "committed" || resultBytes(withoutReads) <= limits.sessionResultBytesMax)
+    return withoutReads;
+  return { kind: "txn", result: { ...txn, reads: null, added: null } };
 }
 
 function isLeaseCommand(command: unknown): boolean {

@@ -68,8 +68,11 @@ export type TxnResult =
       readonly status: "committed";
       /** Values as of before this transaction's writes, in the order of `reads`. */
       readonly reads: readonly ItemRead[] | null;
-      /** New values of `add` writes, in write order. */
-      readonly added: readonly { readonly item: string; readonly value: bigint }[];
+      /**
+       * New values of `add` writes, in write order. Null only in a result answered to a retry
+       * whose original was too large to keep whole (PROTOCOL.md 15.5): the write applied once.
+       */
+      readonly added: readonly { readonly item: string; readonly value: bigint }[] | null;
     }
   | {
       readonly status: "condition_failed";

@@ -535,6 +535,12 @@ export class CellHandle {
     const result = expectCommitted(
       await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "add", delta }] }),
     );
+    if (result.added === null) {
+      throw new OutcomeUnknownError(
+        this.cellKey,
+        "the add was applied once, but its result was too large for the cell to keep for this retry; read the item",
+      );
+    }
     return result.added[0]?.value ?? 0n;
   }
 
