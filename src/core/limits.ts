@@ -50,6 +50,11 @@ export const limits = Object.freeze({
   batchBytesMax: 128 * 1024,
   /** Requests a node queues for its cell while the pipeline is full or an election runs. */
   pendingRequestsPerCellMax: 256,
+  /**
+   * Applied entries a node keeps in memory to serve catch-up by log segment; older applied
+   * entries stay on disk until the next snapshot, and a node further behind gets a snapshot.
+   */
+  logMemoryEntries: 16,
   /** Applied entries between snapshots. */
   snapshotIntervalEntries: 64,
   /** Applied entries kept in the log behind the snapshot, for catch-up by log segment. */

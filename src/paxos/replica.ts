@@ -189,6 +189,8 @@ export class Replica<C, R> {
   /** Entries above the latest snapshot, by slot. */
   private log: Map<number, LogEntry<C>> | null = null;
   private snapshotIndex = 0;
+  /** Every slot up to here is applied and no longer held in memory (>= snapshotIndex). */
+  private logFloor = 0;
   private applied = 0;
   /** Slots <= committed are known chosen and their values are in the log (or applied). */
   private committed = 0;
@@ -250,6 +252,7 @@ export class Replica<C, R> {
     const replica = new Replica(options, snapshot.membership, joining);
     if (!joining) options.machine.restore(snapshot.state);
     replica.snapshotIndex = snapshot.index;
+    replica.logFloor = snapshot.index;
     replica.applied = snapshot.index;
     replica.committed = snapshot.index;
     let promised = persisted.promised;
@@ -423,7 +426,7 @@ export class Replica<C, R> {
       `p${this.promised}`,
       `a${this.applied}`,
       `c${this.committed}`,
-      `k${this.commitKnown}/${this.commitKnownBallot}/${this.chosenKnown}`,
+      `k${this.commitKnown}/${this.commitKnownBallot}/${this.chosenKnown}/${this.logFloor}`,
       `e${this.membership.epoch}`,
       `h${this.leaderHint === null ? "-" : formatNodeId(this.leaderHint)}`,
       `s${this.stalledReason === null ? "" : "!"}${this.retired ? "R" : ""}${this.joining ? "J" : ""}`,
@@ -629,7 +632,7 @@ export class Replica<C, R> {
     }
     // Report what this node accepted at slots >= fromSlot, bounded. Slots this node has already
     // folded into a snapshot are chosen: a proposer behind `base` must catch up first.
-    const base = Math.max(m.fromSlot - 1, this.snapshotIndex);
+    const base = Math.max(m.fromSlot - 1, this.logFloor);
     const entries: LogEntry<C>[] = [];
     let coveredThrough = Number.POSITIVE_INFINITY;
     const log = this.log;
@@ -1229,7 +1232,7 @@ export class Replica<C, R> {
     if (this.joining || this.applied < m.fromSlot) return;
     const entries: LogEntry<C>[] = [];
     const log = this.log;
-    let segment = !m.needSnapshot && m.fromSlot > this.snapshotIndex && log !== null;
+    let segment = !m.needSnapshot && m.fromSlot > this.logFloor && log !== null;
     if (segment && log !== null) {
       const last = Math.min(this.applied, m.fromSlot + limits.catchUpSegmentEntriesMax - 1);
       for (let slot = m.fromSlot; slot <= last; slot++) {
@@ -1285,6 +1288,7 @@ export class Replica<C, R> {
       this.applied = snapshot.index;
       this.committed = snapshot.index;
       this.snapshotIndex = snapshot.index;
+      this.logFloor = snapshot.index;
       this.noteChosen(snapshot.index);
       const log = this.log;
       if (log !== null) {
@@ -1383,6 +1387,7 @@ export class Replica<C, R> {
       const before = this.membership;
       this.membership = pruneMembership(this.membership, this.applied);
       if (this.applied - this.snapshotIndex >= limits.snapshotIntervalEntries) this.takeSnapshot(out);
+      else this.trimLog();
       // Retirement can only begin when the membership changes (a change applied, or one activating).
       if (value.kind === "reconfigure" || this.membership !== before) this.afterMembershipChange(out);
       if (this.retired) return;
@@ -1400,6 +1405,17 @@ export class Replica<C, R> {
       if (log.size === 0) this.log = null;
     }
     this.snapshotIndex = this.applied;
+    this.logFloor = this.applied;
+  }
+
+  /** Keep only the last logMemoryEntries applied entries in memory (they are on disk). */
+  private trimLog(): void {
+    const floor = this.applied - limits.logMemoryEntries;
+    const log = this.log;
+    if (floor <= this.logFloor || log === null) return;
+    for (let slot = this.logFloor + 1; slot <= floor; slot++) log.delete(slot);
+    this.logFloor = floor;
+    if (log.size === 0) this.log = null;
   }
 
   private stall(slot: number, reason: string, out: Output<C, R>): void {
