@@ -16,6 +16,8 @@ import {
   type Transaction,
   type TxnResult,
   type Value,
+  validateOperation,
+  validateTransaction,
 } from "../cell/index.ts";
 import {
   type Address,
@@ -157,6 +159,13 @@ export class PhysaliaClient {
 
   /** A transaction with writes (or a lease operation): through the log, exactly once. */
   command(cellKey: CellKey, op: Operation, callback: (outcome: Outcome<CommandResult>) => void): void {
+    // Limits are checked here too, so a bad request fails at once with the same message the
+    // server would give, without a round trip or a session sequence number.
+    const problem = validateOperation(op);
+    if (problem !== null) {
+      callback({ ok: false, error: new InvalidRequestError(cellKey, problem.message) });
+      return;
+    }
     const go = (retriesLeft: number): void => {
       this.withSession(cellKey, (session, release) => {
         session.seq += 1;
@@ -205,6 +214,12 @@ export class PhysaliaClient {
     consistency: Consistency,
     callback: (outcome: Outcome<TxnResult>) => void,
   ): void {
+    const problem = validateTransaction(txn);
+    if (problem !== null || txn.writes.length > 0) {
+      const message = problem?.message ?? "a read may not write: send writes as a transaction";
+      callback({ ok: false, error: new InvalidRequestError(cellKey, message) });
+      return;
+    }
     const build =
       consistency === "linearizable"
         ? (leaderUnresponsive: boolean): RequestBody => ({
