@@ -4,12 +4,11 @@
  * every cell to make progress, and finally every checker. Every knob derives from the seed.
  */
 
-import type { Transaction, TxnResult, Write } from "../cell/index.ts";
+import type { Transaction, Write } from "../cell/index.ts";
 import type { CellKey, Prng, ServerId } from "../core/index.ts";
 import type { PlantedBugs } from "../paxos/index.ts";
-import { cellModel } from "./cell-model.ts";
-import { checkLinearizable, type HistoryOperation } from "./linearizability.ts";
-import { type HistoryEntry, SimWorld } from "./world.ts";
+import { checkHistory } from "./checks.ts";
+import { SimWorld } from "./world.ts";
 
 export type FaultMix = "none" | "net" | "crash" | "all";
 
@@ -190,7 +189,6 @@ export function runSimulation(options: SimOptions): SimReport {
   void livenessStart;
 
   // ---- history checks
-  const byCell = new Map<CellKey, HistoryEntry[]>();
   let completed = 0;
   let failed = 0;
   let open = 0;
@@ -199,68 +197,11 @@ export function runSimulation(options: SimOptions): SimReport {
     else if (entry.failure === "outcome_unknown" || (entry.failure === null && entry.consistency === "write"))
       open += 1;
     else failed += 1;
-    if (entry.consistency === "eventual") continue;
-    let list = byCell.get(entry.cellKey);
-    if (list === undefined) {
-      list = [];
-      byCell.set(entry.cellKey, list);
-    }
-    list.push(entry);
   }
-  let linearizable = true;
-  let undecided = 0;
-  for (const [cellKey, entries] of byCell) {
-    const history: HistoryOperation<{ txn: Transaction }, TxnResult>[] = [];
-    for (const entry of entries) {
-      if (entry.returnMs !== null && entry.output !== undefined) {
-        history.push({
-          id: entry.id,
-          client: entry.client,
-          input: { txn: entry.txn },
-          callMs: entry.callMs,
-          returnMs: entry.returnMs,
-          output: entry.output,
-        });
-      } else if (
-        entry.consistency === "write" &&
-        (entry.failure === "outcome_unknown" || entry.failure === null)
-      ) {
-        history.push({
-          id: entry.id,
-          client: entry.client,
-          input: { txn: entry.txn },
-          callMs: entry.callMs,
-          returnMs: null,
-          output: undefined,
-        });
-      }
-    }
-    const result = checkLinearizable(history, cellModel(), { maxSteps: options.checkStepsMax ?? 2_000_000 });
-    if (result.status === "violation") {
-      linearizable = false;
-      violations.push(`cell ${cellKey} is not linearizable: ${result.explanation}`);
-    } else if (result.status === "unknown") {
-      undecided += 1;
-    }
-    // No acknowledged write lost: its command sits in the chosen log at the slot it was acknowledged with.
-    const chosen = world.chosenLog(cellKey);
-    for (const entry of entries) {
-      if (
-        entry.consistency !== "write" ||
-        entry.output === undefined ||
-        entry.command === null ||
-        entry.index === null
-      )
-        continue;
-      const value = chosen.get(entry.index);
-      const marker = `${entry.command.session}.${entry.command.seq}:`;
-      if (value === undefined || !value.includes(marker)) {
-        violations.push(
-          `cell ${cellKey}: write ${marker} acknowledged at slot ${entry.index} is not in the chosen log`,
-        );
-      }
-    }
-  }
+  const history = checkHistory(world, { maxSteps: options.checkStepsMax ?? 2_000_000 });
+  violations.push(...history.violations);
+  const linearizable = history.linearizable;
+  const undecided = history.undecidedCells;
 
   options.inspect?.(world);
   const trace = world.trace.addNumber(completed).addNumber(failed).addNumber(open).digest();

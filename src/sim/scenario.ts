@@ -8,8 +8,7 @@ import type { Transaction, TxnResult, Value } from "../cell/index.ts";
 import type { Consistency } from "../client/index.ts";
 import { assert, type CellKey, type NodeId, type ServerId } from "../core/index.ts";
 import type { MembershipChange, MembershipResult, PlantedBugs, ReplicaStatus } from "../paxos/index.ts";
-import { cellModel } from "./cell-model.ts";
-import { checkLinearizable, type HistoryOperation } from "./linearizability.ts";
+import { checkHistory } from "./checks.ts";
 import { type HistoryEntry, SimWorld } from "./world.ts";
 
 export interface ScenarioOptions {
@@ -167,42 +166,10 @@ export class Scenario {
 
   /** Every checker over everything so far: chosen values, replica states, linearizability. */
   check(): string[] {
-    const problems = [...this.world.violations];
-    const byCell = new Map<CellKey, HistoryOperation<{ txn: Transaction }, TxnResult>[]>();
-    for (const entry of this.world.history) {
-      if (entry.consistency === "eventual") continue;
-      let list = byCell.get(entry.cellKey);
-      if (list === undefined) {
-        list = [];
-        byCell.set(entry.cellKey, list);
-      }
-      if (entry.returnMs !== null && entry.output !== undefined) {
-        list.push({
-          id: entry.id,
-          client: entry.client,
-          input: { txn: entry.txn },
-          callMs: entry.callMs,
-          returnMs: entry.returnMs,
-          output: entry.output,
-        });
-      } else if (
-        entry.consistency === "write" &&
-        (entry.failure === null || entry.failure === "outcome_unknown")
-      ) {
-        list.push({
-          id: entry.id,
-          client: entry.client,
-          input: { txn: entry.txn },
-          callMs: entry.callMs,
-          returnMs: null,
-          output: undefined,
-        });
-      }
-    }
-    for (const [cellKey, history] of byCell) {
-      const result = checkLinearizable(history, cellModel());
-      if (result.status === "violation") problems.push(`cell ${cellKey}: ${result.explanation}`);
-      assert(result.status !== "unknown", `linearizability of ${cellKey} undecided`);
+    const history = checkHistory(this.world, { maxSteps: 5_000_000 });
+    assert(history.undecidedCells === 0, "a cell history was too large to decide");
+    const problems = [...this.world.violations, ...history.violations];
+    for (const cellKey of this.world.cells.keys()) {
       const replicas = this.world.checkReplicaStates(cellKey);
       if (replicas !== null) problems.push(replicas);
     }

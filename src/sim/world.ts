@@ -294,19 +294,18 @@ export class SimWorld {
     return slot;
   }
 
-  /** Issue a transaction and record it in the history. Calls back when it ends. */
-  transact(
+  private record(
     client: ClientSlot,
     cellKey: CellKey,
     txn: Transaction,
-    done?: (entry: HistoryEntry) => void,
+    consistency: HistoryEntry["consistency"],
   ): HistoryEntry {
     const entry: HistoryEntry = {
       id: this.nextOperationId++,
       client: client.index,
       cellKey,
       txn,
-      consistency: "write",
+      consistency,
       callMs: this.queue.nowMs,
       returnMs: null,
       output: undefined,
@@ -315,6 +314,17 @@ export class SimWorld {
       failure: null,
     };
     this.history.push(entry);
+    return entry;
+  }
+
+  /** Issue a transaction and record it in the history. Calls back when it ends. */
+  transact(
+    client: ClientSlot,
+    cellKey: CellKey,
+    txn: Transaction,
+    done?: (entry: HistoryEntry) => void,
+  ): HistoryEntry {
+    const entry = this.record(client, cellKey, txn, "write");
     client.client.command(cellKey, { type: "txn", txn }, (outcome) => {
       if (outcome.ok && outcome.value.kind === "txn") {
         entry.returnMs = this.queue.nowMs;
@@ -337,20 +347,7 @@ export class SimWorld {
     consistency: Consistency,
     done?: (entry: HistoryEntry) => void,
   ): HistoryEntry {
-    const entry: HistoryEntry = {
-      id: this.nextOperationId++,
-      client: client.index,
-      cellKey,
-      txn,
-      consistency,
-      callMs: this.queue.nowMs,
-      returnMs: null,
-      output: undefined,
-      index: null,
-      command: null,
-      failure: null,
-    };
-    this.history.push(entry);
+    const entry = this.record(client, cellKey, txn, consistency);
     client.client.read(cellKey, txn, consistency, (outcome) => {
       if (outcome.ok) {
         entry.returnMs = this.queue.nowMs;
