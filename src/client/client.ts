@@ -103,6 +103,8 @@ interface Operation$ {
   sent: boolean;
   /** Redirects followed by this operation. */
   redirects: number;
+  /** Request ids of every attempt still registered in `inflight`. */
+  readonly attemptIds: number[];
   finished: boolean;
   lastProblem: string;
 }
@@ -317,6 +319,7 @@ export class PhysaliaClient {
       timer: null,
       sent: false,
       redirects: 0,
+      attemptIds: [],
       finished: false,
       lastProblem: "no node answered",
     };
@@ -349,6 +352,7 @@ export class PhysaliaClient {
     const id = this.nextRequestId++;
     op.currentId = id;
     this.inflight.set(id, op);
+    op.attemptIds.push(id);
     op.sent = true;
     this.transport.send(target, {
       kind: "request",
@@ -482,7 +486,8 @@ export class PhysaliaClient {
     op.finished = true;
     if (op.timer !== null) this.scheduler.clearTimer(op.timer);
     op.timer = null;
-    for (const [id, candidate] of this.inflight) if (candidate === op) this.inflight.delete(id);
+    for (const id of op.attemptIds) this.inflight.delete(id);
+    op.attemptIds.length = 0;
     op.done(response);
   }
 

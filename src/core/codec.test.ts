@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ByteReader, ByteWriter, DecodeError } from "./codec.ts";
+import { Fifo } from "./fifo.ts";
 import { RunningHash } from "./hash.ts";
 import { Prng } from "./prng.ts";
 
@@ -77,5 +78,20 @@ describe("prng and hash", () => {
     expect(h(["a", "b"])).toBe(h(["a", "b"]));
     expect(h(["a", "b"])).not.toBe(h(["b", "a"]));
     expect(h(["ab"])).not.toBe(h(["a", "b"]));
+  });
+});
+
+describe("fifo", () => {
+  it("keeps order through growth and compaction", () => {
+    const queue = new Fifo<number>();
+    let next = 0;
+    let expected = 0;
+    for (let round = 0; round < 50; round++) {
+      for (let i = 0; i < 100; i++) queue.push(next++);
+      for (let i = 0; i < 60; i++) expect(queue.shift()).toBe(expected++);
+    }
+    expect(queue.length).toBe(next - expected);
+    while (queue.length > 0) expect(queue.shift()).toBe(expected++);
+    expect(queue.shift()).toBeUndefined();
   });
 });

@@ -9,6 +9,7 @@ export {
   utf8Encode,
   utf8Length,
 } from "./codec.ts";
+export { Fifo } from "./fifo.ts";
 export { hashBytes, RunningHash } from "./hash.ts";
 export {
   type Address,

@@ -92,6 +92,8 @@ export const limits = Object.freeze({
   serverInboxMax: 100_000,
   /** Client requests a server holds at once. */
   serverClientRequestsMax: 50_000,
+  /** A request the cell has not answered after this long is forgotten (its client gave up long ago). */
+  serverRequestExpiryMs: 10_000,
   /** Granularity of the timer wheel. */
   timerWheelSlotMs: 5,
   /** Slots of the timer wheel; later deadlines are kept in an overflow list. */

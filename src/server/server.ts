@@ -22,6 +22,7 @@ import {
   type Address,
   type CellKey,
   cellKeyProblem,
+  Fifo,
   formatNodeId,
   limits,
   type NodeId,
@@ -80,12 +81,14 @@ type PendingRequest =
       readonly client: Address;
       readonly id: number;
       readonly cellKey: CellKey;
+      readonly sinceMs: number;
     }
   | {
       readonly kind: "read";
       readonly client: Address;
       readonly id: number;
       readonly cellKey: CellKey;
+      readonly sinceMs: number;
       readonly txn: Transaction;
     };
 
@@ -133,7 +136,7 @@ export class Server {
   private readonly out = new Output<Command, CommandResult>();
   private readonly requests = new Map<number, PendingRequest>();
   private nextTag = 1;
-  private readonly inbox: { from: Address; message: ServerMessage }[] = [];
+  private readonly inbox = new Fifo<{ from: Address; message: ServerMessage }>();
   private turnScheduled = false;
   private readonly touched = new Set<HostedNode>();
   private wheelTimer: TimerHandle | null = null;
@@ -498,6 +501,7 @@ export class Server {
       for (const peer of this.peers) this.transport.send(peer, { kind: "heartbeat" });
       this.transport.flush();
       this.expirePointers();
+      this.expireRequests();
       this.scheduleHeartbeats();
     });
   }
@@ -599,7 +603,7 @@ export class Server {
           this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem.message });
           return;
         }
-        this.requests.set(tag, { kind: "command", client, id, cellKey });
+        this.requests.set(tag, { kind: "command", client, id, cellKey, sinceMs: now });
         outcome = node.replica.propose(body.command, tag, now, this.out, body.leaderUnresponsive);
         break;
       }
@@ -609,12 +613,12 @@ export class Server {
           this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem });
           return;
         }
-        this.requests.set(tag, { kind: "read", client, id, cellKey, txn: body.txn });
+        this.requests.set(tag, { kind: "read", client, id, cellKey, sinceMs: now, txn: body.txn });
         outcome = node.replica.read(tag, now, this.out, body.leaderUnresponsive);
         break;
       }
       case "change":
-        this.requests.set(tag, { kind: "change", client, id, cellKey });
+        this.requests.set(tag, { kind: "change", client, id, cellKey, sinceMs: now });
         outcome = node.replica.proposeChange(body.change, tag, now, this.out);
         break;
     }
@@ -750,6 +754,15 @@ export class Server {
     }
     this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
     this.nextPointers.push(pointer);
+  }
+
+  /** Forget requests their cell never answered (tags are issued in order, so the oldest come first). */
+  private expireRequests(): void {
+    const cutoff = this.scheduler.nowMs() - limits.serverRequestExpiryMs;
+    for (const [tag, request] of this.requests) {
+      if (request.sinceMs > cutoff) break;
+      this.requests.delete(tag);
+    }
   }
 
   private expirePointers(): void {
