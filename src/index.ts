@@ -1,1 +1,27 @@
-export {};
+/** The public SDK: the client and the cell's data model. */
+export {
+  CellHandle,
+  type CellResolver,
+  CellStalledError,
+  type ClientErrorCode,
+  type ClientOptions,
+  type Consistency,
+  InvalidRequestError,
+  type Outcome,
+  OutcomeUnknownError,
+  PhysaliaClient,
+  PhysaliaError,
+  UnavailableError,
+  UnknownCellError,
+} from "./client/index.ts";
+export type {
+  CommandResult,
+  Condition,
+  ItemRead,
+  LeaseResult,
+  Transaction,
+  TxnResult,
+  Value,
+  Write,
+} from "./cell/index.ts";
+export { limits } from "./core/index.ts";
