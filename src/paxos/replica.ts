@@ -1296,6 +1296,8 @@ export class Replica<C, R> {
       }
       const write = this.dirty(out);
       write.snapshot = snapshot;
+      // A leader that fell behind its own pipeline cannot continue it: step down, campaign anew.
+      if (this.proposer?.established === true) this.abandonProposer(nowMs, out, "lost_leadership");
       this.afterMembershipChange(out);
     }
     for (const entry of m.entries) {
