@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { type FaultMix, formatReport, runSimulation } from "../src/sim/run.ts";
 
 const mixes: readonly FaultMix[] = ["none", "net", "crash", "all"];
-const seedsPerMix = 125;
+const seedsPerMix = 250;
 
 describe("simulator seeds", () => {
   for (const faults of mixes) {
