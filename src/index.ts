@@ -1,4 +1,15 @@
 /** The public SDK: the client and the cell's data model. */
+
+export type {
+  CommandResult,
+  Condition,
+  ItemRead,
+  LeaseResult,
+  Transaction,
+  TxnResult,
+  Value,
+  Write,
+} from "./cell/index.ts";
 export {
   CellHandle,
   type CellResolver,
@@ -14,14 +25,4 @@ export {
   UnavailableError,
   UnknownCellError,
 } from "./client/index.ts";
-export type {
-  CommandResult,
-  Condition,
-  ItemRead,
-  LeaseResult,
-  Transaction,
-  TxnResult,
-  Value,
-  Write,
-} from "./cell/index.ts";
 export { limits } from "./core/index.ts";
