@@ -67,6 +67,11 @@ export type ReplicaEvent =
       readonly members: readonly NodeId[];
     };
 
+/** Something that writes at most once per turn: it holds its write only until the turn ends. */
+export interface WriteOwner<C> {
+  turnWrite: NodeWrite<C> | null;
+}
+
 export class Output<C, R> {
   readonly sendNow: PaxosMessage<C>[] = [];
   readonly sendAfterPersist: PaxosMessage<C>[] = [];
@@ -76,15 +81,16 @@ export class Output<C, R> {
   readonly reads: { readonly cellKey: CellKey; readonly tag: number }[] = [];
   readonly dropped: DroppedRequest[] = [];
   readonly events: ReplicaEvent[] = [];
-  /** The write of each node touched in this turn (so replicas hold no per-turn state). */
-  private readonly writeByNode = new Map<object, NodeWrite<C>>();
+  /** Nodes holding a write of this turn; reset() takes it back so nothing outlives the turn. */
+  private readonly writers: WriteOwner<C>[] = [];
 
-  /** The node's write for this turn, created on first use. */
-  writeOf(owner: object, create: () => NodeWrite<C>): NodeWrite<C> {
-    let write = this.writeByNode.get(owner);
-    if (write === undefined) {
+  /** The owner's write for this turn, created on first use. */
+  writeOf(owner: WriteOwner<C>, create: () => NodeWrite<C>): NodeWrite<C> {
+    let write = owner.turnWrite;
+    if (write === null) {
       write = create();
-      this.writeByNode.set(owner, write);
+      owner.turnWrite = write;
+      this.writers.push(owner);
       this.writes.push(write);
     }
     return write;
@@ -110,6 +116,7 @@ export class Output<C, R> {
     this.reads.length = 0;
     this.dropped.length = 0;
     this.events.length = 0;
-    this.writeByNode.clear();
+    for (const owner of this.writers) owner.turnWrite = null;
+    this.writers.length = 0;
   }
 }

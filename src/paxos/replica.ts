@@ -154,6 +154,8 @@ interface ProposerState<C> {
   padThrough: number;
   /** The next slot's configuration has not promised this ballot yet. */
   blockedOnPrepare: boolean;
+  /** A configuration a majority of which promised this ballot for every slot from here on. */
+  preparedConfiguration: Configuration | null;
   /** Heartbeat rounds confirm leadership (reads) and carry the commit index to followers. */
   round: number;
   roundSentMs: number;
@@ -212,6 +214,9 @@ export class Replica<C, R> {
   private catchUpAttempts = 0;
   private stalledReason: string | null = null;
   private retired = false;
+
+  /** This node's write of the current turn (owned by the Output; null between turns). */
+  turnWrite: NodeWrite<C> | null = null;
 
   /** When this replica next needs tick(); Infinity when quiet. */
   wakeAtMs = Number.POSITIVE_INFINITY;
@@ -400,6 +405,7 @@ export class Replica<C, R> {
     Object.assign(copy, this, { env, machine });
     copy.log = this.log === null ? null : new Map(this.log);
     copy.pending = this.pending === null ? null : [...this.pending];
+    copy.turnWrite = null;
     const p = this.proposer;
     copy.proposer =
       p === null
@@ -579,6 +585,7 @@ export class Replica<C, R> {
       inflight: new Map(),
       padThrough: 0,
       blockedOnPrepare: false,
+      preparedConfiguration: null,
       round: 0,
       roundSentMs: 0,
       roundRetransmits: 0,
@@ -702,6 +709,24 @@ export class Replica<C, R> {
     this.fillPipeline(p, nowMs, out);
   }
 
+  /**
+   * Whether a majority of `configuration` promised this ballot covering `slot`. Once a majority
+   * covers every later slot too (complete reports), the configuration is remembered as prepared.
+   */
+  private prepared(p: ProposerState<C>, configuration: Configuration, slot: number): boolean {
+    let usable = 0;
+    let complete = 0;
+    for (const member of configuration.members) {
+      const report = p.reports.get(member.incarnation);
+      if (report === undefined || report.base >= slot || slot > report.coveredThrough) continue;
+      usable += 1;
+      if (report.coveredThrough === Number.POSITIVE_INFINITY) complete += 1;
+    }
+    const needed = majority(configuration.members.length);
+    if (complete >= needed) p.preparedConfiguration = configuration;
+    return usable >= needed;
+  }
+
   /** Promises from members of configurationFor(slot) that cover `slot`. */
   private usableVotes(p: ProposerState<C>, slot: number): number {
     const configuration = configurationFor(this.membership, slot);
@@ -786,7 +811,7 @@ export class Replica<C, R> {
     while (p.nextSlot <= this.applied + limits.pipelineDepth) {
       const slot = p.nextSlot;
       const configuration = configurationFor(this.membership, slot);
-      if (this.usableVotes(p, slot) < majority(configuration.members.length)) {
+      if (configuration !== p.preparedConfiguration && !this.prepared(p, configuration, slot)) {
         // A configuration this leader has not prepared yet (or coverage ran out).
         if (!p.blockedOnPrepare) p.prepareRetransmits = 0;
         p.blockedOnPrepare = true;
@@ -794,7 +819,8 @@ export class Replica<C, R> {
         return;
       }
       p.blockedOnPrepare = false;
-      let value: LogValue<C> | null = this.recoveredValue(p, slot);
+      // Phase 1 reported nothing beyond maxReportedSlot: no value to recover past it.
+      let value: LogValue<C> | null = slot <= p.maxReportedSlot ? this.recoveredValue(p, slot) : null;
       let tags: number[] | null = null;
       if (value === null && slot <= p.maxReportedSlot) value = { kind: "noop", stampMs: nowMs };
       if (value === null) {
@@ -854,6 +880,10 @@ export class Replica<C, R> {
     const commit = this.committed;
     p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
     for (const member of configuration.members) {
+      if (member.incarnation === this.node.incarnation && member.serverId === this.node.serverId) {
+        this.acceptOwn(p.ballot, slot, value, out);
+        continue;
+      }
       this.send(out.sendNow, {
         type: "accept",
         cellKey: this.cellKey,
@@ -866,6 +896,29 @@ export class Replica<C, R> {
         commit,
       });
     }
+  }
+
+  /**
+   * The leader's own acceptance of its proposal: what onAccept would do with an accept from
+   * itself. Its vote still arrives as an `accepted` message, after its write is durable.
+   */
+  private acceptOwn(ballot: Ballot, slot: number, value: LogValue<C>, out: Output<C, R>): void {
+    if (ballot !== this.promised) return; // it promised a higher ballot: this proposal cannot win
+    if (slot > this.committed) {
+      const entry: LogEntry<C> = { slot, ballot, value };
+      this.logMap().set(slot, entry);
+      this.dirty(out).entries.push(entry);
+    }
+    this.send(out.sendAfterPersist, {
+      type: "accepted",
+      cellKey: this.cellKey,
+      from: this.node,
+      to: this.node,
+      epoch: this.membership.epoch,
+      ballot,
+      slot,
+      applied: this.applied,
+    });
   }
 
   private onAccept(m: PaxosMessage<C> & { type: "accept" }, nowMs: number, out: Output<C, R>): void {
