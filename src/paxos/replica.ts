@@ -1582,14 +1582,18 @@ export class Replica<C, R> {
   }
 
   private dirty(out: Output<C, R>): NodeWrite<C> {
-    return out.writeOf(this, () => ({
+    return this.turnWrite ?? out.writeOf(this, () => this.newWrite());
+  }
+
+  private newWrite(): NodeWrite<C> {
+    return {
       cellKey: this.cellKey,
       node: this.node,
       promised: null,
       entries: [],
       snapshot: null,
       truncateThrough: 0,
-    }));
+    };
   }
 
   /** Recompute when tick() is next needed. A quiet cell has no deadline at all. */
