@@ -169,7 +169,6 @@ export function runSimulation(options: SimOptions): SimReport {
   world.run(1000);
   const probe = world.addClient();
   const pendingLiveness = new Set(cellKeys);
-  const livenessStart = world.nowMs;
   for (const cellKey of cellKeys) {
     world.transact(probe, cellKey, write([{ item: "live", op: "add", delta: 1n }]), (entry) => {
       if (entry.output?.status === "committed") pendingLiveness.delete(cellKey);
@@ -186,7 +185,6 @@ export function runSimulation(options: SimOptions): SimReport {
     const problem = world.checkReplicaStates(cellKey);
     if (problem !== null) violations.push(problem);
   }
-  void livenessStart;
 
   // ---- history checks
   let completed = 0;
