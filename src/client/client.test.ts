@@ -32,3 +32,47 @@ describe("client", () => {
     expect((await lease).status).toBe("granted");
   });
 });
+
+describe("client routing", () => {
+  it("sends eventual reads to the nearest node", () => {
+    const s = new Scenario({ seed: 3 }).cell("vol-1");
+    s.put("vol-1", "x", bytes("1"));
+    s.run(100);
+    const near = s.newClient({ distance: (id) => (id === "s5" ? 0 : 1) });
+    const before = s.world.server("s5").counters.messagesIn;
+    for (let i = 0; i < 5; i++) expect(s.get("vol-1", "x", "eventual", near)).toEqual(bytes("1"));
+    expect(s.world.server("s5").counters.messagesIn - before).toBeGreaterThanOrEqual(5);
+  });
+
+  it("a node that moved away answers with a forwarding pointer, and the client follows it", () => {
+    const s = new Scenario({ seed: 4, servers: 9 }).cell("vol-1");
+    s.put("vol-1", "x", bytes("1"));
+    const moved = s.changeMembership("vol-1", { add: "s8", remove: { serverId: "s1", incarnation: 1 } });
+    expect(typeof moved === "object" && moved.status).toBe("applied");
+    s.put("vol-1", "x", bytes("2"));
+    s.run(500);
+    expect(s.world.server("s1").status().forwardingPointers).toBe(1);
+    // A client with a stale view that only knows s1 is redirected to the members.
+    const learned: string[][] = [];
+    const stale = s.world.addClient();
+    let view: readonly string[] = ["s1"];
+    const staleView = {
+      members: () => view,
+      learned: (_: string, members: readonly string[]) => {
+        learned.push([...members]);
+        view = members;
+      },
+    };
+    (stale.client as unknown as { resolver: typeof staleView }).resolver = staleView;
+    let answer: unknown = null;
+    stale.client.read("vol-1", { conditions: [], reads: ["x"], writes: [] }, "linearizable", (outcome) => {
+      answer = outcome;
+    });
+    s.run(3000);
+    expect(learned[0]?.sort()).toEqual(["s2", "s3", "s4", "s5", "s6", "s7", "s8"]);
+    expect(answer).toMatchObject({
+      ok: true,
+      value: { status: "committed", reads: [{ item: "x", value: bytes("2") }] },
+    });
+  });
+});

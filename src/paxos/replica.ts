@@ -156,6 +156,13 @@ interface ProposerState<C> {
   blockedOnPrepare: boolean;
   /** A configuration a majority of which promised this ballot for every slot from here on. */
   preparedConfiguration: Configuration | null;
+  /**
+   * Nodes removed by a membership change, told the commit index by heartbeats until they have
+   * applied the last slot they were members for (then they retire and leave a forwarding pointer).
+   */
+  readonly retiring: { readonly node: NodeId; readonly lastSlot: number }[];
+  /** Nodes were just removed: send a heartbeat round (accepts do not reach them). */
+  retiringNoticeDue: boolean;
   /** Heartbeat rounds confirm leadership (reads) and carry the commit index to followers. */
   round: number;
   roundSentMs: number;
@@ -586,6 +593,8 @@ export class Replica<C, R> {
       padThrough: 0,
       blockedOnPrepare: false,
       preparedConfiguration: null,
+      retiring: [],
+      retiringNoticeDue: false,
       round: 0,
       roundSentMs: 0,
       roundRetransmits: 0,
@@ -1005,6 +1014,10 @@ export class Replica<C, R> {
     }
     this.fillPipeline(p, nowMs, out);
     this.releaseReads(p, out);
+    if (p.retiringNoticeDue) {
+      p.retiringNoticeDue = false;
+      this.startHeartbeatRound(p, nowMs, out);
+    }
     if (p.inflight.size === 0) {
       if (p.reads.length > 0) this.startHeartbeatRound(p, nowMs, out);
       else p.commitNoticeAtMs = Math.min(p.commitNoticeAtMs, nowMs + limits.commitNoticeDelayMs);
@@ -1106,6 +1119,25 @@ export class Replica<C, R> {
     this.checkConfirmed(p, out);
   }
 
+  /** A leader whose membership just dropped a configuration tells the nodes it removed. */
+  private noteRemovedMembers(before: MembershipState): void {
+    const p = this.proposer;
+    if (p === null || !p.established) return;
+    const latest = latestConfiguration(this.membership);
+    const lastSlot = latest.fromSlot - 1;
+    let added = false;
+    for (const configuration of before.configurations) {
+      for (const member of configuration.members) {
+        if (nodeIdEquals(member, this.node) || memberIndex(latest, member) >= 0) continue;
+        if (p.retiring.some((r) => nodeIdEquals(r.node, member))) continue;
+        if (p.retiring.length >= limits.membersMax) continue;
+        p.retiring.push({ node: member, lastSlot });
+        added = true;
+      }
+    }
+    if (added) p.retiringNoticeDue = true;
+  }
+
   private sendHeartbeats(p: ProposerState<C>, nowMs: number, out: Output<C, R>, retransmit: boolean): void {
     p.roundSentMs = nowMs;
     const needConfirm = p.confirmedRound < p.round;
@@ -1131,6 +1163,19 @@ export class Replica<C, R> {
           round: p.round,
         });
       }
+    }
+    for (const { node, lastSlot } of p.retiring) {
+      if ((p.followerApplied.get(node.incarnation) ?? 0) >= lastSlot) continue;
+      this.send(out.sendNow, {
+        type: "heartbeat",
+        cellKey: this.cellKey,
+        from: this.node,
+        to: node,
+        epoch: this.membership.epoch,
+        ballot: p.ballot,
+        commit: this.committed,
+        round: p.round,
+      });
     }
   }
 
@@ -1441,6 +1486,7 @@ export class Replica<C, R> {
       this.env.observer?.applied(this.cellKey, this.node, slot, value as LogValue<unknown>);
       const before = this.membership;
       this.membership = pruneMembership(this.membership, this.applied);
+      if (this.membership !== before) this.noteRemovedMembers(before);
       if (this.applied - this.snapshotIndex >= limits.snapshotIntervalEntries) this.takeSnapshot(out);
       else this.trimLog();
       // Retirement can only begin when the membership changes (a change applied, or one activating).
@@ -1629,6 +1675,10 @@ export class Replica<C, R> {
         if (!this.env.isServerAlive(member.serverId)) continue;
         return true;
       }
+    }
+    for (const { node, lastSlot } of p.retiring) {
+      if ((p.followerApplied.get(node.incarnation) ?? 0) < lastSlot && this.env.isServerAlive(node.serverId))
+        return true;
     }
     return false;
   }

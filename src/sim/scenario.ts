@@ -41,7 +41,7 @@ export class Scenario {
     return this;
   }
 
-  newClient(options: { clockRate?: number } = {}) {
+  newClient(options: { clockRate?: number; distance?: (serverId: ServerId) => number } = {}) {
     return this.world.addClient(options);
   }
 

@@ -274,7 +274,13 @@ export class SimWorld {
 
   // ------------------------------------------------------------------ clients and history
 
-  addClient(options: { clockRate?: number; requestTimeoutMs?: number } = {}): ClientSlot {
+  addClient(
+    options: {
+      clockRate?: number;
+      requestTimeoutMs?: number;
+      distance?: (serverId: ServerId) => number;
+    } = {},
+  ): ClientSlot {
     const index = this.nextClientAddress++;
     const address = `c${index}`;
     const clock = new SimClock(this.queue, 0, options.clockRate ?? 1);
@@ -288,6 +294,7 @@ export class SimWorld {
       random,
       resolver: this.resolver,
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+      ...(options.distance === undefined ? {} : { distance: options.distance }),
     });
     const slot: ClientSlot = { index, address, client, scheduler };
     this.clients.push(slot);
