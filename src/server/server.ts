@@ -33,7 +33,6 @@ import {
 } from "../core/index.ts";
 import {
   initialMembership,
-  type MembershipChange,
   type NodeWrite,
   Output,
   type PaxosMessage,
@@ -773,8 +772,6 @@ export class Server {
     }
   }
 }
-
-export type { MembershipChange };
 
 const requestTypes = new Set(["command", "read", "change", "describe"]);
 
