@@ -36,6 +36,7 @@ import {
   pruneMembership,
 } from "./membership.ts";
 import type { DropReason, NodeWrite, Output } from "./output.ts";
+import { SlotLog } from "./slot-log.ts";
 import type { StateMachine } from "./state-machine.ts";
 import type {
   Configuration,
@@ -196,7 +197,7 @@ export class Replica<C, R> {
   private joining: boolean;
   private promised: Ballot = BALLOT_NONE;
   /** Entries above the latest snapshot, by slot. */
-  private log: Map<number, LogEntry<C>> | null = null;
+  private log: SlotLog<C> | null = null;
   private snapshotIndex = 0;
   /** Every slot up to here is applied and no longer held in memory (>= snapshotIndex). */
   private logFloor = 0;
@@ -410,7 +411,7 @@ export class Replica<C, R> {
       this.joining,
     );
     Object.assign(copy, this, { env, machine });
-    copy.log = this.log === null ? null : new Map(this.log);
+    copy.log = this.log === null ? null : this.log.copy();
     copy.pending = this.pending === null ? null : [...this.pending];
     copy.turnWrite = null;
     const p = this.proposer;
@@ -448,7 +449,7 @@ export class Replica<C, R> {
     ];
     const log = this.log;
     if (log !== null) {
-      for (const slot of [...log.keys()].sort((a, b) => a - b)) {
+      for (const slot of log.keys()) {
         const entry = log.get(slot) as LogEntry<C>;
         parts.push(`L${slot}:${entry.ballot}:${describeValue(entry.value)}`);
       }
@@ -653,7 +654,7 @@ export class Replica<C, R> {
     let coveredThrough = Number.POSITIVE_INFINITY;
     const log = this.log;
     if (log !== null && log.size > 0) {
-      const slots = [...log.keys()].filter((s) => s > base).sort((a, b) => a - b);
+      const slots = log.keys().filter((s) => s > base);
       for (const slot of slots) {
         if (entries.length >= limits.catchUpSegmentEntriesMax) {
           coveredThrough = slot - 1;
@@ -1390,7 +1391,7 @@ export class Replica<C, R> {
       this.noteChosen(snapshot.index);
       const log = this.log;
       if (log !== null) {
-        for (const slot of [...log.keys()]) if (slot <= snapshot.index) log.delete(slot);
+        log.deleteThrough(snapshot.index);
       }
       const write = this.dirty(out);
       write.snapshot = snapshot;
@@ -1502,7 +1503,7 @@ export class Replica<C, R> {
     write.snapshot = { index: this.applied, membership: this.membership, state: this.machine.snapshot() };
     const log = this.log;
     if (log !== null) {
-      for (const slot of log.keys()) if (slot <= this.applied) log.delete(slot);
+      log.deleteThrough(this.applied);
       if (log.size === 0) this.log = null;
     }
     this.snapshotIndex = this.applied;
@@ -1514,7 +1515,7 @@ export class Replica<C, R> {
     const floor = this.applied - limits.logMemoryEntries;
     const log = this.log;
     if (floor <= this.logFloor || log === null) return;
-    for (let slot = this.logFloor + 1; slot <= floor; slot++) log.delete(slot);
+    log.deleteThrough(floor);
     this.logFloor = floor;
     if (log.size === 0) this.log = null;
   }
@@ -1622,8 +1623,8 @@ export class Replica<C, R> {
     queue.push(message);
   }
 
-  private logMap(): Map<number, LogEntry<C>> {
-    if (this.log === null) this.log = new Map();
+  private logMap(): SlotLog<C> {
+    if (this.log === null) this.log = new SlotLog();
     return this.log;
   }
 
