@@ -887,24 +887,13 @@ export class Replica<C, R> {
   ): void {
     assert(!p.inflight.has(slot), () => `slot ${slot} proposed twice in one ballot`);
     p.inflight.set(slot, { slot, value, tags, configuration, votes: 0, sentAtMs: nowMs, retransmits: 0 });
-    const commit = this.committed;
     p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
     for (const member of configuration.members) {
       if (member.incarnation === this.node.incarnation && member.serverId === this.node.serverId) {
         this.acceptOwn(p.ballot, slot, value, out);
         continue;
       }
-      this.send(out.sendNow, {
-        type: "accept",
-        cellKey: this.cellKey,
-        from: this.node,
-        to: member,
-        epoch: this.membership.epoch,
-        ballot: p.ballot,
-        slot,
-        value,
-        commit,
-      });
+      this.sendAccept(p, member, slot, value, out);
     }
   }
 
@@ -1042,18 +1031,7 @@ export class Replica<C, R> {
       const members = inflight.configuration.members;
       for (let i = 0; i < members.length; i++) {
         if ((inflight.votes & (1 << i)) !== 0) continue;
-        const member = members[i] as NodeId;
-        this.send(out.sendNow, {
-          type: "accept",
-          cellKey: this.cellKey,
-          from: this.node,
-          to: member,
-          epoch: this.membership.epoch,
-          ballot: p.ballot,
-          slot: inflight.slot,
-          value: inflight.value,
-          commit: this.committed,
-        });
+        this.sendAccept(p, members[i] as NodeId, inflight.slot, inflight.value, out);
       }
     }
     if (p.blockedOnPrepare && nowMs - this.lastPrepareMs(p) >= limits.retransmitMs) {
@@ -1153,31 +1131,46 @@ export class Replica<C, R> {
           continue;
         }
         if (retransmit && !needConfirm && !this.env.isServerAlive(member.serverId)) continue;
-        this.send(out.sendNow, {
-          type: "heartbeat",
-          cellKey: this.cellKey,
-          from: this.node,
-          to: member,
-          epoch: this.membership.epoch,
-          ballot: p.ballot,
-          commit: this.committed,
-          round: p.round,
-        });
+        this.sendHeartbeat(p, member, p.round, out);
       }
     }
     for (const { node, lastSlot } of p.retiring) {
       if ((p.followerApplied.get(node.incarnation) ?? 0) >= lastSlot) continue;
-      this.send(out.sendNow, {
-        type: "heartbeat",
-        cellKey: this.cellKey,
-        from: this.node,
-        to: node,
-        epoch: this.membership.epoch,
-        ballot: p.ballot,
-        commit: this.committed,
-        round: p.round,
-      });
+      this.sendHeartbeat(p, node, p.round, out);
     }
+  }
+
+  private sendHeartbeat(p: ProposerState<C>, to: NodeId, round: number, out: Output<C, R>): void {
+    this.send(out.sendNow, {
+      type: "heartbeat",
+      cellKey: this.cellKey,
+      from: this.node,
+      to,
+      epoch: this.membership.epoch,
+      ballot: p.ballot,
+      commit: this.committed,
+      round,
+    });
+  }
+
+  private sendAccept(
+    p: ProposerState<C>,
+    to: NodeId,
+    slot: number,
+    value: LogValue<C>,
+    out: Output<C, R>,
+  ): void {
+    this.send(out.sendNow, {
+      type: "accept",
+      cellKey: this.cellKey,
+      from: this.node,
+      to,
+      epoch: this.membership.epoch,
+      ballot: p.ballot,
+      slot,
+      value,
+      commit: this.committed,
+    });
   }
 
   private onHeartbeat(m: PaxosMessage<C> & { type: "heartbeat" }, nowMs: number, out: Output<C, R>): void {
@@ -1530,16 +1523,7 @@ export class Replica<C, R> {
         // Tell the followers what is committed so they stall at the same slot and report it too.
         for (const member of latestConfiguration(this.membership).members) {
           if (nodeIdEquals(member, this.node)) continue;
-          this.send(out.sendNow, {
-            type: "heartbeat",
-            cellKey: this.cellKey,
-            from: this.node,
-            to: member,
-            epoch: this.membership.epoch,
-            ballot: p.ballot,
-            commit: this.committed,
-            round: p.round + 1,
-          });
+          this.sendHeartbeat(p, member, p.round + 1, out);
         }
       }
       this.proposer = null;
