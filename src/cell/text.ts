@@ -6,23 +6,11 @@
 
 /** UTF-8 length of `text` as TextEncoder encodes it (an unpaired surrogate becomes U+FFFD, 3 bytes). */
 export function utf8ByteLength(text: string): number {
-  const length = text.length;
-  let bytes = length;
-  for (let i = 0; i < length; i++) {
-    const unit = text.charCodeAt(i);
-    if (unit < 0x80) continue;
-    if (unit < 0x800) {
-      bytes += 1;
-    } else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < length && isLowSurrogate(text.charCodeAt(i + 1))) {
-      // A surrogate pair: two UTF-16 units, four UTF-8 bytes.
-      bytes += 2;
-      i++;
-    } else {
-      bytes += 2;
-    }
-  }
-  return bytes;
+  const length = wellFormedUtf8Length(text);
+  return length >= 0 ? length : utf8Encoder.encode(text).length;
 }
+
+const utf8Encoder = new TextEncoder();
 
 /** UTF-8 length of `text`, or -1 when it holds an unpaired surrogate (it is not Unicode text). */
 export function wellFormedUtf8Length(text: string): number {
