@@ -699,7 +699,7 @@ export class Replica<C, R> {
 
   private tryEstablish(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
     const slot = this.applied + 1;
-    if (this.usableVotes(p, slot) < majority(configurationFor(this.membership, slot).members.length)) return;
+    if (!this.prepared(p, configurationFor(this.membership, slot), slot)) return;
     p.established = true;
     p.nextSlot = this.applied + 1;
     this.role = Role.Leader;
@@ -735,17 +735,6 @@ export class Replica<C, R> {
     const needed = majority(configuration.members.length);
     if (complete >= needed) p.preparedConfiguration = configuration;
     return usable >= needed;
-  }
-
-  /** Promises from members of configurationFor(slot) that cover `slot`. */
-  private usableVotes(p: ProposerState<C>, slot: number): number {
-    const configuration = configurationFor(this.membership, slot);
-    let count = 0;
-    for (const member of configuration.members) {
-      const report = p.reports.get(member.incarnation);
-      if (report !== undefined && report.base < slot && slot <= report.coveredThrough) count += 1;
-    }
-    return count;
   }
 
   /** The value phase 1 forces at `slot`: the highest-ballot report of the slot's configuration. */
