@@ -316,29 +316,28 @@ export class Server {
     this.counters.turns += 1;
     const now = this.scheduler.nowMs();
     // Messages a node sends to itself are delivered within the turn; bound the loop anyway.
-    let processed = 0;
-    while (processed < limits.serverInboxMax * 2) {
-      const next = this.inbox.shift();
-      if (next === undefined) break;
-      processed += 1;
-      this.dispatch(next.from, next.message, now);
-      if (this.inbox.length === 0) this.collectLocal();
-    }
+    const budget = { left: limits.serverInboxMax * 2 };
+    this.drainInbox(now, budget);
     for (const node of this.wheel.takeDue(now)) {
       this.counters.replicaTicks += 1;
       node.replica.tick(now, this.out);
       this.touched.add(node);
-      if (this.inbox.length === 0) this.collectLocal();
     }
-    while (this.inbox.length > 0 && processed < limits.serverInboxMax * 2) {
-      const next = this.inbox.shift();
-      if (next === undefined) break;
-      processed += 1;
-      this.dispatch(next.from, next.message, now);
-      if (this.inbox.length === 0) this.collectLocal();
-    }
+    this.collectLocal();
+    this.drainInbox(now, budget);
     this.finishTurn(now);
     if (this.inbox.length > 0) this.scheduleTurn();
+  }
+
+  /** Dispatch inbox messages (and the self-addressed ones they produce) within the budget. */
+  private drainInbox(now: number, budget: { left: number }): void {
+    while (budget.left > 0) {
+      if (this.inbox.length === 0) this.collectLocal();
+      const next = this.inbox.shift();
+      if (next === undefined) return;
+      budget.left -= 1;
+      this.dispatch(next.from, next.message, now);
+    }
   }
 
   /** Move this turn's self-addressed sendNow messages into the inbox. */
