@@ -533,8 +533,9 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
           );
         }
         value = sum;
-        if (added === null) added = [];
-        added.push({ item: key, value: sum });
+        // An array literal is allocated at its exact size; an empty one grows a larger store.
+        if (added === null) added = [{ item: key, value: sum }];
+        else added.push({ item: key, value: sum });
       }
       next[i] = value;
       if (old !== undefined || value !== undefined) {

@@ -149,10 +149,6 @@ const entryBytesMax =
   limits.itemValueBytesMax;
 const entriesAlwaysFitting = Math.floor((limits.transactionBytesMax - 3 * 8) / entryBytesMax);
 
-const conditionFlag = 1;
-const readFlag = 2;
-const writeFlag = 4;
-
 export function validateTransaction(txn: Transaction): CommandProblem | null {
   if (!isObject(txn)) return problem("malformed", `the transaction must be an object, not ${describe(txn)}`);
   const { conditions, reads, writes } = txn;
@@ -173,8 +169,10 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
         `${limits.transactionBytesMax} bytes; split it into several transactions`,
     );
   }
-  // Every distinct item named, with the roles it plays (bit flags).
-  const named = new Map<string, number>();
+  // Distinct items need counting only when there could be more than the limit; duplicates are
+  // found by looking back over the same list, which stays short (a list of distinct keys longer
+  // than transactionItemsMax ends with too_many_items). The common case allocates nothing.
+  const named = entries > limits.transactionItemsMax ? new Set<string>() : null;
 
   for (let i = 0; i < conditions.length; i++) {
     // Messages are built only on failure: the happy path allocates no text.
@@ -217,28 +215,21 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
           key,
         );
     }
-    const flags = named.get(key);
-    if (flags === undefined) {
-      named.set(key, conditionFlag);
-      if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
-    } else {
-      named.set(key, flags | conditionFlag);
-    }
+    if (named !== null && countItem(named, key)) return tooManyItems(named.size);
   }
 
   for (let i = 0; i < reads.length; i++) {
     const key: unknown = reads[i];
     if (!keyOk(key)) return keyFailure(key, `reads[${i}]`);
-    const flags = named.get(key) ?? 0;
-    if ((flags & readFlag) !== 0) {
+    const earlier = reads.indexOf(key);
+    if (earlier < i) {
       return problem(
         "duplicate_read",
-        `item ${quote(key)} is read twice (reads[${reads.indexOf(key)}] and reads[${i}]); read it once`,
+        `item ${quote(key)} is read twice (reads[${earlier}] and reads[${i}]); read it once`,
         key,
       );
     }
-    named.set(key, flags | readFlag);
-    if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
+    if (named !== null && countItem(named, key)) return tooManyItems(named.size);
   }
 
   for (let i = 0; i < writes.length; i++) {
@@ -274,9 +265,8 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
           key,
         );
     }
-    const flags = named.get(key) ?? 0;
-    if ((flags & writeFlag) !== 0) {
-      const first = writes.findIndex((other: unknown) => isObject(other) && other.item === key);
+    const first = writtenBefore(writes, i, key);
+    if (first >= 0) {
       return problem(
         "duplicate_write",
         `item ${quote(key)} is written twice (writes[${first}] and writes[${i}]); ` +
@@ -284,8 +274,7 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
         key,
       );
     }
-    named.set(key, flags | writeFlag);
-    if (named.size > limits.transactionItemsMax) return tooManyItems(named.size);
+    if (named !== null && countItem(named, key)) return tooManyItems(named.size);
   }
 
   if (entries <= entriesAlwaysFitting) return null;
@@ -298,6 +287,18 @@ export function validateTransaction(txn: Transaction): CommandProblem | null {
     );
   }
   return null;
+}
+
+/** Adds `key` to the distinct items named; true when that makes too many. */
+function countItem(named: Set<string>, key: string): boolean {
+  named.add(key);
+  return named.size > limits.transactionItemsMax;
+}
+
+/** The index of an earlier write of `key` among writes[0..end) (all validated objects), or -1. */
+function writtenBefore(writes: readonly unknown[], end: number, key: string): number {
+  for (let i = 0; i < end; i++) if ((writes[i] as { item: unknown }).item === key) return i;
+  return -1;
 }
 
 function malformedList(name: string, value: unknown): CommandProblem {

@@ -84,15 +84,11 @@ export class Output<C, R> {
   /** Nodes holding a write of this turn; reset() takes it back so nothing outlives the turn. */
   private readonly writers: WriteOwner<C>[] = [];
 
-  /** The owner's write for this turn, created on first use. */
-  writeOf(owner: WriteOwner<C>, create: () => NodeWrite<C>): NodeWrite<C> {
-    let write = owner.turnWrite;
-    if (write === null) {
-      write = create();
-      owner.turnWrite = write;
-      this.writers.push(owner);
-      this.writes.push(write);
-    }
+  /** Makes `write` the owner's write for this turn (it has none yet); returns it. */
+  adopt(owner: WriteOwner<C>, write: NodeWrite<C>): NodeWrite<C> {
+    owner.turnWrite = write;
+    this.writers.push(owner);
+    this.writes.push(write);
     return write;
   }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { limits } from "../core/index.ts";
 import { PaxosCluster } from "../sim/paxos-cluster.ts";
 
 function resultsFor(cluster: PaxosCluster, tag: number): number {
@@ -104,5 +105,40 @@ describe("replica", () => {
       expect(n.replica.status().stalled).toContain("unknown operation version");
     }
     expect(c.propose("a", "w", 4)).toBe("stalled");
+  });
+
+  it("a leader that learns its in-flight slots by catch-up settles them and keeps leading", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    const accept = c.network.find((m) => m.type === "accept" && m.to.serverId === "b");
+    if (accept?.type !== "accept") throw new Error("expected an accept to b in flight");
+    // b answers with a catch-up segment saying the slot is chosen, before any vote arrives.
+    c.network = [
+      {
+        type: "catchup",
+        cellKey: "cell",
+        from: c.node("b").id,
+        to: c.node("a").id,
+        epoch: accept.epoch,
+        entries: [{ slot: accept.slot, ballot: accept.ballot, value: accept.value }],
+        snapshot: null,
+        applied: accept.slot,
+      },
+    ];
+    c.deliver(0);
+    expect(c.node("a").replica.appliedIndex).toBe(accept.slot);
+    // The request's fate is for its retry to learn: it is dropped, not left hanging.
+    expect(c.events.filter((e) => e.kind === "dropped" && e.tag === 2)).toHaveLength(1);
+    // Nothing stale stays in flight: time passing makes no retransmissions and a leader still.
+    for (let i = 0; i <= limits.retransmitsMax; i++) c.advance(limits.retransmitMs);
+    expect(c.network.filter((m) => m.type === "accept")).toEqual([]);
+    expect(c.node("a").replica.isLeader).toBe(true);
+    c.propose("a", "z", 3);
+    c.settle();
+    expect(resultsFor(c, 3)).toBe(1);
+    for (const n of c.nodes.slice(1)) expect(n.machine.items).toEqual(["x", "y", "z"]);
+    expect(c.violations).toEqual([]);
   });
 });

@@ -26,6 +26,7 @@ import {
   ballotRound,
   makeBallot,
 } from "./ballot.ts";
+import { InflightSlots } from "./inflight.ts";
 import {
   applyMembershipChange,
   configurationFor,
@@ -150,7 +151,7 @@ interface ProposerState<C> {
   readonly prepareSentMs: Map<number, number>;
   prepareRetransmits: number;
   nextSlot: number;
-  readonly inflight: Map<number, Inflight<C>>;
+  readonly inflight: InflightSlots<Inflight<C>>;
   /** Propose no-ops through this slot so a membership change activates in an idle cell. */
   padThrough: number;
   /** The next slot's configuration has not promised this ballot yet. */
@@ -422,7 +423,7 @@ export class Replica<C, R> {
             ...p,
             reports: new Map(p.reports),
             prepareSentMs: new Map(p.prepareSentMs),
-            inflight: new Map([...p.inflight].map(([slot, inflight]) => [slot, { ...inflight }])),
+            inflight: p.inflight.copy((inflight) => ({ ...inflight })),
             acks: new Map(p.acks),
             followerApplied: new Map(p.followerApplied),
             reads: [...p.reads],
@@ -468,9 +469,8 @@ export class Replica<C, R> {
             .join(",")}`,
         );
       }
-      for (const slot of [...p.inflight.keys()].sort((a, b) => a - b)) {
-        const inflight = p.inflight.get(slot) as Inflight<C>;
-        parts.push(`I${slot}:${inflight.votes}:${describeValue(inflight.value)}`);
+      for (const inflight of p.inflight.ascending()) {
+        parts.push(`I${inflight.slot}:${inflight.votes}:${describeValue(inflight.value)}`);
       }
       for (const incarnation of [...p.acks.keys()].sort((a, b) => a - b))
         parts.push(`A${incarnation}:${p.acks.get(incarnation)}`);
@@ -565,7 +565,7 @@ export class Replica<C, R> {
     if (p !== null) {
       for (const read of p.reads) out.dropped.push({ cellKey: this.cellKey, tag: read.tag, reason, leader });
       p.reads.length = 0;
-      for (const inflight of p.inflight.values()) {
+      for (const inflight of p.inflight.ascending()) {
         if (inflight.tags === null) continue;
         for (const tag of inflight.tags) out.dropped.push({ cellKey: this.cellKey, tag, reason, leader });
       }
@@ -590,7 +590,7 @@ export class Replica<C, R> {
       prepareSentMs: new Map(),
       prepareRetransmits: 0,
       nextSlot: this.applied + 1,
-      inflight: new Map(),
+      inflight: new InflightSlots(limits.pipelineDepth + 1),
       padThrough: 0,
       blockedOnPrepare: false,
       preparedConfiguration: null,
@@ -874,8 +874,7 @@ export class Replica<C, R> {
     nowMs: number,
     out: Output<C, R>,
   ): void {
-    assert(!p.inflight.has(slot), () => `slot ${slot} proposed twice in one ballot`);
-    p.inflight.set(slot, { slot, value, tags, configuration, votes: 0, sentAtMs: nowMs, retransmits: 0 });
+    p.inflight.add({ slot, value, tags, configuration, votes: 0, sentAtMs: nowMs, retransmits: 0 });
     p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
     for (const member of configuration.members) {
       if (member.incarnation === this.node.incarnation && member.serverId === this.node.serverId) {
@@ -893,9 +892,7 @@ export class Replica<C, R> {
   private acceptOwn(ballot: Ballot, slot: number, value: LogValue<C>, out: Output<C, R>): void {
     if (ballot !== this.promised) return; // it promised a higher ballot: this proposal cannot win
     if (slot > this.committed) {
-      const entry: LogEntry<C> = { slot, ballot, value };
-      this.logMap().set(slot, entry);
-      this.dirty(out).entries.push(entry);
+      this.storeEntry({ slot, ballot, value }, out);
     }
     this.send(out.sendAfterPersist, {
       type: "accepted",
@@ -932,9 +929,7 @@ export class Replica<C, R> {
       return;
     }
     if (m.slot > this.committed) {
-      const entry: LogEntry<C> = { slot: m.slot, ballot: m.ballot, value: m.value };
-      this.logMap().set(m.slot, entry);
-      this.dirty(out).entries.push(entry);
+      this.storeEntry({ slot: m.slot, ballot: m.ballot, value: m.value }, out);
     }
     // A slot at or below `committed` is chosen; a proposer with a promise quorum re-proposes the
     // chosen value, so voting for it is safe without storing it again.
@@ -1008,7 +1003,7 @@ export class Replica<C, R> {
       p.commitNoticeAtMs = Number.POSITIVE_INFINITY;
       this.startHeartbeatRound(p, nowMs, out);
     }
-    for (const inflight of p.inflight.values()) {
+    for (const inflight of p.inflight.ascending()) {
       if (nowMs - inflight.sentAtMs < limits.retransmitMs) continue;
       if (inflight.retransmits >= limits.retransmitsMax) {
         // No majority answers: this leader is cut off. Step down so others may lead.
@@ -1280,7 +1275,28 @@ export class Replica<C, R> {
       if (!chosen) break;
       this.committed = slot;
     }
+    const p = this.proposer;
+    if (p?.established === true) this.settleInflight(p, out);
     this.applyCommitted(out, null);
+  }
+
+  /**
+   * A leader learnt slots chosen by catch-up rather than by its own votes: whatever it still had
+   * in flight through `committed` is settled. The requests in them may or may not be what was
+   * chosen; they are dropped, and the client's retry under the same (session, seq) learns which.
+   * The pipeline goes on after `committed`.
+   */
+  private settleInflight(p: ProposerState<C>, out: Output<C, R>): void {
+    if (p.nextSlot <= this.committed) p.nextSlot = this.committed + 1;
+    if (p.inflight.size === 0) return;
+    for (const inflight of p.inflight.ascending()) {
+      if (inflight.slot > this.committed) break;
+      p.inflight.delete(inflight.slot);
+      if (inflight.tags === null) continue;
+      for (const tag of inflight.tags) {
+        out.dropped.push({ cellKey: this.cellKey, tag, reason: "lost_leadership", leader: this.node });
+      }
+    }
   }
 
   private behind(): boolean {
@@ -1383,9 +1399,7 @@ export class Replica<C, R> {
     }
     for (const entry of m.entries) {
       if (entry.slot <= this.committed) continue;
-      const chosen: LogEntry<C> = { slot: entry.slot, ballot: BALLOT_CHOSEN, value: entry.value };
-      this.logMap().set(entry.slot, chosen);
-      this.dirty(out).entries.push(chosen);
+      this.storeEntry({ slot: entry.slot, ballot: BALLOT_CHOSEN, value: entry.value }, out);
     }
     this.noteChosen(m.applied);
     this.catchUpFrom = null;
@@ -1602,15 +1616,24 @@ export class Replica<C, R> {
   }
 
   private dirty(out: Output<C, R>): NodeWrite<C> {
-    return this.turnWrite ?? out.writeOf(this, () => this.newWrite());
+    return this.turnWrite ?? out.adopt(this, this.newWrite([]));
   }
 
-  private newWrite(): NodeWrite<C> {
+  /** Keeps `entry` in the in-memory log and stores it with this turn's write. */
+  private storeEntry(entry: LogEntry<C>, out: Output<C, R>): void {
+    this.logMap().set(entry.slot, entry);
+    const write = this.turnWrite;
+    // The common first entry of a turn: a literal array of one (an empty one grows a larger store).
+    if (write === null) out.adopt(this, this.newWrite([entry]));
+    else write.entries.push(entry);
+  }
+
+  private newWrite(entries: LogEntry<C>[]): NodeWrite<C> {
     return {
       cellKey: this.cellKey,
       node: this.node,
       promised: null,
-      entries: [],
+      entries,
       snapshot: null,
       truncateThrough: 0,
     };
@@ -1624,8 +1647,7 @@ export class Replica<C, R> {
       if (!p.established) {
         wake = this.lastPrepareMs(p) + limits.retransmitMs;
       } else {
-        for (const inflight of p.inflight.values())
-          wake = Math.min(wake, inflight.sentAtMs + limits.retransmitMs);
+        wake = Math.min(wake, p.inflight.min(retransmitAtMs));
         wake = Math.min(wake, p.commitNoticeAtMs);
         if (p.round > 0 && this.heartbeatUnfinished(p))
           wake = Math.min(wake, p.roundSentMs + limits.retransmitMs);
@@ -1656,6 +1678,10 @@ export class Replica<C, R> {
     }
     return false;
   }
+}
+
+function retransmitAtMs(inflight: Inflight<unknown>): number {
+  return inflight.sentAtMs + limits.retransmitMs;
 }
 
 function popcount(bits: number): number {
