@@ -164,8 +164,10 @@ export function commandBytes(command: Command): number {
 function readsBytes(reads: readonly ItemRead[] | null): number {
   if (reads === null) return 1;
   let bytes = 1 + varintBytes(reads.length);
-  for (const read of reads)
+  for (let i = 0; i < reads.length; i++) {
+    const read = reads[i] as ItemRead;
     bytes += textBytes(read.item) + (read.value === null ? 1 : valueBytes(read.value));
+  }
   return bytes;
 }
 
@@ -174,7 +176,11 @@ function txnResultBytes(result: TxnResult): number {
     case "committed": {
       if (result.added === null) return 2 + readsBytes(result.reads);
       let bytes = 2 + readsBytes(result.reads) + varintBytes(result.added.length);
-      for (const add of result.added) bytes += textBytes(add.item) + integerBytes(add.value);
+      const added = result.added;
+      for (let i = 0; i < added.length; i++) {
+        const add = added[i] as (typeof added)[number];
+        bytes += textBytes(add.item) + integerBytes(add.value);
+      }
       return bytes;
     }
     case "condition_failed":

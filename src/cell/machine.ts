@@ -4,7 +4,15 @@
  * `apply` is total (every command, valid or not, has a specified outcome; nothing throws).
  * docs/PROTOCOL.md section 15 specifies every case.
  */
-import { assert, ByteReader, bytesEqual, DecodeError, hashBytes, limits } from "../core/index.ts";
+import {
+  assert,
+  ByteReader,
+  bytesEqual,
+  DecodeError,
+  hashBytes,
+  InvariantError,
+  limits,
+} from "../core/index.ts";
 import type { ApplyContext, StateMachine } from "../paxos/index.ts";
 import {
   commandBytes,
@@ -489,21 +497,31 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
   /** Reads and conditions against the current state (no writes). */
   private evaluate(txn: Transaction): TxnResult {
     const reads = this.readAll(txn.reads);
-    const conditions = txn.conditions;
-    for (let i = 0; i < conditions.length; i++) {
-      if (!this.holds(conditions[i] as Condition)) return { status: "condition_failed", condition: i, reads };
-    }
+    const failed = this.failedCondition(txn.conditions);
+    if (failed >= 0) return { status: "condition_failed", condition: failed, reads };
     return { status: "committed", reads, added: noAdds };
   }
 
+  /** The index of the first condition that does not hold, or -1. */
+  private failedCondition(conditions: readonly Condition[]): number {
+    for (let i = 0; i < conditions.length; i++) {
+      if (!this.holds(conditions[i] as Condition)) return i;
+    }
+    return -1;
+  }
+
   private executeTxn(txn: Transaction): TxnResult {
-    const evaluated = this.evaluate(txn);
     const writes = txn.writes;
-    if (evaluated.status !== "committed" || writes.length === 0) return evaluated;
+    if (writes.length === 0) return this.evaluate(txn);
+    const reads = this.readAll(txn.reads);
+    const failed = this.failedCondition(txn.conditions);
+    if (failed >= 0) return { status: "condition_failed", condition: failed, reads };
 
     // A transaction writes each item at most once (validated), so every write sees the state
-    // before the transaction: compute all new values first, then apply them all or none.
-    const next: (Value | undefined)[] = new Array(writes.length);
+    // before the transaction: compute all new values first, then apply them all or none. The
+    // common single write keeps its value in a local (no array).
+    let single: Value | undefined;
+    const next: (Value | undefined)[] | null = writes.length > 1 ? new Array(writes.length) : null;
     let added: { item: string; value: bigint }[] | null = null;
     let growth = 0;
     for (let i = 0; i < writes.length; i++) {
@@ -537,7 +555,8 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
         if (added === null) added = [{ item: key, value: sum }];
         else added.push({ item: key, value: sum });
       }
-      next[i] = value;
+      if (next === null) single = value;
+      else next[i] = value;
       if (old !== undefined || value !== undefined) {
         const keyBytes = utf8ByteLength(key);
         if (value !== undefined) growth += keyBytes + valueBytes(value);
@@ -554,16 +573,15 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     }
     for (let i = 0; i < writes.length; i++) {
       const key = (writes[i] as Transaction["writes"][number]).item;
-      const value = next[i];
+      const value = next === null ? single : next[i];
       if (value === undefined) this.itemsForWrite().delete(key);
       else this.itemsForWrite().set(key, value instanceof Uint8Array ? new Uint8Array(value) : value);
     }
     this.bytes += growth;
-    assert(
-      this.bytes >= 0 && this.bytes <= limits.cellBytesMax,
-      () => `cell size ${this.bytes} out of bounds`,
-    );
-    return { status: "committed", reads: evaluated.reads, added: added ?? noAdds };
+    if (this.bytes < 0 || this.bytes > limits.cellBytesMax) {
+      throw new InvariantError(`cell size ${this.bytes} out of bounds`);
+    }
+    return { status: "committed", reads, added: added ?? noAdds };
   }
 
   private readAll(keys: readonly string[]): readonly ItemRead[] {

@@ -4,7 +4,7 @@
  * depth holds each at `slot & mask` without collisions: lookups are one index, and nothing is
  * allocated as slots come and go (a Map reallocates its table as it grows and shrinks).
  */
-import { assert } from "../core/index.ts";
+import { InvariantError } from "../core/index.ts";
 
 export class InflightSlots<T extends { readonly slot: number }> {
   private readonly ring: (T | undefined)[];
@@ -30,11 +30,13 @@ export class InflightSlots<T extends { readonly slot: number }> {
   add(item: T): void {
     const place = item.slot & this.mask;
     const held = this.ring[place];
-    assert(held === undefined, () =>
-      held?.slot === item.slot
-        ? `slot ${item.slot} proposed twice in one ballot`
-        : `slots ${held?.slot} and ${item.slot} in flight at once, beyond the pipeline window`,
-    );
+    if (held !== undefined) {
+      throw new InvariantError(
+        held.slot === item.slot
+          ? `slot ${item.slot} proposed twice in one ballot`
+          : `slots ${held.slot} and ${item.slot} in flight at once, beyond the pipeline window`,
+      );
+    }
     this.ring[place] = item;
     this.count += 1;
   }

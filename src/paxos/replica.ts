@@ -12,6 +12,7 @@ import {
   assertNever,
   type CellKey,
   formatNodeId,
+  InvariantError,
   limits,
   type NodeId,
   nodeIdEquals,
@@ -91,6 +92,8 @@ export type RequestOutcome =
   | { readonly status: "overloaded" }
   | { readonly status: "stalled"; readonly reason: string }
   | { readonly status: "retired" };
+
+const queued: RequestOutcome = Object.freeze({ status: "queued" });
 
 export interface ReplicaStatus {
   readonly cellKey: CellKey;
@@ -523,11 +526,11 @@ export class Replica<C, R> {
         out.reads.push({ cellKey: this.cellKey, tag: item.tag });
       } else {
         if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
-        this.pendingQueue().push(item);
+        this.enqueue(item);
         this.fillPipeline(p, nowMs, out);
       }
       this.updateWake(nowMs);
-      return { status: "queued" };
+      return queued;
     }
     if (p === null) {
       const hint = this.leaderHint;
@@ -539,15 +542,16 @@ export class Replica<C, R> {
       if (hintAlive) return { status: "redirect", leader: hint };
     }
     if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
-    this.pendingQueue().push(item);
+    this.enqueue(item);
     if (p === null && nowMs >= this.backoffUntilMs) this.campaign(nowMs, out, false);
     this.updateWake(nowMs);
-    return { status: "queued" };
+    return queued;
   }
 
-  private pendingQueue(): Pending<C>[] {
-    if (this.pending === null) this.pending = [];
-    return this.pending;
+  private enqueue(item: Pending<C>): void {
+    // A literal array of one: an empty array would grow a larger store on the first push.
+    if (this.pending === null) this.pending = [item];
+    else this.pending.push(item);
   }
 
   private pendingCount(): number {
@@ -846,19 +850,23 @@ export class Replica<C, R> {
       pending.shift();
       return { value: { kind: "reconfigure", stampMs: nowMs, change: head.change }, tags: [head.tag] };
     }
-    const commands: C[] = [];
-    const tags: number[] = [];
+    // Count first, then fill arrays of the exact size (an empty array grows a larger store).
     let bytes = 0;
     let taken = 0;
-    while (taken < pending.length && commands.length < limits.batchCommandsMax) {
+    while (taken < pending.length && taken < limits.batchCommandsMax) {
       const item = pending[taken] as Pending<C>;
       if (item.kind !== "command") break;
       const size = this.machine.commandBytes(item.command);
-      if (commands.length > 0 && bytes + size > limits.batchBytesMax) break;
-      commands.push(item.command);
-      tags.push(item.tag);
+      if (taken > 0 && bytes + size > limits.batchBytesMax) break;
       bytes += size;
       taken += 1;
+    }
+    const commands = new Array<C>(taken);
+    const tags = new Array<number>(taken);
+    for (let i = 0; i < taken; i++) {
+      const item = pending[i] as Pending<C> & { kind: "command" };
+      commands[i] = item.command;
+      tags[i] = item.tag;
     }
     if (taken === pending.length) this.pending = null;
     else pending.splice(0, taken);
@@ -1416,7 +1424,7 @@ export class Replica<C, R> {
     while (this.applied < this.committed && this.stalledReason === null && log !== null) {
       const slot = this.applied + 1;
       const entry = log.get(slot);
-      assert(entry !== undefined, () => `committed slot ${slot} has no value`);
+      if (entry === undefined) throw new InvariantError(`committed slot ${slot} has no value`);
       const value = entry.value;
       const tags = leaderInflight !== null && leaderInflight.slot === slot ? leaderInflight.tags : null;
       switch (value.kind) {
