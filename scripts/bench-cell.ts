@@ -2,11 +2,14 @@
  * Benchmark of the pure cell engine (no I/O): CPU per committed transaction across many 7-node
  * cells, and heap, timers and messages of resident idle nodes.
  *
- *   npm run bench:cell -- [--json] [--cells N] [--rounds N] [--idle-nodes N]
+ *   npm run bench:cell -- [--json] [--cells N] [--rounds N] [--warmup N] [--runs N] [--idle-nodes N]
  *
  * Prints the machine's floors first (this benchmark does no I/O, so they are context only).
+ * CPU is measured in fresh child processes, `--runs` of each (median, min and max reported),
+ * once with Node's default flags and once with the flags the server runs with
+ * (serverNodeFlags, src/server/runtime.ts). The target is judged on the server's flags.
  */
-import { execSync } from "node:child_process";
+import { execSync, spawnSync } from "node:child_process";
 import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -25,7 +28,7 @@ import {
   Replica,
   type ReplicaEnvironment,
 } from "../src/paxos/index.ts";
-import { Server, type ServerMessage } from "../src/server/index.ts";
+import { Server, type ServerMessage, serverNodeFlags } from "../src/server/index.ts";
 import type { StorageBatch, StoragePort } from "../src/storage/index.ts";
 import type { TransportPort } from "../src/transport/index.ts";
 
@@ -99,7 +102,7 @@ function command(session: number, seq: number, i: number): Command {
   };
 }
 
-function cpuPerCommit(cells: number, rounds: number, concurrency: number) {
+function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency: number) {
   const env: ReplicaEnvironment = {
     random: new Prng(1),
     isServerAlive: () => true,
@@ -142,21 +145,24 @@ function cpuPerCommit(cells: number, rounds: number, concurrency: number) {
       }
     }
   };
-  // Warm up: elect s1 in every cell.
+  // Elect s1 in every cell, then run `warmup` rounds unmeasured (the code is compiled and the
+  // heap has reached its working size: the figure is the steady state).
   let seq = 1;
   for (const leader of leaders) leader.propose(command(1, seq, 0), 0, 0, out);
   drain();
+  const round = (r: number): void => {
+    seq += 1;
+    for (const leader of leaders) {
+      for (let k = 0; k < concurrency; k++) leader.propose(command(1 + k, seq, r), k + 1, 0, out);
+    }
+    drain();
+  };
+  for (let r = 0; r < warmup; r++) round(r);
   committed = 0;
   messages = 0;
   const t0 = process.cpuUsage();
   const w0 = process.hrtime.bigint();
-  for (let round = 0; round < rounds; round++) {
-    seq += 1;
-    for (const leader of leaders) {
-      for (let k = 0; k < concurrency; k++) leader.propose(command(1 + k, seq, round), k + 1, 0, out);
-    }
-    drain();
-  }
+  for (let r = 0; r < rounds; r++) round(warmup + r);
   const cpu = process.cpuUsage(t0);
   const wallMs = Number(process.hrtime.bigint() - w0) / 1e6;
   const cpuUs = cpu.user + cpu.system;
@@ -329,31 +335,111 @@ function usedNodes(count: number, writes: number) {
 
 // ---------------------------------------------------------------- main
 
+type CpuRun = ReturnType<typeof cpuPerCommit>;
+
+/** One CPU measurement in a fresh process (a clean heap and compiler state each time). */
+function cpuInChild(flags: readonly string[], concurrency: number): CpuRun {
+  const script = process.argv[1] as string;
+  const args = [...process.execArgv, ...flags, script, "--worker", String(concurrency)];
+  args.push("--cells", String(cells), "--rounds", String(rounds), "--warmup", String(warmup));
+  const child = spawnSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 20 });
+  if (child.status !== 0) throw new Error(`benchmark worker failed (${child.status}): ${child.stderr}`);
+  return JSON.parse(child.stdout.trim().split("\n").at(-1) as string) as CpuRun;
+}
+
+function summarize(runs: CpuRun[]) {
+  const figures = runs.map((r) => r.cpuUsPerCommit).sort((a, b) => a - b);
+  const first = runs[0] as CpuRun;
+  return {
+    cells: first.cells,
+    nodesPerCell: first.nodesPerCell,
+    concurrencyPerCell: first.concurrencyPerCell,
+    committedPerRun: first.committed,
+    messagesPerCommit: first.messagesPerCommit,
+    runs: figures.length,
+    cpuUsPerCommit: round2(median(figures)),
+    cpuUsPerCommitMin: round2(figures[0] as number),
+    cpuUsPerCommitMax: round2(figures.at(-1) as number),
+  };
+}
+
+function round2(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
 const cells = option("cells", 2000);
-const rounds = option("rounds", 20);
+const rounds = option("rounds", 60);
+const warmup = option("warmup", 10);
+const runs = option("runs", 3);
 const idleCount = option("idle-nodes", 100_000);
+const worker = process.argv.indexOf("--worker");
+if (worker >= 0) {
+  console.log(JSON.stringify(cpuPerCommit(cells, rounds, warmup, Number(process.argv[worker + 1]))));
+  process.exit(0);
+}
+for (const [name, value] of [
+  ["cells", cells],
+  ["rounds", rounds],
+  ["runs", runs],
+  ["idle-nodes", idleCount],
+] as const) {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    console.error(`--${name} must be a positive integer, not ${value}`);
+    process.exit(2);
+  }
+}
+if (!Number.isSafeInteger(warmup) || warmup < 0) {
+  console.error(`--warmup must be an integer >= 0, not ${warmup}`);
+  process.exit(2);
+}
+
 const floors = { fsyncUs: Math.round(fsyncFloorUs()), loopbackRttUs: Math.round(await loopbackRttUs()) };
 if (!json)
   console.log(
     `machine floors: fsync ${floors.fsyncUs} us, loopback round trip ${floors.loopbackRttUs} us (context only: this benchmark does no I/O)`,
   );
-const single = cpuPerCommit(cells, rounds, 1);
-const busy = cpuPerCommit(cells, rounds, 8);
+const configurations = [
+  { name: "serverFlags", flags: serverNodeFlags },
+  { name: "defaultFlags", flags: [] as readonly string[] },
+] as const;
+const protocol: Record<
+  string,
+  {
+    flags: string;
+    oneRequestPerCell: ReturnType<typeof summarize>;
+    eightRequestsPerCell: ReturnType<typeof summarize>;
+  }
+> = {};
+for (const { name, flags } of configurations) {
+  const measure = (concurrency: number) =>
+    summarize(Array.from({ length: runs }, () => cpuInChild(flags, concurrency)));
+  protocol[name] = {
+    flags: flags.join(" ") || "(none)",
+    oneRequestPerCell: measure(1),
+    eightRequestsPerCell: measure(8),
+  };
+}
+const server = protocol.serverFlags as (typeof protocol)[string];
 const idle = idleNodes(idleCount);
 const used = usedNodes(20_000, 3);
+const cpuMet =
+  server.oneRequestPerCell.cpuUsPerCommit <= 20 && server.eightRequestsPerCell.cpuUsPerCommit <= 20;
 const result = {
   benchmark: "cell",
   node: process.version,
   cpu: `${execSync("nproc").toString().trim()} cores`,
   floors,
-  protocol: { oneRequestPerCell: single, eightRequestsPerCell: busy },
+  rounds,
+  warmupRounds: warmup,
+  protocol,
   idle,
   used,
   targets: {
     cpuUsPerCommitMax: 20,
     heapBytesPerIdleNodeMax: 1024,
+    judgedOn: "serverFlags, median of runs, both workloads",
     met:
-      busy.cpuUsPerCommit <= 20 &&
+      cpuMet &&
       idle.heapBytesPerNode <= 1024 &&
       idle.cellTimerFiringsWhileIdle === 0 &&
       idle.paxosMessagesWhileIdle === 0,
@@ -362,11 +448,15 @@ const result = {
 if (json) {
   console.log(JSON.stringify(result));
 } else {
-  const p = (r: typeof single) =>
-    `${r.cells} cells x 7 nodes, ${r.concurrencyPerCell} request(s) per cell per round: ${r.committed} commits, ` +
-    `${r.cpuUsPerCommit.toFixed(2)} us CPU per commit, ${r.messagesPerCommit.toFixed(1)} messages per commit`;
-  console.log(p(single));
-  console.log(p(busy));
+  const p = (r: ReturnType<typeof summarize>) =>
+    `${r.cells} cells x 7 nodes, ${r.concurrencyPerCell} request(s) per cell per round: ` +
+    `${r.cpuUsPerCommit.toFixed(2)} us CPU per commit (median of ${r.runs}; ${r.cpuUsPerCommitMin.toFixed(2)}-${r.cpuUsPerCommitMax.toFixed(2)}), ` +
+    `${r.messagesPerCommit.toFixed(1)} messages per commit`;
+  for (const [name, figures] of Object.entries(protocol)) {
+    console.log(`${name} (${figures.flags}):`);
+    console.log(`  ${p(figures.oneRequestPerCell)}`);
+    console.log(`  ${p(figures.eightRequestsPerCell)}`);
+  }
   console.log(
     `${idle.residentNodes} resident idle nodes: ${idle.heapBytesPerNode} bytes of heap per node; over ${idle.idleSeconds} s idle: ` +
       `${idle.armedCellTimers} armed cell timers, ${idle.cellTimerFiringsWhileIdle} cell timer firings, ${idle.paxosMessagesWhileIdle} cell messages, ` +

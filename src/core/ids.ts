@@ -17,7 +17,9 @@ export interface NodeId {
 }
 
 export function nodeIdEquals(a: NodeId, b: NodeId): boolean {
-  return a.serverId === b.serverId && a.incarnation === b.incarnation;
+  // Numbers first: incarnations differ far more often than they match, and comparing them reads
+  // no strings.
+  return a === b || (a.incarnation === b.incarnation && a.serverId === b.serverId);
 }
 
 export function formatNodeId(node: NodeId): string {

@@ -53,8 +53,10 @@ export const limits = Object.freeze({
   /**
    * Applied entries a node keeps in memory to serve catch-up by log segment; older applied
    * entries stay on disk until the next snapshot, and a node further behind gets a snapshot.
+   * Twice the pipeline and more covers a follower that missed a few accepts; keeping more costs
+   * every busy node memory and, as entries then outlive the young generation, garbage collection.
    */
-  logMemoryEntries: 16,
+  logMemoryEntries: 8,
   /** Applied entries between snapshots. */
   snapshotIntervalEntries: 64,
   /** Applied entries kept in the log behind the snapshot, for catch-up by log segment. */
@@ -132,6 +134,10 @@ assert(limits.catchUpSegmentEntriesMax <= limits.logRetainedEntries, "a segment 
 assert(limits.membersMax >= limits.cellSizeDefault + 1, "a cell must be able to stretch by one node");
 assert(limits.commitNoticeDelayMs < limits.retransmitMs, "the commit notice comes before any retransmission");
 assert(limits.pipelineDepth >= 1, "the pipeline holds at least one slot");
+assert(
+  limits.logMemoryEntries >= 2 * limits.pipelineDepth,
+  "a follower a pipeline or two behind catches up from memory",
+);
 assert(limits.electionBackoffMsMax >= limits.electionBackoffMsMin * 2, "backoff must be able to grow");
 assert(limits.suspectAfterMs >= limits.heartbeatIntervalMs * 3, "suspicion needs several missed heartbeats");
 assert(

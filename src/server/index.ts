@@ -1,4 +1,5 @@
 export { FailureDetector } from "./failure-detector.ts";
+export { serverNodeFlags } from "./runtime.ts";
 export {
   Server,
   type ServerCounters,

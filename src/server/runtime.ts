@@ -1,0 +1,9 @@
+/**
+ * How the server's Node.js process is started. A server hosting thousands of cells allocates a
+ * few kilobytes per commit (messages, log entries, results) that die within a few rounds. With
+ * V8's default nursery (16 MiB semi-spaces) the objects of thousands of cells in flight at once
+ * outlive it, are copied into the old generation and die there, which costs more than the
+ * protocol work itself. A 64 MiB semi-space lets them die young. `npm run bench:cell` measures
+ * the pure protocol path both ways (docs/BENCHMARKS.md).
+ */
+export const serverNodeFlags: readonly string[] = Object.freeze(["--max-semi-space-size=64"]);
