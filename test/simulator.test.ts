@@ -16,6 +16,9 @@ describe("simulator", () => {
     const report = runSimulation({ seed: 7, faults: "all" });
     expect(report.violations).toEqual([]);
     expect(report.opsCompleted).toBeGreaterThan(1900);
+    // Every operation in the history is accounted for once: the workload's and the liveness writes.
+    expect(report.opsIssued).toBe(2000 + report.livenessOps);
+    expect(report.opsCompleted + report.opsFailed + report.opsOpen).toBe(report.opsIssued);
     expect(Object.values(report.faultsInjected).reduce((a, b) => a + b, 0)).toBeGreaterThan(10);
   });
 

@@ -31,7 +31,10 @@ export interface SimReport {
   readonly servers: number;
   readonly cells: number;
   readonly faults: FaultMix;
+  /** Operations of the workload plus one liveness write per cell: the client history checked. */
   readonly opsIssued: number;
+  /** Of which the liveness phase's writes. */
+  readonly livenessOps: number;
   readonly opsCompleted: number;
   readonly opsFailed: number;
   readonly opsOpen: number;
@@ -208,7 +211,8 @@ export function runSimulation(options: SimOptions): SimReport {
     servers: o.servers,
     cells: o.cells,
     faults: o.faults,
-    opsIssued: issued,
+    opsIssued: issued + cellKeys.length,
+    livenessOps: cellKeys.length,
     opsCompleted: completed,
     opsFailed: failed,
     opsOpen: open,
@@ -362,7 +366,7 @@ class FaultDriver {
 export function formatReport(report: SimReport): string {
   const lines = [
     `seed ${report.seed}: ${report.servers} servers, ${report.cells} cells, faults ${report.faults}`,
-    `operations: ${report.opsIssued} issued, ${report.opsCompleted} completed, ${report.opsFailed} failed, ${report.opsOpen} with unknown outcome`,
+    `operations: ${report.opsIssued} issued (${report.livenessOps} of them liveness writes), ${report.opsCompleted} completed, ${report.opsFailed} failed, ${report.opsOpen} with unknown outcome`,
     `faults injected: ${
       Object.entries(report.faultsInjected)
         .map(([k, v]) => `${k} ${v}`)
