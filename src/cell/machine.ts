@@ -345,7 +345,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
         detail: `a read takes no writes, and this transaction has ${txn.writes.length}; propose it through the log`,
       };
     }
-    return this.evaluate(txn);
+    return this.executeTxn(txn);
   }
 
   /** The value of an item (a copy), or null when missing. */
@@ -494,28 +494,15 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
     return invalid(false, { code: "unknown_operation", message: "unknown operation", item: null });
   }
 
-  /** Reads and conditions against the current state (no writes). */
-  private evaluate(txn: Transaction): TxnResult {
-    const reads = this.readAll(txn.reads);
-    const failed = this.failedCondition(txn.conditions);
-    if (failed >= 0) return { status: "condition_failed", condition: failed, reads };
-    return { status: "committed", reads, added: noAdds };
-  }
-
-  /** The index of the first condition that does not hold, or -1. */
-  private failedCondition(conditions: readonly Condition[]): number {
-    for (let i = 0; i < conditions.length; i++) {
-      if (!this.holds(conditions[i] as Condition)) return i;
-    }
-    return -1;
-  }
-
+  /** Reads and conditions, then the writes; a transaction without writes changes nothing. */
   private executeTxn(txn: Transaction): TxnResult {
-    const writes = txn.writes;
-    if (writes.length === 0) return this.evaluate(txn);
     const reads = this.readAll(txn.reads);
-    const failed = this.failedCondition(txn.conditions);
-    if (failed >= 0) return { status: "condition_failed", condition: failed, reads };
+    const conditions = txn.conditions;
+    for (let i = 0; i < conditions.length; i++) {
+      if (!this.holds(conditions[i] as Condition)) return { status: "condition_failed", condition: i, reads };
+    }
+    const writes = txn.writes;
+    if (writes.length === 0) return { status: "committed", reads, added: noAdds };
 
     // A transaction writes each item at most once (validated), so every write sees the state
     // before the transaction: compute all new values first, then apply them all or none. The

@@ -569,10 +569,7 @@ export class Replica<C, R> {
     if (p !== null) {
       for (const read of p.reads) out.dropped.push({ cellKey: this.cellKey, tag: read.tag, reason, leader });
       p.reads.length = 0;
-      for (const inflight of p.inflight.ascending()) {
-        if (inflight.tags === null) continue;
-        for (const tag of inflight.tags) out.dropped.push({ cellKey: this.cellKey, tag, reason, leader });
-      }
+      for (const inflight of p.inflight.ascending()) this.dropInflight(inflight, reason, leader, out);
     }
   }
 
@@ -1300,11 +1297,19 @@ export class Replica<C, R> {
     for (const inflight of p.inflight.ascending()) {
       if (inflight.slot > this.committed) break;
       p.inflight.delete(inflight.slot);
-      if (inflight.tags === null) continue;
-      for (const tag of inflight.tags) {
-        out.dropped.push({ cellKey: this.cellKey, tag, reason: "lost_leadership", leader: this.node });
-      }
+      this.dropInflight(inflight, "lost_leadership", this.node, out);
     }
+  }
+
+  /** Tells the requests proposed in `inflight` that this node will not answer them. */
+  private dropInflight(
+    inflight: Inflight<C>,
+    reason: DropReason,
+    leader: NodeId | null,
+    out: Output<C, R>,
+  ): void {
+    if (inflight.tags === null) return;
+    for (const tag of inflight.tags) out.dropped.push({ cellKey: this.cellKey, tag, reason, leader });
   }
 
   private behind(): boolean {

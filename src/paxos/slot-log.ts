@@ -34,8 +34,9 @@ export class SlotLog<C> {
 
   set(slot: number, entry: LogEntry<C>): void {
     if (this.count === 0) this.base = slot;
-    else if (slot < this.base) this.rebase(slot);
-    else if (slot > this.base + this.mask) this.grow(slot - this.base + 1);
+    // Rare: a catch-up below what is held moves the window down; a slot beyond it widens it.
+    else if (slot < this.base) this.reshape(this.highest() - slot + 1, slot);
+    else if (slot > this.base + this.mask) this.reshape(slot - this.base + 1, this.base);
     const place = slot & this.mask;
     if (this.ring[place] === undefined) this.count += 1;
     this.ring[place] = entry;
@@ -74,16 +75,6 @@ export class SlotLog<C> {
     copy.base = this.base;
     copy.count = this.count;
     return copy;
-  }
-
-  /** Rare (a catch-up below what is held): move the window down to start at `slot`. */
-  private rebase(slot: number): void {
-    const span = this.highest() - slot + 1;
-    this.reshape(span, slot);
-  }
-
-  private grow(span: number): void {
-    this.reshape(span, this.base);
   }
 
   /** Re-lays the held entries into a ring covering at least `span` slots from `base`. */
