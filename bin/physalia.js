@@ -1,5 +1,8 @@
-#!/usr/bin/env node
-// Runs the compiled command (built by `npm ci` / `npm run build`).
+#!/usr/bin/env -S node --max-semi-space-size=64
+// Runs the compiled command (built by `npm ci` / `npm run build`). The flags on the first line are
+// the server's (`serverNodeFlags`, src/server/runtime.ts; a test keeps the two equal): every
+// command started through this file, `physalia server` included, runs with them. Whoever starts
+// this file with `node` directly passes them itself.
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -4,6 +4,8 @@
  * V8's default nursery (16 MiB semi-spaces) the objects of thousands of cells in flight at once
  * outlive it, are copied into the old generation and die there, which costs more than the
  * protocol work itself. A 64 MiB semi-space lets them die young. `npm run bench:cell` measures
- * the pure protocol path both ways (docs/BENCHMARKS.md).
+ * the pure protocol path both ways (docs/BENCHMARKS.md). `bin/physalia.js` names the same flags
+ * on its first line (test/binary.test.ts keeps the two equal); whoever starts a server with `node`
+ * directly passes them itself.
  */
 export const serverNodeFlags: readonly string[] = Object.freeze(["--max-semi-space-size=64"]);

@@ -1,0 +1,52 @@
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { serverNodeFlags } from "../src/server/index.ts";
+
+const bin = join(import.meta.dirname, "..", "bin", "physalia.js");
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The process has become node running the binary (before that it is `env`). */
+function isNode(commandLine: string[]): boolean {
+  const program = commandLine[0] ?? "";
+  return !program.endsWith("env") && commandLine.some((word) => word.endsWith("physalia.js"));
+}
+
+describe("the physalia binary", () => {
+  it("names exactly the server's Node flags on its first line", () => {
+    const firstLine = readFileSync(bin, "utf8").split("\n")[0] ?? "";
+    expect(firstLine.startsWith("#!/usr/bin/env -S node ")).toBe(true);
+    const flags = firstLine.split(" ").filter((word) => word.startsWith("--"));
+    expect(flags.sort()).toEqual([...serverNodeFlags].sort());
+  });
+
+  it("started directly, runs Node with those flags", async () => {
+    // A simulation large enough to be still running when its command line is read.
+    const child = spawn(bin, ["sim", "--seed", "1", "--cells", "2000", "--ops", "200000"], {
+      stdio: "ignore",
+    });
+    const pid = child.pid;
+    expect(pid).toBeTypeOf("number");
+    let commandLine: string[] = [];
+    try {
+      // `env -S` replaces itself with node in the same process; wait for that, within 5 s.
+      for (let attempt = 0; attempt < 100; attempt++) {
+        try {
+          commandLine = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+        } catch {
+          commandLine = [];
+        }
+        if (isNode(commandLine)) break;
+        await sleep(50);
+      }
+    } finally {
+      child.kill("SIGKILL");
+    }
+    expect(isNode(commandLine)).toBe(true);
+    for (const flag of serverNodeFlags) expect(commandLine).toContain(flag);
+  });
+});
