@@ -1,1 +1,29 @@
+export {
+  colonyKeyBytesMin,
+  colonyKeyProblem,
+  decodeFrame,
+  encodeFrame,
+  encodeHello,
+  type Frame,
+  type FrameDecodeResult,
+  type FrameKey,
+  type FrameRejection,
+  FrameSplitter,
+  frameKey,
+  frameVersion,
+  type SplitResult,
+} from "./frame.ts";
+export { type TransportLimits, transportLimits, transportLimitsProblem } from "./limits.ts";
 export type { TransportPort } from "./port.ts";
+export {
+  type DropReason,
+  dropReasons,
+  formatServerAddress,
+  isClientAddress,
+  type MessageCodec,
+  parseServerAddress,
+  TcpTransport,
+  type TcpTransportOptions,
+  type TransportStats,
+  type TransportWarn,
+} from "./tcp.ts";

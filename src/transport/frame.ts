@@ -1,0 +1,379 @@
+/**
+ * The frame: the unit the TCP transport writes. On the wire:
+ *
+ *   u32 big-endian length of what follows
+ *   u8 version
+ *   varint address length, UTF-8 sender address
+ *   varint sequence number (per connection; 0 is the hello)
+ *   varint message count, then per message: varint length, payload bytes
+ *   32-byte HMAC-SHA256, keyed with the colony key, over every byte before it (prefix included)
+ *
+ * Decoding treats its input as hostile: it checks the size bounds while walking the structure
+ * (cheap, no allocation), then the tag in constant time, and only then copies messages out. Bad
+ * input is an expected outcome, so it returns a tagged result and never throws.
+ */
+import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from "node:crypto";
+import { type Address, assert, utf8Encode } from "../core/index.ts";
+import {
+  frameOverheadBytes,
+  framePrefixBytes,
+  frameTagBytes,
+  type TransportLimits,
+  transportLimits,
+  varintBytes,
+} from "./limits.ts";
+
+export const frameVersion = 1;
+/** Shortest colony key accepted: HMAC-SHA256 is only as strong as its key, up to its block. */
+export const colonyKeyBytesMin = 32;
+
+export interface Frame {
+  readonly sender: Address;
+  /** Per connection, strictly increasing; the hello is 0. */
+  readonly sequence: number;
+  readonly messages: readonly Uint8Array[];
+}
+
+export type FrameRejection = "oversized" | "malformed" | "unauthenticated" | "unsupported-version";
+
+export type FrameDecodeResult =
+  | { readonly ok: true; readonly frame: Frame }
+  | { readonly ok: false; readonly reason: FrameRejection; readonly detail: string };
+
+/** The colony key, imported once so every frame does not re-import it. */
+export interface FrameKey {
+  readonly key: KeyObject;
+}
+
+/** Why these bytes cannot be a colony key, or null if they can. */
+export function colonyKeyProblem(key: Uint8Array): string | null {
+  if (!(key instanceof Uint8Array)) return "the colony key must be a Buffer or Uint8Array";
+  if (key.length < colonyKeyBytesMin)
+    return `the colony key is ${key.length} bytes; it must be at least ${colonyKeyBytesMin} random bytes (e.g. \`openssl rand 32\`)`;
+  return null;
+}
+
+/** Import a colony key; a short key is a configuration error, reported with what to do. */
+export function frameKey(key: Uint8Array): FrameKey {
+  const problem = colonyKeyProblem(key);
+  if (problem !== null) throw new RangeError(problem);
+  return { key: createSecretKey(Buffer.from(key)) };
+}
+
+function tagOf(key: FrameKey, bytes: Uint8Array): Buffer {
+  return createHmac("sha256", key.key).update(bytes).digest();
+}
+
+function writeVarint(target: Buffer, offset: number, value: number): number {
+  while (value >= 0x80) {
+    target[offset++] = (value % 0x80) | 0x80;
+    value = Math.floor(value / 0x80);
+  }
+  target[offset++] = value;
+  return offset;
+}
+
+/** Bytes a message adds to a frame: its length prefix and its payload. */
+export function messageFrameBytes(message: Uint8Array): number {
+  return varintBytes(message.length) + message.length;
+}
+
+/**
+ * Encode a frame. The caller keeps within the bounds (the transport splits batches before
+ * encoding), so exceeding one is a bug here, not a rejection.
+ */
+export function encodeFrame(key: FrameKey, frame: Frame, bounds: TransportLimits = transportLimits): Buffer {
+  const address = utf8Encode(frame.sender);
+  assert(address.length <= bounds.addressBytesMax, () => `sender address of ${address.length} bytes`);
+  assert(Number.isSafeInteger(frame.sequence) && frame.sequence >= 0, "sequence is a safe unsigned integer");
+  assert(
+    frame.messages.length <= bounds.frameMessagesMax,
+    () => `${frame.messages.length} messages in a frame`,
+  );
+  let size =
+    framePrefixBytes +
+    1 +
+    varintBytes(address.length) +
+    address.length +
+    varintBytes(frame.sequence) +
+    varintBytes(frame.messages.length) +
+    frameTagBytes;
+  let messagesBytes = 0;
+  for (const message of frame.messages) {
+    assert(message.length <= bounds.messageBytesMax, () => `message of ${message.length} bytes`);
+    messagesBytes += messageFrameBytes(message);
+  }
+  size += messagesBytes;
+  assert(size <= bounds.frameBytesMax, () => `frame of ${size} bytes exceeds ${bounds.frameBytesMax}`);
+  assert(
+    size <= frameOverheadBytes(bounds, address.length) + messagesBytes,
+    "the overhead the transport plans for covers the frame",
+  );
+  const out = Buffer.allocUnsafe(size);
+  out.writeUInt32BE(size - framePrefixBytes, 0);
+  let offset = framePrefixBytes;
+  out[offset++] = frameVersion;
+  offset = writeVarint(out, offset, address.length);
+  out.set(address, offset);
+  offset += address.length;
+  offset = writeVarint(out, offset, frame.sequence);
+  offset = writeVarint(out, offset, frame.messages.length);
+  for (const message of frame.messages) {
+    offset = writeVarint(out, offset, message.length);
+    out.set(message, offset);
+    offset += message.length;
+  }
+  assert(offset === size - frameTagBytes, "frame layout adds up");
+  tagOf(key, out.subarray(0, offset)).copy(out, offset);
+  return out;
+}
+
+/** The hello: the first frame on every connection, naming its sender. */
+export function encodeHello(
+  key: FrameKey,
+  sender: Address,
+  bounds: TransportLimits = transportLimits,
+): Buffer {
+  return encodeFrame(key, { sender, sequence: 0, messages: [] }, bounds);
+}
+
+/** A minimal cursor over untrusted bytes; `null` from a read means the input is malformed. */
+class Cursor {
+  constructor(
+    private readonly bytes: Uint8Array,
+    public offset: number,
+    private readonly end: number,
+  ) {}
+
+  get remaining(): number {
+    return this.end - this.offset;
+  }
+
+  byte(): number | null {
+    if (this.offset >= this.end) return null;
+    return this.bytes[this.offset++] as number;
+  }
+
+  /** A canonical (minimal) LEB128 varint up to 2^53 - 1. */
+  varint(): number | null {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.byte();
+      if (b === null) return null;
+      result += (b & 0x7f) * scale;
+      if ((b & 0x80) === 0) {
+        if (b === 0 && i > 0) return null;
+        return Number.isSafeInteger(result) ? result : null;
+      }
+      scale *= 0x80;
+    }
+    return null;
+  }
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function reject(reason: FrameRejection, detail: string): FrameDecodeResult {
+  return { ok: false, reason, detail };
+}
+
+/** Decode one whole frame (length prefix included), as the splitter yields it. Never throws. */
+export function decodeFrame(
+  key: FrameKey,
+  bytes: Uint8Array,
+  bounds: TransportLimits = transportLimits,
+): FrameDecodeResult {
+  if (bytes.length > bounds.frameBytesMax)
+    return reject("oversized", `frame of ${bytes.length} bytes exceeds ${bounds.frameBytesMax}`);
+  // prefix, version, address length, sequence, count, tag
+  const frameBytesMin = framePrefixBytes + 4 + frameTagBytes;
+  if (bytes.length < frameBytesMin)
+    return reject("malformed", `frame of ${bytes.length} bytes is shorter than ${frameBytesMin}`);
+  const declared =
+    (bytes[0] as number) * 0x100_0000 +
+    ((bytes[1] as number) << 16) +
+    ((bytes[2] as number) << 8) +
+    (bytes[3] as number);
+  if (declared !== bytes.length - framePrefixBytes)
+    return reject("malformed", `length prefix ${declared} does not match ${bytes.length - framePrefixBytes}`);
+
+  const tagStart = bytes.length - frameTagBytes;
+  const cursor = new Cursor(bytes, framePrefixBytes, tagStart);
+  const version = cursor.byte();
+  if (version !== frameVersion) return reject("unsupported-version", `frame version ${version}`);
+  const addressBytes = cursor.varint();
+  if (addressBytes === null) return reject("malformed", "bad address length");
+  if (addressBytes > bounds.addressBytesMax)
+    return reject("oversized", `address of ${addressBytes} bytes exceeds ${bounds.addressBytesMax}`);
+  if (addressBytes > cursor.remaining) return reject("malformed", "truncated address");
+  const addressStart = cursor.offset;
+  cursor.offset += addressBytes;
+  const sequence = cursor.varint();
+  if (sequence === null) return reject("malformed", "bad sequence number");
+  const count = cursor.varint();
+  if (count === null) return reject("malformed", "bad message count");
+  if (count > bounds.frameMessagesMax)
+    return reject("oversized", `${count} messages exceed ${bounds.frameMessagesMax}`);
+  // Each message takes at least one byte, so a count beyond the bytes left is malformed; checking
+  // it here keeps the allocation below bounded by the frame's size.
+  if (count > cursor.remaining) return reject("malformed", `${count} messages in ${cursor.remaining} bytes`);
+  const starts = new Array<number>(count);
+  const lengths = new Array<number>(count);
+  for (let i = 0; i < count; i++) {
+    const length = cursor.varint();
+    if (length === null) return reject("malformed", `bad length of message ${i}`);
+    if (length > bounds.messageBytesMax)
+      return reject("oversized", `message of ${length} bytes exceeds ${bounds.messageBytesMax}`);
+    if (length > cursor.remaining) return reject("malformed", `truncated message ${i}`);
+    starts[i] = cursor.offset;
+    lengths[i] = length;
+    cursor.offset += length;
+  }
+  if (cursor.remaining !== 0) return reject("malformed", `${cursor.remaining} trailing bytes before the tag`);
+
+  const expected = tagOf(key, bytes.subarray(0, tagStart));
+  const actual = bytes.subarray(tagStart);
+  if (!timingSafeEqual(expected, actual))
+    return reject("unauthenticated", "the tag does not match the colony key");
+
+  let sender: string;
+  try {
+    sender = utf8.decode(bytes.subarray(addressStart, addressStart + addressBytes));
+  } catch {
+    return reject("malformed", "sender address is not UTF-8");
+  }
+  // Messages own their bytes: a decoded value may keep a view of them, and a view would pin the
+  // whole socket chunk the frame arrived in.
+  const messages = new Array<Uint8Array>(count);
+  for (let i = 0; i < count; i++) {
+    const start = starts[i] as number;
+    messages[i] = bytes.slice(start, start + (lengths[i] as number));
+  }
+  return { ok: true, frame: { sender, sequence, messages } };
+}
+
+export type SplitResult =
+  | { readonly ok: true; readonly frames: readonly Uint8Array[] }
+  | { readonly ok: false; readonly reason: "oversized"; readonly detail: string };
+
+/**
+ * Cuts a byte stream into whole frames (each with its length prefix). Chunks are kept as they
+ * arrive and each frame's bytes are copied at most once, so feeding a frame in many small chunks
+ * costs time linear in its size. A length prefix above the bound is rejected as soon as its four
+ * bytes arrive, before any of the body is buffered; the splitter then stays failed (the
+ * connection is closed, as the stream cannot be resynchronized).
+ */
+export class FrameSplitter {
+  private chunks: Uint8Array[] = [];
+  /** Index of the first chunk still holding unread bytes. */
+  private head = 0;
+  /** Bytes of chunks[head] already consumed. */
+  private headOffset = 0;
+  private bufferedBytes = 0;
+  /** Size of the frame being assembled (prefix included), or -1 before its prefix is complete. */
+  private frameBytes = -1;
+  private failure: SplitResult | null = null;
+
+  constructor(private readonly bounds: TransportLimits = transportLimits) {}
+
+  /** Bytes held waiting for the rest of a frame; at most one frame plus one chunk. */
+  get buffered(): number {
+    return this.bufferedBytes;
+  }
+
+  push(chunk: Uint8Array): SplitResult {
+    if (this.failure !== null) return this.failure;
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.bufferedBytes += chunk.length;
+    }
+    const frames: Uint8Array[] = [];
+    for (;;) {
+      if (this.frameBytes < 0) {
+        if (this.bufferedBytes < framePrefixBytes) break;
+        const prefix = this.peekPrefix();
+        if (prefix > this.bounds.frameBytesMax - framePrefixBytes) {
+          this.failure = {
+            ok: false,
+            reason: "oversized",
+            detail: `length prefix ${prefix} exceeds ${this.bounds.frameBytesMax - framePrefixBytes}`,
+          };
+          this.chunks = [];
+          this.head = 0;
+          this.headOffset = 0;
+          this.bufferedBytes = 0;
+          return this.failure;
+        }
+        this.frameBytes = prefix + framePrefixBytes;
+      }
+      if (this.bufferedBytes < this.frameBytes) break;
+      frames.push(this.take(this.frameBytes));
+      this.frameBytes = -1;
+    }
+    this.compact();
+    return { ok: true, frames };
+  }
+
+  private peekPrefix(): number {
+    let value = 0;
+    let index = this.head;
+    let offset = this.headOffset;
+    for (let i = 0; i < framePrefixBytes; i++) {
+      let chunk = this.chunks[index] as Uint8Array;
+      while (offset >= chunk.length) {
+        index += 1;
+        offset = 0;
+        chunk = this.chunks[index] as Uint8Array;
+      }
+      value = value * 0x100 + (chunk[offset] as number);
+      offset += 1;
+    }
+    return value;
+  }
+
+  private take(size: number): Uint8Array {
+    assert(size <= this.bufferedBytes, "take only buffered bytes");
+    this.bufferedBytes -= size;
+    const first = this.chunks[this.head] as Uint8Array;
+    if (first.length - this.headOffset >= size) {
+      // The whole frame sits in one chunk: hand out a view, no copy.
+      const view = first.subarray(this.headOffset, this.headOffset + size);
+      this.advance(first, size);
+      return view;
+    }
+    const out = new Uint8Array(size);
+    let filled = 0;
+    while (filled < size) {
+      const chunk = this.chunks[this.head] as Uint8Array;
+      const available = chunk.length - this.headOffset;
+      const n = Math.min(available, size - filled);
+      out.set(chunk.subarray(this.headOffset, this.headOffset + n), filled);
+      filled += n;
+      this.advance(chunk, n);
+    }
+    return out;
+  }
+
+  private advance(chunk: Uint8Array, n: number): void {
+    this.headOffset += n;
+    if (this.headOffset === chunk.length) {
+      this.chunks[this.head] = EMPTY;
+      this.head += 1;
+      this.headOffset = 0;
+    }
+  }
+
+  /** Drop consumed chunk slots so the array does not grow with the life of the connection. */
+  private compact(): void {
+    if (this.head === this.chunks.length) {
+      this.chunks = [];
+      this.head = 0;
+    } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);

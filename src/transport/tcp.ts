@@ -1,0 +1,951 @@
+/**
+ * The TCP adapter of the transport port (DESIGN.md section 6). One connection per server pair;
+ * messages sent to one destination in one turn are packed into one frame (several only past the
+ * frame bounds) when the turn is flushed. Every frame carries an HMAC keyed with the colony key,
+ * and the first frame on a connection is a hello naming its sender, which binds the connection to
+ * that address.
+ *
+ * Servers have dialable addresses ("host:port"). A client only dials; its address
+ * ("client:<hex>") cannot be dialled, so a server answers it over the connection the client
+ * opened. Delivery is best effort (the port allows loss): frames queued for a peer are bounded in
+ * bytes and age, and the oldest are dropped and counted when a peer cannot keep up.
+ *
+ * Everything that can be counted is counted in `stats()`: a hostile or broken peer shows up there
+ * and, rate limited, in the warnings, never as an exception.
+ */
+import { randomBytes } from "node:crypto";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { type Address, assert, utf8Length } from "../core/index.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  encodeHello,
+  type FrameKey,
+  FrameSplitter,
+  frameKey,
+  messageFrameBytes,
+} from "./frame.ts";
+import {
+  frameOverheadBytes,
+  type TransportLimits,
+  transportLimits,
+  transportLimitsProblem,
+} from "./limits.ts";
+import type { TransportPort } from "./port.ts";
+
+/** Turns messages into bytes and back. `decode` may throw on bytes it does not accept. */
+export interface MessageCodec<M> {
+  encode(message: M): Uint8Array;
+  decode(bytes: Uint8Array): M;
+}
+
+export type TransportWarn = (message: string, fields: Readonly<Record<string, string | number>>) => void;
+
+export interface TcpTransportOptions<M> {
+  /**
+   * Where a server listens; leave out for an endpoint that only dials (a client). Port 0 picks a
+   * free port, readable from `address` after `start()`. `advertiseHost` is the host peers dial,
+   * when it differs from the listening host (e.g. listening on 0.0.0.0).
+   */
+  readonly listen?: { readonly host: string; readonly port: number; readonly advertiseHost?: string };
+  /** Shared by every server and client of the colony; at least 32 random bytes. */
+  readonly colonyKey: Uint8Array;
+  readonly codec: MessageCodec<M>;
+  /** Receives warnings (rate limited). */
+  readonly warn?: TransportWarn;
+  /** Overrides of the transport bounds; the result must still satisfy their relations. */
+  readonly limits?: Partial<TransportLimits>;
+  /** Uniform in [0, 1), for reconnect jitter. */
+  readonly random?: () => number;
+}
+
+export const dropReasons = [
+  /** Sent before start or after close, or still queued at close. */
+  "closed",
+  /** No route: a client address with no open connection, an address that is not host:port, or the peer table is full. */
+  "unreachable",
+  /** Too large: a length prefix, a frame, an address, a message count or a message. */
+  "oversized",
+  "malformed",
+  "unauthenticated",
+  "unsupported-version",
+  /** A frame naming a sender other than its connection's hello, or a hello naming the wrong server. */
+  "sender-mismatch",
+  /** A sequence number not above the last one accepted on the connection. */
+  "replayed",
+  /** The codec could not encode a message handed to `send`. */
+  "unencodable-message",
+  /** The codec could not decode a received message. */
+  "undecodable-message",
+  /** A message arrived before a handler was installed. */
+  "no-handler",
+  /** The peer's queue was full: the oldest frames made room. */
+  "backpressure",
+  /** A queued frame grew older than peerQueueAgeMsMax before it could be written. */
+  "expired",
+  /** More than turnMessagesMax messages between two flushes. */
+  "turn-full",
+] as const;
+
+export type DropReason = (typeof dropReasons)[number];
+
+export interface TransportStats {
+  readonly framesSent: number;
+  readonly framesReceived: number;
+  readonly messagesSent: number;
+  readonly messagesReceived: number;
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  /** Frames dropped, on the way out (queue) or in (rejected), by reason. */
+  readonly framesDropped: Readonly<Record<DropReason, number>>;
+  /** Messages dropped, by reason (a dropped outgoing frame counts its messages here too). */
+  readonly messagesDropped: Readonly<Record<DropReason, number>>;
+  /** Sockets open now, inbound and outbound, including duplicates being retired. */
+  readonly connectionsOpen: number;
+  readonly connectionsAccepted: number;
+  /** Inbound connections closed on arrival because connectionsAcceptedMax were open. */
+  readonly connectionsRefused: number;
+  /** Duplicate connections closed to keep one per peer. */
+  readonly connectionsRetired: number;
+  /** Connections closed because no authenticated hello came within helloTimeoutMs. */
+  readonly helloTimeouts: number;
+  readonly dials: number;
+  /** Dials to a peer after a failed dial or a lost connection. */
+  readonly reconnects: number;
+  /** Payload bytes queued for all peers now. */
+  readonly queuedBytes: number;
+  readonly warningsSuppressed: number;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+function zeroCounts(): Record<DropReason, number> {
+  const counts = {} as Record<DropReason, number>;
+  for (const reason of dropReasons) counts[reason] = 0;
+  return counts;
+}
+
+const clientPrefix = "client:";
+
+export function isClientAddress(address: Address): boolean {
+  return address.startsWith(clientPrefix);
+}
+
+/** The host and port of a dialable address ("host:port" or "[v6]:port"), or null. */
+export function parseServerAddress(address: Address): { host: string; port: number } | null {
+  const colon = address.lastIndexOf(":");
+  if (colon <= 0 || isClientAddress(address)) return null;
+  let host = address.slice(0, colon);
+  const portText = address.slice(colon + 1);
+  if (!/^[0-9]{1,5}$/.test(portText)) return null;
+  const port = Number(portText);
+  if (port < 1 || port > 65535) return null;
+  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  else if (host.includes(":")) return null;
+  if (host.length === 0) return null;
+  return { host, port };
+}
+
+export function formatServerAddress(host: string, port: number): Address {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Messages bound for one future frame, as encoded payloads. */
+interface QueuedFrame {
+  readonly messages: Uint8Array[];
+  /** Sum of the messages' frame bytes (length prefix and payload). */
+  bytes: number;
+  readonly queuedAtMs: number;
+}
+
+/** First in, first out, with a look at the head (for expiry) and O(1) operations. */
+class FrameQueue {
+  private items: (QueuedFrame | undefined)[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(frame: QueuedFrame): void {
+    this.items.push(frame);
+  }
+
+  peek(): QueuedFrame | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): QueuedFrame | undefined {
+    const frame = this.items[this.head];
+    if (frame === undefined) return undefined;
+    this.items[this.head] = undefined;
+    this.head += 1;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return frame;
+  }
+}
+
+let nextConnectionId = 1;
+
+class Connection {
+  readonly id = nextConnectionId++;
+  /** The address at the other end: the dialled address, or the hello's once it arrives. */
+  remote: Address | null;
+  /** Who dialled: decides which of two duplicate connections survives. */
+  dialer: Address | null;
+  connected: boolean;
+  /** Counted in the transport's dials in progress (an outbound connection not yet connected). */
+  dialPending: boolean;
+  helloReceived = false;
+  /** Last sequence number written; the hello is 0. */
+  sequenceSent = 0;
+  /** Last sequence number accepted from the peer. */
+  sequenceReceived = -1;
+  /** The socket's buffer is full: wait for 'drain'. */
+  blocked = false;
+  /** A duplicate being closed: no more writes, but frames still arriving are delivered. */
+  retiring = false;
+  badFrames = 0;
+  timer: NodeJS.Timeout | null = null;
+  readonly splitter: FrameSplitter;
+  readonly closed: Promise<void>;
+  private resolveClosed: () => void = () => {};
+
+  constructor(
+    readonly socket: Socket,
+    readonly direction: "inbound" | "outbound",
+    remote: Address | null,
+    dialer: Address | null,
+    bounds: TransportLimits,
+  ) {
+    this.remote = remote;
+    this.dialer = dialer;
+    this.connected = direction === "inbound";
+    this.dialPending = direction === "outbound";
+    this.splitter = new FrameSplitter(bounds);
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+  }
+
+  markClosed(): void {
+    this.resolveClosed();
+  }
+
+  clearTimer(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+class Peer {
+  connection: Connection | null = null;
+  /** An outbound connection still connecting. */
+  dialing: Connection | null = null;
+  dialTimer: NodeJS.Timeout | null = null;
+  /** Consecutive dials without an authenticated hello back; drives the backoff. */
+  failedDials = 0;
+  everDialled = false;
+  readonly queue = new FrameQueue();
+  queuedBytes = 0;
+
+  constructor(
+    readonly address: Address,
+    readonly dialable: { host: string; port: number } | null,
+  ) {}
+}
+
+type State = "new" | "starting" | "started" | "closed";
+
+export class TcpTransport<M> implements TransportPort<M> {
+  private readonly bounds: TransportLimits;
+  private readonly key: FrameKey;
+  private readonly codec: MessageCodec<M>;
+  private readonly warnSink: TransportWarn | undefined;
+  private readonly random: () => number;
+  private readonly listenOptions: TcpTransportOptions<M>["listen"];
+  private selfAddress: Address | null;
+  /** Bytes a frame from this endpoint adds around its messages. */
+  private frameOverhead = 0;
+  private state: State = "new";
+  private server: Server | null = null;
+  private handler: ((from: Address, message: M) => void) | null = null;
+
+  private readonly pending = new Map<Address, M[]>();
+  private pendingCount = 0;
+  private readonly peers = new Map<Address, Peer>();
+  private readonly connections = new Set<Connection>();
+  private inboundOpen = 0;
+  private dialsPending = 0;
+  private localDelivery: { immediate: NodeJS.Immediate; messages: M[] } | null = null;
+  private closing: Promise<void> | null = null;
+
+  private warningWindowStartMs = 0;
+  private warningsInWindow = 0;
+
+  private readonly counters: Mutable<Omit<TransportStats, "framesDropped" | "messagesDropped">> = {
+    framesSent: 0,
+    framesReceived: 0,
+    messagesSent: 0,
+    messagesReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    connectionsOpen: 0,
+    connectionsAccepted: 0,
+    connectionsRefused: 0,
+    connectionsRetired: 0,
+    helloTimeouts: 0,
+    dials: 0,
+    reconnects: 0,
+    queuedBytes: 0,
+    warningsSuppressed: 0,
+  };
+  private readonly framesDropped = zeroCounts();
+  private readonly messagesDropped = zeroCounts();
+
+  constructor(options: TcpTransportOptions<M>) {
+    const bounds = { ...transportLimits, ...options.limits };
+    const problem = transportLimitsProblem(bounds);
+    if (problem !== null) throw new RangeError(`invalid transport limits: ${problem}`);
+    this.bounds = Object.freeze(bounds);
+    this.key = frameKey(options.colonyKey);
+    this.codec = options.codec;
+    this.warnSink = options.warn;
+    this.random = options.random ?? Math.random;
+    this.listenOptions = options.listen;
+    if (options.listen === undefined) {
+      this.selfAddress = `${clientPrefix}${randomBytes(8).toString("hex")}`;
+    } else {
+      const { host, port, advertiseHost } = options.listen;
+      if (!Number.isInteger(port) || port < 0 || port > 65535)
+        throw new RangeError(`listen port must be an integer in [0, 65535], got ${port}`);
+      if (host.length === 0) throw new RangeError("listen host must not be empty");
+      this.selfAddress = port === 0 ? null : formatServerAddress(advertiseHost ?? host, port);
+    }
+    if (this.selfAddress !== null) this.setAddress(this.selfAddress);
+  }
+
+  private setAddress(address: Address): void {
+    const bytes = utf8Length(address);
+    if (bytes > this.bounds.addressBytesMax)
+      throw new RangeError(
+        `address ${address} is ${bytes} bytes; the limit is ${this.bounds.addressBytesMax}`,
+      );
+    this.selfAddress = address;
+    this.frameOverhead = frameOverheadBytes(this.bounds, bytes);
+  }
+
+  /** This endpoint's address. A server listening on port 0 has one only after `start()`. */
+  get address(): Address {
+    assert(this.selfAddress !== null, "a transport listening on port 0 has no address before start()");
+    return this.selfAddress;
+  }
+
+  /** Listen (servers) and begin accepting `send`. Rejects if the port cannot be bound. */
+  async start(): Promise<void> {
+    assert(this.state === "new", () => `start() on a transport that is ${this.state}`);
+    this.state = "starting";
+    const listen = this.listenOptions;
+    if (listen !== undefined) {
+      const server = createServer({ noDelay: true });
+      server.on("connection", (socket) => this.accept(socket));
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once("error", reject);
+          server.listen(listen.port, listen.host, () => {
+            server.off("error", reject);
+            resolve();
+          });
+        });
+      } catch (error) {
+        this.state = "new";
+        server.close();
+        const why = error instanceof Error ? error.message : String(error);
+        throw new Error(`cannot listen on ${formatServerAddress(listen.host, listen.port)}: ${why}`);
+      }
+      server.on("error", (error) => this.warn("listener error", { error: error.message }));
+      this.server = server;
+      const bound = server.address();
+      assert(bound !== null && typeof bound === "object", "a TCP listener has an address");
+      if (this.selfAddress === null)
+        this.setAddress(formatServerAddress(listen.advertiseHost ?? listen.host, bound.port));
+    }
+    // close() may have run while listening.
+    if (this.state === "starting") this.state = "started";
+  }
+
+  send(to: Address, message: M): void {
+    if (this.state !== "started") {
+      this.messagesDropped.closed += 1;
+      return;
+    }
+    if (this.pendingCount >= this.bounds.turnMessagesMax) {
+      this.messagesDropped["turn-full"] += 1;
+      return;
+    }
+    let messages = this.pending.get(to);
+    if (messages === undefined) {
+      messages = [];
+      this.pending.set(to, messages);
+    }
+    messages.push(message);
+    this.pendingCount += 1;
+  }
+
+  flush(): void {
+    if (this.state !== "started") {
+      this.messagesDropped.closed += this.pendingCount;
+      this.pending.clear();
+      this.pendingCount = 0;
+      return;
+    }
+    for (const [to, messages] of this.pending) this.enqueue(to, messages);
+    this.pending.clear();
+    this.pendingCount = 0;
+  }
+
+  onMessage(handler: (from: Address, message: M) => void): void {
+    this.handler = handler;
+  }
+
+  stats(): TransportStats {
+    return {
+      ...this.counters,
+      connectionsOpen: this.connections.size,
+      framesDropped: { ...this.framesDropped },
+      messagesDropped: { ...this.messagesDropped },
+    };
+  }
+
+  /** Close the listener and every connection, clear every timer; queued messages are dropped. */
+  close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
+    this.state = "closed";
+    this.messagesDropped.closed += this.pendingCount;
+    this.pending.clear();
+    this.pendingCount = 0;
+    if (this.localDelivery !== null) {
+      clearImmediate(this.localDelivery.immediate);
+      this.messagesDropped.closed += this.localDelivery.messages.length;
+      this.localDelivery = null;
+    }
+    for (const peer of this.peers.values()) {
+      if (peer.dialTimer !== null) clearTimeout(peer.dialTimer);
+      peer.dialTimer = null;
+      this.dropQueue(peer, "closed");
+    }
+    const waits: Promise<void>[] = [];
+    for (const connection of this.connections) {
+      connection.clearTimer();
+      connection.socket.destroy();
+      waits.push(connection.closed);
+    }
+    const server = this.server;
+    this.server = null;
+    if (server !== null) waits.push(new Promise((resolve) => server.close(() => resolve())));
+    this.closing = Promise.all(waits).then(() => {
+      this.peers.clear();
+    });
+    return this.closing;
+  }
+
+  // ---- sending
+
+  private enqueue(to: Address, messages: readonly M[]): void {
+    if (to === this.selfAddress) {
+      this.deliverLocally(messages);
+      return;
+    }
+    const peer = this.peerFor(to);
+    if (peer === null) {
+      this.messagesDropped.unreachable += messages.length;
+      return;
+    }
+    let frame: QueuedFrame | null = null;
+    for (const message of messages) {
+      let payload: Uint8Array;
+      try {
+        payload = this.codec.encode(message);
+      } catch (error) {
+        this.messagesDropped["unencodable-message"] += 1;
+        this.warn("a message could not be encoded", { to, error: describe(error) });
+        continue;
+      }
+      if (payload.length > this.bounds.messageBytesMax) {
+        this.messagesDropped.oversized += 1;
+        this.warn("a message exceeds messageBytesMax", { to, bytes: payload.length });
+        continue;
+      }
+      const bytes = messageFrameBytes(payload);
+      if (
+        frame !== null &&
+        (frame.messages.length >= this.bounds.frameMessagesMax ||
+          this.frameOverhead + frame.bytes + bytes > this.bounds.frameBytesMax)
+      ) {
+        this.pushFrame(peer, frame);
+        frame = null;
+      }
+      if (frame === null) frame = { messages: [], bytes: 0, queuedAtMs: performance.now() };
+      frame.messages.push(payload);
+      frame.bytes += bytes;
+    }
+    if (frame !== null) this.pushFrame(peer, frame);
+    this.pump(peer);
+  }
+
+  private pushFrame(peer: Peer, frame: QueuedFrame): void {
+    assert(frame.bytes <= this.bounds.peerQueueBytesMax, "a frame fits in a peer queue");
+    while (peer.queuedBytes + frame.bytes > this.bounds.peerQueueBytesMax) {
+      const oldest = peer.queue.shift();
+      assert(oldest !== undefined, "queued bytes are accounted to queued frames");
+      this.unqueue(peer, oldest);
+      this.countDroppedFrame(oldest, "backpressure");
+    }
+    peer.queue.push(frame);
+    peer.queuedBytes += frame.bytes;
+    this.counters.queuedBytes += frame.bytes;
+  }
+
+  private unqueue(peer: Peer, frame: QueuedFrame): void {
+    peer.queuedBytes -= frame.bytes;
+    this.counters.queuedBytes -= frame.bytes;
+    assert(peer.queuedBytes >= 0 && this.counters.queuedBytes >= 0, "queued bytes never go negative");
+  }
+
+  private countDroppedFrame(frame: QueuedFrame, reason: DropReason): void {
+    this.framesDropped[reason] += 1;
+    this.messagesDropped[reason] += frame.messages.length;
+  }
+
+  private dropQueue(peer: Peer, reason: DropReason): void {
+    for (let frame = peer.queue.shift(); frame !== undefined; frame = peer.queue.shift()) {
+      this.unqueue(peer, frame);
+      this.countDroppedFrame(frame, reason);
+    }
+  }
+
+  /** Write queued frames while the connection takes them; dial if there is no connection. */
+  private pump(peer: Peer): void {
+    const nowMs = performance.now();
+    for (let head = peer.queue.peek(); head !== undefined; head = peer.queue.peek()) {
+      if (nowMs - head.queuedAtMs <= this.bounds.peerQueueAgeMsMax) break;
+      peer.queue.shift();
+      this.unqueue(peer, head);
+      this.countDroppedFrame(head, "expired");
+    }
+    const connection = peer.connection;
+    if (connection === null) {
+      if (peer.queue.length > 0) this.ensureDial(peer);
+      else this.forgetIfIdle(peer);
+      return;
+    }
+    while (!connection.blocked && peer.queue.length > 0) {
+      const frame = peer.queue.shift() as QueuedFrame;
+      this.unqueue(peer, frame);
+      connection.sequenceSent += 1;
+      const bytes = encodeFrame(
+        this.key,
+        { sender: this.address, sequence: connection.sequenceSent, messages: frame.messages },
+        this.bounds,
+      );
+      this.counters.framesSent += 1;
+      this.counters.messagesSent += frame.messages.length;
+      this.counters.bytesSent += bytes.length;
+      if (!connection.socket.write(bytes)) connection.blocked = true;
+    }
+  }
+
+  private deliverLocally(messages: readonly M[]): void {
+    if (this.localDelivery === null) {
+      const batch: M[] = [];
+      // A later turn, like a message from elsewhere: the handler is never re-entered from flush().
+      const immediate = setImmediate(() => {
+        this.localDelivery = null;
+        for (const message of batch) this.deliver(this.address, message);
+      });
+      this.localDelivery = { immediate, messages: batch };
+    }
+    for (const message of messages) this.localDelivery.messages.push(message);
+  }
+
+  private deliver(from: Address, message: M): void {
+    if (this.handler === null) {
+      this.messagesDropped["no-handler"] += 1;
+      return;
+    }
+    this.counters.messagesReceived += 1;
+    // A throwing handler is a bug above the transport; it is not caught here.
+    this.handler(from, message);
+  }
+
+  // ---- peers and dialling
+
+  private peerFor(address: Address): Peer | null {
+    const existing = this.peers.get(address);
+    if (existing !== undefined) return existing;
+    const dialable = parseServerAddress(address);
+    if (dialable === null) return null; // a client with no connection, or not an address
+    return this.addPeer(address, dialable);
+  }
+
+  private addPeer(address: Address, dialable: { host: string; port: number } | null): Peer | null {
+    if (this.peers.size >= this.bounds.peersMax) {
+      this.warn("peer table full", { address, peersMax: this.bounds.peersMax });
+      return null;
+    }
+    const peer = new Peer(address, dialable);
+    this.peers.set(address, peer);
+    return peer;
+  }
+
+  /** A peer with nothing to do is forgotten, so the table holds only live peers. */
+  private forgetIfIdle(peer: Peer): void {
+    if (
+      peer.connection === null &&
+      peer.dialing === null &&
+      peer.dialTimer === null &&
+      peer.queue.length === 0 &&
+      this.peers.get(peer.address) === peer
+    )
+      this.peers.delete(peer.address);
+  }
+
+  private ensureDial(peer: Peer): void {
+    if (this.state !== "started" || peer.dialable === null) return;
+    if (peer.connection !== null || peer.dialing !== null || peer.dialTimer !== null) return;
+    if (this.dialsPending >= this.bounds.dialsPendingMax) {
+      this.scheduleDial(peer);
+      return;
+    }
+    this.dial(peer, peer.dialable);
+  }
+
+  private scheduleDial(peer: Peer): void {
+    if (this.state !== "started" || peer.dialTimer !== null) return;
+    const ceilingMs = Math.min(
+      this.bounds.reconnectDelayMsMax,
+      this.bounds.reconnectDelayMsMin * 2 ** Math.min(peer.failedDials, 30),
+    );
+    // Jitter in [ceiling/2, ceiling): spreads the dials of many servers restarting together.
+    const delayMs = ceilingMs / 2 + (this.random() * ceilingMs) / 2;
+    peer.failedDials += 1;
+    peer.dialTimer = setTimeout(() => {
+      peer.dialTimer = null;
+      if (peer.queue.length > 0) this.ensureDial(peer);
+      else this.forgetIfIdle(peer);
+    }, delayMs);
+    peer.dialTimer.unref();
+  }
+
+  private dial(peer: Peer, target: { host: string; port: number }): void {
+    this.counters.dials += 1;
+    if (peer.everDialled) this.counters.reconnects += 1;
+    peer.everDialled = true;
+    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const connection = new Connection(socket, "outbound", peer.address, this.address, this.bounds);
+    peer.dialing = connection;
+    this.dialsPending += 1;
+    this.connections.add(connection);
+    connection.timer = setTimeout(() => {
+      this.warn("dial timed out", { peer: peer.address });
+      socket.destroy();
+    }, this.bounds.dialTimeoutMs);
+    connection.timer.unref();
+    socket.once("connect", () => {
+      this.endDial(connection);
+      connection.connected = true;
+      connection.clearTimer();
+      if (peer.dialing === connection) peer.dialing = null;
+      if (this.state !== "started") {
+        socket.destroy();
+        return;
+      }
+      socket.setNoDelay(true);
+      socket.write(encodeHello(this.key, this.address, this.bounds));
+      this.armHelloTimer(connection);
+      this.attach(peer, connection);
+    });
+    this.wire(connection);
+  }
+
+  private endDial(connection: Connection): void {
+    if (!connection.dialPending) return;
+    connection.dialPending = false;
+    this.dialsPending -= 1;
+    assert(this.dialsPending >= 0, "dials in progress are counted once each");
+  }
+
+  // ---- connections
+
+  private accept(socket: Socket): void {
+    if (this.state !== "started" || this.inboundOpen >= this.bounds.connectionsAcceptedMax) {
+      if (this.state === "started") {
+        this.counters.connectionsRefused += 1;
+        this.warn("connection refused: too many open", { max: this.bounds.connectionsAcceptedMax });
+      }
+      socket.destroy();
+      return;
+    }
+    this.counters.connectionsAccepted += 1;
+    this.inboundOpen += 1;
+    socket.setNoDelay(true);
+    const connection = new Connection(socket, "inbound", null, null, this.bounds);
+    this.connections.add(connection);
+    this.wire(connection);
+    socket.write(encodeHello(this.key, this.address, this.bounds));
+    this.armHelloTimer(connection);
+  }
+
+  private armHelloTimer(connection: Connection): void {
+    connection.clearTimer();
+    connection.timer = setTimeout(() => {
+      connection.timer = null;
+      if (connection.helloReceived) return;
+      this.counters.helloTimeouts += 1;
+      this.warn("no hello: closing connection", { remote: connection.remote ?? "unknown" });
+      connection.socket.destroy();
+    }, this.bounds.helloTimeoutMs);
+    connection.timer.unref();
+  }
+
+  private wire(connection: Connection): void {
+    const socket = connection.socket;
+    socket.on("data", (chunk: Buffer) => this.receive(connection, chunk));
+    socket.on("drain", () => {
+      connection.blocked = false;
+      const peer = connection.remote === null ? undefined : this.peers.get(connection.remote);
+      if (peer !== undefined && peer.connection === connection) this.pump(peer);
+    });
+    socket.on("error", (error) => {
+      // Expected on a network: resets, refused dials. 'close' follows and does the bookkeeping.
+      if (connection.connected)
+        this.warn("connection error", { remote: connection.remote ?? "unknown", error: error.message });
+    });
+    socket.on("close", () => this.onClose(connection));
+  }
+
+  /**
+   * Make `connection` the peer's connection, unless the peer already has one that wins. Of two
+   * connections between the same servers, the one dialled by the lower address wins, so both
+   * ends pick the same one without talking; between two dialled by the same end, the newer wins
+   * (the older is likely dead). The loser is half-closed: each end stops writing to it, but reads
+   * until the other end closes too, so frames already written on it are still delivered, and
+   * frames not yet written stay in the peer's queue for the winner.
+   */
+  private attach(peer: Peer, connection: Connection): void {
+    const existing = peer.connection;
+    let winner = connection;
+    if (existing !== null && existing !== connection) {
+      winner = this.preferred(peer, existing, connection);
+      this.retire(winner === connection ? existing : connection);
+    }
+    peer.connection = winner;
+    if (peer.dialing !== null && peer.dialing !== winner) {
+      // A connection is up; a dial still in flight would only make a duplicate.
+      const abandoned = peer.dialing;
+      this.endDial(abandoned);
+      peer.dialing = null;
+      abandoned.clearTimer();
+      abandoned.socket.destroy();
+    }
+    if (peer.dialTimer !== null) {
+      clearTimeout(peer.dialTimer);
+      peer.dialTimer = null;
+    }
+    this.pump(peer);
+  }
+
+  private preferred(peer: Peer, a: Connection, b: Connection): Connection {
+    const lower = this.address < peer.address ? this.address : peer.address;
+    const aLower = a.dialer === lower;
+    const bLower = b.dialer === lower;
+    if (aLower !== bLower) return aLower ? a : b;
+    return a.id > b.id ? a : b;
+  }
+
+  private retire(connection: Connection): void {
+    if (connection.retiring) return;
+    connection.retiring = true;
+    this.counters.connectionsRetired += 1;
+    connection.socket.end();
+    connection.clearTimer();
+    connection.timer = setTimeout(() => connection.socket.destroy(), this.bounds.retireGraceMs);
+    connection.timer.unref();
+  }
+
+  private onClose(connection: Connection): void {
+    connection.clearTimer();
+    this.connections.delete(connection);
+    if (connection.direction === "inbound") this.inboundOpen -= 1;
+    connection.markClosed();
+    const peer = connection.remote === null ? undefined : this.peers.get(connection.remote);
+    if (connection.direction === "outbound" && !connection.connected) {
+      // A dial that never connected.
+      this.endDial(connection);
+      if (peer !== undefined && peer.dialing === connection) {
+        peer.dialing = null;
+        if (peer.queue.length > 0) this.scheduleDial(peer);
+        else this.forgetIfIdle(peer);
+      }
+      return;
+    }
+    if (peer === undefined || peer.connection !== connection) return;
+    peer.connection = null;
+    if (this.state !== "started") return;
+    if (peer.dialable === null) {
+      // A client: it can only be reached over the connection it opened.
+      this.dropQueue(peer, "unreachable");
+      this.forgetIfIdle(peer);
+    } else if (peer.queue.length > 0) {
+      this.scheduleDial(peer);
+    } else {
+      this.forgetIfIdle(peer);
+    }
+  }
+
+  // ---- receiving
+
+  private receive(connection: Connection, chunk: Buffer): void {
+    if (connection.socket.destroyed) return;
+    this.counters.bytesReceived += chunk.length;
+    const split = connection.splitter.push(chunk);
+    if (!split.ok) {
+      this.framesDropped.oversized += 1;
+      this.warn("oversized frame: closing connection", {
+        remote: connection.remote ?? "unknown",
+        detail: split.detail,
+      });
+      connection.socket.destroy();
+      return;
+    }
+    for (const frame of split.frames) {
+      if (connection.socket.destroyed) return;
+      this.receiveFrame(connection, frame);
+    }
+  }
+
+  private rejectFrame(connection: Connection, reason: DropReason, detail: string): void {
+    this.framesDropped[reason] += 1;
+    connection.badFrames += 1;
+    if (!connection.helloReceived || connection.badFrames > this.bounds.badFramesPerConnectionMax) {
+      this.warn("rejected frame: closing connection", {
+        remote: connection.remote ?? "unknown",
+        reason,
+        detail,
+      });
+      connection.socket.destroy();
+    }
+  }
+
+  private receiveFrame(connection: Connection, bytes: Uint8Array): void {
+    const decoded = decodeFrame(this.key, bytes, this.bounds);
+    if (!decoded.ok) {
+      this.rejectFrame(connection, decoded.reason, decoded.detail);
+      return;
+    }
+    const frame = decoded.frame;
+    if (!connection.helloReceived) {
+      this.receiveHello(connection, frame.sender, frame.sequence, frame.messages.length);
+      return;
+    }
+    if (frame.sender !== connection.remote) {
+      this.rejectFrame(
+        connection,
+        "sender-mismatch",
+        `frame from ${frame.sender} on ${connection.remote}'s connection`,
+      );
+      return;
+    }
+    if (frame.sequence <= connection.sequenceReceived) {
+      this.rejectFrame(
+        connection,
+        "replayed",
+        `sequence ${frame.sequence} after ${connection.sequenceReceived}`,
+      );
+      return;
+    }
+    connection.sequenceReceived = frame.sequence;
+    this.counters.framesReceived += 1;
+    for (const payload of frame.messages) {
+      let message: M;
+      try {
+        message = this.codec.decode(payload);
+      } catch {
+        this.messagesDropped["undecodable-message"] += 1;
+        continue;
+      }
+      this.deliver(frame.sender, message);
+      if (this.state !== "started") return;
+    }
+  }
+
+  private receiveHello(connection: Connection, sender: Address, sequence: number, messages: number): void {
+    if (sequence !== 0 || messages !== 0) {
+      this.rejectFrame(connection, "malformed", "the first frame on a connection must be a hello");
+      return;
+    }
+    if (connection.direction === "outbound") {
+      if (sender !== connection.remote) {
+        this.rejectFrame(
+          connection,
+          "sender-mismatch",
+          `dialled ${connection.remote}, answered by ${sender}`,
+        );
+        return;
+      }
+      connection.helloReceived = true;
+      connection.sequenceReceived = 0;
+      connection.clearTimer();
+      this.counters.framesReceived += 1;
+      const peer = this.peers.get(sender);
+      if (peer !== undefined) peer.failedDials = 0;
+      return;
+    }
+    const dialable = parseServerAddress(sender);
+    if (sender === this.selfAddress || (dialable === null && !isClientAddress(sender))) {
+      this.rejectFrame(connection, "sender-mismatch", `hello names ${sender}`);
+      return;
+    }
+    let peer: Peer | null | undefined = this.peers.get(sender);
+    if (peer === undefined) peer = this.addPeer(sender, dialable);
+    if (peer === null) {
+      connection.socket.destroy();
+      return;
+    }
+    connection.helloReceived = true;
+    connection.sequenceReceived = 0;
+    connection.remote = sender;
+    connection.dialer = sender;
+    connection.clearTimer();
+    this.counters.framesReceived += 1;
+    peer.failedDials = 0;
+    this.attach(peer, connection);
+  }
+
+  // ---- warnings
+
+  private warn(message: string, fields: Readonly<Record<string, string | number>>): void {
+    if (this.warnSink === undefined) return;
+    const nowMs = performance.now();
+    if (nowMs - this.warningWindowStartMs >= 1000) {
+      this.warningWindowStartMs = nowMs;
+      this.warningsInWindow = 0;
+    }
+    if (this.warningsInWindow >= this.bounds.warningsPerSecondMax) {
+      this.counters.warningsSuppressed += 1;
+      return;
+    }
+    this.warningsInWindow += 1;
+    this.warnSink(message, fields);
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
