@@ -248,7 +248,11 @@ export function decodeFrame(
   const messages = new Array<Uint8Array>(count);
   for (let i = 0; i < count; i++) {
     const start = starts[i] as number;
-    messages[i] = bytes.slice(start, start + (lengths[i] as number));
+    const length = lengths[i] as number;
+    // Not `slice`: on a Buffer it returns a view.
+    const message = new Uint8Array(length);
+    message.set(bytes.subarray(start, start + length));
+    messages[i] = message;
   }
   return { ok: true, frame: { sender, sequence, messages } };
 }

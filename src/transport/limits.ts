@@ -54,7 +54,8 @@ export const transportLimits = Object.freeze({
   warningsPerSecondMax: 20,
 });
 
-export type TransportLimits = typeof transportLimits;
+/** The shape of the bounds, with plain numbers so a transport can be built with overrides. */
+export type TransportLimits = { readonly [K in keyof typeof transportLimits]: number };
 
 /** Bytes of an unsigned integer as a LEB128 varint. */
 export function varintBytes(value: number): number {

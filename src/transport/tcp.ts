@@ -90,7 +90,9 @@ export const dropReasons = [
 export type DropReason = (typeof dropReasons)[number];
 
 export interface TransportStats {
+  /** Frames written to sockets, hellos included. */
   readonly framesSent: number;
+  /** Frames accepted (authenticated, in sequence, from the right sender), hellos included. */
   readonly framesReceived: number;
   readonly messagesSent: number;
   readonly messagesReceived: number;
@@ -100,7 +102,7 @@ export interface TransportStats {
   readonly framesDropped: Readonly<Record<DropReason, number>>;
   /** Messages dropped, by reason (a dropped outgoing frame counts its messages here too). */
   readonly messagesDropped: Readonly<Record<DropReason, number>>;
-  /** Sockets open now, inbound and outbound, including duplicates being retired. */
+  /** Connected sockets now, inbound and outbound, including duplicates being retired. */
   readonly connectionsOpen: number;
   readonly connectionsAccepted: number;
   /** Inbound connections closed on arrival because connectionsAcceptedMax were open. */
@@ -417,10 +419,16 @@ export class TcpTransport<M> implements TransportPort<M> {
   stats(): TransportStats {
     return {
       ...this.counters,
-      connectionsOpen: this.connections.size,
+      connectionsOpen: this.connectionsOpen(),
       framesDropped: { ...this.framesDropped },
       messagesDropped: { ...this.messagesDropped },
     };
+  }
+
+  private connectionsOpen(): number {
+    let open = 0;
+    for (const connection of this.connections) if (connection.connected) open += 1;
+    return open;
   }
 
   /** Close the listener and every connection, clear every timer; queued messages are dropped. */
@@ -532,13 +540,7 @@ export class TcpTransport<M> implements TransportPort<M> {
 
   /** Write queued frames while the connection takes them; dial if there is no connection. */
   private pump(peer: Peer): void {
-    const nowMs = performance.now();
-    for (let head = peer.queue.peek(); head !== undefined; head = peer.queue.peek()) {
-      if (nowMs - head.queuedAtMs <= this.bounds.peerQueueAgeMsMax) break;
-      peer.queue.shift();
-      this.unqueue(peer, head);
-      this.countDroppedFrame(head, "expired");
-    }
+    this.expire(peer);
     const connection = peer.connection;
     if (connection === null) {
       if (peer.queue.length > 0) this.ensureDial(peer);
@@ -558,6 +560,17 @@ export class TcpTransport<M> implements TransportPort<M> {
       this.counters.messagesSent += frame.messages.length;
       this.counters.bytesSent += bytes.length;
       if (!connection.socket.write(bytes)) connection.blocked = true;
+    }
+  }
+
+  /** Drop queued frames too old to be worth sending; the queue is in age order. */
+  private expire(peer: Peer): void {
+    const nowMs = performance.now();
+    for (let head = peer.queue.peek(); head !== undefined; head = peer.queue.peek()) {
+      if (nowMs - head.queuedAtMs <= this.bounds.peerQueueAgeMsMax) break;
+      peer.queue.shift();
+      this.unqueue(peer, head);
+      this.countDroppedFrame(head, "expired");
     }
   }
 
@@ -637,6 +650,8 @@ export class TcpTransport<M> implements TransportPort<M> {
     peer.failedDials += 1;
     peer.dialTimer = setTimeout(() => {
       peer.dialTimer = null;
+      // A peer that stays unreachable is dialled only while something fresh waits for it.
+      this.expire(peer);
       if (peer.queue.length > 0) this.ensureDial(peer);
       else this.forgetIfIdle(peer);
     }, delayMs);
@@ -667,7 +682,7 @@ export class TcpTransport<M> implements TransportPort<M> {
         return;
       }
       socket.setNoDelay(true);
-      socket.write(encodeHello(this.key, this.address, this.bounds));
+      this.writeHello(connection);
       this.armHelloTimer(connection);
       this.attach(peer, connection);
     });
@@ -698,8 +713,16 @@ export class TcpTransport<M> implements TransportPort<M> {
     const connection = new Connection(socket, "inbound", null, null, this.bounds);
     this.connections.add(connection);
     this.wire(connection);
-    socket.write(encodeHello(this.key, this.address, this.bounds));
+    this.writeHello(connection);
     this.armHelloTimer(connection);
+  }
+
+  /** The hello goes first on every connection, before any queued frame. */
+  private writeHello(connection: Connection): void {
+    const hello = encodeHello(this.key, this.address, this.bounds);
+    this.counters.framesSent += 1;
+    this.counters.bytesSent += hello.length;
+    if (!connection.socket.write(hello)) connection.blocked = true;
   }
 
   private armHelloTimer(connection: Connection): void {

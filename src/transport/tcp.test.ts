@@ -1,0 +1,414 @@
+import { randomBytes } from "node:crypto";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { encodeFrame, encodeHello, frameKey } from "./frame.ts";
+import { transportLimits } from "./limits.ts";
+import { isClientAddress, type MessageCodec, TcpTransport, type TcpTransportOptions } from "./tcp.ts";
+
+interface Note {
+  readonly n: number;
+  readonly from?: string;
+}
+
+const colonyKey = randomBytes(32);
+const host = "127.0.0.1";
+
+const noteCodec: MessageCodec<Note> = {
+  encode: (note) => Buffer.from(JSON.stringify(note)),
+  decode: (bytes) => JSON.parse(Buffer.from(bytes).toString("utf8")) as Note,
+};
+
+const bytesCodec: MessageCodec<Uint8Array> = { encode: (m) => m, decode: (b) => b };
+
+const transports: TcpTransport<unknown>[] = [];
+const sockets: Socket[] = [];
+const servers: Server[] = [];
+
+afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
+  await Promise.all(transports.splice(0).map((t) => t.close()));
+  await Promise.all(servers.splice(0).map((s) => new Promise((resolve) => s.close(resolve))));
+});
+
+function track<M>(transport: TcpTransport<M>): TcpTransport<M> {
+  transports.push(transport as TcpTransport<unknown>);
+  return transport;
+}
+
+async function server<M = Note>(
+  options: Partial<TcpTransportOptions<M>> = {},
+  port = 0,
+): Promise<TcpTransport<M>> {
+  const transport = track(
+    new TcpTransport<M>({
+      listen: { host, port },
+      colonyKey,
+      codec: noteCodec as unknown as MessageCodec<M>,
+      ...options,
+    }),
+  );
+  await transport.start();
+  return transport;
+}
+
+async function client(): Promise<TcpTransport<Note>> {
+  const transport = track(new TcpTransport<Note>({ colonyKey, codec: noteCodec }));
+  await transport.start();
+  return transport;
+}
+
+function inbox<M>(transport: TcpTransport<M>): { from: string; message: M }[] {
+  const received: { from: string; message: M }[] = [];
+  transport.onMessage((from, message) => received.push({ from, message }));
+  return received;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Poll until `condition` holds; fail with `what` after `timeoutMs`. */
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadlineMs = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadlineMs) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+function rawConnect(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port }, () => resolve(socket));
+    socket.on("error", reject);
+    // Read (and ignore) what the server sends, so its closing is seen.
+    socket.resume();
+    sockets.push(socket);
+  });
+}
+
+function closedSignal(socket: Socket): () => boolean {
+  let closed = false;
+  socket.on("close", () => {
+    closed = true;
+  });
+  socket.on("error", () => {});
+  return () => closed;
+}
+
+function portOf(transport: TcpTransport<unknown> | TcpTransport<Note>): number {
+  return Number(transport.address.split(":")[1]);
+}
+
+describe("TcpTransport", () => {
+  it("exposes the bound address after start, and refuses a short colony key", async () => {
+    const a = await server();
+    expect(a.address).toMatch(/^127\.0\.0\.1:[0-9]+$/);
+    expect(portOf(a)).toBeGreaterThan(0);
+    expect(() => new TcpTransport({ colonyKey: Buffer.alloc(16), codec: noteCodec })).toThrow(
+      /colony key is 16 bytes; it must be at least 32/,
+    );
+  });
+
+  it("counts send before start and after close as dropped, without throwing", async () => {
+    const a = track(new TcpTransport<Note>({ listen: { host, port: 0 }, colonyKey, codec: noteCodec }));
+    a.send("127.0.0.1:1", { n: 1 });
+    a.flush();
+    await a.start();
+    await a.close();
+    a.send("127.0.0.1:1", { n: 2 });
+    a.flush();
+    expect(a.stats().messagesDropped.closed).toBe(2);
+    expect(a.stats().connectionsOpen).toBe(0);
+  });
+
+  it("exchanges many messages both ways in batches", async () => {
+    const a = await server();
+    const b = await server();
+    const atA = inbox(a);
+    const atB = inbox(b);
+    const turns = 20;
+    const perTurn = 100;
+    for (let turn = 0; turn < turns; turn++) {
+      for (let i = 0; i < perTurn; i++) {
+        a.send(b.address, { n: turn * perTurn + i });
+        b.send(a.address, { n: turn * perTurn + i });
+      }
+      a.flush();
+      b.flush();
+      await sleep(1);
+    }
+    const total = turns * perTurn;
+    await waitFor(() => atA.length === total && atB.length === total, "every message");
+    const expected = Array.from({ length: total }, (_, i) => i);
+    expect(atB.map((r) => r.message.n).sort((x, y) => x - y)).toEqual(expected);
+    expect(atA.map((r) => r.message.n).sort((x, y) => x - y)).toEqual(expected);
+    expect(atB.every((r) => r.from === a.address)).toBe(true);
+    expect(atA.every((r) => r.from === b.address)).toBe(true);
+    expect(a.stats().messagesSent).toBe(total);
+    expect(b.stats().messagesReceived).toBe(total);
+  });
+
+  it("sends the messages of one turn to one destination in one frame", async () => {
+    const a = await server();
+    const b = await server();
+    const atB = inbox(b);
+    a.send(b.address, { n: -1 });
+    a.flush();
+    await waitFor(() => atB.length === 1, "the first message");
+    const sentBefore = a.stats().framesSent;
+    const receivedBefore = b.stats().framesReceived;
+    for (let i = 0; i < 1000; i++) a.send(b.address, { n: i });
+    a.flush();
+    await waitFor(() => atB.length === 1001, "the turn's messages");
+    expect(a.stats().framesSent - sentBefore).toBe(1);
+    expect(b.stats().framesReceived - receivedBefore).toBe(1);
+    expect(atB.slice(1).map((r) => r.message.n)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+  });
+
+  it("splits a turn larger than the frame bound into a few frames", async () => {
+    const limits = { frameBytesMax: 40_000, messageBytesMax: 16_384, peerQueueBytesMax: 1_000_000 };
+    const a = await server<Uint8Array>({ codec: bytesCodec, limits });
+    const b = await server<Uint8Array>({ codec: bytesCodec, limits });
+    const atB = inbox(b);
+    a.send(b.address, new Uint8Array([1]));
+    a.flush();
+    await waitFor(() => atB.length === 1, "the first message");
+    const sentBefore = a.stats().framesSent;
+    for (let i = 0; i < 10; i++) a.send(b.address, new Uint8Array(10_000).fill(i));
+    a.send(b.address, new Uint8Array(20_000)); // over messageBytesMax: dropped and counted
+    a.flush();
+    await waitFor(() => atB.length === 11, "the turn's messages");
+    // Three 10 kB messages fit under 40 kB per frame: 10 messages take 4 frames.
+    expect(a.stats().framesSent - sentBefore).toBe(4);
+    expect(a.stats().messagesDropped.oversized).toBe(1);
+    expect(atB.slice(1).map((r) => r.message[0])).toEqual(Array.from({ length: 10 }, (_, i) => i));
+  });
+
+  it("keeps one connection when two servers dial each other at once, losing nothing", async () => {
+    for (let round = 0; round < 3; round++) {
+      const a = await server();
+      const b = await server();
+      const atA = inbox(a);
+      const atB = inbox(b);
+      // Both flush before either dial connects: each dials the other.
+      for (let i = 0; i < 50; i++) {
+        a.send(b.address, { n: i });
+        b.send(a.address, { n: i });
+      }
+      a.flush();
+      b.flush();
+      await waitFor(() => atA.length === 50 && atB.length === 50, "the first messages");
+      await waitFor(
+        () => a.stats().connectionsOpen === 1 && b.stats().connectionsOpen === 1,
+        "the duplicate connection to close",
+      );
+      expect(a.stats().dials).toBe(1);
+      expect(b.stats().dials).toBe(1);
+      expect(a.stats().connectionsRetired + b.stats().connectionsRetired).toBeGreaterThanOrEqual(1);
+      // The survivor carries traffic both ways, and no new connection is made for it.
+      for (let i = 50; i < 100; i++) {
+        a.send(b.address, { n: i });
+        b.send(a.address, { n: i });
+      }
+      a.flush();
+      b.flush();
+      await waitFor(() => atA.length === 100 && atB.length === 100, "the later messages");
+      expect(atA.map((r) => r.message.n).sort((x, y) => x - y)).toEqual(
+        Array.from({ length: 100 }, (_, i) => i),
+      );
+      expect(atB.map((r) => r.message.n).sort((x, y) => x - y)).toEqual(
+        Array.from({ length: 100 }, (_, i) => i),
+      );
+      expect(a.stats().connectionsOpen + b.stats().connectionsOpen).toBe(2);
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it("reconnects after the peer restarts on the same port", async () => {
+    const a = await server();
+    const b = await server();
+    const port = portOf(b);
+    const atB = inbox(b);
+    a.send(b.address, { n: 1 });
+    a.flush();
+    await waitFor(() => atB.length === 1, "the first message");
+    const address = b.address;
+    await b.close();
+    await waitFor(() => a.stats().connectionsOpen === 0, "the connection to drop");
+
+    // Sends while the peer is down: dials fail and back off.
+    a.send(address, { n: 2 });
+    a.flush();
+    await sleep(50);
+    const restarted = await server({}, port);
+    expect(restarted.address).toBe(address);
+    const atRestarted = inbox(restarted);
+    for (let attempt = 0; attempt < 200 && atRestarted.length === 0; attempt++) {
+      a.send(address, { n: 3 });
+      a.flush();
+      await sleep(20);
+    }
+    await waitFor(() => atRestarted.some((r) => r.message.n === 3), "a message to the restarted peer");
+    expect(a.stats().reconnects).toBeGreaterThanOrEqual(1);
+  });
+
+  it("rejects a peer with the wrong colony key and counts its frames", async () => {
+    const a = await server();
+    const atA = inbox(a);
+    const stranger = await server({ colonyKey: randomBytes(32) });
+    const atStranger = inbox(stranger);
+    for (let i = 0; i < 10; i++) stranger.send(a.address, { n: i });
+    stranger.flush();
+    await waitFor(() => a.stats().framesDropped.unauthenticated >= 1, "the stranger's hello to be rejected");
+    await waitFor(() => stranger.stats().framesDropped.unauthenticated >= 1, "a's hello to be rejected");
+    a.send(stranger.address, { n: 99 });
+    a.flush();
+    await sleep(100);
+    expect(atA).toEqual([]);
+    expect(atStranger).toEqual([]);
+    expect(a.stats().messagesReceived).toBe(0);
+  });
+
+  it("survives a garbage-sending peer while good traffic keeps flowing", async () => {
+    const warnings: string[] = [];
+    const s = await server({
+      limits: { helloTimeoutMs: 300 },
+      warn: (message, fields) => warnings.push(`${message} ${JSON.stringify(fields)}`),
+    });
+    const good = await server();
+    const atS = inbox(s);
+    const port = portOf(s);
+    const otherKey = frameKey(randomBytes(32));
+    const key = frameKey(colonyKey);
+
+    let sent = 0;
+    const sendGood = (count: number): void => {
+      for (let i = 0; i < count; i++) good.send(s.address, { n: sent++ });
+      good.flush();
+    };
+    sendGood(10);
+
+    // Random bytes: rejected (too large, malformed or unauthenticated) or timed out.
+    const randomPeer = await rawConnect(port);
+    const randomClosed = closedSignal(randomPeer);
+    randomPeer.write(randomBytes(5_000));
+    // An oversized length prefix: rejected before anything is buffered, and closed.
+    const hugePeer = await rawConnect(port);
+    const hugeClosed = closedSignal(hugePeer);
+    hugePeer.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    // A well-formed hello with a tag from another key.
+    const forger = await rawConnect(port);
+    const forgerClosed = closedSignal(forger);
+    forger.write(encodeHello(otherKey, "127.0.0.1:1"));
+    // A valid hello, then frames naming another sender, an undecodable message and a replay.
+    const impostor = await rawConnect(port);
+    closedSignal(impostor);
+    impostor.write(encodeHello(key, "127.0.0.1:1"));
+    const foreign = new Uint8Array(Buffer.from(JSON.stringify({ n: -1 })));
+    impostor.write(encodeFrame(key, { sender: "127.0.0.1:2", sequence: 1, messages: [foreign] }));
+    impostor.write(
+      encodeFrame(key, { sender: "127.0.0.1:1", sequence: 2, messages: [new Uint8Array([0xff])] }),
+    );
+    impostor.write(encodeFrame(key, { sender: "127.0.0.1:1", sequence: 2, messages: [foreign] }));
+    sendGood(10);
+
+    await waitFor(() => hugeClosed() && forgerClosed() && randomClosed(), "the hostile connections to close");
+    await waitFor(
+      () =>
+        s.stats().framesDropped["sender-mismatch"] === 1 &&
+        s.stats().framesDropped.replayed === 1 &&
+        s.stats().messagesDropped["undecodable-message"] === 1,
+      "the impostor's frames to be counted",
+    );
+    const dropped = s.stats().framesDropped;
+    expect(dropped.oversized).toBeGreaterThanOrEqual(1);
+    expect(dropped.unauthenticated).toBeGreaterThanOrEqual(1);
+    sendGood(10);
+    await waitFor(() => atS.length === 30, "the good peer's messages");
+    expect(atS.map((r) => r.message.n)).toEqual(Array.from({ length: 30 }, (_, i) => i));
+    expect(atS.every((r) => r.from === good.address)).toBe(true);
+    expect(warnings.some((w) => w.includes("oversized"))).toBe(true);
+    expect(warnings.some((w) => w.includes("unauthenticated"))).toBe(true);
+  });
+
+  it("answers a client over the connection the client opened", async () => {
+    const s = await server();
+    s.onMessage((from, note) => {
+      s.send(from, { n: note.n + 1000, from });
+      s.flush();
+    });
+    const c = await client();
+    expect(isClientAddress(c.address)).toBe(true);
+    const atC = inbox(c);
+    for (let i = 0; i < 10; i++) c.send(s.address, { n: i });
+    c.flush();
+    await waitFor(() => atC.length === 10, "the replies");
+    expect(atC.map((r) => r.message.n)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1000));
+    expect(atC.every((r) => r.from === s.address && r.message.from === c.address)).toBe(true);
+    // A client address with no connection cannot be dialled.
+    s.send("client:0000", { n: 0 });
+    s.flush();
+    expect(s.stats().messagesDropped.unreachable).toBe(1);
+    expect(s.stats().dials).toBe(0);
+  });
+
+  it("queues up to the bound for a peer that stops reading, then drops the oldest", async () => {
+    // A peer that says hello and then never reads.
+    const key = frameKey(colonyKey);
+    let stalledSocket: Socket | null = null;
+    const stalled = createServer((socket) => {
+      stalledSocket = socket;
+      socket.pause();
+      socket.on("error", () => {});
+      sockets.push(socket);
+      const address = stalled.address();
+      if (address !== null && typeof address === "object")
+        socket.write(encodeHello(key, `${host}:${address.port}`));
+    });
+    servers.push(stalled);
+    await new Promise<void>((resolve) => stalled.listen(0, host, resolve));
+    const stalledAddress = stalled.address();
+    if (stalledAddress === null || typeof stalledAddress !== "object") throw new Error("no address");
+    const target = `${host}:${stalledAddress.port}`;
+
+    const a = await server<Uint8Array>({ codec: bytesCodec });
+    const messageBytes = 32 * 1024;
+    const turns = 400; // 100 MiB offered, far beyond the queue and the kernel's buffers
+    for (let turn = 0; turn < turns; turn++) {
+      for (let i = 0; i < 8; i++) a.send(target, new Uint8Array(messageBytes));
+      a.flush();
+      expect(a.stats().queuedBytes).toBeLessThanOrEqual(transportLimits.peerQueueBytesMax);
+      if (turn % 20 === 0) await sleep(1);
+    }
+    const stats = a.stats();
+    expect(stats.framesDropped.backpressure).toBeGreaterThan(0);
+    expect(stats.messagesDropped.backpressure).toBeGreaterThan(0);
+    expect(stats.queuedBytes).toBeGreaterThan(0);
+    expect(stats.queuedBytes).toBeLessThanOrEqual(transportLimits.peerQueueBytesMax);
+    // What was written is bounded by what the socket accepted, not by what was offered.
+    expect(stats.bytesSent).toBeLessThan(turns * 8 * messageBytes);
+
+    // Once the peer reads again, 'drain' resumes writing and the queue empties.
+    let readBytes = 0;
+    (stalledSocket as Socket | null)?.on("data", (chunk: Buffer) => {
+      readBytes += chunk.length;
+    });
+    (stalledSocket as Socket | null)?.resume();
+    await waitFor(() => a.stats().queuedBytes === 0, "the queue to drain");
+    await waitFor(() => readBytes === a.stats().bytesSent, "every written byte to be read");
+    expect(a.stats().framesDropped.backpressure).toBe(stats.framesDropped.backpressure);
+  });
+
+  it("delivers messages to its own address in a later turn", async () => {
+    const a = await server();
+    const atA = inbox(a);
+    a.send(a.address, { n: 1 });
+    a.send(a.address, { n: 2 });
+    a.flush();
+    expect(atA).toEqual([]);
+    await waitFor(() => atA.length === 2, "the local messages");
+    expect(atA).toEqual([
+      { from: a.address, message: { n: 1 } },
+      { from: a.address, message: { n: 2 } },
+    ]);
+    expect(a.stats().dials).toBe(0);
+  });
+});
