@@ -107,6 +107,23 @@ describe("TcpTransport", () => {
     );
   });
 
+  it("fails to start with the address in the message when the port is taken", async () => {
+    const a = await server();
+    const b = track(
+      new TcpTransport<Note>({ listen: { host, port: portOf(a) }, colonyKey, codec: noteCodec }),
+    );
+    await expect(b.start()).rejects.toThrow(`cannot listen on ${a.address}`);
+  });
+
+  it("closes cleanly when closed while starting", async () => {
+    const a = track(new TcpTransport<Note>({ listen: { host, port: 0 }, colonyKey, codec: noteCodec }));
+    const starting = a.start();
+    await a.close();
+    await starting;
+    a.send("127.0.0.1:1", { n: 1 });
+    expect(a.stats().messagesDropped.closed).toBe(1);
+  });
+
   it("counts send before start and after close as dropped, without throwing", async () => {
     const a = track(new TcpTransport<Note>({ listen: { host, port: 0 }, colonyKey, codec: noteCodec }));
     a.send("127.0.0.1:1", { n: 1 });

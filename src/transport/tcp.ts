@@ -291,14 +291,15 @@ export class TcpTransport<M> implements TransportPort<M> {
   private warningWindowStartMs = 0;
   private warningsInWindow = 0;
 
-  private readonly counters: Mutable<Omit<TransportStats, "framesDropped" | "messagesDropped">> = {
+  private readonly counters: Mutable<
+    Omit<TransportStats, "framesDropped" | "messagesDropped" | "connectionsOpen">
+  > = {
     framesSent: 0,
     framesReceived: 0,
     messagesSent: 0,
     messagesReceived: 0,
     bytesSent: 0,
     bytesReceived: 0,
-    connectionsOpen: 0,
     connectionsAccepted: 0,
     connectionsRefused: 0,
     connectionsRetired: 0,
@@ -366,10 +367,14 @@ export class TcpTransport<M> implements TransportPort<M> {
           });
         });
       } catch (error) {
-        this.state = "new";
-        server.close();
+        if (this.state === "starting") this.state = "new";
         const why = error instanceof Error ? error.message : String(error);
         throw new Error(`cannot listen on ${formatServerAddress(listen.host, listen.port)}: ${why}`);
+      }
+      if (this.isClosed()) {
+        // close() ran while the listener was being bound; it had nothing to close yet.
+        await new Promise((resolve) => server.close(resolve));
+        return;
       }
       server.on("error", (error) => this.warn("listener error", { error: error.message }));
       this.server = server;
@@ -378,8 +383,12 @@ export class TcpTransport<M> implements TransportPort<M> {
       if (this.selfAddress === null)
         this.setAddress(formatServerAddress(listen.advertiseHost ?? listen.host, bound.port));
     }
-    // close() may have run while listening.
-    if (this.state === "starting") this.state = "started";
+    this.state = "started";
+  }
+
+  /** Read through a call: close() may change the state across an await. */
+  private isClosed(): boolean {
+    return this.state === "closed";
   }
 
   send(to: Address, message: M): void {
