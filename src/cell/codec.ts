@@ -9,6 +9,7 @@
  * value belongs, a string with an unpaired surrogate, an unknown tag): validate commands first.
  */
 import { ByteReader, ByteWriter, DecodeError, limits, utf8Encode } from "../core/index.ts";
+import type { CommandCodec } from "../paxos/index.ts";
 import { utf8ByteLength, wellFormedUtf8Length } from "./text.ts";
 import {
   type Command,
@@ -640,3 +641,16 @@ export function decodeValue(bytes: Uint8Array): Value {
   reader.end();
   return value;
 }
+
+/**
+ * Commands inside the replica's messages and records (src/paxos/codec.ts): each is its
+ * canonical encoding, length-prefixed, so a command of an unknown version travels intact.
+ */
+export const commandCodec: CommandCodec<Command> = Object.freeze({
+  write(writer: ByteWriter, command: Command): void {
+    writer.bytes(encodeCommand(command));
+  },
+  read(reader: ByteReader): Command {
+    return decodeCommand(reader.bytes(commandPartBytesMax));
+  },
+});

@@ -1,6 +1,7 @@
 /** The cell: pure state machine of one tiny database (docs/PROTOCOL.md section 15). */
 export {
   commandBytes,
+  commandCodec,
   decodeCommand,
   decodeOperation,
   decodeResult,
@@ -64,3 +65,10 @@ export {
   validateTransaction,
   valueProblem,
 } from "./validate.ts";
+export {
+  clientMessageKind,
+  decodeClientMessage,
+  encodeClientMessage,
+  readClientMessage,
+  writeClientMessage,
+} from "./wire.ts";

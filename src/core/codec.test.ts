@@ -30,6 +30,21 @@ describe("canonical codec", () => {
     );
   });
 
+  it("round-trips finite doubles and refuses NaN and the infinities", () => {
+    fc.assert(
+      fc.property(fc.double({ noNaN: true, noDefaultInfinity: true }), (value) => {
+        const reader = new ByteReader(new ByteWriter(0).f64(value).uint(7).finish());
+        expect(Object.is(reader.f64(), value)).toBe(true);
+        expect(reader.uint()).toBe(7);
+        reader.end();
+      }),
+    );
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      expect(() => new ByteReader(new ByteWriter().f64(bad).finish()).f64()).toThrow(/not a finite/);
+    }
+    expect(() => new ByteReader(new Uint8Array(7)).f64()).toThrow(/truncated/);
+  });
+
   it("encodes big integers in time linear in their size", () => {
     const huge = 7n ** 20_000n;
     const writer = new ByteWriter();

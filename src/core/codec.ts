@@ -9,6 +9,8 @@ export class DecodeError extends Error {
 }
 
 const textEncoder = new TextEncoder();
+const scratchBytes = new Uint8Array(8);
+const scratchView = new DataView(scratchBytes.buffer);
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
 export function utf8Encode(text: string): Uint8Array {
@@ -104,6 +106,15 @@ export class ByteWriter {
     return this;
   }
 
+  /** An IEEE 754 double, 8 bytes little-endian (for clock readings, which may be fractional). */
+  f64(value: number): this {
+    this.reserve(8);
+    scratchView.setFloat64(0, value, true);
+    this.buffer.set(scratchBytes, this.length);
+    this.length += 8;
+    return this;
+  }
+
   bytes(value: Uint8Array): this {
     this.uint(value.length);
     this.reserve(value.length);
@@ -113,6 +124,23 @@ export class ByteWriter {
   }
 
   string(value: string): this {
+    const n = value.length;
+    // ASCII (what keys and ids usually are) is copied as is, without an intermediate array.
+    if (n < 0x80) {
+      this.reserve(n + 1);
+      const start = this.length;
+      this.buffer[start] = n;
+      let i = 0;
+      for (; i < n; i++) {
+        const code = value.charCodeAt(i);
+        if (code >= 0x80) break;
+        this.buffer[start + 1 + i] = code;
+      }
+      if (i === n) {
+        this.length = start + 1 + n;
+        return this;
+      }
+    }
     return this.bytes(utf8Encode(value));
   }
 
@@ -121,6 +149,17 @@ export class ByteWriter {
     this.buffer.set(value, this.length);
     this.length += value.length;
     return this;
+  }
+
+  /** Empties the writer, keeping its buffer, to write the next value into. */
+  clear(): this {
+    this.length = 0;
+    return this;
+  }
+
+  /** Bytes the writer holds room for. */
+  get capacity(): number {
+    return this.buffer.length;
   }
 
   get size(): number {
@@ -201,6 +240,16 @@ export class ByteReader {
     return negative ? -magnitude : magnitude;
   }
 
+  /** A finite double (NaN and the infinities are refused: no clock reads them). */
+  f64(): number {
+    if (this.remaining < 8) throw new DecodeError("truncated input: expected 8 bytes of a double");
+    for (let i = 0; i < 8; i++) scratchBytes[i] = this.buffer[this.offset + i] as number;
+    this.offset += 8;
+    const value = scratchView.getFloat64(0, true);
+    if (!Number.isFinite(value)) throw new DecodeError(`not a finite number: ${value}`);
+    return value;
+  }
+
   bytes(maxLength: number): Uint8Array {
     const length = this.uint();
     if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
@@ -211,6 +260,27 @@ export class ByteReader {
   }
 
   string(maxBytes: number): string {
+    const start = this.offset;
+    const length = this.buffer[start];
+    // Short ASCII strings are read without a copy or the UTF-8 decoder.
+    if (
+      length !== undefined &&
+      length < 0x40 &&
+      length <= maxBytes &&
+      start + 1 + length <= this.buffer.length
+    ) {
+      let text = "";
+      let i = 0;
+      for (; i < length; i++) {
+        const code = this.buffer[start + 1 + i] as number;
+        if (code >= 0x80) break;
+        text += String.fromCharCode(code);
+      }
+      if (i === length) {
+        this.offset = start + 1 + length;
+        return text;
+      }
+    }
     const raw = this.bytes(maxBytes);
     try {
       return textDecoder.decode(raw);

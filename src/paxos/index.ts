@@ -8,6 +8,23 @@ export {
   makeBallot,
 } from "./ballot.ts";
 export {
+  type CommandCodec,
+  decodeNodeHeader,
+  decodePaxosMessage,
+  decodeStoredEntry,
+  encodeNodeHeader,
+  encodePaxosMessage,
+  encodeStoredEntry,
+  type NodeHeader,
+  PAXOS_RECORD_VERSION,
+  PAXOS_WIRE_VERSION,
+  persistedNode,
+  readNodeId,
+  readPaxosMessage,
+  writeNodeId,
+  writePaxosMessage,
+} from "./codec.ts";
+export {
   applyMembershipChange,
   configurationFor,
   initialMembership,

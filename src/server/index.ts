@@ -8,3 +8,10 @@ export {
   type ServerStatus,
 } from "./server.ts";
 export { TimerWheel, type WheelItem } from "./timer-wheel.ts";
+export {
+  decodeServerMessage,
+  encodeServerMessage,
+  readServerMessage,
+  serverMessageCodec,
+  writeServerMessage,
+} from "./wire.ts";

@@ -244,7 +244,8 @@ export class SimNetwork {
             .addNumber(Math.round(this.queue.nowMs * 1000))
             .addString(from)
             .addString(to);
-          this.trace.addString(this.describe(message));
+          if (message instanceof Uint8Array) this.trace.addBytes(message);
+          else this.trace.addString(this.describe(message));
           handler(from, message);
         }
       });
@@ -252,18 +253,32 @@ export class SimNetwork {
   }
 }
 
-/** The transport port of one actor over the simulated network. */
+/** How messages become bytes and back (the real wire codec, so the simulator runs it too). */
+export interface MessageCodec<M> {
+  encode(message: M): Uint8Array;
+  /** Throws on malformed bytes. */
+  decode(bytes: Uint8Array): M;
+}
+
+/**
+ * The transport port of one actor over the simulated network. With a codec, every message is
+ * encoded when sent and decoded when delivered, as on a real connection: no object is shared
+ * between sender and receiver, and the codec is exercised by every simulated run.
+ */
 export class SimTransport<M> implements TransportPort<M> {
-  private readonly pending = new Map<Address, M[]>();
+  private readonly pending = new Map<Address, unknown[]>();
   private handler: ((from: Address, message: M) => void) | null = null;
   private open = true;
 
   constructor(
     readonly address: Address,
     private readonly network: SimNetwork,
+    private readonly codec: MessageCodec<M> | null = null,
   ) {
     network.attach(address, (from, message) => {
-      if (this.open && this.handler !== null) this.handler(from, message as M);
+      if (!this.open || this.handler === null) return;
+      const codec = this.codec;
+      this.handler(from, codec === null ? (message as M) : codec.decode(message as Uint8Array));
     });
   }
 
@@ -274,7 +289,7 @@ export class SimTransport<M> implements TransportPort<M> {
       frame = [];
       this.pending.set(to, frame);
     }
-    frame.push(message);
+    frame.push(this.codec === null ? message : this.codec.encode(message));
   }
 
   flush(): void {

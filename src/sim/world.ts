@@ -5,7 +5,14 @@
  */
 
 import type { ClientRequest, ClientResponse } from "../cell/index.ts";
-import { type Command, encodeCommand, type Transaction, type TxnResult } from "../cell/index.ts";
+import {
+  type Command,
+  decodeClientMessage,
+  encodeClientMessage,
+  encodeCommand,
+  type Transaction,
+  type TxnResult,
+} from "../cell/index.ts";
 import { type CellResolver, type Consistency, PhysaliaClient } from "../client/index.ts";
 import {
   type Address,
@@ -26,7 +33,7 @@ import type {
   PlantedBugs,
   ReplicaObserver,
 } from "../paxos/index.ts";
-import { Server, type ServerMessage } from "../server/index.ts";
+import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
 import { EventQueue, SimClock, SimDisk, SimNetwork, SimScheduler, SimTransport } from "./kernel.ts";
 
 export interface WorldOptions {
@@ -113,7 +120,7 @@ export class SimWorld {
       const clock = new SimClock(this.queue, random.float() * offsetMax, rate);
       const disk = new SimDisk<Command>(this.queue, random.fork());
       const scheduler = new SimScheduler(this.queue, clock);
-      const transport = new SimTransport<ServerMessage>(id, this.network);
+      const transport = new SimTransport<ServerMessage>(id, this.network, serverMessageCodec);
       const slot: ServerSlot = { id, disk, clock, scheduler, transport, server: null, random };
       this.servers.push(slot);
     }
@@ -146,7 +153,7 @@ export class SimWorld {
 
   private boot(slot: ServerSlot): void {
     slot.scheduler = new SimScheduler(this.queue, slot.clock);
-    slot.transport = new SimTransport<ServerMessage>(slot.id, this.network);
+    slot.transport = new SimTransport<ServerMessage>(slot.id, this.network, serverMessageCodec);
     slot.server = new Server({
       serverId: slot.id,
       peers: this.serverIds(),
@@ -285,7 +292,11 @@ export class SimWorld {
     const address = `c${index}`;
     const clock = new SimClock(this.queue, 0, options.clockRate ?? 1);
     const scheduler = new SimScheduler(this.queue, clock);
-    const transport = new SimTransport<ClientRequest | ClientResponse>(address, this.network);
+    const transport = new SimTransport<ClientRequest | ClientResponse>(
+      address,
+      this.network,
+      clientMessageCodec,
+    );
     const random = this.random.fork();
     const client = new PhysaliaClient({
       address,
@@ -457,6 +468,9 @@ function commandDigest(command: Command): string {
     return `unencodable:${JSON.stringify(command, (_k, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v))}`;
   }
 }
+
+/** Clients speak the client protocol's codec; servers read it as part of theirs. */
+const clientMessageCodec = Object.freeze({ encode: encodeClientMessage, decode: decodeClientMessage });
 
 function describeMessage(message: unknown): string {
   const m = message as ServerMessage;

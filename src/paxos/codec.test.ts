@@ -1,0 +1,219 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { type ByteReader, type ByteWriter, DecodeError } from "../core/index.ts";
+import { BALLOT_CHOSEN } from "./ballot.ts";
+import {
+  type CommandCodec,
+  decodeNodeHeader,
+  decodePaxosMessage,
+  decodeStoredEntry,
+  encodeNodeHeader,
+  encodePaxosMessage,
+  encodeStoredEntry,
+  persistedNode,
+} from "./codec.ts";
+import type { LogEntry, LogValue, MembershipState, PaxosMessage, Snapshot } from "./types.ts";
+
+/** Commands in these tests are short strings. */
+const textCodec: CommandCodec<string> = {
+  write: (writer: ByteWriter, command: string) => {
+    writer.string(command);
+  },
+  read: (reader: ByteReader) => reader.string(64),
+};
+
+const nat = fc.nat({ max: Number.MAX_SAFE_INTEGER });
+const nodeId = fc.record({
+  serverId: fc.string({ minLength: 1, maxLength: 8 }),
+  incarnation: fc.integer({ min: 1, max: 2 ** 20 - 1 }),
+});
+const stamp = fc.double({ noNaN: true, noDefaultInfinity: true });
+const logValue: fc.Arbitrary<LogValue<string>> = fc.oneof(
+  fc.record({ kind: fc.constant("noop" as const), stampMs: stamp }),
+  fc.record({
+    kind: fc.constant("commands" as const),
+    stampMs: stamp,
+    stampBallot: nat,
+    commands: fc.array(fc.string({ maxLength: 20 }), { maxLength: 32 }),
+  }),
+  fc.record({
+    kind: fc.constant("reconfigure" as const),
+    stampMs: stamp,
+    change: fc.record({
+      add: fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: null }),
+      remove: fc.option(nodeId, { nil: null }),
+    }),
+  }),
+);
+const entries: fc.Arbitrary<LogEntry<string>[]> = fc
+  .uniqueArray(fc.integer({ min: 1, max: 1_000_000 }), { maxLength: 6 })
+  .chain((slots) =>
+    fc.tuple(
+      ...[...slots]
+        .sort((a, b) => a - b)
+        .map((slot) =>
+          fc.record({
+            slot: fc.constant(slot),
+            ballot: fc.oneof(nat, fc.constant(BALLOT_CHOSEN)),
+            value: logValue,
+          }),
+        ),
+    ),
+  );
+const membership: fc.Arbitrary<MembershipState> = fc.record({
+  epoch: nat,
+  nextIncarnation: nat,
+  configurations: fc.uniqueArray(nat, { minLength: 1, maxLength: 4 }).chain((froms) =>
+    fc.tuple(
+      ...[...froms]
+        .sort((a, b) => a - b)
+        .map((fromSlot) =>
+          fc.record({
+            fromSlot: fc.constant(fromSlot),
+            epoch: nat,
+            members: fc.array(nodeId, { minLength: 1, maxLength: 10 }),
+          }),
+        ),
+    ),
+  ),
+});
+const snapshot: fc.Arbitrary<Snapshot> = fc.record({
+  index: nat,
+  membership,
+  state: fc.uint8Array({ maxLength: 100 }),
+});
+const envelope = {
+  cellKey: fc.string({ minLength: 1, maxLength: 30 }),
+  from: nodeId,
+  to: nodeId,
+  epoch: nat,
+};
+const message: fc.Arbitrary<PaxosMessage<string>> = fc.oneof(
+  fc.record({ ...envelope, type: fc.constant("prepare" as const), ballot: nat, fromSlot: nat }),
+  fc.record({
+    ...envelope,
+    type: fc.constant("promise" as const),
+    ballot: nat,
+    base: nat,
+    coveredThrough: fc.oneof(fc.nat({ max: 2 ** 52 }), fc.constant(Number.POSITIVE_INFINITY)),
+    applied: nat,
+    entries,
+  }),
+  fc.record({
+    ...envelope,
+    type: fc.constant("accept" as const),
+    ballot: nat,
+    slot: nat,
+    value: logValue,
+    commit: nat,
+  }),
+  fc.record({ ...envelope, type: fc.constant("accepted" as const), ballot: nat, slot: nat, applied: nat }),
+  fc.record({
+    ...envelope,
+    type: fc.constant("nack" as const),
+    ballot: nat,
+    promised: nat,
+    reason: fc.constantFrom("ballot" as const, "epoch" as const),
+    applied: nat,
+  }),
+  fc.record({ ...envelope, type: fc.constant("heartbeat" as const), ballot: nat, commit: nat, round: nat }),
+  fc.record({
+    ...envelope,
+    type: fc.constant("heartbeat_ack" as const),
+    ballot: nat,
+    round: nat,
+    applied: nat,
+    ok: fc.boolean(),
+  }),
+  fc.record({
+    ...envelope,
+    type: fc.constant("catchup_request" as const),
+    fromSlot: nat,
+    needSnapshot: fc.boolean(),
+  }),
+  fc.record({
+    ...envelope,
+    type: fc.constant("catchup" as const),
+    entries,
+    snapshot: fc.option(snapshot, { nil: null }),
+    applied: nat,
+  }),
+  fc.record({ ...envelope, type: fc.constant("campaign" as const), ballot: nat }),
+);
+
+describe("paxos codec", () => {
+  it("every message round-trips, and encoding is a function of the value", () => {
+    fc.assert(
+      fc.property(message, (m) => {
+        const bytes = encodePaxosMessage(m, textCodec);
+        const back = decodePaxosMessage(bytes, textCodec);
+        expect(back).toEqual(m);
+        expect(encodePaxosMessage(back, textCodec)).toEqual(bytes);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("arbitrary bytes, and every truncation of a real message, fail only with DecodeError", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        try {
+          decodePaxosMessage(bytes, textCodec);
+        } catch (error) {
+          expect(error).toBeInstanceOf(DecodeError);
+        }
+      }),
+      { numRuns: 5000 },
+    );
+    fc.assert(
+      fc.property(message, fc.nat(), (m, cut) => {
+        const bytes = encodePaxosMessage(m, textCodec);
+        const at = cut % bytes.length;
+        expect(() => decodePaxosMessage(bytes.subarray(0, at), textCodec)).toThrow(DecodeError);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("refuses another wire version, an unknown type and counts beyond their limits", () => {
+    const m: PaxosMessage<string> = {
+      type: "campaign",
+      cellKey: "c",
+      from: { serverId: "s1", incarnation: 1 },
+      to: { serverId: "s2", incarnation: 2 },
+      epoch: 1,
+      ballot: 5,
+    };
+    const bytes = encodePaxosMessage(m, textCodec);
+    const otherVersion = Uint8Array.from(bytes);
+    otherVersion[0] = 2;
+    expect(() => decodePaxosMessage(otherVersion, textCodec)).toThrow(/version 2/);
+    const otherType = Uint8Array.from(bytes);
+    otherType[1] = 99;
+    expect(() => decodePaxosMessage(otherType, textCodec)).toThrow(/unknown paxos message type 99/);
+    // A catch-up announcing a million entries is refused before anything is allocated for them.
+    const huge = encodePaxosMessage(
+      { ...m, type: "catchup", entries: [], snapshot: null, applied: 0 } as PaxosMessage<string>,
+      textCodec,
+    );
+    const header = huge.subarray(0, huge.length - 3);
+    const announced = Uint8Array.from([...header, 0xc0, 0x84, 0x3d]);
+    expect(() => decodePaxosMessage(announced, textCodec)).toThrow(/exceed the limit/);
+  });
+
+  it("node records round-trip and reassemble above the snapshot, in slot order", () => {
+    fc.assert(
+      fc.property(nodeId, nat, snapshot, entries, (node, promised, snap, logEntries) => {
+        const header = decodeNodeHeader(encodeNodeHeader({ node, promised, snapshot: snap }));
+        expect(header).toEqual({ node, promised, snapshot: snap });
+        const stored = logEntries.map((entry) =>
+          decodeStoredEntry(encodeStoredEntry(entry, textCodec), textCodec),
+        );
+        expect(stored).toEqual(logEntries);
+        const node2 = persistedNode(header, [...stored].reverse());
+        expect(node2.entries).toEqual(logEntries.filter((entry) => entry.slot > snap.index));
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
