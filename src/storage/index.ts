@@ -1,2 +1,9 @@
+export {
+  CorruptRecordError,
+  LmdbStorage,
+  type LmdbStorageOptions,
+  type LmdbStorageStats,
+  type StoredRecordRef,
+} from "./lmdb.ts";
 export { MemoryStorage } from "./memory.ts";
 export type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";

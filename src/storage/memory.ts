@@ -21,13 +21,17 @@ export class MemoryStorage<C> implements StoragePort<C> {
   load(cellKey: CellKey): LoadResult<C> {
     const stored = this.nodes.get(cellKey);
     if (stored === undefined || stored.snapshot === null) return { status: "absent" };
+    const snapshotIndex = stored.snapshot.index;
     return {
       status: "found",
       node: {
         node: stored.node,
         promised: stored.promised,
         snapshot: stored.snapshot,
-        entries: [...stored.entries.values()].sort((a, b) => a.slot - b.slot),
+        // Entries at or below the snapshot are covered by it: a node never reads them (as lmdb).
+        entries: [...stored.entries.values()]
+          .filter((entry) => entry.slot > snapshotIndex)
+          .sort((a, b) => a.slot - b.slot),
       },
     };
   }

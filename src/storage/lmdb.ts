@@ -1,0 +1,623 @@
+/**
+ * Durable storage in lmdb (DESIGN.md section 5): one environment per server directory, one write
+ * transaction per storage batch (every cell the server touched in one turn), committed with an
+ * fsync before the batch is acknowledged. Reads are synchronous: lmdb is memory mapped, so
+ * loading a node the first time its cell is touched costs no event-loop turn.
+ *
+ * Sub-databases (keys and values are raw bytes):
+ *   nodes     key: cellKey as UTF-8
+ *             value: checksum, kind byte, then
+ *               kind 1 (node):    encodeNodeHeader (record version, node id, promised, snapshot)
+ *               kind 2 (pending): record version, node id, promised. A node that has promised or
+ *                                 accepted before it received its first snapshot (a node joining
+ *                                 a cell); it loads as absent, like MemoryStorage's.
+ *   entries   key: byte length of cellKey, cellKey as UTF-8, slot as 8 bytes big-endian
+ *             value: checksum, encodeStoredEntry (record version, log entry)
+ *   pointers  key: cellKey as UTF-8
+ *             value: checksum, record version, uint epoch, uint count, node ids, f64 expiresAtMs
+ *
+ * The length prefix makes one node's entries exactly one contiguous key range ordered by slot:
+ * two keys share a prefix only if they name the same cell, so truncating or deleting a node's
+ * log never visits another cell's keys.
+ *
+ * Checksum: 4 bytes big-endian, CRC-32 (node:zlib) of the key bytes followed by the rest of the
+ * value. It guards against accidental damage (bit rot, torn or misdirected writes, a record
+ * copied under the wrong key), not against an adversary who can write the file: whoever can do
+ * that can also fix up any hash. CRC-32 detects every burst of up to 32 bits and misses random
+ * damage with probability 2^-32 per record, costs four bytes per record and runs in native code
+ * at gigabytes per second; a truncated SHA-256 would cost several times the CPU on the write
+ * path of every accept for no gain against accidents. Covering the key catches a valid record
+ * stored under the wrong cell or slot.
+ *
+ * A record that fails its checksum or its decoding is reported by load() as `corrupt`, naming
+ * the cell and the record; the node must not act on it. A write that needs such a record (to
+ * compare incarnations, or to keep the promise monotonic) fails its whole batch instead of
+ * guessing: nothing of the batch is committed and done receives the error.
+ */
+import { performance } from "node:perf_hooks";
+import { crc32 } from "node:zlib";
+import { type Database, open, type RootDatabase, type RootDatabaseOptionsWithPath } from "lmdb";
+import {
+  assert,
+  ByteReader,
+  ByteWriter,
+  type CellKey,
+  DecodeError,
+  limits,
+  type NodeId,
+  utf8Encode,
+} from "../core/index.ts";
+import {
+  type CommandCodec,
+  decodeNodeHeader,
+  decodeStoredEntry,
+  encodeNodeHeader,
+  encodeStoredEntry,
+  type LogEntry,
+  type NodeHeader,
+  type NodeWrite,
+  PAXOS_RECORD_VERSION,
+  persistedNode,
+  readNodeId,
+  type Snapshot,
+  writeNodeId,
+} from "../paxos/index.ts";
+import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
+
+export interface LmdbStorageOptions<C> {
+  /** Directory of the server's environment; created if missing. */
+  readonly path: string;
+  /** How commands inside log entries are written and read. */
+  readonly codec: CommandCodec<C>;
+}
+
+export interface LmdbStorageStats {
+  /** Node records stored (hosted cells), from lmdb's page statistics: no scan. */
+  readonly hostedNodes: number;
+  /** Log entry records stored, likewise. */
+  readonly storedEntries: number;
+  /** Batches committed durably. */
+  readonly batchesWritten: number;
+  /** Batches whose transaction failed (nothing of them was committed). */
+  readonly batchesFailed: number;
+  /** Records put by committed batches. */
+  readonly recordsWritten: number;
+  /** Records deleted by committed batches. */
+  readonly recordsDeleted: number;
+  /** Key and value bytes put by committed batches. */
+  readonly bytesWritten: number;
+  /** From write() to durable, of the last committed batch. */
+  readonly lastCommitLatencyMs: number;
+  /** lmdb's id of the last committed write transaction (one per batch). */
+  readonly lastTransactionId: number;
+  /** Forwarding pointers pointers() left out because they failed their checksum or decoding. */
+  readonly pointersSkippedCorrupt: number;
+}
+
+/** A stored record, named for the test-only raw access methods. */
+export type StoredRecordRef =
+  | { readonly kind: "node"; readonly cellKey: CellKey }
+  | { readonly kind: "entry"; readonly cellKey: CellKey; readonly slot: number }
+  | { readonly kind: "pointer"; readonly cellKey: CellKey };
+
+const checksumBytes = 4;
+const slotBytes = 8;
+const nodeRecordKind = { node: 1, pending: 2 } as const;
+/** The most members a forwarding pointer may list. */
+const pointerMembersMax = limits.membersMax;
+/** Largest slot an entry key can hold: slots are safe integers. */
+const slotMax = Number.MAX_SAFE_INTEGER;
+
+type StoredNode =
+  | { readonly kind: "node"; readonly header: NodeHeader }
+  | { readonly kind: "pending"; readonly node: NodeId; readonly promised: number };
+
+type Verified<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly problem: string };
+
+/** A stored record a write needed failed verification: the batch is abandoned, not guessed at. */
+export class CorruptRecordError extends Error {
+  override name = "CorruptRecordError";
+}
+
+/**
+ * Durability settings, each set explicitly rather than left to lmdb's platform defaults.
+ * `mapAsync` is not in lmdb's option types but is read by its open().
+ */
+const durableEnvironmentOptions = {
+  // Every commit is flushed (fdatasync) before the transaction resolves.
+  noSync: false,
+  // The meta page is flushed too: without it a crash may roll back the last acknowledged commit.
+  noMetaSync: false,
+  // Pages are written with write(2), never through a writable shared mapping, so a stray
+  // pointer in the process cannot damage the file.
+  useWritemap: false,
+  // msync without waiting (only meaningful with writemap): never.
+  mapAsync: false,
+  // With overlapping sync lmdb resolves a commit before its flush and, after a process crash,
+  // trusts unflushed commits while the boot id is unchanged. Off: a resolved commit is durable.
+  // It buys nothing here anyway, as the next batch waits for this one's acknowledgement.
+  overlappingSync: false,
+  // Commit as soon as the batch's transaction is queued; batching happens one level up.
+  commitDelay: 0,
+} as const satisfies RootDatabaseOptionsWithPath & { mapAsync: boolean };
+
+export class LmdbStorage<C> implements StoragePort<C> {
+  private state: "open" | "closing" | "closed" = "open";
+  /** The batch being committed; at most one (StoragePort contract). */
+  private inFlight: Promise<void> | null = null;
+  private batchesWritten = 0;
+  private batchesFailed = 0;
+  private recordsWritten = 0;
+  private recordsDeleted = 0;
+  private bytesWritten = 0;
+  private lastCommitLatencyMs = 0;
+  private lastTransactionId = 0;
+  private pointersSkippedCorrupt = 0;
+
+  private constructor(
+    private readonly root: RootDatabase,
+    private readonly nodes: Database<Uint8Array, Uint8Array>,
+    private readonly entries: Database<Uint8Array, Uint8Array>,
+    private readonly storedPointers: Database<Uint8Array, Uint8Array>,
+    private readonly codec: CommandCodec<C>,
+    readonly path: string,
+  ) {}
+
+  static open<C>(options: LmdbStorageOptions<C>): LmdbStorage<C> {
+    const root = open({
+      path: options.path,
+      ...durableEnvironmentOptions,
+      maxDbs: 3,
+      readOnly: false,
+      // The root database holds nothing; the three below hold everything.
+      encoding: "binary",
+      keyEncoding: "binary",
+      compression: false,
+      cache: false,
+    } as RootDatabaseOptionsWithPath);
+    const sub = (name: string): Database<Uint8Array, Uint8Array> =>
+      root.openDB<Uint8Array, Uint8Array>({
+        name,
+        encoding: "binary",
+        keyEncoding: "binary",
+        compression: false,
+        cache: false,
+      });
+    return new LmdbStorage(root, sub("nodes"), sub("entries"), sub("pointers"), options.codec, options.path);
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  load(cellKey: CellKey): LoadResult<C> {
+    this.assertReadable();
+    const key = cellKeyBytes(cellKey);
+    const raw = this.nodes.get(key);
+    if (raw === undefined) return { status: "absent" };
+    const stored = verifyNode(key, raw);
+    if (!stored.ok) return { status: "corrupt", detail: `cell ${cellKey}: node record ${stored.problem}` };
+    if (stored.value.kind === "pending") return { status: "absent" };
+    const header = stored.value.header;
+    // Only entries above the snapshot are live: start the range there.
+    const entries: LogEntry<C>[] = [];
+    const range = this.entries.getRange({
+      start: entryKey(cellKey, header.snapshot.index + 1),
+      end: entryKey(cellKey, slotMax),
+      inclusiveEnd: true,
+    });
+    for (const { key: storedKey, value } of range) {
+      const slot = slotOfEntryKey(storedKey);
+      const entry = verifyEntry(storedKey, value, slot, this.codec);
+      if (!entry.ok) {
+        return {
+          status: "corrupt",
+          detail: `cell ${cellKey}: log entry record of slot ${slot} ${entry.problem}`,
+        };
+      }
+      entries.push(entry.value);
+    }
+    return { status: "found", node: persistedNode(header, entries) };
+  }
+
+  hostedCells(): CellKey[] {
+    this.assertReadable();
+    const cells: CellKey[] = [];
+    for (const key of this.nodes.getKeys()) cells.push(textDecoder.decode(key));
+    return cells;
+  }
+
+  /** Stored forwarding pointers; one that fails verification is left out and counted (a pointer is a hint). */
+  pointers(): ForwardingPointer[] {
+    this.assertReadable();
+    const pointers: ForwardingPointer[] = [];
+    for (const { key, value } of this.storedPointers.getRange()) {
+      const pointer = verifyPointer(key, value);
+      if (pointer.ok) pointers.push(pointer.value);
+      else this.pointersSkippedCorrupt += 1;
+    }
+    return pointers;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  write(batch: StorageBatch<C>, done: (error: Error | null) => void): void {
+    assert(this.inFlight === null, "one storage batch at a time");
+    const startedMs = performance.now();
+    const tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
+    let transaction: Promise<unknown>;
+    try {
+      // A child transaction is aborted as a whole if the callback throws: a batch that fails
+      // half way leaves nothing behind (a plain lmdb transaction callback would commit its prefix).
+      transaction = this.root.childTransaction(() => {
+        tally.transactionId = this.root.getWriteTxnId();
+        this.applyBatch(batch, tally);
+      });
+    } catch (error) {
+      transaction = Promise.reject(error);
+    }
+    this.inFlight = transaction
+      // With overlappingSync off a resolved commit is already flushed; waiting on `flushed` as
+      // well keeps the acknowledgement correct should that setting ever change.
+      .then(() => this.root.flushed)
+      .then(
+        () => {
+          this.inFlight = null;
+          this.batchesWritten += 1;
+          this.recordsWritten += tally.recordsWritten;
+          this.recordsDeleted += tally.recordsDeleted;
+          this.bytesWritten += tally.bytesWritten;
+          this.lastTransactionId = tally.transactionId;
+          this.lastCommitLatencyMs = performance.now() - startedMs;
+          done(null);
+        },
+        (cause: unknown) => {
+          this.inFlight = null;
+          this.batchesFailed += 1;
+          const message = cause instanceof Error ? cause.message : String(cause);
+          done(
+            new Error(`storage batch of ${batch.writes.length} node writes not written (${message})`, {
+              cause,
+            }),
+          );
+        },
+      );
+  }
+
+  stats(): LmdbStorageStats {
+    this.assertReadable();
+    return {
+      hostedNodes: entryCountOf(this.nodes),
+      storedEntries: entryCountOf(this.entries),
+      batchesWritten: this.batchesWritten,
+      batchesFailed: this.batchesFailed,
+      recordsWritten: this.recordsWritten,
+      recordsDeleted: this.recordsDeleted,
+      bytesWritten: this.bytesWritten,
+      lastCommitLatencyMs: this.lastCommitLatencyMs,
+      lastTransactionId: this.lastTransactionId,
+      pointersSkippedCorrupt: this.pointersSkippedCorrupt,
+    };
+  }
+
+  /** Waits for the batch in flight (its done is called), then closes the environment. */
+  async close(): Promise<void> {
+    if (this.state !== "open") return;
+    this.state = "closing";
+    while (this.inFlight !== null) await this.inFlight;
+    this.state = "closed";
+    await this.root.close();
+  }
+
+  // ---------------------------------------------------------------- test only
+
+  /** Test only: a record's raw stored bytes, checksum included, or undefined if absent. */
+  recordBytesForTest(record: StoredRecordRef): Uint8Array | undefined {
+    this.assertReadable();
+    const [db, key] = this.locate(record);
+    const raw = db.get(key);
+    return raw === undefined ? undefined : Uint8Array.prototype.slice.call(raw);
+  }
+
+  /** Test only: overwrites a record's raw bytes (to plant corruption), durably, in its own transaction. */
+  overwriteRecordBytesForTest(record: StoredRecordRef, bytes: Uint8Array): void {
+    assert(this.state === "open" && this.inFlight === null, "raw overwrite needs an idle open storage");
+    const [db, key] = this.locate(record);
+    db.putSync(key, bytes);
+  }
+
+  // ---------------------------------------------------------------- inside the write transaction
+
+  private applyBatch(batch: StorageBatch<C>, tally: Tally): void {
+    for (const write of batch.writes) this.applyWrite(write, tally);
+    for (const { cellKey, incarnation } of batch.removed) {
+      const key = cellKeyBytes(cellKey);
+      const stored = this.storedNodeForWrite(cellKey, key);
+      if (stored === null || nodeOf(stored).incarnation !== incarnation) continue;
+      this.remove(this.nodes, key, tally);
+      this.deleteEntries(cellKey, slotMax, tally);
+    }
+    for (const pointer of batch.pointers) {
+      const key = cellKeyBytes(pointer.cellKey);
+      this.put(this.storedPointers, key, sealPointer(key, pointer), tally);
+    }
+  }
+
+  private applyWrite(write: NodeWrite<C>, tally: Tally): void {
+    const key = cellKeyBytes(write.cellKey);
+    let stored = this.storedNodeForWrite(write.cellKey, key);
+    // An older incarnation's write (a node already replaced on this server) changes nothing.
+    if (stored !== null && nodeOf(stored).incarnation > write.node.incarnation) return;
+    let changed = false;
+    if (stored === null || nodeOf(stored).incarnation !== write.node.incarnation) {
+      // A new incarnation: its records replace the old node's, and the cell is hosted again.
+      if (stored !== null) this.deleteEntries(write.cellKey, slotMax, tally);
+      this.remove(this.storedPointers, key, tally);
+      stored = { kind: "pending", node: write.node, promised: 0 };
+      changed = true;
+    }
+    let promised = stored.kind === "node" ? stored.header.promised : stored.promised;
+    if (write.promised !== null && write.promised > promised) {
+      promised = write.promised;
+      changed = true;
+    }
+    let snapshot: Snapshot | null = stored.kind === "node" ? stored.header.snapshot : null;
+    if (write.snapshot !== null && (snapshot === null || write.snapshot.index >= snapshot.index)) {
+      snapshot = write.snapshot;
+      changed = true;
+    }
+    if (changed) {
+      const node = nodeOf(stored);
+      const record =
+        snapshot === null ? sealPending(key, node, promised) : sealNode(key, { node, promised, snapshot });
+      this.put(this.nodes, key, record, tally);
+    }
+    if (write.truncateThrough > 0) this.deleteEntries(write.cellKey, write.truncateThrough, tally);
+    for (const entry of write.entries) {
+      const entryKeyBytes = entryKey(write.cellKey, entry.slot);
+      this.put(this.entries, entryKeyBytes, sealEntry(entryKeyBytes, entry, this.codec), tally);
+    }
+  }
+
+  /** The stored node a write must build on; a damaged one abandons the batch (see the file comment). */
+  private storedNodeForWrite(cellKey: CellKey, key: Uint8Array): StoredNode | null {
+    const raw = this.nodes.get(key);
+    if (raw === undefined) return null;
+    const stored = verifyNode(key, raw);
+    if (!stored.ok) {
+      throw new CorruptRecordError(
+        `cell ${cellKey}: node record ${stored.problem}; the write needs it intact`,
+      );
+    }
+    return stored.value;
+  }
+
+  /** Deletes the cell's entries with slot <= throughSlot: one key range, no other cell visited. */
+  private deleteEntries(cellKey: CellKey, throughSlot: number, tally: Tally): void {
+    const keys: Uint8Array[] = [];
+    // Collected first: deleting under an open cursor is not something to rely on.
+    for (const key of this.entries.getKeys({
+      start: entryKey(cellKey, 0),
+      end: entryKey(cellKey, throughSlot),
+      inclusiveEnd: true,
+    })) {
+      keys.push(Uint8Array.prototype.slice.call(key));
+    }
+    for (const key of keys) this.remove(this.entries, key, tally);
+  }
+
+  private put(db: Database<Uint8Array, Uint8Array>, key: Uint8Array, value: Uint8Array, tally: Tally): void {
+    db.putSync(key, value);
+    tally.recordsWritten += 1;
+    tally.bytesWritten += key.length + value.length;
+  }
+
+  private remove(db: Database<Uint8Array, Uint8Array>, key: Uint8Array, tally: Tally): void {
+    if (db.removeSync(key)) tally.recordsDeleted += 1;
+  }
+
+  private locate(record: StoredRecordRef): [Database<Uint8Array, Uint8Array>, Uint8Array] {
+    switch (record.kind) {
+      case "node":
+        return [this.nodes, cellKeyBytes(record.cellKey)];
+      case "entry":
+        return [this.entries, entryKey(record.cellKey, record.slot)];
+      case "pointer":
+        return [this.storedPointers, cellKeyBytes(record.cellKey)];
+    }
+  }
+
+  private assertReadable(): void {
+    assert(this.state !== "closed", () => `storage at ${this.path} is closed`);
+  }
+}
+
+interface Tally {
+  recordsWritten: number;
+  recordsDeleted: number;
+  bytesWritten: number;
+  transactionId: number;
+}
+
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+function entryCountOf(db: Database<Uint8Array, Uint8Array>): number {
+  const stats = db.getStats() as { entryCount?: unknown };
+  assert(typeof stats.entryCount === "number", "lmdb statistics carry an entry count");
+  return stats.entryCount;
+}
+
+function nodeOf(stored: StoredNode): NodeId {
+  return stored.kind === "node" ? stored.header.node : stored.node;
+}
+
+// ---------------------------------------------------------------- keys
+
+function cellKeyBytes(cellKey: CellKey): Uint8Array {
+  const bytes = utf8Encode(cellKey);
+  assert(
+    bytes.length >= 1 && bytes.length <= limits.cellKeyBytesMax,
+    () => `cell key of ${bytes.length} bytes outside 1..${limits.cellKeyBytesMax}`,
+  );
+  return bytes;
+}
+
+function entryKey(cellKey: CellKey, slot: number): Uint8Array {
+  assert(Number.isSafeInteger(slot) && slot >= 0, () => `slot ${slot} is not a stored slot number`);
+  const cell = cellKeyBytes(cellKey);
+  const key = new Uint8Array(1 + cell.length + slotBytes);
+  key[0] = cell.length;
+  key.set(cell, 1);
+  const view = new DataView(key.buffer);
+  view.setUint32(1 + cell.length, Math.floor(slot / 2 ** 32));
+  view.setUint32(1 + cell.length + 4, slot >>> 0);
+  return key;
+}
+
+function slotOfEntryKey(key: Uint8Array): number {
+  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
+  const at = key.byteLength - slotBytes;
+  return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
+}
+
+// ---------------------------------------------------------------- checksummed records
+
+function checksumOf(key: Uint8Array, body: Uint8Array): number {
+  return crc32(body, crc32(key));
+}
+
+/** checksum || body */
+function seal(key: Uint8Array, body: Uint8Array): Uint8Array {
+  const record = new Uint8Array(checksumBytes + body.length);
+  new DataView(record.buffer).setUint32(0, checksumOf(key, body));
+  record.set(body, checksumBytes);
+  return record;
+}
+
+/** The record's body as an independent copy (lmdb's buffers are not ours to keep), or the problem. */
+function unseal(key: Uint8Array, raw: Uint8Array): Verified<Uint8Array> {
+  if (raw.length < checksumBytes + 1) return { ok: false, problem: `is truncated (${raw.length} bytes)` };
+  const expected = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0);
+  const body = Uint8Array.prototype.slice.call(raw, checksumBytes);
+  const actual = checksumOf(key, body);
+  if (actual !== expected) {
+    return {
+      ok: false,
+      problem: `fails its checksum (stored ${hex32(expected)}, computed ${hex32(actual)}, ${raw.length} bytes)`,
+    };
+  }
+  return { ok: true, value: body };
+}
+
+function hex32(value: number): string {
+  return value.toString(16).padStart(8, "0");
+}
+
+/** Runs a decoder over verified bytes; malformed content becomes a problem, anything else is a bug. */
+function decoded<T>(decode: () => T): Verified<T> {
+  try {
+    return { ok: true, value: decode() };
+  } catch (error) {
+    if (error instanceof DecodeError) return { ok: false, problem: `does not decode: ${error.message}` };
+    throw error;
+  }
+}
+
+function sealNode(key: Uint8Array, header: NodeHeader): Uint8Array {
+  // A snapshot without configurations would be refused on load: storing one is a bug upstream.
+  assert(
+    header.snapshot.membership.configurations.length > 0,
+    () => `snapshot at index ${header.snapshot.index} has no configuration`,
+  );
+  const encoded = encodeNodeHeader(header);
+  const body = new Uint8Array(1 + encoded.length);
+  body[0] = nodeRecordKind.node;
+  body.set(encoded, 1);
+  return seal(key, body);
+}
+
+function sealPending(key: Uint8Array, node: NodeId, promised: number): Uint8Array {
+  const writer = new ByteWriter(32);
+  writer.byte(nodeRecordKind.pending).byte(PAXOS_RECORD_VERSION);
+  writeNodeId(writer, node);
+  writer.uint(promised);
+  return seal(key, writer.finish());
+}
+
+function verifyNode(key: Uint8Array, raw: Uint8Array): Verified<StoredNode> {
+  const body = unseal(key, raw);
+  if (!body.ok) return body;
+  const bytes = body.value;
+  switch (bytes[0]) {
+    case nodeRecordKind.node:
+      return decoded(() => ({ kind: "node", header: decodeNodeHeader(bytes.subarray(1)) }));
+    case nodeRecordKind.pending:
+      return decoded(() => {
+        const reader = new ByteReader(bytes.subarray(1));
+        const version = reader.byte();
+        if (version !== PAXOS_RECORD_VERSION)
+          throw new DecodeError(
+            `pending node record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`,
+          );
+        const node = readNodeId(reader);
+        const promised = reader.uint();
+        reader.end();
+        return { kind: "pending", node, promised };
+      });
+    default:
+      return { ok: false, problem: `has unknown kind ${bytes[0]}` };
+  }
+}
+
+function sealEntry<C>(key: Uint8Array, entry: LogEntry<C>, codec: CommandCodec<C>): Uint8Array {
+  return seal(key, encodeStoredEntry(entry, codec));
+}
+
+function verifyEntry<C>(
+  key: Uint8Array,
+  raw: Uint8Array,
+  slot: number,
+  codec: CommandCodec<C>,
+): Verified<LogEntry<C>> {
+  const body = unseal(key, raw);
+  if (!body.ok) return body;
+  const entry = decoded(() => decodeStoredEntry(body.value, codec));
+  if (entry.ok && entry.value.slot !== slot) {
+    return { ok: false, problem: `holds slot ${entry.value.slot} under the key of slot ${slot}` };
+  }
+  return entry;
+}
+
+function sealPointer(key: Uint8Array, pointer: ForwardingPointer): Uint8Array {
+  assert(pointer.members.length <= pointerMembersMax, () => `${pointer.members.length} members in a pointer`);
+  const writer = new ByteWriter(64);
+  writer.byte(PAXOS_RECORD_VERSION).uint(pointer.epoch).uint(pointer.members.length);
+  for (const member of pointer.members) writeNodeId(writer, member);
+  writer.f64(pointer.expiresAtMs);
+  return seal(key, writer.finish());
+}
+
+function verifyPointer(key: Uint8Array, raw: Uint8Array): Verified<ForwardingPointer> {
+  const body = unseal(key, raw);
+  if (!body.ok) return body;
+  return decoded(() => {
+    const reader = new ByteReader(body.value);
+    const version = reader.byte();
+    if (version !== PAXOS_RECORD_VERSION)
+      throw new DecodeError(`pointer record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`);
+    const epoch = reader.uint();
+    const count = reader.uint();
+    if (count > pointerMembersMax) throw new DecodeError(`${count} members exceed ${pointerMembersMax}`);
+    const members: NodeId[] = [];
+    for (let i = 0; i < count; i++) members.push(readNodeId(reader));
+    const expiresAtMs = reader.f64();
+    reader.end();
+    let cellKey: CellKey;
+    try {
+      cellKey = textDecoder.decode(key);
+    } catch {
+      throw new DecodeError("cell key is not UTF-8");
+    }
+    return { cellKey, epoch, members, expiresAtMs };
+  });
+}
