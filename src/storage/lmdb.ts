@@ -316,7 +316,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.assertReadable();
     const [db, key] = this.locate(record);
     const raw = db.get(key);
-    return raw === undefined ? undefined : Uint8Array.prototype.slice.call(raw);
+    return raw === undefined ? undefined : copyOf(raw);
   }
 
   /** Test only: overwrites a record's raw bytes (to plant corruption), durably, in its own transaction. */
@@ -401,7 +401,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       end: entryKey(cellKey, throughSlot),
       inclusiveEnd: true,
     })) {
-      keys.push(Uint8Array.prototype.slice.call(key));
+      keys.push(copyOf(key));
     }
     for (const key of keys) this.remove(this.entries, key, tally);
   }
@@ -498,7 +498,7 @@ function seal(key: Uint8Array, body: Uint8Array): Uint8Array {
 function unseal(key: Uint8Array, raw: Uint8Array): Verified<Uint8Array> {
   if (raw.length < checksumBytes + 1) return { ok: false, problem: `is truncated (${raw.length} bytes)` };
   const expected = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0);
-  const body = Uint8Array.prototype.slice.call(raw, checksumBytes);
+  const body = copyOf(raw.subarray(checksumBytes));
   const actual = checksumOf(key, body);
   if (actual !== expected) {
     return {
@@ -507,6 +507,16 @@ function unseal(key: Uint8Array, raw: Uint8Array): Verified<Uint8Array> {
     };
   }
   return { ok: true, value: body };
+}
+
+/**
+ * A plain Uint8Array copy. lmdb hands out Buffers, and Buffer's slice shares memory (and even
+ * Uint8Array.prototype.slice returns a Buffer for one): decoded values must own their bytes.
+ */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return copy;
 }
 
 function hex32(value: number): string {
