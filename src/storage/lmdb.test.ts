@@ -1,0 +1,396 @@
+/**
+ * What only the lmdb adapter has: a file that outlives the process, checksums, failing writes,
+ * transactions. The shared semantics are in contract.test.ts; the crash test in lmdb.crash.test.ts.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
+import fc from "fast-check";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { CellMachine, type Command, commandCodec, OPERATION_FORMAT_VERSION } from "../cell/index.ts";
+import { InvariantError, type NodeId } from "../core/index.ts";
+import {
+  initialMembership,
+  type LogEntry,
+  makeBallot,
+  type NodeWrite,
+  type Snapshot,
+} from "../paxos/index.ts";
+import { LmdbStorage } from "./lmdb.ts";
+import { MemoryStorage } from "./memory.ts";
+import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
+
+// ---------------------------------------------------------------- fixtures
+
+const node = (serverId: string, incarnation: number): NodeId => ({ serverId, incarnation });
+
+function putCommand(session: number, item: string, value: Uint8Array): Command {
+  return {
+    version: OPERATION_FORMAT_VERSION,
+    session,
+    seq: 1,
+    newSession: true,
+    op: { type: "txn", txn: { conditions: [], reads: [], writes: [{ item, op: "put", value }] } },
+  };
+}
+
+/** Snapshot states of a real cell that has applied 0..3 puts: distinct bytes per `applied`. */
+const cellStates: Uint8Array[] = [0, 1, 2, 3].map((applied) => {
+  const machine = new CellMachine();
+  for (let i = 1; i <= applied; i++) {
+    machine.apply(putCommand(i, `item-${i}`, new Uint8Array([i])), {
+      index: i,
+      stampMs: 1_000 + i,
+      stampBallot: makeBallot(1, 1),
+    });
+  }
+  return machine.snapshot();
+});
+
+function snapshotAt(index: number, applied = 1): Snapshot {
+  return {
+    index,
+    membership: initialMembership([node("s1", 1), node("s2", 2), node("s3", 3)]),
+    state: cellStates[applied] as Uint8Array,
+  };
+}
+
+function entry(slot: number, round = 1): LogEntry<Command> {
+  return {
+    slot,
+    ballot: makeBallot(round, 1),
+    value: {
+      kind: "commands",
+      stampMs: 1_700_000_000_000 + slot,
+      stampBallot: makeBallot(round, 1),
+      commands: [putCommand(slot, `k${slot}`, new Uint8Array([slot % 256, round]))],
+    },
+  };
+}
+
+function fresh(cellKey: string, incarnation: number, slots: readonly number[]): NodeWrite<Command> {
+  return {
+    cellKey,
+    node: node("s1", incarnation),
+    promised: makeBallot(2, incarnation),
+    entries: slots.map((slot) => entry(slot)),
+    snapshot: snapshotAt(0),
+    truncateThrough: 0,
+  };
+}
+
+function pointer(cellKey: string, epoch: number): ForwardingPointer {
+  return { cellKey, epoch, members: [node("s4", 9)], expiresAtMs: 1_700_000_360_000.5 };
+}
+
+function batch(fields: Partial<StorageBatch<Command>>): StorageBatch<Command> {
+  return { writes: fields.writes ?? [], removed: fields.removed ?? [], pointers: fields.pointers ?? [] };
+}
+
+function persist(storage: StoragePort<Command>, b: StorageBatch<Command>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    storage.write(b, (error) => (error === null ? resolve() : reject(error)));
+  });
+}
+
+/** Writes a batch expected to fail; resolves with the error done received. */
+function persistFailing(storage: StoragePort<Command>, b: StorageBatch<Command>): Promise<Error> {
+  return new Promise((resolve, reject) => {
+    storage.write(b, (error) =>
+      error === null ? reject(new Error("the batch was expected to fail")) : resolve(error),
+    );
+  });
+}
+
+/** Everything a server can read back: hosted cells, each cell's load, pointers (sorted). */
+function everything(storage: StoragePort<Command>, cells: readonly string[]) {
+  const loads: Record<string, LoadResult<Command>> = {};
+  for (const cellKey of cells) loads[cellKey] = storage.load(cellKey);
+  return {
+    hosted: storage.hostedCells().sort(),
+    loads,
+    pointers: storage.pointers().sort((a, b) => a.cellKey.localeCompare(b.cellKey)),
+  };
+}
+
+function flipped(bytes: Uint8Array, at: number): Uint8Array {
+  const copy = bytes.slice();
+  copy[at] = (copy[at] as number) ^ 0x40;
+  return copy;
+}
+
+/** A record whose checksum is right (over key and body) but whose body is not a valid record. */
+function sealedGarbage(key: Uint8Array, body: Uint8Array): Uint8Array {
+  const record = new Uint8Array(4 + body.length);
+  new DataView(record.buffer).setUint32(0, crc32(body, crc32(key)));
+  record.set(body, 4);
+  return record;
+}
+
+// ---------------------------------------------------------------- tests
+
+describe("LmdbStorage", () => {
+  const directories: string[] = [];
+  const open: LmdbStorage<Command>[] = [];
+  const openAt = (directory: string): LmdbStorage<Command> => {
+    const storage = LmdbStorage.open({ path: directory, codec: commandCodec });
+    open.push(storage);
+    return storage;
+  };
+  let directory: string;
+  let storage: LmdbStorage<Command>;
+  beforeEach(() => {
+    directory = mkdtempSync(join(tmpdir(), "physalia-lmdb-"));
+    directories.push(directory);
+    storage = openAt(directory);
+  });
+  afterEach(async () => {
+    for (const s of open.splice(0)) await s.close();
+    for (const d of directories.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  /** Three cells with entries, a node still waiting for its snapshot, and pointers. */
+  async function populate(target: LmdbStorage<Command>): Promise<void> {
+    await persist(target, batch({ writes: [fresh("a", 1, [1, 2, 3]), fresh("b", 2, [1, 2, 3, 4])] }));
+    await persist(
+      target,
+      batch({
+        writes: [
+          fresh("c", 3, [1]),
+          {
+            ...fresh("a", 1, [4]),
+            promised: makeBallot(7, 1),
+            snapshot: snapshotAt(2, 3),
+            truncateThrough: 2,
+          },
+          { ...fresh("joining", 5, [9]), snapshot: null },
+        ],
+        pointers: [pointer("gone", 4)],
+      }),
+    );
+  }
+  const cells = ["a", "b", "c", "joining", "gone"];
+
+  it("reopening after close returns identical state", async () => {
+    await populate(storage);
+    const before = everything(storage, cells);
+    expect((before.loads.a as { status: string }).status).toBe("found");
+    await storage.close();
+    const reopened = openAt(directory);
+    expect(everything(reopened, cells)).toEqual(before);
+    expect(reopened.stats().hostedNodes).toBe(4);
+  });
+
+  it("a corrupt node record loads as corrupt, naming the cell and the record; other cells still load", async () => {
+    await populate(storage);
+    const record = { kind: "node", cellKey: "b" } as const;
+    const raw = storage.recordBytesForTest(record) as Uint8Array;
+    storage.overwriteRecordBytesForTest(record, flipped(raw, raw.length - 3));
+    const loaded = storage.load("b");
+    expect(loaded.status).toBe("corrupt");
+    expect(loaded.status === "corrupt" && loaded.detail).toMatch(/^cell b: node record fails its checksum/);
+    expect(storage.load("a").status).toBe("found");
+    expect(storage.load("c").status).toBe("found");
+    expect(storage.hostedCells().sort()).toEqual(["a", "b", "c", "joining"]);
+  });
+
+  it("a corrupt log entry loads as corrupt, naming the cell and the slot; other cells still load", async () => {
+    await populate(storage);
+    const record = { kind: "entry", cellKey: "b", slot: 3 } as const;
+    const raw = storage.recordBytesForTest(record) as Uint8Array;
+    storage.overwriteRecordBytesForTest(record, flipped(raw, 10));
+    const loaded = storage.load("b");
+    expect(loaded.status === "corrupt" && loaded.detail).toMatch(
+      /^cell b: log entry record of slot 3 fails its checksum/,
+    );
+    expect(storage.load("a").status).toBe("found");
+  });
+
+  it("truncated records load as corrupt", async () => {
+    await populate(storage);
+    const header = storage.recordBytesForTest({ kind: "node", cellKey: "a" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest(
+      { kind: "node", cellKey: "a" },
+      header.subarray(0, header.length - 5),
+    );
+    const entryRecord = { kind: "entry", cellKey: "c", slot: 1 } as const;
+    storage.overwriteRecordBytesForTest(entryRecord, new Uint8Array([1, 2]));
+    const a = storage.load("a");
+    const c = storage.load("c");
+    expect(a.status === "corrupt" && a.detail).toMatch(/^cell a: node record fails its checksum/);
+    expect(c.status === "corrupt" && c.detail).toBe(
+      "cell c: log entry record of slot 1 is truncated (2 bytes)",
+    );
+    expect(storage.load("b").status).toBe("found");
+  });
+
+  it("a record with a correct checksum but undecodable content loads as corrupt", async () => {
+    await populate(storage);
+    const key = new TextEncoder().encode("b");
+    // Kind 1 (a node record) followed by record version 9, which no build writes.
+    storage.overwriteRecordBytesForTest(
+      { kind: "node", cellKey: "b" },
+      sealedGarbage(key, new Uint8Array([1, 9])),
+    );
+    const loaded = storage.load("b");
+    expect(loaded.status === "corrupt" && loaded.detail).toMatch(
+      /^cell b: node record does not decode: .*version 9/,
+    );
+  });
+
+  it("a valid record copied under another cell's key fails the checksum (it covers the key)", async () => {
+    await populate(storage);
+    const fromA = storage.recordBytesForTest({ kind: "node", cellKey: "a" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "c" }, fromA);
+    const entry2 = storage.recordBytesForTest({ kind: "entry", cellKey: "b", slot: 2 }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "entry", cellKey: "b", slot: 3 }, entry2);
+    expect(storage.load("c").status).toBe("corrupt");
+    const b = storage.load("b");
+    expect(b.status === "corrupt" && b.detail).toMatch(
+      /^cell b: log entry record of slot 3 fails its checksum/,
+    );
+  });
+
+  it("a corrupt forwarding pointer is left out of pointers() and counted", async () => {
+    await persist(storage, batch({ pointers: [pointer("x", 1), pointer("y", 2)] }));
+    const raw = storage.recordBytesForTest({ kind: "pointer", cellKey: "x" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "pointer", cellKey: "x" }, flipped(raw, 6));
+    expect(storage.pointers()).toEqual([pointer("y", 2)]);
+    expect(storage.stats().pointersSkippedCorrupt).toBe(1);
+  });
+
+  it("a write that needs a corrupt node record fails its whole batch and commits nothing", async () => {
+    await populate(storage);
+    const raw = storage.recordBytesForTest({ kind: "node", cellKey: "b" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "b" }, flipped(raw, 5));
+    const before = everything(storage, cells);
+    const error = await persistFailing(
+      storage,
+      batch({
+        writes: [
+          { ...fresh("a", 1, [10]), snapshot: null },
+          { ...fresh("b", 2, [5]), snapshot: null },
+        ],
+        pointers: [pointer("zz", 1)],
+      }),
+    );
+    expect(error.message).toMatch(/cell b: node record fails its checksum .*; the write needs it intact/);
+    expect(everything(storage, cells)).toEqual(before);
+    expect(storage.stats().batchesFailed).toBe(1);
+    // The failed batch is no longer in flight: the next one goes through.
+    await persist(storage, batch({ writes: [{ ...fresh("a", 1, [10]), snapshot: null }] }));
+    const a = storage.load("a");
+    expect(a.status === "found" && a.node.entries.map((e) => e.slot)).toEqual([3, 4, 10]);
+  });
+
+  it("a write on a closed environment reaches done(error) and does not throw", async () => {
+    await storage.close();
+    const error = await persistFailing(storage, batch({ writes: [fresh("a", 1, [1])] }));
+    expect(error.message).toMatch(/storage batch of 1 node writes not written \(.*closed/);
+  });
+
+  it("close waits for the batch in flight, whose done is called first", async () => {
+    const order: string[] = [];
+    storage.write(batch({ writes: [fresh("a", 1, [1])] }), (error) => order.push(`done ${error}`));
+    await storage.close();
+    order.push("closed");
+    expect(order).toEqual(["done null", "closed"]);
+    expect(everything(openAt(directory), ["a"]).hosted).toEqual(["a"]);
+  });
+
+  it("a second batch while one is in flight is a bug", async () => {
+    const first = persist(storage, batch({ writes: [fresh("a", 1, [1])] }));
+    expect(() => storage.write(batch({}), () => {})).toThrow(InvariantError);
+    await first;
+  });
+
+  it("10,000 node writes in one batch commit in one transaction", async () => {
+    await persist(storage, batch({ writes: [fresh("warm-up", 1, [1])] }));
+    const before = storage.stats();
+    const writes: NodeWrite<Command>[] = [];
+    for (let i = 0; i < 10_000; i++) writes.push(fresh(`vol-${i.toString(16).padStart(4, "0")}`, 1, [1, 2]));
+    await persist(storage, batch({ writes }));
+    const after = storage.stats();
+    expect(after.batchesWritten).toBe(before.batchesWritten + 1);
+    expect(after.lastTransactionId).toBe(before.lastTransactionId + 1);
+    expect(after.hostedNodes).toBe(10_001);
+    expect(after.storedEntries).toBe(20_001);
+    expect(after.recordsWritten - before.recordsWritten).toBe(30_000);
+    const last = storage.load("vol-270f");
+    expect(last.status === "found" && last.node.entries).toEqual([entry(1), entry(2)]);
+  });
+
+  it("counts batches, records, bytes and commit latency", async () => {
+    await persist(storage, batch({ writes: [fresh("a", 1, [1, 2])], pointers: [pointer("p", 1)] }));
+    await persist(storage, batch({ writes: [{ ...fresh("a", 1, []), snapshot: null, truncateThrough: 1 }] }));
+    const stats = storage.stats();
+    expect(stats.batchesWritten).toBe(2);
+    // Batch 1: node, two entries, pointer. Batch 2: node (promise unchanged: not rewritten) none.
+    expect(stats.recordsWritten).toBe(4);
+    expect(stats.recordsDeleted).toBe(1);
+    expect(stats.bytesWritten).toBeGreaterThan(100);
+    expect(stats.lastCommitLatencyMs).toBeGreaterThan(0);
+    expect(stats.storedEntries).toBe(1);
+  });
+
+  it("agrees with MemoryStorage over random sequences of batches", async () => {
+    const cellKeys = ["a", "ab", "b"];
+    const cellArb = fc.constantFrom(...cellKeys);
+    const writeArb = fc.record({
+      cellKey: cellArb,
+      incarnation: fc.integer({ min: 1, max: 3 }),
+      promisedRound: fc.option(fc.integer({ min: 1, max: 5 })),
+      snapshot: fc.option(
+        fc.record({ index: fc.integer({ min: 0, max: 8 }), applied: fc.integer({ min: 0, max: 3 }) }),
+      ),
+      truncateThrough: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 10 })),
+      entries: fc.array(
+        fc.record({ slot: fc.integer({ min: 1, max: 12 }), round: fc.integer({ min: 1, max: 4 }) }),
+        {
+          maxLength: 4,
+        },
+      ),
+    });
+    const batchArb = fc.record({
+      writes: fc.array(writeArb, { maxLength: 4 }),
+      removed: fc.array(fc.record({ cellKey: cellArb, incarnation: fc.integer({ min: 1, max: 3 }) }), {
+        maxLength: 2,
+      }),
+      pointers: fc.array(fc.record({ cellKey: cellArb, epoch: fc.integer({ min: 1, max: 5 }) }), {
+        maxLength: 2,
+      }),
+    });
+    const toBatch = (drawn: fc.RecordValue<typeof batchArb>): StorageBatch<Command> => ({
+      writes: drawn.writes.map((w) => ({
+        cellKey: w.cellKey,
+        node: node("s1", w.incarnation),
+        promised: w.promisedRound === null ? null : makeBallot(w.promisedRound, 1),
+        snapshot: w.snapshot === null ? null : snapshotAt(w.snapshot.index, w.snapshot.applied),
+        truncateThrough: w.truncateThrough,
+        entries: w.entries.map((e) => entry(e.slot, e.round)),
+      })),
+      removed: drawn.removed,
+      pointers: drawn.pointers.map((p) => pointer(p.cellKey, p.epoch)),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(batchArb, { minLength: 1, maxLength: 8 }), async (drawn) => {
+        const runDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-model-"));
+        const lmdb = LmdbStorage.open({ path: runDirectory, codec: commandCodec });
+        try {
+          const model = new MemoryStorage<Command>();
+          for (const b of drawn) {
+            const real = toBatch(b);
+            await persist(lmdb, real);
+            await persist(model, real);
+            expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
+          }
+        } finally {
+          await lmdb.close();
+          rmSync(runDirectory, { recursive: true, force: true });
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
