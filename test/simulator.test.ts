@@ -20,6 +20,8 @@ describe("simulator", () => {
     expect(report.opsIssued).toBe(2000 + report.livenessOps);
     expect(report.opsCompleted + report.opsFailed + report.opsOpen).toBe(report.opsIssued);
     expect(Object.values(report.faultsInjected).reduce((a, b) => a + b, 0)).toBeGreaterThan(10);
+    // Quiet nodes were evicted from memory and loaded again from disk, with every checker passing.
+    expect(report.nodesEvicted).toBeGreaterThan(100);
   });
 
   it("a failing run names its violations and the command that reproduces it", () => {

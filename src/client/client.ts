@@ -29,6 +29,7 @@ import {
   type TimerHandle,
 } from "../core/index.ts";
 import type { TransportPort } from "../transport/index.ts";
+import type { ConnectOptions } from "./connect.ts";
 import {
   CellStalledError,
   InvalidRequestError,
@@ -125,6 +126,7 @@ export class PhysaliaClient {
   private readonly inflight = new Map<number, Operation$>();
   private nextRequestId = 1;
   private closed = false;
+  private readonly closeHooks: (() => unknown)[] = [];
 
   constructor(options: ClientOptions) {
     this.address = options.address;
@@ -145,11 +147,28 @@ export class PhysaliaClient {
   }
 
   /** Fail every operation in flight and ignore later answers. */
-  close(): void {
+  /**
+   * A client on real sockets for the colony named by a connection file (`physalia up` writes
+   * one) or by its servers and key. See ConnectOptions.
+   */
+  static async connect(options: ConnectOptions): Promise<PhysaliaClient> {
+    const { connect } = await import("./connect.ts");
+    return connect(options);
+  }
+
+  /** Runs when the client is closed (a real client closes its connections here). */
+  onClose(hook: () => unknown): void {
+    this.closeHooks.push(hook);
+  }
+
+  /** Ends every operation in flight with UnavailableError and releases the client's resources. */
+  async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     for (const op of [...this.inflight.values()]) {
       this.finish(op, new UnavailableError(op.cellKey, "the client was closed"));
     }
+    await Promise.all(this.closeHooks.map((hook) => hook()));
   }
 
   /** The session watermark of a cell: the highest log index this client has seen. */

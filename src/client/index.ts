@@ -7,6 +7,13 @@ export {
   PhysaliaClient,
 } from "./client.ts";
 export {
+  type ColonyServer,
+  ConnectError,
+  type ConnectOptions,
+  connect,
+  readColonyConnection,
+} from "./connect.ts";
+export {
   CellStalledError,
   type ClientErrorCode,
   InvalidRequestError,
@@ -15,3 +22,4 @@ export {
   UnavailableError,
   UnknownCellError,
 } from "./errors.ts";
+export { NodeScheduler } from "./node-runtime.ts";

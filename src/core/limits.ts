@@ -96,6 +96,13 @@ export const limits = Object.freeze({
   serverClientRequestsMax: 50_000,
   /** A request the cell has not answered after this long is forgotten (its client gave up long ago). */
   serverRequestExpiryMs: 10_000,
+  /**
+   * A node quiet (no timer, no request, no write in flight) and untouched this long is evicted
+   * from memory; it is loaded again from storage when its cell is next touched.
+   */
+  residentIdleMs: 60_000,
+  /** Resident nodes the eviction sweep looks at per failure-detector interval (bounds its cost). */
+  residentSweepNodesPerInterval: 5_000,
   /** Granularity of the timer wheel. */
   timerWheelSlotMs: 5,
   /** Slots of the timer wheel; later deadlines are kept in an overflow list. */
@@ -140,6 +147,10 @@ assert(
 );
 assert(limits.electionBackoffMsMax >= limits.electionBackoffMsMin * 2, "backoff must be able to grow");
 assert(limits.suspectAfterMs >= limits.heartbeatIntervalMs * 3, "suspicion needs several missed heartbeats");
+assert(
+  limits.residentIdleMs >= limits.leaderSilenceMs * 10,
+  "a node is evicted only long after its cell went quiet",
+);
 assert(
   limits.sessionRetentionMs >=
     3 * limits.clientAttemptsMax * (limits.clientBackoffMsMax + limits.clientRequestTimeoutMs),

@@ -66,12 +66,18 @@ export interface ServerOptions {
   readonly random: Prng;
   readonly observer?: ReplicaObserver | null;
   readonly bugs?: PlantedBugs | null;
+  /** Told when the server stops itself because it cannot go on safely (its disk failed). */
+  readonly onFatal?: (reason: string) => void;
+  /** Evict quiet nodes untouched this long (default limits.residentIdleMs; the simulator shortens it). */
+  readonly residentIdleMs?: number;
 }
 
 interface HostedNode extends WheelItem {
   readonly cellKey: CellKey;
   readonly replica: Replica<Command, CommandResult>;
   readonly machine: CellMachine;
+  /** Server clock time of the last turn that touched the node (for eviction). */
+  activeAtMs: number;
 }
 
 type PendingRequest =
@@ -100,6 +106,8 @@ export interface ServerCounters {
   messagesDropped: number;
   timerFirings: number;
   replicaTicks: number;
+  /** Quiet nodes dropped from memory (they stay hosted on disk). */
+  nodesEvicted: number;
 }
 
 export interface ServerStatus {
@@ -148,6 +156,10 @@ export class Server {
   private nextPointers: ForwardingPointer[] = [];
   private nextAfterPersist: PaxosMessage<Command>[] = [];
   private stopped = false;
+  private readonly onFatal: ((reason: string) => void) | null;
+  private readonly residentIdleMs: number;
+  /** Where the eviction sweep goes on; a live iterator over `nodes` (it tolerates deletions). */
+  private sweep: Iterator<HostedNode> | null = null;
   readonly counters: ServerCounters = {
     turns: 0,
     storageBatches: 0,
@@ -157,6 +169,7 @@ export class Server {
     messagesDropped: 0,
     timerFirings: 0,
     replicaTicks: 0,
+    nodesEvicted: 0,
   };
 
   constructor(options: ServerOptions) {
@@ -165,6 +178,8 @@ export class Server {
     this.transport = options.transport;
     this.scheduler = options.scheduler;
     this.peers = options.peers.filter((peer) => peer !== options.serverId);
+    this.onFatal = options.onFatal ?? null;
+    this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
     const now = this.scheduler.nowMs();
     this.detector = new FailureDetector(this.serverId, now);
     this.wheel = new TimerWheel(limits.timerWheelSlotMs, limits.timerWheelSlots, now);
@@ -177,6 +192,10 @@ export class Server {
     for (const pointer of this.storage.pointers()) this.pointers.set(pointer.cellKey, pointer);
     this.transport.onMessage((from, message) => this.receive(from, message));
     this.scheduleHeartbeats();
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
   }
 
   /** Stop all timers; the server no longer reacts. (A crash in the simulator, shutdown in production.) */
@@ -404,7 +423,10 @@ export class Server {
     for (const message of out.sendAfterPersist) this.nextAfterPersist.push(message);
     if (!this.batchInFlight && this.batchWaiting()) this.startBatch();
     out.reset();
-    for (const node of this.touched) this.wheel.schedule(node, node.replica.wakeAtMs);
+    for (const node of this.touched) {
+      node.activeAtMs = now;
+      this.wheel.schedule(node, node.replica.wakeAtMs);
+    }
     this.touched.clear();
     this.armWheelTimer();
     this.transport.flush();
@@ -436,6 +458,7 @@ export class Server {
       if (error !== null) {
         // The disk refused a write: nothing in this batch may be acknowledged. Stop serving.
         this.stop();
+        this.onFatal?.(`a storage batch could not be made durable: ${error.message}`);
         return;
       }
       this.releaseAfterPersist(afterPersist);
@@ -500,6 +523,7 @@ export class Server {
       this.transport.flush();
       this.expirePointers();
       this.expireRequests();
+      this.evictIdle(this.scheduler.nowMs());
       this.scheduleHeartbeats();
     });
   }
@@ -722,10 +746,45 @@ export class Server {
     replica: Replica<Command, CommandResult>,
     machine: CellMachine,
   ): HostedNode {
-    const node: HostedNode = { cellKey, replica, machine, wheelSlot: -1 };
+    const node: HostedNode = { cellKey, replica, machine, wheelSlot: -1, activeAtMs: this.scheduler.nowMs() };
     this.nodes.set(cellKey, node);
     this.touched.add(node);
     return node;
+  }
+
+  /**
+   * Evict nodes that have been quiet and untouched for residentIdleMs, looking at a bounded
+   * number per call. A node is evicted only when nothing of it is in flight: no armed timer, no
+   * request waiting for it, and no storage batch pending at all (its durable state is complete),
+   * so loading it again is exactly a restart of that one node.
+   */
+  private evictIdle(now: number): void {
+    if (this.stopped || this.nodes.size === 0 || this.batchInFlight || this.batchWaiting()) return;
+    let waiting: Set<CellKey> | null = null;
+    if (this.requests.size > 0) {
+      waiting = new Set();
+      for (const request of this.requests.values()) waiting.add(request.cellKey);
+    }
+    const cutoff = now - this.residentIdleMs;
+    for (let looked = 0; looked < limits.residentSweepNodesPerInterval; looked++) {
+      this.sweep ??= this.nodes.values();
+      const next = this.sweep.next();
+      if (next.done === true) {
+        this.sweep = null;
+        return;
+      }
+      const node = next.value;
+      if (
+        node.activeAtMs > cutoff ||
+        node.wheelSlot !== -1 ||
+        node.replica.wakeAtMs !== Number.POSITIVE_INFINITY ||
+        waiting?.has(node.cellKey) === true
+      ) {
+        continue;
+      }
+      this.counters.nodesEvicted += 1;
+      this.evict(node);
+    }
   }
 
   private evict(node: HostedNode): void {

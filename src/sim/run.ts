@@ -46,6 +46,8 @@ export interface SimReport {
   readonly simulatedMs: number;
   readonly events: number;
   readonly faultsInjected: Readonly<Record<string, number>>;
+  /** Quiet nodes evicted from memory and loaded again from the simulated disk when touched. */
+  readonly nodesEvicted: number;
   readonly reproduce: string;
 }
 
@@ -223,6 +225,7 @@ export function runSimulation(options: SimOptions): SimReport {
     simulatedMs: Math.round(world.nowMs),
     events: world.queue.executed,
     faultsInjected: injected,
+    nodesEvicted: world.nodesEvicted,
     reproduce: reproduceCommand(options),
   };
 }

@@ -100,6 +100,7 @@ export class SimWorld {
   readonly observer: ReplicaObserver;
   /** Count of log values applied across all nodes (a progress measure). */
   appliedCount = 0;
+  private nodesEvictedByCrashedServers = 0;
 
   constructor(options: WorldOptions) {
     this.seed = options.seed;
@@ -163,7 +164,16 @@ export class SimWorld {
       random: slot.random.fork(),
       observer: this.observer,
       bugs: this.bugs,
+      // Far shorter than production's, so that simulated runs evict and reload quiet nodes often.
+      residentIdleMs: simResidentIdleMs,
     });
+  }
+
+  /** Quiet nodes evicted from memory (and later loaded again) over the whole run. */
+  get nodesEvicted(): number {
+    let evicted = this.nodesEvictedByCrashedServers;
+    for (const slot of this.servers) evicted += slot.server?.counters.nodesEvicted ?? 0;
+    return evicted;
   }
 
   // ------------------------------------------------------------------ faults
@@ -173,6 +183,7 @@ export class SimWorld {
     const slot = this.slot(id);
     if (slot.server === null) return;
     this.trace.addString(`crash ${id}`);
+    this.nodesEvictedByCrashedServers += slot.server.counters.nodesEvicted;
     slot.server.stop();
     slot.server = null;
     slot.scheduler.kill();
@@ -468,6 +479,9 @@ function commandDigest(command: Command): string {
     return `unencodable:${JSON.stringify(command, (_k, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v))}`;
   }
 }
+
+/** Quiet nodes are evicted after this long in simulated runs (production: limits.residentIdleMs). */
+const simResidentIdleMs = 1_000;
 
 /** Clients speak the client protocol's codec; servers read it as part of theirs. */
 const clientMessageCodec = Object.freeze({ encode: encodeClientMessage, decode: decodeClientMessage });

@@ -1,3 +1,4 @@
+export { AddressBook, MappedTransport } from "./address-book.ts";
 export {
   colonyKeyBytesMin,
   colonyKeyProblem,

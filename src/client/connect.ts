@@ -1,0 +1,126 @@
+/**
+ * A client on real sockets: `connect()` opens a TCP endpoint under the colony key and returns a
+ * PhysaliaClient that finds cells from the colony's topology. `close()` on the returned client
+ * also closes its connections.
+ */
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import {
+  type ClientRequest,
+  type ClientResponse,
+  decodeClientMessage,
+  encodeClientMessage,
+} from "../cell/index.ts";
+import { limits, Prng, type ServerId } from "../core/index.ts";
+import { type ServerPlace, TopologyDiscovery } from "../discovery/index.ts";
+import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
+import { PhysaliaClient } from "./client.ts";
+import { NodeScheduler } from "./node-runtime.ts";
+
+export interface ColonyServer extends ServerPlace {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ConnectOptions {
+  /** A colony connection file (written by `physalia up`), or the servers and key given directly. */
+  readonly colony?: string;
+  readonly servers?: readonly ColonyServer[];
+  /** The colony key (at least 32 bytes); read from the connection file's key file when omitted. */
+  readonly colonyKey?: Uint8Array;
+  /** Nodes per cell (default 7, or the connection file's). */
+  readonly cellSize?: number;
+  /** The rack the client runs in: nodes in it are preferred. */
+  readonly rack?: string;
+  readonly requestTimeoutMs?: number;
+}
+
+/** Raised when a colony cannot be reached or its files are unusable. */
+export class ConnectError extends Error {
+  override name = "ConnectError";
+}
+
+interface ConnectionFileContents {
+  readonly cellSize: number;
+  readonly keyFile: string;
+  readonly servers: readonly ColonyServer[];
+}
+
+function isServer(value: unknown): value is ColonyServer {
+  const s = value as Partial<ColonyServer> | null;
+  return (
+    typeof s === "object" &&
+    s !== null &&
+    typeof s.id === "string" &&
+    typeof s.host === "string" &&
+    Number.isInteger(s.port) &&
+    typeof s.rack === "string" &&
+    typeof s.power === "string"
+  );
+}
+
+/** Reads a connection file; its key file path is relative to the file itself. */
+export function readColonyConnection(file: string): ConnectionFileContents {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch (error) {
+    throw new ConnectError(`cannot read the colony connection file ${file}: ${(error as Error).message}`);
+  }
+  const c = parsed as Partial<ConnectionFileContents> | null;
+  if (
+    typeof c !== "object" ||
+    c === null ||
+    !Array.isArray(c.servers) ||
+    !c.servers.every(isServer) ||
+    typeof c.keyFile !== "string" ||
+    !Number.isInteger(c.cellSize)
+  ) {
+    throw new ConnectError(`the colony connection file ${file} lacks servers, keyFile or cellSize`);
+  }
+  const keyFile = isAbsolute(c.keyFile) ? c.keyFile : join(dirname(resolve(file)), c.keyFile);
+  return { cellSize: c.cellSize as number, keyFile, servers: c.servers };
+}
+
+function readKeyFile(file: string): Buffer {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8").trim();
+  } catch (error) {
+    throw new ConnectError(`cannot read the colony key file ${file}: ${(error as Error).message}`);
+  }
+  if (!/^([0-9a-fA-F]{2})+$/.test(text))
+    throw new ConnectError(`the colony key file ${file} does not hold hex digits`);
+  return Buffer.from(text, "hex");
+}
+
+export async function connect(options: ConnectOptions): Promise<PhysaliaClient> {
+  const file = options.colony === undefined ? null : readColonyConnection(options.colony);
+  const servers = options.servers ?? file?.servers;
+  if (servers === undefined || servers.length === 0)
+    throw new ConnectError("connect() needs a colony connection file (colony) or a list of servers");
+  const colonyKey = options.colonyKey ?? (file === null ? undefined : readKeyFile(file.keyFile));
+  if (colonyKey === undefined)
+    throw new ConnectError("connect() needs the colony key (colonyKey) with a list of servers");
+  const cellSize = options.cellSize ?? file?.cellSize ?? limits.cellSizeDefault;
+  const tcp = new TcpTransport<ClientRequest | ClientResponse>({
+    colonyKey,
+    codec: { encode: encodeClientMessage, decode: decodeClientMessage },
+  });
+  await tcp.start();
+  const book = new AddressBook(servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));
+  const racks = new Map<ServerId, string>(servers.map((s) => [s.id, s.rack]));
+  const rack = options.rack;
+  const client = new PhysaliaClient({
+    address: tcp.address,
+    transport: new MappedTransport(tcp, book),
+    scheduler: new NodeScheduler(false),
+    random: new Prng(randomBytes(4).readUInt32LE(0)),
+    resolver: new TopologyDiscovery(servers, cellSize),
+    ...(rack === undefined ? {} : { distance: (id: ServerId) => (racks.get(id) === rack ? 0 : 1) }),
+    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+  });
+  client.onClose(() => tcp.close());
+  return client;
+}

@@ -1,0 +1,1 @@
+export { placeCell, type ServerPlace, TopologyDiscovery } from "./topology.ts";
