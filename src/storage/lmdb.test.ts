@@ -180,6 +180,7 @@ describe("LmdbStorage", () => {
     const reopened = openAt(directory);
     expect(everything(reopened, cells)).toEqual(before);
     expect(reopened.stats().hostedNodes).toBe(4);
+    expect(reopened.hostedCount()).toBe(4);
   });
 
   it("a corrupt node record loads as corrupt, naming the cell and the record; other cells still load", async () => {
@@ -361,7 +362,8 @@ describe("LmdbStorage", () => {
         maxLength: 2,
       }),
     });
-    const toBatch = (drawn: fc.RecordValue<typeof batchArb>): StorageBatch<Command> => ({
+    type DrawnBatch = typeof batchArb extends fc.Arbitrary<infer T> ? T : never;
+    const toBatch = (drawn: DrawnBatch): StorageBatch<Command> => ({
       writes: drawn.writes.map((w) => ({
         cellKey: w.cellKey,
         node: node("s1", w.incarnation),

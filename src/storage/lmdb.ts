@@ -227,6 +227,12 @@ export class LmdbStorage<C> implements StoragePort<C> {
     return cells;
   }
 
+  /** Cells with a node stored here, counted from lmdb's page statistics (no scan of the keys). */
+  hostedCount(): number {
+    this.assertReadable();
+    return entryCountOf(this.nodes);
+  }
+
   /** Stored forwarding pointers; one that fails verification is left out and counted (a pointer is a hint). */
   pointers(): ForwardingPointer[] {
     this.assertReadable();
@@ -287,7 +293,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
   stats(): LmdbStorageStats {
     this.assertReadable();
     return {
-      hostedNodes: entryCountOf(this.nodes),
+      hostedNodes: this.hostedCount(),
       storedEntries: entryCountOf(this.entries),
       batchesWritten: this.batchesWritten,
       batchesFailed: this.batchesFailed,
