@@ -5,8 +5,34 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
+import { ColonyFileError, defaultTopology, loadColonyKey, readServerConfig, readTopology } from "./colony.ts";
+import { jsonLogger } from "./log.ts";
+import { startServer } from "./server-process.ts";
+import { type RunningColony, up } from "./up.ts";
 
-export const exitCodes = { ok: 0, checkFailed: 1, usage: 2 } as const;
+export const exitCodes = { ok: 0, checkFailed: 1, usage: 2, colonyUnreachable: 3, serverFailed: 9 } as const;
+
+/** Prints a problem for people (one line, no stack trace) and exits with `code`. */
+function fail(message: string, code: number): never {
+  console.error(`physalia: ${message}`);
+  process.exit(code);
+}
+
+/** Runs `close` on the first SIGINT or SIGTERM, then exits; a second signal exits at once. */
+function closeOnSignal(close: () => Promise<void>): void {
+  let closing = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (closing) process.exit(130);
+    closing = true;
+    console.error(`physalia: ${signal}: shutting down`);
+    close().then(
+      () => process.exit(exitCodes.ok),
+      (error: unknown) => fail(`shutdown failed: ${(error as Error).message}`, exitCodes.serverFailed),
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
 
 function integer(name: string, min: number, max: number) {
   return (raw: string): number => {
@@ -118,4 +144,103 @@ program
     process.exitCode = violations === 0 && complete ? exitCodes.ok : exitCodes.checkFailed;
   });
 
-program.parse(process.argv);
+program
+  .command("server")
+  .description("run one server of a colony (configuration: docs/OPERATIONS.md)")
+  .requiredOption("--config <file>", "the server's configuration file (YAML or JSON)")
+  .action(async (options: { config: string }) => {
+    let config: ReturnType<typeof readServerConfig>;
+    let colonyKey: Buffer;
+    try {
+      config = readServerConfig(options.config);
+      colonyKey = loadColonyKey(config.keyFile, process.env);
+    } catch (error) {
+      if (error instanceof ColonyFileError) fail(error.message, exitCodes.usage);
+      throw error;
+    }
+    const logger = jsonLogger({ server: config.server });
+    try {
+      const running = await startServer({
+        config,
+        colonyKey,
+        logger,
+        onFatal: () => process.exit(exitCodes.serverFailed),
+      });
+      closeOnSignal(() => running.close());
+    } catch (error) {
+      fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);
+    }
+  });
+
+program
+  .command("up")
+  .description("run a local colony (default: 9 servers over 3 racks and 3 power domains on 127.0.0.1)")
+  .option("--topology <file>", "a topology file (YAML or JSON) instead of the built-in one")
+  .option("--data <dir>", "where keys, data, logs and the connection file go", ".physalia")
+  .option("--processes", "run each server in its own process")
+  .option("--demo", "create a few demo cells and show how to talk to them")
+  .option("--json", "print one JSON object describing the colony")
+  .action(
+    async (options: {
+      topology?: string;
+      data: string;
+      processes?: boolean;
+      demo?: boolean;
+      json?: boolean;
+    }) => {
+      let colony: RunningColony;
+      try {
+        const topology = options.topology === undefined ? defaultTopology() : readTopology(options.topology);
+        colony = await up(
+          { topology, data: options.data, processes: options.processes === true, env: process.env },
+          jsonLogger({ component: "up" }),
+        );
+      } catch (error) {
+        if (error instanceof ColonyFileError) fail(error.message, exitCodes.usage);
+        fail(`the colony could not start: ${(error as Error).message}`, exitCodes.serverFailed);
+      }
+      closeOnSignal(() => colony.close());
+      const demoCells = options.demo === true ? await createDemoCells(colony) : [];
+      if (options.json === true) {
+        console.log(
+          JSON.stringify({ connectionFile: colony.connectionFile, servers: colony.servers, demoCells }),
+        );
+      } else {
+        console.log(`colony up: ${colony.servers.length} servers; connection file ${colony.connectionFile}`);
+        for (const s of colony.servers)
+          console.log(`  ${s.id}  ${s.address}  admin ${s.admin}  pid ${s.pid}`);
+        if (demoCells.length > 0) {
+          console.log(`demo cells: ${demoCells.join(", ")}`);
+          console.log("in another terminal, from this directory:");
+          console.log(`  npx physalia get ${demoCells[0]} greeting`);
+          console.log(
+            `  npx physalia put ${demoCells[0]} counter 41 && npx physalia add ${demoCells[0]} counter 1`,
+          );
+          console.log(`  npx physalia cell describe ${demoCells[0]}`);
+          console.log("  npx physalia status");
+        }
+        console.log("press Ctrl-C to stop");
+      }
+    },
+  );
+
+/** Creates the demo cells through the same path as `physalia cell create`; returns their keys. */
+async function createDemoCells(colony: RunningColony): Promise<string[]> {
+  const { createCell } = await import("./client-commands.ts");
+  const { PhysaliaClient } = await import("../client/index.ts");
+  const keys = ["demo-volume-1", "demo-volume-2", "demo-volume-3"];
+  const client = await PhysaliaClient.connect({ colony: colony.connectionFile });
+  try {
+    for (const key of keys) {
+      await createCell(colony.connectionFile, key);
+      await client.cell(key).put("greeting", new TextEncoder().encode(`hello from ${key}`));
+    }
+  } finally {
+    await client.close();
+  }
+  return keys;
+}
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  fail(error instanceof Error ? error.message : String(error), exitCodes.usage);
+});

@@ -1,0 +1,235 @@
+/**
+ * A colony's files: the topology (servers, their addresses, racks and power domains), the
+ * colony key, and the connection file `physalia up` writes so that client commands find the
+ * colony. Every file is validated at the edge; a problem is reported as a ColonyFileError that
+ * names the file, the field and what to do.
+ */
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { limits } from "../core/index.ts";
+import { colonyKeyBytesMin } from "../transport/index.ts";
+
+export class ColonyFileError extends Error {
+  override name = "ColonyFileError";
+}
+
+const serverIdPattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+const serverSchema = z.strictObject({
+  id: z.string().regex(serverIdPattern, "a server id is 1-64 letters, digits, '.', '_' or '-'"),
+  host: z.string().min(1).max(253),
+  port: z.number().int().min(1).max(65535),
+  adminPort: z.number().int().min(1).max(65535),
+  rack: z.string().min(1).max(64),
+  power: z.string().min(1).max(64),
+});
+
+const topologySchema = z
+  .strictObject({
+    colony: z.string().min(1).max(64).default("local"),
+    cellSize: z.number().int().min(1).max(limits.membersMax).default(limits.cellSizeDefault),
+    servers: z.array(serverSchema).min(1).max(10_000),
+  })
+  .superRefine((topology, context) => {
+    const ids = new Set<string>();
+    const endpoints = new Set<string>();
+    for (const [index, server] of topology.servers.entries()) {
+      if (ids.has(server.id))
+        context.addIssue({
+          code: "custom",
+          path: ["servers", index, "id"],
+          message: `server id ${server.id} appears twice`,
+        });
+      ids.add(server.id);
+      for (const port of [server.port, server.adminPort]) {
+        const endpoint = `${server.host}:${port}`;
+        if (endpoints.has(endpoint))
+          context.addIssue({
+            code: "custom",
+            path: ["servers", index],
+            message: `${endpoint} is used twice`,
+          });
+        endpoints.add(endpoint);
+      }
+    }
+    if (topology.servers.length < topology.cellSize)
+      context.addIssue({
+        code: "custom",
+        path: ["cellSize"],
+        message: `cells of ${topology.cellSize} nodes need at least ${topology.cellSize} servers; the topology lists ${topology.servers.length}`,
+      });
+  });
+
+export type Topology = z.infer<typeof topologySchema>;
+export type ServerEntry = Topology["servers"][number];
+
+/** A server process's configuration (`physalia server --config FILE`). */
+const serverConfigSchema = z.strictObject({
+  server: z.string().regex(serverIdPattern),
+  /** Directory of this server's lmdb environment. */
+  data: z.string().min(1),
+  /** File holding the colony key in hex (PHYSALIA_COLONY_KEY overrides it). */
+  keyFile: z.string().min(1).optional(),
+  topology: topologySchema,
+});
+
+export type ServerConfig = z.infer<typeof serverConfigSchema>;
+
+/** What client commands need to reach a colony. */
+const connectionSchema = z.strictObject({
+  colony: z.string(),
+  cellSize: z.number().int().min(1).max(limits.membersMax),
+  keyFile: z.string().min(1),
+  servers: z.array(serverSchema).min(1),
+});
+
+export type ConnectionFile = z.infer<typeof connectionSchema>;
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join(".") : "(top)"}: ${issue.message}`)
+    .join("; ");
+}
+
+function readStructured(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ColonyFileError(`cannot read the ${what} ${file}: ${(error as Error).message}`);
+  }
+  try {
+    return file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new ColonyFileError(
+      `the ${what} ${file} is not valid ${file.endsWith(".json") ? "JSON" : "YAML"}: ${(error as Error).message.split("\n")[0]}`,
+    );
+  }
+}
+
+function validated<T>(schema: z.ZodType<T>, value: unknown, file: string, what: string): T {
+  const result = schema.safeParse(value);
+  if (!result.success)
+    throw new ColonyFileError(`the ${what} ${file} is invalid: ${describeIssues(result.error)}`);
+  return result.data;
+}
+
+export function readTopology(file: string): Topology {
+  return validated(topologySchema, readStructured(file, "topology file"), file, "topology file");
+}
+
+export function parseTopology(value: unknown, origin: string): Topology {
+  return validated(topologySchema, value, origin, "topology");
+}
+
+export function readServerConfig(file: string): ServerConfig {
+  const config = validated(
+    serverConfigSchema,
+    readStructured(file, "server configuration"),
+    file,
+    "server configuration",
+  );
+  if (!config.topology.servers.some((s) => s.id === config.server))
+    throw new ColonyFileError(
+      `the server configuration ${file} names server ${config.server}, which its topology does not list`,
+    );
+  const base = dirname(resolve(file));
+  const relativeTo = (path: string) => (isAbsolute(path) ? path : join(base, path));
+  return {
+    ...config,
+    data: relativeTo(config.data),
+    ...(config.keyFile === undefined ? {} : { keyFile: relativeTo(config.keyFile) }),
+  };
+}
+
+export function readConnectionFile(file: string): ConnectionFile {
+  if (!existsSync(file))
+    throw new ColonyFileError(
+      `no colony connection file at ${file}: start a colony with \`physalia up\` in this directory, or name one with --colony FILE or PHYSALIA_COLONY`,
+    );
+  const connection = validated(
+    connectionSchema,
+    readStructured(file, "colony connection file"),
+    file,
+    "colony connection file",
+  );
+  const keyFile = isAbsolute(connection.keyFile)
+    ? connection.keyFile
+    : join(dirname(resolve(file)), connection.keyFile);
+  return { ...connection, keyFile };
+}
+
+export function writeConnectionFile(file: string, connection: ConnectionFile): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(connection, null, 2)}\n`);
+}
+
+/**
+ * The built-in topology of a local colony: `servers` servers on 127.0.0.1 over three racks and
+ * three power domains (rack = index mod 3, power domain = index div 3 mod 3), so that one rack
+ * and one power domain never share all their servers.
+ */
+export function defaultTopology(options: { servers?: number; basePort?: number } = {}): Topology {
+  const count = options.servers ?? 9;
+  const basePort = options.basePort ?? 7100;
+  return parseTopology(
+    {
+      colony: "local",
+      cellSize: Math.min(limits.cellSizeDefault, count),
+      servers: Array.from({ length: count }, (_, i) => ({
+        id: `s${i + 1}`,
+        host: "127.0.0.1",
+        port: basePort + 1 + i,
+        adminPort: basePort + 101 + i,
+        rack: `r${(i % 3) + 1}`,
+        power: `p${(Math.floor(i / 3) % 3) + 1}`,
+      })),
+    },
+    "the built-in topology",
+  );
+}
+
+// ---------------------------------------------------------------- the colony key
+
+export const colonyKeyEnv = "PHYSALIA_COLONY_KEY";
+
+function parseKey(hex: string, origin: string): Buffer {
+  const text = hex.trim();
+  if (!/^[0-9a-fA-F]*$/.test(text) || text.length % 2 !== 0)
+    throw new ColonyFileError(
+      `the colony key in ${origin} is not hexadecimal; it should be ${colonyKeyBytesMin * 2} or more hex digits`,
+    );
+  const key = Buffer.from(text, "hex");
+  if (key.length < colonyKeyBytesMin)
+    throw new ColonyFileError(
+      `the colony key in ${origin} has ${key.length} bytes; it needs at least ${colonyKeyBytesMin} (generate one with \`openssl rand -hex 32\`)`,
+    );
+  return key;
+}
+
+/** The colony key: PHYSALIA_COLONY_KEY if set, otherwise the key file. */
+export function loadColonyKey(keyFile: string | undefined, env: NodeJS.ProcessEnv): Buffer {
+  const fromEnv = env[colonyKeyEnv];
+  if (fromEnv !== undefined && fromEnv !== "") return parseKey(fromEnv, colonyKeyEnv);
+  if (keyFile === undefined)
+    throw new ColonyFileError(`no colony key: set ${colonyKeyEnv} or name a key file in the configuration`);
+  let text: string;
+  try {
+    text = readFileSync(keyFile, "utf8");
+  } catch (error) {
+    throw new ColonyFileError(`cannot read the colony key file ${keyFile}: ${(error as Error).message}`);
+  }
+  return parseKey(text, keyFile);
+}
+
+/** Creates a key file with a fresh random key unless one exists; readable by its owner only. */
+export function ensureKeyFile(keyFile: string): void {
+  if (existsSync(keyFile)) return;
+  mkdirSync(dirname(keyFile), { recursive: true });
+  writeFileSync(keyFile, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+  chmodSync(keyFile, 0o600);
+}

@@ -1,0 +1,340 @@
+/**
+ * One server of a colony on real adapters: lmdb storage, TCP transport under the colony key,
+ * Node timers, and an admin HTTP port serving /healthz, /metrics, /status and the cell list, and
+ * taking cell creation from the colony's tools. `physalia server` runs one; `physalia up` runs
+ * several in one process or one per process.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import {
+  createServer,
+  type Server as HttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
+import { commandCodec } from "../cell/index.ts";
+import { NodeScheduler } from "../client/index.ts";
+import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
+import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
+import { LmdbStorage } from "../storage/index.ts";
+import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
+import type { ServerConfig, Topology } from "./colony.ts";
+import type { Logger } from "./log.ts";
+import { counter, formatMetrics, gauge, type Metric } from "./metrics.ts";
+
+/** The token colony tools present to a server's admin port to change anything. */
+export function adminToken(colonyKey: Uint8Array): string {
+  return createHmac("sha256", colonyKey).update("physalia admin v1").digest("hex");
+}
+
+export function addressBook(topology: Topology): AddressBook {
+  return new AddressBook(topology.servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));
+}
+
+export interface RunningServer {
+  readonly serverId: string;
+  readonly server: Server;
+  readonly adminUrl: string;
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/** Request bodies on the admin port are JSON documents up to this size. */
+const adminBodyBytesMax = 1024 * 1024;
+/** Cells one creation request may carry. */
+const createCellsMax = 1000;
+/** Cell keys listed per /cells page. */
+const cellsPageMax = 10_000;
+
+export async function startServer(options: {
+  readonly config: ServerConfig;
+  readonly colonyKey: Uint8Array;
+  readonly logger: Logger;
+  /** Called if the server stops itself (its disk failed); the process should exit. */
+  readonly onFatal?: (reason: string) => void;
+}): Promise<RunningServer> {
+  const { config, colonyKey, logger } = options;
+  const self = config.topology.servers.find((s) => s.id === config.server);
+  if (self === undefined) throw new Error(`server ${config.server} is not in the topology`);
+  const startedMs = Date.now();
+  const storage = await LmdbStorage.open({ path: config.data, codec: commandCodec });
+  const tcp = new TcpTransport<ServerMessage>({
+    listen: { host: self.host, port: self.port },
+    colonyKey,
+    codec: serverMessageCodec,
+    warn: (message, fields) => logger.log("warn", message, fields as Record<string, string | number>),
+  });
+  try {
+    await tcp.start();
+  } catch (error) {
+    await storage.close();
+    throw error;
+  }
+  const transport = new MappedTransport(tcp, addressBook(config.topology));
+  const seed = randomBytes(4).readUInt32LE(0);
+  const server = new Server({
+    serverId: self.id,
+    peers: config.topology.servers.map((s) => s.id),
+    storage,
+    transport,
+    scheduler: new NodeScheduler(true),
+    random: new Prng(seed),
+    onFatal: (reason) => {
+      logger.log("error", "server stopped", { reason });
+      options.onFatal?.(reason);
+    },
+  });
+  const token = Buffer.from(adminToken(colonyKey));
+  const hostedNodes = (): number => storage.hostedCount();
+
+  const metrics = (): Metric[] => {
+    const status = server.status();
+    const counters = status.counters;
+    const transportStats = tcp.stats();
+    const storageStats = storage.stats();
+    const memory = process.memoryUsage();
+    const cpu = process.cpuUsage();
+    return [
+      gauge("physalia_resident_nodes", "Nodes of cells held in memory on this server", status.residentNodes),
+      gauge("physalia_hosted_nodes", "Nodes of cells stored on this server", hostedNodes()),
+      gauge("physalia_leaders", "Resident nodes that lead their cell", status.leaders),
+      gauge("physalia_armed_timers", "Nodes with an armed timer", status.armedTimers),
+      gauge("physalia_pending_requests", "Client requests waiting for their cell", status.pendingRequests),
+      gauge(
+        "physalia_stalled_cells",
+        "Cells stalled on an entry this build cannot apply",
+        status.stalledCells.length,
+      ),
+      gauge("physalia_suspected_peers", "Peers the failure detector suspects", status.suspectedPeers.length),
+      counter("physalia_turns_total", "Event-loop turns that ran cells", counters.turns),
+      counter(
+        "physalia_storage_batches_total",
+        "Durable storage batches (one fsync each)",
+        counters.storageBatches,
+      ),
+      counter("physalia_messages_in_total", "Messages received", counters.messagesIn),
+      counter("physalia_messages_out_total", "Messages sent", counters.messagesOut),
+      counter(
+        "physalia_requests_overloaded_total",
+        "Requests answered overloaded",
+        counters.requestsOverloaded,
+      ),
+      counter("physalia_messages_dropped_total", "Messages dropped by the server", counters.messagesDropped),
+      counter("physalia_timer_firings_total", "Timer wheel firings", counters.timerFirings),
+      counter("physalia_transport_frames_sent_total", "Frames sent", transportStats.framesSent),
+      counter("physalia_transport_frames_received_total", "Frames received", transportStats.framesReceived),
+      {
+        name: "physalia_transport_frames_dropped_total",
+        help: "Frames dropped by the transport, by reason",
+        kind: "counter",
+        samples: Object.entries(transportStats.framesDropped).map(([reason, value]) => ({
+          labels: { reason },
+          value,
+        })),
+      },
+      counter(
+        "physalia_storage_batches_written_total",
+        "Durable storage transactions",
+        storageStats.batchesWritten,
+      ),
+      counter(
+        "physalia_storage_batches_failed_total",
+        "Storage transactions that failed",
+        storageStats.batchesFailed,
+      ),
+      gauge(
+        "physalia_storage_last_commit_seconds",
+        "Latency of the last durable storage transaction",
+        storageStats.lastCommitLatencyMs / 1000,
+      ),
+      gauge("physalia_transport_connections_open", "Open peer connections", transportStats.connectionsOpen),
+      gauge("process_resident_memory_bytes", "Resident set size", memory.rss),
+      gauge("nodejs_heap_used_bytes", "V8 heap in use", memory.heapUsed),
+      counter("process_cpu_seconds_total", "CPU time of the process", (cpu.user + cpu.system) / 1e6),
+      gauge("process_start_time_seconds", "When the server started", startedMs / 1000),
+    ];
+  };
+
+  const admin: HttpServer = createServer((request, response) => {
+    handleAdmin(request, response).catch((error: unknown) => {
+      logger.log("error", "admin request failed", { path: request.url ?? "", error: String(error) });
+      if (!response.headersSent) reply(response, 500, { error: "internal error; see the server's log" });
+    });
+  });
+  admin.maxConnections = 256;
+  admin.requestTimeout = 10_000;
+
+  const reply = (
+    response: ServerResponse,
+    statusCode: number,
+    body: unknown,
+    type = "application/json",
+  ): void => {
+    const text = type === "application/json" ? `${JSON.stringify(body)}\n` : String(body);
+    response.writeHead(statusCode, { "content-type": type, "content-length": Buffer.byteLength(text) });
+    response.end(text);
+  };
+
+  const authorized = (request: IncomingMessage): boolean => {
+    const header = request.headers.authorization ?? "";
+    const presented = Buffer.from(header.startsWith("Bearer ") ? header.slice(7) : "");
+    return presented.length === token.length && timingSafeEqual(presented, token);
+  };
+
+  const readBody = (request: IncomingMessage): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      request.on("data", (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > adminBodyBytesMax) {
+          reject(new RangeError(`request body over ${adminBodyBytesMax} bytes`));
+          request.destroy();
+          return;
+        }
+        chunks.push(chunk);
+      });
+      request.on("end", () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+        } catch {
+          reject(new SyntaxError("request body is not JSON"));
+        }
+      });
+      request.on("error", reject);
+    });
+
+  async function handleAdmin(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? "/", "http://admin");
+    if (request.method === "GET" && url.pathname === "/healthz") {
+      const healthy = !server.isStopped;
+      reply(response, healthy ? 200 : 503, { status: healthy ? "ok" : "stopped", server: self?.id });
+      return;
+    }
+    if (request.method === "GET" && url.pathname === "/metrics") {
+      reply(response, 200, formatMetrics(metrics()), "text/plain; version=0.0.4");
+      return;
+    }
+    if (request.method === "GET" && url.pathname === "/status") {
+      const status = server.status();
+      reply(response, 200, {
+        server: self?.id,
+        address: formatServerAddress(self?.host ?? "", self?.port ?? 0),
+        healthy: !server.isStopped,
+        hostedNodes: hostedNodes(),
+        residentNodes: status.residentNodes,
+        leaders: status.leaders,
+        pendingRequests: status.pendingRequests,
+        stalledCells: status.stalledCells,
+        suspectedPeers: status.suspectedPeers,
+        uptimeSeconds: Math.round((Date.now() - startedMs) / 1000),
+        rssBytes: process.memoryUsage().rss,
+      });
+      return;
+    }
+    if (request.method === "GET" && url.pathname === "/cells") {
+      const after = url.searchParams.get("after") ?? "";
+      const cells = storage
+        .hostedCells()
+        .filter((key) => key > after)
+        .sort()
+        .slice(0, cellsPageMax);
+      reply(response, 200, { cells, more: cells.length === cellsPageMax });
+      return;
+    }
+    if (request.method === "POST" && url.pathname === "/cells") {
+      if (!authorized(request)) {
+        reply(response, 401, { error: "this needs the colony's admin token (derived from the colony key)" });
+        return;
+      }
+      let body: unknown;
+      try {
+        body = await readBody(request);
+      } catch (error) {
+        reply(response, 400, { error: (error as Error).message });
+        return;
+      }
+      const cells = (body as { cells?: unknown })?.cells ?? [body];
+      if (!Array.isArray(cells) || cells.length === 0 || cells.length > createCellsMax) {
+        reply(response, 400, {
+          error: `expected {cellKey, members} or {cells: [...]} with 1 to ${createCellsMax} cells`,
+        });
+        return;
+      }
+      for (const [index, cell] of cells.entries()) {
+        const problem = createProblem(cell);
+        if (problem !== null) {
+          reply(response, 400, { error: cells.length === 1 ? problem : `cell ${index}: ${problem}` });
+          return;
+        }
+      }
+      for (const { cellKey, members } of cells as { cellKey: string; members: NodeId[] }[])
+        server.createCell(cellKey, members);
+      reply(response, 200, { created: cells.length });
+      return;
+    }
+    reply(response, 404, {
+      error: `no ${request.method} ${url.pathname}; try /healthz, /metrics, /status or /cells`,
+    });
+  }
+
+  const createProblem = (body: unknown): string | null => {
+    if (typeof body !== "object" || body === null) return "expected {cellKey, members}";
+    const { cellKey, members } = body as { cellKey?: unknown; members?: unknown };
+    if (typeof cellKey !== "string") return "cellKey must be a string";
+    const keyProblem = cellKeyProblem(cellKey);
+    if (keyProblem !== null) return keyProblem;
+    if (!Array.isArray(members) || members.length === 0 || members.length > limits.membersMax)
+      return `members must be a list of 1 to ${limits.membersMax} nodes`;
+    const known = new Set(config.topology.servers.map((s) => s.id));
+    for (const member of members as unknown[]) {
+      const m = member as { serverId?: unknown; incarnation?: unknown };
+      if (typeof m?.serverId !== "string" || !known.has(m.serverId))
+        return `unknown member ${JSON.stringify(member)}`;
+      if (!Number.isInteger(m.incarnation) || (m.incarnation as number) < 1)
+        return "incarnations are positive integers";
+    }
+    if (new Set((members as NodeId[]).map((m) => m.serverId)).size !== members.length)
+      return "two members on one server";
+    return null;
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    admin.once("error", reject);
+    admin.listen(self.adminPort, self.host, () => {
+      admin.off("error", reject);
+      resolve();
+    });
+  }).catch(async (error: unknown) => {
+    server.stop();
+    await tcp.close();
+    await storage.close();
+    throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
+  });
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      server.stop();
+      admin.closeAllConnections();
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      await tcp.close();
+      await storage.close();
+      logger.log("info", "server stopped");
+    })();
+    return closing;
+  };
+
+  logger.log("info", "server started", {
+    address: formatServerAddress(self.host, self.port),
+    admin: `http://${self.host}:${self.adminPort}`,
+    data: config.data,
+    startMs: Date.now() - startedMs,
+  });
+  return {
+    serverId: self.id,
+    server,
+    adminUrl: `http://${self.host}:${self.adminPort}`,
+    address: formatServerAddress(self.host, self.port),
+    close,
+  };
+}

@@ -1,0 +1,162 @@
+/**
+ * `physalia up`: a local colony. Servers run in this process (the default) or one process each
+ * (`--processes`), over lmdb directories under the data directory, with a colony key generated
+ * on first use and a connection file that client commands in the same directory find.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, mkdirSync, type WriteStream, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { serverNodeFlags } from "../server/index.ts";
+import {
+  type ConnectionFile,
+  ensureKeyFile,
+  loadColonyKey,
+  type ServerConfig,
+  type Topology,
+  writeConnectionFile,
+} from "./colony.ts";
+import { jsonLogger, type Logger } from "./log.ts";
+import { type RunningServer, startServer } from "./server-process.ts";
+
+export interface UpOptions {
+  readonly topology: Topology;
+  /** Directory for the key, the connection file, each server's data and the logs. */
+  readonly data: string;
+  readonly processes: boolean;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+export interface RunningColony {
+  readonly connectionFile: string;
+  readonly servers: readonly { id: string; address: string; admin: string; pid: number | null }[];
+  close(): Promise<void>;
+}
+
+/** The program file of this command, to start server processes with. */
+function physaliaBin(): string {
+  // dist/cli/up.js or src/cli/up.ts -> bin/physalia.js
+  return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "physalia.js");
+}
+
+/** How long a server process may take to open its ports. */
+const processStartMsMax = 20_000;
+
+async function waitForHealth(url: string, child: ChildProcess, deadlineMs: number): Promise<void> {
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(
+        `the server process exited (${child.exitCode ?? child.signalCode}) before it was healthy`,
+      );
+    try {
+      const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadlineMs)
+      throw new Error(`the server at ${url} did not become healthy within ${processStartMsMax} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function up(options: UpOptions, logger: Logger): Promise<RunningColony> {
+  const data = resolve(options.data);
+  const keyFile = join(data, "colony.key");
+  ensureKeyFile(keyFile);
+  const colonyKey = loadColonyKey(keyFile, options.env);
+  const configs: { config: ServerConfig; file: string }[] = options.topology.servers.map((s) => {
+    const config: ServerConfig = {
+      server: s.id,
+      data: join(data, "servers", s.id),
+      keyFile,
+      topology: options.topology,
+    };
+    const file = join(data, "servers", `${s.id}.json`);
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
+    return { config, file };
+  });
+
+  const inProcess: RunningServer[] = [];
+  const children: ChildProcess[] = [];
+  const logs: WriteStream[] = [];
+  const close = async (): Promise<void> => {
+    await Promise.all(inProcess.map((s) => s.close()));
+    for (const log of logs) log.end();
+    await Promise.all(
+      children.map(
+        (child) =>
+          new Promise<void>((done) => {
+            if (child.exitCode !== null || child.signalCode !== null) return done();
+            child.once("exit", () => done());
+            child.kill("SIGTERM");
+            setTimeout(() => child.kill("SIGKILL"), 5000).unref();
+          }),
+      ),
+    );
+  };
+
+  try {
+    if (options.processes) {
+      mkdirSync(join(data, "logs"), { recursive: true });
+      for (const { config, file } of configs) {
+        const log = createWriteStream(join(data, "logs", `${config.server}.log`), { flags: "a" });
+        const child = spawn(
+          process.execPath,
+          [...serverNodeFlags, physaliaBin(), "server", "--config", file],
+          {
+            stdio: ["ignore", "pipe", "pipe"],
+            env: options.env,
+          },
+        );
+        child.stdout?.pipe(log);
+        child.stderr?.pipe(log);
+        children.push(child);
+      }
+      const deadline = Date.now() + processStartMsMax;
+      await Promise.all(
+        configs.map(({ config }, i) => {
+          const s = options.topology.servers.find((server) => server.id === config.server);
+          return waitForHealth(`http://${s?.host}:${s?.adminPort}`, children[i] as ChildProcess, deadline);
+        }),
+      );
+    } else {
+      mkdirSync(join(data, "logs"), { recursive: true });
+      for (const { config } of configs) {
+        const log = createWriteStream(join(data, "logs", `${config.server}.log`), { flags: "a" });
+        logs.push(log);
+        inProcess.push(
+          await startServer({
+            config,
+            colonyKey,
+            logger: jsonLogger({ server: config.server }, { write: (line) => log.write(line) }),
+            onFatal: (reason) => logger.log("error", `server ${config.server} stopped itself`, { reason }),
+          }),
+        );
+      }
+    }
+  } catch (error) {
+    await close();
+    throw error;
+  }
+
+  const connection: ConnectionFile = {
+    colony: options.topology.colony,
+    cellSize: options.topology.cellSize,
+    keyFile: "colony.key",
+    servers: options.topology.servers,
+  };
+  const connectionFile = join(data, "colony.json");
+  writeConnectionFile(connectionFile, connection);
+  return {
+    connectionFile,
+    servers: options.topology.servers.map((s, i) => ({
+      id: s.id,
+      address: `${s.host}:${s.port}`,
+      admin: `http://${s.host}:${s.adminPort}`,
+      pid: options.processes ? (children[i]?.pid ?? null) : process.pid,
+    })),
+    close,
+  };
+}

@@ -1,0 +1,72 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadColonyKey } from "../src/cli/colony.ts";
+import { jsonLogger } from "../src/cli/log.ts";
+import { type RunningColony, up } from "../src/cli/up.ts";
+import { PhysaliaClient } from "../src/index.ts";
+import { createCells, localTopology } from "./support/colony.ts";
+
+const text = (value: string) => new TextEncoder().encode(value);
+
+describe("a local colony on real disks and sockets, in one process", () => {
+  let dir: string;
+  let colony: RunningColony;
+  let client: PhysaliaClient;
+  let topology: Awaited<ReturnType<typeof localTopology>>;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "physalia-colony-"));
+    topology = await localTopology(9);
+    colony = await up(
+      { topology, data: dir, processes: false, env: {} },
+      jsonLogger({}, { write: () => {} }),
+    );
+    await createCells(topology, loadColonyKey(join(dir, "colony.key"), {}), ["vol-1", "vol-2"]);
+    client = await PhysaliaClient.connect({ colony: colony.connectionFile });
+  }, 30_000);
+
+  afterAll(async () => {
+    await client?.close();
+    await colony?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("commits and reads back typed items", async () => {
+    const cell = client.cell("vol-1");
+    await cell.put("config", text("replicas=3"));
+    expect(await cell.get("config")).toEqual(text("replicas=3"));
+    expect(await cell.add("counter", 5n)).toBe(5n);
+    expect(await cell.add("counter", -2n)).toBe(3n);
+    await cell.put("enabled", true);
+    expect(await cell.get("enabled")).toBe(true);
+    await cell.delete("enabled");
+    expect(await cell.get("enabled")).toBeNull();
+    expect(await client.cell("vol-2").get("config")).toBeNull();
+  });
+
+  it("stores every member's state in its server's lmdb directory and serves admin endpoints", async () => {
+    const connection = JSON.parse(readFileSync(colony.connectionFile, "utf8"));
+    expect(connection.servers).toHaveLength(9);
+    const s1 = topology.servers[0];
+    const health = await fetch(`http://${s1?.host}:${s1?.adminPort}/healthz`);
+    expect(health.status).toBe(200);
+    const metrics = await (await fetch(`http://${s1?.host}:${s1?.adminPort}/metrics`)).text();
+    expect(metrics).toMatch(/^# TYPE physalia_resident_nodes gauge$/m);
+    expect(metrics).toMatch(/^physalia_storage_batches_written_total \d+$/m);
+    let hosted = 0;
+    for (const s of topology.servers) {
+      const status = await (await fetch(`http://${s.host}:${s.adminPort}/status`)).json();
+      hosted += status.hostedNodes;
+    }
+    expect(hosted).toBe(14);
+  });
+
+  it("refuses cell creation without the admin token, and bad bodies with a reason", async () => {
+    const s1 = topology.servers[0];
+    const url = `http://${s1?.host}:${s1?.adminPort}/cells`;
+    const unauthorized = await fetch(url, { method: "POST", body: "{}" });
+    expect(unauthorized.status).toBe(401);
+  });
+});

@@ -1,0 +1,77 @@
+/** Helpers for tests that run real colonies on 127.0.0.1. */
+import { createServer } from "node:net";
+import { parseTopology, type Topology } from "../../src/cli/colony.ts";
+import { adminToken } from "../../src/cli/server-process.ts";
+import type { NodeId } from "../../src/core/index.ts";
+import { placeCell } from "../../src/discovery/index.ts";
+
+/** Ports free right now (the kernel picks them; they are released before use). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const server = createServer();
+          server.once("error", reject);
+          server.listen(0, "127.0.0.1", () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  return ports;
+}
+
+/** A topology of `servers` servers on free ports over three racks and three power domains. */
+export async function localTopology(servers: number, cellSize = 7): Promise<Topology> {
+  const ports = await freePorts(servers * 2);
+  return parseTopology(
+    {
+      colony: "test",
+      cellSize,
+      servers: Array.from({ length: servers }, (_, i) => ({
+        id: `s${i + 1}`,
+        host: "127.0.0.1",
+        port: ports[2 * i],
+        adminPort: ports[2 * i + 1],
+        rack: `r${(i % 3) + 1}`,
+        power: `p${(Math.floor(i / 3) % 3) + 1}`,
+      })),
+    },
+    "test topology",
+  );
+}
+
+/** Creates cells on their founding members through the admin ports, in batches. */
+export async function createCells(
+  topology: Topology,
+  colonyKey: Uint8Array,
+  cellKeys: readonly string[],
+): Promise<void> {
+  const token = adminToken(colonyKey);
+  const perServer = new Map<string, { cellKey: string; members: NodeId[] }[]>();
+  for (const cellKey of cellKeys) {
+    const ids = placeCell(cellKey, topology.servers, topology.cellSize);
+    const members = ids.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
+    for (const id of ids) {
+      const list = perServer.get(id) ?? [];
+      list.push({ cellKey, members });
+      perServer.set(id, list);
+    }
+  }
+  await Promise.all(
+    [...perServer].map(async ([id, cells]) => {
+      const server = topology.servers.find((s) => s.id === id);
+      for (let i = 0; i < cells.length; i += 1000) {
+        const response = await fetch(`http://${server?.host}:${server?.adminPort}/cells`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify({ cells: cells.slice(i, i + 1000) }),
+        });
+        if (!response.ok)
+          throw new Error(`creating cells on ${id}: ${response.status} ${await response.text()}`);
+      }
+    }),
+  );
+}
