@@ -57,7 +57,9 @@ describe("a local colony on real disks and sockets, in one process", () => {
     expect(metrics).toMatch(/^physalia_storage_batches_written_total \d+$/m);
     let hosted = 0;
     for (const s of topology.servers) {
-      const status = await (await fetch(`http://${s.host}:${s.adminPort}/status`)).json();
+      const status = (await (await fetch(`http://${s.host}:${s.adminPort}/status`)).json()) as {
+        hostedNodes: number;
+      };
       hosted += status.hostedNodes;
     }
     expect(hosted).toBe(14);
