@@ -528,6 +528,9 @@ export class PhysaliaClient {
   }
 }
 
+/** A node's view of its cell, as `describe` answers it. */
+export type CellStatus = Extract<ResponseBody, { type: "status" }>["status"];
+
 /** Operations on one cell, as promises. */
 export class CellHandle {
   constructor(
@@ -593,6 +596,21 @@ export class CellHandle {
 
   releaseLease(name: string, holder: string): Promise<LeaseResult> {
     return this.lease({ op: "release", name, holder });
+  }
+
+  /**
+   * The cell as one of its nodes sees it (the leader if known, else the nearest): members,
+   * leader, epoch, applied and committed index, and whether it is stalled. Needs no quorum.
+   */
+  describe(): Promise<CellStatus> {
+    return new Promise((resolve, reject) => {
+      this.client.request(this.cellKey, { type: "describe" }, (outcome) => {
+        if (!outcome.ok) return reject(outcome.error);
+        const body = outcome.value;
+        if (body.type === "status") return resolve(body.status);
+        reject(new UnavailableError(this.cellKey, `a node answered describe with ${body.type}`));
+      });
+    });
   }
 
   private lease(lease: LeaseOp): Promise<LeaseResult> {

@@ -1,0 +1,82 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Command } from "commander";
+import { describe, expect, it } from "vitest";
+import { clientExitCodes, colonyFilePath, registerClientCommands } from "./client-commands.ts";
+
+/** Runs one client command without a colony; returns its exit code and what it printed. */
+async function physalia(cwd: string, ...args: string[]) {
+  let stdout = "";
+  let stderr = "";
+  let code: number | null = null;
+  const program = new Command().name("physalia").exitOverride();
+  program.configureOutput({ writeErr: (text) => (stderr += text), writeOut: (text) => (stdout += text) });
+  registerClientCommands(program, {
+    exit: (c) => (code = c),
+    cwd,
+    env: {},
+    stdout: (text) => (stdout += text),
+    stderr: (text) => (stderr += text),
+  });
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch {
+    code = clientExitCodes.usage; // what the program's exit override does in main.ts
+  }
+  return { code, stdout, stderr };
+}
+
+describe("client commands without a colony", () => {
+  const cwd = mkdtempSync(join(tmpdir(), "physalia-cli-"));
+
+  it("find the connection file from --colony, then PHYSALIA_COLONY, then ./.physalia", () => {
+    expect(colonyFilePath("c.json", { PHYSALIA_COLONY: "/x.json" }, "/home/me")).toBe("/home/me/c.json");
+    expect(colonyFilePath(undefined, { PHYSALIA_COLONY: "/x.json" }, "/home/me")).toBe("/x.json");
+    expect(colonyFilePath(undefined, { PHYSALIA_COLONY: "" }, "/home/me")).toBe(
+      "/home/me/.physalia/colony.json",
+    );
+  });
+
+  it("say in one line that there is no colony, with exit code 3", async () => {
+    const result = await physalia(cwd, "get", "vol-1", "color");
+    expect(result.code).toBe(clientExitCodes.colonyUnreachable);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toMatch(/^physalia: no colony connection file at .*colony\.json: start a colony/);
+    expect(result.stderr.trim().split("\n")).toHaveLength(1);
+  });
+
+  it("print errors as JSON on stderr with --json", async () => {
+    const result = await physalia(cwd, "status", "--json", "--colony", "missing.json");
+    expect(result.code).toBe(clientExitCodes.colonyUnreachable);
+    expect(JSON.parse(result.stderr)).toEqual({
+      error: {
+        reason: "colony_unreachable",
+        exitCode: 3,
+        message: expect.stringContaining(join(cwd, "missing.json")),
+      },
+    });
+  });
+
+  it("refuse a bad transaction file before looking for the colony, with exit code 2", async () => {
+    const file = join(cwd, "t.json");
+    writeFileSync(file, '{"writes": [{"item": "a", "op": "put"}]}');
+    const result = await physalia(cwd, "txn", "vol-1", "--file", file);
+    expect(result.code).toBe(clientExitCodes.usage);
+    expect(result.stderr).toBe(`physalia: ${file}: writes[0]: a "put" needs a "value"\n`);
+  });
+
+  it("refuse bad values, conditions and cell keys as usage errors", async () => {
+    for (const args of [
+      ["put", "vol-1", "a", "hex:0"],
+      ["put", "vol-1", "a", "1", "--if", "a >= 1"],
+      ["add", "vol-1", "a", "1.5"],
+      ["get", "", "a"],
+      ["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", "5"],
+    ]) {
+      const result = await physalia(cwd, ...args);
+      expect(result.code, args.join(" ")).toBe(clientExitCodes.usage);
+      expect(result.stderr, args.join(" ")).toMatch(/^error: /);
+    }
+  });
+});

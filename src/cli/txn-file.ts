@@ -1,0 +1,155 @@
+/**
+ * The transaction file of `physalia txn KEY --file FILE`: one JSON object with up to three lists,
+ * all optional, checked here so that a mistake is reported with where it is and what to write
+ * instead (docs/OPERATIONS.md, "Transaction files"):
+ *
+ *   {
+ *     "conditions": ["count>=3", {"item": "color", "op": "equals", "value": "blue"}],
+ *     "reads": ["color", "count"],
+ *     "writes": [
+ *       {"item": "color", "op": "put", "value": "red"},
+ *       {"item": "count", "op": "add", "delta": -1},
+ *       {"item": "draft", "op": "delete"}
+ *     ]
+ *   }
+ *
+ * A condition is a string in the `--if` syntax or an object {item, op, value}: op is "exists" or
+ * "missing" (no value), "equals" (any value), or "lt", "le", "gt", "ge" (an integer). Values are
+ * as valueFromJson reads them. The cell's own limits (key and value sizes, items per
+ * transaction) are checked by the client before anything is sent.
+ */
+import { readFileSync, statSync } from "node:fs";
+import type { Condition, Transaction, Write } from "../cell/index.ts";
+import { describeJson, InputError, parseCondition, quoted, valueFromJson } from "./values.ts";
+
+/** Far above any transaction the cell accepts (72 KiB encoded), so only nonsense is refused here. */
+export const transactionFileBytesMax = 1024 * 1024;
+
+const conditionOps = new Set(["exists", "missing", "equals", "lt", "le", "gt", "ge"]);
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function onlyFields(value: Record<string, unknown>, allowed: readonly string[], where: string): void {
+  for (const field of Object.keys(value)) {
+    if (!allowed.includes(field))
+      throw new InputError(
+        `${where}: unknown field ${quoted(field)}; the fields here are ${allowed.map((f) => `"${f}"`).join(", ")}`,
+      );
+  }
+}
+
+function list(value: unknown, where: string): readonly unknown[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw new InputError(`${where}: expected a list, got ${describeJson(value)}`);
+  return value;
+}
+
+function itemName(value: unknown, where: string): string {
+  if (typeof value !== "string" || value === "")
+    throw new InputError(`${where}: an item is named by a non-empty string, got ${describeJson(value)}`);
+  return value;
+}
+
+function condition(value: unknown, where: string): Condition {
+  if (typeof value === "string") {
+    try {
+      return parseCondition(value);
+    } catch (error) {
+      throw new InputError(`${where}: ${(error as Error).message}`);
+    }
+  }
+  if (!isRecord(value))
+    throw new InputError(
+      `${where}: a condition is a string like "count>=3" or an object {"item", "op", "value"}, got ${describeJson(value)}`,
+    );
+  onlyFields(value, ["item", "op", "value"], where);
+  const item = itemName(value.item, `${where}.item`);
+  const op = value.op;
+  if (typeof op !== "string" || !conditionOps.has(op))
+    throw new InputError(
+      `${where}.op: ${describeJson(op)} is not a condition; use "exists", "missing", "equals", "lt", "le", "gt" or "ge"`,
+    );
+  if (op === "exists" || op === "missing") {
+    if ("value" in value) throw new InputError(`${where}: an "${op}" condition takes no value`);
+    return { item, op };
+  }
+  if (!("value" in value)) throw new InputError(`${where}: an "${op}" condition needs a "value"`);
+  const parsed = valueFromJson(value.value, `${where}.value`);
+  if (op === "equals") return { item, op, value: parsed };
+  if (typeof parsed !== "bigint")
+    throw new InputError(`${where}.value: "${op}" compares integers; the value must be an integer`);
+  return { item, op: op as "lt" | "le" | "gt" | "ge", value: parsed };
+}
+
+function write(value: unknown, where: string): Write {
+  if (!isRecord(value))
+    throw new InputError(`${where}: a write is an object {"item", "op", ...}, got ${describeJson(value)}`);
+  const item = itemName(value.item, `${where}.item`);
+  switch (value.op) {
+    case "put":
+      onlyFields(value, ["item", "op", "value"], where);
+      if (!("value" in value)) throw new InputError(`${where}: a "put" needs a "value"`);
+      return { item, op: "put", value: valueFromJson(value.value, `${where}.value`) };
+    case "delete":
+      onlyFields(value, ["item", "op"], where);
+      return { item, op: "delete" };
+    case "add": {
+      onlyFields(value, ["item", "op", "delta"], where);
+      if (!("delta" in value)) throw new InputError(`${where}: an "add" needs a "delta" (an integer)`);
+      const delta = valueFromJson(value.delta, `${where}.delta`);
+      if (typeof delta !== "bigint")
+        throw new InputError(`${where}.delta: the delta of an "add" must be an integer, like 1 or "-5"`);
+      return { item, op: "add", delta };
+    }
+    default:
+      throw new InputError(
+        `${where}.op: ${describeJson(value.op)} is not a write; use "put", "delete" or "add"`,
+      );
+  }
+}
+
+/** A transaction from the text of a transaction file; `origin` names the file in messages. */
+export function parseTransaction(text: string, origin: string): Transaction {
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch (error) {
+    throw new InputError(`${origin} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (!isRecord(document))
+    throw new InputError(
+      `${origin}: a transaction file holds one object {"conditions", "reads", "writes"}, not ${describeJson(document)}`,
+    );
+  onlyFields(document, ["conditions", "reads", "writes"], origin);
+  const conditions = list(document.conditions, `${origin}: conditions`).map((c, i) =>
+    condition(c, `${origin}: conditions[${i}]`),
+  );
+  const reads = list(document.reads, `${origin}: reads`).map((r, i) => itemName(r, `${origin}: reads[${i}]`));
+  const writes = list(document.writes, `${origin}: writes`).map((w, i) =>
+    write(w, `${origin}: writes[${i}]`),
+  );
+  if (conditions.length + reads.length + writes.length === 0)
+    throw new InputError(
+      `${origin}: the transaction has no conditions, reads or writes; it would do nothing`,
+    );
+  return { conditions, reads, writes };
+}
+
+/** Reads and parses a transaction file (`-` reads standard input). Throws InputError. */
+export function readTransactionFile(file: string): Transaction {
+  const origin = file === "-" ? "standard input" : file;
+  let text: string;
+  try {
+    if (file !== "-" && statSync(file).size > transactionFileBytesMax)
+      throw new InputError(`${file} is over ${transactionFileBytesMax} bytes; a transaction is far smaller`);
+    text = readFileSync(file === "-" ? 0 : file, "utf8");
+  } catch (error) {
+    if (error instanceof InputError) throw error;
+    throw new InputError(`cannot read the transaction file ${origin}: ${(error as Error).message}`);
+  }
+  if (text.length > transactionFileBytesMax)
+    throw new InputError(`${origin} is over ${transactionFileBytesMax} bytes; a transaction is far smaller`);
+  return parseTransaction(text, origin);
+}
