@@ -27,13 +27,13 @@ import {
 import { cellKeyProblem, formatNodeId, limits, type NodeId } from "../core/index.ts";
 import { placeCell } from "../discovery/index.ts";
 import {
+  adminToken,
   ColonyFileError,
   type ConnectionFile,
   loadColonyKey,
   readConnectionFile,
   type ServerEntry,
 } from "./colony.ts";
-import { adminToken } from "./server-process.ts";
 import { readTransactionFile } from "./txn-file.ts";
 import {
   conditionSyntax,

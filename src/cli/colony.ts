@@ -4,7 +4,7 @@
  * colony. Every file is validated at the edge; a problem is reported as a ColonyFileError that
  * names the file, the field and what to do.
  */
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -232,4 +232,9 @@ export function ensureKeyFile(keyFile: string): void {
   mkdirSync(dirname(keyFile), { recursive: true });
   writeFileSync(keyFile, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
   chmodSync(keyFile, 0o600);
+}
+
+/** The token colony tools present to a server's admin port to change anything. */
+export function adminToken(colonyKey: Uint8Array): string {
+  return createHmac("sha256", colonyKey).update("physalia admin v1").digest("hex");
 }

@@ -1,16 +1,25 @@
 #!/usr/bin/env node
 /**
  * The `physalia` command. This is the only place that reads argv and the environment and wires
- * real adapters. Exit codes: 0 success, 1 a check failed (violations), 2 bad usage.
+ * real adapters. Exit codes (docs/OPERATIONS.md): 0 success, 1 a check failed (violations) or the
+ * answer is no, 2 bad usage, 3 colony unreachable, 9 a server failed; client commands add theirs.
  */
 import { Command, InvalidArgumentError } from "commander";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
+import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
 import { ColonyFileError, defaultTopology, loadColonyKey, readServerConfig, readTopology } from "./colony.ts";
 import { jsonLogger } from "./log.ts";
 import { startServer } from "./server-process.ts";
 import { type RunningColony, up } from "./up.ts";
 
-export const exitCodes = { ok: 0, checkFailed: 1, usage: 2, colonyUnreachable: 3, serverFailed: 9 } as const;
+/** Exit codes of the colony commands; client commands add theirs (clientExitCodes, docs/OPERATIONS.md). */
+export const exitCodes = {
+  ok: clientExitCodes.ok,
+  checkFailed: 1,
+  usage: clientExitCodes.usage,
+  colonyUnreachable: clientExitCodes.colonyUnreachable,
+  serverFailed: 9,
+} as const;
 
 /** Prints a problem for people (one line, no stack trace) and exits with `code`. */
 function fail(message: string, code: number): never {
@@ -226,7 +235,6 @@ program
 
 /** Creates the demo cells through the same path as `physalia cell create`; returns their keys. */
 async function createDemoCells(colony: RunningColony): Promise<string[]> {
-  const { createCell } = await import("./client-commands.ts");
   const { PhysaliaClient } = await import("../client/index.ts");
   const keys = ["demo-volume-1", "demo-volume-2", "demo-volume-3"];
   const client = await PhysaliaClient.connect({ colony: colony.connectionFile });
@@ -240,6 +248,8 @@ async function createDemoCells(colony: RunningColony): Promise<string[]> {
   }
   return keys;
 }
+
+registerClientCommands(program, { exit: (code) => process.exit(code) });
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   fail(error instanceof Error ? error.message : String(error), exitCodes.usage);

@@ -4,7 +4,7 @@
  * taking cell creation from the colony's tools. `physalia server` runs one; `physalia up` runs
  * several in one process or one per process.
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import {
   createServer,
   type Server as HttpServer,
@@ -17,14 +17,12 @@ import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
 import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
 import { LmdbStorage } from "../storage/index.ts";
 import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
-import type { ServerConfig, Topology } from "./colony.ts";
+import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
+
+export { adminToken };
+
 import type { Logger } from "./log.ts";
 import { counter, formatMetrics, gauge, type Metric } from "./metrics.ts";
-
-/** The token colony tools present to a server's admin port to change anything. */
-export function adminToken(colonyKey: Uint8Array): string {
-  return createHmac("sha256", colonyKey).update("physalia admin v1").digest("hex");
-}
 
 export function addressBook(topology: Topology): AddressBook {
   return new AddressBook(topology.servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));

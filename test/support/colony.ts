@@ -1,7 +1,6 @@
 /** Helpers for tests that run real colonies on 127.0.0.1. */
 import { createServer } from "node:net";
-import { parseTopology, type Topology } from "../../src/cli/colony.ts";
-import { adminToken } from "../../src/cli/server-process.ts";
+import { adminToken, parseTopology, type Topology } from "../../src/cli/colony.ts";
 import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
 
