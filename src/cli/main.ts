@@ -62,7 +62,7 @@ const program = new Command();
 program
   .name("physalia")
   .description("Physalia: millions of tiny databases, each a Multi-Paxos cell")
-  .showHelpAfterError()
+  .showHelpAfterError("(add --help for usage)")
   .exitOverride((error) => {
     process.exit(error.exitCode === 0 ? exitCodes.ok : exitCodes.usage);
   });

@@ -1,0 +1,101 @@
+/**
+ * The command line as people use it: `physalia up` in one process, client commands in others,
+ * finding the colony through its connection file; clear one-line errors and documented exit
+ * codes for bad input, an unknown cell and an unreachable colony; Ctrl-C stops the colony.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { clientExitCodes } from "../src/cli/client-commands.ts";
+import { localTopology } from "./support/colony.ts";
+
+const root = join(import.meta.dirname, "..");
+// tsx by path: the commands run in other directories, where `--import tsx` would not resolve.
+const tsx = pathToFileURL(join(root, "node_modules", "tsx", "dist", "loader.mjs")).href;
+const cli = ["--import", tsx, join(root, "src", "cli", "main.ts")];
+
+function physalia(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [...cli, ...args],
+      { cwd, encoding: "utf8", timeout: 60_000 },
+      (error, stdout, stderr) => {
+        resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? -1), stdout, stderr });
+      },
+    );
+  });
+}
+
+describe("the physalia command line against a local colony", () => {
+  let dir: string;
+  let colony: ChildProcess;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "physalia-cli-"));
+    const topology = await localTopology(9);
+    writeFileSync(join(dir, "topology.json"), JSON.stringify(topology));
+    colony = spawn(process.execPath, [...cli, "up", "--topology", "topology.json"], {
+      cwd: dir,
+      stdio: "ignore",
+    });
+    const connection = join(dir, ".physalia", "colony.json");
+    for (let i = 0; i < 300 && !existsSync(connection); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(connection)).toBe(true);
+  }, 60_000);
+
+  afterAll(async () => {
+    if (colony.exitCode === null) {
+      const exited = new Promise((resolve) => colony.once("exit", resolve));
+      process.kill(colony.pid as number, "SIGKILL");
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("creates a cell, writes and reads typed values, describes the cell", async () => {
+    expect((await physalia(["cell", "create", "vol-7"], dir)).code).toBe(0);
+    expect((await physalia(["put", "vol-7", "replicas", "3"], dir)).code).toBe(0);
+    const added = await physalia(["add", "vol-7", "replicas", "2", "--json"], dir);
+    expect(added.code).toBe(0);
+    expect(JSON.stringify(JSON.parse(added.stdout))).toContain('"5"');
+    const got = await physalia(["get", "vol-7", "replicas"], dir);
+    expect(got.stdout.trim()).toBe("5");
+    const conditional = await physalia(["put", "vol-7", "replicas", "9", "--if", "replicas=4"], dir);
+    expect(conditional.code).toBe(clientExitCodes.conditionFailed);
+    const described = await physalia(["cell", "describe", "vol-7", "--json"], dir);
+    expect(described.code).toBe(0);
+    expect(JSON.parse(described.stdout).members).toHaveLength(7);
+    const listed = await physalia(["cell", "list", "--json"], dir);
+    expect(JSON.stringify(JSON.parse(listed.stdout))).toContain("vol-7");
+  }, 60_000);
+
+  it("answers bad input, an unknown cell and a missing colony with one line and its exit code", async () => {
+    const bad = await physalia(["add", "vol-7", "replicas", "two"], dir);
+    expect(bad.code).toBe(clientExitCodes.usage);
+    // One line naming the problem (and a pointer to --help), no stack trace.
+    expect(bad.stderr.trim().split("\n")[0]).toMatch(/'two' is invalid .* must be an integer/);
+    expect(bad.stderr.trim().split("\n").length).toBeLessThanOrEqual(2);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const unknown = await physalia(["get", "no-such-cell", "x"], dir);
+    expect(unknown.code).toBe(clientExitCodes.unknownCell);
+    expect(unknown.stderr).toMatch(/does not exist/);
+    const elsewhere = mkdtempSync(join(tmpdir(), "physalia-nocolony-"));
+    try {
+      const missing = await physalia(["get", "vol-7", "x"], elsewhere);
+      expect(missing.code).toBe(clientExitCodes.colonyUnreachable);
+      expect(missing.stderr).toMatch(/physalia up/);
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("stops cleanly on Ctrl-C", async () => {
+    const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));
+    process.kill(colony.pid as number, "SIGINT");
+    expect(await exited).toBe(0);
+  }, 30_000);
+});
