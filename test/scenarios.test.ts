@@ -3,6 +3,7 @@
  * checker afterwards (chosen values, replica states, linearizability of the history).
  */
 import { describe, expect, it } from "vitest";
+import type { PlantedBugs } from "../src/paxos/index.ts";
 import { bytes, Scenario, text } from "../src/sim/scenario.ts";
 
 const seven = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
@@ -327,5 +328,47 @@ describe("scenarios: leadership and reads", () => {
     expect(seen.every((v) => v === 6n)).toBe(true);
     s.heal();
     expect(s.check()).toEqual([]);
+  });
+});
+
+describe("scenarios: damaged storage", () => {
+  /**
+   * A node's stored record is damaged while its server is down; it comes back, then three more
+   * voters go down. Returns whether a write still committed then (it must not: 3 of 7 voters).
+   */
+  function damagedNodeScenario(bugs: PlantedBugs | undefined) {
+    const s = new Scenario({ seed: 21, ...(bugs === undefined ? {} : { bugs }) }).cell("vol-1");
+    s.put("vol-1", "x", bytes("before"));
+    const leader = s.leader("vol-1") as string;
+    const victim = seven.find((id) => id !== leader) as string;
+    s.crash(victim);
+    expect(s.world.slot(victim).disk.damage("vol-1")).toBe(true);
+    s.restart(victim).run(10);
+    for (let i = 0; i < 5; i++)
+      expect(s.put("vol-1", "x", bytes(`after-${i}`)).output?.status).toBe("committed");
+    s.run(500);
+    const node = s.statuses("vol-1").find((n) => n.serverId === victim);
+    const others = s.statuses("vol-1").filter((n) => n.serverId !== victim);
+    const voters = others.map((n) => n.serverId).filter((id) => id !== s.leader("vol-1"));
+    s.crash(...voters.slice(0, 3));
+    const withoutQuorum = s.put("vol-1", "x", bytes("no-quorum"));
+    s.restart(...voters.slice(0, 3));
+    return { s, node, others, committedWithoutQuorum: withoutQuorum.output?.status === "committed" };
+  }
+
+  it("a node whose stored record fails its checksum comes back as a learner: it catches up but never votes", () => {
+    const { s, node, others, committedWithoutQuorum } = damagedNodeScenario(undefined);
+    expect(node?.role).toBe("learner");
+    // It learnt every chosen value from its peers.
+    expect(node?.applied).toBe(others[0]?.applied);
+    // It never votes: with three more voters down, the cell has no majority.
+    expect(committedWithoutQuorum).toBe(false);
+    expect(s.put("vol-1", "x", bytes("quorum-again")).output?.status).toBe("committed");
+    expect(text(s.get("vol-1", "x"))).toBe("quorum-again");
+    expect(s.check()).toEqual([]);
+  });
+
+  it("the same scenario catches a damaged node that votes again once caught up", () => {
+    expect(damagedNodeScenario({ damagedNodeVotes: true }).committedWithoutQuorum).toBe(true);
   });
 });

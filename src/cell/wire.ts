@@ -28,7 +28,14 @@ const errorCodes: readonly ErrorCode[] = [
   "invalid",
   "faulty",
 ];
-const roles: readonly ReplicaStatus["role"][] = ["follower", "candidate", "leader", "retired", "joining"];
+const roles: readonly ReplicaStatus["role"][] = [
+  "follower",
+  "candidate",
+  "leader",
+  "retired",
+  "joining",
+  "learner",
+];
 const serverIdBytesMax = 256;
 /** Human-readable texts in responses (reasons, messages) are cut to this many bytes. */
 const textBytesMax = 4096;

@@ -76,6 +76,11 @@ export async function startServer(options: {
     transport,
     scheduler: new NodeScheduler(true),
     random: new Prng(seed),
+    onFault: (cellKey, detail) =>
+      logger.log("error", "stored node failed its checksum; rebuilding it as a learner", {
+        cell: cellKey,
+        detail,
+      }),
     onFatal: (reason) => {
       logger.log("error", "server stopped", { reason });
       options.onFatal?.(reason);
@@ -102,6 +107,12 @@ export async function startServer(options: {
         "Cells stalled on an entry this build cannot apply",
         status.stalledCells.length,
       ),
+      gauge(
+        "physalia_faulty_nodes",
+        "Nodes whose stored state failed its checksum (non-voting learners)",
+        counters.faultyNodes,
+      ),
+      counter("physalia_nodes_evicted_total", "Quiet nodes evicted from memory", counters.nodesEvicted),
       gauge("physalia_suspected_peers", "Peers the failure detector suspects", status.suspectedPeers.length),
       counter("physalia_turns_total", "Event-loop turns that ran cells", counters.turns),
       counter(
@@ -223,6 +234,7 @@ export async function startServer(options: {
         leaders: status.leaders,
         pendingRequests: status.pendingRequests,
         stalledCells: status.stalledCells,
+        faultyCells: status.faultyCells,
         suspectedPeers: status.suspectedPeers,
         uptimeSeconds: Math.round((Date.now() - startedMs) / 1000),
         rssBytes: process.memoryUsage().rss,

@@ -61,6 +61,8 @@ export interface PlantedBugs {
   readonly readWithoutReadIndex?: boolean;
   /** Membership changes govern the very next slot instead of slot i + pipelineDepth. */
   readonly membershipWithoutDelay?: boolean;
+  /** A learner (a node whose stored state was lost) votes again once it has caught up, forgetting its promises. */
+  readonly damagedNodeVotes?: boolean;
 }
 
 /** Observes protocol decisions; the simulator's checkers use it. */
@@ -98,7 +100,7 @@ const queued: RequestOutcome = Object.freeze({ status: "queued" });
 export interface ReplicaStatus {
   readonly cellKey: CellKey;
   readonly node: NodeId;
-  readonly role: "follower" | "candidate" | "leader" | "retired" | "joining";
+  readonly role: "follower" | "candidate" | "leader" | "retired" | "joining" | "learner";
   readonly leader: NodeId | null;
   readonly epoch: number;
   readonly members: readonly NodeId[];
@@ -226,6 +228,12 @@ export class Replica<C, R> {
   private catchUpAttempts = 0;
   private stalledReason: string | null = null;
   private retired = false;
+  /**
+   * A node whose stored state was lost (a record failed its checksum): it may have promised or
+   * accepted things it no longer knows, so it never votes again under this incarnation. It learns
+   * chosen values from its peers by catch-up and persists nothing; the control plane replaces it.
+   */
+  private learner = false;
 
   /** This node's write of the current turn (owned by the Output; null between turns). */
   turnWrite: NodeWrite<C> | null = null;
@@ -260,6 +268,21 @@ export class Replica<C, R> {
   /** A node added by a membership change: it knows nothing and catches up from its peers. */
   static join<C, R>(options: ReplicaOptions<C, R>): Replica<C, R> {
     return new Replica(options, { epoch: 0, nextIncarnation: 0, configurations: [] }, true);
+  }
+
+  /**
+   * A node whose stored state failed its checksum, rebuilt as a non-voting learner under its old
+   * identity: it catches up chosen values from its peers but never promises, accepts or
+   * acknowledges, proposes or campaigns, and persists nothing (PROTOCOL.md 8).
+   */
+  static learn<C, R>(options: ReplicaOptions<C, R>): Replica<C, R> {
+    const replica = new Replica(options, { epoch: 0, nextIncarnation: 0, configurations: [] }, true);
+    replica.learner = true;
+    return replica;
+  }
+
+  get isLearner(): boolean {
+    return this.learner;
   }
 
   /** A node reloaded from storage after a restart or eviction. */
@@ -325,6 +348,10 @@ export class Replica<C, R> {
 
   step(message: PaxosMessage<C>, nowMs: number, out: Output<C, R>): void {
     assert(message.cellKey === this.cellKey, "message routed to the wrong cell");
+    if (this.learner) {
+      this.learnerStep(message, nowMs, out);
+      return;
+    }
     switch (message.type) {
       case "prepare":
         this.onPrepare(message, out);
@@ -378,12 +405,46 @@ export class Replica<C, R> {
     this.updateWake(nowMs);
   }
 
+  /**
+   * A learner answers nothing that counts as a vote. It learns what is committed from accepts and
+   * heartbeats and fetches the chosen values by catch-up (which carries only chosen values).
+   */
+  private learnerStep(message: PaxosMessage<C>, nowMs: number, out: Output<C, R>): void {
+    switch (message.type) {
+      case "accept":
+      case "heartbeat":
+        this.noteChosen(message.commit);
+        this.requestCatchUpIfNeeded(message.from, nowMs, out);
+        break;
+      case "catchup":
+        this.onCatchUp(message, nowMs, out);
+        break;
+      case "catchup_request":
+        this.onCatchUpRequest(message, out);
+        break;
+      case "prepare":
+        // A new leader is forming: learn from it once it is established; nothing to answer now.
+        this.requestCatchUpIfNeeded(message.from, nowMs, out);
+        break;
+      case "promise":
+      case "accepted":
+      case "nack":
+      case "heartbeat_ack":
+      case "campaign":
+        break;
+      default:
+        assertNever(message, "paxos message");
+    }
+    this.updateWake(nowMs);
+  }
+
   // ------------------------------------------------------------------ queries
 
   status(): ReplicaStatus {
     const configuration = this.joining ? null : latestConfiguration(this.membership);
     let role: ReplicaStatus["role"];
     if (this.retired) role = "retired";
+    else if (this.learner) role = "learner";
     else if (this.joining) role = "joining";
     else if (this.role === Role.Leader) role = "leader";
     else if (this.role === Role.Candidate) role = "candidate";
@@ -516,7 +577,7 @@ export class Replica<C, R> {
   ): RequestOutcome {
     if (this.retired) return { status: "retired" };
     if (this.stalledReason !== null) return { status: "stalled", reason: this.stalledReason };
-    if (this.joining) return { status: "redirect", leader: this.leaderHint };
+    if (this.joining || this.learner) return { status: "redirect", leader: this.leaderHint };
     const p = this.proposer;
     if (p?.established) {
       if (item.kind === "read" && !(this.env.bugs?.readWithoutReadIndex ?? false)) {
@@ -576,7 +637,7 @@ export class Replica<C, R> {
   // ------------------------------------------------------------------ election (phase 1)
 
   private campaign(nowMs: number, out: Output<C, R>, transfer: boolean): void {
-    if (this.joining || this.retired || this.stalledReason !== null) return;
+    if (this.joining || this.learner || this.retired || this.stalledReason !== null) return;
     const latest = latestConfiguration(this.membership);
     if (memberIndex(latest, this.node) < 0 && !transfer) return;
     const round = Math.max(this.highestRoundSeen, ballotRound(this.promised)) + 1;
@@ -1395,6 +1456,7 @@ export class Replica<C, R> {
       }
       this.membership = snapshot.membership;
       this.joining = false;
+      if (this.learner && (this.env.bugs?.damagedNodeVotes ?? false)) this.learner = false;
       this.applied = snapshot.index;
       this.committed = snapshot.index;
       this.snapshotIndex = snapshot.index;
@@ -1629,12 +1691,15 @@ export class Replica<C, R> {
   }
 
   private dirty(out: Output<C, R>): NodeWrite<C> {
+    // A learner persists nothing: its writes go nowhere.
+    if (this.learner) return this.newWrite([]);
     return this.turnWrite ?? out.adopt(this, this.newWrite([]));
   }
 
   /** Keeps `entry` in the in-memory log and stores it with this turn's write. */
   private storeEntry(entry: LogEntry<C>, out: Output<C, R>): void {
     this.logMap().set(entry.slot, entry);
+    if (this.learner) return;
     const write = this.turnWrite;
     // The common first entry of a turn: a literal array of one (an empty one grows a larger store).
     if (write === null) out.adopt(this, this.newWrite([entry]));

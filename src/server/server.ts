@@ -68,6 +68,8 @@ export interface ServerOptions {
   readonly bugs?: PlantedBugs | null;
   /** Told when the server stops itself because it cannot go on safely (its disk failed). */
   readonly onFatal?: (reason: string) => void;
+  /** Told once per cell whose stored node fails its checksum (it is then rebuilt as a learner). */
+  readonly onFault?: (cellKey: CellKey, detail: string) => void;
   /** Evict quiet nodes untouched this long (default limits.residentIdleMs; the simulator shortens it). */
   readonly residentIdleMs?: number;
 }
@@ -108,6 +110,8 @@ export interface ServerCounters {
   replicaTicks: number;
   /** Quiet nodes dropped from memory (they stay hosted on disk). */
   nodesEvicted: number;
+  /** Cells whose stored node failed its checksum on this server (since it started). */
+  faultyNodes: number;
 }
 
 export interface ServerStatus {
@@ -118,6 +122,8 @@ export interface ServerStatus {
   readonly pendingRequests: number;
   readonly forwardingPointers: number;
   readonly stalledCells: readonly CellKey[];
+  /** Cells whose stored node failed its checksum (their nodes are learners or not yet rebuilt). */
+  readonly faultyCells: readonly CellKey[];
   readonly suspectedPeers: readonly ServerId[];
   readonly counters: Readonly<ServerCounters>;
 }
@@ -126,6 +132,7 @@ const forwardingPointersMax = 100_000;
 /** Distinct node ids shared between cells (there are few servers and small incarnations). */
 const internedNodeIdsMax = 1_000_000;
 const stalledCellsMax = 1_000;
+const faultyCellsMax = 100_000;
 
 export class Server {
   readonly serverId: ServerId;
@@ -139,6 +146,8 @@ export class Server {
   private readonly nodes = new Map<CellKey, HostedNode>();
   private readonly pointers = new Map<CellKey, ForwardingPointer>();
   private readonly stalled = new Set<CellKey>();
+  /** Cells whose stored node failed its checksum, with the storage's description. */
+  private readonly faulty = new Map<CellKey, string>();
   private readonly nodeIds = new Map<string, NodeId>();
   private readonly out = new Output<Command, CommandResult>();
   private readonly requests = new Map<number, PendingRequest>();
@@ -157,6 +166,7 @@ export class Server {
   private nextAfterPersist: PaxosMessage<Command>[] = [];
   private stopped = false;
   private readonly onFatal: ((reason: string) => void) | null;
+  private readonly onFault: ((cellKey: CellKey, detail: string) => void) | null;
   private readonly residentIdleMs: number;
   /** Where the eviction sweep goes on; a live iterator over `nodes` (it tolerates deletions). */
   private sweep: Iterator<HostedNode> | null = null;
@@ -170,6 +180,7 @@ export class Server {
     timerFirings: 0,
     replicaTicks: 0,
     nodesEvicted: 0,
+    faultyNodes: 0,
   };
 
   constructor(options: ServerOptions) {
@@ -179,6 +190,7 @@ export class Server {
     this.scheduler = options.scheduler;
     this.peers = options.peers.filter((peer) => peer !== options.serverId);
     this.onFatal = options.onFatal ?? null;
+    this.onFault = options.onFault ?? null;
     this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
     const now = this.scheduler.nowMs();
     this.detector = new FailureDetector(this.serverId, now);
@@ -213,7 +225,9 @@ export class Server {
   createCell(cellKey: CellKey, members: readonly NodeId[]): void {
     const interned = members.map((m) => this.intern(m));
     const self = interned.find((m) => m.serverId === this.serverId);
-    if (self === undefined || this.nodes.has(cellKey)) return;
+    // A cell this server hosts already (resident or only on disk, even damaged) is never created
+    // again: a fresh node under a stored identity would forget what that identity promised.
+    if (self === undefined || this.resident(cellKey) !== null || this.faulty.has(cellKey)) return;
     const machine = new CellMachine();
     const replica = Replica.create(
       { cellKey, node: self, machine, env: this.env },
@@ -295,6 +309,7 @@ export class Server {
       pendingRequests: this.requests.size,
       forwardingPointers: this.pointers.size,
       stalledCells: [...this.stalled],
+      faultyCells: [...this.faulty.keys()].slice(0, stalledCellsMax),
       suspectedPeers: this.detector.suspected(this.peers, this.scheduler.nowMs()),
       counters: { ...this.counters },
     };
@@ -542,7 +557,8 @@ export class Server {
           this.counters.messagesDropped += 1;
           return;
         }
-        const node = this.resident(paxos.cellKey);
+        let node = this.resident(paxos.cellKey);
+        if (node === null && this.faulty.has(paxos.cellKey)) node = this.rebuild(paxos.cellKey, paxos.to);
         if (node === null || node.replica.node.incarnation !== paxos.to.incarnation) {
           // Addressed to a node this server does not host (any more): an old incarnation, or a
           // cell that moved away. Dropping is always safe.
@@ -576,6 +592,15 @@ export class Server {
     }
     const node = this.resident(cellKey);
     if (node === null) {
+      const fault = this.faulty.get(cellKey);
+      if (fault !== undefined) {
+        this.respond(client, id, cellKey, {
+          type: "error",
+          code: "faulty",
+          message: `the node of cell ${cellKey} on server ${this.serverId} lost its stored state (${fault}); ask another node`,
+        });
+        return;
+      }
       this.respondNoNode(client, id, cellKey);
       return;
     }
@@ -592,7 +617,11 @@ export class Server {
       const status = node.replica.status();
       if (status.stalled !== null) {
         this.respond(client, id, cellKey, { type: "error", code: "stalled", message: status.stalled });
-      } else if (status.role === "joining" || node.replica.appliedIndex < body.watermark) {
+      } else if (
+        status.role === "joining" ||
+        (status.role === "learner" && status.applied === 0) ||
+        node.replica.appliedIndex < body.watermark
+      ) {
         this.respond(client, id, cellKey, {
           type: "error",
           code: "behind",
@@ -735,6 +764,10 @@ export class Server {
     const node = this.nodes.get(cellKey);
     if (node !== undefined) return node;
     const loaded = this.storage.load(cellKey);
+    if (loaded.status === "corrupt") {
+      this.noteFaulty(cellKey, loaded.detail);
+      return null;
+    }
     if (loaded.status !== "found") return null;
     const machine = new CellMachine();
     const replica = Replica.restore({ cellKey, node: loaded.node.node, machine, env: this.env }, loaded.node);
@@ -785,6 +818,31 @@ export class Server {
       this.counters.nodesEvicted += 1;
       this.evict(node);
     }
+  }
+
+  /**
+   * The cell's stored node failed its checksum. It must not act on what is stored; it is rebuilt
+   * as a non-voting learner (Replica.learn) as soon as a peer's message names its identity, and
+   * clients are told it is faulty until then. The control plane replaces it.
+   */
+  private noteFaulty(cellKey: CellKey, detail: string): void {
+    if (!this.faulty.has(cellKey)) {
+      this.counters.faultyNodes += 1;
+      this.onFault?.(cellKey, detail);
+    }
+    this.faulty.delete(cellKey);
+    this.faulty.set(cellKey, detail);
+    if (this.faulty.size > faultyCellsMax) {
+      const oldest = this.faulty.keys().next().value;
+      if (oldest !== undefined) this.faulty.delete(oldest);
+    }
+  }
+
+  /** A learner for a faulty node, under the identity a peer's message gives it. */
+  private rebuild(cellKey: CellKey, node: NodeId): HostedNode {
+    const machine = new CellMachine();
+    const replica = Replica.learn({ cellKey, node: this.intern(node), machine, env: this.env });
+    return this.adopt(cellKey, replica, machine);
   }
 
   private evict(node: HostedNode): void {

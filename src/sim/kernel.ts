@@ -326,8 +326,20 @@ export class SimDisk<C> implements StoragePort<C> {
     private readonly random: Prng,
   ) {}
 
+  /** Cells whose stored node record is damaged (bit rot): they load as corrupt. */
+  private readonly damaged = new Set<string>();
+
   load(cellKey: string): LoadResult<C> {
+    if (this.damaged.has(cellKey))
+      return { status: "corrupt", detail: `cell ${cellKey}: node record fails its checksum (simulated)` };
     return this.durable.load(cellKey);
+  }
+
+  /** Damages the stored node record of a cell, as the lmdb adapter would find it. */
+  damage(cellKey: string): boolean {
+    if (this.durable.load(cellKey).status !== "found") return false;
+    this.damaged.add(cellKey);
+    return true;
   }
 
   hostedCells(): string[] {
@@ -345,6 +357,17 @@ export class SimDisk<C> implements StoragePort<C> {
       this.queue.nowMs + this.writeLatencyMs * (0.5 + this.random.float()),
       () => {
         this.inFlight = null;
+        // As on lmdb: a whole snapshot replaces a damaged record; any other write to it fails the batch.
+        for (const write of batch.writes) {
+          if (!this.damaged.has(write.cellKey)) continue;
+          if (write.snapshot === null) {
+            done(
+              new Error(`cell ${write.cellKey}: node record fails its checksum; the write needs it intact`),
+            );
+            return;
+          }
+        }
+        for (const write of batch.writes) this.damaged.delete(write.cellKey);
         this.durable.applyBatch(batch);
         done(null);
       },

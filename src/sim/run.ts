@@ -74,6 +74,8 @@ function resolved(options: SimOptions) {
 export function runSimulation(options: SimOptions): SimReport {
   const o = resolved(options);
   const world = new SimWorld({
+    // Far shorter than production's, so that runs evict quiet nodes and load them again often.
+    residentIdleMs: 1_000,
     seed: o.seed,
     servers: o.servers,
     bugs: options.bugs ?? null,
@@ -243,6 +245,8 @@ class FaultDriver {
   private running = false;
   private readonly down = new Set<ServerId>();
   private readonly moving = new Set<CellKey>();
+  /** Cells with one node whose stored record was damaged (at most one per cell). */
+  private readonly damagedCells = new Set<CellKey>();
 
   constructor(
     private readonly world: SimWorld,
@@ -325,6 +329,27 @@ class FaultDriver {
         world.crash(id, 0.5);
         this.count("crash");
         this.later(100 + random.below(2000), () => {
+          this.down.delete(id);
+          world.restart(id);
+        });
+      });
+      choices.push(() => {
+        // Bit rot: one node's stored record is damaged while its server is down. It comes back as
+        // a non-voting learner. At most one node per cell, so every cell keeps a voting majority.
+        const cellKey = random.pick(this.cellKeys);
+        if (this.damagedCells.has(cellKey)) return;
+        const members = (world.cells.get(cellKey) ?? [])
+          .map((m) => m.serverId)
+          .filter((id) => !this.down.has(id));
+        if (members.length === 0) return;
+        const id = random.pick(members);
+        this.down.add(id);
+        world.crash(id, 0);
+        if (world.slot(id).disk.damage(cellKey)) {
+          this.damagedCells.add(cellKey);
+          this.count("damaged-record");
+        }
+        this.later(100 + random.below(1000), () => {
           this.down.delete(id);
           world.restart(id);
         });

@@ -20,6 +20,7 @@ import {
   type CellKey,
   formatNodeId,
   hashBytes,
+  limits,
   type NodeId,
   Prng,
   RunningHash,
@@ -43,6 +44,8 @@ export interface WorldOptions {
   /** Clock rates of servers are drawn from [1/maxRate, maxRate]; offsets from [0, maxOffsetMs]. */
   readonly clockRateMax?: number;
   readonly clockOffsetMsMax?: number;
+  /** Servers evict quiet nodes untouched this long (default: production's limits.residentIdleMs). */
+  readonly residentIdleMs?: number;
 }
 
 /** One operation of the client history, as the linearizability checker sees it. */
@@ -101,11 +104,13 @@ export class SimWorld {
   /** Count of log values applied across all nodes (a progress measure). */
   appliedCount = 0;
   private nodesEvictedByCrashedServers = 0;
+  private readonly residentIdleMs: number;
 
   constructor(options: WorldOptions) {
     this.seed = options.seed;
     this.random = new Prng(options.seed);
     this.bugs = options.bugs ?? null;
+    this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
     this.network = new SimNetwork(this.queue, this.random.fork(), this.trace, describeMessage);
     this.observer = {
       chosen: (cellKey, slot, value) => this.onChosen(cellKey, slot, value as LogValue<Command>),
@@ -164,8 +169,7 @@ export class SimWorld {
       random: slot.random.fork(),
       observer: this.observer,
       bugs: this.bugs,
-      // Far shorter than production's, so that simulated runs evict and reload quiet nodes often.
-      residentIdleMs: simResidentIdleMs,
+      residentIdleMs: this.residentIdleMs,
     });
   }
 
@@ -479,9 +483,6 @@ function commandDigest(command: Command): string {
     return `unencodable:${JSON.stringify(command, (_k, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v))}`;
   }
 }
-
-/** Quiet nodes are evicted after this long in simulated runs (production: limits.residentIdleMs). */
-const simResidentIdleMs = 1_000;
 
 /** Clients speak the client protocol's codec; servers read it as part of theirs. */
 const clientMessageCodec = Object.freeze({ encode: encodeClientMessage, decode: decodeClientMessage });

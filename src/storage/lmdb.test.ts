@@ -285,6 +285,22 @@ describe("LmdbStorage", () => {
     expect(a.status === "found" && a.node.entries.map((e) => e.slot)).toEqual([3, 4, 10]);
   });
 
+  it("a write carrying a whole snapshot replaces a corrupt node record and its entries", async () => {
+    await populate(storage);
+    const raw = storage.recordBytesForTest({ kind: "node", cellKey: "b" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "b" }, flipped(raw, 5));
+    expect(storage.load("b").status).toBe("corrupt");
+    // A node added to replace the faulty one: a new incarnation with its first snapshot.
+    await persist(storage, batch({ writes: [{ ...fresh("b", 9, [7]) }] }));
+    const b = storage.load("b");
+    expect(b.status).toBe("found");
+    if (b.status === "found") {
+      expect(b.node.node.incarnation).toBe(9);
+      expect(b.node.entries.map((e) => e.slot)).toEqual([7]);
+    }
+    expect(storage.load("a").status).toBe("found");
+  });
+
   it("a write on a closed environment reaches done(error) and does not throw", async () => {
     await storage.close();
     const error = await persistFailing(storage, batch({ writes: [fresh("a", 1, [1])] }));

@@ -30,9 +30,11 @@
  * stored under the wrong cell or slot.
  *
  * A record that fails its checksum or its decoding is reported by load() as `corrupt`, naming
- * the cell and the record; the node must not act on it. A write that needs such a record (to
- * compare incarnations, or to keep the promise monotonic) fails its whole batch instead of
- * guessing: nothing of the batch is committed and done receives the error.
+ * the cell and the record; the node must not act on it (the server rebuilds it as a non-voting
+ * learner). A write carrying a whole snapshot replaces a damaged node record and its entries
+ * (a node created anew or added by the control plane to replace the faulty one). Any other write
+ * that needs such a record (to compare incarnations, or to keep the promise monotonic) fails its
+ * whole batch instead of guessing: nothing of the batch is committed and done receives the error.
  */
 import { performance } from "node:perf_hooks";
 import { crc32 } from "node:zlib";
@@ -351,7 +353,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   private applyWrite(write: NodeWrite<C>, tally: Tally): void {
     const key = cellKeyBytes(write.cellKey);
-    let stored = this.storedNodeForWrite(write.cellKey, key);
+    // A write carrying a whole snapshot (a node created, or added to replace a faulty one) may
+    // replace a damaged record: it does not build on what was stored.
+    let stored = this.storedNodeForWrite(write.cellKey, key, write.snapshot !== null ? tally : null);
     // An older incarnation's write (a node already replaced on this server) changes nothing.
     if (stored !== null && nodeOf(stored).incarnation > write.node.incarnation) return;
     let changed = false;
@@ -385,11 +389,24 @@ export class LmdbStorage<C> implements StoragePort<C> {
     }
   }
 
-  /** The stored node a write must build on; a damaged one abandons the batch (see the file comment). */
-  private storedNodeForWrite(cellKey: CellKey, key: Uint8Array): StoredNode | null {
+  /**
+   * The stored node a write must build on. A damaged one abandons the batch (see the file
+   * comment), unless `replacing` is given: then the damaged node's records are deleted and the
+   * write starts afresh.
+   */
+  private storedNodeForWrite(
+    cellKey: CellKey,
+    key: Uint8Array,
+    replacing: Tally | null = null,
+  ): StoredNode | null {
     const raw = this.nodes.get(key);
     if (raw === undefined) return null;
     const stored = verifyNode(key, raw);
+    if (!stored.ok && replacing !== null) {
+      this.remove(this.nodes, key, replacing);
+      this.deleteEntries(cellKey, slotMax, replacing);
+      return null;
+    }
     if (!stored.ok) {
       throw new CorruptRecordError(
         `cell ${cellKey}: node record ${stored.problem}; the write needs it intact`,
