@@ -99,3 +99,52 @@ describe("the physalia command line against a local colony", () => {
     expect(await exited).toBe(0);
   }, 30_000);
 });
+
+describe("physalia up --processes", () => {
+  it("runs one process per server, serves clients, and stops every process on Ctrl-C", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "physalia-procs-"));
+    const topology = await localTopology(7);
+    writeFileSync(join(dir, "topology.json"), JSON.stringify(topology));
+    const colony = spawn(
+      process.execPath,
+      [...cli, "up", "--processes", "--json", "--topology", "topology.json"],
+      {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "ignore"],
+      },
+    );
+    try {
+      let out = "";
+      colony.stdout?.on("data", (chunk: Buffer) => {
+        out += chunk.toString("utf8");
+      });
+      for (let i = 0; i < 600 && !out.includes("\n"); i++) await new Promise((r) => setTimeout(r, 100));
+      const started = JSON.parse(out.split("\n")[0] as string) as { servers: { id: string; pid: number }[] };
+      const pids = started.servers.map((s) => s.pid);
+      expect(new Set(pids).size).toBe(7);
+      expect(pids).not.toContain(colony.pid);
+      expect((await physalia(["cell", "create", "vol-p"], dir)).code).toBe(0);
+      expect((await physalia(["put", "vol-p", "owner", "str:team-a"], dir)).code).toBe(0);
+      expect((await physalia(["get", "vol-p", "owner"], dir)).stdout.trim()).toBe("team-a");
+      const status = JSON.parse((await physalia(["status", "--json"], dir)).stdout);
+      expect(JSON.stringify(status)).toContain('"s7"');
+      const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));
+      process.kill(colony.pid as number, "SIGINT");
+      expect(await exited).toBe(0);
+      // Every server process is gone.
+      const alive = pids.filter((pid) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      expect(alive).toEqual([]);
+    } finally {
+      if (colony.exitCode === null && colony.signalCode === null)
+        process.kill(colony.pid as number, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
