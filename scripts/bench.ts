@@ -1,0 +1,102 @@
+/**
+ * Benchmarks of real Physalia server processes on this machine (docs/BENCHMARKS.md).
+ *
+ *   npm run bench -- <throughput|latency|idle|restart|etcd> [--json] [options]
+ *
+ * Each prints the machine's floors first (median fsync of a small write on the disk of the data
+ * directories; loopback TCP round trip), then its results and targets; with --json, one JSON
+ * object {benchmark, floors, results, targets}. Every process a benchmark starts is stopped by
+ * pid at the end, also when it fails or is interrupted (SIGINT, SIGTERM). Progress goes to stderr.
+ *
+ * throughput  --cells 1000 --clients 256 --client-processes 2 --connections 4 --warmup 5 --seconds 20
+ * latency     --latency-warmup 2 --latency-seconds 10
+ * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
+ * restart     --nodes 1000000
+ * etcd        the throughput and latency options (the same workloads against 3 etcd members)
+ */
+import { tmpdir } from "node:os";
+import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
+import { etcdBenchmark } from "./bench/etcd.ts";
+import { idleBenchmark } from "./bench/idle.ts";
+import { restartBenchmark } from "./bench/restart.ts";
+import { latencyBenchmark, throughputBenchmark } from "./bench/workloads.ts";
+
+const benchmarks = {
+  throughput: throughputBenchmark,
+  latency: latencyBenchmark,
+  idle: idleBenchmark,
+  restart: restartBenchmark,
+  etcd: etcdBenchmark,
+} as const;
+type BenchmarkName = keyof typeof benchmarks;
+
+const usage = `usage: npm run bench -- <${Object.keys(benchmarks).join("|")}> [--json] [options] (see docs/BENCHMARKS.md)`;
+
+const children = new Children();
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`\n[bench] ${signal}: stopping every process this benchmark started\n`);
+    children.killAllNow();
+    process.exit(130);
+  });
+}
+process.on("exit", () => children.killAllNow());
+
+async function main(): Promise<number> {
+  const [name, ...rest] = process.argv.slice(2);
+  if (name === undefined || name === "--help" || name === "-h") {
+    console.log(usage);
+    return name === undefined ? 2 : 0;
+  }
+  if (!(name in benchmarks)) {
+    console.error(`unknown benchmark ${JSON.stringify(name)}; ${usage}`);
+    return 2;
+  }
+  const options = new Options(rest, ["json"]);
+  const json = options.flag("json");
+  const floors = await measureFloors(tmpdir());
+  if (!json)
+    console.log(`machine floors: fsync ${floors.fsyncUs} us, loopback round trip ${floors.loopbackRttUs} us`);
+  const started = performance.now();
+  let report: Awaited<ReturnType<(typeof benchmarks)[BenchmarkName]>>;
+  try {
+    report = await benchmarks[name as BenchmarkName](children, options);
+  } finally {
+    await children.stopAll();
+    children.removeTempDirs();
+  }
+  const seconds = Math.round((performance.now() - started) / 1000);
+  if (json) {
+    console.log(
+      JSON.stringify({
+        benchmark: name,
+        node: process.version,
+        floors,
+        results: report.results,
+        targets: report.targets,
+        seconds,
+      }),
+    );
+  } else {
+    for (const line of report.lines) console.log(line);
+    for (const t of Object.values(report.targets))
+      console.log(`target ${t.target}: ${t.met ? "met" : "MISSED"} (measured ${t.measured})`);
+    console.log(`(${seconds} s)`);
+  }
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      console.error(`${error.message}; ${usage}`);
+      process.exit(2);
+    }
+    console.error(`benchmark failed: ${(error as Error).stack ?? String(error)}`);
+    process.exit(1);
+  },
+);

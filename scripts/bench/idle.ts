@@ -1,0 +1,180 @@
+/**
+ * Idle nodes on a real server process: memory per resident node, CPU while idle, and messages
+ * while idle with few and with many cells.
+ *
+ * Seven server processes run (so heartbeats between servers are real). First `--baseline-cells`
+ * cells are created on all their members and the colony is measured idle; then server s1 alone
+ * receives the founding nodes of more cells (7 members each, peers s2..s7: a founding node exists
+ * without its peers) until it hosts `--nodes` nodes, and the colony is measured idle again.
+ */
+import {
+  type BenchmarkReport,
+  type Children,
+  cpuUsOf,
+  type Options,
+  progress,
+  round,
+  sleep,
+} from "./common.ts";
+import { BenchColony, cellKeys } from "./physalia-colony.ts";
+
+interface IdleWindow {
+  readonly hostedNodesOnS1: number;
+  readonly residentNodesOnS1: number;
+  readonly seconds: number;
+  /** CPU of s1 over the window, as a percentage of one core. */
+  readonly cpuPercentOfCoreS1: number;
+  /** CPU of all seven servers together, as a percentage of one core. */
+  readonly cpuPercentOfCoreAllServers: number;
+  readonly messagesOutPerSecondS1: number;
+  readonly messagesOutPerSecondAllServers: number;
+  /** Transport frames sent (these include the servers' failure-detector heartbeats). */
+  readonly framesSentPerSecondS1: number;
+  readonly framesSentPerSecondAllServers: number;
+}
+
+const messagesOut = "physalia_messages_out_total";
+const framesSent = "physalia_transport_frames_sent_total";
+
+async function idleWindow(colony: BenchColony, seconds: number): Promise<IdleWindow> {
+  const s1 = colony.pid("s1");
+  const s1Metrics0 = await colony.metrics("s1");
+  const all0 = await colony.counterSum(messagesOut);
+  const allFrames0 = await colony.counterSum(framesSent);
+  const cpu0 = cpuUsOf([s1]);
+  const cpuAll0 = cpuUsOf(colony.pids);
+  const started = performance.now();
+  await sleep(seconds * 1000);
+  const wallUs = (performance.now() - started) * 1000;
+  const cpu = cpuUsOf([s1]) - cpu0;
+  const cpuAll = cpuUsOf(colony.pids) - cpuAll0;
+  const s1Metrics = await colony.metrics("s1");
+  // At the end of the window: lmdb's statistics (hosted nodes) trail fresh writes.
+  const status = await colony.status("s1");
+  const delta = (name: string) => (s1Metrics.get(name) ?? 0) - (s1Metrics0.get(name) ?? 0);
+  const all = (await colony.counterSum(messagesOut)) - all0;
+  const allFrames = (await colony.counterSum(framesSent)) - allFrames0;
+  const wallSeconds = wallUs / 1e6;
+  return {
+    hostedNodesOnS1: status.hostedNodes,
+    residentNodesOnS1: status.residentNodes,
+    seconds: round(wallSeconds, 1),
+    cpuPercentOfCoreS1: round((100 * cpu) / wallUs, 2),
+    cpuPercentOfCoreAllServers: round((100 * cpuAll) / wallUs, 2),
+    messagesOutPerSecondS1: round(delta(messagesOut) / wallSeconds, 1),
+    messagesOutPerSecondAllServers: round(all / wallSeconds, 1),
+    framesSentPerSecondS1: round(delta(framesSent) / wallSeconds, 1),
+    framesSentPerSecondAllServers: round(allFrames / wallSeconds, 1),
+  };
+}
+
+async function memory(colony: BenchColony) {
+  const metrics = await colony.metrics("s1");
+  const status = await colony.status("s1");
+  return {
+    rssBytes: colony.rssBytes("s1"),
+    heapUsedBytes: metrics.get("nodejs_heap_used_bytes") ?? 0,
+    residentNodes: status.residentNodes,
+    hostedNodes: status.hostedNodes,
+  };
+}
+
+export async function idleBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
+  const nodes = options.integer("nodes", 1_000_000);
+  const baselineCells = options.integer("baseline-cells", 1000);
+  const idleSeconds = options.number("idle-seconds", 30);
+  const evictWaitSeconds = options.number("evict-wait", 90, 0);
+  options.finish();
+  if (nodes < baselineCells)
+    throw new Error(`--nodes (${nodes}) must be at least --baseline-cells (${baselineCells})`);
+
+  const colony = await BenchColony.create(children, children.tempDir("physalia-bench-idle-"), 7, 7);
+  try {
+    progress("starting 7 Physalia server processes");
+    await colony.startAll();
+    await sleep(2000);
+    const empty = await memory(colony);
+    progress(`creating ${baselineCells} cells on all their members; then ${idleSeconds} s idle`);
+    await colony.createCells(cellKeys(baselineCells, "base"));
+    const few = await idleWindow(colony, idleSeconds);
+    const before = await memory(colony);
+
+    const extra = nodes - baselineCells;
+    progress(`creating ${extra} more founding nodes on s1 (7-member cells, s1 only)`);
+    const loadStarted = performance.now();
+    const keys = cellKeys(extra, "idle");
+    const chunk = 50_000;
+    for (let i = 0; i < keys.length; i += chunk) {
+      await colony.createCells(keys.slice(i, i + chunk), "s1");
+      if (i > 0 && (i / chunk) % 4 === 0) progress(`  ${i + chunk} created`);
+    }
+    const loadSeconds = (performance.now() - loadStarted) / 1000;
+    const loadEnded = performance.now();
+    await sleep(2000);
+    const after = await memory(colony);
+    const addedResident = Math.max(1, after.residentNodes - before.residentNodes);
+    progress(`${after.hostedNodes} nodes hosted on s1; ${idleSeconds} s idle`);
+    const many = await idleWindow(colony, idleSeconds);
+
+    const waitMs = evictWaitSeconds * 1000 - (performance.now() - loadEnded);
+    if (waitMs > 0) {
+      progress(`waiting ${Math.round(waitMs / 1000)} s for quiet nodes to be evicted`);
+      await sleep(waitMs);
+    }
+    const evicted = await memory(colony);
+    const results = {
+      servers: 7,
+      cellSize: 7,
+      placement: "baseline cells on all 7 members; the other nodes are founding nodes on s1 only",
+      creationSeconds: round(loadSeconds, 1),
+      creationNodesPerSecond: Math.round(extra / loadSeconds),
+      memoryEmpty: empty,
+      memoryBeforeLoad: before,
+      memoryAfterLoad: after,
+      rssBytesPerResidentNode: Math.round((after.rssBytes - before.rssBytes) / addedResident),
+      heapBytesPerResidentNode: Math.round((after.heapUsedBytes - before.heapUsedBytes) / addedResident),
+      idleFewCells: few,
+      idleManyCells: many,
+      afterEvictionWait: { secondsSinceLoad: round((performance.now() - loadEnded) / 1000), ...evicted },
+    };
+    const within = (a: number, b: number) => a <= b * 1.1 + 1;
+    const independent =
+      within(many.messagesOutPerSecondAllServers, few.messagesOutPerSecondAllServers) &&
+      within(many.framesSentPerSecondAllServers, few.framesSentPerSecondAllServers) &&
+      within(many.framesSentPerSecondS1, few.framesSentPerSecondS1);
+    const w = (label: string, x: IdleWindow) =>
+      `idle ${x.seconds} s with ${x.hostedNodesOnS1.toLocaleString("en-US")} nodes on s1 (${x.residentNodesOnS1.toLocaleString("en-US")} resident): ` +
+      `s1 CPU ${x.cpuPercentOfCoreS1}% of a core (all 7 servers ${x.cpuPercentOfCoreAllServers}%), ` +
+      `cell messages out ${x.messagesOutPerSecondS1}/s from s1 (${x.messagesOutPerSecondAllServers}/s from all servers), ` +
+      `transport frames sent incl. heartbeats ${x.framesSentPerSecondS1}/s from s1 (${x.framesSentPerSecondAllServers}/s from all) [${label}]`;
+    return {
+      results,
+      targets: {
+        idleCpu: {
+          target: "idle CPU of the server hosting the nodes < 1% of a core",
+          measured: many.cpuPercentOfCoreS1,
+          met: many.cpuPercentOfCoreS1 < 1,
+        },
+        idleMessagesIndependentOfCells: {
+          target: `messages and frames/s while idle with ${nodes} nodes within 10% of those with ${baselineCells}`,
+          measured: `cell messages ${many.messagesOutPerSecondAllServers} vs ${few.messagesOutPerSecondAllServers}/s, frames ${many.framesSentPerSecondAllServers} vs ${few.framesSentPerSecondAllServers}/s`,
+          met: independent,
+        },
+      },
+      lines: [
+        `creating ${extra.toLocaleString("en-US")} founding nodes on s1 through its admin port: ${results.creationSeconds} s (${results.creationNodesPerSecond.toLocaleString("en-US")} nodes/s)`,
+        `s1 memory: RSS ${mib(empty.rssBytes)} empty, ${mib(before.rssBytes)} with ${before.residentNodes} nodes, ${mib(after.rssBytes)} with ${after.residentNodes.toLocaleString("en-US")} resident nodes; heap ${mib(before.heapUsedBytes)} -> ${mib(after.heapUsedBytes)}`,
+        `per resident node: ${results.rssBytesPerResidentNode} bytes of RSS, ${results.heapBytesPerResidentNode} bytes of heap (no forced GC: the heap figure includes garbage not yet collected)`,
+        w("few cells", few),
+        w("many cells", many),
+        `${results.afterEvictionWait.secondsSinceLoad} s after the load: ${evicted.residentNodes.toLocaleString("en-US")} resident of ${evicted.hostedNodes.toLocaleString("en-US")} hosted on s1; RSS ${mib(evicted.rssBytes)}, heap ${mib(evicted.heapUsedBytes)}`,
+      ],
+    };
+  } finally {
+    await colony.stopAll();
+  }
+}
+
+function mib(bytes: number): string {
+  return `${round(bytes / 2 ** 20)} MiB`;
+}

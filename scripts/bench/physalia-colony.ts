@@ -1,0 +1,239 @@
+/**
+ * A colony of real Physalia server processes on 127.0.0.1 for the benchmarks: a topology on free
+ * ports, one configuration file per server, one `physalia server` process per server (started
+ * with the server's Node flags), cell creation through the admin ports, and readings of
+ * /status and /metrics.
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  ensureKeyFile,
+  loadColonyKey,
+  parseTopology,
+  type ServerConfig,
+  type Topology,
+  writeConnectionFile,
+} from "../../src/cli/colony.ts";
+import { adminToken } from "../../src/cli/server-process.ts";
+import type { NodeId } from "../../src/core/index.ts";
+import { placeCell } from "../../src/discovery/index.ts";
+import { serverNodeFlags } from "../../src/server/index.ts";
+import { type Children, freePorts, processStat, waitFor } from "./common.ts";
+
+const root = join(import.meta.dirname, "..", "..");
+/** Cells one creation request may carry (the admin port's limit). */
+const createBatchMax = 1000;
+
+export interface ServerStatus {
+  readonly hostedNodes: number;
+  readonly residentNodes: number;
+  readonly leaders: number;
+  readonly rssBytes: number;
+}
+
+export class BenchColony {
+  readonly topology: Topology;
+  readonly connectionFile: string;
+  readonly colonyKey: Buffer;
+  private readonly processes = new Map<string, ChildProcess>();
+  private readonly configFiles = new Map<string, string>();
+
+  private constructor(
+    private readonly children: Children,
+    readonly dir: string,
+    topology: Topology,
+  ) {
+    this.topology = topology;
+    const keyFile = join(dir, "colony.key");
+    ensureKeyFile(keyFile);
+    this.colonyKey = loadColonyKey(keyFile, {});
+    for (const s of topology.servers) {
+      const config: ServerConfig = { server: s.id, data: join(dir, s.id), keyFile, topology };
+      const file = join(dir, `${s.id}.json`);
+      writeFileSync(file, JSON.stringify(config));
+      this.configFiles.set(s.id, file);
+    }
+    this.connectionFile = join(dir, "colony.json");
+    writeConnectionFile(this.connectionFile, {
+      colony: topology.colony,
+      cellSize: topology.cellSize,
+      keyFile: "colony.key",
+      servers: topology.servers,
+    });
+    mkdirSync(join(dir, "logs"), { recursive: true });
+  }
+
+  /** A colony of `servers` servers over three racks and three power domains, none started yet. */
+  static async create(children: Children, dir: string, servers: number, cellSize: number) {
+    const ports = await freePorts(servers * 2);
+    const topology = parseTopology(
+      {
+        colony: "bench",
+        cellSize,
+        servers: Array.from({ length: servers }, (_, i) => ({
+          id: `s${i + 1}`,
+          host: "127.0.0.1",
+          port: ports[2 * i],
+          adminPort: ports[2 * i + 1],
+          rack: `r${(i % 3) + 1}`,
+          power: `p${(Math.floor(i / 3) % 3) + 1}`,
+        })),
+      },
+      "benchmark topology",
+    );
+    return new BenchColony(children, dir, topology);
+  }
+
+  get serverIds(): string[] {
+    return this.topology.servers.map((s) => s.id);
+  }
+
+  pid(id: string): number {
+    const pid = this.processes.get(id)?.pid;
+    if (pid === undefined) throw new Error(`server ${id} is not running`);
+    return pid;
+  }
+
+  get pids(): number[] {
+    return [...this.processes.values()].map((child) => child.pid as number);
+  }
+
+  /** Starts one server process; its log (JSON lines on stderr) goes to logs/<id>.log. */
+  start(id: string, extraNodeFlags: readonly string[] = []): ChildProcess {
+    const log = openSync(join(this.dir, "logs", `${id}.log`), "a");
+    const child = this.children.spawn(
+      `server ${id}`,
+      process.execPath,
+      [
+        ...serverNodeFlags,
+        ...extraNodeFlags,
+        "--import",
+        "tsx",
+        "src/cli/main.ts",
+        "server",
+        "--config",
+        this.configFiles.get(id) as string,
+      ],
+      { cwd: root, stdio: ["ignore", log, log], env: { ...process.env, PHYSALIA_COLONY_KEY: "" } },
+    );
+    this.processes.set(id, child);
+    child.once("exit", () => {
+      if (this.processes.get(id) === child) this.processes.delete(id);
+    });
+    return child;
+  }
+
+  /** kill -9 by pid; resolves when the process is gone. */
+  async kill(id: string): Promise<void> {
+    const child = this.processes.get(id);
+    if (child === undefined) return;
+    this.processes.delete(id);
+    await this.children.kill(child, "SIGKILL");
+  }
+
+  /** SIGTERM by pid (the server closes its storage), SIGKILL if it lingers. */
+  async stop(id: string): Promise<void> {
+    const child = this.processes.get(id);
+    if (child === undefined) return;
+    this.processes.delete(id);
+    await this.children.kill(child, "SIGTERM");
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.processes.keys()].map((id) => this.stop(id)));
+  }
+
+  adminUrl(id: string): string {
+    const s = this.topology.servers.find((server) => server.id === id);
+    if (s === undefined) throw new Error(`no server ${id} in the topology`);
+    return `http://${s.host}:${s.adminPort}`;
+  }
+
+  /** Waits until the server answers /healthz; returns the milliseconds that took. */
+  healthy(id: string, timeoutMs = 30_000): Promise<number> {
+    return waitFor(
+      `/healthz of server ${id}`,
+      async () => {
+        const child = this.processes.get(id);
+        if (child === undefined || child.exitCode !== null)
+          throw new Error(`server ${id} exited; see ${join(this.dir, "logs", `${id}.log`)}`);
+        const response = await fetch(`${this.adminUrl(id)}/healthz`, { signal: AbortSignal.timeout(1000) });
+        return response.ok;
+      },
+      timeoutMs,
+      10,
+    );
+  }
+
+  async startAll(extraNodeFlags: readonly string[] = []): Promise<void> {
+    for (const id of this.serverIds) this.start(id, extraNodeFlags);
+    await Promise.all(this.serverIds.map((id) => this.healthy(id)));
+  }
+
+  /**
+   * Creates cells through the admin ports, in batches of 1000. Each cell goes to its members as
+   * placed by the topology, or, with `only`, to that one server alone (its peers need not run:
+   * a founding node exists without them).
+   */
+  async createCells(cellKeys: readonly string[], only?: string): Promise<void> {
+    const perServer = new Map<string, { cellKey: string; members: NodeId[] }[]>();
+    for (const cellKey of cellKeys) {
+      const ids = placeCell(cellKey, this.topology.servers, this.topology.cellSize);
+      const members = ids.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
+      for (const id of only === undefined ? ids : [only]) {
+        const list = perServer.get(id) ?? [];
+        list.push({ cellKey, members });
+        perServer.set(id, list);
+      }
+    }
+    const token = adminToken(this.colonyKey);
+    await Promise.all(
+      [...perServer].map(async ([id, cells]) => {
+        for (let i = 0; i < cells.length; i += createBatchMax) {
+          const response = await fetch(`${this.adminUrl(id)}/cells`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+            body: JSON.stringify({ cells: cells.slice(i, i + createBatchMax) }),
+          });
+          if (!response.ok)
+            throw new Error(`creating cells on ${id}: ${response.status} ${await response.text()}`);
+        }
+      }),
+    );
+  }
+
+  async status(id: string): Promise<ServerStatus> {
+    const response = await fetch(`${this.adminUrl(id)}/status`, { signal: AbortSignal.timeout(10_000) });
+    if (!response.ok) throw new Error(`/status of ${id}: ${response.status}`);
+    return (await response.json()) as ServerStatus;
+  }
+
+  /** The unlabeled samples of a server's /metrics, by name. */
+  async metrics(id: string): Promise<Map<string, number>> {
+    const response = await fetch(`${this.adminUrl(id)}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    if (!response.ok) throw new Error(`/metrics of ${id}: ${response.status}`);
+    const values = new Map<string, number>();
+    for (const line of (await response.text()).split("\n")) {
+      if (line.startsWith("#") || line.includes("{")) continue;
+      const [name, value] = line.split(" ");
+      if (name !== undefined && value !== undefined) values.set(name, Number(value));
+    }
+    return values;
+  }
+
+  /** Sum of one counter over the running servers. */
+  async counterSum(name: string): Promise<number> {
+    const all = await Promise.all([...this.processes.keys()].map((id) => this.metrics(id)));
+    return all.reduce((sum, m) => sum + (m.get(name) ?? 0), 0);
+  }
+
+  rssBytes(id: string): number {
+    return processStat(this.pid(id))?.rssBytes ?? 0;
+  }
+}
+
+/** Cell keys of a benchmark: `bench-000000`, ... */
+export function cellKeys(count: number, prefix = "bench"): string[] {
+  return Array.from({ length: count }, (_, i) => `${prefix}-${i.toString().padStart(7, "0")}`);
+}

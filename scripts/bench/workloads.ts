@@ -1,0 +1,198 @@
+/**
+ * The throughput and latency workloads, run against a system under test: a Physalia colony of
+ * server processes, or an etcd cluster (scripts/bench/etcd-cluster.ts).
+ */
+import { resolve } from "node:path";
+import { type BenchmarkReport, type Children, type Options, progress, round } from "./common.ts";
+import { describeLoad, type LoadResult, runLoad } from "./load.ts";
+import type { LoadTarget } from "./load-worker.ts";
+import { BenchColony, cellKeys } from "./physalia-colony.ts";
+
+export interface SystemUnderTest {
+  readonly name: string;
+  readonly target: LoadTarget;
+  readonly keys: readonly string[];
+  serverPids(): number[];
+  counters?(): Promise<Record<string, number>>;
+  stop(): Promise<void>;
+}
+
+/** A colony of `servers` Physalia server processes (cells of 7, fsync on) with `cells` cells. */
+export async function startPhysalia(
+  children: Children,
+  servers: number,
+  cells: number,
+  extraNodeFlags: readonly string[] = [],
+) {
+  const dir = children.tempDir("physalia-bench-");
+  const colony = await BenchColony.create(children, dir, servers, Math.min(7, servers));
+  try {
+    progress(`starting ${servers} Physalia server processes`);
+    await colony.startAll(extraNodeFlags);
+    progress(`creating ${cells} cells of ${colony.topology.cellSize} nodes`);
+    const keys = cellKeys(cells);
+    await colony.createCells(keys);
+    const system: SystemUnderTest = {
+      name: "physalia",
+      target: { kind: "physalia", colonyFile: colony.connectionFile },
+      keys,
+      serverPids: () => colony.pids,
+      counters: async () => ({
+        messagesOut: await colony.counterSum("physalia_messages_out_total"),
+        storageBatches: await colony.counterSum("physalia_storage_batches_total"),
+        turns: await colony.counterSum("physalia_turns_total"),
+      }),
+      stop: () => colony.stopAll(),
+    };
+    return { system, colony };
+  } catch (error) {
+    await colony.stopAll();
+    throw error;
+  }
+}
+
+export interface ThroughputSettings {
+  readonly cells: number;
+  readonly clients: number;
+  readonly clientProcesses: number;
+  readonly connectionsPerProcess: number;
+  readonly warmupSeconds: number;
+  readonly seconds: number;
+  /** Node flags for the server processes (for profiling: --cpu-prof --cpu-prof-dir DIR). */
+  readonly serverNodeFlags: readonly string[];
+}
+
+/** `--profile-dir DIR`: every server process writes a V8 CPU profile there when it stops. */
+export function profileFlags(options: Options): string[] {
+  const dir = options.text("profile-dir");
+  return dir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", resolve(dir)];
+}
+
+export function throughputSettings(options: Options): ThroughputSettings {
+  return {
+    serverNodeFlags: profileFlags(options),
+    cells: options.integer("cells", 1000),
+    clients: options.integer("clients", 256),
+    clientProcesses: options.integer("client-processes", 2),
+    connectionsPerProcess: options.integer("connections", 4),
+    warmupSeconds: options.number("warmup", 5, 0),
+    seconds: options.number("seconds", 20),
+  };
+}
+
+export function throughputLoad(
+  children: Children,
+  system: SystemUnderTest,
+  s: ThroughputSettings,
+): Promise<LoadResult> {
+  progress(
+    `${system.name}: ${s.clients} closed-loop writers in ${s.clientProcesses} client process(es), ` +
+      `${s.warmupSeconds} s warm-up, ${s.seconds} s measured`,
+  );
+  return runLoad(children, {
+    target: system.target,
+    clients: s.clients,
+    clientProcesses: s.clientProcesses,
+    connectionsPerProcess: s.connectionsPerProcess,
+    keys: system.keys,
+    operation: "write",
+    warmupSeconds: s.warmupSeconds,
+    seconds: s.seconds,
+    serverPids: () => system.serverPids(),
+    ...(system.counters === undefined
+      ? {}
+      : { counters: () => (system.counters as () => Promise<Record<string, number>>)() }),
+  });
+}
+
+export interface LatencySettings {
+  readonly warmupSeconds: number;
+  readonly seconds: number;
+}
+
+export function latencySettings(options: Options): LatencySettings {
+  return {
+    warmupSeconds: options.number("latency-warmup", 2, 0),
+    seconds: options.number("latency-seconds", 10),
+  };
+}
+
+/** One client, one operation at a time, on one cell (or key): writes, then linearizable reads. */
+export async function latencyLoads(children: Children, system: SystemUnderTest, s: LatencySettings) {
+  const one = async (operation: "write" | "read") => {
+    progress(`${system.name}: one client, one ${operation} at a time, ${s.seconds} s measured`);
+    return runLoad(children, {
+      target: system.target,
+      clients: 1,
+      clientProcesses: 1,
+      connectionsPerProcess: 1,
+      keys: system.keys.slice(0, 1),
+      operation,
+      warmupSeconds: s.warmupSeconds,
+      seconds: s.seconds,
+      serverPids: () => system.serverPids(),
+    });
+  };
+  return { writes: await one("write"), reads: await one("read") };
+}
+
+export async function throughputBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
+  const s = throughputSettings(options);
+  options.finish();
+  const { system } = await startPhysalia(children, 7, s.cells, s.serverNodeFlags);
+  let load: LoadResult;
+  try {
+    load = await throughputLoad(children, system, s);
+  } finally {
+    await system.stop();
+  }
+  const perCommit = (n: number | undefined) => round((n ?? 0) / Math.max(1, load.completed), 2);
+  const results = {
+    servers: 7,
+    cellSize: 7,
+    cells: s.cells,
+    fsync: "on (lmdb durable commits)",
+    ...load,
+    messagesPerCommit: perCommit(load.counters.messagesOut),
+    storageBatchesPerCommit: perCommit(load.counters.storageBatches),
+  };
+  return {
+    results,
+    targets: {
+      writesPerSecond: {
+        target: ">= 20,000 committed writes/s",
+        measured: load.perSecond,
+        met: load.perSecond >= 20_000,
+      },
+    },
+    lines: [
+      describeLoad(`7 servers, ${s.cells} cells of 7`, load),
+      `messages sent per commit (all servers) ${results.messagesPerCommit}, durable storage batches per commit ${results.storageBatchesPerCommit}`,
+    ],
+  };
+}
+
+export async function latencyBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
+  const s = latencySettings(options);
+  const flags = profileFlags(options);
+  options.finish();
+  const { system } = await startPhysalia(children, 7, 1, flags);
+  let loads: Awaited<ReturnType<typeof latencyLoads>>;
+  try {
+    loads = await latencyLoads(children, system, s);
+  } finally {
+    await system.stop();
+  }
+  const w = loads.writes.latency;
+  return {
+    results: { servers: 7, cellSize: 7, cells: 1, ...loads },
+    targets: {
+      writeP50: { target: "write p50 <= 1 ms", measured: w.p50Ms, met: w.p50Ms <= 1 },
+      writeP99: { target: "write p99 <= 3 ms", measured: w.p99Ms, met: w.p99Ms <= 3 },
+    },
+    lines: [
+      describeLoad("one 7-node cell, one client, writes", loads.writes),
+      describeLoad("one 7-node cell, one client, linearizable reads", loads.reads),
+    ],
+  };
+}
