@@ -157,6 +157,11 @@ export class ByteWriter {
     return this;
   }
 
+  /** A copy of the bytes written since `start` (a value of `size` taken earlier). */
+  copyFrom(start: number): Uint8Array {
+    return this.buffer.slice(start, this.length);
+  }
+
   /** Bytes the writer holds room for. */
   get capacity(): number {
     return this.buffer.length;

@@ -73,8 +73,12 @@ export const limits = Object.freeze({
    * under load; an idle cell still goes quiet one round trip later.
    */
   commitNoticeDelayMs: 2,
-  /** Retransmit an unanswered accept, prepare or commit after this. */
+  /**
+   * Retransmit an unanswered accept, prepare or commit after this; a leader waits three smoothed
+   * round trips of its accepts when that is longer, up to retransmitMsMax.
+   */
   retransmitMs: 50,
+  retransmitMsMax: 1000,
   /** Give up on a phase and back off after this many retransmissions. */
   retransmitsMax: 6,
   /** Election backoff: the first backoff is drawn from [min, 2*min], doubling up to max. */

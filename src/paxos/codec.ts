@@ -123,7 +123,32 @@ function readChange(reader: ByteReader): MembershipChange {
   return { add, remove };
 }
 
+/**
+ * The encodings of the last few log values written. A leader sends one value to every member,
+ * and its messages are encoded one after the other when the turn's frames are built, so the
+ * value is encoded once and copied for the other members. Keyed by identity (log values are
+ * never mutated); a small ring, so it holds no memory per cell.
+ */
+const recentValuesMax = 32;
+const recentValues: (object | null)[] = new Array(recentValuesMax).fill(null);
+const recentEncodings: (Uint8Array | null)[] = new Array(recentValuesMax).fill(null);
+let recentNext = 0;
+
 export function writeLogValue<C>(writer: ByteWriter, value: LogValue<C>, codec: CommandCodec<C>): void {
+  for (let i = 0; i < recentValuesMax; i++) {
+    if (recentValues[i] === value) {
+      writer.raw(recentEncodings[i] as Uint8Array);
+      return;
+    }
+  }
+  const start = writer.size;
+  encodeLogValue(writer, value, codec);
+  recentValues[recentNext] = value;
+  recentEncodings[recentNext] = writer.copyFrom(start);
+  recentNext = (recentNext + 1) % recentValuesMax;
+}
+
+function encodeLogValue<C>(writer: ByteWriter, value: LogValue<C>, codec: CommandCodec<C>): void {
   switch (value.kind) {
     case "noop":
       writer.byte(valueTag.noop).f64(value.stampMs);

@@ -136,6 +136,8 @@ interface Inflight<C> {
   /** Bit i set: configuration.members[i] accepted. */
   votes: number;
   sentAtMs: number;
+  /** When to send the accept again to members that have not answered. */
+  retransmitAtMs: number;
   retransmits: number;
 }
 
@@ -174,12 +176,20 @@ interface ProposerState<C> {
   round: number;
   roundSentMs: number;
   roundRetransmits: number;
+  /**
+   * Smoothed time from an accept to its majority (0 until measured), from slots that were not
+   * retransmitted. Retransmission waits a few of these, so a loaded colony, whose answers are
+   * slow but not lost, is not flooded with copies of messages already on their way.
+   */
+  roundTripMs: number;
   /** Highest round a majority acknowledged. */
   confirmedRound: number;
   /** incarnation -> highest round acknowledged with ok. */
   readonly acks: Map<number, number>;
   /** incarnation -> highest applied index reported. */
   readonly followerApplied: Map<number, number>;
+  /** The commit index last announced by a commit notice (notices are not acknowledged). */
+  noticedThrough: number;
   readonly reads: ReadWaiter[];
   heartbeatPending: boolean;
   /** When to tell followers the commit index if no accept carries it first (Infinity: no need). */
@@ -661,9 +671,11 @@ export class Replica<C, R> {
       round: 0,
       roundSentMs: 0,
       roundRetransmits: 0,
+      roundTripMs: 0,
       confirmedRound: 0,
       acks: new Map(),
       followerApplied: new Map(),
+      noticedThrough: 0,
       reads: [],
       heartbeatPending: false,
       commitNoticeAtMs: Number.POSITIVE_INFINITY,
@@ -940,7 +952,16 @@ export class Replica<C, R> {
     nowMs: number,
     out: Output<C, R>,
   ): void {
-    p.inflight.add({ slot, value, tags, configuration, votes: 0, sentAtMs: nowMs, retransmits: 0 });
+    p.inflight.add({
+      slot,
+      value,
+      tags,
+      configuration,
+      votes: 0,
+      sentAtMs: nowMs,
+      retransmitAtMs: nowMs + retransmitAfterMs(p),
+      retransmits: 0,
+    });
     p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
     for (const member of configuration.members) {
       if (member.incarnation === this.node.incarnation && member.serverId === this.node.serverId) {
@@ -1023,7 +1044,15 @@ export class Replica<C, R> {
     const index = memberIndex(inflight.configuration, m.from);
     if (index < 0) return;
     inflight.votes |= 1 << index;
-    if (popcount(inflight.votes) < majority(inflight.configuration.members.length)) return;
+    const votes = popcount(inflight.votes);
+    const needed = majority(inflight.configuration.members.length);
+    if (votes < needed) return;
+    // The vote that makes the majority measures the round trip, if the slot was sent only once
+    // (an answer to a copy says nothing about it).
+    if (votes === needed && inflight.retransmits === 0) {
+      const sample = nowMs - inflight.sentAtMs;
+      p.roundTripMs = p.roundTripMs === 0 ? sample : p.roundTripMs * 0.875 + sample * 0.125;
+    }
     this.leaderCommit(p, nowMs, out);
   }
 
@@ -1067,17 +1096,18 @@ export class Replica<C, R> {
   private tickLeader(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
     if (nowMs >= p.commitNoticeAtMs) {
       p.commitNoticeAtMs = Number.POSITIVE_INFINITY;
-      this.startHeartbeatRound(p, nowMs, out);
+      if (p.reads.length > 0 || p.retiring.length > 0) this.startHeartbeatRound(p, nowMs, out);
+      else this.sendCommitNotices(p, out);
     }
     for (const inflight of p.inflight.ascending()) {
-      if (nowMs - inflight.sentAtMs < limits.retransmitMs) continue;
+      if (nowMs < inflight.retransmitAtMs) continue;
       if (inflight.retransmits >= limits.retransmitsMax) {
         // No majority answers: this leader is cut off. Step down so others may lead.
         this.abandonProposer(nowMs, out, "lost_leadership");
         return;
       }
       inflight.retransmits += 1;
-      inflight.sentAtMs = nowMs;
+      inflight.retransmitAtMs = nowMs + retransmitAfterMs(p);
       const members = inflight.configuration.members;
       for (let i = 0; i < members.length; i++) {
         if ((inflight.votes & (1 << i)) !== 0) continue;
@@ -1092,7 +1122,7 @@ export class Replica<C, R> {
       p.prepareRetransmits += 1;
     }
     if (p.nextSlot <= this.applied + limits.pipelineDepth) this.fillPipeline(p, nowMs, out);
-    if (p.round > 0 && nowMs - p.roundSentMs >= limits.retransmitMs) {
+    if (p.round > 0 && nowMs - p.roundSentMs >= retransmitAfterMs(p)) {
       if (p.roundRetransmits < limits.retransmitsMax) {
         p.roundRetransmits += 1;
         this.sendHeartbeats(p, nowMs, out, true);
@@ -1138,6 +1168,23 @@ export class Replica<C, R> {
     if (p.confirmedRound >= p.round) this.startHeartbeatRound(p, nowMs, out);
     else p.heartbeatPending = true;
     this.releaseReads(p, out);
+  }
+
+  /**
+   * Tells lagging members the commit index: heartbeats of round 0, which members do not
+   * acknowledge and the leader does not retransmit. A member that misses one learns the commit
+   * from the next accept or heartbeat, or by catch-up; nothing waits for it. (Rounds above 0
+   * confirm leadership for reads and are acknowledged.)
+   */
+  private sendCommitNotices(p: ProposerState<C>, out: Output<C, R>): void {
+    p.noticedThrough = this.committed;
+    for (const configuration of this.membership.configurations) {
+      for (const member of configuration.members) {
+        if (nodeIdEquals(member, this.node)) continue;
+        if ((p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) continue;
+        this.sendHeartbeat(p, member, 0, out);
+      }
+    }
   }
 
   private startHeartbeatRound(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
@@ -1236,6 +1283,8 @@ export class Replica<C, R> {
       this.noteCommit(m.ballot, m.commit);
       this.advanceCommitted(out);
       this.requestCatchUpIfNeeded(m.from, nowMs, out);
+      // A commit notice (round 0) is not acknowledged; a refusal always is.
+      if (m.round === 0) return;
     }
     this.send(out.sendNow, {
       type: "heartbeat_ack",
@@ -1728,7 +1777,7 @@ export class Replica<C, R> {
         wake = Math.min(wake, p.inflight.min(retransmitAtMs));
         wake = Math.min(wake, p.commitNoticeAtMs);
         if (p.round > 0 && this.heartbeatUnfinished(p))
-          wake = Math.min(wake, p.roundSentMs + limits.retransmitMs);
+          wake = Math.min(wake, p.roundSentMs + retransmitAfterMs(p));
         if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
         if (p.blockedOnPrepare) wake = Math.min(wake, this.lastPrepareMs(p) + limits.retransmitMs);
       }
@@ -1746,6 +1795,7 @@ export class Replica<C, R> {
       for (const member of configuration.members) {
         if (nodeIdEquals(member, this.node)) continue;
         if ((p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) continue;
+        if (p.noticedThrough >= this.committed) continue;
         if (!this.env.isServerAlive(member.serverId)) continue;
         return true;
       }
@@ -1759,7 +1809,12 @@ export class Replica<C, R> {
 }
 
 function retransmitAtMs(inflight: Inflight<unknown>): number {
-  return inflight.sentAtMs + limits.retransmitMs;
+  return inflight.retransmitAtMs;
+}
+
+/** Three smoothed round trips, within [retransmitMs, retransmitMsMax]. */
+function retransmitAfterMs(p: { readonly roundTripMs: number }): number {
+  return Math.min(limits.retransmitMsMax, Math.max(limits.retransmitMs, 3 * p.roundTripMs));
 }
 
 function popcount(bits: number): number {
