@@ -281,23 +281,8 @@ export class Children {
 
 // ---------------------------------------------------------------- network helpers
 
-/** Ports free right now on 127.0.0.1 (the kernel picks them; they are released before use). */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const server = createServer();
-          server.once("error", reject);
-          server.listen(0, "127.0.0.1", () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
-}
+/** Ports free right now on 127.0.0.1 (shared with the tests that run colonies). */
+export { freePorts } from "../../test/support/colony.ts";
 
 /** Polls `probe` until it returns true; returns the milliseconds it took. */
 export async function waitFor(

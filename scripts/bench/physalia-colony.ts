@@ -10,7 +10,6 @@ import { join } from "node:path";
 import {
   ensureKeyFile,
   loadColonyKey,
-  parseTopology,
   type ServerConfig,
   type Topology,
   writeConnectionFile,
@@ -19,7 +18,8 @@ import { adminToken } from "../../src/cli/server-process.ts";
 import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
 import { serverNodeFlags } from "../../src/server/index.ts";
-import { type Children, freePorts, processStat, waitFor } from "./common.ts";
+import { localTopology } from "../../test/support/colony.ts";
+import { type Children, processStat, waitFor } from "./common.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 /** Cells one creation request may carry (the admin port's limit). */
@@ -66,22 +66,7 @@ export class BenchColony {
 
   /** A colony of `servers` servers over three racks and three power domains, none started yet. */
   static async create(children: Children, dir: string, servers: number, cellSize: number) {
-    const ports = await freePorts(servers * 2);
-    const topology = parseTopology(
-      {
-        colony: "bench",
-        cellSize,
-        servers: Array.from({ length: servers }, (_, i) => ({
-          id: `s${i + 1}`,
-          host: "127.0.0.1",
-          port: ports[2 * i],
-          adminPort: ports[2 * i + 1],
-          rack: `r${(i % 3) + 1}`,
-          power: `p${(Math.floor(i / 3) % 3) + 1}`,
-        })),
-      },
-      "benchmark topology",
-    );
+    const topology = await localTopology(servers, cellSize, "bench");
     return new BenchColony(children, dir, topology);
   }
 

@@ -12,7 +12,15 @@
 import { request as httpRequest } from "node:http";
 import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
-import type { Condition, ItemRead, LeaseResult, Transaction, TxnResult, Value } from "../cell/index.ts";
+import type {
+  Condition,
+  ItemRead,
+  LeaseResult,
+  Transaction,
+  TxnResult,
+  Value,
+  Write,
+} from "../cell/index.ts";
 import {
   type CellHandle,
   CellStalledError,
@@ -570,6 +578,21 @@ function rejection(cellKey: string, result: Extract<TxnResult, { status: "reject
  * Reports a transaction that did not commit: a failed condition is a result (exit 1), a
  * rejection an error. Returns the exit code, or null when it committed.
  */
+/** One write under the `--if` conditions; prints "ok" (or its JSON) when it committed. */
+async function conditionalWrite(
+  io: Io,
+  key: string,
+  write: Write,
+  conditions: readonly Condition[],
+): Promise<number> {
+  const txn: Transaction = { conditions, reads: conditionItems(conditions), writes: [write] };
+  const result = await withCell(io, key, (c) => c.transact(txn));
+  const failed = reportUncommitted(io, key, conditions, result, { item: write.item });
+  if (failed !== null) return failed;
+  io.out(io.json ? JSON.stringify({ cell: key, item: write.item, status: "committed" }) : "ok");
+  return clientExitCodes.ok;
+}
+
 function reportUncommitted(
   io: Io,
   cellKey: string,
@@ -971,18 +994,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       )
       .option("--if <condition>", ifHelp, collectCondition, [] as Condition[]),
   ).action((key: string, item: string, value: Value, options: WriteOptions) =>
-    run(context, options, async (io) => {
-      const txn: Transaction = {
-        conditions: options.if,
-        reads: conditionItems(options.if),
-        writes: [{ item, op: "put", value }],
-      };
-      const result = await withCell(io, key, (c) => c.transact(txn));
-      const failed = reportUncommitted(io, key, options.if, result, { item });
-      if (failed !== null) return failed;
-      io.out(io.json ? JSON.stringify({ cell: key, item, status: "committed" }) : "ok");
-      return clientExitCodes.ok;
-    }),
+    run(context, options, (io) => conditionalWrite(io, key, { item, op: "put", value }, options.if)),
   );
 
   withCommonOptions(
@@ -1045,18 +1057,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .argument("<item>", "the item's key")
       .option("--if <condition>", ifHelp, collectCondition, [] as Condition[]),
   ).action((key: string, item: string, options: WriteOptions) =>
-    run(context, options, async (io) => {
-      const txn: Transaction = {
-        conditions: options.if,
-        reads: conditionItems(options.if),
-        writes: [{ item, op: "delete" }],
-      };
-      const result = await withCell(io, key, (c) => c.transact(txn));
-      const failed = reportUncommitted(io, key, options.if, result, { item });
-      if (failed !== null) return failed;
-      io.out(io.json ? JSON.stringify({ cell: key, item, status: "committed" }) : "ok");
-      return clientExitCodes.ok;
-    }),
+    run(context, options, (io) => conditionalWrite(io, key, { item, op: "delete" }, options.if)),
   );
 
   withCommonOptions(

@@ -15,7 +15,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { type Address, assert, utf8Length } from "../core/index.ts";
+import { type Address, assert, Fifo, utf8Length } from "../core/index.ts";
 import {
   decodeFrame,
   encodeFrame,
@@ -160,39 +160,6 @@ interface QueuedFrame {
   readonly queuedAtMs: number;
 }
 
-/** First in, first out, with a look at the head (for expiry) and O(1) operations. */
-class FrameQueue {
-  private items: (QueuedFrame | undefined)[] = [];
-  private head = 0;
-
-  get length(): number {
-    return this.items.length - this.head;
-  }
-
-  push(frame: QueuedFrame): void {
-    this.items.push(frame);
-  }
-
-  peek(): QueuedFrame | undefined {
-    return this.items[this.head];
-  }
-
-  shift(): QueuedFrame | undefined {
-    const frame = this.items[this.head];
-    if (frame === undefined) return undefined;
-    this.items[this.head] = undefined;
-    this.head += 1;
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return frame;
-  }
-}
-
 let nextConnectionId = 1;
 
 class Connection {
@@ -254,7 +221,8 @@ class Peer {
   /** Consecutive dials without an authenticated hello back; drives the backoff. */
   failedDials = 0;
   everDialled = false;
-  readonly queue = new FrameQueue();
+  /** Frames in age order (expiry looks at the head). */
+  readonly queue = new Fifo<QueuedFrame>();
   queuedBytes = 0;
 
   constructor(

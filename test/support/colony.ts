@@ -23,11 +23,11 @@ export async function freePorts(count: number): Promise<number[]> {
 }
 
 /** A topology of `servers` servers on free ports over three racks and three power domains. */
-export async function localTopology(servers: number, cellSize = 7): Promise<Topology> {
+export async function localTopology(servers: number, cellSize = 7, colony = "test"): Promise<Topology> {
   const ports = await freePorts(servers * 2);
   return parseTopology(
     {
-      colony: "test",
+      colony,
       cellSize,
       servers: Array.from({ length: servers }, (_, i) => ({
         id: `s${i + 1}`,
@@ -38,7 +38,7 @@ export async function localTopology(servers: number, cellSize = 7): Promise<Topo
         power: `p${(Math.floor(i / 3) % 3) + 1}`,
       })),
     },
-    "test topology",
+    `${colony} topology`,
   );
 }
 
