@@ -253,43 +253,41 @@ export class LmdbStorage<C> implements StoragePort<C> {
     assert(this.inFlight === null, "one storage batch at a time");
     const startedMs = performance.now();
     const tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
-    let transaction: Promise<unknown>;
+    // One synchronous transaction, committed with its fsync before transactionSync returns: on
+    // this path a commit costs less than half the CPU of lmdb's asynchronous one (no hand-off to
+    // its write thread and back) and answers sooner, at the price of blocking the event loop for
+    // the fsync; what arrives meanwhile waits in the socket buffers and joins the next turn's
+    // batch. A callback that throws aborts the whole transaction: nothing of the batch stays.
+    let failure: unknown = null;
     try {
-      // A child transaction is aborted as a whole if the callback throws: a batch that fails
-      // half way leaves nothing behind (a plain lmdb transaction callback would commit its prefix).
-      transaction = this.root.childTransaction(() => {
+      this.root.transactionSync(() => {
         tally.transactionId = this.root.getWriteTxnId();
         this.applyBatch(batch, tally);
       });
     } catch (error) {
-      transaction = Promise.reject(error);
+      failure = error;
     }
-    this.inFlight = transaction
-      // With overlappingSync off a resolved commit is already flushed; waiting on `flushed` as
-      // well keeps the acknowledgement correct should that setting ever change.
-      .then(() => this.root.flushed)
-      .then(
-        () => {
-          this.inFlight = null;
-          this.batchesWritten += 1;
-          this.recordsWritten += tally.recordsWritten;
-          this.recordsDeleted += tally.recordsDeleted;
-          this.bytesWritten += tally.bytesWritten;
-          this.lastTransactionId = tally.transactionId;
-          this.lastCommitLatencyMs = performance.now() - startedMs;
-          done(null);
-        },
-        (cause: unknown) => {
-          this.inFlight = null;
-          this.batchesFailed += 1;
-          const message = cause instanceof Error ? cause.message : String(cause);
-          done(
-            new Error(`storage batch of ${batch.writes.length} node writes not written (${message})`, {
-              cause,
-            }),
-          );
-        },
+    // Durable (or failed) already; `done` still comes later, never inside write() itself.
+    this.inFlight = Promise.resolve().then(() => {
+      this.inFlight = null;
+      if (failure === null) {
+        this.batchesWritten += 1;
+        this.recordsWritten += tally.recordsWritten;
+        this.recordsDeleted += tally.recordsDeleted;
+        this.bytesWritten += tally.bytesWritten;
+        this.lastTransactionId = tally.transactionId;
+        this.lastCommitLatencyMs = performance.now() - startedMs;
+        done(null);
+        return;
+      }
+      this.batchesFailed += 1;
+      const message = failure instanceof Error ? failure.message : String(failure);
+      done(
+        new Error(`storage batch of ${batch.writes.length} node writes not written (${message})`, {
+          cause: failure,
+        }),
       );
+    });
   }
 
   stats(): LmdbStorageStats {
