@@ -90,8 +90,8 @@ export const limits = Object.freeze({
   forwardingPointerMs: 60 * 60 * 1000,
 
   // ---- failure detector (per server pair)
-  heartbeatIntervalMs: 100,
-  suspectAfterMs: 500,
+  heartbeatIntervalMs: 300,
+  suspectAfterMs: 1200,
 
   // ---- server
   /** Messages a server accepts in one turn before answering `overloaded`. */

@@ -320,6 +320,11 @@ export class Server {
   private receive(from: Address, message: ServerMessage): void {
     if (this.stopped) return;
     this.counters.messagesIn += 1;
+    if (message.kind === "heartbeat") {
+      // Only the failure detector needs it: no turn for it (an idle server wakes for little else).
+      this.detector.heard(from, this.scheduler.nowMs());
+      return;
+    }
     if (this.inbox.length >= limits.serverInboxMax) {
       if (message.kind === "request") {
         this.counters.requestsOverloaded += 1;
