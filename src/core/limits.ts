@@ -106,7 +106,7 @@ export const limits = Object.freeze({
    */
   residentIdleMs: 60_000,
   /** Resident nodes the eviction sweep looks at per failure-detector interval (bounds its cost). */
-  residentSweepNodesPerInterval: 5_000,
+  residentSweepNodesPerInterval: 15_000,
   /** Granularity of the timer wheel. */
   timerWheelSlotMs: 5,
   /** Slots of the timer wheel; later deadlines are kept in an overflow list. */
