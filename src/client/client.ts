@@ -29,7 +29,6 @@ import {
   type TimerHandle,
 } from "../core/index.ts";
 import type { TransportPort } from "../transport/index.ts";
-import type { ConnectOptions } from "./connect.ts";
 import {
   CellStalledError,
   InvalidRequestError,
@@ -113,6 +112,10 @@ interface Operation$ {
 const sessionIdMax = 2 ** 52;
 const waitingPerCellMax = 10_000;
 
+/**
+ * The client over the ports (the simulator runs it). The package's PhysaliaClient
+ * (src/client/connect.ts) is this class with `connect()`, which builds one on real sockets.
+ */
 export class PhysaliaClient {
   readonly address: Address;
   private readonly transport: TransportPort<ClientRequest | ClientResponse>;
@@ -147,15 +150,6 @@ export class PhysaliaClient {
   }
 
   /** Fail every operation in flight and ignore later answers. */
-  /**
-   * A client on real sockets for the colony named by a connection file (`physalia up` writes
-   * one) or by its servers and key. See ConnectOptions.
-   */
-  static async connect(options: ConnectOptions): Promise<PhysaliaClient> {
-    const { connect } = await import("./connect.ts");
-    return connect(options);
-  }
-
   /** Runs when the client is closed (a real client closes its connections here). */
   onClose(hook: () => unknown): void {
     this.closeHooks.push(hook);

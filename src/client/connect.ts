@@ -15,7 +15,7 @@ import {
 import { limits, Prng, type ServerId } from "../core/index.ts";
 import { type ServerPlace, TopologyDiscovery } from "../discovery/index.ts";
 import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
-import { PhysaliaClient } from "./client.ts";
+import { PhysaliaClient as ClientOverPorts } from "./client.ts";
 import { NodeScheduler } from "./node-runtime.ts";
 
 export interface ColonyServer extends ServerPlace {
@@ -93,6 +93,17 @@ function readKeyFile(file: string): Buffer {
   if (!/^([0-9a-fA-F]{2})+$/.test(text))
     throw new ConnectError(`the colony key file ${file} does not hold hex digits`);
   return Buffer.from(text, "hex");
+}
+
+/** The client of the package: the client over the ports, plus `connect()` on real sockets. */
+export class PhysaliaClient extends ClientOverPorts {
+  /**
+   * A client on real sockets for the colony named by a connection file (`physalia up` writes
+   * one) or by its servers and key. `close()` also closes its connections.
+   */
+  static connect(options: ConnectOptions): Promise<PhysaliaClient> {
+    return connect(options);
+  }
 }
 
 export async function connect(options: ConnectOptions): Promise<PhysaliaClient> {

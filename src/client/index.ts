@@ -4,13 +4,13 @@ export {
   type ClientOptions,
   type Consistency,
   type Outcome,
-  PhysaliaClient,
 } from "./client.ts";
 export {
   type ColonyServer,
   ConnectError,
   type ConnectOptions,
   connect,
+  PhysaliaClient,
   readColonyConnection,
 } from "./connect.ts";
 export {
