@@ -232,7 +232,11 @@ export function asFailure(error: unknown): CommandFailure {
   if (error instanceof CellStalledError)
     return new CommandFailure(clientExitCodes.stalled, "stalled", error.message);
   if (error instanceof UnknownCellError)
-    return new CommandFailure(clientExitCodes.unknownCell, "unknown_cell", error.message);
+    return new CommandFailure(
+      clientExitCodes.unknownCell,
+      "unknown_cell",
+      `cell ${quoted(error.cellKey)} does not exist: a majority of its servers do not host it; create it with \`physalia cell create ${error.cellKey}\``,
+    );
   if (error instanceof OutcomeUnknownError)
     return new CommandFailure(
       clientExitCodes.outcomeUnknown,

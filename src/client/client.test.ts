@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { bytes, Scenario } from "../sim/scenario.ts";
-import { InvalidRequestError } from "./errors.ts";
+import { InvalidRequestError, UnknownCellError } from "./errors.ts";
 
 describe("client", () => {
   it("rejects a request over a limit at once, naming the problem, without sending it", async () => {
@@ -15,6 +15,28 @@ describe("client", () => {
     );
     await expect(cell.put("x", 5 as unknown as bigint)).rejects.toThrow(/Uint8Array, bigint or boolean/);
     expect(s.world.network.framesSent).toBe(sentBefore);
+  });
+
+  it("reports a cell that no member hosts as unknown once a majority said so, well before the retry budget", async () => {
+    const s = new Scenario().cell("vol-1");
+    const client = s.newClient().client;
+    // Make the client believe a cell that was never created lives on the first seven servers.
+    const members = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
+    (client as unknown as { resolver: { members: () => string[] } }).resolver = { members: () => members };
+    const failure = client
+      .cell("no-such-cell")
+      .get("x")
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    // Four answers of unknown_cell with short backoffs between them: far less than the budget of
+    // 12 attempts with backoffs up to a second.
+    s.run(600);
+    // Let the promise callbacks queued during the run go (the simulator does not run them).
+    await new Promise((resolve) => setImmediate(resolve));
+    const settled = await Promise.race([failure, Promise.resolve("still pending")]);
+    expect(settled).toBeInstanceOf(UnknownCellError);
   });
 
   it("the promise API works end to end over the simulated colony", async () => {

@@ -107,6 +107,11 @@ interface Operation$ {
   readonly attemptIds: number[];
   finished: boolean;
   lastProblem: string;
+  /**
+   * Servers that answered `unknown_cell` to this operation, while every attempt so far got that
+   * answer (null once any attempt got another answer or none).
+   */
+  unknownAt: Set<ServerId> | null;
 }
 
 const sessionIdMax = 2 ** 52;
@@ -335,6 +340,7 @@ export class PhysaliaClient {
       attemptIds: [],
       finished: false,
       lastProblem: "no node answered",
+      unknownAt: new Set(),
     };
     if (this.closed) {
       this.finish(op, new UnavailableError(cellKey, "the client was closed"));
@@ -378,6 +384,7 @@ export class PhysaliaClient {
       op.timer = null;
       if (op.finished || op.currentId !== id) return;
       op.lastProblem = `server ${target} did not answer within ${this.requestTimeoutMs} ms`;
+      op.unknownAt = null;
       this.avoid(op.cellKey, target);
       const state = this.cellState(op.cellKey);
       if (state.leader === target) {
@@ -463,6 +470,7 @@ export class PhysaliaClient {
         state.leader = body.leader?.serverId ?? null;
         if (state.leader === op.target) state.leader = null;
         op.lastProblem = `redirected by ${op.target} (${body.reason})`;
+        op.unknownAt = null;
         op.redirects += 1;
         // Nodes that point at each other while nobody leads: ask the next one to take over.
         if (op.redirects >= 2) op.leaderUnresponsive = true;
@@ -486,6 +494,18 @@ export class PhysaliaClient {
           case "faulty":
           case "unknown_cell":
             op.lastProblem = `${op.target}: ${body.message}`;
+            if (body.code !== "unknown_cell" || op.target === null) op.unknownAt = null;
+            else if (op.unknownAt !== null) {
+              op.unknownAt.add(op.target);
+              // A majority of the cell's servers do not host it, and no attempt reached a node
+              // of it: the cell does not exist (or lost its majority for good). Nothing applied.
+              const members = this.resolver.members(op.cellKey) ?? [];
+              const hosts = members.filter((m) => !op.unknownAt?.has(m)).length;
+              if (members.length > 0 && hosts < Math.floor(members.length / 2) + 1) {
+                this.finish(op, new UnknownCellError(op.cellKey));
+                return;
+              }
+            }
             if (op.target !== null && body.code !== "overloaded") this.avoid(op.cellKey, op.target);
             if (state.leader === op.target && body.code !== "overloaded") state.leader = null;
             this.retryAfterBackoff(op);
