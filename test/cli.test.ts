@@ -148,3 +148,25 @@ describe("physalia up --processes", () => {
     }
   }, 120_000);
 });
+
+describe("physalia server with a bad configuration", () => {
+  it("names the file, the field and the problem in one line, and exits 2", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "physalia-badconfig-"));
+    try {
+      writeFileSync(
+        join(dir, "s1.yaml"),
+        "server: s1\ndata: ./s1\ntopology:\n  servers:\n    - {id: s1, host: 127.0.0.1, port: 99999, adminPort: 7201, rack: r1, power: p1}\n",
+      );
+      const bad = await physalia(["server", "--config", "s1.yaml"], dir);
+      expect(bad.code).toBe(2);
+      const lines = bad.stderr.trim().split("\n");
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/s1\.yaml is invalid: .*port/);
+      const missing = await physalia(["server", "--config", "nowhere.yaml"], dir);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toMatch(/cannot read the server configuration .*nowhere\.yaml/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
