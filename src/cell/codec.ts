@@ -8,7 +8,7 @@
  * for people. Encoders throw RangeError for what cannot be encoded at all (a JS number where a
  * value belongs, a string with an unpaired surrogate, an unknown tag): validate commands first.
  */
-import { ByteReader, ByteWriter, DecodeError, limits, utf8Encode } from "../core/index.ts";
+import { ByteReader, ByteWriter, DecodeError, limits } from "../core/index.ts";
 import type { CommandCodec } from "../paxos/index.ts";
 import { utf8ByteLength, wellFormedUtf8Length } from "./text.ts";
 import {
@@ -233,7 +233,7 @@ export function writeText(writer: ByteWriter, text: string, what: string): void 
   if (typeof text !== "string" || wellFormedUtf8Length(text) < 0) {
     throw new RangeError(`cannot encode ${what}: not well-formed Unicode text`);
   }
-  writer.bytes(utf8Encode(text));
+  writer.string(text);
 }
 
 export function writeValue(writer: ByteWriter, value: Value): void {

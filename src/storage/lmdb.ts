@@ -109,6 +109,8 @@ const nodeRecordKind = { node: 1, pending: 2 } as const;
 const pointerMembersMax = limits.membersMax;
 /** Largest slot an entry key can hold: slots are safe integers. */
 const slotMax = Number.MAX_SAFE_INTEGER;
+/** Cells whose node record the adapter remembers as intact (a few dozen bytes each). */
+const intactNodesMax = 100_000;
 
 type StoredNode =
   | { readonly kind: "node"; readonly header: NodeHeader }
@@ -157,6 +159,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private lastCommitLatencyMs = 0;
   private lastTransactionId = 0;
   private pointersSkippedCorrupt = 0;
+  /** Node records known intact, by cell: incarnation and a lower bound of the promise. */
+  private readonly intact = new Map<CellKey, { incarnation: number; promised: number }>();
 
   private constructor(
     private readonly root: RootDatabase,
@@ -266,6 +270,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
       });
     } catch (error) {
       failure = error;
+      // What the aborted batch noted about its nodes was never committed.
+      this.intact.clear();
     }
     // Durable (or failed) already; `done` still comes later, never inside write() itself.
     this.inFlight = Promise.resolve().then(() => {
@@ -330,6 +336,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     assert(this.state === "open" && this.inFlight === null, "raw overwrite needs an idle open storage");
     const [db, key] = this.locate(record);
     db.putSync(key, bytes);
+    this.intact.delete(record.cellKey);
   }
 
   // ---------------------------------------------------------------- inside the write transaction
@@ -340,6 +347,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       const key = cellKeyBytes(cellKey);
       const stored = this.storedNodeForWrite(cellKey, key);
       if (stored === null || nodeOf(stored).incarnation !== incarnation) continue;
+      this.intact.delete(cellKey);
       this.remove(this.nodes, key, tally);
       this.deleteEntries(cellKey, slotMax, tally);
     }
@@ -350,6 +358,17 @@ export class LmdbStorage<C> implements StoragePort<C> {
   }
 
   private applyWrite(write: NodeWrite<C>, tally: Tally): void {
+    const known = this.intact.get(write.cellKey);
+    if (
+      known !== undefined &&
+      known.incarnation === write.node.incarnation &&
+      write.snapshot === null &&
+      (write.promised === null || write.promised <= known.promised)
+    ) {
+      // The common accept: the stored node stays as it is; only its entries change.
+      this.writeEntries(write, tally);
+      return;
+    }
     const key = cellKeyBytes(write.cellKey);
     // A write carrying a whole snapshot (a node created, or added to replace a faulty one) may
     // replace a damaged record: it does not build on what was stored.
@@ -380,10 +399,29 @@ export class LmdbStorage<C> implements StoragePort<C> {
         snapshot === null ? sealPending(key, node, promised) : sealNode(key, { node, promised, snapshot });
       this.put(this.nodes, key, record, tally);
     }
+    this.noteIntact(write.cellKey, nodeOf(stored).incarnation, promised);
+    this.writeEntries(write, tally);
+  }
+
+  private writeEntries(write: NodeWrite<C>, tally: Tally): void {
     if (write.truncateThrough > 0) this.deleteEntries(write.cellKey, write.truncateThrough, tally);
     for (const entry of write.entries) {
       const entryKeyBytes = entryKey(write.cellKey, entry.slot);
       this.put(this.entries, entryKeyBytes, sealEntry(entryKeyBytes, entry, this.codec), tally);
+    }
+  }
+
+  /**
+   * Remembers a node record this adapter wrote or verified: its incarnation and promise (the
+   * promise only grows, so a smaller one is a safe lower bound). Writes that change neither then
+   * skip reading and decoding the record. Bounded; the oldest entries go first.
+   */
+  private noteIntact(cellKey: CellKey, incarnation: number, promised: number): void {
+    this.intact.delete(cellKey);
+    this.intact.set(cellKey, { incarnation, promised });
+    if (this.intact.size > intactNodesMax) {
+      const oldest = this.intact.keys().next().value;
+      if (oldest !== undefined) this.intact.delete(oldest);
     }
   }
 
@@ -400,6 +438,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     const raw = this.nodes.get(key);
     if (raw === undefined) return null;
     const stored = verifyNode(key, raw);
+    if (!stored.ok) this.intact.delete(cellKey);
     if (!stored.ok && replacing !== null) {
       this.remove(this.nodes, key, replacing);
       this.deleteEntries(cellKey, slotMax, replacing);
