@@ -10,10 +10,7 @@
  * (serverNodeFlags, src/server/runtime.ts). The target is judged on the server's flags.
  */
 import { execSync, spawnSync } from "node:child_process";
-import { closeSync, fsyncSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
 import {
   CellMachine,
   type Command,
@@ -31,6 +28,7 @@ import {
 import { Server, type ServerMessage, serverNodeFlags } from "../src/server/index.ts";
 import type { StorageBatch, StoragePort } from "../src/storage/index.ts";
 import type { TransportPort } from "../src/transport/index.ts";
+import { measureFloors } from "./bench/common.ts";
 
 const json = process.argv.includes("--json");
 function option(name: string, fallback: number): number {
@@ -38,45 +36,7 @@ function option(name: string, fallback: number): number {
   return index < 0 ? fallback : Number(process.argv[index + 1]);
 }
 
-// ---------------------------------------------------------------- machine floors
-
-function fsyncFloorUs(): number {
-  const dir = mkdtempSync(join(tmpdir(), "physalia-bench-"));
-  const file = join(dir, "probe");
-  writeFileSync(file, "");
-  const fd = openSync(file, "r+");
-  const samples: number[] = [];
-  for (let i = 0; i < 200; i++) {
-    writeFileSync(fd, `x${i}`);
-    const t = process.hrtime.bigint();
-    fsyncSync(fd);
-    samples.push(Number(process.hrtime.bigint() - t) / 1000);
-  }
-  closeSync(fd);
-  rmSync(dir, { recursive: true, force: true });
-  return median(samples);
-}
-
-async function loopbackRttUs(): Promise<number> {
-  const server = createServer((socket) => socket.on("data", (d) => socket.write(d)));
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  const socket = connect(port, "127.0.0.1");
-  await new Promise<void>((resolve) => socket.on("connect", resolve));
-  socket.setNoDelay(true);
-  const samples: number[] = [];
-  for (let i = 0; i < 500; i++) {
-    const t = process.hrtime.bigint();
-    await new Promise<void>((resolve) => {
-      socket.once("data", () => resolve());
-      socket.write("p");
-    });
-    samples.push(Number(process.hrtime.bigint() - t) / 1000);
-  }
-  socket.destroy();
-  server.close();
-  return median(samples);
-}
+// ---------------------------------------------------------------- helpers
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -393,7 +353,7 @@ if (!Number.isSafeInteger(warmup) || warmup < 0) {
   process.exit(2);
 }
 
-const floors = { fsyncUs: Math.round(fsyncFloorUs()), loopbackRttUs: Math.round(await loopbackRttUs()) };
+const floors = await measureFloors(tmpdir());
 if (!json)
   console.log(
     `machine floors: fsync ${floors.fsyncUs} us, loopback round trip ${floors.loopbackRttUs} us (context only: this benchmark does no I/O)`,
