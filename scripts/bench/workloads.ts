@@ -23,9 +23,10 @@ export async function startPhysalia(
   servers: number,
   cells: number,
   extraNodeFlags: readonly string[] = [],
+  cellSize = Math.min(7, servers),
 ) {
   const dir = children.tempDir("physalia-bench-");
-  const colony = await BenchColony.create(children, dir, servers, Math.min(7, servers));
+  const colony = await BenchColony.create(children, dir, servers, cellSize);
   try {
     progress(`starting ${servers} Physalia server processes`);
     await colony.startAll(extraNodeFlags);
@@ -60,6 +61,8 @@ export interface ThroughputSettings {
   readonly seconds: number;
   /** Node flags for the server processes (for profiling: --cpu-prof --cpu-prof-dir DIR). */
   readonly serverNodeFlags: readonly string[];
+  /** Nodes per cell (7; 3 compares like for like with a 3-member etcd). */
+  readonly cellSize: number;
 }
 
 /** `--profile-dir DIR`: every server process writes a V8 CPU profile there when it stops. */
@@ -71,6 +74,7 @@ export function profileFlags(options: Options): string[] {
 export function throughputSettings(options: Options): ThroughputSettings {
   return {
     serverNodeFlags: profileFlags(options),
+    cellSize: options.integer("cell-size", 7),
     cells: options.integer("cells", 1000),
     clients: options.integer("clients", 256),
     clientProcesses: options.integer("client-processes", 2),
@@ -139,7 +143,7 @@ export async function latencyLoads(children: Children, system: SystemUnderTest, 
 export async function throughputBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
   const s = throughputSettings(options);
   options.finish();
-  const { system } = await startPhysalia(children, 7, s.cells, s.serverNodeFlags);
+  const { system } = await startPhysalia(children, 7, s.cells, s.serverNodeFlags, s.cellSize);
   let load: LoadResult;
   try {
     load = await throughputLoad(children, system, s);
@@ -149,7 +153,7 @@ export async function throughputBenchmark(children: Children, options: Options):
   const perCommit = (n: number | undefined) => round((n ?? 0) / Math.max(1, load.completed), 2);
   const results = {
     servers: 7,
-    cellSize: 7,
+    cellSize: s.cellSize,
     cells: s.cells,
     fsync: "on (lmdb durable commits)",
     ...load,
