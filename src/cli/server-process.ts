@@ -243,11 +243,7 @@ export async function startServer(options: {
     }
     if (request.method === "GET" && url.pathname === "/cells") {
       const after = url.searchParams.get("after") ?? "";
-      const cells = storage
-        .hostedCells()
-        .filter((key) => key > after)
-        .sort()
-        .slice(0, cellsPageMax);
+      const cells = storage.hostedCellsPage(after, cellsPageMax);
       reply(response, 200, { cells, more: cells.length === cellsPageMax });
       return;
     }

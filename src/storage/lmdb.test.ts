@@ -196,6 +196,16 @@ describe("LmdbStorage", () => {
     expect(storage.hostedCells().sort()).toEqual(["a", "b", "c", "joining"]);
   });
 
+  it("pages through hosted cells in key order with one range read per page", async () => {
+    await populate(storage);
+    expect(storage.hostedCellsPage("", 2)).toEqual(["a", "b"]);
+    expect(storage.hostedCellsPage("b", 2)).toEqual(["c", "joining"]);
+    expect(storage.hostedCellsPage("joining", 2)).toEqual([]);
+    // A key that is not hosted still marks where the next page starts.
+    expect(storage.hostedCellsPage("bb", 10)).toEqual(["c", "joining"]);
+    expect(storage.hostedCellsPage("", 0)).toEqual([]);
+  });
+
   it("a corrupt log entry loads as corrupt, naming the cell and the slot; other cells still load", async () => {
     await populate(storage);
     const record = { kind: "entry", cellKey: "b", slot: 3 } as const;

@@ -238,6 +238,24 @@ export class LmdbStorage<C> implements StoragePort<C> {
     return cells;
   }
 
+  /**
+   * Up to `limit` hosted cells after `after` (exclusive; "" for the start), in the order of
+   * their keys' UTF-8 bytes: one range read, however many cells the server hosts.
+   */
+  hostedCellsPage(after: CellKey, limit: number): CellKey[] {
+    this.assertReadable();
+    const cells: CellKey[] = [];
+    if (limit <= 0) return cells;
+    const start = after === "" ? undefined : utf8Encode(after);
+    for (const key of this.nodes.getKeys(start === undefined ? {} : { start })) {
+      const cellKey = textDecoder.decode(key);
+      if (cellKey === after) continue;
+      cells.push(cellKey);
+      if (cells.length >= limit) break;
+    }
+    return cells;
+  }
+
   /** Cells with a node stored here, counted from lmdb's page statistics (no scan of the keys). */
   hostedCount(): number {
     this.assertReadable();
