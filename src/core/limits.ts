@@ -70,9 +70,10 @@ export const limits = Object.freeze({
   /**
    * A leader that has nothing left in flight tells followers the commit index after this delay,
    * unless a new accept (which carries it) goes out first. Saves a message round per commit
-   * under load; an idle cell still goes quiet one round trip later.
+   * whenever the next write comes within the delay (a client writing one value after another,
+   * a busy cell); followers of a cell that went quiet apply its last commit this much later.
    */
-  commitNoticeDelayMs: 2,
+  commitNoticeDelayMs: 10,
   /**
    * Retransmit an unanswered accept, prepare or commit after this; a leader waits three smoothed
    * round trips of its accepts when that is longer, up to retransmitMsMax.
