@@ -6,10 +6,11 @@
  */
 import { ByteReader, ByteWriter, DecodeError, limits, type NodeId } from "../core/index.ts";
 import {
-  type MembershipChange,
   type MembershipResult,
   type ReplicaStatus,
+  readChange,
   readNodeId,
+  writeChange,
   writeNodeId,
 } from "../paxos/index.ts";
 import { commandCodec, decodeOperation, encodeOperation, readResult, writeResult } from "./codec.ts";
@@ -36,7 +37,6 @@ const roles: readonly ReplicaStatus["role"][] = [
   "joining",
   "learner",
 ];
-const serverIdBytesMax = 256;
 /** Human-readable texts in responses (reasons, messages) are cut to this many bytes. */
 const textBytesMax = 4096;
 
@@ -73,17 +73,6 @@ function readTransactionBytes(reader: ByteReader): Transaction {
   const op = decodeOperation(reader.bytes(limits.messageBytesMax));
   if (op.type !== "txn") throw new DecodeError(`a read carries a transaction, not a ${op.type} operation`);
   return op.txn;
-}
-
-function writeChange(writer: ByteWriter, change: MembershipChange): void {
-  if (change.add === null) writer.byte(0);
-  else writer.byte(1).string(change.add);
-  writeNullableNode(writer, change.remove);
-}
-
-function readChange(reader: ByteReader): MembershipChange {
-  const add = reader.bool() ? reader.string(serverIdBytesMax) : null;
-  return { add, remove: readNullableNode(reader) };
 }
 
 function writeBody(writer: ByteWriter, body: RequestBody): void {

@@ -9,8 +9,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { ConnectError, parseColonyKey, readColonyKeyFile } from "../client/index.ts";
 import { limits } from "../core/index.ts";
-import { colonyKeyBytesMin } from "../transport/index.ts";
 
 export class ColonyFileError extends Error {
   override name = "ColonyFileError";
@@ -197,33 +197,19 @@ export function defaultTopology(options: { servers?: number; basePort?: number }
 
 export const colonyKeyEnv = "PHYSALIA_COLONY_KEY";
 
-function parseKey(hex: string, origin: string): Buffer {
-  const text = hex.trim();
-  if (!/^[0-9a-fA-F]*$/.test(text) || text.length % 2 !== 0)
-    throw new ColonyFileError(
-      `the colony key in ${origin} is not hexadecimal; it should be ${colonyKeyBytesMin * 2} or more hex digits`,
-    );
-  const key = Buffer.from(text, "hex");
-  if (key.length < colonyKeyBytesMin)
-    throw new ColonyFileError(
-      `the colony key in ${origin} has ${key.length} bytes; it needs at least ${colonyKeyBytesMin} (generate one with \`openssl rand -hex 32\`)`,
-    );
-  return key;
-}
-
 /** The colony key: PHYSALIA_COLONY_KEY if set, otherwise the key file. */
 export function loadColonyKey(keyFile: string | undefined, env: NodeJS.ProcessEnv): Buffer {
   const fromEnv = env[colonyKeyEnv];
-  if (fromEnv !== undefined && fromEnv !== "") return parseKey(fromEnv, colonyKeyEnv);
-  if (keyFile === undefined)
+  if (keyFile === undefined && (fromEnv === undefined || fromEnv === ""))
     throw new ColonyFileError(`no colony key: set ${colonyKeyEnv} or name a key file in the configuration`);
-  let text: string;
   try {
-    text = readFileSync(keyFile, "utf8");
+    return fromEnv !== undefined && fromEnv !== ""
+      ? parseColonyKey(fromEnv, colonyKeyEnv)
+      : readColonyKeyFile(keyFile as string);
   } catch (error) {
-    throw new ColonyFileError(`cannot read the colony key file ${keyFile}: ${(error as Error).message}`);
+    if (error instanceof ConnectError) throw new ColonyFileError(error.message);
+    throw error;
   }
-  return parseKey(text, keyFile);
 }
 
 /** Creates a key file with a fresh random key unless one exists; readable by its owner only. */

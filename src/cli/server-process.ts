@@ -110,7 +110,7 @@ export async function startServer(options: {
       gauge(
         "physalia_faulty_nodes",
         "Nodes whose stored state failed its checksum (non-voting learners)",
-        counters.faultyNodes,
+        status.faultyCells.length,
       ),
       counter("physalia_nodes_evicted_total", "Quiet nodes evicted from memory", counters.nodesEvicted),
       gauge("physalia_suspected_peers", "Peers the failure detector suspects", status.suspectedPeers.length),

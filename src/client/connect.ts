@@ -14,7 +14,13 @@ import {
 } from "../cell/index.ts";
 import { limits, Prng, type ServerId } from "../core/index.ts";
 import { type ServerPlace, TopologyDiscovery } from "../discovery/index.ts";
-import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
+import {
+  AddressBook,
+  colonyKeyBytesMin,
+  formatServerAddress,
+  MappedTransport,
+  TcpTransport,
+} from "../transport/index.ts";
 import { PhysaliaClient as ClientOverPorts } from "./client.ts";
 import { NodeScheduler } from "./node-runtime.ts";
 
@@ -83,16 +89,29 @@ export function readColonyConnection(file: string): ConnectionFileContents {
   return { cellSize: c.cellSize as number, keyFile, servers: c.servers };
 }
 
-function readKeyFile(file: string): Buffer {
+/** A colony key written in hex (a key file's text, or PHYSALIA_COLONY_KEY), at least 32 bytes. */
+export function parseColonyKey(hex: string, origin: string): Buffer {
+  const text = hex.trim();
+  if (!/^[0-9a-fA-F]*$/.test(text) || text.length % 2 !== 0)
+    throw new ConnectError(
+      `the colony key in ${origin} is not hexadecimal; it should be ${colonyKeyBytesMin * 2} or more hex digits`,
+    );
+  const key = Buffer.from(text, "hex");
+  if (key.length < colonyKeyBytesMin)
+    throw new ConnectError(
+      `the colony key in ${origin} has ${key.length} bytes; it needs at least ${colonyKeyBytesMin} (generate one with \`openssl rand -hex 32\`)`,
+    );
+  return key;
+}
+
+export function readColonyKeyFile(file: string): Buffer {
   let text: string;
   try {
-    text = readFileSync(file, "utf8").trim();
+    text = readFileSync(file, "utf8");
   } catch (error) {
     throw new ConnectError(`cannot read the colony key file ${file}: ${(error as Error).message}`);
   }
-  if (!/^([0-9a-fA-F]{2})+$/.test(text))
-    throw new ConnectError(`the colony key file ${file} does not hold hex digits`);
-  return Buffer.from(text, "hex");
+  return parseColonyKey(text, file);
 }
 
 /** The client of the package: the client over the ports, plus `connect()` on real sockets. */
@@ -111,7 +130,7 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const servers = options.servers ?? file?.servers;
   if (servers === undefined || servers.length === 0)
     throw new ConnectError("connect() needs a colony connection file (colony) or a list of servers");
-  const colonyKey = options.colonyKey ?? (file === null ? undefined : readKeyFile(file.keyFile));
+  const colonyKey = options.colonyKey ?? (file === null ? undefined : readColonyKeyFile(file.keyFile));
   if (colonyKey === undefined)
     throw new ConnectError("connect() needs the colony key (colonyKey) with a list of servers");
   const cellSize = options.cellSize ?? file?.cellSize ?? limits.cellSizeDefault;

@@ -11,7 +11,9 @@ export {
   type ConnectOptions,
   connect,
   PhysaliaClient,
+  parseColonyKey,
   readColonyConnection,
+  readColonyKeyFile,
 } from "./connect.ts";
 export {
   CellStalledError,

@@ -107,7 +107,7 @@ export function readNodeId(reader: ByteReader): NodeId {
 
 // ---------------------------------------------------------------- log values and entries
 
-function writeChange(writer: ByteWriter, change: MembershipChange): void {
+export function writeChange(writer: ByteWriter, change: MembershipChange): void {
   if (change.add === null) writer.byte(0);
   else writer.byte(1).string(change.add);
   if (change.remove === null) writer.byte(0);
@@ -117,7 +117,7 @@ function writeChange(writer: ByteWriter, change: MembershipChange): void {
   }
 }
 
-function readChange(reader: ByteReader): MembershipChange {
+export function readChange(reader: ByteReader): MembershipChange {
   const add = reader.bool() ? reader.string(serverIdBytesMax) : null;
   const remove = reader.bool() ? readNodeId(reader) : null;
   return { add, remove };

@@ -19,8 +19,10 @@ export {
   PAXOS_RECORD_VERSION,
   PAXOS_WIRE_VERSION,
   persistedNode,
+  readChange,
   readNodeId,
   readPaxosMessage,
+  writeChange,
   writeNodeId,
   writePaxosMessage,
 } from "./codec.ts";
