@@ -42,6 +42,7 @@ export async function startPhysalia(
         messagesOut: await colony.counterSum("physalia_messages_out_total"),
         storageBatches: await colony.counterSum("physalia_storage_batches_total"),
         turns: await colony.counterSum("physalia_turns_total"),
+        framesSent: await colony.counterSum("physalia_transport_frames_sent_total"),
       }),
       stop: () => colony.stopAll(),
     };
@@ -155,9 +156,11 @@ export async function throughputBenchmark(children: Children, options: Options):
     servers: 7,
     cellSize: s.cellSize,
     cells: s.cells,
-    fsync: "on (lmdb durable commits)",
+    fsync: "on (a flushed journal record per storage batch)",
     ...load,
     messagesPerCommit: perCommit(load.counters.messagesOut),
+    framesPerCommit: perCommit(load.counters.framesSent),
+    turnsPerCommit: perCommit(load.counters.turns),
     storageBatchesPerCommit: perCommit(load.counters.storageBatches),
   };
   return {
@@ -171,7 +174,7 @@ export async function throughputBenchmark(children: Children, options: Options):
     },
     lines: [
       describeLoad(`7 servers, ${s.cells} cells of 7`, load),
-      `messages sent per commit (all servers) ${results.messagesPerCommit}, durable storage batches per commit ${results.storageBatchesPerCommit}`,
+      `per commit (all servers): ${results.messagesPerCommit} messages sent in ${results.framesPerCommit} frames, ${results.turnsPerCommit} turns, ${results.storageBatchesPerCommit} durable storage batches`,
     ],
   };
 }

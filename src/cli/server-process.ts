@@ -98,7 +98,11 @@ export async function startServer(options: {
     const cpu = process.cpuUsage();
     return [
       gauge("physalia_resident_nodes", "Nodes of cells held in memory on this server", status.residentNodes),
-      gauge("physalia_hosted_nodes", "Nodes of cells stored on this server", hostedNodes()),
+      gauge(
+        "physalia_hosted_nodes",
+        "Nodes of cells stored on this server, as of the last checkpoint",
+        storageStats.hostedNodes,
+      ),
       gauge("physalia_leaders", "Resident nodes that lead their cell", status.leaders),
       gauge("physalia_armed_timers", "Nodes with an armed timer", status.armedTimers),
       gauge("physalia_pending_requests", "Client requests waiting for their cell", status.pendingRequests),
@@ -142,18 +146,48 @@ export async function startServer(options: {
       },
       counter(
         "physalia_storage_batches_written_total",
-        "Durable storage transactions",
+        "Storage batches made durable (one flushed journal record each)",
         storageStats.batchesWritten,
       ),
       counter(
         "physalia_storage_batches_failed_total",
-        "Storage transactions that failed",
+        "Storage batches refused or not written",
         storageStats.batchesFailed,
       ),
       gauge(
         "physalia_storage_last_commit_seconds",
-        "Latency of the last durable storage transaction",
+        "Latency of the last storage batch, from write to durable",
         storageStats.lastCommitLatencyMs / 1000,
+      ),
+      counter(
+        "physalia_storage_checkpoints_total",
+        "Checkpoints of the journal into lmdb",
+        storageStats.checkpoints,
+      ),
+      gauge(
+        "physalia_storage_last_checkpoint_seconds",
+        "Duration of the last checkpoint (the event loop waits for it)",
+        storageStats.lastCheckpointMs / 1000,
+      ),
+      gauge(
+        "physalia_storage_journal_bytes",
+        "Journal bytes written since the last checkpoint",
+        storageStats.journalBytes,
+      ),
+      gauge(
+        "physalia_storage_pending_cells",
+        "Cells with changes in the journal not yet checkpointed into lmdb",
+        storageStats.pendingCells,
+      ),
+      counter(
+        "physalia_storage_checkpoint_cells_skipped_corrupt_total",
+        "Cells a checkpoint left as they were because their node record failed its checksum",
+        storageStats.checkpointCellsSkippedCorrupt,
+      ),
+      gauge(
+        "physalia_storage_replayed_batches",
+        "Journal records replayed into lmdb when the server started (batches a crash left there)",
+        storageStats.replayedBatches,
       ),
       gauge("physalia_transport_connections_open", "Open peer connections", transportStats.connectionsOpen),
       gauge("process_resident_memory_bytes", "Resident set size", memory.rss),

@@ -20,11 +20,15 @@ export {
   PAXOS_WIRE_VERSION,
   persistedNode,
   readChange,
+  readLogEntry,
   readNodeId,
   readPaxosMessage,
+  readSnapshot,
   writeChange,
+  writeLogEntry,
   writeNodeId,
   writePaxosMessage,
+  writeSnapshot,
 } from "./codec.ts";
 export {
   applyMembershipChange,

@@ -128,6 +128,13 @@ function sealedGarbage(key: Uint8Array, body: Uint8Array): Uint8Array {
   return record;
 }
 
+/** MemoryStorage after the batches: what a storage should read back. */
+async function modelOf(batches: readonly StorageBatch<Command>[]): Promise<MemoryStorage<Command>> {
+  const model = new MemoryStorage<Command>();
+  for (const b of batches) await persist(model, b);
+  return model;
+}
+
 // ---------------------------------------------------------------- tests
 
 describe("LmdbStorage", () => {
@@ -326,24 +333,55 @@ describe("LmdbStorage", () => {
     expect(everything(openAt(directory), ["a"]).hosted).toEqual(["a"]);
   });
 
+  it("batches acknowledged before a crash are replayed from the journal, even one that changed nothing", async () => {
+    const policy = { checkpoint: { intervalMs: 600_000 } };
+    const reopenAfterCrash = async (current: LmdbStorage<Command>): Promise<LmdbStorage<Command>> => {
+      await current.abandonForTest();
+      const next = LmdbStorage.open({ path: directory, codec: commandCodec, ...policy });
+      open.push(next);
+      return next;
+    };
+    await storage.close();
+    let s = LmdbStorage.open({ path: directory, codec: commandCodec, ...policy });
+    open.push(s);
+    await persist(s, batch({}));
+    s = await reopenAfterCrash(s);
+    expect(s.stats().replayedBatches).toBe(1);
+    await persist(s, batch({ writes: [fresh("a", 1, [1])], pointers: [pointer("p", 2)] }));
+    s = await reopenAfterCrash(s);
+    expect(s.stats().replayedBatches).toBe(1);
+    expect(everything(s, ["a"])).toEqual(
+      everything(await modelOf([batch({ writes: [fresh("a", 1, [1])], pointers: [pointer("p", 2)] })]), [
+        "a",
+      ]),
+    );
+  });
+
   it("a second batch while one is in flight is a bug", async () => {
     const first = persist(storage, batch({ writes: [fresh("a", 1, [1])] }));
     expect(() => storage.write(batch({}), () => {})).toThrow(InvariantError);
     await first;
   });
 
-  it("10,000 node writes in one batch commit in one transaction", async () => {
+  it("10,000 node writes in one batch are one journal record and reach lmdb in one transaction", async () => {
     await persist(storage, batch({ writes: [fresh("warm-up", 1, [1])] }));
+    storage.checkpoint();
     const before = storage.stats();
+    expect(before.pendingCells).toBe(0);
     const writes: NodeWrite<Command>[] = [];
     for (let i = 0; i < 10_000; i++) writes.push(fresh(`vol-${i.toString(16).padStart(4, "0")}`, 1, [1, 2]));
     await persist(storage, batch({ writes }));
+    expect(storage.stats().pendingCells).toBe(10_000);
+    expect(storage.stats().hostedNodes).toBe(1); // as of the last checkpoint
+    storage.checkpoint();
     const after = storage.stats();
     expect(after.batchesWritten).toBe(before.batchesWritten + 1);
+    expect(after.checkpoints).toBe(before.checkpoints + 1);
     expect(after.lastTransactionId).toBe(before.lastTransactionId + 1);
     expect(after.hostedNodes).toBe(10_001);
     expect(after.storedEntries).toBe(20_001);
-    expect(after.recordsWritten - before.recordsWritten).toBe(30_000);
+    // 10,000 node records and 20,000 entries, and the journal position.
+    expect(after.recordsWritten - before.recordsWritten).toBe(30_001);
     const last = storage.load("vol-270f");
     expect(last.status === "found" && last.node.entries).toEqual([entry(1), entry(2)]);
   });
@@ -351,17 +389,20 @@ describe("LmdbStorage", () => {
   it("counts batches, records, bytes and commit latency", async () => {
     await persist(storage, batch({ writes: [fresh("a", 1, [1, 2])], pointers: [pointer("p", 1)] }));
     await persist(storage, batch({ writes: [{ ...fresh("a", 1, []), snapshot: null, truncateThrough: 1 }] }));
+    storage.checkpoint();
     const stats = storage.stats();
     expect(stats.batchesWritten).toBe(2);
-    // Batch 1: node, two entries, pointer. Batch 2: node (promise unchanged: not rewritten) none.
+    expect(stats.checkpoints).toBe(1);
+    // The two batches fold into one write before they reach lmdb: the node record, entry 2 (entry
+    // 1, truncated by the second batch, never reaches lmdb), the pointer and the journal position.
     expect(stats.recordsWritten).toBe(4);
-    expect(stats.recordsDeleted).toBe(1);
+    expect(stats.recordsDeleted).toBe(0);
     expect(stats.bytesWritten).toBeGreaterThan(100);
     expect(stats.lastCommitLatencyMs).toBeGreaterThan(0);
     expect(stats.storedEntries).toBe(1);
   });
 
-  it("agrees with MemoryStorage over random sequences of batches", async () => {
+  it("agrees with MemoryStorage over random sequences of batches, checkpoints and crashes", async () => {
     const cellKeys = ["a", "ab", "b"];
     const cellArb = fc.constantFrom(...cellKeys);
     const writeArb = fc.record({
@@ -401,24 +442,35 @@ describe("LmdbStorage", () => {
       removed: drawn.removed,
       pointers: drawn.pointers.map((p) => pointer(p.cellKey, p.epoch)),
     });
+    // After each batch: compare (reads checkpoint first), go on (changes pile up in the journal),
+    // or crash (closing without a checkpoint; the next open replays the journal).
+    const stepArb = fc.record({ batch: batchArb, after: fc.constantFrom("compare", "continue", "crash") });
     await fc.assert(
-      fc.asyncProperty(fc.array(batchArb, { minLength: 1, maxLength: 8 }), async (drawn) => {
+      fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 10 }), async (steps) => {
         const runDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-model-"));
-        const lmdb = LmdbStorage.open({ path: runDirectory, codec: commandCodec });
+        const openRun = (): LmdbStorage<Command> =>
+          LmdbStorage.open({ path: runDirectory, codec: commandCodec, checkpoint: { intervalMs: 600_000 } });
+        let lmdb = openRun();
         try {
           const model = new MemoryStorage<Command>();
-          for (const b of drawn) {
-            const real = toBatch(b);
+          for (const step of steps) {
+            const real = toBatch(step.batch);
             await persist(lmdb, real);
             await persist(model, real);
-            expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
+            if (step.after === "compare")
+              expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
+            if (step.after === "crash") {
+              await lmdb.abandonForTest();
+              lmdb = openRun();
+            }
           }
+          expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
         } finally {
           await lmdb.close();
           rmSync(runDirectory, { recursive: true, force: true });
         }
       }),
-      { numRuns: 60 },
+      { numRuns: 100 },
     );
   });
 });

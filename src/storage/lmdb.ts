@@ -64,6 +64,8 @@ import {
   type Snapshot,
   writeNodeId,
 } from "../paxos/index.ts";
+import { decodeJournalBatch, encodeJournalBatch, Journal } from "./journal.ts";
+import { Overlay, type PendingChange, unfold } from "./overlay.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 
 export interface LmdbStorageOptions<C> {
@@ -71,26 +73,63 @@ export interface LmdbStorageOptions<C> {
   readonly path: string;
   /** How commands inside log entries are written and read. */
   readonly codec: CommandCodec<C>;
+  /** When lmdb is brought up to date from the journal; defaults in `defaultCheckpointPolicy`. */
+  readonly checkpoint?: Partial<CheckpointPolicy>;
 }
 
+/**
+ * A checkpoint applies the journal's pending changes to lmdb in one transaction. It runs after a
+ * batch is acknowledged once any bound is reached, and before a read that needs a pending cell.
+ * The bounds also bound what a restart replays and what the pending changes hold in memory.
+ */
+export interface CheckpointPolicy {
+  /** Journal bytes written since the last checkpoint (also the journal file's preallocated size). */
+  readonly journalBytes: number;
+  /** Cells with pending changes. */
+  readonly cells: number;
+  /** Time since the first pending change. */
+  readonly intervalMs: number;
+}
+
+export const defaultCheckpointPolicy: CheckpointPolicy = {
+  journalBytes: 8 * 1024 * 1024,
+  cells: 20_000,
+  intervalMs: 2_000,
+};
+
 export interface LmdbStorageStats {
-  /** Node records stored (hosted cells), from lmdb's page statistics: no scan. */
+  /**
+   * Node records stored (hosted cells), from lmdb's page statistics (no scan), as of the last
+   * checkpoint: stats() never forces one. hostedCount() is exact.
+   */
   readonly hostedNodes: number;
   /** Log entry records stored, likewise. */
   readonly storedEntries: number;
-  /** Batches committed durably. */
+  /** Batches made durable (one journal record each). */
   readonly batchesWritten: number;
-  /** Batches whose transaction failed (nothing of them was committed). */
+  /** Batches refused or not written (nothing of them is durable). */
   readonly batchesFailed: number;
-  /** Records put by committed batches. */
+  /** Journal bytes written since the last checkpoint. */
+  readonly journalBytes: number;
+  /** Cells with changes in the journal that lmdb does not have yet. */
+  readonly pendingCells: number;
+  /** Checkpoints committed to lmdb. */
+  readonly checkpoints: number;
+  /** Journal records applied to lmdb when the storage was opened (batches a crash left there). */
+  readonly replayedBatches: number;
+  /** How long the last checkpoint took. */
+  readonly lastCheckpointMs: number;
+  /** Cells a checkpoint left as they were because their stored node record failed its checksum. */
+  readonly checkpointCellsSkippedCorrupt: number;
+  /** Records put by checkpoints. */
   readonly recordsWritten: number;
-  /** Records deleted by committed batches. */
+  /** Records deleted by checkpoints. */
   readonly recordsDeleted: number;
-  /** Key and value bytes put by committed batches. */
+  /** Key and value bytes put by checkpoints. */
   readonly bytesWritten: number;
-  /** From write() to durable, of the last committed batch. */
+  /** From write() to durable, of the last batch. */
   readonly lastCommitLatencyMs: number;
-  /** lmdb's id of the last committed write transaction (one per batch). */
+  /** lmdb's id of the last committed write transaction (one per checkpoint). */
   readonly lastTransactionId: number;
   /** Forwarding pointers pointers() left out because they failed their checksum or decoding. */
   readonly pointersSkippedCorrupt: number;
@@ -154,8 +193,10 @@ const durableEnvironmentOptions = {
 
 export class LmdbStorage<C> implements StoragePort<C> {
   private state: "open" | "closing" | "closed" = "open";
-  /** The batch being committed; at most one (StoragePort contract). */
+  /** The batch whose acknowledgement is pending; at most one (StoragePort contract). */
   private inFlight: Promise<void> | null = null;
+  /** Set when the journal or a checkpoint failed: every later write fails with it. */
+  private broken: Error | null = null;
   private batchesWritten = 0;
   private batchesFailed = 0;
   private recordsWritten = 0;
@@ -164,25 +205,50 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private lastCommitLatencyMs = 0;
   private lastTransactionId = 0;
   private pointersSkippedCorrupt = 0;
-  /** Node records known intact, by cell: incarnation and a lower bound of the promise. */
+  private checkpoints = 0;
+  private replayedBatches = 0;
+  private lastCheckpointMs = 0;
+  private checkpointCellsSkippedCorrupt = 0;
+  /** Node records known intact in lmdb, by cell: incarnation and a lower bound of the promise. */
   private readonly intact = new Map<CellKey, { incarnation: number; promised: number }>();
+  /** Changes durable in the journal and not yet in lmdb. */
+  private readonly pending = new Overlay<C>();
+  /** Cells whose node record a pending write may build on: checked intact, absent, or replaced. */
+  private readonly verified = new Set<CellKey>();
+  /** When the first journal record since the last checkpoint was written (performance.now()). */
+  private pendingSinceMs = 0;
+  /** Sequence number of the last journal record. */
+  private seq = 0;
+  private readonly journalWriter = new ByteWriter(64 * 1024);
 
   private constructor(
     private readonly root: RootDatabase,
     private readonly nodes: Database<Uint8Array, Uint8Array>,
     private readonly entries: Database<Uint8Array, Uint8Array>,
     private readonly storedPointers: Database<Uint8Array, Uint8Array>,
+    private readonly meta: Database<Uint8Array, Uint8Array>,
     private readonly codec: CommandCodec<C>,
+    private readonly policy: CheckpointPolicy,
+    private journal: Journal | null,
     readonly path: string,
   ) {}
 
+  /**
+   * Opens the environment and its journal. Batches the journal holds beyond lmdb's last
+   * checkpoint (a crash came before their checkpoint) are applied to lmdb before this returns.
+   */
   static open<C>(options: LmdbStorageOptions<C>): LmdbStorage<C> {
+    const policy = { ...defaultCheckpointPolicy, ...options.checkpoint };
+    assert(
+      policy.journalBytes >= 1 && policy.cells >= 1 && policy.intervalMs >= 0,
+      () => `checkpoint policy out of range: ${JSON.stringify(policy)}`,
+    );
     const root = open({
       path: options.path,
       ...durableEnvironmentOptions,
-      maxDbs: 3,
+      maxDbs: 4,
       readOnly: false,
-      // The root database holds nothing; the three below hold everything.
+      // The root database holds nothing; the sub-databases below hold everything.
       encoding: "binary",
       keyEncoding: "binary",
       compression: false,
@@ -196,13 +262,60 @@ export class LmdbStorage<C> implements StoragePort<C> {
         compression: false,
         cache: false,
       });
-    return new LmdbStorage(root, sub("nodes"), sub("entries"), sub("pointers"), options.codec, options.path);
+    const storage = new LmdbStorage(
+      root,
+      sub("nodes"),
+      sub("entries"),
+      sub("pointers"),
+      sub("meta"),
+      options.codec,
+      policy,
+      null,
+      options.path,
+    );
+    try {
+      storage.openJournal();
+    } catch (error) {
+      void root.close();
+      throw error;
+    }
+    return storage;
+  }
+
+  private openJournal(): void {
+    const checkpointed = this.checkpointedSeq();
+    const { journal, records } = Journal.open(this.path, checkpointed, this.policy.journalBytes);
+    this.journal = journal;
+    this.seq = checkpointed;
+    for (const record of records) {
+      let batch: StorageBatch<C>;
+      try {
+        batch = decodeJournalBatch(record.body, this.codec);
+      } catch (error) {
+        journal.close();
+        const problem = error instanceof DecodeError ? error.message : String(error);
+        throw new Error(
+          `journal ${journal.path}: record ${record.seq} passes its checksum but does not decode ` +
+            `(${problem}); it was written by another version of physalia, or the file is damaged. ` +
+            "Refusing to start without it: run the version that wrote it, or restore the data directory.",
+          { cause: error },
+        );
+      }
+      this.pending.add(batch);
+      this.seq = record.seq;
+      this.replayedBatches += 1;
+    }
+    // What a crash left in the journal goes to lmdb now; the journal then starts over.
+    this.checkpoint();
   }
 
   // ---------------------------------------------------------------- reads
 
   load(cellKey: CellKey): LoadResult<C> {
     this.assertReadable();
+    // A cell with changes only in the journal is read after they reach lmdb (rare: a node is
+    // loaded once, when its cell is touched again after a restart or an eviction).
+    if (this.pending.has(cellKey)) this.checkpoint();
     const key = cellKeyBytes(cellKey);
     const raw = this.nodes.get(key);
     if (raw === undefined) return { status: "absent" };
@@ -233,6 +346,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   hostedCells(): CellKey[] {
     this.assertReadable();
+    this.settle();
     const cells: CellKey[] = [];
     for (const key of this.nodes.getKeys()) cells.push(textDecoder.decode(key));
     return cells;
@@ -244,6 +358,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
    */
   hostedCellsPage(after: CellKey, limit: number): CellKey[] {
     this.assertReadable();
+    this.settle();
     const cells: CellKey[] = [];
     if (limit <= 0) return cells;
     const start = after === "" ? undefined : utf8Encode(after);
@@ -259,12 +374,14 @@ export class LmdbStorage<C> implements StoragePort<C> {
   /** Cells with a node stored here, counted from lmdb's page statistics (no scan of the keys). */
   hostedCount(): number {
     this.assertReadable();
+    this.settle();
     return entryCountOf(this.nodes);
   }
 
   /** Stored forwarding pointers; one that fails verification is left out and counted (a pointer is a hint). */
   pointers(): ForwardingPointer[] {
     this.assertReadable();
+    this.settle();
     const pointers: ForwardingPointer[] = [];
     for (const { key, value } of this.storedPointers.getRange()) {
       const pointer = verifyPointer(key, value);
@@ -279,34 +396,43 @@ export class LmdbStorage<C> implements StoragePort<C> {
   write(batch: StorageBatch<C>, done: (error: Error | null) => void): void {
     assert(this.inFlight === null, "one storage batch at a time");
     const startedMs = performance.now();
-    const tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
-    // One synchronous transaction, committed with its fsync before transactionSync returns: on
-    // this path a commit costs less than half the CPU of lmdb's asynchronous one (no hand-off to
-    // its write thread and back) and answers sooner, at the price of blocking the event loop for
-    // the fsync; what arrives meanwhile waits in the socket buffers and joins the next turn's
-    // batch. A callback that throws aborts the whole transaction: nothing of the batch stays.
-    let failure: unknown = null;
-    try {
-      this.root.transactionSync(() => {
-        tally.transactionId = this.root.getWriteTxnId();
-        this.applyBatch(batch, tally);
-      });
-    } catch (error) {
-      failure = error;
-      // What the aborted batch noted about its nodes was never committed.
-      this.intact.clear();
+    // One journal record, flushed before append() returns: this blocks the event loop for the
+    // flush, and what arrives meanwhile waits in the socket buffers and joins the next turn's
+    // batch (the next batch could not start before this one is acknowledged anyway).
+    let failure: unknown =
+      this.state !== "open" ? new Error(`storage at ${this.path} is ${this.state}`) : this.broken;
+    if (failure === null) {
+      try {
+        this.verify(batch);
+      } catch (error) {
+        failure = error;
+      }
+    }
+    if (failure === null) {
+      try {
+        const journal = this.journal as Journal;
+        if (journal.bytes === 0) this.pendingSinceMs = startedMs;
+        journal.append(this.seq + 1, encodeJournalBatch(batch, this.codec, this.journalWriter));
+        this.seq += 1;
+      } catch (error) {
+        // A record half written, or written and not flushed: nothing after it may be appended.
+        failure = error;
+        this.broken = error instanceof Error ? error : new Error(String(error));
+      }
+    }
+    if (failure === null) {
+      this.pending.add(batch);
+      for (const write of batch.writes) this.verified.add(write.cellKey);
+      for (const removed of batch.removed) this.verified.add(removed.cellKey);
     }
     // Durable (or failed) already; `done` still comes later, never inside write() itself.
     this.inFlight = Promise.resolve().then(() => {
       this.inFlight = null;
       if (failure === null) {
         this.batchesWritten += 1;
-        this.recordsWritten += tally.recordsWritten;
-        this.recordsDeleted += tally.recordsDeleted;
-        this.bytesWritten += tally.bytesWritten;
-        this.lastTransactionId = tally.transactionId;
         this.lastCommitLatencyMs = performance.now() - startedMs;
         done(null);
+        if (this.checkpointDue()) this.checkpointOrBreak();
         return;
       }
       this.batchesFailed += 1;
@@ -322,10 +448,16 @@ export class LmdbStorage<C> implements StoragePort<C> {
   stats(): LmdbStorageStats {
     this.assertReadable();
     return {
-      hostedNodes: this.hostedCount(),
+      hostedNodes: entryCountOf(this.nodes),
       storedEntries: entryCountOf(this.entries),
       batchesWritten: this.batchesWritten,
       batchesFailed: this.batchesFailed,
+      journalBytes: this.journal?.bytes ?? 0,
+      pendingCells: this.pending.size,
+      checkpoints: this.checkpoints,
+      replayedBatches: this.replayedBatches,
+      lastCheckpointMs: this.lastCheckpointMs,
+      checkpointCellsSkippedCorrupt: this.checkpointCellsSkippedCorrupt,
       recordsWritten: this.recordsWritten,
       recordsDeleted: this.recordsDeleted,
       bytesWritten: this.bytesWritten,
@@ -335,20 +467,151 @@ export class LmdbStorage<C> implements StoragePort<C> {
     };
   }
 
-  /** Waits for the batch in flight (its done is called), then closes the environment. */
+  /** Waits for the batch in flight (its done is called), checkpoints, then closes the environment. */
   async close(): Promise<void> {
     if (this.state !== "open") return;
     this.state = "closing";
     while (this.inFlight !== null) await this.inFlight;
-    this.state = "closed";
-    await this.root.close();
+    try {
+      // A clean stop leaves nothing to replay.
+      if (this.broken === null) this.checkpoint();
+    } finally {
+      this.state = "closed";
+      this.journal?.close();
+      await this.root.close();
+    }
+  }
+
+  /**
+   * Applies every pending change to lmdb now, in one transaction committed with its flushes, and
+   * starts the journal over. Runs on its own after batches (see CheckpointPolicy); public for
+   * tools and tests.
+   */
+  checkpoint(): void {
+    if (!this.journalAhead()) return;
+    assert(this.broken === null, () => `storage at ${this.path} failed: ${this.broken?.message}`);
+    const startedMs = performance.now();
+    const tally: Tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
+    let skipped = 0;
+    try {
+      this.root.transactionSync(() => {
+        tally.transactionId = this.root.getWriteTxnId();
+        for (const [cellKey, changes] of this.pending.entries()) {
+          if (!this.applyChanges(cellKey, changes, tally)) skipped += 1;
+        }
+        const key = utf8Encode(journalMetaKey);
+        this.put(this.meta, key, sealCheckpointedSeq(key, this.seq), tally);
+      });
+    } catch (error) {
+      // What the aborted transaction noted about its nodes was never committed.
+      this.intact.clear();
+      throw error;
+    }
+    this.pending.clear();
+    this.verified.clear();
+    this.journal?.reset();
+    this.checkpoints += 1;
+    this.checkpointCellsSkippedCorrupt += skipped;
+    this.recordsWritten += tally.recordsWritten;
+    this.recordsDeleted += tally.recordsDeleted;
+    this.bytesWritten += tally.bytesWritten;
+    this.lastTransactionId = tally.transactionId;
+    this.lastCheckpointMs = performance.now() - startedMs;
+  }
+
+  /** A read that needs lmdb whole: pending changes go there first. */
+  private settle(): void {
+    if (this.journalAhead() && this.state !== "closed") this.checkpointOrBreak();
+  }
+
+  /** Whether the journal holds records lmdb's last checkpoint does not cover. */
+  private journalAhead(): boolean {
+    return this.journal !== null && this.journal.bytes > 0;
+  }
+
+  private checkpointOrBreak(): void {
+    if (this.broken !== null) return;
+    try {
+      this.checkpoint();
+    } catch (error) {
+      // The journal still holds every change, and a restart replays it; until then nothing more
+      // is accepted, so the journal cannot outgrow what a restart reads.
+      this.broken = new Error(
+        `checkpoint to lmdb failed (${error instanceof Error ? error.message : String(error)}); ` +
+          "restart the server to replay the journal",
+        { cause: error },
+      );
+    }
+  }
+
+  private checkpointDue(): boolean {
+    const journalBytes = this.journal?.bytes ?? 0;
+    return (
+      journalBytes > 0 &&
+      (journalBytes >= this.policy.journalBytes ||
+        this.pending.size >= this.policy.cells ||
+        performance.now() - this.pendingSinceMs >= this.policy.intervalMs)
+    );
+  }
+
+  /**
+   * Refuses a batch that a checkpoint could not apply: a write without a snapshot, or a removal,
+   * of a node whose stored record fails verification (see the file comment). Nothing of a refused
+   * batch is written.
+   */
+  private verify(batch: StorageBatch<C>): void {
+    for (const write of batch.writes) {
+      if (write.snapshot === null) this.verifyNodeRecord(write.cellKey);
+    }
+    for (const { cellKey } of batch.removed) this.verifyNodeRecord(cellKey);
+  }
+
+  private verifyNodeRecord(cellKey: CellKey): void {
+    if (this.verified.has(cellKey) || this.intact.has(cellKey)) return;
+    const key = cellKeyBytes(cellKey);
+    const raw = this.nodes.get(key);
+    if (raw === undefined) return;
+    const stored = verifyNode(key, raw);
+    if (!stored.ok) {
+      throw new CorruptRecordError(
+        `cell ${cellKey}: node record ${stored.problem}; the write needs it intact`,
+      );
+    }
+  }
+
+  private checkpointedSeq(): number {
+    const key = utf8Encode(journalMetaKey);
+    const raw = this.meta.get(key);
+    if (raw === undefined) return 0;
+    const seq = verifyCheckpointedSeq(key, raw);
+    if (!seq.ok) {
+      throw new CorruptRecordError(
+        `${this.path}: the journal position record ${seq.problem}; without it the journal cannot be ` +
+          "replayed safely. Restore the data directory from a replica (replace this server's nodes).",
+      );
+    }
+    return seq.value;
   }
 
   // ---------------------------------------------------------------- test only
 
+  /**
+   * Test only: closes like a crash after the last acknowledged batch: no checkpoint, so what the
+   * journal holds beyond lmdb is replayed by the next open.
+   */
+  async abandonForTest(): Promise<void> {
+    if (this.state !== "open") return;
+    this.state = "closing";
+    while (this.inFlight !== null) await this.inFlight;
+    this.state = "closed";
+    this.journal?.close();
+    await this.root.close();
+  }
+
   /** Test only: a record's raw stored bytes, checksum included, or undefined if absent. */
   recordBytesForTest(record: StoredRecordRef): Uint8Array | undefined {
     this.assertReadable();
+    this.settle();
     const [db, key] = this.locate(record);
     const raw = db.get(key);
     return raw === undefined ? undefined : copyOf(raw);
@@ -357,27 +620,53 @@ export class LmdbStorage<C> implements StoragePort<C> {
   /** Test only: overwrites a record's raw bytes (to plant corruption), durably, in its own transaction. */
   overwriteRecordBytesForTest(record: StoredRecordRef, bytes: Uint8Array): void {
     assert(this.state === "open" && this.inFlight === null, "raw overwrite needs an idle open storage");
+    this.settle();
     const [db, key] = this.locate(record);
     db.putSync(key, bytes);
     this.intact.delete(record.cellKey);
+    this.verified.delete(record.cellKey);
   }
 
   // ---------------------------------------------------------------- inside the write transaction
 
-  private applyBatch(batch: StorageBatch<C>, tally: Tally): void {
-    for (const write of batch.writes) this.applyWrite(write, tally);
-    for (const { cellKey, incarnation } of batch.removed) {
-      const key = cellKeyBytes(cellKey);
-      const stored = this.storedNodeForWrite(cellKey, key);
-      if (stored === null || nodeOf(stored).incarnation !== incarnation) continue;
+  /**
+   * Applies one cell's pending changes in order. False if the cell's stored node record failed
+   * verification on the way: its remaining changes are left out and the record stays as it is,
+   * so the node loads as corrupt (a non-voting learner) and nothing it promised is contradicted.
+   * The record was intact when the changes were verified; only damage since then gets here.
+   */
+  private applyChanges(cellKey: CellKey, changes: readonly PendingChange<C>[], tally: Tally): boolean {
+    try {
+      for (const change of changes) {
+        switch (change.kind) {
+          case "write":
+            this.applyWrite(unfold(change.write), tally);
+            break;
+          case "remove":
+            this.applyRemove(cellKey, change.incarnation, tally);
+            break;
+          case "pointer": {
+            const key = cellKeyBytes(cellKey);
+            this.put(this.storedPointers, key, sealPointer(key, change.pointer), tally);
+            break;
+          }
+        }
+      }
+      return true;
+    } catch (error) {
+      if (!(error instanceof CorruptRecordError)) throw error;
       this.intact.delete(cellKey);
-      this.remove(this.nodes, key, tally);
-      this.deleteEntries(cellKey, slotMax, tally);
+      return false;
     }
-    for (const pointer of batch.pointers) {
-      const key = cellKeyBytes(pointer.cellKey);
-      this.put(this.storedPointers, key, sealPointer(key, pointer), tally);
-    }
+  }
+
+  private applyRemove(cellKey: CellKey, incarnation: number, tally: Tally): void {
+    const key = cellKeyBytes(cellKey);
+    const stored = this.storedNodeForWrite(cellKey, key);
+    if (stored === null || nodeOf(stored).incarnation !== incarnation) return;
+    this.intact.delete(cellKey);
+    this.remove(this.nodes, key, tally);
+    this.deleteEntries(cellKey, slotMax, tally);
   }
 
   private applyWrite(write: NodeWrite<C>, tally: Tally): void {
@@ -660,6 +949,31 @@ function verifyNode(key: Uint8Array, raw: Uint8Array): Verified<StoredNode> {
     default:
       return { ok: false, problem: `has unknown kind ${bytes[0]}` };
   }
+}
+
+/** Key of the meta record holding the journal's last checkpointed sequence number. */
+const journalMetaKey = "journal.checkpointed";
+
+function sealCheckpointedSeq(key: Uint8Array, seq: number): Uint8Array {
+  const writer = new ByteWriter(16);
+  writer.byte(PAXOS_RECORD_VERSION).uint(seq);
+  return seal(key, writer.finish());
+}
+
+function verifyCheckpointedSeq(key: Uint8Array, raw: Uint8Array): Verified<number> {
+  const body = unseal(key, raw);
+  if (!body.ok) return body;
+  return decoded(() => {
+    const reader = new ByteReader(body.value);
+    const version = reader.byte();
+    if (version !== PAXOS_RECORD_VERSION)
+      throw new DecodeError(
+        `journal position record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`,
+      );
+    const seq = reader.uint();
+    reader.end();
+    return seq;
+  });
 }
 
 function sealEntry<C>(key: Uint8Array, entry: LogEntry<C>, codec: CommandCodec<C>): Uint8Array {

@@ -1,0 +1,202 @@
+/**
+ * The journal file on its own (records, torn tails, starting over) and the batch encoding; the
+ * journal under LmdbStorage is covered by lmdb.test.ts (random crashes against MemoryStorage) and
+ * lmdb.crash.test.ts (SIGKILL).
+ */
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type Command, commandCodec, OPERATION_FORMAT_VERSION } from "../cell/index.ts";
+import { ByteWriter, DecodeError } from "../core/index.ts";
+import { initialMembership, makeBallot } from "../paxos/index.ts";
+import { decodeJournalBatch, encodeJournalBatch, Journal, journalFileName } from "./journal.ts";
+import { LmdbStorage } from "./lmdb.ts";
+import type { StorageBatch } from "./port.ts";
+
+const preallocate = 64 * 1024;
+
+function body(n: number, length = 40): Uint8Array {
+  return new Uint8Array(length).fill(n);
+}
+
+const command: Command = {
+  version: OPERATION_FORMAT_VERSION,
+  session: 7,
+  seq: 1,
+  newSession: true,
+  op: {
+    type: "txn",
+    txn: { conditions: [], reads: [], writes: [{ item: "k", op: "put", value: body(3, 5) }] },
+  },
+};
+
+const everyField: StorageBatch<Command> = {
+  writes: [
+    {
+      cellKey: "vol-é1",
+      node: { serverId: "s1", incarnation: 4 },
+      promised: makeBallot(9, 4),
+      snapshot: {
+        index: 12,
+        membership: initialMembership([{ serverId: "s1", incarnation: 4 }]),
+        state: body(1, 30),
+      },
+      truncateThrough: 12,
+      entries: [
+        {
+          slot: 14,
+          ballot: makeBallot(9, 4),
+          value: {
+            kind: "commands",
+            stampMs: 1_700_000_000_123,
+            stampBallot: makeBallot(9, 4),
+            commands: [command],
+          },
+        },
+        { slot: 13, ballot: makeBallot(8, 2), value: { kind: "noop", stampMs: 5 } },
+      ],
+    },
+    {
+      cellKey: "b",
+      node: { serverId: "s1", incarnation: 2 },
+      promised: null,
+      snapshot: null,
+      truncateThrough: 0,
+      entries: [],
+    },
+  ],
+  removed: [{ cellKey: "gone", incarnation: 3 }],
+  pointers: [
+    {
+      cellKey: "gone",
+      epoch: 5,
+      members: [{ serverId: "s4", incarnation: 8 }],
+      expiresAtMs: 1_700_000_360_000.5,
+    },
+  ],
+};
+
+describe("Journal", () => {
+  let directory: string;
+  beforeEach(() => {
+    directory = mkdtempSync(join(tmpdir(), "physalia-journal-"));
+  });
+  afterEach(() => rmSync(directory, { recursive: true, force: true }));
+
+  const reopen = (checkpointed: number) => {
+    const opened = Journal.open(directory, checkpointed, preallocate);
+    opened.journal.close();
+    return opened.records.map((record) => [record.seq, record.body[0], record.body.length]);
+  };
+
+  it("is created preallocated with zeros, and empty", () => {
+    const { journal, records } = Journal.open(directory, 0, preallocate);
+    journal.close();
+    expect(records).toEqual([]);
+    expect(statSync(join(directory, journalFileName)).size).toBe(preallocate);
+  });
+
+  it("returns the records after the checkpoint, in order, and appends after them", () => {
+    const { journal } = Journal.open(directory, 10, preallocate);
+    journal.append(11, body(1));
+    journal.append(12, body(2, 100));
+    journal.close();
+    expect(reopen(10)).toEqual([
+      [11, 1, 40],
+      [12, 2, 100],
+    ]);
+    const again = Journal.open(directory, 10, preallocate);
+    again.journal.append(13, body(3));
+    again.journal.close();
+    expect(reopen(10).map(([seq]) => seq)).toEqual([11, 12, 13]);
+    // Appends beyond the preallocated size grow the file.
+    const big = Journal.open(directory, 10, preallocate);
+    big.journal.append(14, body(4, 2 * preallocate));
+    big.journal.close();
+    expect(reopen(10).map(([seq]) => seq)).toEqual([11, 12, 13, 14]);
+  });
+
+  it("ends at a torn record, at a damaged record, and at a record of the wrong number", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 1; seq <= 4; seq++) journal.append(seq, body(seq));
+    journal.close();
+    const path = join(directory, journalFileName);
+    const recordBytes = 16 + 40;
+    // A byte of record 3's body flipped: records 1 and 2 only.
+    const fd = openSync(path, "r+");
+    writeSync(fd, new Uint8Array([0xff]), 0, 1, 2 * recordBytes + 20);
+    closeSync(fd);
+    expect(reopen(0).map(([seq]) => seq)).toEqual([1, 2]);
+    // A record torn by the end of the file.
+    truncateSync(path, recordBytes + 30);
+    expect(reopen(0).map(([seq]) => seq)).toEqual([1]);
+    // Records whose numbers do not follow the checkpoint are older ones: none.
+    expect(reopen(1)).toEqual([]);
+  });
+
+  it("after a reset, the records written over the old ones end where the new ones end", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 1; seq <= 5; seq++) journal.append(seq, body(seq));
+    journal.reset();
+    journal.append(6, body(6));
+    journal.close();
+    // Old records 2..5 follow record 6 in the file: they are not taken.
+    expect(reopen(5)).toEqual([[6, 6, 40]]);
+    // Before anything is written after a reset, nothing is taken.
+    expect(reopen(6)).toEqual([]);
+  });
+});
+
+describe("journal batch encoding", () => {
+  it("round-trips every field", () => {
+    const writer = new ByteWriter(16);
+    const decoded = decodeJournalBatch(encodeJournalBatch(everyField, commandCodec, writer), commandCodec);
+    expect(decoded).toEqual(everyField);
+  });
+
+  it("bytes that are not a batch fail with DecodeError and nothing else", () => {
+    const valid = encodeJournalBatch(everyField, commandCodec, new ByteWriter(16));
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 200 }),
+          // Valid bytes with one byte changed, or cut short.
+          fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 })).map(([at, value]) => {
+            const copy = valid.slice();
+            copy[at] = value;
+            return copy;
+          }),
+          fc.nat(valid.length - 1).map((length) => valid.slice(0, length)),
+        ),
+        (bytes) => {
+          try {
+            decodeJournalBatch(bytes, commandCodec);
+          } catch (error) {
+            expect(error).toBeInstanceOf(DecodeError);
+          }
+        },
+      ),
+      { numRuns: 2_000 },
+    );
+  });
+});
+
+describe("LmdbStorage with a journal it cannot read", () => {
+  it("refuses to open, naming the record and what to do", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "physalia-journal-lmdb-"));
+    try {
+      await LmdbStorage.open({ path: directory, codec: commandCodec }).close();
+      // A record with a valid checksum and the next number, whose body is not a batch.
+      const { journal } = Journal.open(directory, 0, preallocate);
+      journal.append(1, new Uint8Array([99, 1, 2]));
+      journal.close();
+      expect(() => LmdbStorage.open({ path: directory, codec: commandCodec })).toThrow(
+        /journal .*journal\.log: record 1 passes its checksum but does not decode \(journal record version 99/,
+      );
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+});

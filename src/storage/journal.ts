@@ -1,0 +1,291 @@
+/**
+ * The write-ahead journal in front of lmdb (DESIGN.md section 5, PROTOCOL.md section 11a): every
+ * storage batch is appended to one file as one record and made durable with one fdatasync, and
+ * only then acknowledged. lmdb is brought up to date later, many batches at once (a checkpoint),
+ * so a cell written many times between checkpoints costs one lmdb update instead of one per turn,
+ * and a batch costs one sequential write and one flush instead of lmdb's scattered pages and two
+ * flushes.
+ *
+ * File `journal.log` in the server's data directory. Records, back to back from offset 0:
+ *
+ *   u32 body length | u32 CRC-32 | u32 seq (high) | u32 seq (low) | body
+ *
+ * (big-endian). The CRC covers the length, the sequence number and the body. Sequence numbers
+ * grow by one per batch for the life of the data directory; lmdb stores the last one a
+ * checkpoint applied, in the same transaction as the checkpoint itself. After a checkpoint the
+ * next record is written at offset 0 again, over the old ones, so the file keeps its size and a
+ * flush never has to update it (the file is also preallocated with zeros when it is created).
+ *
+ * Reading at start: records are taken from offset 0 while each one is whole, passes its CRC and
+ * carries exactly the next sequence number after the checkpoint's. The first that does not ends
+ * the journal: a zero length (never written), a record torn by a crash (it was never
+ * acknowledged: a batch is acknowledged only after its flush, and the next is written only after
+ * that), or an older record left from before the last checkpoint (its number is too small).
+ */
+import {
+  closeSync,
+  constants,
+  fdatasyncSync,
+  fstatSync,
+  fsyncSync,
+  openSync,
+  readSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
+import {
+  assert,
+  ByteReader,
+  type ByteWriter,
+  type CellKey,
+  DecodeError,
+  limits,
+  type NodeId,
+} from "../core/index.ts";
+import {
+  type CommandCodec,
+  type LogEntry,
+  type NodeWrite,
+  readLogEntry,
+  readNodeId,
+  readSnapshot,
+  writeLogEntry,
+  writeNodeId,
+  writeSnapshot,
+} from "../paxos/index.ts";
+import type { ForwardingPointer, StorageBatch } from "./port.ts";
+
+export const journalFileName = "journal.log";
+const headerBytes = 16;
+/** Format of a record's body. */
+const JOURNAL_BODY_VERSION = 1;
+/** A record longer than this is not a record (a torn or foreign length): the journal ends there. */
+export const journalRecordBytesMax = 256 * 1024 * 1024;
+/** Zeros written ahead when the file is created, so that appends overwrite instead of growing. */
+const preallocateChunkBytes = 1024 * 1024;
+
+export interface JournalRecord {
+  readonly seq: number;
+  readonly body: Uint8Array;
+}
+
+export class Journal {
+  /** Where the next record goes. */
+  private offset = 0;
+  private fd: number | null;
+
+  private constructor(
+    fd: number,
+    readonly path: string,
+  ) {
+    this.fd = fd;
+  }
+
+  /**
+   * Opens (creating and preallocating if missing) the journal in `directory` and returns it with
+   * the records after `checkpointedSeq`, in order. The next append goes after the last of them.
+   */
+  static open(
+    directory: string,
+    checkpointedSeq: number,
+    preallocateBytes: number,
+  ): { journal: Journal; records: JournalRecord[] } {
+    const path = join(directory, journalFileName);
+    // Read-write, created if missing, without O_APPEND (which would ignore the write position).
+    const handle = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    const journal = new Journal(handle, path);
+    try {
+      const size = fstatSync(handle).size;
+      if (size < preallocateBytes) journal.preallocate(size, preallocateBytes);
+      const records = journal.scan(checkpointedSeq);
+      return { journal, records };
+    } catch (error) {
+      journal.close();
+      throw error;
+    }
+  }
+
+  /** Bytes written since the last reset. */
+  get bytes(): number {
+    return this.offset;
+  }
+
+  /** Writes the record and flushes it: when this returns the record survives a crash. */
+  append(seq: number, body: Uint8Array): void {
+    const fd = this.handle();
+    assert(body.length <= journalRecordBytesMax, () => `journal record of ${body.length} bytes`);
+    const record = Buffer.allocUnsafe(headerBytes + body.length);
+    record.writeUInt32BE(body.length, 0);
+    record.writeUInt32BE(Math.floor(seq / 2 ** 32), 8);
+    record.writeUInt32BE(seq >>> 0, 12);
+    record.set(body, headerBytes);
+    record.writeUInt32BE(recordChecksum(record, body.length), 4);
+    let written = 0;
+    while (written < record.length) {
+      written += writeSync(fd, record, written, record.length - written, this.offset + written);
+    }
+    fdatasyncSync(fd);
+    this.offset += record.length;
+  }
+
+  /** The next record goes to offset 0 again (the caller has made every record so far redundant). */
+  reset(): void {
+    this.offset = 0;
+  }
+
+  close(): void {
+    if (this.fd === null) return;
+    closeSync(this.fd);
+    this.fd = null;
+  }
+
+  private handle(): number {
+    assert(this.fd !== null, () => `journal ${this.path} is closed`);
+    return this.fd;
+  }
+
+  private preallocate(from: number, to: number): void {
+    const fd = this.handle();
+    const zeros = Buffer.alloc(Math.min(preallocateChunkBytes, to - from));
+    for (let at = from; at < to; at += zeros.length) {
+      writeSync(fd, zeros, 0, Math.min(zeros.length, to - at), at);
+    }
+    fsyncSync(fd);
+    // The file's directory entry, for a journal created just now.
+    const directory = openSync(join(this.path, ".."), "r");
+    try {
+      fsyncSync(directory);
+    } finally {
+      closeSync(directory);
+    }
+  }
+
+  private scan(checkpointedSeq: number): JournalRecord[] {
+    const fd = this.handle();
+    const size = fstatSync(fd).size;
+    const records: JournalRecord[] = [];
+    const header = Buffer.alloc(headerBytes);
+    let at = 0;
+    let expected = checkpointedSeq + 1;
+    while (at + headerBytes <= size) {
+      readFully(fd, header, at);
+      const length = header.readUInt32BE(0);
+      if (length === 0 || length > journalRecordBytesMax || at + headerBytes + length > size) break;
+      const seq = header.readUInt32BE(8) * 2 ** 32 + header.readUInt32BE(12);
+      if (seq !== expected) break;
+      const record = Buffer.alloc(headerBytes + length);
+      readFully(fd, record, at);
+      if (record.readUInt32BE(4) !== recordChecksum(record, length)) break;
+      records.push({ seq, body: new Uint8Array(record.buffer, record.byteOffset + headerBytes, length) });
+      at += headerBytes + length;
+      expected += 1;
+    }
+    this.offset = at;
+    return records;
+  }
+}
+
+function recordChecksum(record: Buffer, bodyLength: number): number {
+  return crc32(record.subarray(8, headerBytes + bodyLength), crc32(record.subarray(0, 4)));
+}
+
+function readFully(fd: number, into: Buffer, position: number): void {
+  let read = 0;
+  while (read < into.length) {
+    const n = readSync(fd, into, read, into.length - read, position + read);
+    if (n === 0) throw new Error(`journal ends inside a record at byte ${position + read}`);
+    read += n;
+  }
+}
+
+// ---------------------------------------------------------------- a batch as a record body
+
+/**
+ * version | uint writes | write* | uint removed | (cellKey, uint incarnation)* | uint pointers | pointer*
+ * write:   cellKey | node | bool promised? uint | bool snapshot? snapshot | uint truncateThrough |
+ *          uint entries | entry*
+ * pointer: cellKey | uint epoch | uint members | node* | f64 expiresAtMs
+ */
+export function encodeJournalBatch<C>(
+  batch: StorageBatch<C>,
+  codec: CommandCodec<C>,
+  writer: ByteWriter,
+): Uint8Array {
+  writer.clear();
+  writer.byte(JOURNAL_BODY_VERSION).uint(batch.writes.length);
+  for (const write of batch.writes) {
+    writer.string(write.cellKey);
+    writeNodeId(writer, write.node);
+    writer.bool(write.promised !== null);
+    if (write.promised !== null) writer.uint(write.promised);
+    writer.bool(write.snapshot !== null);
+    if (write.snapshot !== null) writeSnapshot(writer, write.snapshot);
+    writer.uint(write.truncateThrough).uint(write.entries.length);
+    for (const entry of write.entries) writeLogEntry(writer, entry, codec);
+  }
+  writer.uint(batch.removed.length);
+  for (const removed of batch.removed) writer.string(removed.cellKey).uint(removed.incarnation);
+  writer.uint(batch.pointers.length);
+  for (const pointer of batch.pointers) {
+    assert(
+      pointer.members.length <= limits.membersMax,
+      () => `${pointer.members.length} members in a pointer`,
+    );
+    writer.string(pointer.cellKey).uint(pointer.epoch).uint(pointer.members.length);
+    for (const member of pointer.members) writeNodeId(writer, member);
+    writer.f64(pointer.expiresAtMs);
+  }
+  return writer.copyFrom(0);
+}
+
+export function decodeJournalBatch<C>(body: Uint8Array, codec: CommandCodec<C>): StorageBatch<C> {
+  const reader = new ByteReader(body);
+  const version = reader.byte();
+  if (version !== JOURNAL_BODY_VERSION)
+    throw new DecodeError(`journal record version ${version}; this build reads ${JOURNAL_BODY_VERSION}`);
+  const writes: NodeWrite<C>[] = [];
+  const writeCount = boundedCount(reader, "node writes");
+  for (let i = 0; i < writeCount; i++) {
+    const cellKey = readCellKey(reader);
+    const node = readNodeId(reader);
+    const promised = reader.bool() ? reader.uint() : null;
+    const snapshot = reader.bool() ? readSnapshot(reader) : null;
+    const truncateThrough = reader.uint();
+    const entryCount = boundedCount(reader, "log entries");
+    const entries: LogEntry<C>[] = [];
+    for (let j = 0; j < entryCount; j++) entries.push(readLogEntry(reader, codec));
+    writes.push({ cellKey, node, promised, snapshot, truncateThrough, entries });
+  }
+  const removed: { cellKey: CellKey; incarnation: number }[] = [];
+  const removedCount = boundedCount(reader, "removed nodes");
+  for (let i = 0; i < removedCount; i++)
+    removed.push({ cellKey: readCellKey(reader), incarnation: reader.uint() });
+  const pointers: ForwardingPointer[] = [];
+  const pointerCount = boundedCount(reader, "forwarding pointers");
+  for (let i = 0; i < pointerCount; i++) {
+    const cellKey = readCellKey(reader);
+    const epoch = reader.uint();
+    const memberCount = reader.uint();
+    if (memberCount > limits.membersMax)
+      throw new DecodeError(`${memberCount} members exceed ${limits.membersMax}`);
+    const members: NodeId[] = [];
+    for (let j = 0; j < memberCount; j++) members.push(readNodeId(reader));
+    pointers.push({ cellKey, epoch, members, expiresAtMs: reader.f64() });
+  }
+  reader.end();
+  return { writes, removed, pointers };
+}
+
+function readCellKey(reader: ByteReader): CellKey {
+  const cellKey = reader.string(limits.cellKeyBytesMax);
+  if (cellKey.length === 0) throw new DecodeError("empty cell key");
+  return cellKey;
+}
+
+/** A count of items of at least one byte each: never more than the bytes left. */
+function boundedCount(reader: ByteReader, what: string): number {
+  const n = reader.uint();
+  if (n > reader.remaining) throw new DecodeError(`${n} ${what} in ${reader.remaining} bytes`);
+  return n;
+}
