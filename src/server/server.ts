@@ -441,6 +441,10 @@ export class Server {
     }
     for (const write of out.writes) this.nextWrites.push(write);
     for (const message of out.sendAfterPersist) this.nextAfterPersist.push(message);
+    // What may go now goes before the batch starts: a storage batch may hold the event loop for
+    // its flush, and a leader's accepts should reach the followers while its own write is made
+    // durable, not after. Only sendAfterPersist waits for the batch.
+    this.transport.flush();
     if (!this.batchInFlight && this.batchWaiting()) this.startBatch();
     out.reset();
     for (const node of this.touched) {
