@@ -1,8 +1,18 @@
 /**
- * Durable storage in lmdb (DESIGN.md section 5): one environment per server directory, one write
- * transaction per storage batch (every cell the server touched in one turn), committed with an
- * fsync before the batch is acknowledged. Reads are synchronous: lmdb is memory mapped, so
- * loading a node the first time its cell is touched costs no event-loop turn.
+ * Durable storage in lmdb (DESIGN.md section 5): one environment per server directory, with a
+ * write-ahead journal in front (journal.ts).
+ *
+ * Writes: a storage batch (every cell the server touched in one turn) is one journal record,
+ * written synchronously and durably before the batch is acknowledged. Its changes are kept in
+ * memory, folded per cell (overlay.ts), until a checkpoint applies them all to lmdb in one write
+ * transaction committed with its flushes, records there the journal's sequence number it covers,
+ * and starts the journal over. Checkpoints run after a batch once a bound of CheckpointPolicy is
+ * reached, before a read that needs a cell with pending changes, and on close; opening the
+ * environment replays what the journal holds beyond the last checkpoint. A cell written many
+ * times between checkpoints costs lmdb one update, not one per turn.
+ *
+ * Reads are synchronous: lmdb is memory mapped, so loading a node the first time its cell is
+ * touched costs no event-loop turn.
  *
  * Sub-databases (keys and values are raw bytes):
  *   nodes     key: cellKey as UTF-8
@@ -34,7 +44,13 @@
  * learner). A write carrying a whole snapshot replaces a damaged node record and its entries
  * (a node created anew or added by the control plane to replace the faulty one). Any other write
  * that needs such a record (to compare incarnations, or to keep the promise monotonic) fails its
- * whole batch instead of guessing: nothing of the batch is committed and done receives the error.
+ * whole batch instead of guessing: the record is checked before the batch is journaled, nothing
+ * of the batch is written and done receives the error. Damage that appears between that check and
+ * the checkpoint leaves the record as it is (the node loads as corrupt) and is counted.
+ *
+ * meta      key: "journal.checkpointed"
+ *           value: checksum, record version, uint sequence number of the last journal record
+ *           a checkpoint applied
  */
 import { performance } from "node:perf_hooks";
 import { crc32 } from "node:zlib";
@@ -396,8 +412,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
   write(batch: StorageBatch<C>, done: (error: Error | null) => void): void {
     assert(this.inFlight === null, "one storage batch at a time");
     const startedMs = performance.now();
-    // One journal record, flushed before append() returns: this blocks the event loop for the
-    // flush, and what arrives meanwhile waits in the socket buffers and joins the next turn's
+    // One journal record, durable when append() returns: this blocks the event loop for the
+    // write, and what arrives meanwhile waits in the socket buffers and joins the next turn's
     // batch (the next batch could not start before this one is acknowledged anyway).
     let failure: unknown =
       this.state !== "open" ? new Error(`storage at ${this.path} is ${this.state}`) : this.broken;
@@ -415,7 +431,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
         journal.append(this.seq + 1, encodeJournalBatch(batch, this.codec, this.journalWriter));
         this.seq += 1;
       } catch (error) {
-        // A record half written, or written and not flushed: nothing after it may be appended.
+        // A record half written, or not known durable: nothing after it may be appended.
         failure = error;
         this.broken = error instanceof Error ? error : new Error(String(error));
       }
