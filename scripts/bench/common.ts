@@ -204,6 +204,23 @@ export function processStat(pid: number): { cpuUs: number; rssBytes: number } | 
   return { cpuUs: ((utime + stime) * 1e6) / clockTicksPerSecond, rssBytes: rssPages * pageBytes };
 }
 
+/**
+ * A live process's resident memory split by kind, from /proc/<pid>/status: anonymous (heap,
+ * stacks, malloc: the process's own memory) and file-backed (mapped files, here lmdb's data file:
+ * page cache the kernel may reclaim, shared with every process that maps the file).
+ */
+export function residentMemory(pid: number): { anonBytes: number; fileBytes: number } | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return null;
+  }
+  const kib = (field: string): number =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+  return { anonBytes: kib("RssAnon"), fileBytes: kib("RssFile") + kib("RssShmem") };
+}
+
 /** CPU time the whole machine spent busy (all processes, all cores), from /proc/stat. */
 export function machineBusyUs(): number {
   const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";

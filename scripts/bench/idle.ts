@@ -73,6 +73,7 @@ async function memory(colony: BenchColony) {
   const status = await colony.status("s1");
   return {
     rssBytes: colony.rssBytes("s1"),
+    ...colony.residentMemory("s1"),
     heapUsedBytes: metrics.get("nodejs_heap_used_bytes") ?? 0,
     residentNodes: status.residentNodes,
     hostedNodes: status.hostedNodes,
@@ -132,6 +133,8 @@ export async function idleBenchmark(children: Children, options: Options): Promi
       memoryBeforeLoad: before,
       memoryAfterLoad: after,
       rssBytesPerResidentNode: Math.round((after.rssBytes - before.rssBytes) / addedResident),
+      anonRssBytesPerResidentNode: Math.round((after.anonBytes - before.anonBytes) / addedResident),
+      fileRssBytesPerResidentNode: Math.round((after.fileBytes - before.fileBytes) / addedResident),
       heapBytesPerResidentNode: Math.round((after.heapUsedBytes - before.heapUsedBytes) / addedResident),
       idleFewCells: few,
       idleManyCells: many,
@@ -155,6 +158,11 @@ export async function idleBenchmark(children: Children, options: Options): Promi
           measured: many.cpuPercentOfCoreS1,
           met: many.cpuPercentOfCoreS1 < 1,
         },
+        bytesPerResidentNode: {
+          target: "<= 1 KiB of RSS per resident node",
+          measured: `${results.rssBytesPerResidentNode} bytes (${results.anonRssBytesPerResidentNode} anonymous, ${results.fileRssBytesPerResidentNode} lmdb's mapped file)`,
+          met: results.rssBytesPerResidentNode <= 1024,
+        },
         idleMessagesIndependentOfCells: {
           target: `messages and frames/s while idle with ${nodes} nodes within 10% of those with ${baselineCells}`,
           measured: `cell messages ${many.messagesOutPerSecondAllServers} vs ${few.messagesOutPerSecondAllServers}/s, frames ${many.framesSentPerSecondAllServers} vs ${few.framesSentPerSecondAllServers}/s`,
@@ -164,7 +172,8 @@ export async function idleBenchmark(children: Children, options: Options): Promi
       lines: [
         `creating ${extra.toLocaleString("en-US")} founding nodes on s1 through its admin port: ${results.creationSeconds} s (${results.creationNodesPerSecond.toLocaleString("en-US")} nodes/s)`,
         `s1 memory: RSS ${mib(empty.rssBytes)} empty, ${mib(before.rssBytes)} with ${before.residentNodes} nodes, ${mib(after.rssBytes)} with ${after.residentNodes.toLocaleString("en-US")} resident nodes; heap ${mib(before.heapUsedBytes)} -> ${mib(after.heapUsedBytes)}`,
-        `per resident node: ${results.rssBytesPerResidentNode} bytes of RSS, ${results.heapBytesPerResidentNode} bytes of heap (no forced GC: the heap figure includes garbage not yet collected)`,
+        `s1 resident memory by kind: anonymous ${mib(empty.anonBytes)} empty, ${mib(before.anonBytes)} -> ${mib(after.anonBytes)}; lmdb's mapped file ${mib(empty.fileBytes)} empty, ${mib(before.fileBytes)} -> ${mib(after.fileBytes)}`,
+        `per resident node: ${results.rssBytesPerResidentNode} bytes of RSS, of which ${results.anonRssBytesPerResidentNode} anonymous (the server's own) and ${results.fileRssBytesPerResidentNode} lmdb's mapped file (page cache); ${results.heapBytesPerResidentNode} bytes of heap (no forced GC: the heap figure includes garbage not yet collected)`,
         w("few cells", few),
         w("many cells", many),
         `${results.afterEvictionWait.secondsSinceLoad} s after the load: ${evicted.residentNodes.toLocaleString("en-US")} resident of ${evicted.hostedNodes.toLocaleString("en-US")} hosted on s1; RSS ${mib(evicted.rssBytes)}, heap ${mib(evicted.heapUsedBytes)}`,

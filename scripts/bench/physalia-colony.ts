@@ -19,7 +19,7 @@ import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
 import { serverNodeFlags } from "../../src/server/index.ts";
 import { localTopology } from "../../test/support/colony.ts";
-import { type Children, processStat, waitFor } from "./common.ts";
+import { type Children, processStat, residentMemory, waitFor } from "./common.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 /** Cells one creation request may carry (the admin port's limit). */
@@ -215,6 +215,11 @@ export class BenchColony {
 
   rssBytes(id: string): number {
     return processStat(this.pid(id))?.rssBytes ?? 0;
+  }
+
+  /** Resident memory of a server by kind: its own (anonymous) and lmdb's mapped file. */
+  residentMemory(id: string): { anonBytes: number; fileBytes: number } {
+    return residentMemory(this.pid(id)) ?? { anonBytes: 0, fileBytes: 0 };
   }
 }
 
