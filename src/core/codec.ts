@@ -157,6 +157,14 @@ export class ByteWriter {
     return this;
   }
 
+  /**
+   * The bytes written so far, without a copy: valid only until the writer is written to or
+   * cleared again. For handing a value to something that copies it at once.
+   */
+  view(): Uint8Array {
+    return this.buffer.subarray(0, this.length);
+  }
+
   /** A copy of the bytes written since `start` (a value of `size` taken earlier). */
   copyFrom(start: number): Uint8Array {
     return this.buffer.slice(start, this.length);

@@ -479,9 +479,14 @@ export function decodeNodeHeader(bytes: Uint8Array): NodeHeader {
 
 export function encodeStoredEntry<C>(entry: LogEntry<C>, codec: CommandCodec<C>): Uint8Array {
   const writer = new ByteWriter(64);
+  writeStoredEntry(writer, entry, codec);
+  return writer.finish();
+}
+
+/** encodeStoredEntry's bytes, appended to a writer. */
+export function writeStoredEntry<C>(writer: ByteWriter, entry: LogEntry<C>, codec: CommandCodec<C>): void {
   writer.byte(PAXOS_RECORD_VERSION);
   writeLogEntry(writer, entry, codec);
-  return writer.finish();
 }
 
 export function decodeStoredEntry<C>(bytes: Uint8Array, codec: CommandCodec<C>): LogEntry<C> {

@@ -29,6 +29,7 @@ export {
   writeNodeId,
   writePaxosMessage,
   writeSnapshot,
+  writeStoredEntry,
 } from "./codec.ts";
 export {
   applyMembershipChange,

@@ -70,7 +70,6 @@ import {
   decodeNodeHeader,
   decodeStoredEntry,
   encodeNodeHeader,
-  encodeStoredEntry,
   type LogEntry,
   type NodeHeader,
   type NodeWrite,
@@ -79,6 +78,7 @@ import {
   readNodeId,
   type Snapshot,
   writeNodeId,
+  writeStoredEntry,
 } from "../paxos/index.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal } from "./journal.ts";
 import { Overlay, type PendingChange, unfold } from "./overlay.ts";
@@ -110,7 +110,9 @@ export interface CheckpointPolicy {
 export const defaultCheckpointPolicy: CheckpointPolicy = {
   journalBytes: 8 * 1024 * 1024,
   cells: 20_000,
-  intervalMs: 2_000,
+  // A checkpoint holds the event loop for as long as it runs (about 10 us per record put), so
+  // frequent small ones: at 4,000 writes/s over 1,000 cells, 2 s made each last about 0.3 s.
+  intervalMs: 500,
 };
 
 export interface LmdbStorageStats {
@@ -236,6 +238,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
   /** Sequence number of the last journal record. */
   private seq = 0;
   private readonly journalWriter = new ByteWriter(64 * 1024);
+  /** Reused by checkpoints for entry records (see writeEntries). */
+  private readonly entryWriter = new ByteWriter(1024);
+  private readonly entryKeyBuffer = new Uint8Array(1 + limits.cellKeyBytesMax + slotBytes);
 
   private constructor(
     private readonly root: RootDatabase,
@@ -733,9 +738,23 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   private writeEntries(write: NodeWrite<C>, tally: Tally): void {
     if (write.truncateThrough > 0) this.deleteEntries(write.cellKey, write.truncateThrough, tally);
+    if (write.entries.length === 0) return;
+    // One key and one value buffer for all of them: a put inside a synchronous transaction
+    // copies both into lmdb before it returns.
+    const cell = cellKeyBytes(write.cellKey);
+    const key = this.entryKeyBuffer.subarray(0, 1 + cell.length + slotBytes);
+    key[0] = cell.length;
+    key.set(cell, 1);
+    const keyView = new DataView(key.buffer, key.byteOffset, key.byteLength);
+    const writer = this.entryWriter;
     for (const entry of write.entries) {
-      const entryKeyBytes = entryKey(write.cellKey, entry.slot);
-      this.put(this.entries, entryKeyBytes, sealEntry(entryKeyBytes, entry, this.codec), tally);
+      setSlot(keyView, 1 + cell.length, entry.slot);
+      writer.clear().raw(checksumPlaceholder);
+      writeStoredEntry(writer, entry, this.codec);
+      const record = writer.view();
+      const body = record.subarray(checksumBytes);
+      new DataView(record.buffer, record.byteOffset, checksumBytes).setUint32(0, checksumOf(key, body));
+      this.put(this.entries, key, record, tally);
     }
   }
 
@@ -851,16 +870,21 @@ function cellKeyBytes(cellKey: CellKey): Uint8Array {
 }
 
 function entryKey(cellKey: CellKey, slot: number): Uint8Array {
-  assert(Number.isSafeInteger(slot) && slot >= 0, () => `slot ${slot} is not a stored slot number`);
   const cell = cellKeyBytes(cellKey);
   const key = new Uint8Array(1 + cell.length + slotBytes);
   key[0] = cell.length;
   key.set(cell, 1);
-  const view = new DataView(key.buffer);
-  view.setUint32(1 + cell.length, Math.floor(slot / 2 ** 32));
-  view.setUint32(1 + cell.length + 4, slot >>> 0);
+  setSlot(new DataView(key.buffer), 1 + cell.length, slot);
   return key;
 }
+
+function setSlot(view: DataView, at: number, slot: number): void {
+  assert(Number.isSafeInteger(slot) && slot >= 0, () => `slot ${slot} is not a stored slot number`);
+  view.setUint32(at, Math.floor(slot / 2 ** 32));
+  view.setUint32(at + 4, slot >>> 0);
+}
+
+const checksumPlaceholder = new Uint8Array(4);
 
 function slotOfEntryKey(key: Uint8Array): number {
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
@@ -990,10 +1014,6 @@ function verifyCheckpointedSeq(key: Uint8Array, raw: Uint8Array): Verified<numbe
     reader.end();
     return seq;
   });
-}
-
-function sealEntry<C>(key: Uint8Array, entry: LogEntry<C>, codec: CommandCodec<C>): Uint8Array {
-  return seal(key, encodeStoredEntry(entry, codec));
 }
 
 function verifyEntry<C>(
