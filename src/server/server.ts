@@ -542,7 +542,12 @@ export class Server {
 
   private scheduleHeartbeats(): void {
     if (this.stopped || this.peers.length === 0) return;
-    this.heartbeatTimer = this.scheduler.setTimer(limits.heartbeatIntervalMs, () => {
+    // Ticks fall on multiples of the interval of the server's clock (wall time on Node.js), the
+    // same instants on every server: peers' heartbeats then arrive together, and an idle server
+    // wakes about once per interval to hear them all instead of once per peer.
+    const interval = limits.heartbeatIntervalMs;
+    const delay = interval - (this.scheduler.nowMs() % interval);
+    this.heartbeatTimer = this.scheduler.setTimer(delay, () => {
       for (const peer of this.peers) this.transport.send(peer, { kind: "heartbeat" });
       this.transport.flush();
       this.expirePointers();
