@@ -152,3 +152,74 @@ describe("server", () => {
     expect(server.status().armedTimers).toBe(0);
   });
 });
+
+/** Timers that fire `earlyMs` before the instant they aimed at, as real timers against a separate clock may. */
+class EarlyTimers implements Scheduler {
+  now = 0;
+  private readonly timers: { at: number; run: () => void }[] = [];
+  constructor(private readonly earlyMs: number) {}
+  nowMs(): number {
+    return this.now;
+  }
+  setTimer(delayMs: number, callback: () => void): TimerHandle {
+    this.timers.push({ at: this.now + delayMs - this.earlyMs, run: callback });
+    return { id: this.timers.length };
+  }
+  clearTimer(): void {}
+  defer(callback: () => void): void {
+    callback();
+  }
+  advanceTo(endMs: number): void {
+    for (let fired = 0; ; fired++) {
+      if (fired > 1_000) throw new Error(`more than 1,000 timers fired by ${endMs} ms: a timer loop`);
+      this.timers.sort((a, b) => a.at - b.at);
+      const next = this.timers[0];
+      if (next === undefined || next.at > endMs) break;
+      this.timers.shift();
+      this.now = Math.max(this.now, next.at);
+      next.run();
+    }
+    this.now = endMs;
+  }
+}
+
+describe("server heartbeats", () => {
+  it("tick on multiples of the interval, once per interval even when timers fire early", () => {
+    for (const [startMs, earlyMs] of [
+      [0, 0],
+      [1_000_000_123.4, 0],
+      [1_000_000_123.4, 0.5],
+    ] as const) {
+      const transport = new Recorder();
+      const scheduler = new EarlyTimers(earlyMs);
+      scheduler.now = startMs;
+      new Server({
+        serverId: "s1",
+        peers: ["s2", "s3"],
+        storage: new MemoryStorage<Command>(),
+        transport,
+        scheduler,
+        random: new Prng(1),
+      });
+      const ticks: number[] = [];
+      const count = () =>
+        transport.sent.filter((s) => s.message.kind === "heartbeat" && s.to === "s2").length;
+      let seen = 0;
+      const seconds = 30;
+      for (let t = startMs; t < startMs + seconds * 1000; t += 1) {
+        scheduler.advanceTo(t);
+        if (count() > seen) {
+          seen = count();
+          ticks.push(scheduler.now);
+        }
+      }
+      // 3.3 per second, each within a millisecond of a multiple of the interval.
+      expect(ticks.length).toBeGreaterThanOrEqual(Math.floor((seconds * 1000) / 300) - 1);
+      expect(ticks.length).toBeLessThanOrEqual(Math.ceil((seconds * 1000) / 300) + 1);
+      for (const at of ticks) {
+        const off = Math.min(at % 300, 300 - (at % 300));
+        expect(off).toBeLessThanOrEqual(1);
+      }
+    }
+  });
+});

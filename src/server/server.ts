@@ -545,8 +545,11 @@ export class Server {
     // Ticks fall on multiples of the interval of the server's clock (wall time on Node.js), the
     // same instants on every server: peers' heartbeats then arrive together, and an idle server
     // wakes about once per interval to hear them all instead of once per peer.
+    // A timer may fire a little before the instant it aimed at: the next tick is then the one
+    // after, not one a moment away.
     const interval = limits.heartbeatIntervalMs;
-    const delay = interval - (this.scheduler.nowMs() % interval);
+    let delay = interval - (this.scheduler.nowMs() % interval);
+    if (delay < interval / 2) delay += interval;
     this.heartbeatTimer = this.scheduler.setTimer(delay, () => {
       for (const peer of this.peers) this.transport.send(peer, { kind: "heartbeat" });
       this.transport.flush();
