@@ -935,6 +935,15 @@ function hex32(value: number): string {
   return value.toString(16).padStart(8, "0");
 }
 
+/** A reader past a record's version byte; another version is a DecodeError naming the record. */
+function recordReader(bytes: Uint8Array, what: string): ByteReader {
+  const reader = new ByteReader(bytes);
+  const version = reader.byte();
+  if (version !== PAXOS_RECORD_VERSION)
+    throw new DecodeError(`${what} record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`);
+  return reader;
+}
+
 /** Runs a decoder over verified bytes; malformed content becomes a problem, anything else is a bug. */
 function decoded<T>(decode: () => T): Verified<T> {
   try {
@@ -975,12 +984,7 @@ function verifyNode(key: Uint8Array, raw: Uint8Array): Verified<StoredNode> {
       return decoded(() => ({ kind: "node", header: decodeNodeHeader(bytes.subarray(1)) }));
     case nodeRecordKind.pending:
       return decoded(() => {
-        const reader = new ByteReader(bytes.subarray(1));
-        const version = reader.byte();
-        if (version !== PAXOS_RECORD_VERSION)
-          throw new DecodeError(
-            `pending node record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`,
-          );
+        const reader = recordReader(bytes.subarray(1), "pending node");
         const node = readNodeId(reader);
         const promised = reader.uint();
         reader.end();
@@ -1004,12 +1008,7 @@ function verifyCheckpointedSeq(key: Uint8Array, raw: Uint8Array): Verified<numbe
   const body = unseal(key, raw);
   if (!body.ok) return body;
   return decoded(() => {
-    const reader = new ByteReader(body.value);
-    const version = reader.byte();
-    if (version !== PAXOS_RECORD_VERSION)
-      throw new DecodeError(
-        `journal position record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`,
-      );
+    const reader = recordReader(body.value, "journal position");
     const seq = reader.uint();
     reader.end();
     return seq;
@@ -1044,10 +1043,7 @@ function verifyPointer(key: Uint8Array, raw: Uint8Array): Verified<ForwardingPoi
   const body = unseal(key, raw);
   if (!body.ok) return body;
   return decoded(() => {
-    const reader = new ByteReader(body.value);
-    const version = reader.byte();
-    if (version !== PAXOS_RECORD_VERSION)
-      throw new DecodeError(`pointer record version ${version}; this build reads ${PAXOS_RECORD_VERSION}`);
+    const reader = recordReader(body.value, "pointer");
     const epoch = reader.uint();
     const count = reader.uint();
     if (count > pointerMembersMax) throw new DecodeError(`${count} members exceed ${pointerMembersMax}`);

@@ -35,16 +35,10 @@ export interface FoldedWrite<C> {
 
 export class Overlay<C> {
   private readonly cells = new Map<CellKey, PendingChange<C>[]>();
-  /** Batches added since the last clear. */
-  private batchCount = 0;
 
   /** Cells with pending changes. */
   get size(): number {
     return this.cells.size;
-  }
-
-  get batches(): number {
-    return this.batchCount;
   }
 
   has(cellKey: CellKey): boolean {
@@ -53,7 +47,6 @@ export class Overlay<C> {
 
   /** Adds a batch in the order StorageBatch defines: its writes, then removals, then pointers. */
   add(batch: StorageBatch<C>): void {
-    this.batchCount += 1;
     for (const write of batch.writes) this.addWrite(write);
     for (const { cellKey, incarnation } of batch.removed)
       this.changesOf(cellKey).push({ kind: "remove", incarnation });
@@ -67,7 +60,6 @@ export class Overlay<C> {
 
   clear(): void {
     this.cells.clear();
-    this.batchCount = 0;
   }
 
   private addWrite(write: NodeWrite<C>): void {
