@@ -98,11 +98,7 @@ export async function startServer(options: {
     const cpu = process.cpuUsage();
     return [
       gauge("physalia_resident_nodes", "Nodes of cells held in memory on this server", status.residentNodes),
-      gauge(
-        "physalia_hosted_nodes",
-        "Nodes of cells stored on this server, as of the last checkpoint",
-        storageStats.hostedNodes,
-      ),
+      gauge("physalia_hosted_nodes", "Nodes of cells stored on this server", hostedNodes()),
       gauge("physalia_leaders", "Resident nodes that lead their cell", status.leaders),
       gauge("physalia_armed_timers", "Nodes with an armed timer", status.armedTimers),
       gauge("physalia_pending_requests", "Client requests waiting for their cell", status.pendingRequests),
@@ -176,7 +172,7 @@ export async function startServer(options: {
       ),
       gauge(
         "physalia_storage_pending_cells",
-        "Cells with changes in the journal not yet checkpointed into lmdb",
+        "Cells with changes in the journal not yet checkpointed into lmdb, when the scrape arrived (counting hosted nodes then checkpoints them)",
         storageStats.pendingCells,
       ),
       counter(
