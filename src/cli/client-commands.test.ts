@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { clientExitCodes, colonyFilePath, registerClientCommands } from "./client-commands.ts";
 
 /** Runs one client command without a colony; returns its exit code and what it printed. */
@@ -29,6 +29,7 @@ async function physalia(cwd: string, ...args: string[]) {
 
 describe("client commands without a colony", () => {
   const cwd = mkdtempSync(join(tmpdir(), "physalia-cli-"));
+  afterAll(() => rmSync(cwd, { recursive: true, force: true }));
 
   it("find the connection file from --colony, then PHYSALIA_COLONY, then ./.physalia", () => {
     expect(colonyFilePath("c.json", { PHYSALIA_COLONY: "/x.json" }, "/home/me")).toBe("/home/me/c.json");

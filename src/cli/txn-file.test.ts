@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -132,16 +132,20 @@ describe("transaction files", () => {
 
   it("reads files, refusing missing and oversized ones with their name", () => {
     const dir = mkdtempSync(join(tmpdir(), "physalia-txn-"));
-    const good = join(dir, "good.json");
-    writeFileSync(good, '{"writes": [{"item": "a", "op": "put", "value": 1}]}');
-    expect(readTransactionFile(good).writes).toEqual([{ item: "a", op: "put", value: 1n }]);
-    const missing = join(dir, "missing.json");
-    expect(() => readTransactionFile(missing)).toThrow(`cannot read the transaction file ${missing}`);
-    const huge = join(dir, "huge.json");
-    writeFileSync(huge, " ".repeat(transactionFileBytesMax + 1));
-    expect(() => readTransactionFile(huge)).toThrow(/is over 1048576 bytes/);
-    const broken = join(dir, "broken.json");
-    writeFileSync(broken, '{"reads": [1]}');
-    expect(() => readTransactionFile(broken)).toThrow(`${broken}: reads[0]`);
+    try {
+      const good = join(dir, "good.json");
+      writeFileSync(good, '{"writes": [{"item": "a", "op": "put", "value": 1}]}');
+      expect(readTransactionFile(good).writes).toEqual([{ item: "a", op: "put", value: 1n }]);
+      const missing = join(dir, "missing.json");
+      expect(() => readTransactionFile(missing)).toThrow(`cannot read the transaction file ${missing}`);
+      const huge = join(dir, "huge.json");
+      writeFileSync(huge, " ".repeat(transactionFileBytesMax + 1));
+      expect(() => readTransactionFile(huge)).toThrow(/is over 1048576 bytes/);
+      const broken = join(dir, "broken.json");
+      writeFileSync(broken, '{"reads": [1]}');
+      expect(() => readTransactionFile(broken)).toThrow(`${broken}: reads[0]`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
