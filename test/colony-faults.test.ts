@@ -18,10 +18,9 @@ import {
   writeConnectionFile,
 } from "../src/cli/colony.ts";
 import { OutcomeUnknownError, PhysaliaClient } from "../src/index.ts";
-import { serverNodeFlags } from "../src/server/index.ts";
 import { cellModel } from "../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../src/sim/linearizability.ts";
-import { createCells, localTopology } from "./support/colony.ts";
+import { createCells, localTopology, serverProcessArgs } from "./support/colony.ts";
 
 const root = join(import.meta.dirname, "..");
 const workloadCells = Array.from({ length: 8 }, (_, i) => `vol-${i}`);
@@ -72,19 +71,11 @@ class Colony {
   }
 
   start(id: string): void {
-    const child = spawn(
-      process.execPath,
-      [
-        ...serverNodeFlags,
-        "--import",
-        "tsx",
-        "src/cli/main.ts",
-        "server",
-        "--config",
-        this.configFiles.get(id) as string,
-      ],
-      { cwd: root, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, PHYSALIA_COLONY_KEY: "" } },
-    );
+    const child = spawn(process.execPath, serverProcessArgs(this.configFiles.get(id) as string), {
+      cwd: root,
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, PHYSALIA_COLONY_KEY: "" },
+    });
     child.stderr?.resume();
     this.processes.set(id, child);
   }

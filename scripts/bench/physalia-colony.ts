@@ -17,8 +17,7 @@ import {
 import { adminToken } from "../../src/cli/server-process.ts";
 import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
-import { serverNodeFlags } from "../../src/server/index.ts";
-import { localTopology } from "../../test/support/colony.ts";
+import { localTopology, serverProcessArgs } from "../../test/support/colony.ts";
 import { type Children, processStat, residentMemory, waitFor } from "./common.ts";
 
 const root = join(import.meta.dirname, "..", "..");
@@ -90,16 +89,7 @@ export class BenchColony {
     const child = this.children.spawn(
       `server ${id}`,
       process.execPath,
-      [
-        ...serverNodeFlags,
-        ...extraNodeFlags,
-        "--import",
-        "tsx",
-        "src/cli/main.ts",
-        "server",
-        "--config",
-        this.configFiles.get(id) as string,
-      ],
+      serverProcessArgs(this.configFiles.get(id) as string, extraNodeFlags),
       { cwd: root, stdio: ["ignore", log, log], env: { ...process.env, PHYSALIA_COLONY_KEY: "" } },
     );
     this.processes.set(id, child);

@@ -20,6 +20,7 @@ import {
   assert,
   ByteReader,
   ByteWriter,
+  type CellKey,
   DecodeError,
   limits,
   type NodeId,
@@ -330,6 +331,13 @@ export function writePaxosMessage<C>(
   }
 }
 
+/** A cell key: a non-empty string of at most `cellKeyBytesMax` bytes. */
+export function readCellKey(reader: ByteReader): CellKey {
+  const cellKey = reader.string(limits.cellKeyBytesMax);
+  if (cellKey.length === 0) throw new DecodeError("empty cell key");
+  return cellKey;
+}
+
 export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>): PaxosMessage<C> {
   const version = reader.byte();
   if (version !== PAXOS_WIRE_VERSION)
@@ -337,8 +345,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
   const tag = reader.byte();
   const type = messageTypeByTag[tag];
   if (type === undefined) throw new DecodeError(`unknown paxos message type ${tag}`);
-  const cellKey = reader.string(limits.cellKeyBytesMax);
-  if (cellKey.length === 0) throw new DecodeError("empty cell key");
+  const cellKey = readCellKey(reader);
   const from = readNodeId(reader);
   const to = readNodeId(reader);
   const epoch = reader.uint();

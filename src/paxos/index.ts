@@ -19,6 +19,7 @@ export {
   PAXOS_RECORD_VERSION,
   PAXOS_WIRE_VERSION,
   persistedNode,
+  readCellKey,
   readChange,
   readLogEntry,
   readNodeId,

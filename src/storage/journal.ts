@@ -26,19 +26,12 @@
 import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
-import {
-  assert,
-  ByteReader,
-  type ByteWriter,
-  type CellKey,
-  DecodeError,
-  limits,
-  type NodeId,
-} from "../core/index.ts";
+import { assert, ByteReader, type ByteWriter, type CellKey, DecodeError } from "../core/index.ts";
 import {
   type CommandCodec,
   type LogEntry,
   type NodeWrite,
+  readCellKey,
   readLogEntry,
   readNodeId,
   readSnapshot,
@@ -46,6 +39,7 @@ import {
   writeNodeId,
   writeSnapshot,
 } from "../paxos/index.ts";
+import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, StorageBatch } from "./port.ts";
 
 export const journalFileName = "journal.log";
@@ -198,7 +192,10 @@ function readFully(fd: number, into: Buffer, position: number): void {
  * version | uint writes | write* | uint removed | (cellKey, uint incarnation)* | uint pointers | pointer*
  * write:   cellKey | node | bool promised? uint | bool snapshot? snapshot | uint truncateThrough |
  *          uint entries | entry*
- * pointer: cellKey | uint epoch | uint members | node* | f64 expiresAtMs
+ * pointer: cellKey | pointer fields (pointer-codec.ts)
+ *
+ * Returns a view of the writer's buffer, valid until the writer is used again (append copies it
+ * into the record at once).
  */
 export function encodeJournalBatch<C>(
   batch: StorageBatch<C>,
@@ -221,15 +218,10 @@ export function encodeJournalBatch<C>(
   for (const removed of batch.removed) writer.string(removed.cellKey).uint(removed.incarnation);
   writer.uint(batch.pointers.length);
   for (const pointer of batch.pointers) {
-    assert(
-      pointer.members.length <= limits.membersMax,
-      () => `${pointer.members.length} members in a pointer`,
-    );
-    writer.string(pointer.cellKey).uint(pointer.epoch).uint(pointer.members.length);
-    for (const member of pointer.members) writeNodeId(writer, member);
-    writer.f64(pointer.expiresAtMs);
+    writer.string(pointer.cellKey);
+    writePointerFields(writer, pointer);
   }
-  return writer.copyFrom(0);
+  return writer.view();
 }
 
 export function decodeJournalBatch<C>(body: Uint8Array, codec: CommandCodec<C>): StorageBatch<C> {
@@ -256,24 +248,9 @@ export function decodeJournalBatch<C>(body: Uint8Array, codec: CommandCodec<C>):
     removed.push({ cellKey: readCellKey(reader), incarnation: reader.uint() });
   const pointers: ForwardingPointer[] = [];
   const pointerCount = boundedCount(reader, "forwarding pointers");
-  for (let i = 0; i < pointerCount; i++) {
-    const cellKey = readCellKey(reader);
-    const epoch = reader.uint();
-    const memberCount = reader.uint();
-    if (memberCount > limits.membersMax)
-      throw new DecodeError(`${memberCount} members exceed ${limits.membersMax}`);
-    const members: NodeId[] = [];
-    for (let j = 0; j < memberCount; j++) members.push(readNodeId(reader));
-    pointers.push({ cellKey, epoch, members, expiresAtMs: reader.f64() });
-  }
+  for (let i = 0; i < pointerCount; i++) pointers.push(readPointerFields(reader, readCellKey(reader)));
   reader.end();
   return { writes, removed, pointers };
-}
-
-function readCellKey(reader: ByteReader): CellKey {
-  const cellKey = reader.string(limits.cellKeyBytesMax);
-  if (cellKey.length === 0) throw new DecodeError("empty cell key");
-  return cellKey;
 }
 
 /** A count of items of at least one byte each: never more than the bytes left. */

@@ -82,6 +82,7 @@ import {
 } from "../paxos/index.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal } from "./journal.ts";
 import { Overlay, type PendingChange, unfold } from "./overlay.ts";
+import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 
 export interface LmdbStorageOptions<C> {
@@ -162,8 +163,6 @@ export type StoredRecordRef =
 const checksumBytes = 4;
 const slotBytes = 8;
 const nodeRecordKind = { node: 1, pending: 2 } as const;
-/** The most members a forwarding pointer may list. */
-const pointerMembersMax = limits.membersMax;
 /** Largest slot an entry key can hold: slots are safe integers. */
 const slotMax = Number.MAX_SAFE_INTEGER;
 /** Cells whose node record the adapter remembers as intact (a few dozen bytes each). */
@@ -1031,11 +1030,9 @@ function verifyEntry<C>(
 }
 
 function sealPointer(key: Uint8Array, pointer: ForwardingPointer): Uint8Array {
-  assert(pointer.members.length <= pointerMembersMax, () => `${pointer.members.length} members in a pointer`);
   const writer = new ByteWriter(64);
-  writer.byte(PAXOS_RECORD_VERSION).uint(pointer.epoch).uint(pointer.members.length);
-  for (const member of pointer.members) writeNodeId(writer, member);
-  writer.f64(pointer.expiresAtMs);
+  writer.byte(PAXOS_RECORD_VERSION);
+  writePointerFields(writer, pointer);
   return seal(key, writer.finish());
 }
 
@@ -1043,20 +1040,15 @@ function verifyPointer(key: Uint8Array, raw: Uint8Array): Verified<ForwardingPoi
   const body = unseal(key, raw);
   if (!body.ok) return body;
   return decoded(() => {
-    const reader = recordReader(body.value, "pointer");
-    const epoch = reader.uint();
-    const count = reader.uint();
-    if (count > pointerMembersMax) throw new DecodeError(`${count} members exceed ${pointerMembersMax}`);
-    const members: NodeId[] = [];
-    for (let i = 0; i < count; i++) members.push(readNodeId(reader));
-    const expiresAtMs = reader.f64();
-    reader.end();
     let cellKey: CellKey;
     try {
       cellKey = textDecoder.decode(key);
     } catch {
       throw new DecodeError("cell key is not UTF-8");
     }
-    return { cellKey, epoch, members, expiresAtMs };
+    const reader = recordReader(body.value, "pointer");
+    const pointer = readPointerFields(reader, cellKey);
+    reader.end();
+    return pointer;
   });
 }

@@ -3,6 +3,7 @@ import { createServer } from "node:net";
 import { adminToken, parseTopology, type Topology } from "../../src/cli/colony.ts";
 import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
+import { serverNodeFlags } from "../../src/server/index.ts";
 
 /** Ports free right now (the kernel picks them; they are released before use). */
 export async function freePorts(count: number): Promise<number[]> {
@@ -73,4 +74,21 @@ export async function createCells(
       }
     }),
   );
+}
+
+/**
+ * Arguments for `process.execPath` that run one server from the sources (cwd: the repository),
+ * with the server's Node flags and any extra ones before them.
+ */
+export function serverProcessArgs(configFile: string, extraNodeFlags: readonly string[] = []): string[] {
+  return [
+    ...serverNodeFlags,
+    ...extraNodeFlags,
+    "--import",
+    "tsx",
+    "src/cli/main.ts",
+    "server",
+    "--config",
+    configFile,
+  ];
 }
