@@ -20,6 +20,7 @@ import {
 import { Prng, type Scheduler, type TimerHandle } from "../src/core/index.ts";
 import {
   initialMembership,
+  MembershipInterner,
   Output,
   type PaxosMessage,
   Replica,
@@ -68,6 +69,7 @@ function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency
     isServerAlive: () => true,
     observer: null,
     bugs: null,
+    memberships: new MembershipInterner(),
   };
   const out = new Output<Command, CommandResult>();
   const bus: Bus = { queue: [] };
@@ -260,6 +262,7 @@ function usedNodes(count: number, writes: number) {
     isServerAlive: () => true,
     observer: null,
     bugs: null,
+    memberships: new MembershipInterner(),
   };
   const out = new Output<Command, CommandResult>();
   const node = { serverId: "s1", incarnation: 1 };

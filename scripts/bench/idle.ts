@@ -6,6 +6,12 @@
  * cells are created on all their members and the colony is measured idle; then server s1 alone
  * receives the founding nodes of more cells (7 members each, peers s2..s7: a founding node exists
  * without its peers) until it hosts `--nodes` nodes, and the colony is measured idle again.
+ *
+ * s1 keeps quiet nodes resident for `--resident-idle` seconds (its `residentIdleSeconds`), longer
+ * than the load takes, so that its memory can be read with every node resident once the server,
+ * quiet again, has collected the load's garbage (IdleCollector); the memory right after the load
+ * is reported too. Then the nodes are left to be evicted and the colony is measured idle a third
+ * time.
  */
 import {
   type BenchmarkReport,
@@ -36,6 +42,9 @@ interface IdleWindow {
 }
 
 const messagesOut = "physalia_messages_out_total";
+const idleCollections = "physalia_idle_collections_total";
+/** How long to wait after the load for s1 to collect its garbage before reading its memory. */
+const collectWaitMsMax = 90_000;
 /** How long to wait, after the eviction wait, for the heap to shrink back before the last window. */
 const settleWaitMsMax = 180_000;
 const framesSent = "physalia_transport_frames_sent_total";
@@ -80,6 +89,8 @@ async function memory(colony: BenchColony) {
     rssBytes: colony.rssBytes("s1"),
     ...colony.residentMemory("s1"),
     heapUsedBytes: metrics.get("nodejs_heap_used_bytes") ?? 0,
+    heapTotalBytes: metrics.get("nodejs_heap_total_bytes") ?? 0,
+    idleCollections: metrics.get(idleCollections) ?? 0,
     residentNodes: status.residentNodes,
     hostedNodes: status.hostedNodes,
   };
@@ -89,12 +100,15 @@ export async function idleBenchmark(children: Children, options: Options): Promi
   const nodes = options.integer("nodes", 1_000_000);
   const baselineCells = options.integer("baseline-cells", 1000);
   const idleSeconds = options.number("idle-seconds", 30);
-  const evictWaitSeconds = options.number("evict-wait", 90, 0);
+  const residentIdleSeconds = options.integer("resident-idle", 240);
+  const evictWaitSeconds = options.number("evict-wait", residentIdleSeconds + 30, 0);
   options.finish();
   if (nodes < baselineCells)
     throw new Error(`--nodes (${nodes}) must be at least --baseline-cells (${baselineCells})`);
 
-  const colony = await BenchColony.create(children, children.tempDir("physalia-bench-idle-"), 7, 7);
+  const colony = await BenchColony.create(children, children.tempDir("physalia-bench-idle-"), 7, 7, {
+    s1: { residentIdleSeconds },
+  });
   try {
     progress("starting 7 Physalia server processes");
     await colony.startAll();
@@ -117,7 +131,21 @@ export async function idleBenchmark(children: Children, options: Options): Promi
     const loadSeconds = (performance.now() - loadStarted) / 1000;
     const loadEnded = performance.now();
     await sleep(2000);
-    const after = await memory(colony);
+    const peak = await memory(colony);
+    progress(`waiting up to ${collectWaitMsMax / 1000} s for s1, quiet again, to collect the load's garbage`);
+    const collectStarted = performance.now();
+    let after = peak;
+    while (performance.now() - collectStarted < collectWaitMsMax) {
+      await sleep(2000);
+      const now = await memory(colony);
+      // The counter moves when the collection starts; the next reading sees its result.
+      if (after.idleCollections > peak.idleCollections) {
+        after = now;
+        break;
+      }
+      after = now;
+    }
+    const collectSeconds = round((performance.now() - collectStarted) / 1000);
     const addedResident = Math.max(1, after.residentNodes - before.residentNodes);
     progress(`${after.hostedNodes} nodes hosted on s1; ${idleSeconds} s idle`);
     const many = await idleWindow(colony, idleSeconds);
@@ -151,7 +179,11 @@ export async function idleBenchmark(children: Children, options: Options): Promi
       creationNodesPerSecond: Math.round(extra / loadSeconds),
       memoryEmpty: empty,
       memoryBeforeLoad: before,
-      memoryAfterLoad: after,
+      memoryRightAfterLoad: peak,
+      memoryAfterLoad: { waitedSeconds: collectSeconds, ...after },
+      rssBytesPerResidentNodeRightAfterLoad: Math.round(
+        (peak.rssBytes - before.rssBytes) / Math.max(1, peak.residentNodes - before.residentNodes),
+      ),
       rssBytesPerResidentNode: Math.round((after.rssBytes - before.rssBytes) / addedResident),
       anonRssBytesPerResidentNode: Math.round((after.anonBytes - before.anonBytes) / addedResident),
       fileRssBytesPerResidentNode: Math.round((after.fileBytes - before.fileBytes) / addedResident),
@@ -194,9 +226,10 @@ export async function idleBenchmark(children: Children, options: Options): Promi
       },
       lines: [
         `creating ${extra.toLocaleString("en-US")} founding nodes on s1 through its admin port: ${results.creationSeconds} s (${results.creationNodesPerSecond.toLocaleString("en-US")} nodes/s)`,
-        `s1 memory: RSS ${mib(empty.rssBytes)} empty, ${mib(before.rssBytes)} with ${before.residentNodes} nodes, ${mib(after.rssBytes)} with ${after.residentNodes.toLocaleString("en-US")} resident nodes; heap ${mib(before.heapUsedBytes)} -> ${mib(after.heapUsedBytes)}`,
+        `s1 right after the load: RSS ${mib(peak.rssBytes)} with ${peak.residentNodes.toLocaleString("en-US")} resident nodes, heap ${mib(peak.heapUsedBytes)} used of ${mib(peak.heapTotalBytes)} (the load's garbage not yet collected): ${results.rssBytesPerResidentNodeRightAfterLoad} bytes of RSS per resident node`,
+        `s1 memory ${collectSeconds} s later (${after.idleCollections - peak.idleCollections} collection(s) asked for by the quiet server): RSS ${mib(empty.rssBytes)} empty, ${mib(before.rssBytes)} with ${before.residentNodes} nodes, ${mib(after.rssBytes)} with ${after.residentNodes.toLocaleString("en-US")} resident nodes; heap ${mib(before.heapUsedBytes)} -> ${mib(after.heapUsedBytes)} used, ${mib(after.heapTotalBytes)} reserved`,
         `s1 resident memory by kind: anonymous ${mib(empty.anonBytes)} empty, ${mib(before.anonBytes)} -> ${mib(after.anonBytes)}; lmdb's mapped file ${mib(empty.fileBytes)} empty, ${mib(before.fileBytes)} -> ${mib(after.fileBytes)}`,
-        `per resident node: ${results.rssBytesPerResidentNode} bytes of RSS, of which ${results.anonRssBytesPerResidentNode} anonymous (the server's own) and ${results.fileRssBytesPerResidentNode} lmdb's mapped file (page cache); ${results.heapBytesPerResidentNode} bytes of heap (no forced GC: the heap figure includes garbage not yet collected)`,
+        `per resident node: ${results.rssBytesPerResidentNode} bytes of RSS, of which ${results.anonRssBytesPerResidentNode} anonymous (the server's own) and ${results.fileRssBytesPerResidentNode} lmdb's mapped file (page cache); ${results.heapBytesPerResidentNode} bytes of heap`,
         w("few cells", few),
         w("many cells", many),
         `${results.afterEvictionWait.secondsSinceLoad} s after the load: ${evicted.residentNodes.toLocaleString("en-US")} resident of ${evicted.hostedNodes.toLocaleString("en-US")} hosted on s1; RSS ${mib(evicted.rssBytes)}, heap ${mib(evicted.heapUsedBytes)}`,

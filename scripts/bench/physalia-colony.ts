@@ -42,13 +42,20 @@ export class BenchColony {
     private readonly children: Children,
     readonly dir: string,
     topology: Topology,
+    overrides: Readonly<Record<string, Partial<ServerConfig>>>,
   ) {
     this.topology = topology;
     const keyFile = join(dir, "colony.key");
     ensureKeyFile(keyFile);
     this.colonyKey = loadColonyKey(keyFile, {});
     for (const s of topology.servers) {
-      const config: ServerConfig = { server: s.id, data: join(dir, s.id), keyFile, topology };
+      const config: ServerConfig = {
+        server: s.id,
+        data: join(dir, s.id),
+        keyFile,
+        topology,
+        ...overrides[s.id],
+      };
       const file = join(dir, `${s.id}.json`);
       writeFileSync(file, JSON.stringify(config));
       this.configFiles.set(s.id, file);
@@ -63,10 +70,19 @@ export class BenchColony {
     mkdirSync(join(dir, "logs"), { recursive: true });
   }
 
-  /** A colony of `servers` servers over three racks and three power domains, none started yet. */
-  static async create(children: Children, dir: string, servers: number, cellSize: number) {
+  /**
+   * A colony of `servers` servers over three racks and three power domains, none started yet;
+   * `overrides` adds settings to some servers' configurations, by server id.
+   */
+  static async create(
+    children: Children,
+    dir: string,
+    servers: number,
+    cellSize: number,
+    overrides: Readonly<Record<string, Partial<ServerConfig>>> = {},
+  ) {
     const topology = await localTopology(servers, cellSize, "bench");
-    return new BenchColony(children, dir, topology);
+    return new BenchColony(children, dir, topology, overrides);
   }
 
   get serverIds(): string[] {

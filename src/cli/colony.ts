@@ -73,6 +73,8 @@ const serverConfigSchema = z.strictObject({
   data: z.string().min(1),
   /** File holding the colony key in hex (PHYSALIA_COLONY_KEY overrides it). */
   keyFile: z.string().min(1).optional(),
+  /** Evict a node from memory once its cell has been quiet this long (default 60). */
+  residentIdleSeconds: z.number().int().min(1).max(86_400).optional(),
   topology: topologySchema,
 });
 

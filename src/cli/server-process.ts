@@ -11,10 +11,17 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
+import { getHeapStatistics } from "node:v8";
 import { commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
-import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
+import {
+  exposedFullCollection,
+  IdleCollector,
+  Server,
+  type ServerMessage,
+  serverMessageCodec,
+} from "../server/index.ts";
 import { LmdbStorage } from "../storage/index.ts";
 import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
 import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
@@ -42,6 +49,50 @@ const adminBodyBytesMax = 1024 * 1024;
 const createCellsMax = 1000;
 /** Cell keys listed per /cells page. */
 const cellsPageMax = 10_000;
+
+/** How often the process looks whether it is quiet enough to give back a burst's memory. */
+const idleCheckMs = 1000;
+
+/**
+ * One collector for the process (`physalia up` may run several servers in one): it collects
+ * only when every server in the process is quiet. Null when V8's collector is not exposed.
+ */
+const processCollector = (() => {
+  const collect = exposedFullCollection();
+  if (collect === null) return null;
+  const sources = new Set<Server>();
+  const collector = new IdleCollector({
+    collect,
+    heapUsedBytes: () => getHeapStatistics().used_heap_size,
+    quietMs: 5000,
+    growthBytes: 64 * 2 ** 20,
+    releasedMin: 10_000,
+  });
+  let timer: NodeJS.Timeout | null = null;
+  return {
+    collector,
+    /** Watch a server's work and evictions; returns what ends it. */
+    watch(server: Server): () => void {
+      sources.add(server);
+      timer ??= setInterval(() => {
+        let work = 0;
+        let released = 0;
+        for (const source of sources) {
+          work += source.counters.turns + source.counters.nodesEvicted;
+          released += source.counters.nodesEvicted;
+        }
+        collector.observe(performance.now(), work, released);
+      }, idleCheckMs).unref();
+      return () => {
+        sources.delete(server);
+        if (sources.size === 0 && timer !== null) {
+          clearInterval(timer);
+          timer = null;
+        }
+      };
+    },
+  };
+})();
 
 export async function startServer(options: {
   readonly config: ServerConfig;
@@ -76,6 +127,9 @@ export async function startServer(options: {
     transport,
     scheduler: new NodeScheduler(true),
     random: new Prng(seed),
+    ...(config.residentIdleSeconds === undefined
+      ? {}
+      : { residentIdleMs: config.residentIdleSeconds * 1000 }),
     onFault: (cellKey, detail) =>
       logger.log("error", "stored node failed its checksum; rebuilding it as a learner", {
         cell: cellKey,
@@ -188,6 +242,12 @@ export async function startServer(options: {
       gauge("physalia_transport_connections_open", "Open peer connections", transportStats.connectionsOpen),
       gauge("process_resident_memory_bytes", "Resident set size", memory.rss),
       gauge("nodejs_heap_used_bytes", "V8 heap in use", memory.heapUsed),
+      gauge("nodejs_heap_total_bytes", "V8 heap reserved", memory.heapTotal),
+      counter(
+        "physalia_idle_collections_total",
+        "Full collections the process asked for once quiet after its heap had grown",
+        processCollector?.collector.collections ?? 0,
+      ),
       counter("process_cpu_seconds_total", "CPU time of the process", (cpu.user + cpu.system) / 1e6),
       gauge("process_start_time_seconds", "When the server started", startedMs / 1000),
     ];
@@ -347,9 +407,11 @@ export async function startServer(options: {
     throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
   });
 
+  const unwatch = processCollector?.watch(server) ?? (() => {});
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      unwatch();
       server.stop();
       admin.closeAllConnections();
       await new Promise<void>((resolve) => admin.close(() => resolve()));

@@ -95,6 +95,8 @@ export const limits = Object.freeze({
   suspectAfterMs: 1200,
 
   // ---- server
+  /** Distinct membership states a server shares between its nodes (MembershipInterner). */
+  internedMembershipsMax: 10_000,
   /** Messages a server accepts in one turn before answering `overloaded`. */
   serverInboxMax: 100_000,
   /** Client requests a server holds at once. */

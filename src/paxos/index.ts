@@ -37,6 +37,7 @@ export {
   configurationFor,
   initialMembership,
   latestConfiguration,
+  MembershipInterner,
   majority,
   membershipChangeProblem,
 } from "./membership.ts";

@@ -125,3 +125,43 @@ export function pruneMembership(state: MembershipState, applied: number): Member
   }
   return drop === 0 ? state : { ...state, configurations: configurations.slice(drop) };
 }
+
+/**
+ * Shares equal membership states between the nodes of one server. A state is immutable, and the
+ * nodes of cells placed on the same servers hold equal ones: sharing them saves a few hundred
+ * bytes per resident node (docs/BENCHMARKS.md, `idle`). Bounded: when the table is full it is
+ * emptied and fills again with the states in use; states already handed out stay valid.
+ */
+export class MembershipInterner {
+  private readonly table = new Map<string, MembershipState>();
+  private readonly max: number;
+
+  constructor(max: number = limits.internedMembershipsMax) {
+    assert(max >= 1, "the membership table holds at least one state");
+    this.max = max;
+  }
+
+  get size(): number {
+    return this.table.size;
+  }
+
+  /** The shared state equal to `state` (the first one seen), or `state` itself. */
+  intern(state: MembershipState): MembershipState {
+    const key = membershipKey(state);
+    const known = this.table.get(key);
+    if (known !== undefined) return known;
+    if (this.table.size >= this.max) this.table.clear();
+    this.table.set(key, state);
+    return state;
+  }
+}
+
+/** Equal exactly for equal states: every field, with each server id prefixed by its length. */
+function membershipKey(state: MembershipState): string {
+  let key = `${state.epoch}/${state.nextIncarnation}`;
+  for (const configuration of state.configurations) {
+    key += `/${configuration.fromSlot},${configuration.epoch}`;
+    for (const m of configuration.members) key += `,${m.incarnation}@${m.serverId.length}:${m.serverId}`;
+  }
+  return key;
+}

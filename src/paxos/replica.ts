@@ -32,6 +32,7 @@ import {
   applyMembershipChange,
   configurationFor,
   latestConfiguration,
+  type MembershipInterner,
   majority,
   memberByIncarnation,
   memberIndex,
@@ -78,6 +79,8 @@ export interface ReplicaEnvironment {
   isServerAlive(serverId: ServerId): boolean;
   readonly observer: ReplicaObserver | null;
   readonly bugs: PlantedBugs | null;
+  /** Shares equal membership states between this server's nodes. */
+  readonly memberships: MembershipInterner;
 }
 
 /** What a node loaded from storage holds. */
@@ -256,7 +259,7 @@ export class Replica<C, R> {
     this.node = options.node;
     this.machine = options.machine;
     this.env = options.env;
-    this.membership = membership;
+    this.membership = options.env.memberships.intern(membership);
     this.joining = joining;
   }
 
@@ -1503,7 +1506,7 @@ export class Replica<C, R> {
       } catch {
         return; // a corrupt snapshot from a peer: ignore it and try again later
       }
-      this.membership = snapshot.membership;
+      this.membership = this.env.memberships.intern(snapshot.membership);
       this.joining = false;
       if (this.learner && (this.env.bugs?.damagedNodeVotes ?? false)) this.learner = false;
       this.applied = snapshot.index;
@@ -1577,7 +1580,7 @@ export class Replica<C, R> {
             slot,
             delayed ? limits.pipelineDepth : 1,
           );
-          this.membership = applied.state;
+          this.membership = this.env.memberships.intern(applied.state);
           if (tags !== null) {
             out.results.push({
               cellKey: this.cellKey,
@@ -1606,7 +1609,8 @@ export class Replica<C, R> {
       this.applied = slot;
       this.env.observer?.applied(this.cellKey, this.node, slot, value as LogValue<unknown>);
       const before = this.membership;
-      this.membership = pruneMembership(this.membership, this.applied);
+      const pruned = pruneMembership(before, this.applied);
+      if (pruned !== before) this.membership = this.env.memberships.intern(pruned);
       if (this.membership !== before) this.noteRemovedMembers(before);
       if (this.applied - this.snapshotIndex >= limits.snapshotIntervalEntries) this.takeSnapshot(out);
       else this.trimLog();

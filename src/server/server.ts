@@ -33,6 +33,7 @@ import {
 } from "../core/index.ts";
 import {
   initialMembership,
+  MembershipInterner,
   type NodeWrite,
   Output,
   type PaxosMessage,
@@ -200,6 +201,7 @@ export class Server {
       isServerAlive: (serverId) => this.detector.isAlive(serverId, this.scheduler.nowMs()),
       observer: options.observer ?? null,
       bugs: options.bugs ?? null,
+      memberships: new MembershipInterner(),
     };
     for (const pointer of this.storage.pointers()) this.pointers.set(pointer.cellKey, pointer);
     this.transport.onMessage((from, message) => this.receive(from, message));

@@ -13,6 +13,7 @@ import {
   type LogEntry,
   type LogValue,
   type MembershipChange,
+  MembershipInterner,
   Output,
   type PaxosMessage,
   type PersistedNode,
@@ -122,6 +123,7 @@ export class PaxosCluster {
       isServerAlive: alive,
       observer,
       bugs: options.bugs ?? null,
+      memberships: new MembershipInterner(),
     };
     if (memberServers.length === 0) return; // a clone fills itself in
     const members = memberServers.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
