@@ -47,7 +47,7 @@ describe("membership interner", () => {
     const interner = new MembershipInterner();
     const interned = variants.map((state) => interner.intern(state));
     expect(new Set(interned).size).toBe(variants.length);
-    interned.forEach((state, i) => expect(state).toBe(variants[i]));
+    for (const [i, state] of interned.entries()) expect(state).toBe(variants[i]);
   });
 
   it("is bounded: when full it starts over, and what it handed out stays valid", () => {
