@@ -165,6 +165,13 @@ describe("physalia server with a bad configuration", () => {
       const missing = await physalia(["server", "--config", "nowhere.yaml"], dir);
       expect(missing.code).toBe(2);
       expect(missing.stderr).toMatch(/cannot read the server configuration .*nowhere\.yaml/);
+      writeFileSync(
+        join(dir, "s2.yaml"),
+        "server: s1\ndata: ./s1\nresidentIdleSeconds: 0\ntopology:\n  servers:\n    - {id: s1, host: 127.0.0.1, port: 7101, adminPort: 7201, rack: r1, power: p1}\n",
+      );
+      const eviction = await physalia(["server", "--config", "s2.yaml"], dir);
+      expect(eviction.code).toBe(2);
+      expect(eviction.stderr).toMatch(/s2\.yaml is invalid: .*residentIdleSeconds/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -91,6 +91,8 @@ async function memory(colony: BenchColony) {
     heapUsedBytes: metrics.get("nodejs_heap_used_bytes") ?? 0,
     heapTotalBytes: metrics.get("nodejs_heap_total_bytes") ?? 0,
     idleCollections: metrics.get(idleCollections) ?? 0,
+    idleCollectionLastSeconds: metrics.get("physalia_idle_collection_last_seconds") ?? 0,
+    idleCollectionPauseSeconds: metrics.get("physalia_idle_collection_longest_pause_seconds") ?? 0,
     residentNodes: status.residentNodes,
     hostedNodes: status.hostedNodes,
   };
@@ -227,7 +229,7 @@ export async function idleBenchmark(children: Children, options: Options): Promi
       lines: [
         `creating ${extra.toLocaleString("en-US")} founding nodes on s1 through its admin port: ${results.creationSeconds} s (${results.creationNodesPerSecond.toLocaleString("en-US")} nodes/s)`,
         `s1 right after the load: RSS ${mib(peak.rssBytes)} with ${peak.residentNodes.toLocaleString("en-US")} resident nodes, heap ${mib(peak.heapUsedBytes)} used of ${mib(peak.heapTotalBytes)} (the load's garbage not yet collected): ${results.rssBytesPerResidentNodeRightAfterLoad} bytes of RSS per resident node`,
-        `s1 memory ${collectSeconds} s later (${after.idleCollections - peak.idleCollections} collection(s) asked for by the quiet server): RSS ${mib(empty.rssBytes)} empty, ${mib(before.rssBytes)} with ${before.residentNodes} nodes, ${mib(after.rssBytes)} with ${after.residentNodes.toLocaleString("en-US")} resident nodes; heap ${mib(before.heapUsedBytes)} -> ${mib(after.heapUsedBytes)} used, ${mib(after.heapTotalBytes)} reserved`,
+        `s1 memory ${collectSeconds} s later (${after.idleCollections - peak.idleCollections} collection(s) asked for by the quiet server, the last taking ${round(after.idleCollectionLastSeconds, 2)} s, its longest pause ${round(after.idleCollectionPauseSeconds, 2)} s): RSS ${mib(empty.rssBytes)} empty, ${mib(before.rssBytes)} with ${before.residentNodes} nodes, ${mib(after.rssBytes)} with ${after.residentNodes.toLocaleString("en-US")} resident nodes; heap ${mib(before.heapUsedBytes)} -> ${mib(after.heapUsedBytes)} used, ${mib(after.heapTotalBytes)} reserved`,
         `s1 resident memory by kind: anonymous ${mib(empty.anonBytes)} empty, ${mib(before.anonBytes)} -> ${mib(after.anonBytes)}; lmdb's mapped file ${mib(empty.fileBytes)} empty, ${mib(before.fileBytes)} -> ${mib(after.fileBytes)}`,
         `per resident node: ${results.rssBytesPerResidentNode} bytes of RSS, of which ${results.anonRssBytesPerResidentNode} anonymous (the server's own) and ${results.fileRssBytesPerResidentNode} lmdb's mapped file (page cache); ${results.heapBytesPerResidentNode} bytes of heap`,
         w("few cells", few),

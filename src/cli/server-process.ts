@@ -11,6 +11,7 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
+import { PerformanceObserver } from "node:perf_hooks";
 import { getHeapStatistics } from "node:v8";
 import { commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
@@ -61,8 +62,36 @@ const processCollector = (() => {
   const collect = exposedFullCollection();
   if (collect === null) return null;
   const sources = new Set<Server>();
+  let lastCollectionMs = 0;
+  let lastPauseMs = 0;
+  const timed = (): Promise<unknown> | undefined => {
+    const started = performance.now();
+    let longest = 0;
+    // V8 reports each pause of the collection (its incremental steps run between them).
+    const pauses = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) longest = Math.max(longest, entry.duration);
+    });
+    pauses.observe({ entryTypes: ["gc"] });
+    const done = () => {
+      // The last pause's entry is queued after the collection ends: read it before stopping.
+      for (const entry of pauses.takeRecords()) longest = Math.max(longest, entry.duration);
+      pauses.disconnect();
+      lastCollectionMs = performance.now() - started;
+      lastPauseMs = longest;
+    };
+    let pending: Promise<unknown> | undefined;
+    try {
+      pending = collect();
+    } catch (error) {
+      done();
+      throw error;
+    }
+    if (pending === undefined) done();
+    else pending.then(done, done);
+    return pending;
+  };
   const collector = new IdleCollector({
-    collect,
+    collect: timed,
     heapUsedBytes: () => getHeapStatistics().used_heap_size,
     quietMs: 5000,
     growthBytes: 64 * 2 ** 20,
@@ -71,6 +100,12 @@ const processCollector = (() => {
   let timer: NodeJS.Timeout | null = null;
   return {
     collector,
+    get lastCollectionMs(): number {
+      return lastCollectionMs;
+    },
+    get lastPauseMs(): number {
+      return lastPauseMs;
+    },
     /** Watch a server's work and evictions; returns what ends it. */
     watch(server: Server): () => void {
       sources.add(server);
@@ -247,6 +282,16 @@ export async function startServer(options: {
         "physalia_idle_collections_total",
         "Full collections the process asked for once quiet after its heap had grown",
         processCollector?.collector.collections ?? 0,
+      ),
+      gauge(
+        "physalia_idle_collection_last_seconds",
+        "Wall time of the last of those collections, from its start to its end (its pauses are within it)",
+        (processCollector?.lastCollectionMs ?? 0) / 1000,
+      ),
+      gauge(
+        "physalia_idle_collection_longest_pause_seconds",
+        "Longest pause of the event loop within the last of those collections",
+        (processCollector?.lastPauseMs ?? 0) / 1000,
       ),
       counter("process_cpu_seconds_total", "CPU time of the process", (cpu.user + cpu.system) / 1e6),
       gauge("process_start_time_seconds", "When the server started", startedMs / 1000),
