@@ -53,6 +53,8 @@ const cellsPageMax = 10_000;
 
 /** How often the process looks whether it is quiet enough to give back a burst's memory. */
 const idleCheckMs = 1000;
+/** How long after an idle collection its pauses are still reported. */
+const pauseObserveMs = 2000;
 
 /**
  * One collector for the process (`physalia up` may run several servers in one): it collects
@@ -66,18 +68,18 @@ const processCollector = (() => {
   let lastPauseMs = 0;
   const timed = (): Promise<unknown> | undefined => {
     const started = performance.now();
-    let longest = 0;
-    // V8 reports each pause of the collection (its incremental steps run between them).
+    lastPauseMs = 0;
+    // V8 reports each pause of the collection (its incremental steps run between them), a
+    // moment after it ends: the observer stays a while after the collection.
     const pauses = new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) longest = Math.max(longest, entry.duration);
+      for (const entry of list.getEntries()) {
+        if (entry.startTime >= started) lastPauseMs = Math.max(lastPauseMs, entry.duration);
+      }
     });
     pauses.observe({ entryTypes: ["gc"] });
     const done = () => {
-      // The last pause's entry is queued after the collection ends: read it before stopping.
-      for (const entry of pauses.takeRecords()) longest = Math.max(longest, entry.duration);
-      pauses.disconnect();
       lastCollectionMs = performance.now() - started;
-      lastPauseMs = longest;
+      setTimeout(() => pauses.disconnect(), pauseObserveMs).unref();
     };
     let pending: Promise<unknown> | undefined;
     try {
