@@ -11,18 +11,10 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
-import { PerformanceObserver } from "node:perf_hooks";
-import { getHeapStatistics } from "node:v8";
 import { commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
-import {
-  exposedFullCollection,
-  IdleCollector,
-  Server,
-  type ServerMessage,
-  serverMessageCodec,
-} from "../server/index.ts";
+import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
 import { LmdbStorage } from "../storage/index.ts";
 import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
 import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
@@ -31,6 +23,7 @@ export { adminToken };
 
 import type { Logger } from "./log.ts";
 import { counter, formatMetrics, gauge, type Metric } from "./metrics.ts";
+import { processCollector } from "./process-collector.ts";
 
 export function addressBook(topology: Topology): AddressBook {
   return new AddressBook(topology.servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));
@@ -50,86 +43,6 @@ const adminBodyBytesMax = 1024 * 1024;
 const createCellsMax = 1000;
 /** Cell keys listed per /cells page. */
 const cellsPageMax = 10_000;
-
-/** How often the process looks whether it is quiet enough to give back a burst's memory. */
-const idleCheckMs = 1000;
-/** How long after an idle collection its pauses are still reported. */
-const pauseObserveMs = 2000;
-
-/**
- * One collector for the process (`physalia up` may run several servers in one): it collects
- * only when every server in the process is quiet. Null when V8's collector is not exposed.
- */
-const processCollector = (() => {
-  const collect = exposedFullCollection();
-  if (collect === null) return null;
-  const sources = new Set<Server>();
-  let lastCollectionMs = 0;
-  let lastPauseMs = 0;
-  const timed = (): Promise<unknown> | undefined => {
-    const started = performance.now();
-    lastPauseMs = 0;
-    // V8 reports each pause of the collection (its incremental steps run between them), a
-    // moment after it ends: the observer stays a while after the collection.
-    const pauses = new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) {
-        if (entry.startTime >= started) lastPauseMs = Math.max(lastPauseMs, entry.duration);
-      }
-    });
-    pauses.observe({ entryTypes: ["gc"] });
-    const done = () => {
-      lastCollectionMs = performance.now() - started;
-      setTimeout(() => pauses.disconnect(), pauseObserveMs).unref();
-    };
-    let pending: Promise<unknown> | undefined;
-    try {
-      pending = collect();
-    } catch (error) {
-      done();
-      throw error;
-    }
-    if (pending === undefined) done();
-    else pending.then(done, done);
-    return pending;
-  };
-  const collector = new IdleCollector({
-    collect: timed,
-    heapUsedBytes: () => getHeapStatistics().used_heap_size,
-    quietMs: 5000,
-    growthBytes: 64 * 2 ** 20,
-    releasedMin: 10_000,
-  });
-  let timer: NodeJS.Timeout | null = null;
-  return {
-    collector,
-    get lastCollectionMs(): number {
-      return lastCollectionMs;
-    },
-    get lastPauseMs(): number {
-      return lastPauseMs;
-    },
-    /** Watch a server's work and evictions; returns what ends it. */
-    watch(server: Server): () => void {
-      sources.add(server);
-      timer ??= setInterval(() => {
-        let work = 0;
-        let released = 0;
-        for (const source of sources) {
-          work += source.counters.turns + source.counters.nodesEvicted;
-          released += source.counters.nodesEvicted;
-        }
-        collector.observe(performance.now(), work, released);
-      }, idleCheckMs).unref();
-      return () => {
-        sources.delete(server);
-        if (sources.size === 0 && timer !== null) {
-          clearInterval(timer);
-          timer = null;
-        }
-      };
-    },
-  };
-})();
 
 export async function startServer(options: {
   readonly config: ServerConfig;

@@ -1,5 +1,3 @@
-import { setFlagsFromString } from "node:v8";
-
 /**
  * Returns the memory of a burst once the server is quiet again.
  *
@@ -11,8 +9,9 @@ import { setFlagsFromString } from "node:v8";
  * `quietMs` and either the heap has grown by more than `growthBytes` plus half of what the last
  * collection left, or at least `releasedMin` nodes were evicted since (their memory is garbage
  * the heap figure still counts), it asks for one full collection. The server's Node.js flags
- * (`serverNodeFlags`) expose V8's collector; `exposedFullCollection` makes that one collection
- * compact, so the pages the burst left half empty are given back too.
+ * (`serverNodeFlags`) expose V8's collector; the process's collection
+ * (`src/cli/process-collector.ts`) compacts, so the pages the burst left half empty are given
+ * back too.
  *
  * A compacting collection of a large heap pauses the event loop (measured here: 0.27 s with
  * 300,000 resident nodes, 145 MiB live); it runs only on a quiet server, and at most once per
@@ -82,34 +81,4 @@ export class IdleCollector {
     else pending.then(finish, finish);
     return true;
   }
-}
-
-/**
- * V8's full collection, compacting, if the process was started with `--expose-gc`
- * (serverNodeFlags), else null.
- *
- * Compacting matters here: long-lived nodes and a burst's short-lived records are promoted
- * together, and a plain collection leaves the pages they shared half empty and still reserved
- * (measured with 1,000,000 resident nodes: 512 MiB of live heap in 1,113 MiB reserved; compacted,
- * 648 MiB). V8 compacts few pages by its own heuristics; `--compact-on-every-full-gc` makes it
- * evacuate every fragmented page. It is set for this collection only: V8 reads it when the
- * collection starts, and a busy server's own full collections keep V8's shorter pauses.
- */
-export function exposedFullCollection(): (() => Promise<unknown> | undefined) | null {
-  const gc = (globalThis as { gc?: (options?: object) => unknown }).gc;
-  if (typeof gc !== "function") return null;
-  return () => {
-    setFlagsFromString("--compact-on-every-full-gc");
-    const restore = () => setFlagsFromString("--no-compact-on-every-full-gc");
-    let result: unknown;
-    try {
-      result = gc({ type: "major", execution: "async" });
-    } catch (error) {
-      restore();
-      throw error;
-    }
-    if (result instanceof Promise) return result.finally(restore);
-    restore();
-    return undefined;
-  };
 }

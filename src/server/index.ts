@@ -1,5 +1,5 @@
 export { FailureDetector } from "./failure-detector.ts";
-export { exposedFullCollection, IdleCollector, type IdleCollectorOptions } from "./idle-collector.ts";
+export { IdleCollector, type IdleCollectorOptions } from "./idle-collector.ts";
 export { serverNodeFlags } from "./runtime.ts";
 export {
   Server,
