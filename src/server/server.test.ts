@@ -223,3 +223,25 @@ describe("server heartbeats", () => {
     }
   });
 });
+
+describe("a server without peers", () => {
+  it("still evicts quiet nodes (its tick runs though it has no one to send heartbeats to)", () => {
+    const scheduler = new EarlyTimers(0);
+    const transport = new Recorder();
+    const server = new Server({
+      serverId: "s1",
+      peers: ["s1"],
+      storage: new MemoryStorage<Command>(),
+      transport,
+      scheduler,
+      random: new Prng(1),
+      residentIdleMs: 1_000,
+    });
+    server.createCell("vol-alone", [{ serverId: "s1", incarnation: 1 }]);
+    expect(server.status().residentNodes).toBe(1);
+    scheduler.advanceTo(5_000);
+    expect(server.status().residentNodes).toBe(0);
+    expect(server.counters.nodesEvicted).toBe(1);
+    expect(transport.sent.filter((s) => s.message.kind === "heartbeat")).toEqual([]);
+  });
+});

@@ -543,7 +543,9 @@ export class Server {
   }
 
   private scheduleHeartbeats(): void {
-    if (this.stopped || this.peers.length === 0) return;
+    // A server without peers (a colony of one) still ticks: the tick also expires pointers and
+    // requests and evicts quiet nodes.
+    if (this.stopped) return;
     // Ticks fall on multiples of the interval of the server's clock (wall time on Node.js), the
     // same instants on every server: peers' heartbeats then arrive together, and an idle server
     // wakes about once per interval to hear them all instead of once per peer.
