@@ -195,7 +195,7 @@ export async function startServer(options: {
       gauge("nodejs_heap_total_bytes", "V8 heap reserved", memory.heapTotal),
       counter(
         "physalia_idle_collections_total",
-        "Full collections the process asked for once quiet after its heap had grown",
+        "Full collections the process asked for once quiet, after its heap had grown or many nodes were evicted",
         processCollector?.collector.collections ?? 0,
       ),
       gauge(
