@@ -188,14 +188,19 @@ export function round(value: number, digits = 1): number {
 const clockTicksPerSecond = 100;
 const pageBytes = 4096;
 
-/** CPU time (user + system) and resident memory of a live process, from /proc/<pid>/stat. */
-export function processStat(pid: number): { cpuUs: number; rssBytes: number } | null {
-  let text: string;
+/** A file of /proc/<pid>/, or null once the process is gone. */
+function readProcess(pid: number, file: string): string | null {
   try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return readFileSync(`/proc/${pid}/${file}`, "utf8");
   } catch {
     return null;
   }
+}
+
+/** CPU time (user + system) and resident memory of a live process, from /proc/<pid>/stat. */
+export function processStat(pid: number): { cpuUs: number; rssBytes: number } | null {
+  const text = readProcess(pid, "stat");
+  if (text === null) return null;
   // Fields after the command name (which may hold spaces) start at field 3 (state).
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const utime = Number(fields[11]);
@@ -210,12 +215,8 @@ export function processStat(pid: number): { cpuUs: number; rssBytes: number } | 
  * page cache the kernel may reclaim, shared with every process that maps the file).
  */
 export function residentMemory(pid: number): { anonBytes: number; fileBytes: number } | null {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/status`, "utf8");
-  } catch {
-    return null;
-  }
+  const text = readProcess(pid, "status");
+  if (text === null) return null;
   const kib = (field: string): number =>
     Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
   return { anonBytes: kib("RssAnon"), fileBytes: kib("RssFile") + kib("RssShmem") };

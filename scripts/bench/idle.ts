@@ -138,14 +138,11 @@ export async function idleBenchmark(children: Children, options: Options): Promi
     const collectStarted = performance.now();
     let after = peak;
     while (performance.now() - collectStarted < collectWaitMsMax) {
+      // The counter moves when the collection starts; the reading after that sees its result.
+      const collected = after.idleCollections > peak.idleCollections;
       await sleep(2000);
-      const now = await memory(colony);
-      // The counter moves when the collection starts; the next reading sees its result.
-      if (after.idleCollections > peak.idleCollections) {
-        after = now;
-        break;
-      }
-      after = now;
+      after = await memory(colony);
+      if (collected) break;
     }
     const collectSeconds = round((performance.now() - collectStarted) / 1000);
     const addedResident = Math.max(1, after.residentNodes - before.residentNodes);

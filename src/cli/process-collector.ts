@@ -1,41 +1,18 @@
 /**
- * The server process's idle collection: V8's full collection, exposed by the server's Node flags
- * (`serverNodeFlags`), asked for by one IdleCollector per process once every server in it is
- * quiet, with its wall time and longest pause kept for /metrics.
- */
-import { PerformanceObserver } from "node:perf_hooks";
-import { getHeapStatistics, setFlagsFromString } from "node:v8";
-import { IdleCollector, type Server } from "../server/index.ts";
-
-/**
- * V8's full collection, compacting, if the process was started with `--expose-gc`
- * (serverNodeFlags), else null.
+ * The server process's idle collection: one IdleCollector per process asks, once every server in
+ * it is quiet, for a full collection of V8's heap, exposed by the server's Node flags
+ * (`serverNodeFlags`: `--expose-gc`). Its wall time and longest pause are kept for /metrics.
  *
- * Compacting matters here: long-lived nodes and a burst's short-lived records are promoted
+ * The collection compacts. Long-lived nodes and a burst's short-lived records are promoted
  * together, and a plain collection leaves the pages they shared half empty and still reserved
  * (measured with 1,000,000 resident nodes: 512 MiB of live heap in 1,113 MiB reserved; compacted,
  * 648 MiB). V8 compacts few pages by its own heuristics; `--compact-on-every-full-gc` makes it
  * evacuate every fragmented page. It is set for this collection only: V8 reads it when the
  * collection starts, and a busy server's own full collections keep V8's shorter pauses.
  */
-function exposedFullCollection(): (() => Promise<unknown> | undefined) | null {
-  const gc = (globalThis as { gc?: (options?: object) => unknown }).gc;
-  if (typeof gc !== "function") return null;
-  return () => {
-    setFlagsFromString("--compact-on-every-full-gc");
-    const restore = () => setFlagsFromString("--no-compact-on-every-full-gc");
-    let result: unknown;
-    try {
-      result = gc({ type: "major", execution: "async" });
-    } catch (error) {
-      restore();
-      throw error;
-    }
-    if (result instanceof Promise) return result.finally(restore);
-    restore();
-    return undefined;
-  };
-}
+import { PerformanceObserver } from "node:perf_hooks";
+import { getHeapStatistics, setFlagsFromString } from "node:v8";
+import { IdleCollector, type Server } from "../server/index.ts";
 
 /** How often the process looks whether it is quiet enough to give back a burst's memory. */
 const idleCheckMs = 1000;
@@ -47,12 +24,13 @@ const pauseObserveMs = 2000;
  * only when every server in the process is quiet. Null when V8's collector is not exposed.
  */
 export const processCollector = (() => {
-  const collect = exposedFullCollection();
-  if (collect === null) return null;
+  const gc = (globalThis as { gc?: (options?: object) => unknown }).gc;
+  if (typeof gc !== "function") return null;
   const sources = new Set<Server>();
   let lastCollectionMs = 0;
   let lastPauseMs = 0;
-  const timed = (): Promise<unknown> | undefined => {
+  /** One compacting full collection; settles when it is over. */
+  const collect = (): Promise<unknown> => {
     const started = performance.now();
     lastPauseMs = 0;
     // V8 reports each pause of the collection (its incremental steps run between them), a
@@ -63,23 +41,17 @@ export const processCollector = (() => {
       }
     });
     pauses.observe({ entryTypes: ["gc"] });
-    const done = () => {
-      lastCollectionMs = performance.now() - started;
-      setTimeout(() => pauses.disconnect(), pauseObserveMs).unref();
-    };
-    let pending: Promise<unknown> | undefined;
-    try {
-      pending = collect();
-    } catch (error) {
-      done();
-      throw error;
-    }
-    if (pending === undefined) done();
-    else pending.then(done, done);
-    return pending;
+    setFlagsFromString("--compact-on-every-full-gc");
+    return Promise.resolve()
+      .then(() => gc({ type: "major", execution: "async" }))
+      .finally(() => {
+        setFlagsFromString("--no-compact-on-every-full-gc");
+        lastCollectionMs = performance.now() - started;
+        setTimeout(() => pauses.disconnect(), pauseObserveMs).unref();
+      });
   };
   const collector = new IdleCollector({
-    collect: timed,
+    collect,
     heapUsedBytes: () => getHeapStatistics().used_heap_size,
     quietMs: 5000,
     growthBytes: 64 * 2 ** 20,
