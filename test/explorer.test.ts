@@ -4,7 +4,13 @@
  * state reachable with losses is reachable by never choosing to deliver those messages.
  */
 import { describe, expect, it } from "vitest";
-import { duellingProposers, explore, membershipActivation, scenarios } from "../src/sim/explorer.ts";
+import {
+  deferredAccepts,
+  duellingProposers,
+  explore,
+  membershipActivation,
+  scenarios,
+} from "../src/sim/explorer.ts";
 
 describe("exhaustive explorer", () => {
   it("explores every schedule of every scenario to its stated depth with no violation", () => {
@@ -18,6 +24,12 @@ describe("exhaustive explorer", () => {
 
   it("catches an acceptor that accepts a lower ballot (two values chosen for one slot)", () => {
     const report = explore(duellingProposers, { bugs: { acceptLowerBallot: true }, stopAtViolation: true });
+    expect(report.violations).toBeGreaterThan(0);
+    expect(report.firstViolation?.message).toMatch(/chosen twice/);
+  });
+
+  it("catches an acceptor that accepts a lower ballot where accepts are deferred", () => {
+    const report = explore(deferredAccepts, { bugs: { acceptLowerBallot: true }, stopAtViolation: true });
     expect(report.violations).toBeGreaterThan(0);
     expect(report.firstViolation?.message).toMatch(/chosen twice/);
   });

@@ -75,6 +75,18 @@ export const limits = Object.freeze({
    */
   commitNoticeDelayMs: 10,
   /**
+   * Followers beyond a majority that a leader sends each accept to at once. The others receive
+   * their accepts batched, acceptDeferMs later (or sooner: before any heartbeat or commit notice
+   * that tells them a commit index covering those slots): a write then wakes only the followers
+   * its commit waits for. 0: the commit waits for the slowest follower of a majority, and a
+   * follower that does not answer delays it by acceptDeferMs, after which the others vote.
+   */
+  acceptSpareFollowers: 0,
+  /** How long a leader holds the accepts of followers outside the majority it sends to at once. */
+  acceptDeferMs: 10,
+  /** Slots a leader holds for those followers before it sends them anyway. */
+  deferredSlotsMax: 8,
+  /**
    * Retransmit an unanswered accept, prepare or commit after this; a leader waits three smoothed
    * round trips of its accepts when that is longer, up to retransmitMsMax.
    */
@@ -147,6 +159,8 @@ assert(limits.logRetainedEntries >= limits.snapshotIntervalEntries, "the log mus
 assert(limits.catchUpSegmentEntriesMax <= limits.logRetainedEntries, "a segment comes from the retained log");
 assert(limits.membersMax >= limits.cellSizeDefault + 1, "a cell must be able to stretch by one node");
 assert(limits.commitNoticeDelayMs < limits.retransmitMs, "the commit notice comes before any retransmission");
+assert(limits.acceptDeferMs < limits.retransmitMs, "deferred accepts go out before any retransmission");
+assert(limits.deferredSlotsMax >= 1, "a leader holds at least one deferred slot");
 assert(limits.pipelineDepth >= 1, "the pipeline holds at least one slot");
 assert(
   limits.logMemoryEntries >= 2 * limits.pipelineDepth,

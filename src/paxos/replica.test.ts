@@ -1,10 +1,29 @@
 import { describe, expect, it } from "vitest";
 import { limits } from "../core/index.ts";
 import { PaxosCluster } from "../sim/paxos-cluster.ts";
+import type { PaxosMessage } from "./types.ts";
 
 function resultsFor(cluster: PaxosCluster, tag: number): number {
   return cluster.events.filter((e) => e.kind === "result" && e.tag === tag).length;
 }
+
+/** Deliver until the network is empty, without letting time pass; returns what was delivered. */
+function deliverAll(cluster: PaxosCluster): PaxosMessage<string>[] {
+  const delivered: PaxosMessage<string>[] = [];
+  for (let i = 0; i < 10_000 && cluster.network.length > 0; i++) {
+    delivered.push(cluster.network[0] as PaxosMessage<string>);
+    cluster.deliver(0);
+  }
+  return delivered;
+}
+
+function acceptTargets(messages: readonly PaxosMessage<string>[]): string[] {
+  return messages.filter((m) => m.type === "accept").map((m) => m.to.serverId);
+}
+
+const sevenServers = ["a", "b", "c", "d", "e", "f", "g"];
+/** Followers a leader of 7 sends each accept to at once: a majority with it, and the spares. */
+const sentAtOnce = 3 + limits.acceptSpareFollowers;
 
 describe("replica", () => {
   it("a first request elects the node that received it and commits on every member", () => {
@@ -131,6 +150,10 @@ describe("replica", () => {
     expect(c.node("a").replica.appliedIndex).toBe(accept.slot);
     // The request's fate is for its retry to learn: it is dropped, not left hanging.
     expect(c.events.filter((e) => e.kind === "dropped" && e.tag === 2)).toHaveLength(1);
+    // c, outside the majority the accept went to at once, still gets it once, a moment later.
+    c.advance(limits.acceptDeferMs);
+    expect(c.network.filter((m) => m.type === "accept").map((m) => m.to.serverId)).toEqual(["c"]);
+    c.settle();
     // Nothing stale stays in flight: time passing makes no retransmissions and a leader still.
     for (let i = 0; i <= limits.retransmitsMax; i++) c.advance(limits.retransmitMs);
     expect(c.network.filter((m) => m.type === "accept")).toEqual([]);
@@ -139,6 +162,110 @@ describe("replica", () => {
     c.settle();
     expect(resultsFor(c, 3)).toBe(1);
     for (const n of c.nodes.slice(1)) expect(n.machine.items).toEqual(["x", "y", "z"]);
+    expect(c.violations).toEqual([]);
+  });
+  it("a leader sends each accept at once only to the followers its majority needs, the others a moment later", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    // Followers in turn from the leader's place.
+    expect(acceptTargets(c.network)).toEqual(sevenServers.slice(1, 1 + sentAtOnce));
+    const first = deliverAll(c);
+    expect(resultsFor(c, 2)).toBe(1); // committed without the others
+    c.propose("a", "z", 3);
+    first.push(...deliverAll(c));
+    expect(resultsFor(c, 3)).toBe(1);
+    expect(c.node("g").machine.items).toEqual(["x"]);
+    expect(first.filter((m) => m.to.serverId === "g")).toEqual([]);
+    c.advance(limits.acceptDeferMs);
+    const deferred = sevenServers.slice(1 + sentAtOnce);
+    expect(acceptTargets(c.network)).toEqual([...deferred, ...deferred]); // both slots
+    const later = deliverAll(c);
+    // Their accepts carry the commit index only up to their own slot: no catch-up follows.
+    expect(later.filter((m) => m.type === "catchup_request")).toEqual([]);
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y", "z"]);
+    c.settle();
+    for (const n of c.nodes) expect(n.replica.wakeAtMs).toBe(Number.POSITIVE_INFINITY);
+    expect(c.violations).toEqual([]);
+  });
+
+  it("a commit waits only the deferral, not a retransmission, when the followers sent to at once are silent", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    c.network = c.network.filter((m) => m.type !== "accept"); // lost, or their servers are slow
+    deliverAll(c);
+    expect(resultsFor(c, 2)).toBe(0);
+    c.advance(limits.acceptDeferMs);
+    deliverAll(c);
+    expect(limits.acceptDeferMs).toBeLessThan(limits.retransmitMs);
+    expect(resultsFor(c, 2)).toBe(1);
+    expect(c.violations).toEqual([]);
+  });
+
+  it("a suspected follower is not among those sent to at once, and still gets its accepts", () => {
+    const c = new PaxosCluster("cell", sevenServers, { alive: (serverId) => serverId !== "b" });
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    expect(acceptTargets(c.network)).toEqual(sevenServers.slice(2, 2 + sentAtOnce));
+    c.settle();
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
+  });
+
+  it("deferred accepts go out before a heartbeat tells their followers a commit index", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    deliverAll(c);
+    expect(c.read("a", 3)).toBe("queued"); // a linearizable read starts a heartbeat round
+    const toG = c.network.filter((m) => m.to.serverId === "g").map((m) => m.type);
+    expect(toG).toEqual(["accept", "heartbeat"]);
+    const rest = deliverAll(c);
+    expect(rest.filter((m) => m.type === "catchup_request")).toEqual([]);
+    expect(c.node("g").machine.items).toEqual(["x", "y"]);
+  });
+
+  it("a leader holds at most deferredSlotsMax slots for the followers it defers", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "w0", 0);
+    c.settle();
+    const delivered: PaxosMessage<string>[] = [];
+    for (let i = 1; i <= limits.deferredSlotsMax + 1; i++) {
+      c.propose("a", `w${i}`, i);
+      delivered.push(...deliverAll(c));
+      expect(resultsFor(c, i)).toBe(1);
+    }
+    // No time passed: the bound alone sent them.
+    expect(acceptTargets(delivered).filter((id) => id === "g").length).toBe(limits.deferredSlotsMax);
+    expect(delivered.filter((m) => m.type === "catchup_request")).toEqual([]);
+    c.settle();
+    expect(c.node("g").machine.items.length).toBe(limits.deferredSlotsMax + 2);
+    expect(c.checkAppliedPrefixes()).toBeNull();
+  });
+  it("a follower that had not voted when its slot committed is no longer sent to at once", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    // b is slow: its accept is still on the way when the slot commits with the deferred votes.
+    const toB = c.network.findIndex((m) => m.type === "accept" && m.to.serverId === "b");
+    const held = c.network.splice(toB, 1);
+    deliverAll(c);
+    c.advance(limits.acceptDeferMs);
+    deliverAll(c);
+    expect(resultsFor(c, 2)).toBe(1);
+    c.network.push(...held);
+    deliverAll(c);
+    c.propose("a", "z", 3);
+    const atOnce = acceptTargets(c.network);
+    expect(atOnce).not.toContain("b");
+    expect(atOnce).toEqual(sevenServers.slice(2, 2 + sentAtOnce));
+    c.settle();
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y", "z"]);
     expect(c.violations).toEqual([]);
   });
 });

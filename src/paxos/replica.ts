@@ -81,6 +81,12 @@ export interface ReplicaEnvironment {
   readonly bugs: PlantedBugs | null;
   /** Shares equal membership states between this server's nodes. */
   readonly memberships: MembershipInterner;
+  /**
+   * Followers beyond a majority sent each accept at once (default limits.acceptSpareFollowers).
+   * limits.membersMax sends every accept to every follower at once; the exhaustive explorer's
+   * scenarios of the protocol's core use that, and one scenario explores the deferral itself.
+   */
+  readonly acceptSpareFollowers?: number;
 }
 
 /** What a node loaded from storage holds. */
@@ -138,10 +144,19 @@ interface Inflight<C> {
   readonly configuration: Configuration;
   /** Bit i set: configuration.members[i] accepted. */
   votes: number;
+  /** Bit i set: the accept went to configuration.members[i] at once, not deferred. */
+  readonly sentAtOnce: number;
   sentAtMs: number;
   /** When to send the accept again to members that have not answered. */
   retransmitAtMs: number;
   retransmits: number;
+}
+
+/** A proposal whose accepts some followers have not been sent yet (limits.acceptSpareFollowers). */
+interface DeferredAccept<C> {
+  readonly slot: number;
+  readonly value: LogValue<C>;
+  readonly targets: NodeId[];
 }
 
 interface ReadWaiter {
@@ -197,6 +212,18 @@ interface ProposerState<C> {
   heartbeatPending: boolean;
   /** When to tell followers the commit index if no accept carries it first (Infinity: no need). */
   commitNoticeAtMs: number;
+  /**
+   * Accepts held for the followers outside the majority each proposal went to at once, in slot
+   * order; sent at deferredFlushAtMs, or before anything tells those followers a commit index.
+   */
+  readonly deferred: DeferredAccept<C>[];
+  deferredFlushAtMs: number;
+  /**
+   * Followers that had not voted when a slot sent to them at once committed, oldest first: they
+   * are sent to at once only when the others do not make a majority. As many as can be
+   * deferred; one more demotion restores the oldest.
+   */
+  readonly demoted: NodeId[];
 }
 
 export interface ReplicaOptions<C, R> {
@@ -348,6 +375,7 @@ export class Replica<C, R> {
     const p = this.proposer;
     if (this.role !== Role.Leader || p === null || nodeIdEquals(target, this.node)) return false;
     if (memberIndex(latestConfiguration(this.membership), target) < 0) return false;
+    this.flushDeferred(p, out);
     this.send(out.sendNow, {
       type: "campaign",
       cellKey: this.cellKey,
@@ -504,6 +532,9 @@ export class Replica<C, R> {
             acks: new Map(p.acks),
             followerApplied: new Map(p.followerApplied),
             reads: [...p.reads],
+            retiring: [...p.retiring],
+            deferred: [...p.deferred], // its entries are never changed, only replaced
+            demoted: [...p.demoted],
           };
     return copy;
   }
@@ -535,7 +566,7 @@ export class Replica<C, R> {
     const p = this.proposer;
     if (p !== null) {
       parts.push(
-        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}`,
+        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}:${p.deferred.map((d) => `${d.slot}>${d.targets.map(formatNodeId).join("+")}`).join(",")}:${p.demoted.map(formatNodeId).join(",")}`,
       );
       for (const incarnation of [...p.reports.keys()].sort((a, b) => a - b)) {
         const report = p.reports.get(incarnation) as PromiseReport<C>;
@@ -682,6 +713,9 @@ export class Replica<C, R> {
       reads: [],
       heartbeatPending: false,
       commitNoticeAtMs: Number.POSITIVE_INFINITY,
+      deferred: [],
+      deferredFlushAtMs: Number.POSITIVE_INFINITY,
+      demoted: [],
     };
     this.sendPrepares(this.proposer, this.applied + 1, nowMs, out);
   }
@@ -955,24 +989,105 @@ export class Replica<C, R> {
     nowMs: number,
     out: Output<C, R>,
   ): void {
+    const members = configuration.members;
+    const own = memberIndex(configuration, this.node);
+    const atOnce = this.sentAtOnce(p, configuration, own);
     p.inflight.add({
       slot,
       value,
       tags,
       configuration,
       votes: 0,
+      sentAtOnce: atOnce,
       sentAtMs: nowMs,
       retransmitAtMs: nowMs + retransmitAfterMs(p),
       retransmits: 0,
     });
     p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
-    for (const member of configuration.members) {
-      if (member.incarnation === this.node.incarnation && member.serverId === this.node.serverId) {
-        this.acceptOwn(p.ballot, slot, value, out);
-        continue;
+    if (own >= 0) this.acceptOwn(p.ballot, slot, value, out);
+    let later: NodeId[] | null = null;
+    for (let i = 0; i < members.length; i++) {
+      if (i === own) continue;
+      const member = members[i] as NodeId;
+      if ((atOnce & (1 << i)) !== 0) {
+        if (p.deferred.length > 0 && deferredTo(p.deferred, member)) this.flushDeferred(p, out);
+        this.sendAccept(p, member, slot, value, out);
+      } else {
+        later ??= [];
+        later.push(member);
       }
-      this.sendAccept(p, member, slot, value, out);
     }
+    if (later === null) return;
+    if (p.deferred.length >= limits.deferredSlotsMax) this.flushDeferred(p, out);
+    p.deferred.push({ slot, value, targets: later });
+    p.deferredFlushAtMs = Math.min(p.deferredFlushAtMs, nowMs + limits.acceptDeferMs);
+  }
+
+  /**
+   * The followers a proposal goes to at once (bit i: configuration.members[i]): as many as make
+   * a majority with the leader's own vote, plus limits.acceptSpareFollowers. They are taken in
+   * turn from the leader's place in the configuration, so the cells of a colony defer different
+   * servers; live ones only, and recently demoted ones only when the others are too few.
+   */
+  private sentAtOnce(p: ProposerState<C>, configuration: Configuration, own: number): number {
+    const members = configuration.members;
+    const count = members.length;
+    // A leader outside the configuration (being removed) has no vote of its own.
+    let wanted = majority(count) - (own >= 0 ? 1 : 0) + this.spareFollowers();
+    let mask = 0;
+    for (let pass = 0; pass < 2 && wanted > 0; pass++) {
+      for (let k = 1; k <= count && wanted > 0; k++) {
+        const i = (own + k + count) % count;
+        if (i === own || (mask & (1 << i)) !== 0) continue;
+        const member = members[i] as NodeId;
+        if (pass === 0 && isDemoted(p, member)) continue;
+        if (!this.env.isServerAlive(member.serverId)) continue;
+        mask |= 1 << i;
+        wanted -= 1;
+      }
+    }
+    return mask;
+  }
+
+  private spareFollowers(): number {
+    return this.env.acceptSpareFollowers ?? limits.acceptSpareFollowers;
+  }
+
+  /** Followers sent a slot at once that had not voted when it committed go behind the others. */
+  private demote(p: ProposerState<C>, configuration: Configuration, missed: number): void {
+    const members = configuration.members;
+    for (let i = 0; i < members.length; i++) {
+      const member = members[i] as NodeId;
+      if ((missed & (1 << i)) !== 0 && !isDemoted(p, member)) p.demoted.push(member);
+    }
+    const deferrable = members.length - majority(members.length) - this.spareFollowers();
+    while (p.demoted.length > Math.max(0, deferrable)) p.demoted.shift();
+  }
+
+  /**
+   * Send the accepts held for followers outside the majority. Each carries the commit index only
+   * up to its own slot: the follower stores the slots in order, and a commit index beyond the
+   * slots it has would send it to catch-up for entries that are right behind in the same frame.
+   */
+  private flushDeferred(p: ProposerState<C>, out: Output<C, R>): void {
+    p.deferredFlushAtMs = Number.POSITIVE_INFINITY;
+    if (p.deferred.length === 0) return;
+    for (const { slot, value, targets } of p.deferred) {
+      for (const to of targets) {
+        this.send(out.sendNow, {
+          type: "accept",
+          cellKey: this.cellKey,
+          from: this.node,
+          to,
+          epoch: this.membership.epoch,
+          ballot: p.ballot,
+          slot,
+          value,
+          commit: Math.min(this.committed, slot),
+        });
+      }
+    }
+    p.deferred.length = 0;
   }
 
   /**
@@ -1068,6 +1183,8 @@ export class Replica<C, R> {
       if (inflight === undefined) break;
       if (popcount(inflight.votes) < majority(inflight.configuration.members.length)) break;
       p.inflight.delete(slot);
+      const missed = inflight.sentAtOnce & ~inflight.votes;
+      if (missed !== 0) this.demote(p, inflight.configuration, missed);
       const entry = this.log?.get(slot);
       if (entry === undefined || entry.value !== inflight.value) {
         // The leader's own acceptance may still be on its way to disk; keep the chosen value.
@@ -1097,6 +1214,7 @@ export class Replica<C, R> {
   }
 
   private tickLeader(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
+    if (nowMs >= p.deferredFlushAtMs) this.flushDeferred(p, out);
     if (nowMs >= p.commitNoticeAtMs) {
       p.commitNoticeAtMs = Number.POSITIVE_INFINITY;
       if (p.reads.length > 0 || p.retiring.length > 0) this.startHeartbeatRound(p, nowMs, out);
@@ -1180,6 +1298,7 @@ export class Replica<C, R> {
    * confirm leadership for reads and are acknowledged.)
    */
   private sendCommitNotices(p: ProposerState<C>, out: Output<C, R>): void {
+    this.flushDeferred(p, out);
     p.noticedThrough = this.committed;
     for (const configuration of this.membership.configurations) {
       for (const member of configuration.members) {
@@ -1218,6 +1337,7 @@ export class Replica<C, R> {
   }
 
   private sendHeartbeats(p: ProposerState<C>, nowMs: number, out: Output<C, R>, retransmit: boolean): void {
+    this.flushDeferred(p, out);
     p.roundSentMs = nowMs;
     const needConfirm = p.confirmedRound < p.round;
     for (const configuration of this.membership.configurations) {
@@ -1652,6 +1772,7 @@ export class Replica<C, R> {
     if (p !== null) {
       if (p.established) {
         // Tell the followers what is committed so they stall at the same slot and report it too.
+        this.flushDeferred(p, out);
         for (const member of latestConfiguration(this.membership).members) {
           if (nodeIdEquals(member, this.node)) continue;
           this.sendHeartbeat(p, member, p.round + 1, out);
@@ -1672,6 +1793,7 @@ export class Replica<C, R> {
     this.retired = true;
     const p = this.proposer;
     if (p?.established) {
+      this.flushDeferred(p, out);
       const successor = latest.members[0];
       if (successor !== undefined) {
         this.send(out.sendNow, {
@@ -1779,7 +1901,7 @@ export class Replica<C, R> {
         wake = this.lastPrepareMs(p) + limits.retransmitMs;
       } else {
         wake = Math.min(wake, p.inflight.min(retransmitAtMs));
-        wake = Math.min(wake, p.commitNoticeAtMs);
+        wake = Math.min(wake, p.commitNoticeAtMs, p.deferredFlushAtMs);
         if (p.round > 0 && this.heartbeatUnfinished(p))
           wake = Math.min(wake, p.roundSentMs + retransmitAfterMs(p));
         if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
@@ -1819,6 +1941,18 @@ function retransmitAtMs(inflight: Inflight<unknown>): number {
 /** Three smoothed round trips, within [retransmitMs, retransmitMsMax]. */
 function retransmitAfterMs(p: { readonly roundTripMs: number }): number {
   return Math.min(limits.retransmitMsMax, Math.max(limits.retransmitMs, 3 * p.roundTripMs));
+}
+
+function isDemoted(p: ProposerState<unknown>, member: NodeId): boolean {
+  for (const demoted of p.demoted) if (nodeIdEquals(demoted, member)) return true;
+  return false;
+}
+
+function deferredTo(deferred: readonly DeferredAccept<unknown>[], member: NodeId): boolean {
+  for (const { targets } of deferred) {
+    for (const target of targets) if (nodeIdEquals(target, member)) return true;
+  }
+  return false;
 }
 
 function popcount(bits: number): number {

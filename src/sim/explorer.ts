@@ -220,6 +220,14 @@ function commutes(targetA: string, targetB: string, idA: string, idB: string): b
   return targetA !== targetB;
 }
 
+/**
+ * The core scenarios send every accept to every follower at once: their schedules then include
+ * every order of delivery a deferred accept could take (a deferral only delays a message, and
+ * the commit index it carries is one the leader's next heartbeat would carry anyway).
+ * `deferredAccepts` explores the deferral with the production setting.
+ */
+const everyAcceptAtOnce = { acceptSpareFollowers: limits.membersMax } as const;
+
 /** (a) A 3-node cell where two nodes receive requests at once and campaign against each other. */
 export const duellingProposers: ExploreScenario = {
   name: "duelling-proposers",
@@ -228,7 +236,11 @@ export const duellingProposers: ExploreScenario = {
   timeoutsMax: 1,
   lossesMax: 0,
   setup(bugs) {
-    const cluster = new PaxosCluster("explore-a", ["a", "b", "c"], { seed: 7, bugs: bugs ?? {} });
+    const cluster = new PaxosCluster("explore-a", ["a", "b", "c"], {
+      seed: 7,
+      bugs: bugs ?? {},
+      ...everyAcceptAtOnce,
+    });
     cluster.propose("a", "A", 1);
     cluster.propose("b", "B", 2);
     return cluster;
@@ -246,7 +258,11 @@ export const membershipInFlight: ExploreScenario = {
   timeoutsMax: 0,
   lossesMax: 0,
   setup(bugs) {
-    const cluster = new PaxosCluster("explore-b", ["a", "b", "c"], { seed: 11, bugs: bugs ?? {} });
+    const cluster = new PaxosCluster("explore-b", ["a", "b", "c"], {
+      seed: 11,
+      bugs: bugs ?? {},
+      ...everyAcceptAtOnce,
+    });
     cluster.propose("a", "X", 1);
     cluster.settle();
     cluster.addJoiningNode({ serverId: "d", incarnation: 4 });
@@ -271,7 +287,11 @@ export const membershipActivation: ExploreScenario = {
   timeoutsMax: 0,
   lossesMax: 0,
   setup(bugs) {
-    const cluster = new PaxosCluster("explore-b2", ["a", "b", "c"], { seed: 13, bugs: bugs ?? {} });
+    const cluster = new PaxosCluster("explore-b2", ["a", "b", "c"], {
+      seed: 13,
+      bugs: bugs ?? {},
+      ...everyAcceptAtOnce,
+    });
     cluster.propose("a", "X", 1);
     cluster.settle();
     cluster.addJoiningNode({ serverId: "d", incarnation: 4 });
@@ -300,8 +320,31 @@ export const membershipActivation: ExploreScenario = {
   },
 };
 
+/**
+ * (c) Deferred accepts, as a colony runs: a 3-node cell whose leader a sends each accept at once
+ * only to b and holds c's; a pipelines two writes while c, told a is unresponsive, campaigns with
+ * a write of its own. One timeout lets every held accept, commit notice and retransmission go.
+ */
+export const deferredAccepts: ExploreScenario = {
+  name: "deferred-accepts",
+  description: "3-node cell; leader a defers c's accepts of two pipelined writes; c campaigns",
+  depth: 8,
+  timeoutsMax: 1,
+  lossesMax: 0,
+  setup(bugs) {
+    const cluster = new PaxosCluster("explore-c", ["a", "b", "c"], { seed: 17, bugs: bugs ?? {} });
+    cluster.propose("a", "X", 1);
+    cluster.settle();
+    cluster.propose("a", "Y", 2);
+    cluster.propose("a", "Z", 3);
+    cluster.propose("c", "W", 4, true);
+    return cluster;
+  },
+};
+
 export const scenarios: readonly ExploreScenario[] = [
   duellingProposers,
   membershipInFlight,
   membershipActivation,
+  deferredAccepts,
 ];

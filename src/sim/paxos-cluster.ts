@@ -79,6 +79,14 @@ export function describeValue(value: LogValue<string>): string {
   }
 }
 
+export interface ClusterOptions {
+  readonly seed?: number;
+  readonly bugs?: PlantedBugs;
+  readonly alive?: (serverId: string) => boolean;
+  /** ReplicaEnvironment.acceptSpareFollowers (limits.membersMax: every accept to every follower). */
+  readonly acceptSpareFollowers?: number;
+}
+
 export class PaxosCluster {
   readonly nodes: ClusterNode[] = [];
   network: PaxosMessage<string>[] = [];
@@ -90,12 +98,12 @@ export class PaxosCluster {
   private readonly env: ReplicaEnvironment;
   private out = new Output<string, number>();
 
-  private readonly options: { seed?: number; bugs?: PlantedBugs; alive?: (serverId: string) => boolean };
+  private readonly options: ClusterOptions;
 
   constructor(
     readonly cellKey: string,
     memberServers: readonly string[],
-    options: { seed?: number; bugs?: PlantedBugs; alive?: (serverId: string) => boolean } = {},
+    options: ClusterOptions = {},
   ) {
     this.options = options;
     const observer: ReplicaObserver = {
@@ -124,6 +132,9 @@ export class PaxosCluster {
       observer,
       bugs: options.bugs ?? null,
       memberships: new MembershipInterner(),
+      ...(options.acceptSpareFollowers === undefined
+        ? {}
+        : { acceptSpareFollowers: options.acceptSpareFollowers }),
     };
     if (memberServers.length === 0) return; // a clone fills itself in
     const members = memberServers.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
@@ -262,13 +273,12 @@ export class PaxosCluster {
         this.deliver(0);
         delivered += 1;
       }
-      // Short protocol delays (the leader's commit notice) are part of settling; retransmission
-      // timeouts are not.
-      const soon = this.nodes.some(
-        (n) => n.up && n.replica.wakeAtMs <= this.nowMs + limits.commitNoticeDelayMs,
-      );
+      // Short protocol delays (the leader's commit notice, its deferred accepts) are part of
+      // settling; retransmission timeouts are not.
+      const shortMs = Math.max(limits.commitNoticeDelayMs, limits.acceptDeferMs);
+      const soon = this.nodes.some((n) => n.up && n.replica.wakeAtMs <= this.nowMs + shortMs);
       if (!soon || delivered >= limit) break;
-      this.advance(limits.commitNoticeDelayMs);
+      this.advance(shortMs);
     }
     return delivered;
   }
