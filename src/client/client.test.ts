@@ -56,6 +56,34 @@ describe("client", () => {
 });
 
 describe("client routing", () => {
+  it("places a cell only until it knows the cell's leader", async () => {
+    const s = new Scenario().cell("vol-1");
+    const client = s.newClient().client;
+    const inner = client as unknown as {
+      resolver: { members: (cellKey: string) => readonly string[] | null };
+    };
+    const real = inner.resolver;
+    let placements = 0;
+    inner.resolver = {
+      members: (cellKey) => {
+        placements += 1;
+        return real.members(cellKey);
+      },
+    };
+    const cell = client.cell("vol-1");
+    const first = cell.put("x", bytes("1"));
+    s.run(200);
+    await first;
+    const afterFirst = placements;
+    expect(afterFirst).toBeGreaterThan(0);
+    for (let i = 0; i < 5; i++) {
+      const next = cell.put("x", bytes(String(i)));
+      s.run(50);
+      await next;
+    }
+    expect(placements).toBe(afterFirst);
+  });
+
   it("sends eventual reads to the nearest node", () => {
     const s = new Scenario({ seed: 3 }).cell("vol-1");
     s.put("vol-1", "x", bytes("1"));

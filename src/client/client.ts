@@ -397,11 +397,13 @@ export class PhysaliaClient {
 
   private pickTarget(op: Operation$): ServerId | null {
     const state = this.cellState(op.cellKey);
-    const members = this.resolver.members(op.cellKey);
-    if (members === null || members.length === 0) return null;
     const now = this.scheduler.nowMs();
+    // A leader learnt from the cell's answers; placing the cell again would cost more than the
+    // request (and a stale leader redirects).
     if (op.preferLeader && state.leader !== null && (state.avoid.get(state.leader) ?? 0) <= now)
       return state.leader;
+    const members = this.resolver.members(op.cellKey);
+    if (members === null || members.length === 0) return null;
     const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
     const pool = usable.length > 0 ? usable : [...members];
     // Nearest first; among equally near nodes spread the load at random.
