@@ -268,4 +268,32 @@ describe("replica", () => {
     for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y", "z"]);
     expect(c.violations).toEqual([]);
   });
+  it("a leader whose own vote comes late sends each accept at once to one more follower", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.slowSelf.add("a"); // a's own write is slow: its vote to itself waits in the network
+    c.propose("a", "y", 2);
+    const ownVote = c.network.findIndex(
+      (m) => m.type === "accepted" && m.to.serverId === "a" && m.from.serverId === "a",
+    );
+    const held = c.network.splice(ownVote, 1);
+    deliverAll(c);
+    expect(resultsFor(c, 2)).toBe(0);
+    c.advance(limits.acceptDeferMs);
+    deliverAll(c);
+    expect(resultsFor(c, 2)).toBe(1); // committed by followers alone
+    c.network.push(...held);
+    deliverAll(c);
+    c.propose("a", "z", 3);
+    expect(acceptTargets(c.network)).toEqual(sevenServers.slice(1, 2 + sentAtOnce));
+    c.slowSelf.clear();
+    c.settle();
+    // Its vote in time again: back to a majority with it.
+    c.propose("a", "w", 4);
+    expect(acceptTargets(c.network)).toEqual(sevenServers.slice(1, 1 + sentAtOnce));
+    c.settle();
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y", "z", "w"]);
+    expect(c.violations).toEqual([]);
+  });
 });

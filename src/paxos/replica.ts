@@ -224,6 +224,12 @@ interface ProposerState<C> {
    * deferred; one more demotion restores the oldest.
    */
   readonly demoted: NodeId[];
+  /**
+   * A slot committed without the leader's own vote but with a deferred follower's (the leader's
+   * disk is slower than its followers'): one more follower gets each accept at once, so a
+   * majority need not wait for the deferral, until a slot commits with the leader's vote in.
+   */
+  ownVoteLate: boolean;
 }
 
 export interface ReplicaOptions<C, R> {
@@ -566,7 +572,7 @@ export class Replica<C, R> {
     const p = this.proposer;
     if (p !== null) {
       parts.push(
-        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}:${p.deferred.map((d) => `${d.slot}>${d.targets.map(formatNodeId).join("+")}`).join(",")}:${p.demoted.map(formatNodeId).join(",")}`,
+        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}:${p.deferred.map((d) => `${d.slot}>${d.targets.map(formatNodeId).join("+")}`).join(",")}:${p.demoted.map(formatNodeId).join(",")}:${p.ownVoteLate ? 1 : 0}`,
       );
       for (const incarnation of [...p.reports.keys()].sort((a, b) => a - b)) {
         const report = p.reports.get(incarnation) as PromiseReport<C>;
@@ -716,6 +722,7 @@ export class Replica<C, R> {
       deferred: [],
       deferredFlushAtMs: Number.POSITIVE_INFINITY,
       demoted: [],
+      ownVoteLate: false,
     };
     this.sendPrepares(this.proposer, this.applied + 1, nowMs, out);
   }
@@ -1033,7 +1040,7 @@ export class Replica<C, R> {
     const members = configuration.members;
     const count = members.length;
     // A leader outside the configuration (being removed) has no vote of its own.
-    let wanted = majority(count) - (own >= 0 ? 1 : 0) + this.spareFollowers();
+    let wanted = majority(count) - (own >= 0 && !p.ownVoteLate ? 1 : 0) + this.spareFollowers();
     let mask = 0;
     for (let pass = 0; pass < 2 && wanted > 0; pass++) {
       for (let k = 1; k <= count && wanted > 0; k++) {
@@ -1185,6 +1192,12 @@ export class Replica<C, R> {
       p.inflight.delete(slot);
       const missed = inflight.sentAtOnce & ~inflight.votes;
       if (missed !== 0) this.demote(p, inflight.configuration, missed);
+      const own = memberIndex(inflight.configuration, this.node);
+      if (own >= 0) {
+        const ownBit = 1 << own;
+        if ((inflight.votes & ownBit) !== 0) p.ownVoteLate = false;
+        else if ((inflight.votes & ~inflight.sentAtOnce & ~ownBit) !== 0) p.ownVoteLate = true;
+      }
       const entry = this.log?.get(slot);
       if (entry === undefined || entry.value !== inflight.value) {
         // The leader's own acceptance may still be on its way to disk; keep the chosen value.

@@ -90,6 +90,8 @@ export interface ClusterOptions {
 export class PaxosCluster {
   readonly nodes: ClusterNode[] = [];
   network: PaxosMessage<string>[] = [];
+  /** Servers whose messages to themselves (a leader's own vote) travel the network like others. */
+  readonly slowSelf = new Set<string>();
   readonly events: ClusterEvent[] = [];
   /** slot -> description of the first value any leader saw chosen. */
   readonly chosen = new Map<number, string>();
@@ -328,7 +330,7 @@ export class PaxosCluster {
       }
       const local: PaxosMessage<string>[] = [];
       for (const m of [...out.sendNow, ...out.sendAfterPersist]) {
-        if (nodeIdEquals(m.from, m.to)) local.push(m);
+        if (nodeIdEquals(m.from, m.to) && !this.slowSelf.has(m.from.serverId)) local.push(m);
         else this.network.push(m);
       }
       for (const r of out.results)
