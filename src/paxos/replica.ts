@@ -1080,19 +1080,7 @@ export class Replica<C, R> {
     p.deferredFlushAtMs = Number.POSITIVE_INFINITY;
     if (p.deferred.length === 0) return;
     for (const { slot, value, targets } of p.deferred) {
-      for (const to of targets) {
-        this.send(out.sendNow, {
-          type: "accept",
-          cellKey: this.cellKey,
-          from: this.node,
-          to,
-          epoch: this.membership.epoch,
-          ballot: p.ballot,
-          slot,
-          value,
-          commit: Math.min(this.committed, slot),
-        });
-      }
+      for (const to of targets) this.sendAccept(p, to, slot, value, out, Math.min(this.committed, slot));
     }
     p.deferred.length = 0;
   }
@@ -1392,6 +1380,7 @@ export class Replica<C, R> {
     slot: number,
     value: LogValue<C>,
     out: Output<C, R>,
+    commit: number = this.committed,
   ): void {
     this.send(out.sendNow, {
       type: "accept",
@@ -1402,7 +1391,7 @@ export class Replica<C, R> {
       ballot: p.ballot,
       slot,
       value,
-      commit: this.committed,
+      commit,
     });
   }
 
