@@ -27,6 +27,7 @@ import {
   ballotRound,
   makeBallot,
 } from "./ballot.ts";
+import { AcceptFanout } from "./fanout.ts";
 import { InflightSlots } from "./inflight.ts";
 import {
   applyMembershipChange,
@@ -152,13 +153,6 @@ interface Inflight<C> {
   retransmits: number;
 }
 
-/** A proposal whose accepts some followers have not been sent yet (limits.acceptSpareFollowers). */
-interface DeferredAccept<C> {
-  readonly slot: number;
-  readonly value: LogValue<C>;
-  readonly targets: NodeId[];
-}
-
 interface ReadWaiter {
   readonly tag: number;
   readonly index: number;
@@ -213,23 +207,10 @@ interface ProposerState<C> {
   /** When to tell followers the commit index if no accept carries it first (Infinity: no need). */
   commitNoticeAtMs: number;
   /**
-   * Accepts held for the followers outside the majority each proposal went to at once, in slot
-   * order; sent at deferredFlushAtMs, or before anything tells those followers a commit index.
+   * Who gets each accept at once, and the accepts held for the others: sent at its releaseAtMs,
+   * or before anything tells those followers a commit index.
    */
-  readonly deferred: DeferredAccept<C>[];
-  deferredFlushAtMs: number;
-  /**
-   * Followers that had not voted when a slot sent to them at once committed, oldest first: they
-   * are sent to at once only when the others do not make a majority. As many as can be
-   * deferred; one more demotion restores the oldest.
-   */
-  readonly demoted: NodeId[];
-  /**
-   * A slot committed without the leader's own vote but with a deferred follower's (the leader's
-   * disk is slower than its followers'): one more follower gets each accept at once, so a
-   * majority need not wait for the deferral, until a slot commits with the leader's vote in.
-   */
-  ownVoteLate: boolean;
+  readonly fanout: AcceptFanout<LogValue<C>>;
 }
 
 export interface ReplicaOptions<C, R> {
@@ -539,8 +520,7 @@ export class Replica<C, R> {
             followerApplied: new Map(p.followerApplied),
             reads: [...p.reads],
             retiring: [...p.retiring],
-            deferred: [...p.deferred], // its entries are never changed, only replaced
-            demoted: [...p.demoted],
+            fanout: p.fanout.copy(),
           };
     return copy;
   }
@@ -572,7 +552,7 @@ export class Replica<C, R> {
     const p = this.proposer;
     if (p !== null) {
       parts.push(
-        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}:${p.deferred.map((d) => `${d.slot}>${d.targets.map(formatNodeId).join("+")}`).join(",")}:${p.demoted.map(formatNodeId).join(",")}:${p.ownVoteLate ? 1 : 0}`,
+        `P${p.ballot}:${p.established ? 1 : 0}:${p.nextSlot}:${p.maxReportedSlot}:${p.round}:${p.confirmedRound}:${p.commitNoticeAtMs === Number.POSITIVE_INFINITY ? 0 : 1}:${p.fanout.describe(formatNodeId)}`,
       );
       for (const incarnation of [...p.reports.keys()].sort((a, b) => a - b)) {
         const report = p.reports.get(incarnation) as PromiseReport<C>;
@@ -719,10 +699,7 @@ export class Replica<C, R> {
       reads: [],
       heartbeatPending: false,
       commitNoticeAtMs: Number.POSITIVE_INFINITY,
-      deferred: [],
-      deferredFlushAtMs: Number.POSITIVE_INFINITY,
-      demoted: [],
-      ownVoteLate: false,
+      fanout: new AcceptFanout(this.env.acceptSpareFollowers ?? limits.acceptSpareFollowers),
     };
     this.sendPrepares(this.proposer, this.applied + 1, nowMs, out);
   }
@@ -998,7 +975,7 @@ export class Replica<C, R> {
   ): void {
     const members = configuration.members;
     const own = memberIndex(configuration, this.node);
-    const atOnce = this.sentAtOnce(p, configuration, own);
+    const atOnce = p.fanout.atOnce(members, own, this.env);
     p.inflight.add({
       slot,
       value,
@@ -1017,7 +994,7 @@ export class Replica<C, R> {
       if (i === own) continue;
       const member = members[i] as NodeId;
       if ((atOnce & (1 << i)) !== 0) {
-        if (p.deferred.length > 0 && deferredTo(p.deferred, member)) this.flushDeferred(p, out);
+        if (p.fanout.holdsFor(member)) this.flushDeferred(p, out);
         this.sendAccept(p, member, slot, value, out);
       } else {
         later ??= [];
@@ -1025,50 +1002,8 @@ export class Replica<C, R> {
       }
     }
     if (later === null) return;
-    if (p.deferred.length >= limits.deferredSlotsMax) this.flushDeferred(p, out);
-    p.deferred.push({ slot, value, targets: later });
-    p.deferredFlushAtMs = Math.min(p.deferredFlushAtMs, nowMs + limits.acceptDeferMs);
-  }
-
-  /**
-   * The followers a proposal goes to at once (bit i: configuration.members[i]): as many as make
-   * a majority with the leader's own vote, plus limits.acceptSpareFollowers. They are taken in
-   * turn from the leader's place in the configuration, so the cells of a colony defer different
-   * servers; live ones only, and recently demoted ones only when the others are too few.
-   */
-  private sentAtOnce(p: ProposerState<C>, configuration: Configuration, own: number): number {
-    const members = configuration.members;
-    const count = members.length;
-    // A leader outside the configuration (being removed) has no vote of its own.
-    let wanted = majority(count) - (own >= 0 && !p.ownVoteLate ? 1 : 0) + this.spareFollowers();
-    let mask = 0;
-    for (let pass = 0; pass < 2 && wanted > 0; pass++) {
-      for (let k = 1; k <= count && wanted > 0; k++) {
-        const i = (own + k + count) % count;
-        if (i === own || (mask & (1 << i)) !== 0) continue;
-        const member = members[i] as NodeId;
-        if (pass === 0 && isDemoted(p, member)) continue;
-        if (!this.env.isServerAlive(member.serverId)) continue;
-        mask |= 1 << i;
-        wanted -= 1;
-      }
-    }
-    return mask;
-  }
-
-  private spareFollowers(): number {
-    return this.env.acceptSpareFollowers ?? limits.acceptSpareFollowers;
-  }
-
-  /** Followers sent a slot at once that had not voted when it committed go behind the others. */
-  private demote(p: ProposerState<C>, configuration: Configuration, missed: number): void {
-    const members = configuration.members;
-    for (let i = 0; i < members.length; i++) {
-      const member = members[i] as NodeId;
-      if ((missed & (1 << i)) !== 0 && !isDemoted(p, member)) p.demoted.push(member);
-    }
-    const deferrable = members.length - majority(members.length) - this.spareFollowers();
-    while (p.demoted.length > Math.max(0, deferrable)) p.demoted.shift();
+    if (p.fanout.full()) this.flushDeferred(p, out);
+    p.fanout.hold(slot, value, later, nowMs);
   }
 
   /**
@@ -1077,12 +1012,9 @@ export class Replica<C, R> {
    * slots it has would send it to catch-up for entries that are right behind in the same frame.
    */
   private flushDeferred(p: ProposerState<C>, out: Output<C, R>): void {
-    p.deferredFlushAtMs = Number.POSITIVE_INFINITY;
-    if (p.deferred.length === 0) return;
-    for (const { slot, value, targets } of p.deferred) {
+    p.fanout.release(({ slot, value, targets }) => {
       for (const to of targets) this.sendAccept(p, to, slot, value, out, Math.min(this.committed, slot));
-    }
-    p.deferred.length = 0;
+    });
   }
 
   /**
@@ -1178,14 +1110,13 @@ export class Replica<C, R> {
       if (inflight === undefined) break;
       if (popcount(inflight.votes) < majority(inflight.configuration.members.length)) break;
       p.inflight.delete(slot);
-      const missed = inflight.sentAtOnce & ~inflight.votes;
-      if (missed !== 0) this.demote(p, inflight.configuration, missed);
-      const own = memberIndex(inflight.configuration, this.node);
-      if (own >= 0) {
-        const ownBit = 1 << own;
-        if ((inflight.votes & ownBit) !== 0) p.ownVoteLate = false;
-        else if ((inflight.votes & ~inflight.sentAtOnce & ~ownBit) !== 0) p.ownVoteLate = true;
-      }
+      const members = inflight.configuration.members;
+      p.fanout.committed(
+        members,
+        memberIndex(inflight.configuration, this.node),
+        inflight.sentAtOnce,
+        inflight.votes,
+      );
       const entry = this.log?.get(slot);
       if (entry === undefined || entry.value !== inflight.value) {
         // The leader's own acceptance may still be on its way to disk; keep the chosen value.
@@ -1215,7 +1146,7 @@ export class Replica<C, R> {
   }
 
   private tickLeader(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
-    if (nowMs >= p.deferredFlushAtMs) this.flushDeferred(p, out);
+    if (nowMs >= p.fanout.releaseAtMs) this.flushDeferred(p, out);
     if (nowMs >= p.commitNoticeAtMs) {
       p.commitNoticeAtMs = Number.POSITIVE_INFINITY;
       if (p.reads.length > 0 || p.retiring.length > 0) this.startHeartbeatRound(p, nowMs, out);
@@ -1903,7 +1834,7 @@ export class Replica<C, R> {
         wake = this.lastPrepareMs(p) + limits.retransmitMs;
       } else {
         wake = Math.min(wake, p.inflight.min(retransmitAtMs));
-        wake = Math.min(wake, p.commitNoticeAtMs, p.deferredFlushAtMs);
+        wake = Math.min(wake, p.commitNoticeAtMs, p.fanout.releaseAtMs);
         if (p.round > 0 && this.heartbeatUnfinished(p))
           wake = Math.min(wake, p.roundSentMs + retransmitAfterMs(p));
         if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
@@ -1943,18 +1874,6 @@ function retransmitAtMs(inflight: Inflight<unknown>): number {
 /** Three smoothed round trips, within [retransmitMs, retransmitMsMax]. */
 function retransmitAfterMs(p: { readonly roundTripMs: number }): number {
   return Math.min(limits.retransmitMsMax, Math.max(limits.retransmitMs, 3 * p.roundTripMs));
-}
-
-function isDemoted(p: ProposerState<unknown>, member: NodeId): boolean {
-  for (const demoted of p.demoted) if (nodeIdEquals(demoted, member)) return true;
-  return false;
-}
-
-function deferredTo(deferred: readonly DeferredAccept<unknown>[], member: NodeId): boolean {
-  for (const { targets } of deferred) {
-    for (const target of targets) if (nodeIdEquals(target, member)) return true;
-  }
-  return false;
 }
 
 function popcount(bits: number): number {
