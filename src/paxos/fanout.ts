@@ -18,7 +18,7 @@ export interface HeldAccept<V> {
 
 export class AcceptFanout<V> {
   /** Held accepts in slot order. Entries are never changed, only added and released. */
-  private held: HeldAccept<V>[] = [];
+  private readonly held: HeldAccept<V>[] = [];
   /** When the held accepts must go (Infinity: none held). */
   releaseAtMs = Number.POSITIVE_INFINITY;
   /**
@@ -40,7 +40,7 @@ export class AcceptFanout<V> {
   /** An independent copy (for the explorer). */
   copy(): AcceptFanout<V> {
     const copy = new AcceptFanout<V>(this.spares);
-    copy.held = [...this.held];
+    copy.held.push(...this.held);
     copy.releaseAtMs = this.releaseAtMs;
     copy.demoted = [...this.demoted];
     copy.ownVoteLate = this.ownVoteLate;
@@ -102,10 +102,8 @@ export class AcceptFanout<V> {
   /** Hands every held accept to `send`, in slot order, and holds nothing after. */
   release(send: (held: HeldAccept<V>) => void): void {
     this.releaseAtMs = Number.POSITIVE_INFINITY;
-    if (this.held.length === 0) return;
-    const held = this.held;
-    this.held = [];
-    for (const h of held) send(h);
+    for (const h of this.held) send(h);
+    this.held.length = 0;
   }
 
   /**

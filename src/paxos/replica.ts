@@ -1110,9 +1110,8 @@ export class Replica<C, R> {
       if (inflight === undefined) break;
       if (popcount(inflight.votes) < majority(inflight.configuration.members.length)) break;
       p.inflight.delete(slot);
-      const members = inflight.configuration.members;
       p.fanout.committed(
-        members,
+        inflight.configuration.members,
         memberIndex(inflight.configuration, this.node),
         inflight.sentAtOnce,
         inflight.votes,
@@ -1230,7 +1229,6 @@ export class Replica<C, R> {
    * confirm leadership for reads and are acknowledged.)
    */
   private sendCommitNotices(p: ProposerState<C>, out: Output<C, R>): void {
-    this.flushDeferred(p, out);
     p.noticedThrough = this.committed;
     for (const configuration of this.membership.configurations) {
       for (const member of configuration.members) {
@@ -1269,7 +1267,6 @@ export class Replica<C, R> {
   }
 
   private sendHeartbeats(p: ProposerState<C>, nowMs: number, out: Output<C, R>, retransmit: boolean): void {
-    this.flushDeferred(p, out);
     p.roundSentMs = nowMs;
     const needConfirm = p.confirmedRound < p.round;
     for (const configuration of this.membership.configurations) {
@@ -1292,7 +1289,9 @@ export class Replica<C, R> {
     }
   }
 
+  /** Every heartbeat carries the commit index: the accepts held for deferred followers go first. */
   private sendHeartbeat(p: ProposerState<C>, to: NodeId, round: number, out: Output<C, R>): void {
+    this.flushDeferred(p, out);
     this.send(out.sendNow, {
       type: "heartbeat",
       cellKey: this.cellKey,
@@ -1705,7 +1704,6 @@ export class Replica<C, R> {
     if (p !== null) {
       if (p.established) {
         // Tell the followers what is committed so they stall at the same slot and report it too.
-        this.flushDeferred(p, out);
         for (const member of latestConfiguration(this.membership).members) {
           if (nodeIdEquals(member, this.node)) continue;
           this.sendHeartbeat(p, member, p.round + 1, out);
