@@ -1,7 +1,7 @@
 /**
  * Benchmarks of real Physalia server processes on this machine (docs/BENCHMARKS.md).
  *
- *   npm run bench -- <throughput|latency|idle|restart|etcd> [--json] [options]
+ *   npm run bench -- <throughput|latency|idle|restart|etcd|floor> [--json] [options]
  *
  * Each prints the machine's floors first (median fsync of a small write on the disk of the data
  * directories; loopback TCP round trip), then its results and targets; with --json, one JSON
@@ -13,10 +13,13 @@
  * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
  * restart     --nodes 1000000
  * etcd        the throughput and latency options (the same workloads against 3 etcd members)
+ * floor       the throughput and latency options (the write workloads against the replication
+ *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)
  */
 import { tmpdir } from "node:os";
 import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
 import { etcdBenchmark } from "./bench/etcd.ts";
+import { floorBenchmark } from "./bench/floor.ts";
 import { idleBenchmark } from "./bench/idle.ts";
 import { restartBenchmark } from "./bench/restart.ts";
 import { latencyBenchmark, throughputBenchmark } from "./bench/workloads.ts";
@@ -27,6 +30,7 @@ const benchmarks = {
   idle: idleBenchmark,
   restart: restartBenchmark,
   etcd: etcdBenchmark,
+  floor: floorBenchmark,
 } as const;
 type BenchmarkName = keyof typeof benchmarks;
 

@@ -7,10 +7,12 @@
  */
 import type { Etcd3 } from "etcd3";
 import { PhysaliaClient } from "../../src/index.ts";
+import { FloorClient } from "./floor-wire.ts";
 
 export type LoadTarget =
   | { readonly kind: "physalia"; readonly colonyFile: string }
-  | { readonly kind: "etcd"; readonly endpoints: readonly string[] };
+  | { readonly kind: "etcd"; readonly endpoints: readonly string[] }
+  | { readonly kind: "floor"; readonly ports: readonly number[] };
 
 export interface WorkerStart {
   readonly type: "start";
@@ -57,6 +59,12 @@ async function connectPhysalia(colonyFile: string): Promise<Connection> {
     read: (key, n) => client.cell(key).get(`k${n & 3}`),
     close: () => client.close(),
   };
+}
+
+async function connectFloor(ports: readonly number[]): Promise<Connection> {
+  const client = await FloorClient.connect(ports);
+  const read = () => Promise.reject(new Error("the replication floor has no reads"));
+  return { write: (key) => client.write(key, value), read, close: () => client.close() };
 }
 
 async function connectEtcd(endpoints: readonly string[]): Promise<Connection> {
@@ -125,7 +133,11 @@ async function onMessage(message: ParentMessage): Promise<void> {
       const target = message.target;
       connections = await Promise.all(
         Array.from({ length: message.connections }, () =>
-          target.kind === "physalia" ? connectPhysalia(target.colonyFile) : connectEtcd(target.endpoints),
+          target.kind === "physalia"
+            ? connectPhysalia(target.colonyFile)
+            : target.kind === "floor"
+              ? connectFloor(target.ports)
+              : connectEtcd(target.endpoints),
         ),
       );
       await send({ type: "ready" });

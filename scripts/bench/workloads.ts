@@ -122,23 +122,33 @@ export function latencySettings(options: Options): LatencySettings {
   };
 }
 
-/** One client, one operation at a time, on one cell (or key): writes, then linearizable reads. */
+/** One client, one operation at a time, on one cell (or key). */
+export function latencyLoad(
+  children: Children,
+  system: SystemUnderTest,
+  s: LatencySettings,
+  operation: "write" | "read",
+): Promise<LoadResult> {
+  progress(`${system.name}: one client, one ${operation} at a time, ${s.seconds} s measured`);
+  return runLoad(children, {
+    target: system.target,
+    clients: 1,
+    clientProcesses: 1,
+    connectionsPerProcess: 1,
+    keys: system.keys.slice(0, 1),
+    operation,
+    warmupSeconds: s.warmupSeconds,
+    seconds: s.seconds,
+    serverPids: () => system.serverPids(),
+  });
+}
+
+/** Writes, then linearizable reads, each by one client on one cell (or key). */
 export async function latencyLoads(children: Children, system: SystemUnderTest, s: LatencySettings) {
-  const one = async (operation: "write" | "read") => {
-    progress(`${system.name}: one client, one ${operation} at a time, ${s.seconds} s measured`);
-    return runLoad(children, {
-      target: system.target,
-      clients: 1,
-      clientProcesses: 1,
-      connectionsPerProcess: 1,
-      keys: system.keys.slice(0, 1),
-      operation,
-      warmupSeconds: s.warmupSeconds,
-      seconds: s.seconds,
-      serverPids: () => system.serverPids(),
-    });
+  return {
+    writes: await latencyLoad(children, system, s, "write"),
+    reads: await latencyLoad(children, system, s, "read"),
   };
-  return { writes: await one("write"), reads: await one("read") };
 }
 
 export async function throughputBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {

@@ -1,0 +1,243 @@
+/**
+ * One process of the replication floor (`npm run bench -- floor`): the least work that makes a
+ * write durable on a majority of 7 journals through 7 processes, with nothing of a database
+ * around it: no ballots, no state machine, no authentication, no lmdb. Each replica leads the
+ * keys that hash to it (floor-wire.ts). In each event-loop turn a replica
+ *   1. sends the writes its clients sent it since the last turn, as one accept frame, to each of
+ *      the other 6 replicas;
+ *   2. appends those writes and the accepts it received from other leaders to its journal, in one
+ *      O_DSYNC write (a preallocated file, as Physalia's journal);
+ *   3. acknowledges to each leader what its journal now holds;
+ * and answers a write once its own journal and 3 followers' hold it (4 of 7). Every journal gets
+ * every write, as in a 7-node cell. Physalia's commit path does all of this and more; the floor
+ * tells how much of a write's cost and latency on this machine is this part.
+ *
+ *   floor-replica.ts <index> <directory> <port>,<port>,... [journal MiB, default 64]
+ *   (prints "ready" once it has dialled every other replica)
+ */
+import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { join } from "node:path";
+import { dial, frame, frameType, readFrames } from "./floor-wire.ts";
+
+const [indexArg, directory, portsArg, journalArg] = process.argv.slice(2);
+if (indexArg === undefined || directory === undefined || portsArg === undefined) {
+  console.error("usage: floor-replica.ts <index> <directory> <port>,<port>,... [journal MiB]");
+  process.exit(2);
+}
+const self = Number(indexArg);
+const ports = portsArg.split(",").map(Number);
+const replicas = ports.length;
+const majority = Math.floor(replicas / 2) + 1;
+
+// ---- journal: a preallocated file written with O_DSYNC at increasing offsets, wrapping around.
+const journalBytes = Number(journalArg ?? 64) * 1024 * 1024;
+const journal = openSync(
+  join(directory, `journal-${self}`),
+  constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC,
+);
+{
+  const zeros = Buffer.alloc(1024 * 1024);
+  for (let at = 0; at < journalBytes; at += zeros.length) writeSync(journal, zeros, 0, zeros.length, at);
+}
+let journalOffset = 0;
+
+function append(records: readonly Buffer[]): void {
+  let bytes = 0;
+  for (const record of records) bytes += record.length;
+  if (journalOffset + bytes > journalBytes) journalOffset = 0;
+  const buffer = records.length === 1 ? (records[0] as Buffer) : Buffer.concat(records, bytes);
+  let written = 0;
+  while (written < buffer.length)
+    written += writeSync(journal, buffer, written, buffer.length - written, journalOffset + written);
+  journalOffset += bytes;
+}
+
+// ---- leader side
+interface Waiting {
+  readonly seq: number;
+  readonly id: number;
+  readonly client: Socket;
+}
+let proposed: Buffer[] = [];
+let proposedClients: { id: number; client: Socket }[] = [];
+let nextSeq = 1;
+/** Highest sequence number each replica's journal holds of this replica's writes (self included). */
+const durable = new Array<number>(replicas).fill(0);
+const waiting: Waiting[] = [];
+let waitingHead = 0;
+
+// ---- follower side: accepts received this turn, by leader
+const accepted = new Map<number, { through: number; entries: Buffer[] }>();
+const peers = new Array<Socket | null>(replicas).fill(null);
+
+let turnScheduled = false;
+function scheduleTurn(): void {
+  if (turnScheduled) return;
+  turnScheduled = true;
+  setImmediate(turn);
+}
+
+function turn(): void {
+  turnScheduled = false;
+  const records: Buffer[] = [];
+  let lastProposed = 0;
+  if (proposed.length > 0) {
+    const count = proposed.length;
+    let bytes = 0;
+    for (const entry of proposed) bytes += 2 + entry.length;
+    const firstSeq = nextSeq;
+    const accept = frame(frameType.accept, 8 + bytes, (b) => {
+      b.writeUInt32LE(firstSeq, 5);
+      b.writeUInt32LE(count, 9);
+      let at = 13;
+      for (const entry of proposed) {
+        b.writeUInt16LE(entry.length, at);
+        b.set(entry, at + 2);
+        at += 2 + entry.length;
+      }
+    });
+    for (const peer of peers) peer?.write(accept);
+    records.push(accept);
+    proposedClients.forEach((c, i) => {
+      waiting.push({ seq: firstSeq + i, id: c.id, client: c.client });
+    });
+    nextSeq += count;
+    lastProposed = nextSeq - 1;
+    proposed = [];
+    proposedClients = [];
+  }
+  for (const { entries } of accepted.values()) for (const entry of entries) records.push(entry);
+  if (records.length > 0) append(records);
+  if (lastProposed > 0) durable[self] = lastProposed;
+  for (const [leader, { through }] of accepted) {
+    const ack = frame(frameType.ack, 4, (b) => b.writeUInt32LE(through, 5));
+    peers[leader]?.write(ack);
+  }
+  accepted.clear();
+  answerCommitted();
+}
+
+/** Answers every waiting write a majority of journals holds. */
+function answerCommitted(): void {
+  const sorted = [...durable].sort((a, b) => b - a);
+  const committed = sorted[majority - 1] as number;
+  const replies = new Map<Socket, Buffer[]>();
+  while (waitingHead < waiting.length && (waiting[waitingHead] as Waiting).seq <= committed) {
+    const w = waiting[waitingHead] as Waiting;
+    waitingHead += 1;
+    let list = replies.get(w.client);
+    if (list === undefined) {
+      list = [];
+      replies.set(w.client, list);
+    }
+    list.push(frame(frameType.reply, 4, (b) => b.writeUInt32LE(w.id, 5)));
+  }
+  if (waitingHead > 1024 && waitingHead * 2 > waiting.length) {
+    waiting.splice(0, waitingHead);
+    waitingHead = 0;
+  }
+  for (const [client, list] of replies) if (!client.destroyed) client.write(Buffer.concat(list));
+}
+
+function onBody(
+  from: Socket,
+  body: Buffer,
+  peerIndex: () => number | null,
+  setPeer: (i: number) => void,
+): void {
+  switch (body[0]) {
+    case frameType.request: {
+      const id = body.readUInt32LE(1);
+      const length = body.readUInt16LE(5);
+      proposed.push(Buffer.from(body.subarray(7, 7 + length)));
+      proposedClients.push({ id, client: from });
+      scheduleTurn();
+      return;
+    }
+    case frameType.accept: {
+      const leader = peerIndex();
+      if (leader === null) return;
+      const first = body.readUInt32LE(1);
+      const count = body.readUInt32LE(5);
+      let entry = accepted.get(leader);
+      if (entry === undefined) {
+        entry = { through: 0, entries: [] };
+        accepted.set(leader, entry);
+      }
+      entry.through = first + count - 1;
+      entry.entries.push(Buffer.from(body));
+      scheduleTurn();
+      return;
+    }
+    case frameType.ack: {
+      const follower = peerIndex();
+      if (follower === null) return;
+      const through = body.readUInt32LE(1);
+      if (through > (durable[follower] as number)) durable[follower] = through;
+      answerCommitted();
+      return;
+    }
+    case frameType.hello:
+      setPeer(body[1] as number);
+      return;
+  }
+}
+
+// Connections accepted by the listener: clients, and peers that say hello (they send accepts
+// to this replica and receive its acks on that connection).
+const server = createServer((socket) => {
+  socket.setNoDelay(true);
+  let peer: number | null = null;
+  socket.on("error", () => {});
+  readFrames(socket, (body) =>
+    onBody(
+      socket,
+      body,
+      () => peer,
+      (i) => {
+        peer = i;
+      },
+    ),
+  );
+});
+server.listen(ports[self], "127.0.0.1");
+
+// Connections this replica dials: it sends its accepts on them and reads the acks.
+async function dialPeers(): Promise<void> {
+  for (let i = 0; i < replicas; i++) {
+    if (i === self) continue;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const socket = await dial(ports[i] as number);
+        socket.write(frame(frameType.hello, 1, (b) => b.writeUInt8(self, 5)));
+        socket.on("error", () => {});
+        readFrames(socket, (body) =>
+          onBody(
+            socket,
+            body,
+            () => i,
+            () => {},
+          ),
+        );
+        peers[i] = socket;
+        break;
+      } catch (error) {
+        if (attempt >= 200) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    }
+  }
+}
+
+dialPeers().then(
+  () => console.log("ready"),
+  (error: unknown) => {
+    console.error(`replica ${self}: ${(error as Error).message}`);
+    process.exit(1);
+  },
+);
+process.on("SIGTERM", () => {
+  closeSync(journal);
+  process.exit(0);
+});

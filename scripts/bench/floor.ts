@@ -1,0 +1,159 @@
+/**
+ * `npm run bench -- floor`: the throughput and write-latency workloads against Physalia and
+ * against the replication floor (floor-replica.ts: 7 processes that only move each write to 7
+ * O_DSYNC journals and answer once 4 hold it), side by side, with the ratio of each figure.
+ * The floor is what this machine allows a 7-replica write through 7 Node.js processes before any
+ * database work: a target the floor itself misses cannot be met by Physalia here either.
+ */
+import type { ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import {
+  type BenchmarkReport,
+  type Children,
+  freePorts,
+  type Options,
+  progress,
+  round,
+  waitFor,
+} from "./common.ts";
+import type { LoadResult } from "./load.ts";
+import { cellKeys } from "./physalia-colony.ts";
+import {
+  type LatencySettings,
+  latencyLoad,
+  latencySettings,
+  type SystemUnderTest,
+  startPhysalia,
+  type ThroughputSettings,
+  throughputLoad,
+  throughputSettings,
+} from "./workloads.ts";
+
+const replicaScript = join(import.meta.dirname, "floor-replica.ts");
+const replicas = 7;
+
+/** The floor's 7 replica processes on free loopback ports, journals in a temporary directory. */
+export async function startFloor(
+  children: Children,
+  keys: readonly string[],
+  journalMiB = 64,
+): Promise<SystemUnderTest & { readonly ports: readonly number[]; readonly dir: string }> {
+  const dir = children.tempDir("physalia-bench-floor-");
+  const ports = await freePorts(replicas);
+  progress(`starting the replication floor: ${replicas} processes`);
+  const ready = new Set<number>();
+  const processes: ChildProcess[] = ports.map((_, i) => {
+    const child = children.spawn(
+      `floor replica ${i}`,
+      process.execPath,
+      ["--import", "tsx", replicaScript, String(i), dir, ports.join(","), String(journalMiB)],
+      { stdio: ["ignore", "pipe", 2] },
+    );
+    child.stdout?.on("data", (data: Buffer) => {
+      if (data.toString().includes("ready")) ready.add(i);
+    });
+    return child;
+  });
+  const stop = async () => {
+    await Promise.all(processes.map((p) => children.kill(p, "SIGTERM", 3000)));
+  };
+  try {
+    await waitFor("the floor's replicas", async () => ready.size === replicas, 30_000, 50);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    name: "floor",
+    ports,
+    dir,
+    target: { kind: "floor", ports },
+    keys,
+    serverPids: () => processes.map((p) => p.pid as number),
+    stop,
+  };
+}
+
+async function measure(
+  children: Children,
+  system: SystemUnderTest,
+  t: ThroughputSettings,
+  l: LatencySettings,
+) {
+  try {
+    return {
+      throughput: await throughputLoad(children, system, t),
+      latency: await latencyLoad(children, system, l, "write"),
+    };
+  } finally {
+    await system.stop();
+  }
+}
+
+export async function floorBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
+  const throughput = throughputSettings(options);
+  const latency = latencySettings(options);
+  options.finish();
+  if (throughput.cellSize !== replicas)
+    throw new Error(`the floor has ${replicas} replicas: --cell-size must be 7`);
+
+  const floor = await measure(
+    children,
+    await startFloor(children, cellKeys(throughput.cells)),
+    throughput,
+    latency,
+  );
+  const physalia = await measure(
+    children,
+    (await startPhysalia(children, 7, throughput.cells, throughput.serverNodeFlags)).system,
+    throughput,
+    latency,
+  );
+
+  const rows: [string, (r: { throughput: LoadResult; latency: LoadResult }) => number][] = [
+    ["throughput: committed writes/s", (r) => r.throughput.perSecond],
+    ["throughput: server CPU us per write", (r) => r.throughput.serverCpuUsPerOperation],
+    ["throughput: client CPU us per write", (r) => r.throughput.clientCpuUsPerOperation],
+    ["throughput: write p50 ms", (r) => r.throughput.latency.p50Ms],
+    ["latency: write p50 ms", (r) => r.latency.latency.p50Ms],
+    ["latency: write p99 ms", (r) => r.latency.latency.p99Ms],
+    ["latency: write p99.9 ms", (r) => r.latency.latency.p999Ms],
+    ["latency: server CPU us per write", (r) => r.latency.serverCpuUsPerOperation],
+  ];
+  const comparison = rows.map(([figure, get]) => {
+    const p = get(physalia);
+    const f = get(floor);
+    return { figure, physalia: p, floor: f, physaliaOverFloor: round(p / f, 2) };
+  });
+  const width = Math.max(...comparison.map((c) => c.figure.length));
+  const errors = floor.throughput.errors + floor.latency.errors;
+  const lines = [
+    `${replicas} processes each: physalia (cells of 7, ${throughput.cells} cells) and the floor (${throughput.cells} keys; ` +
+      `a write is in 4 of 7 O_DSYNC journals, nothing else); ${throughput.clients} writers, then 1`,
+    `${"figure".padEnd(width)}  ${"physalia".padStart(10)}  ${"floor".padStart(10)}  physalia/floor`,
+    ...comparison.map(
+      (c) =>
+        `${c.figure.padEnd(width)}  ${String(c.physalia).padStart(10)}  ${String(c.floor).padStart(10)}  ${c.physaliaOverFloor}`,
+    ),
+    `floor errors: ${errors}; machine busy during the floor's throughput run: ${floor.throughput.machineBusyCores} cores ` +
+      `(busiest client process ${floor.throughput.busiestClientProcessCores})`,
+  ];
+  const target = (name: string, limit: number, measured: number, higher: boolean) => ({
+    target: name,
+    measured,
+    met: higher ? measured >= limit : measured <= limit,
+  });
+  return {
+    results: { physalia, floor, comparison },
+    // Physalia's targets judged on this run, and whether the floor itself meets them.
+    targets: {
+      writesPerSecond: target(">= 20,000 committed writes/s", 20_000, physalia.throughput.perSecond, true),
+      writeP50: target("write p50 <= 1 ms (one client)", 1, physalia.latency.latency.p50Ms, false),
+      writeP99: target("write p99 <= 3 ms (one client)", 3, physalia.latency.latency.p99Ms, false),
+      floorWritesPerSecond: target("floor: >= 20,000 writes/s", 20_000, floor.throughput.perSecond, true),
+      floorWriteP50: target("floor: write p50 <= 1 ms", 1, floor.latency.latency.p50Ms, false),
+      floorWriteP99: target("floor: write p99 <= 3 ms", 3, floor.latency.latency.p99Ms, false),
+    },
+    lines,
+  };
+}
