@@ -82,10 +82,15 @@ export const limits = Object.freeze({
    * follower that does not answer delays it by acceptDeferMs, after which the others vote.
    */
   acceptSpareFollowers: 0,
-  /** How long a leader holds the accepts of followers outside the majority it sends to at once. */
-  acceptDeferMs: 10,
+  /**
+   * How long a leader holds the accepts of followers outside the majority it sends to at once.
+   * Longer holds wake those followers less often: one client's writes on a 7-process colony used
+   * 0.75 times the server CPU with 40 ms than with 10 ms (p50 0.85 times); under the throughput
+   * load the two give the same writes/s (docs/BENCHMARKS.md). Below retransmitMs (asserted).
+   */
+  acceptDeferMs: 40,
   /** Slots a leader holds for those followers before it sends them anyway. */
-  deferredSlotsMax: 8,
+  deferredSlotsMax: 32,
   /**
    * Retransmit an unanswered accept, prepare or commit after this; a leader waits three smoothed
    * round trips of its accepts when that is longer, up to retransmitMsMax.
