@@ -341,3 +341,21 @@ export interface BenchmarkReport {
   /** The results for a person, one line each. */
   readonly lines: readonly string[];
 }
+
+/**
+ * Two systems' figures side by side, one line per figure, with the ratio of the first to the
+ * second: the table the etcd and floor benchmarks print.
+ */
+export function sideBySide(
+  names: readonly [string, string],
+  rows: readonly { readonly figure: string; readonly a: number; readonly b: number }[],
+): string[] {
+  const width = Math.max(6, ...rows.map((r) => r.figure.length));
+  return [
+    `${"figure".padEnd(width)}  ${names[0].padStart(10)}  ${names[1].padStart(10)}  ${names[0]}/${names[1]}`,
+    ...rows.map(
+      (r) =>
+        `${r.figure.padEnd(width)}  ${String(r.a).padStart(10)}  ${String(r.b).padStart(10)}  ${round(r.a / r.b, 2)}`,
+    ),
+  ];
+}

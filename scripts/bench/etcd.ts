@@ -13,18 +13,17 @@ import {
   type Options,
   progress,
   round,
+  sideBySide,
   waitFor,
 } from "./common.ts";
 import type { LoadResult } from "./load.ts";
 import { cellKeys } from "./physalia-colony.ts";
 import {
-  type LatencySettings,
   latencyLoads,
   latencySettings,
+  measureThenStop,
   type SystemUnderTest,
   startPhysalia,
-  type ThroughputSettings,
-  throughputLoad,
   throughputSettings,
 } from "./workloads.ts";
 
@@ -123,36 +122,21 @@ export async function startEtcd(children: Children, binary: string, keys: readon
   return { system, version };
 }
 
-async function measure(
-  children: Children,
-  system: SystemUnderTest,
-  throughput: ThroughputSettings,
-  latency: LatencySettings,
-) {
-  try {
-    return {
-      throughput: await throughputLoad(children, system, throughput),
-      latency: await latencyLoads(children, system, latency),
-    };
-  } finally {
-    await system.stop();
-  }
-}
-
 export async function etcdBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
   const throughput = throughputSettings(options);
   const latency = latencySettings(options);
   options.finish();
   const etcd = ensureEtcd();
 
-  const physalia = await measure(
+  const latencies = (system: SystemUnderTest) => latencyLoads(children, system, latency);
+  const physalia = await measureThenStop(
     children,
     (await startPhysalia(children, 7, throughput.cells)).system,
     throughput,
-    latency,
+    latencies,
   );
   const started = await startEtcd(children, etcd.binary, cellKeys(throughput.cells));
-  const baseline = await measure(children, started.system, throughput, latency);
+  const baseline = await measureThenStop(children, started.system, throughput, latencies);
 
   const rows: [
     string,
@@ -174,14 +158,12 @@ export async function etcdBenchmark(children: Children, options: Options): Promi
     const e = get(baseline);
     return { figure: name, physalia: p, etcd: e, physaliaOverEtcd: round(p / e, 2), better };
   });
-  const width = Math.max(...comparison.map((c) => c.figure.length));
   const lines = [
     `physalia: 7 server processes, cells of 7, ${throughput.cells} cells; etcd: 3 members (${started.version}), ` +
       `${throughput.cells} keys, client: etcd3 npm package (gRPC)${etcd.installed ? "; etcd-server was installed with apt-get" : ""}`,
-    `${"figure".padEnd(width)}  ${"physalia".padStart(10)}  ${"etcd".padStart(10)}  physalia/etcd`,
-    ...comparison.map(
-      (c) =>
-        `${c.figure.padEnd(width)}  ${String(c.physalia).padStart(10)}  ${String(c.etcd).padStart(10)}  ${c.physaliaOverEtcd}`,
+    ...sideBySide(
+      ["physalia", "etcd"],
+      comparison.map((c) => ({ figure: c.figure, a: c.physalia, b: c.etcd })),
     ),
     `etcd throughput errors: ${baseline.throughput.errors}${baseline.throughput.firstError === null ? "" : ` (${baseline.throughput.firstError})`}; ` +
       `busiest client process ${baseline.throughput.busiestClientProcessCores} cores (physalia ${physalia.throughput.busiestClientProcessCores})`,

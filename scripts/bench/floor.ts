@@ -14,18 +14,17 @@ import {
   type Options,
   progress,
   round,
+  sideBySide,
   waitFor,
 } from "./common.ts";
 import type { LoadResult } from "./load.ts";
 import { cellKeys } from "./physalia-colony.ts";
 import {
-  type LatencySettings,
   latencyLoad,
   latencySettings,
+  measureThenStop,
   type SystemUnderTest,
   startPhysalia,
-  type ThroughputSettings,
-  throughputLoad,
   throughputSettings,
 } from "./workloads.ts";
 
@@ -74,22 +73,6 @@ export async function startFloor(
   };
 }
 
-async function measure(
-  children: Children,
-  system: SystemUnderTest,
-  t: ThroughputSettings,
-  l: LatencySettings,
-) {
-  try {
-    return {
-      throughput: await throughputLoad(children, system, t),
-      latency: await latencyLoad(children, system, l, "write"),
-    };
-  } finally {
-    await system.stop();
-  }
-}
-
 export async function floorBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
   const throughput = throughputSettings(options);
   const latency = latencySettings(options);
@@ -97,17 +80,18 @@ export async function floorBenchmark(children: Children, options: Options): Prom
   if (throughput.cellSize !== replicas)
     throw new Error(`the floor has ${replicas} replicas: --cell-size must be 7`);
 
-  const floor = await measure(
+  const writes = (system: SystemUnderTest) => latencyLoad(children, system, latency, "write");
+  const floor = await measureThenStop(
     children,
     await startFloor(children, cellKeys(throughput.cells)),
     throughput,
-    latency,
+    writes,
   );
-  const physalia = await measure(
+  const physalia = await measureThenStop(
     children,
     (await startPhysalia(children, 7, throughput.cells, throughput.serverNodeFlags)).system,
     throughput,
-    latency,
+    writes,
   );
 
   const rows: [string, (r: { throughput: LoadResult; latency: LoadResult }) => number][] = [
@@ -125,15 +109,13 @@ export async function floorBenchmark(children: Children, options: Options): Prom
     const f = get(floor);
     return { figure, physalia: p, floor: f, physaliaOverFloor: round(p / f, 2) };
   });
-  const width = Math.max(...comparison.map((c) => c.figure.length));
   const errors = floor.throughput.errors + floor.latency.errors;
   const lines = [
     `${replicas} processes each: physalia (cells of 7, ${throughput.cells} cells) and the floor (${throughput.cells} keys; ` +
       `a write is in 4 of 7 O_DSYNC journals, nothing else); ${throughput.clients} writers, then 1`,
-    `${"figure".padEnd(width)}  ${"physalia".padStart(10)}  ${"floor".padStart(10)}  physalia/floor`,
-    ...comparison.map(
-      (c) =>
-        `${c.figure.padEnd(width)}  ${String(c.physalia).padStart(10)}  ${String(c.floor).padStart(10)}  ${c.physaliaOverFloor}`,
+    ...sideBySide(
+      ["physalia", "floor"],
+      comparison.map((c) => ({ figure: c.figure, a: c.physalia, b: c.floor })),
     ),
     `floor errors: ${errors}; machine busy during the floor's throughput run: ${floor.throughput.machineBusyCores} cores ` +
       `(busiest client process ${floor.throughput.busiestClientProcessCores})`,

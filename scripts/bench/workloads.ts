@@ -143,6 +143,20 @@ export function latencyLoad(
   });
 }
 
+/** The throughput load, then `latency` (one client's loads), then `system` stops, also on failure. */
+export async function measureThenStop<L>(
+  children: Children,
+  system: SystemUnderTest,
+  t: ThroughputSettings,
+  latency: (system: SystemUnderTest) => Promise<L>,
+): Promise<{ throughput: LoadResult; latency: L }> {
+  try {
+    return { throughput: await throughputLoad(children, system, t), latency: await latency(system) };
+  } finally {
+    await system.stop();
+  }
+}
+
 /** Writes, then linearizable reads, each by one client on one cell (or key). */
 export async function latencyLoads(children: Children, system: SystemUnderTest, s: LatencySettings) {
   return {
