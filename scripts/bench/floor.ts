@@ -41,6 +41,7 @@ export async function startFloor(
   const ports = await freePorts(replicas);
   progress(`starting the replication floor: ${replicas} processes`);
   const ready = new Set<number>();
+  let exited: string | null = null;
   const processes: ChildProcess[] = ports.map((_, i) => {
     const child = children.spawn(
       `floor replica ${i}`,
@@ -51,13 +52,18 @@ export async function startFloor(
     child.stdout?.on("data", (data: Buffer) => {
       if (data.toString().includes("ready")) ready.add(i);
     });
+    child.once("exit", (code, signal) => {
+      exited ??= `floor replica ${i} exited (${signal ?? `code ${code}`}); its error is above`;
+    });
     return child;
   });
   const stop = async () => {
     await Promise.all(processes.map((p) => children.kill(p, "SIGTERM", 3000)));
   };
   try {
-    await waitFor("the floor's replicas", async () => ready.size === replicas, 30_000, 50);
+    // A replica that exits ends the wait at once, with its own reason.
+    await waitFor("the floor's replicas", async () => exited !== null || ready.size === replicas, 30_000, 50);
+    if (exited !== null) throw new Error(exited);
   } catch (error) {
     await stop();
     throw error;
