@@ -67,7 +67,9 @@ const durable = new Array<number>(replicas).fill(0);
 const waiting: Waiting[] = [];
 let waitingHead = 0;
 
-// ---- follower side: accepts received this turn, by leader
+// ---- follower side: accepts received this turn, by leader. An ack covers every sequence number
+// up to the last accepted: one connection per leader delivers its accepts in order, and every
+// replica has dialled every other ("ready") before the benchmark lets a client write.
 const accepted = new Map<number, { through: number; entries: Buffer[] }>();
 const peers = new Array<Socket | null>(replicas).fill(null);
 
