@@ -32,6 +32,7 @@ describe("the replication floor (npm run bench -- floor)", () => {
     for (const pid of stopped) process.kill(pid, "SIGCONT");
     await client?.close();
     await children.stopAll();
+    children.removeTempDirs();
   });
 
   it("answers writes, each then in at least 4 journals", async () => {
