@@ -142,23 +142,24 @@ function answerCommitted(): void {
   for (const [client, list] of replies) if (!client.destroyed) client.write(Buffer.concat(list));
 }
 
-function onBody(
-  from: Socket,
-  body: Buffer,
-  peerIndex: () => number | null,
-  setPeer: (i: number) => void,
-): void {
+/** A connection the listener accepted: a client's, or a peer's once it said hello. */
+interface Incoming {
+  readonly socket: Socket;
+  peer: number | null;
+}
+
+function onBody(from: Incoming, body: Buffer): void {
   switch (body[0]) {
     case frameType.request: {
       const id = body.readUInt32LE(1);
       const length = body.readUInt16LE(5);
       proposed.push(Buffer.from(body.subarray(7, 7 + length)));
-      proposedClients.push({ id, client: from });
+      proposedClients.push({ id, client: from.socket });
       scheduleTurn();
       return;
     }
     case frameType.accept: {
-      const leader = peerIndex();
+      const leader = from.peer;
       if (leader === null) return;
       const first = body.readUInt32LE(1);
       const count = body.readUInt32LE(5);
@@ -173,7 +174,7 @@ function onBody(
       return;
     }
     case frameType.ack: {
-      const follower = peerIndex();
+      const follower = from.peer;
       if (follower === null) return;
       const through = body.readUInt32LE(1);
       if (through > (durable[follower] as number)) durable[follower] = through;
@@ -181,31 +182,22 @@ function onBody(
       return;
     }
     case frameType.hello:
-      setPeer(body[1] as number);
+      from.peer = body[1] as number;
       return;
   }
 }
 
-// Connections accepted by the listener: clients, and peers that say hello (they send accepts
-// to this replica and receive its acks on that connection).
+// Everything a replica receives comes on connections its listener accepted: clients' requests,
+// and, from each peer that said hello, that peer's accepts (as a leader) and acks (as a follower).
 const server = createServer((socket) => {
   socket.setNoDelay(true);
-  let peer: number | null = null;
   socket.on("error", () => {});
-  readFrames(socket, (body) =>
-    onBody(
-      socket,
-      body,
-      () => peer,
-      (i) => {
-        peer = i;
-      },
-    ),
-  );
+  const incoming: Incoming = { socket, peer: null };
+  readFrames(socket, (body) => onBody(incoming, body));
 });
 server.listen(ports[self], "127.0.0.1");
 
-// Connections this replica dials: it sends its accepts on them and reads the acks.
+// Connections this replica dials only send: its accepts as a leader, its acks as a follower.
 async function dialPeers(): Promise<void> {
   for (let i = 0; i < replicas; i++) {
     if (i === self) continue;
@@ -214,14 +206,6 @@ async function dialPeers(): Promise<void> {
         const socket = await dial(ports[i] as number);
         socket.write(frame(frameType.hello, 1, (b) => b.writeUInt8(self, 5)));
         socket.on("error", () => {});
-        readFrames(socket, (body) =>
-          onBody(
-            socket,
-            body,
-            () => i,
-            () => {},
-          ),
-        );
         peers[i] = socket;
         break;
       } catch (error) {
