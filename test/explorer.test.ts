@@ -34,6 +34,12 @@ describe("exhaustive explorer", () => {
     expect(report.firstViolation?.message).toMatch(/chosen twice/);
   });
 
+  it("catches a follower that takes a commit index for an entry another ballot proposed", () => {
+    const report = explore(duellingProposers, { bugs: { commitAnyBallot: true }, stopAtViolation: true });
+    expect(report.violations).toBeGreaterThan(0);
+    expect(report.firstViolation?.message).toMatch(/applied \[A\] at slot 1, chosen \[B\]|chosen twice/);
+  });
+
   it("catches a membership change applied at i instead of i + alpha", () => {
     const report = explore(membershipActivation, {
       bugs: { membershipWithoutDelay: true },

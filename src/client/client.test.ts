@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { limits } from "../core/index.ts";
 import { bytes, Scenario } from "../sim/scenario.ts";
 import { InvalidRequestError, UnknownCellError } from "./errors.ts";
 
@@ -52,6 +53,31 @@ describe("client", () => {
     s.run(200);
     expect(new TextDecoder().decode((await got) as Uint8Array)).toBe("hello");
     expect((await lease).status).toBe("granted");
+  });
+});
+
+describe("client batching", () => {
+  it("sends the requests of one turn to a server in one frame, when the turn ends", async () => {
+    const s = new Scenario().cell("vol-1");
+    const { client } = s.newClient();
+    const cell = client.cell("vol-1");
+    const warm = cell.put("warm", bytes("x"));
+    s.run(200);
+    await warm; // the client knows the leader now
+    const frames: number[] = [];
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    network.sendFrame = (from, to, messages) => {
+      if (from === client.address) frames.push(messages.length);
+      sendFrame(from, to, messages);
+    };
+    // As many writes as the client runs at once in one cell (one per session).
+    const n = limits.clientSessionsPerCellMax;
+    const puts = Array.from({ length: n }, (_, i) => cell.put(`k${i}`, bytes("v")));
+    expect(frames).toEqual([]); // nothing leaves before the turn ends
+    s.run(200);
+    await Promise.all(puts);
+    expect(frames).toEqual([n]);
   });
 });
 

@@ -116,6 +116,8 @@ interface Operation$ {
 
 const sessionIdMax = 2 ** 52;
 const waitingPerCellMax = 10_000;
+/** Requests one turn sends before the transport is flushed without waiting for the turn's end. */
+const requestsPerFlushMax = 1024;
 
 /**
  * The client over the ports (the simulator runs it). The package's PhysaliaClient
@@ -133,6 +135,8 @@ export class PhysaliaClient {
   private readonly cells = new Map<CellKey, CellState>();
   private readonly inflight = new Map<number, Operation$>();
   private nextRequestId = 1;
+  /** Requests sent since the transport was last flushed (see `flushSoon`). */
+  private unflushed = 0;
   private closed = false;
   private readonly closeHooks: (() => unknown)[] = [];
 
@@ -379,7 +383,7 @@ export class PhysaliaClient {
       cellKey: op.cellKey,
       body: op.build(op.leaderUnresponsive),
     });
-    this.transport.flush();
+    this.flushSoon();
     op.timer = this.scheduler.setTimer(this.requestTimeoutMs, () => {
       op.timer = null;
       if (op.finished || op.currentId !== id) return;
@@ -393,6 +397,27 @@ export class PhysaliaClient {
       }
       this.retryAfterBackoff(op);
     });
+  }
+
+  /**
+   * Flushes the transport at the end of the turn: the requests a turn sends (the next writes of
+   * many callers, issued as their previous ones are answered) then share a frame per server and
+   * one write to its socket, instead of a frame and a system call each. A turn that sends very
+   * many flushes as it goes, so a frame's batch stays bounded.
+   */
+  private flushSoon(): void {
+    this.unflushed += 1;
+    if (this.unflushed >= requestsPerFlushMax) {
+      this.flushNow();
+      return;
+    }
+    if (this.unflushed === 1) this.scheduler.defer(() => this.flushNow());
+  }
+
+  private flushNow(): void {
+    if (this.unflushed === 0) return;
+    this.unflushed = 0;
+    this.transport.flush();
   }
 
   private pickTarget(op: Operation$): ServerId | null {

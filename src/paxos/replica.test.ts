@@ -229,6 +229,29 @@ describe("replica", () => {
     expect(c.node("g").machine.items).toEqual(["x", "y"]);
   });
 
+  it("a deferred follower learns a commit from its held accept, without a separate commit notice", () => {
+    const c = new PaxosCluster("cell", sevenServers);
+    c.propose("a", "x", 1);
+    c.settle();
+    c.propose("a", "y", 2);
+    deliverAll(c);
+    expect(resultsFor(c, 2)).toBe(1);
+    expect(limits.commitNoticeDelayMs).toBeLessThan(limits.acceptDeferMs);
+    c.advance(limits.commitNoticeDelayMs); // the commit notices are due; the deferral is not
+    const byTarget = (serverId: string) =>
+      c.network.filter((m) => m.to.serverId === serverId).map((m) => m.type);
+    const atOnce = sevenServers.slice(1, 1 + sentAtOnce);
+    const deferred = sevenServers.slice(1 + sentAtOnce);
+    for (const id of atOnce) expect(byTarget(id)).toEqual(["heartbeat"]);
+    for (const id of deferred) expect(byTarget(id)).toEqual(["accept"]);
+    const notices = deliverAll(c);
+    expect(notices.filter((m) => m.type === "catchup_request")).toEqual([]);
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
+    c.settle();
+    for (const n of c.nodes) expect(n.replica.wakeAtMs).toBe(Number.POSITIVE_INFINITY);
+    expect(c.violations).toEqual([]);
+  });
+
   it("a leader holds at most deferredSlotsMax slots for the followers it defers", () => {
     const c = new PaxosCluster("cell", sevenServers);
     c.propose("a", "w0", 0);

@@ -65,6 +65,8 @@ export interface PlantedBugs {
   readonly membershipWithoutDelay?: boolean;
   /** A learner (a node whose stored state was lost) votes again once it has caught up, forgetting its promises. */
   readonly damagedNodeVotes?: boolean;
+  /** Followers take a reported commit index for every entry they hold, whatever ballot proposed it. */
+  readonly commitAnyBallot?: boolean;
 }
 
 /** Observes protocol decisions; the simulator's checkers use it. */
@@ -200,6 +202,8 @@ interface ProposerState<C> {
   readonly acks: Map<number, number>;
   /** incarnation -> highest applied index reported. */
   readonly followerApplied: Map<number, number>;
+  /** incarnation -> highest commit index an accept or heartbeat of this ballot carried to it. */
+  readonly toldCommit: Map<number, number>;
   /** The commit index last announced by a commit notice (notices are not acknowledged). */
   noticedThrough: number;
   readonly reads: ReadWaiter[];
@@ -518,6 +522,7 @@ export class Replica<C, R> {
             inflight: p.inflight.copy((inflight) => ({ ...inflight })),
             acks: new Map(p.acks),
             followerApplied: new Map(p.followerApplied),
+            toldCommit: new Map(p.toldCommit),
             reads: [...p.reads],
             retiring: [...p.retiring],
             fanout: p.fanout.copy(),
@@ -568,6 +573,8 @@ export class Replica<C, R> {
       }
       for (const incarnation of [...p.acks.keys()].sort((a, b) => a - b))
         parts.push(`A${incarnation}:${p.acks.get(incarnation)}`);
+      for (const incarnation of [...p.toldCommit.keys()].sort((a, b) => a - b))
+        parts.push(`T${incarnation}:${p.toldCommit.get(incarnation)}`);
     }
     return parts.join(" ");
   }
@@ -695,6 +702,7 @@ export class Replica<C, R> {
       confirmedRound: 0,
       acks: new Map(),
       followerApplied: new Map(),
+      toldCommit: new Map(),
       noticedThrough: 0,
       reads: [],
       heartbeatPending: false,
@@ -1230,10 +1238,15 @@ export class Replica<C, R> {
    */
   private sendCommitNotices(p: ProposerState<C>, out: Output<C, R>): void {
     p.noticedThrough = this.committed;
+    // The held accepts go first (a heartbeat would send them anyway). A member that an accept or
+    // heartbeat of this ballot already told the whole commit index needs no notice: a commit
+    // index counts the same whichever message of the ballot carries it.
+    this.flushDeferred(p, out);
     for (const configuration of this.membership.configurations) {
       for (const member of configuration.members) {
         if (nodeIdEquals(member, this.node)) continue;
         if ((p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) continue;
+        if ((p.toldCommit.get(member.incarnation) ?? 0) >= this.committed) continue;
         this.sendHeartbeat(p, member, 0, out);
       }
     }
@@ -1292,6 +1305,7 @@ export class Replica<C, R> {
   /** Every heartbeat carries the commit index: the accepts held for deferred followers go first. */
   private sendHeartbeat(p: ProposerState<C>, to: NodeId, round: number, out: Output<C, R>): void {
     this.flushDeferred(p, out);
+    noteTold(p, to, this.committed);
     this.send(out.sendNow, {
       type: "heartbeat",
       cellKey: this.cellKey,
@@ -1323,6 +1337,7 @@ export class Replica<C, R> {
       value,
       commit,
     });
+    noteTold(p, to, commit);
   }
 
   private onHeartbeat(m: PaxosMessage<C> & { type: "heartbeat" }, nowMs: number, out: Output<C, R>): void {
@@ -1441,7 +1456,8 @@ export class Replica<C, R> {
       if (entry === undefined) break;
       const chosen =
         entry.ballot === BALLOT_CHOSEN ||
-        (slot <= this.commitKnown && entry.ballot === this.commitKnownBallot);
+        (slot <= this.commitKnown &&
+          (entry.ballot === this.commitKnownBallot || (this.env.bugs?.commitAnyBallot ?? false)));
       if (!chosen) break;
       this.committed = slot;
     }
@@ -1863,6 +1879,11 @@ export class Replica<C, R> {
     }
     return false;
   }
+}
+
+/** Remembers the highest commit index a message of the leader's ballot carried to `to`. */
+function noteTold(p: ProposerState<unknown>, to: NodeId, commit: number): void {
+  if ((p.toldCommit.get(to.incarnation) ?? -1) < commit) p.toldCommit.set(to.incarnation, commit);
 }
 
 function retransmitAtMs(inflight: Inflight<unknown>): number {

@@ -342,9 +342,33 @@ export const deferredAccepts: ExploreScenario = {
   },
 };
 
+/**
+ * (d) A commit notice told by a held accept: leader a committed Y with b while c's accept of Y is
+ * held; c, told a is unresponsive, campaigns with a write of its own. The timeout lets a's commit
+ * notice go, which sends c the held accept carrying the commit index instead of a heartbeat.
+ */
+export const deferredCommitNotice: ExploreScenario = {
+  name: "deferred-commit-notice",
+  description: "3-node cell; a commits Y with b while c's accept is held; c campaigns; a's commit notice",
+  depth: 11,
+  timeoutsMax: 1,
+  lossesMax: 0,
+  setup(bugs) {
+    const cluster = new PaxosCluster("explore-d", ["a", "b", "c"], { seed: 19, bugs: bugs ?? {} });
+    cluster.propose("a", "X", 1);
+    cluster.settle();
+    cluster.propose("a", "Y", 2);
+    cluster.deliverWhere("accept", "a", "b");
+    cluster.deliverWhere("accepted", "b", "a"); // Y is chosen; c's accept is still held
+    cluster.propose("c", "W", 3, true);
+    return cluster;
+  },
+};
+
 export const scenarios: readonly ExploreScenario[] = [
   duellingProposers,
   membershipInFlight,
   membershipActivation,
   deferredAccepts,
+  deferredCommitNotice,
 ];
