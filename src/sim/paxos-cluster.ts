@@ -276,11 +276,13 @@ export class PaxosCluster {
         delivered += 1;
       }
       // Short protocol delays (the leader's commit notice, its deferred accepts) are part of
-      // settling; retransmission timeouts are not.
+      // settling; retransmission timeouts are not. Time moves to the next wake-up exactly, so a
+      // step never carries a node past a timeout that was not yet due.
       const shortMs = Math.max(limits.commitNoticeDelayMs, limits.acceptDeferMs);
-      const soon = this.nodes.some((n) => n.up && n.replica.wakeAtMs <= this.nowMs + shortMs);
-      if (!soon || delivered >= limit) break;
-      this.advance(shortMs);
+      let nextWakeMs = Number.POSITIVE_INFINITY;
+      for (const n of this.nodes) if (n.up) nextWakeMs = Math.min(nextWakeMs, n.replica.wakeAtMs);
+      if (nextWakeMs > this.nowMs + shortMs || delivered >= limit) break;
+      this.advance(Math.max(0, nextWakeMs - this.nowMs));
     }
     return delivered;
   }
