@@ -35,6 +35,8 @@ export interface WorkerResult {
   readonly firstError: string | null;
   readonly windowMs: number;
   readonly latenciesUs: number[];
+  /** What completed during the warm-up (from go to measure): reported, not judged. */
+  readonly warmup: { readonly completed: number; readonly windowMs: number; readonly latenciesUs: number[] };
 }
 
 export type WorkerMessage =
@@ -97,6 +99,9 @@ let completed = 0;
 let errors = 0;
 let firstError: string | null = null;
 let latenciesUs: number[] = [];
+let warmupStartMs = 0;
+let warmupLatenciesUs: number[] = [];
+let warmup: WorkerResult["warmup"] = { completed: 0, windowMs: 0, latenciesUs: [] };
 let connections: Connection[] = [];
 let loops: Promise<void>[] = [];
 let configuration: WorkerStart | null = null;
@@ -117,6 +122,8 @@ async function clientLoop(index: number, config: WorkerStart): Promise<void> {
       if (measuring && started >= windowStartMs) {
         completed += 1;
         latenciesUs.push((ended - started) * 1000);
+      } else if (!measuring) {
+        warmupLatenciesUs.push((ended - started) * 1000);
       }
     } catch (error) {
       if (measuring) errors += 1;
@@ -147,6 +154,7 @@ async function onMessage(message: ParentMessage): Promise<void> {
       const config = configuration;
       if (config === null) throw new Error("go before start");
       running = true;
+      warmupStartMs = performance.now();
       loops = Array.from({ length: config.clients }, (_, i) => clientLoop(i, config));
       return;
     }
@@ -155,12 +163,18 @@ async function onMessage(message: ParentMessage): Promise<void> {
       errors = 0;
       latenciesUs = [];
       windowStartMs = performance.now();
+      warmup = {
+        completed: warmupLatenciesUs.length,
+        windowMs: windowStartMs - warmupStartMs,
+        latenciesUs: warmupLatenciesUs,
+      };
+      warmupLatenciesUs = [];
       measuring = true;
       return;
     case "stop": {
       const windowMs = performance.now() - windowStartMs;
       measuring = false;
-      const sent = send({ type: "result", completed, errors, firstError, windowMs, latenciesUs });
+      const sent = send({ type: "result", completed, errors, firstError, windowMs, latenciesUs, warmup });
       running = false;
       // Operations in flight end with the connections (or time out): do not wait for them long.
       await Promise.race([Promise.all(loops), new Promise((resolve) => setTimeout(resolve, 2000))]);

@@ -58,6 +58,16 @@ export interface LoadResult {
   readonly otherProcessesCores: number;
   /** Differences of the server counters over the window. */
   readonly counters: Record<string, number>;
+  /**
+   * The warm-up before the window, reported and not judged: a server process's first seconds
+   * run code V8 has not optimized yet (docs/BENCHMARKS.md, "Warm-up").
+   */
+  readonly warmup: {
+    readonly seconds: number;
+    readonly completed: number;
+    readonly perSecond: number;
+    readonly latency: LatencySummary;
+  };
 }
 
 class Worker {
@@ -157,6 +167,10 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
     const latencies: number[] = [];
     for (const r of finished) for (const us of r.latenciesUs) latencies.push(us);
     const clientTotalUs = clientCpuUs.reduce((a, b) => a + b, 0);
+    const warmupLatencies: number[] = [];
+    for (const r of finished) for (const us of r.warmup.latenciesUs) warmupLatencies.push(us);
+    const warmupSeconds = Math.max(...finished.map((r) => r.warmup.windowMs)) / 1000;
+    const warmupCompleted = finished.reduce((sum, r) => sum + r.warmup.completed, 0);
     return {
       operation: options.operation,
       clients: options.clients,
@@ -175,6 +189,12 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
       machineBusyCores: round(machineUs / wallUs, 2),
       otherProcessesCores: round((machineUs - serverCpuUs - clientTotalUs) / wallUs, 2),
       counters,
+      warmup: {
+        seconds: round(warmupSeconds, 2),
+        completed: warmupCompleted,
+        perSecond: Math.round(warmupCompleted / Math.max(warmupSeconds, 1e-3)),
+        latency: summarizeLatencies(warmupLatencies),
+      },
     };
   } finally {
     await Promise.all(workers.map((w) => children.kill(w.child, "SIGTERM", 3000)));
@@ -188,7 +208,9 @@ export function describeLoad(label: string, r: LoadResult): string {
     `latency p50 ${r.latency.p50Ms} ms, p99 ${r.latency.p99Ms} ms, p99.9 ${r.latency.p999Ms} ms, max ${r.latency.maxMs} ms; ` +
     `server CPU ${r.serverCpuUsPerOperation} us/op (${r.serverCores} cores), ` +
     `client CPU ${r.clientCpuUsPerOperation} us/op (${r.clientCores} cores, busiest client process ${r.busiestClientProcessCores}); ` +
-    `machine busy ${r.machineBusyCores} of ${cores} cores (${r.otherProcessesCores} by other processes)` +
+    `machine busy ${r.machineBusyCores} of ${cores} cores (${r.otherProcessesCores} by other processes); ` +
+    `before the window, ${r.warmup.seconds} s of warm-up (not judged): ${r.warmup.perSecond.toLocaleString("en-US")} ${r.operation}s/s, ` +
+    `latency p50 ${r.warmup.latency.p50Ms} ms, p99 ${r.warmup.latency.p99Ms} ms` +
     (r.firstError === null ? "" : `; first error: ${r.firstError}`)
   );
 }

@@ -80,7 +80,7 @@ export function throughputSettings(options: Options): ThroughputSettings {
     clients: options.integer("clients", 256),
     clientProcesses: options.integer("client-processes", 2),
     connectionsPerProcess: options.integer("connections", 4),
-    warmupSeconds: options.number("warmup", 5, 0),
+    warmupSeconds: options.number("warmup", 20, 0),
     seconds: options.number("seconds", 20),
   };
 }
@@ -117,7 +117,7 @@ export interface LatencySettings {
 
 export function latencySettings(options: Options): LatencySettings {
   return {
-    warmupSeconds: options.number("latency-warmup", 2, 0),
+    warmupSeconds: options.number("latency-warmup", 20, 0),
     seconds: options.number("latency-seconds", 10),
   };
 }
