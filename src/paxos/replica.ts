@@ -202,8 +202,11 @@ interface ProposerState<C> {
   readonly acks: Map<number, number>;
   /** incarnation -> highest applied index reported. */
   readonly followerApplied: Map<number, number>;
-  /** incarnation -> highest commit index an accept or heartbeat of this ballot carried to it. */
-  readonly toldCommit: Map<number, number>;
+  /**
+   * incarnation -> highest commit index an accept or heartbeat of this ballot carried to it since
+   * the last commit notices (null: none; a quiet leader keeps no map).
+   */
+  toldCommit: Map<number, number> | null;
   /** The commit index last announced by a commit notice (notices are not acknowledged). */
   noticedThrough: number;
   readonly reads: ReadWaiter[];
@@ -522,7 +525,7 @@ export class Replica<C, R> {
             inflight: p.inflight.copy((inflight) => ({ ...inflight })),
             acks: new Map(p.acks),
             followerApplied: new Map(p.followerApplied),
-            toldCommit: new Map(p.toldCommit),
+            toldCommit: p.toldCommit === null ? null : new Map(p.toldCommit),
             reads: [...p.reads],
             retiring: [...p.retiring],
             fanout: p.fanout.copy(),
@@ -573,8 +576,10 @@ export class Replica<C, R> {
       }
       for (const incarnation of [...p.acks.keys()].sort((a, b) => a - b))
         parts.push(`A${incarnation}:${p.acks.get(incarnation)}`);
-      for (const incarnation of [...p.toldCommit.keys()].sort((a, b) => a - b))
-        parts.push(`T${incarnation}:${p.toldCommit.get(incarnation)}`);
+      const told = p.toldCommit;
+      if (told !== null)
+        for (const incarnation of [...told.keys()].sort((a, b) => a - b))
+          parts.push(`T${incarnation}:${told.get(incarnation)}`);
     }
     return parts.join(" ");
   }
@@ -702,7 +707,7 @@ export class Replica<C, R> {
       confirmedRound: 0,
       acks: new Map(),
       followerApplied: new Map(),
-      toldCommit: new Map(),
+      toldCommit: null,
       noticedThrough: 0,
       reads: [],
       heartbeatPending: false,
@@ -1246,10 +1251,13 @@ export class Replica<C, R> {
       for (const member of configuration.members) {
         if (nodeIdEquals(member, this.node)) continue;
         if ((p.followerApplied.get(member.incarnation) ?? 0) >= this.committed) continue;
-        if ((p.toldCommit.get(member.incarnation) ?? 0) >= this.committed) continue;
+        if ((p.toldCommit?.get(member.incarnation) ?? 0) >= this.committed) continue;
         this.sendHeartbeat(p, member, 0, out);
       }
     }
+    // Every member is now told (or has applied) the commit index; forgetting who was told costs
+    // at most a notice later, and a quiet leader keeps no map.
+    p.toldCommit = null;
   }
 
   private startHeartbeatRound(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
@@ -1883,6 +1891,7 @@ export class Replica<C, R> {
 
 /** Remembers the highest commit index a message of the leader's ballot carried to `to`. */
 function noteTold(p: ProposerState<unknown>, to: NodeId, commit: number): void {
+  if (p.toldCommit === null) p.toldCommit = new Map();
   if ((p.toldCommit.get(to.incarnation) ?? -1) < commit) p.toldCommit.set(to.incarnation, commit);
 }
 
