@@ -19,6 +19,8 @@ export interface HeldAccept<V> {
 export class AcceptFanout<V> {
   /** Held accepts in slot order. Entries are never changed, only added and released. */
   private readonly held: HeldAccept<V>[] = [];
+  /** Every follower some held accept is addressed to, once each (at most a configuration's members). */
+  private readonly heldTargets: NodeId[] = [];
   /** When the held accepts must go (Infinity: none held). */
   releaseAtMs = Number.POSITIVE_INFINITY;
   /**
@@ -41,6 +43,7 @@ export class AcceptFanout<V> {
   copy(): AcceptFanout<V> {
     const copy = new AcceptFanout<V>(this.spares);
     copy.held.push(...this.held);
+    copy.heldTargets.push(...this.heldTargets);
     copy.releaseAtMs = this.releaseAtMs;
     copy.demoted = [...this.demoted];
     copy.ownVoteLate = this.ownVoteLate;
@@ -83,9 +86,7 @@ export class AcceptFanout<V> {
 
   /** Whether a held accept is addressed to `member` (it must get those before a newer one). */
   holdsFor(member: NodeId): boolean {
-    for (const { targets } of this.held) {
-      for (const target of targets) if (nodeIdEquals(target, member)) return true;
-    }
+    for (const target of this.heldTargets) if (nodeIdEquals(target, member)) return true;
     return false;
   }
 
@@ -96,6 +97,7 @@ export class AcceptFanout<V> {
 
   hold(slot: number, value: V, targets: readonly NodeId[], nowMs: number): void {
     this.held.push({ slot, value, targets });
+    for (const target of targets) if (!this.holdsFor(target)) this.heldTargets.push(target);
     this.releaseAtMs = Math.min(this.releaseAtMs, nowMs + limits.acceptDeferMs);
   }
 
@@ -104,6 +106,7 @@ export class AcceptFanout<V> {
     this.releaseAtMs = Number.POSITIVE_INFINITY;
     for (const h of this.held) send(h);
     this.held.length = 0;
+    this.heldTargets.length = 0;
   }
 
   /**
