@@ -35,8 +35,8 @@ export interface WorkerResult {
   readonly firstError: string | null;
   readonly windowMs: number;
   readonly latenciesUs: number[];
-  /** What completed during the warm-up (from go to measure): reported, not judged. */
-  readonly warmup: { readonly completed: number; readonly windowMs: number; readonly latenciesUs: number[] };
+  /** The operations that completed during the warm-up (from go to measure): reported, not judged. */
+  readonly warmup: { readonly windowMs: number; readonly latenciesUs: number[] };
 }
 
 export type WorkerMessage =
@@ -101,7 +101,7 @@ let firstError: string | null = null;
 let latenciesUs: number[] = [];
 let warmupStartMs = 0;
 let warmupLatenciesUs: number[] = [];
-let warmup: WorkerResult["warmup"] = { completed: 0, windowMs: 0, latenciesUs: [] };
+let warmup: WorkerResult["warmup"] = { windowMs: 0, latenciesUs: [] };
 let connections: Connection[] = [];
 let loops: Promise<void>[] = [];
 let configuration: WorkerStart | null = null;
@@ -163,11 +163,7 @@ async function onMessage(message: ParentMessage): Promise<void> {
       errors = 0;
       latenciesUs = [];
       windowStartMs = performance.now();
-      warmup = {
-        completed: warmupLatenciesUs.length,
-        windowMs: windowStartMs - warmupStartMs,
-        latenciesUs: warmupLatenciesUs,
-      };
+      warmup = { windowMs: windowStartMs - warmupStartMs, latenciesUs: warmupLatenciesUs };
       warmupLatenciesUs = [];
       measuring = true;
       return;

@@ -170,7 +170,6 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
     const warmupLatencies: number[] = [];
     for (const r of finished) for (const us of r.warmup.latenciesUs) warmupLatencies.push(us);
     const warmupSeconds = Math.max(...finished.map((r) => r.warmup.windowMs)) / 1000;
-    const warmupCompleted = finished.reduce((sum, r) => sum + r.warmup.completed, 0);
     return {
       operation: options.operation,
       clients: options.clients,
@@ -191,8 +190,8 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
       counters,
       warmup: {
         seconds: round(warmupSeconds, 2),
-        completed: warmupCompleted,
-        perSecond: Math.round(warmupCompleted / Math.max(warmupSeconds, 1e-3)),
+        completed: warmupLatencies.length,
+        perSecond: Math.round(warmupLatencies.length / Math.max(warmupSeconds, 1e-3)),
         latency: summarizeLatencies(warmupLatencies),
       },
     };
