@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Command, commandCodec, OPERATION_FORMAT_VERSION } from "../cell/index.ts";
 import { ByteWriter, DecodeError } from "../core/index.ts";
-import { initialMembership, makeBallot } from "../paxos/index.ts";
+import { encodeStoredEntry, initialMembership, makeBallot } from "../paxos/index.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal, journalFileName } from "./journal.ts";
 import { LmdbStorage } from "./lmdb.ts";
 import type { StorageBatch } from "./port.ts";
@@ -154,6 +154,18 @@ describe("journal batch encoding", () => {
     const writer = new ByteWriter(16);
     const decoded = decodeJournalBatch(encodeJournalBatch(everyField, commandCodec, writer), commandCodec);
     expect(decoded).toEqual(everyField);
+  });
+
+  it("gives each entry's bytes as writeLogEntry writes them, encoding and decoding alike", () => {
+    const spans: number[] = [];
+    const record = encodeJournalBatch(everyField, commandCodec, new ByteWriter(16), spans);
+    const entries = everyField.writes.flatMap((write) => write.entries);
+    const expected = entries.map((entry) => encodeStoredEntry(entry, commandCodec).subarray(1));
+    expect(spans).toHaveLength(2 * entries.length);
+    expect(entries.map((_, i) => record.subarray(spans[2 * i], spans[2 * i + 1]))).toEqual(expected);
+    const encoded: Uint8Array[] = [];
+    decodeJournalBatch(record, commandCodec, encoded);
+    expect(encoded).toEqual(expected);
   });
 
   it("bytes that are not a batch fail with DecodeError and nothing else", () => {

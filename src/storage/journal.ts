@@ -195,12 +195,15 @@ function readFully(fd: number, into: Buffer, position: number): void {
  * pointer: cellKey | pointer fields (pointer-codec.ts)
  *
  * Returns a view of the writer's buffer, valid until the writer is used again (append copies it
- * into the record at once).
+ * into the record at once). Each log entry is written exactly as writeLogEntry writes it; when
+ * `spans` is given, the start and end offset of every entry in the body are pushed onto it, in
+ * batch order, so the caller can keep the entries' encodings instead of the decoded entries.
  */
 export function encodeJournalBatch<C>(
   batch: StorageBatch<C>,
   codec: CommandCodec<C>,
   writer: ByteWriter,
+  spans?: number[],
 ): Uint8Array {
   writer.clear();
   writer.byte(JOURNAL_BODY_VERSION).uint(batch.writes.length);
@@ -212,7 +215,11 @@ export function encodeJournalBatch<C>(
     writer.bool(write.snapshot !== null);
     if (write.snapshot !== null) writeSnapshot(writer, write.snapshot);
     writer.uint(write.truncateThrough).uint(write.entries.length);
-    for (const entry of write.entries) writeLogEntry(writer, entry, codec);
+    for (const entry of write.entries) {
+      spans?.push(writer.size);
+      writeLogEntry(writer, entry, codec);
+      spans?.push(writer.size);
+    }
   }
   writer.uint(batch.removed.length);
   for (const removed of batch.removed) writer.string(removed.cellKey).uint(removed.incarnation);
@@ -224,7 +231,12 @@ export function encodeJournalBatch<C>(
   return writer.view();
 }
 
-export function decodeJournalBatch<C>(body: Uint8Array, codec: CommandCodec<C>): StorageBatch<C> {
+/** The batch a record body holds; `encoded` receives each entry's bytes (views of `body`), in batch order. */
+export function decodeJournalBatch<C>(
+  body: Uint8Array,
+  codec: CommandCodec<C>,
+  encoded?: Uint8Array[],
+): StorageBatch<C> {
   const reader = new ByteReader(body);
   const version = reader.byte();
   if (version !== JOURNAL_BODY_VERSION)
@@ -239,7 +251,11 @@ export function decodeJournalBatch<C>(body: Uint8Array, codec: CommandCodec<C>):
     const truncateThrough = reader.uint();
     const entryCount = boundedCount(reader, "log entries");
     const entries: LogEntry<C>[] = [];
-    for (let j = 0; j < entryCount; j++) entries.push(readLogEntry(reader, codec));
+    for (let j = 0; j < entryCount; j++) {
+      const start = body.length - reader.remaining;
+      entries.push(readLogEntry(reader, codec));
+      encoded?.push(body.subarray(start, body.length - reader.remaining));
+    }
     writes.push({ cellKey, node, promised, snapshot, truncateThrough, entries });
   }
   const removed: { cellKey: CellKey; incarnation: number }[] = [];

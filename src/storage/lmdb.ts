@@ -72,16 +72,14 @@ import {
   encodeNodeHeader,
   type LogEntry,
   type NodeHeader,
-  type NodeWrite,
   PAXOS_RECORD_VERSION,
   persistedNode,
   readNodeId,
   type Snapshot,
   writeNodeId,
-  writeStoredEntry,
 } from "../paxos/index.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal } from "./journal.ts";
-import { Overlay, type PendingChange, unfold } from "./overlay.ts";
+import { type EncodedNodeWrite, Overlay, type PendingChange, unfold } from "./overlay.ts";
 import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 
@@ -239,6 +237,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private readonly journalWriter = new ByteWriter(64 * 1024);
   /** Reused by checkpoints for entry records (see writeEntries). */
   private readonly entryWriter = new ByteWriter(1024);
+  /** Where each entry of the batch being journaled lies in its record (encodeJournalBatch). */
+  private readonly entrySpans: number[] = [];
   private readonly entryKeyBuffer = new Uint8Array(1 + limits.cellKeyBytesMax + slotBytes);
 
   private constructor(
@@ -309,8 +309,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.seq = checkpointed;
     for (const record of records) {
       let batch: StorageBatch<C>;
+      const encoded: Uint8Array[] = [];
       try {
-        batch = decodeJournalBatch(record.body, this.codec);
+        batch = decodeJournalBatch(record.body, this.codec, encoded);
       } catch (error) {
         journal.close();
         const problem = error instanceof DecodeError ? error.message : String(error);
@@ -321,7 +322,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
           { cause: error },
         );
       }
-      this.pending.add(batch);
+      this.pending.add(batch, encoded);
       this.seq = record.seq;
       this.replayedBatches += 1;
     }
@@ -428,12 +429,17 @@ export class LmdbStorage<C> implements StoragePort<C> {
         failure = error;
       }
     }
+    let encoded: Uint8Array[] = [];
     if (failure === null) {
       try {
         const journal = this.journal as Journal;
         if (journal.bytes === 0) this.pendingSinceMs = startedMs;
-        journal.append(this.seq + 1, encodeJournalBatch(batch, this.codec, this.journalWriter));
+        const spans = this.entrySpans;
+        spans.length = 0;
+        const body = encodeJournalBatch(batch, this.codec, this.journalWriter, spans);
+        journal.append(this.seq + 1, body);
         this.seq += 1;
+        encoded = entryViews(body, spans);
       } catch (error) {
         // A record half written, or not known durable: nothing after it may be appended.
         failure = error;
@@ -441,7 +447,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       }
     }
     if (failure === null) {
-      this.pending.add(batch);
+      this.pending.add(batch, encoded);
       for (const write of batch.writes) this.verified.add(write.cellKey);
       for (const removed of batch.removed) this.verified.add(removed.cellKey);
     }
@@ -655,7 +661,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
    * so the node loads as corrupt (a non-voting learner) and nothing it promised is contradicted.
    * The record was intact when the changes were verified; only damage since then gets here.
    */
-  private applyChanges(cellKey: CellKey, changes: readonly PendingChange<C>[], tally: Tally): boolean {
+  private applyChanges(cellKey: CellKey, changes: readonly PendingChange[], tally: Tally): boolean {
     try {
       for (const change of changes) {
         switch (change.kind) {
@@ -689,7 +695,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.deleteEntries(cellKey, slotMax, tally);
   }
 
-  private applyWrite(write: NodeWrite<C>, tally: Tally): void {
+  private applyWrite(write: EncodedNodeWrite, tally: Tally): void {
     const known = this.intact.get(write.cellKey);
     if (
       known !== undefined &&
@@ -735,7 +741,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.writeEntries(write, tally);
   }
 
-  private writeEntries(write: NodeWrite<C>, tally: Tally): void {
+  private writeEntries(write: EncodedNodeWrite, tally: Tally): void {
     if (write.truncateThrough > 0) this.deleteEntries(write.cellKey, write.truncateThrough, tally);
     if (write.entries.length === 0) return;
     // One key and one value buffer for all of them: a put inside a synchronous transaction
@@ -748,8 +754,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
     const writer = this.entryWriter;
     for (const entry of write.entries) {
       setSlot(keyView, 1 + cell.length, entry.slot);
-      writer.clear().raw(checksumPlaceholder);
-      writeStoredEntry(writer, entry, this.codec);
+      // encodeStoredEntry's bytes: the record version, then the entry as the journal holds it.
+      writer.clear().raw(checksumPlaceholder).byte(PAXOS_RECORD_VERSION).raw(entry.bytes);
       const record = writer.view();
       const body = record.subarray(checksumBytes);
       new DataView(record.buffer, record.byteOffset, checksumBytes).setUint32(0, checksumOf(key, body));
@@ -1051,4 +1057,19 @@ function verifyPointer(key: Uint8Array, raw: Uint8Array): Verified<ForwardingPoi
     reader.end();
     return pointer;
   });
+}
+
+/**
+ * Views of each journaled entry's bytes, in a copy of the record body made once for all of them
+ * (the body is a view of a writer that the next batch reuses).
+ */
+function entryViews(body: Uint8Array, spans: readonly number[]): Uint8Array[] {
+  if (spans.length === 0) return [];
+  const first = spans[0] as number;
+  const copy = body.slice(first, spans[spans.length - 1]);
+  const views: Uint8Array[] = new Array(spans.length / 2);
+  for (let i = 0; i < spans.length; i += 2) {
+    views[i / 2] = copy.subarray((spans[i] as number) - first, (spans[i + 1] as number) - first);
+  }
+  return views;
 }
