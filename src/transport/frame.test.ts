@@ -63,6 +63,24 @@ describe("frame codec", () => {
     expect(Array.from(result.frame.messages[0] as Uint8Array)).toEqual([1, 2, 3]);
   });
 
+  it("tags with HMAC-SHA256 under the colony key, for keys shorter and longer than a block", () => {
+    for (const length of [32, 63, 64, 65, 200]) {
+      const bytesOfKey = Buffer.alloc(length);
+      for (let i = 0; i < length; i++) bytesOfKey[i] = (i * 37 + length) & 0xff;
+      const k = frameKey(bytesOfKey);
+      // Small and large frames: the key's buffers grow for the large one and stay right after.
+      for (const size of [0, 5000, 20]) {
+        const frame: Frame = { sender: "a:1", sequence: 7, messages: [new Uint8Array(size).fill(length)] };
+        const bytes = encodeFrame(k, frame);
+        const tagStart = bytes.length - 32;
+        const reference = createHmac("sha256", bytesOfKey).update(bytes.subarray(0, tagStart)).digest();
+        expect(Buffer.from(bytes.subarray(tagStart)).equals(reference)).toBe(true);
+        expect(decodeFrame(k, bytes)).toEqual({ ok: true, frame });
+        expect(decodeFrame(k, retag(bytes, bytesOfKey))).toEqual({ ok: true, frame });
+      }
+    }
+  });
+
   it("refuses a colony key shorter than 32 bytes with a message saying what to do", () => {
     expect(() => frameKey(Buffer.alloc(31))).toThrow(/31 bytes; it must be at least 32/);
   });
