@@ -289,20 +289,15 @@ export function decodeFrame(
     return reject("malformed", "sender address is not UTF-8");
   }
   // Messages own their bytes: a decoded value may keep a view of them, and a view would pin the
-  // whole socket chunk the frame arrived in. One copy of the frame's messages (with the length
-  // prefixes between them) backs them all: one allocation per frame, not one per message, and a
-  // view pins at most its frame.
+  // whole socket chunk the frame arrived in.
   const messages = new Array<Uint8Array>(count);
-  if (count > 0) {
-    const first = starts[0] as number;
-    const end = (starts[count - 1] as number) + (lengths[count - 1] as number);
+  for (let i = 0; i < count; i++) {
+    const start = starts[i] as number;
+    const length = lengths[i] as number;
     // Not `slice`: on a Buffer it returns a view.
-    const copy = new Uint8Array(end - first);
-    copy.set(bytes.subarray(first, end));
-    for (let i = 0; i < count; i++) {
-      const start = (starts[i] as number) - first;
-      messages[i] = copy.subarray(start, start + (lengths[i] as number));
-    }
+    const message = new Uint8Array(length);
+    message.set(bytes.subarray(start, start + length));
+    messages[i] = message;
   }
   return { ok: true, frame: { sender, sequence, messages } };
 }
