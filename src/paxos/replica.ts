@@ -890,7 +890,9 @@ export class Replica<C, R> {
   /** Another proposer runs `ballot`: follow it if it outranks this node's own proposal. */
   private yieldTo(from: NodeId, ballot: Ballot, out: Output<C, R>): void {
     if (this.proposer !== null && this.proposer.ballot > ballot) return;
-    this.leaderHint = from;
+    // Every accept names its sender: keep the hint held already when it is the same node, so a
+    // follower does not keep each message's copy alive until the next one.
+    if (this.leaderHint === null || !nodeIdEquals(this.leaderHint, from)) this.leaderHint = from;
     if (this.proposer !== null) {
       this.dropPending("lost_leadership", out);
       this.proposer = null;
