@@ -51,10 +51,11 @@ export const limits = Object.freeze({
   /** Requests a node queues for its cell while the pipeline is full or an election runs. */
   pendingRequestsPerCellMax: 256,
   /**
-   * Applied entries a node keeps in memory to serve catch-up by log segment; older applied
-   * entries stay on disk until the next snapshot, and a node further behind gets a snapshot.
-   * Twice the pipeline and more covers a follower that missed a few accepts; keeping more costs
-   * every busy node memory and, as entries then outlive the young generation, garbage collection.
+   * Applied entries a leader keeps in memory to serve catch-up by log segment (other nodes keep
+   * none); older applied entries stay on disk until the next snapshot, and a node further behind
+   * gets a snapshot. Twice the pipeline and more covers a follower that missed a few accepts;
+   * keeping more costs every busy leader memory and, as entries then outlive the young
+   * generation, garbage collection.
    */
   logMemoryEntries: 8,
   /** Applied entries between snapshots. */
