@@ -20,8 +20,7 @@
  * order, so a cell's history replays exactly. lmdb.test.ts checks the equivalence against
  * MemoryStorage on random histories of batches, checkpoints and crashes.
  */
-import type { CellKey, NodeId } from "../core/index.ts";
-import { assert } from "../core/index.ts";
+import { assert, type CellKey, type NodeId } from "../core/index.ts";
 import type { LogEntry, NodeWrite, Snapshot } from "../paxos/index.ts";
 import type { ForwardingPointer, StorageBatch } from "./port.ts";
 
@@ -74,12 +73,15 @@ export class Overlay<C> {
    * record's views: encodeJournalBatch's spans, or what decodeJournalBatch collects).
    */
   add(batch: StorageBatch<C>, encoded: readonly Uint8Array[]): void {
+    let entries = 0;
+    for (const write of batch.writes) entries += write.entries.length;
+    // Checked before anything is added: a mismatch must not leave half a batch pending.
+    assert(entries === encoded.length, () => `batch has ${entries} entries, ${encoded.length} encoded`);
     let next = 0;
     for (const write of batch.writes) {
       this.addWrite(write, encoded, next);
       next += write.entries.length;
     }
-    assert(next === encoded.length, () => `batch has ${next} entries, ${encoded.length} encoded`);
     for (const { cellKey, incarnation } of batch.removed)
       this.changesOf(cellKey).push({ kind: "remove", incarnation });
     for (const pointer of batch.pointers) this.changesOf(pointer.cellKey).push({ kind: "pointer", pointer });
