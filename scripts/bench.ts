@@ -1,7 +1,7 @@
 /**
  * Benchmarks of real Physalia server processes on this machine (docs/BENCHMARKS.md).
  *
- *   npm run bench -- <throughput|latency|idle|restart|etcd|floor> [--json] [options]
+ *   npm run bench -- <throughput|latency|idle|restart|failover|etcd|floor> [--json] [options]
  *
  * Each prints the machine's floors first (median fsync of a small write on the disk of the data
  * directories; loopback TCP round trip), then its results and targets; with --json, one JSON
@@ -12,6 +12,7 @@
  * latency     --latency-warmup 20 --latency-seconds 10
  * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
  * restart     --nodes 1000000
+ * failover    --cells 200 --warmup 10 --after 10 (kill -9 of the server leading the most cells)
  * etcd        the throughput and latency options (the same workloads against 3 etcd members)
  * floor       the throughput and latency options (the write workloads against the replication
  *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)
@@ -19,6 +20,7 @@
 import { tmpdir } from "node:os";
 import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
 import { etcdBenchmark } from "./bench/etcd.ts";
+import { failoverBenchmark } from "./bench/failover.ts";
 import { floorBenchmark } from "./bench/floor.ts";
 import { idleBenchmark } from "./bench/idle.ts";
 import { restartBenchmark } from "./bench/restart.ts";
@@ -29,6 +31,7 @@ const benchmarks = {
   latency: latencyBenchmark,
   idle: idleBenchmark,
   restart: restartBenchmark,
+  failover: failoverBenchmark,
   etcd: etcdBenchmark,
   floor: floorBenchmark,
 } as const;

@@ -16,7 +16,13 @@ import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
 import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
 import { LmdbStorage } from "../storage/index.ts";
-import { AddressBook, formatServerAddress, MappedTransport, TcpTransport } from "../transport/index.ts";
+import {
+  AddressBook,
+  formatServerAddress,
+  MappedTransport,
+  onServerLost,
+  TcpTransport,
+} from "../transport/index.ts";
 import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
 
 export { adminToken };
@@ -68,7 +74,8 @@ export async function startServer(options: {
     await storage.close();
     throw error;
   }
-  const transport = new MappedTransport(tcp, addressBook(config.topology));
+  const book = addressBook(config.topology);
+  const transport = new MappedTransport(tcp, book);
   const seed = randomBytes(4).readUInt32LE(0);
   const server = new Server({
     serverId: self.id,
@@ -89,6 +96,9 @@ export async function startServer(options: {
       logger.log("error", "server stopped", { reason });
       options.onFatal?.(reason);
     },
+  });
+  onServerLost(tcp, book, (serverId, refused) => {
+    if (refused) server.peerRefused(serverId);
   });
   const token = Buffer.from(adminToken(colonyKey));
   const hostedNodes = (): number => storage.hostedCount();

@@ -56,6 +56,39 @@ describe("client", () => {
   });
 });
 
+describe("client failover", () => {
+  it("a lost connection to the server a request waits on sends it elsewhere before its timeout", async () => {
+    const s = new Scenario().cell("vol-1");
+    const { client } = s.newClient();
+    const cell = client.cell("vol-1");
+    const warm = cell.put("warm", bytes("x"));
+    s.run(200);
+    await warm; // the client knows the leader now
+    const leader = s.leader("vol-1") as string;
+    const sentTo: string[] = [];
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    network.sendFrame = (from, to, messages) => {
+      if (from === client.address) sentTo.push(to);
+      sendFrame(from, to, messages);
+    };
+    s.crash(leader);
+    const put = cell.put("k", bytes("v"));
+    s.run(5);
+    expect(sentTo).toEqual([leader]);
+    client.serverLost(leader);
+    // The retry leaves after a backoff of at most a few tens of ms, far below the request timeout.
+    s.run(60);
+    expect(limits.clientRequestTimeoutMs).toBeGreaterThan(60 + 5);
+    expect(sentTo.length).toBeGreaterThan(1);
+    expect(sentTo.slice(1)).not.toContain(leader);
+    // The write then completes once the cell has elected a new leader (exactly once).
+    s.run(3_000);
+    await put;
+    client.serverLost("s-unknown"); // a server with nothing waiting on it: nothing happens
+  });
+});
+
 describe("client batching", () => {
   it("sends the requests of one turn to a server in one frame, when the turn ends", async () => {
     const s = new Scenario().cell("vol-1");

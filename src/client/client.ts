@@ -387,16 +387,36 @@ export class PhysaliaClient {
     op.timer = this.scheduler.setTimer(this.requestTimeoutMs, () => {
       op.timer = null;
       if (op.finished || op.currentId !== id) return;
-      op.lastProblem = `server ${target} did not answer within ${this.requestTimeoutMs} ms`;
-      op.unknownAt = null;
-      this.avoid(op.cellKey, target);
-      const state = this.cellState(op.cellKey);
-      if (state.leader === target) {
-        state.leader = null;
-        op.leaderUnresponsive = true;
-      }
-      this.retryAfterBackoff(op);
+      this.abandonAttempt(op, target, `server ${target} did not answer within ${this.requestTimeoutMs} ms`);
     });
+  }
+
+  /**
+   * The connection to a server was lost or refused (a real client's transport tells): every
+   * request waiting on it tries another node now instead of at its timeout. Its outcome stays
+   * unknown, as after a timeout, and its retry keeps its session and sequence number.
+   */
+  serverLost(serverId: ServerId): void {
+    if (this.closed) return;
+    const waiting: Operation$[] = [];
+    for (const [id, op] of this.inflight) {
+      if (!op.finished && op.currentId === id && op.target === serverId) waiting.push(op);
+    }
+    for (const op of waiting)
+      this.abandonAttempt(op, serverId, `the connection to server ${serverId} was lost`);
+  }
+
+  /** Gives up the current attempt of `op` at `target`: avoid it for a while, retry after a backoff. */
+  private abandonAttempt(op: Operation$, target: ServerId, problem: string): void {
+    op.lastProblem = problem;
+    op.unknownAt = null;
+    this.avoid(op.cellKey, target);
+    const state = this.cellState(op.cellKey);
+    if (state.leader === target) {
+      state.leader = null;
+      op.leaderUnresponsive = true;
+    }
+    this.retryAfterBackoff(op);
   }
 
   /**

@@ -19,6 +19,7 @@ import {
   colonyKeyBytesMin,
   formatServerAddress,
   MappedTransport,
+  onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
 import { PhysaliaClient as ClientOverPorts } from "./client.ts";
@@ -151,6 +152,9 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
     ...(rack === undefined ? {} : { distance: (id: ServerId) => (racks.get(id) === rack ? 0 : 1) }),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
   });
+  // A server's connection lost or refused: requests waiting on it go elsewhere now, not at
+  // their timeout.
+  onServerLost(tcp, book, (serverId) => client.serverLost(serverId));
   client.onClose(() => tcp.close());
   return client;
 }

@@ -300,6 +300,15 @@ export class Server {
     return this.detector.isAlive(serverId, this.scheduler.nowMs());
   }
 
+  /**
+   * The transport found nothing listening at a peer's address (its process is gone): the
+   * failure detector suspects it until it is heard from again, so the cells it led elect a new
+   * leader at their next request instead of after suspectAfterMs.
+   */
+  peerRefused(serverId: ServerId): void {
+    this.detector.refused(serverId);
+  }
+
   status(): ServerStatus {
     let leaders = 0;
     for (const node of this.nodes.values()) if (node.replica.isLeader) leaders += 1;

@@ -51,3 +51,12 @@ export class MappedTransport<M> implements TransportPort<M> {
     this.inner.onMessage((from, message) => handler(this.book.idOf(from), message));
   }
 }
+
+/** A transport that reports lost peers (TcpTransport.onPeerLost), by server id. */
+export function onServerLost(
+  transport: { onPeerLost(handler: (peer: Address, refused: boolean) => void): void },
+  book: AddressBook,
+  handler: (serverId: ServerId, refused: boolean) => void,
+): void {
+  transport.onPeerLost((peer, refused) => handler(book.idOf(peer), refused));
+}

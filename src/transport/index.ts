@@ -1,4 +1,4 @@
-export { AddressBook, MappedTransport } from "./address-book.ts";
+export { AddressBook, MappedTransport, onServerLost } from "./address-book.ts";
 export {
   colonyKeyBytesMin,
   colonyKeyProblem,

@@ -267,6 +267,45 @@ describe("TcpTransport", () => {
     expect(a.stats().reconnects).toBeGreaterThanOrEqual(1);
   });
 
+  it("reports a lost peer at once, then its refusal, and redials once per loss", async () => {
+    const a = await server();
+    const b = await server();
+    const lost: { peer: string; refused: boolean }[] = [];
+    a.onPeerLost((peer, refused) => lost.push({ peer, refused }));
+    const atB = inbox(b);
+    a.send(b.address, { n: 1 });
+    a.flush();
+    await waitFor(() => atB.length === 1, "the first message");
+    const address = b.address;
+    const dialsBefore = a.stats().dials;
+    await b.close();
+    // Nothing queued for b: the loss alone makes a dial again, which nobody answers.
+    await waitFor(() => lost.some((l) => l.refused), "the refusal of the redial");
+    expect(lost).toEqual([
+      { peer: address, refused: false },
+      { peer: address, refused: true },
+    ]);
+    expect(a.stats().dials).toBe(dialsBefore + 1);
+    // A refused dial with nothing queued is not retried.
+    await sleep(100);
+    expect(a.stats().dials).toBe(dialsBefore + 1);
+    expect(lost.length).toBe(2);
+  });
+
+  it("does not report clients or losses after close", async () => {
+    const s = await server();
+    const lost: string[] = [];
+    s.onPeerLost((peer) => lost.push(peer));
+    const c = await client();
+    const atS = inbox(s);
+    c.send(s.address, { n: 1 });
+    c.flush();
+    await waitFor(() => atS.length === 1, "the client's message");
+    await c.close();
+    await waitFor(() => s.stats().connectionsOpen === 0, "the client's connection to close");
+    expect(lost).toEqual([]);
+  });
+
   it("rejects a peer with the wrong colony key and counts its frames", async () => {
     const a = await server();
     const atA = inbox(a);

@@ -181,6 +181,8 @@ class Connection {
   /** A duplicate being closed: no more writes, but frames still arriving are delivered. */
   retiring = false;
   badFrames = 0;
+  /** The code of the socket's last error (ECONNREFUSED for a dial nobody listened to). */
+  errorCode: string | null = null;
   timer: NodeJS.Timeout | null = null;
   readonly splitter: FrameSplitter;
   readonly closed: Promise<void>;
@@ -220,6 +222,8 @@ class Peer {
   dialTimer: NodeJS.Timeout | null = null;
   /** Consecutive dials without an authenticated hello back; drives the backoff. */
   failedDials = 0;
+  /** When a lost connection was last dialled again at once (performance.now()). */
+  lastProbeMs = Number.NEGATIVE_INFINITY;
   everDialled = false;
   /** Frames in age order (expiry looks at the head). */
   readonly queue = new Fifo<QueuedFrame>();
@@ -246,6 +250,7 @@ export class TcpTransport<M> implements TransportPort<M> {
   private state: State = "new";
   private server: Server | null = null;
   private handler: ((from: Address, message: M) => void) | null = null;
+  private lostHandler: ((peer: Address, refused: boolean) => void) | null = null;
 
   private readonly pending = new Map<Address, M[]>();
   private pendingCount = 0;
@@ -391,6 +396,17 @@ export class TcpTransport<M> implements TransportPort<M> {
 
   onMessage(handler: (from: Address, message: M) => void): void {
     this.handler = handler;
+  }
+
+  /**
+   * Install the receiver of losses of a dialable peer (a server): `refused` false when its
+   * connection in use closed, true when a dial to it was refused (nothing listens at its
+   * address: its process is gone). A lost connection is dialled again at once, so a peer whose
+   * process died is known as refused within a round trip. Neither proves the peer dead for long
+   * (it may be restarting): callers use it as a hint, never for safety.
+   */
+  onPeerLost(handler: (peer: Address, refused: boolean) => void): void {
+    this.lostHandler = handler;
   }
 
   stats(): TransportStats {
@@ -722,8 +738,9 @@ export class TcpTransport<M> implements TransportPort<M> {
       const peer = connection.remote === null ? undefined : this.peers.get(connection.remote);
       if (peer !== undefined && peer.connection === connection) this.pump(peer);
     });
-    socket.on("error", (error) => {
+    socket.on("error", (error: NodeJS.ErrnoException) => {
       // Expected on a network: resets, refused dials. 'close' follows and does the bookkeeping.
+      connection.errorCode = error.code ?? null;
       if (connection.connected)
         this.warn("connection error", { remote: connection.remote ?? "unknown", error: error.message });
     });
@@ -792,6 +809,8 @@ export class TcpTransport<M> implements TransportPort<M> {
         peer.dialing = null;
         if (peer.queue.length > 0) this.scheduleDial(peer);
         else this.forgetIfIdle(peer);
+        if (connection.errorCode === "ECONNREFUSED" && this.state === "started")
+          this.lostHandler?.(peer.address, true);
       }
       return;
     }
@@ -802,11 +821,21 @@ export class TcpTransport<M> implements TransportPort<M> {
       // A client: it can only be reached over the connection it opened.
       this.dropQueue(peer, "unreachable");
       this.forgetIfIdle(peer);
+      return;
+    }
+    // Dialled again at once, queue or not (a refusal tells that the peer's process is gone), at
+    // most once per reconnectDelayMsMax: a peer that keeps closing connections is not redialled
+    // in a loop. Otherwise as before: again after a backoff while something waits for it.
+    const now = performance.now();
+    if (connection.helloReceived && now - peer.lastProbeMs >= this.bounds.reconnectDelayMsMax) {
+      peer.lastProbeMs = now;
+      this.ensureDial(peer);
     } else if (peer.queue.length > 0) {
       this.scheduleDial(peer);
     } else {
       this.forgetIfIdle(peer);
     }
+    this.lostHandler?.(peer.address, false);
   }
 
   // ---- receiving
