@@ -12,7 +12,7 @@
  * latency     --latency-warmup 20 --latency-seconds 10
  * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
  * restart     --nodes 1000000
- * failover    --cells 200 --warmup 10 --after 10 (kill -9 of the server leading the most cells)
+ * failover    --cells 100 --interval 50 --warmup 10 --after 10 (kill -9 of the server leading the most cells)
  * etcd        the throughput and latency options (the same workloads against 3 etcd members)
  * floor       the throughput and latency options (the write workloads against the replication
  *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)

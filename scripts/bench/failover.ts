@@ -3,18 +3,20 @@
  * with kill -9, and whether every acknowledged write survives it.
  *
  * A colony of 7 server processes with cells of 7 (every server hosts a node of every cell). One
- * client in this process keeps one closed-loop writer per cell, each adding 1 to the cell's
- * counter item (exactly once, through the client's sessions). After the warm-up, the leader of
- * every cell is asked for (`describe`), and the server leading the most cells is killed. Each
- * cell's outage is the time from the kill to the first write acknowledged after it; cells led by
- * the killed server are reported apart from the others. The writers go on for `--after` seconds,
- * then stop; every cell is read (linearizably) and its counter must be at least the last value a
- * write of it acknowledged. Then the killed server is started again and timed to /healthz.
+ * client in this process keeps one writer per cell, each adding 1 to the cell's counter item
+ * (exactly once, through the client's sessions) and pausing `--interval` ms between writes.
+ * After the warm-up, the leader of every cell is asked for (`describe`; only a node that says it
+ * leads is believed), and the server leading the most cells is killed. The writers go on for
+ * `--after` seconds, then stop; every cell is read (linearizably) and its counter must be at
+ * least the last value a write of it acknowledged. Then the killed server is started again and
+ * timed to /healthz.
  *
  * A cell's outage is the longest gap between two consecutive acknowledgements of its writes from
  * the last one before the kill on (a write already committed when the server died may still be
- * acknowledged right after the kill; the gap after it is the outage). A cell without a failover
- * shows one write's latency.
+ * acknowledged right after the kill; the gap after it is the outage). Cells led by the killed
+ * server are reported apart from the others. A cell without a failover shows its longest write
+ * latency of the window plus the interval; the same gap over the seconds before the kill is
+ * printed beside each figure as the baseline.
  */
 import { PhysaliaClient } from "../../src/index.ts";
 import {
@@ -36,6 +38,8 @@ interface CellTrack {
   lastAcked: bigint;
   /** performance.now() of the last acknowledgement (before the kill: where the outage starts). */
   lastAckMs: number;
+  /** The longest gap between acknowledgements in the window before the kill (the baseline). */
+  baselineGapMs: number;
   /** performance.now() of every acknowledgement after the kill, in order (bounded by the run). */
   readonly acksAfterKill: number[];
   errors: number;
@@ -43,7 +47,10 @@ interface CellTrack {
 }
 
 export async function failoverBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
-  const cells = options.integer("cells", 200);
+  const cells = options.integer("cells", 100);
+  // Each writer waits this long between writes: the load stays well below what the machine
+  // takes, so that what a kill costs is not lost in the pauses of saturated servers.
+  const intervalMs = options.number("interval", 50, 0);
   const warmupSeconds = options.number("warmup", 10, 1);
   const afterSeconds = options.number("after", 10, 2);
   options.finish();
@@ -56,15 +63,22 @@ export async function failoverBenchmark(children: Children, options: Options): P
     client = await PhysaliaClient.connect({ colony: colony.connectionFile });
     const c = client;
     let killedAt = Number.POSITIVE_INFINITY;
+    // The baseline: the same gap measured over the seconds right before the kill, when nothing
+    // fails (servers still pause for their checkpoints and collections).
+    const baselineSeconds = Math.min(afterSeconds, warmupSeconds / 2);
+    const baselineFrom = performance.now() + (warmupSeconds - baselineSeconds) * 1000;
     const tracks: CellTrack[] = system.keys.map((cellKey) => ({
       cellKey,
       lastAcked: 0n,
       lastAckMs: 0,
+      baselineGapMs: 0,
       acksAfterKill: [],
       errors: 0,
       lastError: "",
     }));
-    progress(`one writer per cell on ${cells} cells of 7, ${warmupSeconds} s warm-up`);
+    progress(
+      `one writer per cell on ${cells} cells of 7, ${intervalMs} ms between writes, ${warmupSeconds} s warm-up`,
+    );
     for (const track of tracks) {
       writers.push(
         (async () => {
@@ -73,9 +87,14 @@ export async function failoverBenchmark(children: Children, options: Options): P
             try {
               const value = await cell.add(counterItem, 1n);
               if (value > track.lastAcked) track.lastAcked = value;
+              if (intervalMs > 0) await sleep(intervalMs);
               const now = performance.now();
               if (now > killedAt) track.acksAfterKill.push(now);
-              else track.lastAckMs = now;
+              else {
+                if (now >= baselineFrom && track.lastAckMs >= baselineFrom)
+                  track.baselineGapMs = Math.max(track.baselineGapMs, now - track.lastAckMs);
+                track.lastAckMs = now;
+              }
             } catch (error) {
               track.errors += 1;
               track.lastError = error instanceof Error ? error.message : String(error);
@@ -124,21 +143,34 @@ export async function failoverBenchmark(children: Children, options: Options): P
       }
     }
 
-    const outageOf = (t: CellTrack) => {
+    /** The longest gap, and when it began (ms after the kill; negative: before). */
+    const gapOf = (t: CellTrack) => {
       let previous = t.lastAckMs;
       let longest = 0;
+      let beganMs = 0;
       for (const at of [...t.acksAfterKill, endedAt]) {
-        longest = Math.max(longest, at - previous);
+        if (at - previous > longest) {
+          longest = at - previous;
+          beganMs = previous - killedAt;
+        }
         previous = at;
       }
-      return longest;
+      return { longest, beganMs };
     };
+    const outageOf = (t: CellTrack) => gapOf(t).longest;
     const led = tracks.filter((t) => leaders.get(t.cellKey) === victim);
     const others = tracks.filter((t) => leaders.has(t.cellKey) && leaders.get(t.cellKey) !== victim);
     const unknownLeader = tracks.length - led.length - others.length;
     const summary = (group: CellTrack[]) => {
       const outages = sorted(group.map(outageOf));
+      const began = sorted(group.map((t) => gapOf(t).beganMs));
+      const baseline = sorted(group.map((t) => t.baselineGapMs));
       return {
+        baselineGapP50Ms: Math.round(percentile(baseline, 0.5)),
+        baselineGapMaxMs: Math.round(
+          baseline.length === 0 ? Number.NaN : (baseline[baseline.length - 1] as number),
+        ),
+        outageBeganP50Ms: Math.round(percentile(began, 0.5)),
         cells: group.length,
         neverRecovered: group.filter((t) => t.acksAfterKill.length === 0).length,
         outageP50Ms: Math.round(percentile(outages, 0.5)),
@@ -164,6 +196,7 @@ export async function failoverBenchmark(children: Children, options: Options): P
       cells,
       warmupSeconds,
       afterSeconds,
+      intervalMs,
       killed: victim,
       killedLeads: victimLeads,
       cellsWithoutKnownLeader: unknownLeader,
@@ -176,7 +209,9 @@ export async function failoverBenchmark(children: Children, options: Options): P
       restartedHealthzMs: healthzMs,
     };
     const describe = (s: typeof ledSummary) =>
-      `outage p50 ${s.outageP50Ms} ms, p99 ${s.outageP99Ms} ms, max ${s.outageMaxMs} ms; ` +
+      `outage p50 ${s.outageP50Ms} ms, p99 ${s.outageP99Ms} ms, max ${s.outageMaxMs} ms ` +
+      `(beginning ${s.outageBeganP50Ms} ms after the kill at the median; ` +
+      `the same gap before the kill: p50 ${s.baselineGapP50Ms} ms, max ${s.baselineGapMaxMs} ms); ` +
       `${s.writesAfterKill} writes after the kill, ${s.errors} failed, ${s.neverRecovered} cells never recovered`;
     return {
       results,
@@ -193,7 +228,7 @@ export async function failoverBenchmark(children: Children, options: Options): P
         },
       },
       lines: [
-        `7 servers, ${cells} cells of 7, one writer per cell; kill -9 of ${victim}, leader of ${victimLeads} cells`,
+        `7 servers, ${cells} cells of 7, one writer per cell (${intervalMs} ms between writes); kill -9 of ${victim}, leader of ${victimLeads} cells`,
         `cells it led (${ledSummary.cells}): ${describe(ledSummary)}`,
         `other cells (${otherSummary.cells}): ${describe(otherSummary)}` +
           (unknownLeader > 0
