@@ -56,14 +56,20 @@ describe("client", () => {
   });
 });
 
+/** A colony with cell vol-1 and a client that has written to it once, so it knows the leader. */
+async function clientKnowingLeader() {
+  const s = new Scenario().cell("vol-1");
+  const { client } = s.newClient();
+  const cell = client.cell("vol-1");
+  const warm = cell.put("warm", bytes("x"));
+  s.run(200);
+  await warm;
+  return { s, client, cell };
+}
+
 describe("client failover", () => {
   it("a lost connection to the server a request waits on sends it elsewhere before its timeout", async () => {
-    const s = new Scenario().cell("vol-1");
-    const { client } = s.newClient();
-    const cell = client.cell("vol-1");
-    const warm = cell.put("warm", bytes("x"));
-    s.run(200);
-    await warm; // the client knows the leader now
+    const { s, client, cell } = await clientKnowingLeader();
     const leader = s.leader("vol-1") as string;
     const sentTo: string[] = [];
     const network = s.world.network;
@@ -91,12 +97,7 @@ describe("client failover", () => {
 
 describe("client batching", () => {
   it("sends the requests of one turn to a server in one frame, when the turn ends", async () => {
-    const s = new Scenario().cell("vol-1");
-    const { client } = s.newClient();
-    const cell = client.cell("vol-1");
-    const warm = cell.put("warm", bytes("x"));
-    s.run(200);
-    await warm; // the client knows the leader now
+    const { s, client, cell } = await clientKnowingLeader();
     const frames: number[] = [];
     const network = s.world.network;
     const sendFrame = network.sendFrame.bind(network);
