@@ -157,25 +157,23 @@ export async function failoverBenchmark(children: Children, options: Options): P
       }
       return { longest, beganMs };
     };
-    const outageOf = (t: CellTrack) => gapOf(t).longest;
     const led = tracks.filter((t) => leaders.get(t.cellKey) === victim);
     const others = tracks.filter((t) => leaders.has(t.cellKey) && leaders.get(t.cellKey) !== victim);
     const unknownLeader = tracks.length - led.length - others.length;
     const summary = (group: CellTrack[]) => {
-      const outages = sorted(group.map(outageOf));
-      const began = sorted(group.map((t) => gapOf(t).beganMs));
+      const gaps = group.map(gapOf);
+      const outages = sorted(gaps.map((g) => g.longest));
+      const began = sorted(gaps.map((g) => g.beganMs));
       const baseline = sorted(group.map((t) => t.baselineGapMs));
       return {
         baselineGapP50Ms: Math.round(percentile(baseline, 0.5)),
-        baselineGapMaxMs: Math.round(
-          baseline.length === 0 ? Number.NaN : (baseline[baseline.length - 1] as number),
-        ),
+        baselineGapMaxMs: Math.round(percentile(baseline, 1)),
         outageBeganP50Ms: Math.round(percentile(began, 0.5)),
         cells: group.length,
         neverRecovered: group.filter((t) => t.acksAfterKill.length === 0).length,
         outageP50Ms: Math.round(percentile(outages, 0.5)),
         outageP99Ms: Math.round(percentile(outages, 0.99)),
-        outageMaxMs: Math.round(outages.length === 0 ? Number.NaN : (outages[outages.length - 1] as number)),
+        outageMaxMs: Math.round(percentile(outages, 1)),
         writesAfterKill: group.reduce((sum, t) => sum + t.acksAfterKill.length, 0),
         errors: group.reduce((sum, t) => sum + t.errors, 0),
       };

@@ -398,12 +398,11 @@ export class PhysaliaClient {
    */
   serverLost(serverId: ServerId): void {
     if (this.closed) return;
-    const waiting: Operation$[] = [];
+    // abandonAttempt only arms a timer: the map does not change while it is walked.
     for (const [id, op] of this.inflight) {
-      if (!op.finished && op.currentId === id && op.target === serverId) waiting.push(op);
+      if (!op.finished && op.currentId === id && op.target === serverId)
+        this.abandonAttempt(op, serverId, `the connection to server ${serverId} was lost`);
     }
-    for (const op of waiting)
-      this.abandonAttempt(op, serverId, `the connection to server ${serverId} was lost`);
   }
 
   /** Gives up the current attempt of `op` at `target`: avoid it for a while, retry after a backoff. */

@@ -51,7 +51,7 @@ const hashBlockBytes = 64;
 
 /** The colony key, prepared once: its HMAC pads, and the buffers tags are computed in. */
 export class FrameKey {
-  /** The key XOR ipad, then the bytes to tag (decoding copies them here). Grows, never past a frame. */
+  /** The key XOR ipad, then the bytes to tag (decoding copies them here). Grows by doubling, so to less than twice the largest frame verified. */
   private inner: Buffer;
   /** The key XOR opad, then the inner digest. */
   private readonly outer = Buffer.alloc(hashBlockBytes + frameTagBytes);
