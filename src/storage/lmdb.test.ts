@@ -7,10 +7,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import fc from "fast-check";
+import { open as openLmdb } from "lmdb";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CellMachine, type Command, commandCodec, OPERATION_FORMAT_VERSION } from "../cell/index.ts";
 import { InvariantError, type NodeId } from "../core/index.ts";
 import {
+  encodeStoredEntry,
   initialMembership,
   type LogEntry,
   makeBallot,
@@ -213,14 +215,14 @@ describe("LmdbStorage", () => {
     expect(storage.hostedCellsPage("", 0)).toEqual([]);
   });
 
-  it("a corrupt log entry loads as corrupt, naming the cell and the slot; other cells still load", async () => {
+  it("a corrupt log segment loads as corrupt, naming the cell and the segment; other cells still load", async () => {
     await populate(storage);
-    const record = { kind: "entry", cellKey: "b", slot: 3 } as const;
+    const record = { kind: "segment", cellKey: "b", lastSlot: 4 } as const;
     const raw = storage.recordBytesForTest(record) as Uint8Array;
     storage.overwriteRecordBytesForTest(record, flipped(raw, 10));
     const loaded = storage.load("b");
     expect(loaded.status === "corrupt" && loaded.detail).toMatch(
-      /^cell b: log entry record of slot 3 fails its checksum/,
+      /^cell b: log segment record ending at slot 4 fails its checksum/,
     );
     expect(storage.load("a").status).toBe("found");
   });
@@ -232,13 +234,13 @@ describe("LmdbStorage", () => {
       { kind: "node", cellKey: "a" },
       header.subarray(0, header.length - 5),
     );
-    const entryRecord = { kind: "entry", cellKey: "c", slot: 1 } as const;
-    storage.overwriteRecordBytesForTest(entryRecord, new Uint8Array([1, 2]));
+    const segment = { kind: "segment", cellKey: "c", lastSlot: 1 } as const;
+    storage.overwriteRecordBytesForTest(segment, new Uint8Array([1, 2]));
     const a = storage.load("a");
     const c = storage.load("c");
     expect(a.status === "corrupt" && a.detail).toMatch(/^cell a: node record fails its checksum/);
     expect(c.status === "corrupt" && c.detail).toBe(
-      "cell c: log entry record of slot 1 is truncated (2 bytes)",
+      "cell c: log segment record ending at slot 1 is truncated (2 bytes)",
     );
     expect(storage.load("b").status).toBe("found");
   });
@@ -261,12 +263,13 @@ describe("LmdbStorage", () => {
     await populate(storage);
     const fromA = storage.recordBytesForTest({ kind: "node", cellKey: "a" }) as Uint8Array;
     storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "c" }, fromA);
-    const entry2 = storage.recordBytesForTest({ kind: "entry", cellKey: "b", slot: 2 }) as Uint8Array;
-    storage.overwriteRecordBytesForTest({ kind: "entry", cellKey: "b", slot: 3 }, entry2);
+    // Both segments end at slot 4: a's holds slots 3 and 4, b's 1 to 4.
+    const fromA4 = storage.recordBytesForTest({ kind: "segment", cellKey: "a", lastSlot: 4 }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "segment", cellKey: "b", lastSlot: 4 }, fromA4);
     expect(storage.load("c").status).toBe("corrupt");
     const b = storage.load("b");
     expect(b.status === "corrupt" && b.detail).toMatch(
-      /^cell b: log entry record of slot 3 fails its checksum/,
+      /^cell b: log segment record ending at slot 4 fails its checksum/,
     );
   });
 
@@ -379,11 +382,96 @@ describe("LmdbStorage", () => {
     expect(after.checkpoints).toBe(before.checkpoints + 1);
     expect(after.lastTransactionId).toBe(before.lastTransactionId + 1);
     expect(after.hostedNodes).toBe(10_001);
-    expect(after.storedEntries).toBe(20_001);
-    // 10,000 node records and 20,000 entries, and the journal position.
-    expect(after.recordsWritten - before.recordsWritten).toBe(30_001);
+    // One segment per node, holding both its entries.
+    expect(after.storedSegments).toBe(10_001);
+    // 10,000 node records, 10,000 segments, and the journal position.
+    expect(after.recordsWritten - before.recordsWritten).toBe(20_001);
     const last = storage.load("vol-270f");
     expect(last.status === "found" && last.node.entries).toEqual([entry(1), entry(2)]);
+  });
+
+  it("stores a node's entries between two checkpoints as one segment; a slot stored again reads as its last write", async () => {
+    await persist(storage, batch({ writes: [fresh("a", 1, [1])] }));
+    for (const slot of [2, 3, 4]) {
+      await persist(
+        storage,
+        batch({ writes: [{ ...fresh("a", 1, [slot]), snapshot: null, promised: null }] }),
+      );
+    }
+    storage.checkpoint();
+    expect(storage.stats().storedSegments).toBe(1);
+    // Slot 4 accepted again under a higher ballot, in the next checkpoint's segment.
+    await persist(
+      storage,
+      batch({ writes: [{ ...fresh("a", 1, []), entries: [entry(4, 3), entry(5, 3)], snapshot: null }] }),
+    );
+    storage.checkpoint();
+    expect(storage.stats().storedSegments).toBe(2);
+    const expected = [entry(1), entry(2), entry(3), entry(4, 3), entry(5, 3)];
+    const loaded = storage.load("a");
+    expect(loaded.status === "found" && loaded.node.entries).toEqual(expected);
+    await storage.close();
+    const reopened = openAt(directory);
+    const again = reopened.load("a");
+    expect(again.status === "found" && again.node.entries).toEqual(expected);
+    // Truncating through slot 3 beyond the stored snapshot (at 0) deletes no segment whole (none
+    // ends at or below 3) and rewrites the first one, which straddles 3, as slot 4 alone.
+    await persist(
+      reopened,
+      batch({ writes: [{ ...fresh("a", 1, []), snapshot: null, truncateThrough: 3 }] }),
+    );
+    reopened.checkpoint();
+    const trimmed = reopened.load("a");
+    expect(trimmed.status === "found" && trimmed.node.entries).toEqual([entry(4, 3), entry(5, 3)]);
+    expect(reopened.stats().storedSegments).toBe(2);
+    expect(reopened.stats().recordsDeleted).toBe(0);
+    // With a snapshot at 4, truncating through 4 deletes the first segment (it ends at 4).
+    await persist(
+      reopened,
+      batch({ writes: [{ ...fresh("a", 1, []), snapshot: snapshotAt(4), truncateThrough: 4 }] }),
+    );
+    reopened.checkpoint();
+    const last = reopened.load("a");
+    expect(last.status === "found" && last.node.entries).toEqual([entry(5, 3)]);
+    expect(reopened.stats().storedSegments).toBe(1);
+  });
+
+  it("reads and truncates a directory written with one record per entry (the layout before segments)", async () => {
+    await persist(storage, batch({ writes: [fresh("a", 1, [1, 2, 3]), fresh("b", 1, [1])] }));
+    const expected = everything(storage, cells);
+    await storage.close();
+    // Rewrite a's log in the older layout: key length, cell key, slot; value checksum and
+    // encodeStoredEntry.
+    const env = openLmdb({ path: directory, maxDbs: 4, encoding: "binary", keyEncoding: "binary" });
+    const entriesDb = env.openDB<Uint8Array, Uint8Array>({
+      name: "entries",
+      encoding: "binary",
+      keyEncoding: "binary",
+    });
+    const cellBytes = new TextEncoder().encode("a");
+    const ofA = [...entriesDb.getKeys()].filter((key) => key[0] === 1 && key[1] === cellBytes[0]);
+    expect(ofA).toHaveLength(1);
+    await entriesDb.remove(ofA[0] as Uint8Array);
+    for (const slot of [1, 2, 3]) {
+      const key = new Uint8Array(1 + cellBytes.length + 8);
+      key[0] = cellBytes.length;
+      key.set(cellBytes, 1);
+      new DataView(key.buffer).setUint32(1 + cellBytes.length + 4, slot);
+      await entriesDb.put(key, sealedGarbage(key, encodeStoredEntry(entry(slot), commandCodec)));
+    }
+    await env.close();
+    const reopened = openAt(directory);
+    expect(everything(reopened, cells)).toEqual(expected);
+    // A snapshot at 2 truncates through 1: the older records go by the same key ranges.
+    await persist(
+      reopened,
+      batch({ writes: [{ ...fresh("a", 1, [4]), snapshot: snapshotAt(2), truncateThrough: 1 }] }),
+    );
+    reopened.checkpoint();
+    const a = reopened.load("a");
+    expect(a.status === "found" && a.node.entries).toEqual([entry(3), entry(4)]);
+    // Slots 2 and 3 in the older layout, 4 in a segment, and b's segment.
+    expect(reopened.stats().storedSegments).toBe(4);
   });
 
   it("counts batches, records, bytes and commit latency", async () => {
@@ -393,13 +481,14 @@ describe("LmdbStorage", () => {
     const stats = storage.stats();
     expect(stats.batchesWritten).toBe(2);
     expect(stats.checkpoints).toBe(1);
-    // The two batches fold into one write before they reach lmdb: the node record, entry 2 (entry
-    // 1, truncated by the second batch, never reaches lmdb), the pointer and the journal position.
+    // The two batches fold into one write before they reach lmdb: the node record, a segment of
+    // entry 2 (entry 1, truncated by the second batch, never reaches lmdb), the pointer and the
+    // journal position.
     expect(stats.recordsWritten).toBe(4);
     expect(stats.recordsDeleted).toBe(0);
     expect(stats.bytesWritten).toBeGreaterThan(100);
     expect(stats.lastCommitLatencyMs).toBeGreaterThan(0);
-    expect(stats.storedEntries).toBe(1);
+    expect(stats.storedSegments).toBe(1);
   });
 
   it("agrees with MemoryStorage over random sequences of batches, checkpoints and crashes", async () => {

@@ -21,14 +21,28 @@
  *               kind 2 (pending): record version, node id, promised. A node that has promised or
  *                                 accepted before it received its first snapshot (a node joining
  *                                 a cell); it loads as absent, like MemoryStorage's.
- *   entries   key: byte length of cellKey, cellKey as UTF-8, slot as 8 bytes big-endian
- *             value: checksum, encodeStoredEntry (record version, log entry)
+ *   entries   log segments: the entries one checkpoint stores for one node, in one record
+ *             key: byte length of cellKey, cellKey as UTF-8, the segment's highest slot as 8
+ *                  bytes big-endian, then its write order: the checkpoint's journal sequence
+ *                  number (8 bytes) and the segment's ordinal within the checkpoint (4 bytes)
+ *             value: checksum, record version, uint entry count, then each entry as
+ *                    writeLogEntry writes it, in increasing slot order
  *   pointers  key: cellKey as UTF-8
  *             value: checksum, record version, uint epoch, uint count, node ids, f64 expiresAtMs
  *
- * The length prefix makes one node's entries exactly one contiguous key range ordered by slot:
- * two keys share a prefix only if they name the same cell, so truncating or deleting a node's
- * log never visits another cell's keys.
+ * The length prefix makes one node's segments exactly one contiguous key range ordered by highest
+ * slot: two keys share a prefix only if they name the same cell, so truncating or deleting a
+ * node's log never visits another cell's keys. Truncating through slot t deletes the key range of
+ * segments whose highest slot is <= t, and rewrites the rare segment that straddles t without its
+ * entries <= t. A slot stored in two segments (accepted again under a higher ballot after its
+ * first segment was written) is read from the one written last.
+ *
+ * Why segments rather than a record per entry: a checkpoint's cost is mostly lmdb's per-record
+ * work (the B-tree descent, the copy of a dirtied leaf page), so a node written k times between
+ * two checkpoints costs one put instead of k, and its truncation one delete per segment.
+ * Directories written before segments hold one record per entry (key: length, cellKey, slot as 8
+ * bytes; value: checksum, encodeStoredEntry): they are read as segments of one entry written
+ * before any other, and deleted by the same key ranges, so such a directory needs no conversion.
  *
  * Checksum: 4 bytes big-endian, CRC-32 (node:zlib) of the key bytes followed by the rest of the
  * value. It guards against accidental damage (bit rot, torn or misdirected writes, a record
@@ -74,12 +88,14 @@ import {
   type NodeHeader,
   PAXOS_RECORD_VERSION,
   persistedNode,
+  readLogEntry,
   readNodeId,
   type Snapshot,
+  writeLogEntry,
   writeNodeId,
 } from "../paxos/index.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal } from "./journal.ts";
-import { type EncodedNodeWrite, Overlay, type PendingChange, unfold } from "./overlay.ts";
+import { type EncodedEntry, type EncodedNodeWrite, Overlay, type PendingChange, unfold } from "./overlay.ts";
 import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 
@@ -120,8 +136,8 @@ export interface LmdbStorageStats {
    * checkpoint: stats() never forces one. hostedCount() is exact.
    */
   readonly hostedNodes: number;
-  /** Log entry records stored, likewise. */
-  readonly storedEntries: number;
+  /** Log segment records stored, likewise (each holds one or more entries of one node). */
+  readonly storedSegments: number;
   /** Batches made durable (one journal record each). */
   readonly batchesWritten: number;
   /** Batches refused or not written (nothing of them is durable). */
@@ -155,7 +171,8 @@ export interface LmdbStorageStats {
 /** A stored record, named for the test-only raw access methods. */
 export type StoredRecordRef =
   | { readonly kind: "node"; readonly cellKey: CellKey }
-  | { readonly kind: "entry"; readonly cellKey: CellKey; readonly slot: number }
+  /** The log segment (written last, if several) whose highest slot is lastSlot. */
+  | { readonly kind: "segment"; readonly cellKey: CellKey; readonly lastSlot: number }
   | { readonly kind: "pointer"; readonly cellKey: CellKey };
 
 const checksumBytes = 4;
@@ -163,6 +180,12 @@ const slotBytes = 8;
 const nodeRecordKind = { node: 1, pending: 2 } as const;
 /** Largest slot an entry key can hold: slots are safe integers. */
 const slotMax = Number.MAX_SAFE_INTEGER;
+/** Bytes of a segment key after the highest slot: checkpoint sequence number (8), ordinal (4). */
+const segmentOrderBytes = 12;
+/** A segment is closed once its entries reach this many bytes; one larger entry gets its own. */
+const segmentBytesTarget = 32 * 1024;
+/** Entries in one segment, at most. */
+const segmentEntriesMax = 4096;
 /** Cells whose node record the adapter remembers as intact (a few dozen bytes each). */
 const intactNodesMax = 100_000;
 
@@ -235,11 +258,16 @@ export class LmdbStorage<C> implements StoragePort<C> {
   /** Sequence number of the last journal record. */
   private seq = 0;
   private readonly journalWriter = new ByteWriter(64 * 1024);
-  /** Reused by checkpoints for entry records (see writeEntries). */
+  /** Reused by checkpoints for segment records (see writeEntries). */
   private readonly entryWriter = new ByteWriter(1024);
   /** Where each entry of the batch being journaled lies in its record (encodeJournalBatch). */
   private readonly entrySpans: number[] = [];
-  private readonly entryKeyBuffer = new Uint8Array(1 + limits.cellKeyBytesMax + slotBytes);
+  private readonly segmentKeyBuffer = new Uint8Array(
+    1 + limits.cellKeyBytesMax + slotBytes + segmentOrderBytes,
+  );
+  private readonly segmentKeyView = new DataView(this.segmentKeyBuffer.buffer);
+  /** Segments the running checkpoint has written: the ordinal of its next one. */
+  private segmentOrdinal = 0;
 
   private constructor(
     private readonly root: RootDatabase,
@@ -344,25 +372,23 @@ export class LmdbStorage<C> implements StoragePort<C> {
     if (!stored.ok) return { status: "corrupt", detail: `cell ${cellKey}: node record ${stored.problem}` };
     if (stored.value.kind === "pending") return { status: "absent" };
     const header = stored.value.header;
-    // Only entries above the snapshot are live: start the range there.
-    const entries: LogEntry<C>[] = [];
+    // Only entries above the snapshot are live: skip segments that end at or below it.
+    const segments: { order: Uint8Array; entries: readonly LogEntry<C>[] }[] = [];
     const range = this.entries.getRange({
-      start: entryKey(cellKey, header.snapshot.index + 1),
-      end: entryKey(cellKey, slotMax),
+      start: segmentBound(key, header.snapshot.index + 1, "below"),
+      end: segmentBound(key, slotMax, "above"),
       inclusiveEnd: true,
     });
     for (const { key: storedKey, value } of range) {
-      const slot = slotOfEntryKey(storedKey);
-      const entry = verifyEntry(storedKey, value, slot, this.codec);
-      if (!entry.ok) {
-        return {
-          status: "corrupt",
-          detail: `cell ${cellKey}: log entry record of slot ${slot} ${entry.problem}`,
-        };
-      }
-      entries.push(entry.value);
+      const read = readSegmentRecord(storedKey, key.length, value, this.codec);
+      if (!read.ok) return { status: "corrupt", detail: `cell ${cellKey}: ${read.problem}` };
+      segments.push(read.value);
     }
-    return { status: "found", node: persistedNode(header, entries) };
+    // In write order, so that a slot stored twice keeps the entry written last.
+    segments.sort((a, b) => Buffer.compare(a.order, b.order));
+    const bySlot = new Map<number, LogEntry<C>>();
+    for (const segment of segments) for (const entry of segment.entries) bySlot.set(entry.slot, entry);
+    return { status: "found", node: persistedNode(header, [...bySlot.values()]) };
   }
 
   hostedCells(): CellKey[] {
@@ -475,7 +501,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.assertReadable();
     return {
       hostedNodes: entryCountOf(this.nodes),
-      storedEntries: entryCountOf(this.entries),
+      storedSegments: entryCountOf(this.entries),
       batchesWritten: this.batchesWritten,
       batchesFailed: this.batchesFailed,
       journalBytes: this.journal?.bytes ?? 0,
@@ -520,6 +546,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     const tally: Tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
     let skipped = 0;
     try {
+      this.segmentOrdinal = 0;
       this.root.transactionSync(() => {
         tally.transactionId = this.root.getWriteTxnId();
         for (const [cellKey, changes] of this.pending.entries()) {
@@ -692,7 +719,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     if (stored === null || nodeOf(stored).incarnation !== incarnation) return;
     this.intact.delete(cellKey);
     this.remove(this.nodes, key, tally);
-    this.deleteEntries(cellKey, slotMax, tally);
+    this.deleteEntries(cellKey, slotMax, false, tally);
   }
 
   private applyWrite(write: EncodedNodeWrite, tally: Tally): void {
@@ -704,7 +731,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       (write.promised === null || write.promised <= known.promised)
     ) {
       // The common accept: the stored node stays as it is; only its entries change.
-      this.writeEntries(write, tally);
+      this.writeEntries(write, 0, tally);
       return;
     }
     const key = cellKeyBytes(write.cellKey);
@@ -716,7 +743,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     let changed = false;
     if (stored === null || nodeOf(stored).incarnation !== write.node.incarnation) {
       // A new incarnation: its records replace the old node's, and the cell is hosted again.
-      if (stored !== null) this.deleteEntries(write.cellKey, slotMax, tally);
+      if (stored !== null) this.deleteEntries(write.cellKey, slotMax, false, tally);
       this.remove(this.storedPointers, key, tally);
       stored = { kind: "pending", node: write.node, promised: 0 };
       changed = true;
@@ -738,29 +765,67 @@ export class LmdbStorage<C> implements StoragePort<C> {
       this.put(this.nodes, key, record, tally);
     }
     this.noteIntact(write.cellKey, nodeOf(stored).incarnation, promised);
-    this.writeEntries(write, tally);
+    this.writeEntries(write, snapshot?.index ?? 0, tally);
   }
 
-  private writeEntries(write: EncodedNodeWrite, tally: Tally): void {
-    if (write.truncateThrough > 0) this.deleteEntries(write.cellKey, write.truncateThrough, tally);
-    if (write.entries.length === 0) return;
-    // One key and one value buffer for all of them: a put inside a synchronous transaction
-    // copies both into lmdb before it returns.
+  /**
+   * Truncates, then stores the write's entries. `hiddenThrough` is a slot the node's stored
+   * snapshot is known to cover (0 if not known): load() never returns entries at or below it, so
+   * a truncation up to there need not rewrite the segment that straddles it. The replica truncates
+   * only what a durable snapshot covers, so that is every truncation in practice.
+   */
+  private writeEntries(write: EncodedNodeWrite, hiddenThrough: number, tally: Tally): void {
+    const through = write.truncateThrough;
+    if (through > 0) this.deleteEntries(write.cellKey, through, through > hiddenThrough, tally);
+    const entries = write.entries;
+    if (entries.length === 0) return;
     const cell = cellKeyBytes(write.cellKey);
-    const key = this.entryKeyBuffer.subarray(0, 1 + cell.length + slotBytes);
+    let first = 0;
+    let bytes = 0;
+    for (let i = 0; i < entries.length; i++) {
+      const size = (entries[i] as EncodedEntry).bytes.length;
+      if (i > first && (bytes + size > segmentBytesTarget || i - first === segmentEntriesMax)) {
+        this.putSegment(cell, entries, first, i, tally);
+        first = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    this.putSegment(cell, entries, first, entries.length, tally);
+  }
+
+  /**
+   * Stores entries [from, to) (in increasing slot order) as one segment of this checkpoint. One
+   * key and one value buffer for all segments: a put inside a synchronous transaction copies
+   * both into lmdb before it returns.
+   */
+  private putSegment(
+    cell: Uint8Array,
+    entries: readonly EncodedEntry[],
+    from: number,
+    to: number,
+    tally: Tally,
+  ): void {
+    const key = this.segmentKeyBuffer.subarray(0, 1 + cell.length + slotBytes + segmentOrderBytes);
     key[0] = cell.length;
     key.set(cell, 1);
-    const keyView = new DataView(key.buffer, key.byteOffset, key.byteLength);
+    const view = this.segmentKeyView;
+    setSlot(view, 1 + cell.length, (entries[to - 1] as EncodedEntry).slot);
+    setSlot(view, 1 + cell.length + slotBytes, this.seq);
+    view.setUint32(1 + cell.length + 2 * slotBytes, this.segmentOrdinal);
+    this.segmentOrdinal += 1;
     const writer = this.entryWriter;
-    for (const entry of write.entries) {
-      setSlot(keyView, 1 + cell.length, entry.slot);
-      // encodeStoredEntry's bytes: the record version, then the entry as the journal holds it.
-      writer.clear().raw(checksumPlaceholder).byte(PAXOS_RECORD_VERSION).raw(entry.bytes);
-      const record = writer.view();
-      const body = record.subarray(checksumBytes);
-      new DataView(record.buffer, record.byteOffset, checksumBytes).setUint32(0, checksumOf(key, body));
-      this.put(this.entries, key, record, tally);
-    }
+    writer
+      .clear()
+      .raw(checksumPlaceholder)
+      .byte(PAXOS_RECORD_VERSION)
+      .uint(to - from);
+    // Each entry as the journal holds it (writeLogEntry's bytes).
+    for (let i = from; i < to; i++) writer.raw((entries[i] as EncodedEntry).bytes);
+    const record = writer.view();
+    const body = record.subarray(checksumBytes);
+    new DataView(record.buffer, record.byteOffset, checksumBytes).setUint32(0, checksumOf(key, body));
+    this.put(this.entries, key, record, tally);
   }
 
   /**
@@ -793,7 +858,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     if (!stored.ok) this.intact.delete(cellKey);
     if (!stored.ok && replacing !== null) {
       this.remove(this.nodes, key, replacing);
-      this.deleteEntries(cellKey, slotMax, replacing);
+      this.deleteEntries(cellKey, slotMax, false, replacing);
       return null;
     }
     if (!stored.ok) {
@@ -804,18 +869,66 @@ export class LmdbStorage<C> implements StoragePort<C> {
     return stored.value;
   }
 
-  /** Deletes the cell's entries with slot <= throughSlot: one key range, no other cell visited. */
-  private deleteEntries(cellKey: CellKey, throughSlot: number, tally: Tally): void {
+  /**
+   * Deletes the cell's entries with slot <= throughSlot: the key range of the segments that end
+   * there or below, then, if `trim`, the segments that straddle it are rewritten without them. No
+   * other cell's keys are visited.
+   */
+  private deleteEntries(cellKey: CellKey, throughSlot: number, trim: boolean, tally: Tally): void {
+    const cell = cellKeyBytes(cellKey);
     const keys: Uint8Array[] = [];
     // Collected first: deleting under an open cursor is not something to rely on.
     for (const key of this.entries.getKeys({
-      start: entryKey(cellKey, 0),
-      end: entryKey(cellKey, throughSlot),
+      start: segmentBound(cell, 0, "below"),
+      end: segmentBound(cell, throughSlot, "above"),
       inclusiveEnd: true,
     })) {
       keys.push(copyOf(key));
     }
     for (const key of keys) this.remove(this.entries, key, tally);
+    if (trim) this.trimStraddlers(cellKey, cell, throughSlot, tally);
+  }
+
+  /**
+   * Rewrites the cell's segments that end above throughSlot but begin at or below it without
+   * their entries <= throughSlot (one per truncation at most, in practice: segments of one node
+   * hold increasing slots unless a slot was accepted again). A damaged segment abandons the cell's
+   * changes like a damaged node record: the node then loads as corrupt.
+   */
+  private trimStraddlers(cellKey: CellKey, cell: Uint8Array, throughSlot: number, tally: Tally): void {
+    const rewrites: [Uint8Array, Uint8Array][] = [];
+    for (const { key, value } of this.entries.getRange({
+      start: segmentBound(cell, throughSlot + 1, "below"),
+      end: segmentBound(cell, slotMax, "above"),
+      inclusiveEnd: true,
+    })) {
+      // An entry record of the older layout holds only the slot its key names (> throughSlot).
+      if (key.length !== 1 + cell.length + slotBytes + segmentOrderBytes) continue;
+      const first = firstSlotOfSegment(key, value);
+      if (!first.ok) {
+        throw new CorruptRecordError(
+          `cell ${cellKey}: log segment record ending at slot ${highestSlotOfKey(key, cell.length)} ` +
+            `${first.problem}; truncating the log needs it intact`,
+        );
+      }
+      if (first.value > throughSlot) continue;
+      const read = readSegmentRecord(key, cell.length, value, this.codec);
+      if (!read.ok) {
+        throw new CorruptRecordError(`cell ${cellKey}: ${read.problem}; truncating the log needs it intact`);
+      }
+      const kept = read.value.entries.filter((entry) => entry.slot > throughSlot);
+      const writer = new ByteWriter(value.length);
+      writer.raw(checksumPlaceholder).byte(PAXOS_RECORD_VERSION).uint(kept.length);
+      for (const entry of kept) writeLogEntry(writer, entry, this.codec);
+      const record = writer.finish();
+      const storedKey = copyOf(key);
+      new DataView(record.buffer, record.byteOffset, checksumBytes).setUint32(
+        0,
+        checksumOf(storedKey, record.subarray(checksumBytes)),
+      );
+      rewrites.push([storedKey, record]);
+    }
+    for (const [key, record] of rewrites) this.put(this.entries, key, record, tally);
   }
 
   private put(db: Database<Uint8Array, Uint8Array>, key: Uint8Array, value: Uint8Array, tally: Tally): void {
@@ -832,8 +945,23 @@ export class LmdbStorage<C> implements StoragePort<C> {
     switch (record.kind) {
       case "node":
         return [this.nodes, cellKeyBytes(record.cellKey)];
-      case "entry":
-        return [this.entries, entryKey(record.cellKey, record.slot)];
+      case "segment": {
+        const cell = cellKeyBytes(record.cellKey);
+        let found: Uint8Array | undefined;
+        // The last written of the segments ending at that slot.
+        for (const key of this.entries.getKeys({
+          start: segmentBound(cell, record.lastSlot, "below"),
+          end: segmentBound(cell, record.lastSlot, "above"),
+          inclusiveEnd: true,
+        })) {
+          found = copyOf(key);
+        }
+        assert(
+          found !== undefined,
+          () => `cell ${record.cellKey} has no segment ending at slot ${record.lastSlot}`,
+        );
+        return [this.entries, found];
+      }
       case "pointer":
         return [this.storedPointers, cellKeyBytes(record.cellKey)];
     }
@@ -874,9 +1002,14 @@ function cellKeyBytes(cellKey: CellKey): Uint8Array {
   return bytes;
 }
 
-function entryKey(cellKey: CellKey, slot: number): Uint8Array {
-  const cell = cellKeyBytes(cellKey);
-  const key = new Uint8Array(1 + cell.length + slotBytes);
+/**
+ * A bound of the cell's segment keys ending at `slot`. The lower one ("below") is the keys'
+ * common prefix, which sorts before each of them and before an older-layout entry key of that
+ * slot (the same prefix, nothing after it); the upper one has every order byte at 0xff.
+ */
+function segmentBound(cell: Uint8Array, slot: number, side: "below" | "above"): Uint8Array {
+  const key = new Uint8Array(1 + cell.length + slotBytes + (side === "above" ? segmentOrderBytes : 0));
+  key.fill(0xff);
   key[0] = cell.length;
   key.set(cell, 1);
   setSlot(new DataView(key.buffer), 1 + cell.length, slot);
@@ -891,9 +1024,10 @@ function setSlot(view: DataView, at: number, slot: number): void {
 
 const checksumPlaceholder = new Uint8Array(4);
 
-function slotOfEntryKey(key: Uint8Array): number {
+/** The highest slot a segment key (or an older-layout entry key) names. */
+function highestSlotOfKey(key: Uint8Array, cellLength: number): number {
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
-  const at = key.byteLength - slotBytes;
+  const at = 1 + cellLength;
   return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
 }
 
@@ -913,17 +1047,18 @@ function seal(key: Uint8Array, body: Uint8Array): Uint8Array {
 
 /** The record's body as an independent copy (lmdb's buffers are not ours to keep), or the problem. */
 function unseal(key: Uint8Array, raw: Uint8Array): Verified<Uint8Array> {
-  if (raw.length < checksumBytes + 1) return { ok: false, problem: `is truncated (${raw.length} bytes)` };
+  const problem = sealProblem(key, raw);
+  if (problem !== null) return { ok: false, problem };
+  return { ok: true, value: copyOf(raw.subarray(checksumBytes)) };
+}
+
+/** Why the record's checksum does not hold, or null if it does. */
+function sealProblem(key: Uint8Array, raw: Uint8Array): string | null {
+  if (raw.length < checksumBytes + 1) return `is truncated (${raw.length} bytes)`;
   const expected = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0);
-  const body = copyOf(raw.subarray(checksumBytes));
-  const actual = checksumOf(key, body);
-  if (actual !== expected) {
-    return {
-      ok: false,
-      problem: `fails its checksum (stored ${hex32(expected)}, computed ${hex32(actual)}, ${raw.length} bytes)`,
-    };
-  }
-  return { ok: true, value: body };
+  const actual = checksumOf(key, raw.subarray(checksumBytes));
+  if (actual === expected) return null;
+  return `fails its checksum (stored ${hex32(expected)}, computed ${hex32(actual)}, ${raw.length} bytes)`;
 }
 
 /**
@@ -1020,19 +1155,60 @@ function verifyCheckpointedSeq(key: Uint8Array, raw: Uint8Array): Verified<numbe
   });
 }
 
-function verifyEntry<C>(
+/**
+ * A stored segment's entries and write order, or the problem (naming the record). An older-layout
+ * entry record reads as a segment of its one entry, ordered before every segment.
+ */
+function readSegmentRecord<C>(
   key: Uint8Array,
+  cellLength: number,
   raw: Uint8Array,
-  slot: number,
   codec: CommandCodec<C>,
-): Verified<LogEntry<C>> {
+): Verified<{ order: Uint8Array; entries: readonly LogEntry<C>[] }> {
+  const lastSlot = highestSlotOfKey(key, cellLength);
+  const legacy = key.length === 1 + cellLength + slotBytes;
+  const what = legacy
+    ? `log entry record of slot ${lastSlot}`
+    : `log segment record ending at slot ${lastSlot}`;
   const body = unseal(key, raw);
-  if (!body.ok) return body;
-  const entry = decoded(() => decodeStoredEntry(body.value, codec));
-  if (entry.ok && entry.value.slot !== slot) {
-    return { ok: false, problem: `holds slot ${entry.value.slot} under the key of slot ${slot}` };
+  if (!body.ok) return { ok: false, problem: `${what} ${body.problem}` };
+  const entries = decoded(() => {
+    if (legacy) return [decodeStoredEntry(body.value, codec)];
+    const reader = recordReader(body.value, "log segment");
+    const count = reader.uint();
+    if (count < 1 || count > segmentEntriesMax)
+      throw new DecodeError(`segment of ${count} entries (1..${segmentEntriesMax})`);
+    const read: LogEntry<C>[] = [];
+    for (let i = 0; i < count; i++) read.push(readLogEntry(reader, codec));
+    reader.end();
+    return read;
+  });
+  if (!entries.ok) return { ok: false, problem: `${what} ${entries.problem}` };
+  const read = entries.value;
+  for (let i = 1; i < read.length; i++) {
+    if ((read[i] as LogEntry<C>).slot <= (read[i - 1] as LogEntry<C>).slot)
+      return { ok: false, problem: `${what} holds slots out of order` };
   }
-  return entry;
+  const last = (read[read.length - 1] as LogEntry<C>).slot;
+  if (last !== lastSlot) return { ok: false, problem: `${what} holds slot ${last} as its last` };
+  const order = legacy
+    ? new Uint8Array(segmentOrderBytes)
+    : copyOf(key.subarray(key.length - segmentOrderBytes));
+  return { ok: true, value: { order, entries: read } };
+}
+
+/**
+ * The first slot of a stored segment after its checksum is verified, without decoding its
+ * entries (each begins with its slot: writeLogEntry).
+ */
+function firstSlotOfSegment(key: Uint8Array, raw: Uint8Array): Verified<number> {
+  const problem = sealProblem(key, raw);
+  if (problem !== null) return { ok: false, problem };
+  return decoded(() => {
+    const reader = recordReader(raw.subarray(checksumBytes), "log segment");
+    reader.uint();
+    return reader.uint();
+  });
 }
 
 function sealPointer(key: Uint8Array, pointer: ForwardingPointer): Uint8Array {
