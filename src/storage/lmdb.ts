@@ -125,9 +125,12 @@ export interface CheckpointPolicy {
 export const defaultCheckpointPolicy: CheckpointPolicy = {
   journalBytes: 8 * 1024 * 1024,
   cells: 20_000,
-  // A checkpoint holds the event loop for as long as it runs (about 10 us per record put), so
-  // frequent small ones: at 4,000 writes/s over 1,000 cells, 2 s made each last about 0.3 s.
-  intervalMs: 500,
+  // A checkpoint holds the event loop for as long as it runs, about 10 us per record put, and
+  // puts one segment per node it covers however often that node was written: the longer the
+  // interval, the more entries per put, up to the point where every hosted cell is written in
+  // each interval. 1 s against 500 ms: 1.08-1.27 times the writes/s at 1,000 cells; 2 s against
+  // 1 s: no steady gain (docs/BENCHMARKS.md).
+  intervalMs: 1000,
 };
 
 export interface LmdbStorageStats {
