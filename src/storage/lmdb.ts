@@ -33,8 +33,9 @@
  * The length prefix makes one node's segments exactly one contiguous key range ordered by highest
  * slot: two keys share a prefix only if they name the same cell, so truncating or deleting a
  * node's log never visits another cell's keys. Truncating through slot t deletes the key range of
- * segments whose highest slot is <= t, and rewrites the rare segment that straddles t without its
- * entries <= t. A slot stored in two segments (accepted again under a higher ballot after its
+ * segments whose highest slot is <= t; a segment that straddles t is rewritten without its entries
+ * <= t unless the stored snapshot already covers t (load() never returns what a snapshot covers,
+ * and the replica truncates only what a durable snapshot covers). A slot stored in two segments (accepted again under a higher ballot after its
  * first segment was written) is read from the one written last.
  *
  * Why segments rather than a record per entry: a checkpoint's cost is mostly lmdb's per-record
