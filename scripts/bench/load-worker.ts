@@ -24,6 +24,8 @@ export interface WorkerStart {
   readonly keys: readonly string[];
   readonly operation: "write" | "read";
   readonly seed: number;
+  /** Each client waits this long after each operation (0: none, a saturating load). */
+  readonly thinkMs: number;
 }
 
 export type ParentMessage = WorkerStart | { readonly type: "go" | "measure" | "stop" };
@@ -125,6 +127,7 @@ async function clientLoop(index: number, config: WorkerStart): Promise<void> {
       } else if (!measuring) {
         warmupLatenciesUs.push((ended - started) * 1000);
       }
+      if (config.thinkMs > 0) await new Promise((resolve) => setTimeout(resolve, config.thinkMs));
     } catch (error) {
       if (measuring) errors += 1;
       firstError ??= `${(error as Error).name}: ${(error as Error).message}`;

@@ -29,6 +29,8 @@ export interface LoadOptions {
   readonly operation: "write" | "read";
   readonly warmupSeconds: number;
   readonly seconds: number;
+  /** Each client's wait after each operation; 0 (the default) for a saturating closed loop. */
+  readonly thinkMs?: number;
   /** The server processes whose CPU is charged to the commits. */
   readonly serverPids: () => readonly number[];
   /** Server counters read at both ends of the window; their differences are reported. */
@@ -136,6 +138,7 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
         keys: options.keys,
         operation: options.operation,
         seed: p + 1,
+        thinkMs: options.thinkMs ?? 0,
       });
     });
     await Promise.all(workers.map((w) => w.expect("ready", 60_000)));
