@@ -436,6 +436,25 @@ describe("LmdbStorage", () => {
     expect(reopened.stats().storedSegments).toBe(1);
   });
 
+  it("splits a node's entries into segments of about 32 KiB, and reads them back whole", async () => {
+    const big = (slot: number): LogEntry<Command> =>
+      ({
+        ...entry(slot),
+        value: {
+          ...entry(slot).value,
+          commands: [putCommand(slot, `k${slot}`, new Uint8Array(12_000).fill(slot))],
+        },
+      }) as LogEntry<Command>;
+    const entries = [1, 2, 3, 4, 5, 6, 7].map(big);
+    await persist(storage, batch({ writes: [{ ...fresh("a", 1, []), entries }] }));
+    storage.checkpoint();
+    // Two entries of about 12 KB fit under 32 KiB, a third does not: 2 + 2 + 2 + 1.
+    expect(storage.stats().storedSegments).toBe(4);
+    await storage.close();
+    const loaded = openAt(directory).load("a");
+    expect(loaded.status === "found" && loaded.node.entries).toEqual(entries);
+  });
+
   it("reads and truncates a directory written with one record per entry (the layout before segments)", async () => {
     await persist(storage, batch({ writes: [fresh("a", 1, [1, 2, 3]), fresh("b", 1, [1])] }));
     const expected = everything(storage, cells);
