@@ -55,6 +55,9 @@ describe("a local colony on real disks and sockets, in one process", () => {
     const metrics = await (await fetch(`http://${s1?.host}:${s1?.adminPort}/metrics`)).text();
     expect(metrics).toMatch(/^# TYPE physalia_resident_nodes gauge$/m);
     expect(metrics).toMatch(/^physalia_storage_batches_written_total \d+$/m);
+    expect(metrics).toMatch(/^# TYPE physalia_storage_checkpoint_seconds histogram$/m);
+    expect(metrics).toMatch(/^physalia_storage_checkpoint_seconds_bucket\{le="\+Inf"\} \d+$/m);
+    expect(metrics).toMatch(/^physalia_storage_checkpoint_seconds_count \d+$/m);
     let hosted = 0;
     for (const s of topology.servers) {
       const status = (await (await fetch(`http://${s.host}:${s.adminPort}/status`)).json()) as {

@@ -2,13 +2,18 @@
  * The Prometheus text format (version 0.0.4) for a server's /metrics. Series are per server,
  * never per cell: a colony has millions of cells.
  */
-export type MetricKind = "counter" | "gauge";
+export type MetricKind = "counter" | "gauge" | "histogram";
 
 export interface Metric {
   readonly name: string;
   readonly help: string;
   readonly kind: MetricKind;
-  readonly samples: readonly { readonly labels?: Readonly<Record<string, string>>; readonly value: number }[];
+  readonly samples: readonly {
+    /** Appended to the metric's name (a histogram's `_bucket`, `_sum`, `_count`). */
+    readonly suffix?: string;
+    readonly labels?: Readonly<Record<string, string>>;
+    readonly value: number;
+  }[];
 }
 
 function escapeLabel(value: string): string {
@@ -31,7 +36,7 @@ export function formatMetrics(metrics: readonly Metric[]): string {
       const labels = Object.entries(sample.labels ?? {});
       const labelText =
         labels.length === 0 ? "" : `{${labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",")}}`;
-      lines.push(`${metric.name}${labelText} ${formatValue(sample.value)}`);
+      lines.push(`${metric.name}${sample.suffix ?? ""}${labelText} ${formatValue(sample.value)}`);
     }
   }
   return `${lines.join("\n")}\n`;
@@ -43,4 +48,30 @@ export function counter(name: string, help: string, value: number): Metric {
 
 export function gauge(name: string, help: string, value: number): Metric {
   return { name, help, kind: "gauge", samples: [{ value }] };
+}
+
+/**
+ * A histogram from per-bucket counts: counts[i] observations at most upperBounds[i] and above
+ * the bound before; one more count for those above every bound. Buckets are cumulative on output.
+ */
+export function histogram(
+  name: string,
+  help: string,
+  upperBounds: readonly number[],
+  counts: readonly number[],
+  sum: number,
+): Metric {
+  if (counts.length !== upperBounds.length + 1)
+    throw new Error(`histogram ${name}: ${counts.length} counts for ${upperBounds.length} bounds`);
+  const samples: Metric["samples"][number][] = [];
+  let cumulative = 0;
+  upperBounds.forEach((bound, i) => {
+    cumulative += counts[i] as number;
+    samples.push({ suffix: "_bucket", labels: { le: String(bound) }, value: cumulative });
+  });
+  cumulative += counts[upperBounds.length] as number;
+  samples.push({ suffix: "_bucket", labels: { le: "+Inf" }, value: cumulative });
+  samples.push({ suffix: "_sum", value: sum });
+  samples.push({ suffix: "_count", value: cumulative });
+  return { name, help, kind: "histogram", samples };
 }

@@ -15,7 +15,7 @@ import { commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
 import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
-import { LmdbStorage } from "../storage/index.ts";
+import { checkpointBucketsMs, LmdbStorage } from "../storage/index.ts";
 import {
   AddressBook,
   formatServerAddress,
@@ -28,7 +28,7 @@ import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
 export { adminToken };
 
 import type { Logger } from "./log.ts";
-import { counter, formatMetrics, gauge, type Metric } from "./metrics.ts";
+import { counter, formatMetrics, gauge, histogram, type Metric } from "./metrics.ts";
 import { processCollector } from "./process-collector.ts";
 
 export function addressBook(topology: Topology): AddressBook {
@@ -178,6 +178,13 @@ export async function startServer(options: {
         "physalia_storage_last_checkpoint_seconds",
         "Duration of the last checkpoint (the event loop waits for it)",
         storageStats.lastCheckpointMs / 1000,
+      ),
+      histogram(
+        "physalia_storage_checkpoint_seconds",
+        "Durations of checkpoints since the server started (the event loop waits for each)",
+        checkpointBucketsMs.map((ms) => ms / 1000),
+        storageStats.checkpointDurations.counts,
+        storageStats.checkpointDurations.sumMs / 1000,
       ),
       gauge(
         "physalia_storage_journal_bytes",

@@ -1,5 +1,6 @@
 export {
   CorruptRecordError,
+  checkpointBucketsMs,
   LmdbStorage,
   type LmdbStorageOptions,
   type LmdbStorageStats,

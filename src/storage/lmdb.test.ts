@@ -508,6 +508,10 @@ describe("LmdbStorage", () => {
     expect(stats.bytesWritten).toBeGreaterThan(100);
     expect(stats.lastCommitLatencyMs).toBeGreaterThan(0);
     expect(stats.storedSegments).toBe(1);
+    // One checkpoint, in one bucket of the duration histogram.
+    expect(stats.checkpointDurations.counts.reduce((a, b) => a + b, 0)).toBe(1);
+    expect(stats.checkpointDurations.sumMs).toBeGreaterThan(0);
+    expect(stats.checkpointDurations.sumMs).toBe(stats.lastCheckpointMs);
   });
 
   it("agrees with MemoryStorage over random sequences of batches, checkpoints and crashes", async () => {

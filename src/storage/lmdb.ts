@@ -123,6 +123,9 @@ export interface CheckpointPolicy {
   readonly intervalMs: number;
 }
 
+/** Upper bounds of the checkpoint duration histogram's buckets (LmdbStorageStats), in ms. */
+export const checkpointBucketsMs: readonly number[] = [1, 5, 10, 25, 50, 100, 250, 500, 1000];
+
 export const defaultCheckpointPolicy: CheckpointPolicy = {
   journalBytes: 8 * 1024 * 1024,
   cells: 20_000,
@@ -156,6 +159,11 @@ export interface LmdbStorageStats {
   readonly replayedBatches: number;
   /** How long the last checkpoint took. */
   readonly lastCheckpointMs: number;
+  /**
+   * How long checkpoints took, as a histogram: counts[i] checkpoints took at most
+   * checkpointBucketsMs[i] and more than the bucket before (the last count: longer than all).
+   */
+  readonly checkpointDurations: { readonly counts: readonly number[]; readonly sumMs: number };
   /** Cells a checkpoint left as they were because their stored node record failed its checksum. */
   readonly checkpointCellsSkippedCorrupt: number;
   /** Records put by checkpoints. */
@@ -250,6 +258,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private checkpoints = 0;
   private replayedBatches = 0;
   private lastCheckpointMs = 0;
+  private readonly checkpointCounts: number[] = new Array(checkpointBucketsMs.length + 1).fill(0);
+  private checkpointSumMs = 0;
   private checkpointCellsSkippedCorrupt = 0;
   /** Node records known intact in lmdb, by cell: incarnation and a lower bound of the promise. */
   private readonly intact = new Map<CellKey, { incarnation: number; promised: number }>();
@@ -513,6 +523,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       checkpoints: this.checkpoints,
       replayedBatches: this.replayedBatches,
       lastCheckpointMs: this.lastCheckpointMs,
+      checkpointDurations: { counts: [...this.checkpointCounts], sumMs: this.checkpointSumMs },
       checkpointCellsSkippedCorrupt: this.checkpointCellsSkippedCorrupt,
       recordsWritten: this.recordsWritten,
       recordsDeleted: this.recordsDeleted,
@@ -573,7 +584,13 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.recordsDeleted += tally.recordsDeleted;
     this.bytesWritten += tally.bytesWritten;
     this.lastTransactionId = tally.transactionId;
-    this.lastCheckpointMs = performance.now() - startedMs;
+    const tookMs = performance.now() - startedMs;
+    this.lastCheckpointMs = tookMs;
+    this.checkpointSumMs += tookMs;
+    let bucket = 0;
+    while (bucket < checkpointBucketsMs.length && tookMs > (checkpointBucketsMs[bucket] as number))
+      bucket += 1;
+    this.checkpointCounts[bucket] = (this.checkpointCounts[bucket] as number) + 1;
   }
 
   /** A read that needs lmdb whole: pending changes go there first. */

@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { counter, formatMetrics, histogram } from "./metrics.ts";
+
+describe("formatMetrics", () => {
+  it("writes a histogram's buckets cumulatively, then +Inf, its sum and its count", () => {
+    // 2 observations <= 0.01, 1 in (0.01, 0.1], none in (0.1, 1], 1 above 1.
+    const text = formatMetrics([histogram("x_seconds", "help", [0.01, 0.1, 1], [2, 1, 0, 1], 1.75)]);
+    expect(text).toBe(
+      [
+        "# HELP x_seconds help",
+        "# TYPE x_seconds histogram",
+        'x_seconds_bucket{le="0.01"} 2',
+        'x_seconds_bucket{le="0.1"} 3',
+        'x_seconds_bucket{le="1"} 3',
+        'x_seconds_bucket{le="+Inf"} 4',
+        "x_seconds_sum 1.75",
+        "x_seconds_count 4",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("refuses counts that do not match the bounds (one more count than bounds)", () => {
+    expect(() => histogram("x", "help", [1, 2], [1, 2], 0)).toThrow(/2 counts for 2 bounds/);
+  });
+
+  it("writes a counter with its type and value", () => {
+    expect(formatMetrics([counter("c_total", "a\\nb", 3)])).toBe(
+      "# HELP c_total a\\nb\n# TYPE c_total counter\nc_total 3\n",
+    );
+  });
+});
