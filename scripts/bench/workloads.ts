@@ -191,6 +191,7 @@ export async function throughputBenchmark(children: Children, options: Options):
     framesPerCommit: perCommit(load.counters.framesSent),
     turnsPerCommit: perCommit(load.counters.turns),
     storageBatchesPerCommit: perCommit(load.counters.storageBatches),
+    thinkMs: s.thinkMs,
   };
   // With a think time the load is moderate by choice: the target is judged without one.
   const targets =
@@ -204,7 +205,7 @@ export async function throughputBenchmark(children: Children, options: Options):
           },
         };
   return {
-    results: { ...results, thinkMs: s.thinkMs },
+    results,
     targets,
     lines: [
       describeLoad(

@@ -938,16 +938,11 @@ export class LmdbStorage<C> implements StoragePort<C> {
         throw new CorruptRecordError(`cell ${cellKey}: ${read.problem}; truncating the log needs it intact`);
       }
       const kept = read.value.entries.filter((entry) => entry.slot > throughSlot);
-      const writer = new ByteWriter(value.length);
-      writer.raw(checksumPlaceholder).byte(PAXOS_RECORD_VERSION).uint(kept.length);
-      for (const entry of kept) writeLogEntry(writer, entry, this.codec);
-      const record = writer.finish();
+      const body = new ByteWriter(value.length);
+      body.byte(PAXOS_RECORD_VERSION).uint(kept.length);
+      for (const entry of kept) writeLogEntry(body, entry, this.codec);
       const storedKey = copyOf(key);
-      new DataView(record.buffer, record.byteOffset, checksumBytes).setUint32(
-        0,
-        checksumOf(storedKey, record.subarray(checksumBytes)),
-      );
-      rewrites.push([storedKey, record]);
+      rewrites.push([storedKey, seal(storedKey, body.finish())]);
     }
     for (const [key, record] of rewrites) this.put(this.entries, key, record, tally);
   }
