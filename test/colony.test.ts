@@ -58,6 +58,17 @@ describe("a local colony on real disks and sockets, in one process", () => {
     expect(metrics).toMatch(/^# TYPE physalia_storage_checkpoint_seconds histogram$/m);
     expect(metrics).toMatch(/^physalia_storage_checkpoint_seconds_bucket\{le="\+Inf"\} \d+$/m);
     expect(metrics).toMatch(/^physalia_storage_checkpoint_seconds_count \d+$/m);
+    expect(metrics).toMatch(/^physalia_paxos_messages_out_total\{kind="commit_notice"\} \d+$/m);
+    // The writes of the test before went through accepts and their answers.
+    let accepts = 0;
+    let accepted = 0;
+    for (const s of topology.servers) {
+      const text = await (await fetch(`http://${s.host}:${s.adminPort}/metrics`)).text();
+      accepts += Number(/^physalia_paxos_messages_out_total\{kind="accept"\} (\d+)$/m.exec(text)?.[1]);
+      accepted += Number(/^physalia_paxos_messages_out_total\{kind="accepted"\} (\d+)$/m.exec(text)?.[1]);
+    }
+    expect(accepts).toBeGreaterThanOrEqual(6);
+    expect(accepted).toBeGreaterThanOrEqual(3);
     let hosted = 0;
     for (const s of topology.servers) {
       const status = (await (await fetch(`http://${s.host}:${s.adminPort}/status`)).json()) as {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { counter, formatMetrics, histogram } from "./metrics.ts";
+import { counter, formatMetrics, histogram, labeledCounter } from "./metrics.ts";
 
 describe("formatMetrics", () => {
   it("writes a histogram's buckets cumulatively, then +Inf, its sum and its count", () => {
@@ -22,6 +22,12 @@ describe("formatMetrics", () => {
 
   it("refuses counts that do not match the bounds (one more count than bounds)", () => {
     expect(() => histogram("x", "help", [1, 2], [1, 2], 0)).toThrow(/2 counts for 2 bounds/);
+  });
+
+  it("writes a labelled counter as one series per label value, in the order given", () => {
+    expect(formatMetrics([labeledCounter("m_total", "help", "kind", { accept: 4, 'a"b': 0 })])).toBe(
+      '# HELP m_total help\n# TYPE m_total counter\nm_total{kind="accept"} 4\nm_total{kind="a\\"b"} 0\n',
+    );
   });
 
   it("writes a counter with its type and value", () => {

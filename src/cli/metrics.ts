@@ -46,6 +46,17 @@ export function counter(name: string, help: string, value: number): Metric {
   return { name, help, kind: "counter", samples: [{ value }] };
 }
 
+/** One counter with a sample per value of one label, in the order given. */
+export function labeledCounter(
+  name: string,
+  help: string,
+  label: string,
+  values: Readonly<Record<string, number>>,
+): Metric {
+  const samples = Object.entries(values).map(([key, value]) => ({ labels: { [label]: key }, value }));
+  return { name, help, kind: "counter", samples };
+}
+
 export function gauge(name: string, help: string, value: number): Metric {
   return { name, help, kind: "gauge", samples: [{ value }] };
 }

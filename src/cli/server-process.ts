@@ -28,7 +28,7 @@ import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
 export { adminToken };
 
 import type { Logger } from "./log.ts";
-import { counter, formatMetrics, gauge, histogram, type Metric } from "./metrics.ts";
+import { counter, formatMetrics, gauge, histogram, labeledCounter, type Metric } from "./metrics.ts";
 import { processCollector } from "./process-collector.ts";
 
 export function addressBook(topology: Topology): AddressBook {
@@ -136,6 +136,12 @@ export async function startServer(options: {
       ),
       counter("physalia_messages_in_total", "Messages received", counters.messagesIn),
       counter("physalia_messages_out_total", "Messages sent", counters.messagesOut),
+      labeledCounter(
+        "physalia_paxos_messages_out_total",
+        "Messages the server's nodes sent to other nodes, by kind (commit_notice: a heartbeat of round 0)",
+        "kind",
+        counters.paxosOut,
+      ),
       counter(
         "physalia_requests_overloaded_total",
         "Requests answered overloaded",

@@ -2,6 +2,9 @@ export { FailureDetector } from "./failure-detector.ts";
 export { IdleCollector, type IdleCollectorOptions } from "./idle-collector.ts";
 export { serverNodeFlags } from "./runtime.ts";
 export {
+  type PaxosSendKind,
+  paxosSendKind,
+  paxosSendKinds,
   Server,
   type ServerCounters,
   type ServerMessage,

@@ -3,7 +3,7 @@ import type { Command } from "../cell/index.ts";
 import { Prng, type Scheduler, type TimerHandle } from "../core/index.ts";
 import { MemoryStorage, type StorageBatch } from "../storage/index.ts";
 import type { TransportPort } from "../transport/index.ts";
-import { Server, type ServerMessage } from "./server.ts";
+import { paxosSendKind, paxosSendKinds, Server, type ServerMessage } from "./server.ts";
 
 class RecordingStorage extends MemoryStorage<Command> {
   readonly written: StorageBatch<Command>[] = [];
@@ -142,6 +142,51 @@ describe("server", () => {
     expect(body(5)).toMatchObject({ type: "error", code: "behind" });
     expect(body(6)).toMatchObject({ type: "error", code: "invalid" });
     expect(body(7).message).toMatch(/unknown request type "launch-missiles"/);
+  });
+
+  it("counts the messages its nodes send, by kind", () => {
+    const { transport, scheduler, server } = setup();
+    server.createCell("vol-a", members);
+    scheduler.run();
+    // A write to a cell without a known leader: s1's node campaigns, sending prepare to the others.
+    transport.handler?.("c1", {
+      kind: "request",
+      id: 1,
+      cellKey: "vol-a",
+      body: {
+        type: "command",
+        leaderUnresponsive: false,
+        command: {
+          version: 1,
+          session: 1,
+          seq: 1,
+          newSession: true,
+          op: {
+            type: "txn",
+            txn: { conditions: [], reads: [], writes: [{ item: "x", op: "put", value: 1n }] },
+          },
+        },
+      },
+    } as ServerMessage);
+    scheduler.run();
+    const sent = new Map<string, number>();
+    for (const { message } of transport.sent) {
+      if (message.kind !== "paxos") continue;
+      const kind = paxosSendKind(message.message);
+      sent.set(kind, (sent.get(kind) ?? 0) + 1);
+    }
+    expect(sent.get("prepare")).toBe(6);
+    const counted = server.status().counters.paxosOut;
+    for (const kind of paxosSendKinds) expect(counted[kind], kind).toBe(sent.get(kind) ?? 0);
+  });
+
+  it("tells a commit notice (a heartbeat of round 0) from the other heartbeats", () => {
+    const envelope = { cellKey: "vol-a", from: members[0], to: members[1], epoch: 1, ballot: 5, commit: 3 };
+    expect(paxosSendKind({ ...envelope, type: "heartbeat", round: 0 } as never)).toBe("commit_notice");
+    expect(paxosSendKind({ ...envelope, type: "heartbeat", round: 2 } as never)).toBe("heartbeat");
+    expect(
+      paxosSendKind({ ...envelope, type: "accept", slot: 4, value: { kind: "noop", stampMs: 0 } } as never),
+    ).toBe("accept");
   });
 
   it("sends one failure-detector heartbeat per peer per interval and nothing per cell while idle", () => {

@@ -100,11 +100,38 @@ type PendingRequest =
       readonly txn: Transaction;
     };
 
+/**
+ * What the server's nodes send, by kind: the replication protocol's message types, with a
+ * heartbeat of round 0 (a commit notice, PROTOCOL.md section 5) counted apart from the rounds
+ * that confirm leadership.
+ */
+export const paxosSendKinds = [
+  "prepare",
+  "promise",
+  "accept",
+  "accepted",
+  "nack",
+  "commit_notice",
+  "heartbeat",
+  "heartbeat_ack",
+  "catchup_request",
+  "catchup",
+  "campaign",
+] as const;
+export type PaxosSendKind = (typeof paxosSendKinds)[number];
+
+export function paxosSendKind(message: PaxosMessage<unknown>): PaxosSendKind {
+  return message.type === "heartbeat" && message.round === 0 ? "commit_notice" : message.type;
+}
+
 export interface ServerCounters {
   turns: number;
   storageBatches: number;
   messagesIn: number;
+  /** Messages sent: to nodes of other servers and of this one, and answers to clients. */
   messagesOut: number;
+  /** The node-to-node part of messagesOut, by kind. */
+  paxosOut: Record<PaxosSendKind, number>;
   requestsOverloaded: number;
   messagesDropped: number;
   timerFirings: number;
@@ -176,6 +203,7 @@ export class Server {
     storageBatches: 0,
     messagesIn: 0,
     messagesOut: 0,
+    paxosOut: Object.fromEntries(paxosSendKinds.map((kind) => [kind, 0])) as Record<PaxosSendKind, number>,
     requestsOverloaded: 0,
     messagesDropped: 0,
     timerFirings: 0,
@@ -322,7 +350,7 @@ export class Server {
       stalledCells: [...this.stalled],
       faultyCells: [...this.faulty.keys()].slice(0, stalledCellsMax),
       suspectedPeers: this.detector.suspected(this.peers, this.scheduler.nowMs()),
-      counters: { ...this.counters },
+      counters: { ...this.counters, paxosOut: { ...this.counters.paxosOut } },
     };
   }
 
@@ -527,6 +555,7 @@ export class Server {
 
   private sendPaxos(message: PaxosMessage<Command>): void {
     this.counters.messagesOut += 1;
+    this.counters.paxosOut[paxosSendKind(message)] += 1;
     if (message.to.serverId === this.serverId) {
       this.inbox.push({ from: this.serverId, message: { kind: "paxos", message } });
       this.scheduleTurn();
