@@ -206,17 +206,32 @@ export class BenchColony {
     if (!response.ok) throw new Error(`/metrics of ${id}: ${response.status}`);
     const values = new Map<string, number>();
     for (const line of (await response.text()).split("\n")) {
-      if (line.startsWith("#") || line.includes("{")) continue;
-      const [name, value] = line.split(" ");
-      if (name !== undefined && value !== undefined) values.set(name, Number(value));
+      // A series with labels is kept under its name and labels as written: `name{kind="accept"}`.
+      if (line.startsWith("#")) continue;
+      const space = line.lastIndexOf(" ");
+      if (space > 0) values.set(line.slice(0, space), Number(line.slice(space + 1)));
     }
     return values;
   }
 
   /** Sum of one counter over the running servers. */
   async counterSum(name: string): Promise<number> {
+    return (await this.counterSums({ value: name })).value as number;
+  }
+
+  /**
+   * Sums of several series over the running servers, from one scrape of each (a scrape settles
+   * the server's journal into lmdb first, so one is better than one per series).
+   */
+  async counterSums<K extends string>(series: Readonly<Record<K, string>>): Promise<Record<K, number>> {
     const all = await Promise.all([...this.processes.keys()].map((id) => this.metrics(id)));
-    return all.reduce((sum, m) => sum + (m.get(name) ?? 0), 0);
+    const sums = {} as Record<K, number>;
+    for (const key of Object.keys(series) as K[]) {
+      let sum = 0;
+      for (const m of all) sum += m.get(series[key]) ?? 0;
+      sums[key] = sum;
+    }
+    return sums;
   }
 
   rssBytes(id: string): number {

@@ -38,12 +38,16 @@ export async function startPhysalia(
       target: { kind: "physalia", colonyFile: colony.connectionFile },
       keys,
       serverPids: () => colony.pids,
-      counters: async () => ({
-        messagesOut: await colony.counterSum("physalia_messages_out_total"),
-        storageBatches: await colony.counterSum("physalia_storage_batches_total"),
-        turns: await colony.counterSum("physalia_turns_total"),
-        framesSent: await colony.counterSum("physalia_transport_frames_sent_total"),
-      }),
+      counters: () =>
+        colony.counterSums({
+          messagesOut: "physalia_messages_out_total",
+          storageBatches: "physalia_storage_batches_total",
+          turns: "physalia_turns_total",
+          framesSent: "physalia_transport_frames_sent_total",
+          accepts: 'physalia_paxos_messages_out_total{kind="accept"}',
+          acceptances: 'physalia_paxos_messages_out_total{kind="accepted"}',
+          commitNotices: 'physalia_paxos_messages_out_total{kind="commit_notice"}',
+        }),
       stop: () => colony.stopAll(),
     };
     return { system, colony };
@@ -191,6 +195,9 @@ export async function throughputBenchmark(children: Children, options: Options):
     framesPerCommit: perCommit(load.counters.framesSent),
     turnsPerCommit: perCommit(load.counters.turns),
     storageBatchesPerCommit: perCommit(load.counters.storageBatches),
+    acceptsPerCommit: perCommit(load.counters.accepts),
+    acceptancesPerCommit: perCommit(load.counters.acceptances),
+    commitNoticesPerCommit: perCommit(load.counters.commitNotices),
     thinkMs: s.thinkMs,
   };
   // With a think time the load is moderate by choice: the target is judged without one.
@@ -213,6 +220,7 @@ export async function throughputBenchmark(children: Children, options: Options):
         load,
       ),
       `per commit (all servers): ${results.messagesPerCommit} messages sent in ${results.framesPerCommit} frames, ${results.turnsPerCommit} turns, ${results.storageBatchesPerCommit} durable storage batches`,
+      `  of those messages: ${results.acceptsPerCommit} accepts, ${results.acceptancesPerCommit} acceptances, ${results.commitNoticesPerCommit} commit notices`,
     ],
   };
 }
