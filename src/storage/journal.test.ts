@@ -11,7 +11,13 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Command, commandCodec, OPERATION_FORMAT_VERSION } from "../cell/index.ts";
 import { ByteWriter, DecodeError } from "../core/index.ts";
 import { encodeStoredEntry, initialMembership, makeBallot } from "../paxos/index.ts";
-import { decodeJournalBatch, encodeJournalBatch, Journal, journalFileName } from "./journal.ts";
+import {
+  decodeJournalBatch,
+  encodeJournalBatch,
+  Journal,
+  journalAlternateFileName,
+  journalFileName,
+} from "./journal.ts";
 import { LmdbStorage } from "./lmdb.ts";
 import type { StorageBatch } from "./port.ts";
 
@@ -146,6 +152,51 @@ describe("Journal", () => {
     expect(reopen(5)).toEqual([[6, 6, 40]]);
     // Before anything is written after a reset, nothing is taken.
     expect(reopen(6)).toEqual([]);
+  });
+
+  it("after a rotation, returns the records of both files in order and appends after the newest", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    journal.append(1, body(1));
+    journal.append(2, body(2));
+    journal.rotate();
+    journal.append(3, body(3));
+    journal.append(4, body(4));
+    journal.close();
+    expect(statSync(join(directory, journalAlternateFileName)).size).toBe(preallocate);
+    expect(reopen(0).map(([seq]) => seq)).toEqual([1, 2, 3, 4]);
+    expect(reopen(2).map(([seq]) => seq)).toEqual([3, 4]);
+    expect(reopen(4)).toEqual([]);
+    // Reopened, the next record follows the newest one, in the second file.
+    const again = Journal.open(directory, 2, preallocate);
+    expect(again.journal.path).toBe(join(directory, journalAlternateFileName));
+    again.journal.append(5, body(5));
+    again.journal.close();
+    expect(reopen(2).map(([seq]) => seq)).toEqual([3, 4, 5]);
+  });
+
+  it("rotating back writes the first file over from offset 0; its older records are not taken", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    journal.append(1, body(1));
+    journal.append(2, body(2));
+    journal.rotate();
+    journal.append(3, body(3));
+    // A checkpoint covered 1 and 2: the first file starts over.
+    journal.rotate();
+    journal.append(4, body(4));
+    journal.close();
+    // The first file holds 4 then the old 2; the second holds 3.
+    expect(reopen(2).map(([seq]) => seq)).toEqual([3, 4]);
+    expect(reopen(3).map(([seq]) => seq)).toEqual([4]);
+  });
+
+  it("ends at a missing number, across files too", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    journal.append(1, body(1));
+    journal.append(2, body(2));
+    journal.rotate();
+    journal.append(4, body(4));
+    journal.close();
+    expect(reopen(0).map(([seq]) => seq)).toEqual([1, 2]);
   });
 });
 

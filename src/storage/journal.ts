@@ -43,6 +43,8 @@ import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, StorageBatch } from "./port.ts";
 
 export const journalFileName = "journal.log";
+/** The second file: appends go to one file, then the other, a checkpoint at a time. */
+export const journalAlternateFileName = "journal.1.log";
 const headerBytes = 16;
 /** Format of a record's body. */
 const JOURNAL_BODY_VERSION = 1;
@@ -56,69 +58,38 @@ export interface JournalRecord {
   readonly body: Uint8Array;
 }
 
-export class Journal {
+/** One of the journal's two files: its descriptor and where its next record goes. */
+class JournalFile {
   /** Where the next record goes. */
-  private offset = 0;
+  offset = 0;
   private fd: number | null;
 
-  private constructor(
+  constructor(
     fd: number,
     readonly path: string,
   ) {
     this.fd = fd;
   }
 
-  /**
-   * Opens (creating and preallocating if missing) the journal in `directory` and returns it with
-   * the records after `checkpointedSeq`, in order. The next append goes after the last of them.
-   */
-  static open(
-    directory: string,
-    checkpointedSeq: number,
-    preallocateBytes: number,
-  ): { journal: Journal; records: JournalRecord[] } {
-    const path = join(directory, journalFileName);
+  static open(path: string, preallocateBytes: number): JournalFile {
     // Read-write, created if missing, without O_APPEND (which would ignore the write position).
     // O_DSYNC: a write returns once its data (and the file size, if it grew) is durable, as
     // write + fdatasync would, in one system call and with less CPU than the pair.
     const handle = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC, 0o644);
-    const journal = new Journal(handle, path);
+    const file = new JournalFile(handle, path);
     try {
       const size = fstatSync(handle).size;
-      if (size < preallocateBytes) journal.preallocate(size, preallocateBytes);
-      const records = journal.scan(checkpointedSeq);
-      return { journal, records };
+      if (size < preallocateBytes) file.preallocate(size, preallocateBytes);
+      return file;
     } catch (error) {
-      journal.close();
+      file.close();
       throw error;
     }
   }
 
-  /** Bytes written since the last reset. */
-  get bytes(): number {
-    return this.offset;
-  }
-
-  /** Writes the record, durably (O_DSYNC): when this returns the record survives a crash. */
-  append(seq: number, body: Uint8Array): void {
-    const fd = this.handle();
-    assert(body.length <= journalRecordBytesMax, () => `journal record of ${body.length} bytes`);
-    const record = Buffer.allocUnsafe(headerBytes + body.length);
-    record.writeUInt32BE(body.length, 0);
-    record.writeUInt32BE(Math.floor(seq / 2 ** 32), 8);
-    record.writeUInt32BE(seq >>> 0, 12);
-    record.set(body, headerBytes);
-    record.writeUInt32BE(recordChecksum(record, body.length), 4);
-    let written = 0;
-    while (written < record.length) {
-      written += writeSync(fd, record, written, record.length - written, this.offset + written);
-    }
-    this.offset += record.length;
-  }
-
-  /** The next record goes to offset 0 again (the caller has made every record so far redundant). */
-  reset(): void {
-    this.offset = 0;
+  handle(): number {
+    assert(this.fd !== null, () => `journal ${this.path} is closed`);
+    return this.fd;
   }
 
   close(): void {
@@ -127,9 +98,33 @@ export class Journal {
     this.fd = null;
   }
 
-  private handle(): number {
-    assert(this.fd !== null, () => `journal ${this.path} is closed`);
-    return this.fd;
+  /**
+   * The records from offset 0 while each is whole, passes its CRC and carries the number after
+   * the one before (the first may carry any): what was appended since the file last started over.
+   */
+  chain(): { records: JournalRecord[]; ends: number[] } {
+    const fd = this.handle();
+    const size = fstatSync(fd).size;
+    const records: JournalRecord[] = [];
+    const ends: number[] = [];
+    const header = Buffer.alloc(headerBytes);
+    let at = 0;
+    let expected = -1;
+    while (at + headerBytes <= size) {
+      readFully(fd, header, at);
+      const length = header.readUInt32BE(0);
+      if (length === 0 || length > journalRecordBytesMax || at + headerBytes + length > size) break;
+      const seq = header.readUInt32BE(8) * 2 ** 32 + header.readUInt32BE(12);
+      if (expected !== -1 && seq !== expected) break;
+      const record = Buffer.alloc(headerBytes + length);
+      readFully(fd, record, at);
+      if (record.readUInt32BE(4) !== recordChecksum(record, length)) break;
+      records.push({ seq, body: new Uint8Array(record.buffer, record.byteOffset + headerBytes, length) });
+      at += headerBytes + length;
+      ends.push(at);
+      expected = seq + 1;
+    }
+    return { records, ends };
   }
 
   private preallocate(from: number, to: number): void {
@@ -147,28 +142,114 @@ export class Journal {
       closeSync(directory);
     }
   }
+}
+
+export class Journal {
+  /** The file appends go to. */
+  private active: JournalFile;
+
+  private constructor(private readonly files: readonly [JournalFile, JournalFile]) {
+    this.active = files[0];
+  }
+
+  /**
+   * Opens (creating and preallocating if missing) the journal's two files in `directory` and
+   * returns the journal with the records after `checkpointedSeq`, in order: those of both files,
+   * from checkpointedSeq + 1 while each number follows the one before. The next append goes
+   * after the last of them, in its file.
+   */
+  static open(
+    directory: string,
+    checkpointedSeq: number,
+    preallocateBytes: number,
+  ): { journal: Journal; records: JournalRecord[] } {
+    const first = JournalFile.open(join(directory, journalFileName), preallocateBytes);
+    let second: JournalFile;
+    try {
+      second = JournalFile.open(join(directory, journalAlternateFileName), preallocateBytes);
+    } catch (error) {
+      first.close();
+      throw error;
+    }
+    const journal = new Journal([first, second]);
+    try {
+      return { journal, records: journal.scan(checkpointedSeq) };
+    } catch (error) {
+      journal.close();
+      throw error;
+    }
+  }
+
+  /** The file appends go to now (tests and messages). */
+  get path(): string {
+    return this.active.path;
+  }
+
+  /** Bytes written to the file appends go to since it last started over. */
+  get bytes(): number {
+    return this.active.offset;
+  }
+
+  /**
+   * Writes the record, durably (O_DSYNC): when this returns the record survives a crash. Returns
+   * the body as stored, in a buffer of its own.
+   */
+  append(seq: number, body: Uint8Array): Uint8Array {
+    const fd = this.active.handle();
+    assert(body.length <= journalRecordBytesMax, () => `journal record of ${body.length} bytes`);
+    // Not from Buffer's shared pool: the body handed back may be transferred to another thread.
+    const record = Buffer.allocUnsafeSlow(headerBytes + body.length);
+    record.writeUInt32BE(body.length, 0);
+    record.writeUInt32BE(Math.floor(seq / 2 ** 32), 8);
+    record.writeUInt32BE(seq >>> 0, 12);
+    record.set(body, headerBytes);
+    record.writeUInt32BE(recordChecksum(record, body.length), 4);
+    const offset = this.active.offset;
+    let written = 0;
+    while (written < record.length) {
+      written += writeSync(fd, record, written, record.length - written, offset + written);
+    }
+    this.active.offset += record.length;
+    return new Uint8Array(record.buffer, record.byteOffset + headerBytes, body.length);
+  }
+
+  /**
+   * The next record goes to offset 0 of the other file. The caller has made every record that
+   * file holds redundant (lmdb's checkpoint covers them); those of the file written so far stay
+   * until a checkpoint covers them too.
+   */
+  rotate(): void {
+    this.active = this.active === this.files[0] ? this.files[1] : this.files[0];
+    this.active.offset = 0;
+  }
+
+  /** The next record goes to offset 0 again (the caller has made every record so far redundant). */
+  reset(): void {
+    this.active.offset = 0;
+  }
+
+  close(): void {
+    for (const file of this.files) file.close();
+  }
 
   private scan(checkpointedSeq: number): JournalRecord[] {
-    const fd = this.handle();
-    const size = fstatSync(fd).size;
+    const located: { record: JournalRecord; file: JournalFile; end: number }[] = [];
+    for (const file of this.files) {
+      const { records, ends } = file.chain();
+      records.forEach((record, i) => {
+        if (record.seq > checkpointedSeq) located.push({ record, file, end: ends[i] as number });
+      });
+    }
+    located.sort((a, b) => a.record.seq - b.record.seq);
     const records: JournalRecord[] = [];
-    const header = Buffer.alloc(headerBytes);
-    let at = 0;
     let expected = checkpointedSeq + 1;
-    while (at + headerBytes <= size) {
-      readFully(fd, header, at);
-      const length = header.readUInt32BE(0);
-      if (length === 0 || length > journalRecordBytesMax || at + headerBytes + length > size) break;
-      const seq = header.readUInt32BE(8) * 2 ** 32 + header.readUInt32BE(12);
-      if (seq !== expected) break;
-      const record = Buffer.alloc(headerBytes + length);
-      readFully(fd, record, at);
-      if (record.readUInt32BE(4) !== recordChecksum(record, length)) break;
-      records.push({ seq, body: new Uint8Array(record.buffer, record.byteOffset + headerBytes, length) });
-      at += headerBytes + length;
+    for (const { record, file, end } of located) {
+      if (record.seq !== expected) break;
+      records.push(record);
+      this.active = file;
+      file.offset = end;
       expected += 1;
     }
-    this.offset = at;
     return records;
   }
 }
