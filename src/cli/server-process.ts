@@ -31,6 +31,12 @@ import type { Logger } from "./log.ts";
 import { counter, formatMetrics, gauge, histogram, labeledCounter, type Metric } from "./metrics.ts";
 import { processCollector } from "./process-collector.ts";
 
+/** Checkpoints run on a worker thread started from this module (built: .js; from the sources: .ts). */
+export const checkpointWorkerModule = new URL(
+  import.meta.url.endsWith(".ts") ? "./checkpoint-worker.ts" : "./checkpoint-worker.js",
+  import.meta.url,
+);
+
 export function addressBook(topology: Topology): AddressBook {
   return new AddressBook(topology.servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));
 }
@@ -61,7 +67,11 @@ export async function startServer(options: {
   const self = config.topology.servers.find((s) => s.id === config.server);
   if (self === undefined) throw new Error(`server ${config.server} is not in the topology`);
   const startedMs = Date.now();
-  const storage = await LmdbStorage.open({ path: config.data, codec: commandCodec });
+  const storage = await LmdbStorage.open({
+    path: config.data,
+    codec: commandCodec,
+    checkpointWorker: checkpointWorkerModule,
+  });
   const tcp = new TcpTransport<ServerMessage>({
     listen: { host: self.host, port: self.port },
     colonyKey,

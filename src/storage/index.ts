@@ -1,3 +1,4 @@
+export { serveCheckpoints } from "./checkpoint-worker.ts";
 export {
   CorruptRecordError,
   checkpointBucketsMs,

@@ -140,11 +140,15 @@ const checkpointPolicyOfRound: readonly Partial<CheckpointPolicy>[] = [
   { journalBytes: 16 * 1024, intervalMs: 600_000 },
 ];
 
-async function runChild(directory: string, round: number): Promise<void> {
+/** The module a server's storage starts its checkpoint worker from. */
+const checkpointWorker = new URL("../cli/checkpoint-worker.ts", import.meta.url);
+
+async function runChild(directory: string, round: number, onWorker: boolean): Promise<void> {
   const storage = LmdbStorage.open({
     path: directory,
     codec: commandCodec,
     checkpoint: checkpointPolicyOfRound[round] ?? {},
+    ...(onWorker ? { checkpointWorker } : {}),
   });
   const startedMs = Date.now();
   for (let n = 0; n < childBatchesMax && Date.now() - startedMs < childRunMsMax; n++) {
@@ -197,7 +201,12 @@ async function defineTests(): Promise<void> {
   const { afterEach, describe, expect, it } = await import("vitest");
   const thisFile = fileURLToPath(import.meta.url);
 
-  describe("LmdbStorage under SIGKILL", () => {
+  // Checkpoints on the storage's own thread, then on a checkpoint worker (as servers run them):
+  // the kill then also lands while the worker's transaction is open or committing.
+  describe.each([
+    ["checkpoints on its own thread", false],
+    ["checkpoints on a worker thread", true],
+  ])("LmdbStorage under SIGKILL, %s", (_name, onWorker) => {
     const children: ChildProcess[] = [];
     const directories: string[] = [];
     afterEach(() => {
@@ -216,6 +225,7 @@ async function defineTests(): Promise<void> {
           ...process.env,
           PHYSALIA_CRASH_CHILD_DIR: directory,
           PHYSALIA_CRASH_CHILD_ROUND: String(round),
+          PHYSALIA_CRASH_CHILD_WORKER: onWorker ? "1" : "",
         },
         stdio: ["ignore", "pipe", "pipe"],
       });
@@ -302,5 +312,9 @@ async function defineTests(): Promise<void> {
 
 const childDirectory = process.env.PHYSALIA_CRASH_CHILD_DIR;
 if (childDirectory !== undefined)
-  await runChild(childDirectory, Number(process.env.PHYSALIA_CRASH_CHILD_ROUND));
+  await runChild(
+    childDirectory,
+    Number(process.env.PHYSALIA_CRASH_CHILD_ROUND),
+    process.env.PHYSALIA_CRASH_CHILD_WORKER === "1",
+  );
 else await defineTests();

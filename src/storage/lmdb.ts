@@ -95,7 +95,14 @@ import {
   writeLogEntry,
   writeNodeId,
 } from "../paxos/index.ts";
-import { decodeJournalBatch, encodeJournalBatch, Journal } from "./journal.ts";
+import {
+  CallerRunner,
+  type CheckpointOutcome,
+  type CheckpointResult,
+  type CheckpointRunner,
+  WorkerRunner,
+} from "./checkpoint-runner.ts";
+import { decodeJournalBatch, encodeJournalBatch, Journal, type JournalRecord } from "./journal.ts";
 import { type EncodedEntry, type EncodedNodeWrite, Overlay, type PendingChange, unfold } from "./overlay.ts";
 import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
@@ -107,6 +114,12 @@ export interface LmdbStorageOptions<C> {
   readonly codec: CommandCodec<C>;
   /** When lmdb is brought up to date from the journal; defaults in `defaultCheckpointPolicy`. */
   readonly checkpoint?: Partial<CheckpointPolicy>;
+  /**
+   * A module that starts serveCheckpoints() (checkpoint-worker.ts) with this storage's codec: if
+   * given, checkpoints run on a worker thread started from it and the event loop goes on
+   * meanwhile; if not, they run on the storage's own thread, in turns of their own.
+   */
+  readonly checkpointWorker?: URL;
 }
 
 /**
@@ -200,6 +213,11 @@ const segmentBytesTarget = 32 * 1024;
 const segmentEntriesMax = 4096;
 /** Cells whose node record the adapter remembers as intact (a few dozen bytes each). */
 const intactNodesMax = 100_000;
+/**
+ * Journal bytes (in units of CheckpointPolicy.journalBytes) written while a checkpoint is in
+ * flight beyond which the next batch waits for it.
+ */
+const unfrozenJournalsMax = 4;
 
 type StoredNode =
   | { readonly kind: "node"; readonly header: NodeHeader }
@@ -261,39 +279,51 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private readonly checkpointCounts: number[] = new Array(checkpointBucketsMs.length + 1).fill(0);
   private checkpointSumMs = 0;
   private checkpointCellsSkippedCorrupt = 0;
-  /** Node records known intact in lmdb, by cell: incarnation and a lower bound of the promise. */
-  private readonly intact = new Map<CellKey, { incarnation: number; promised: number }>();
-  /** Changes durable in the journal and not yet in lmdb. */
-  private readonly pending = new Overlay<C>();
+  /**
+   * Cells whose node record this thread read and found intact (a bounded set, oldest first out):
+   * a write to them needs no read before it is journaled. A checkpoint that finds one damaged
+   * drops it.
+   */
+  private readonly intact = new Set<CellKey>();
   /** Cells whose node record a pending write may build on: checked intact, absent, or replaced. */
   private readonly verified = new Set<CellKey>();
-  /** When the first journal record since the last checkpoint was written (performance.now()). */
+  /** Journal records not yet handed to a checkpoint, and the cells they change. */
+  private unfrozen: { records: JournalRecord[]; cells: Set<CellKey> } = { records: [], cells: new Set() };
+  /** The checkpoint in flight: the cells its records change. */
+  private checkpointing: { readonly cells: Set<CellKey>; readonly startedMs: number } | null = null;
+  /** Cells whose node record was overwritten outside a checkpoint (tests): the applier forgets them. */
+  private forget: CellKey[] = [];
+  /** When the first journal record not yet handed to a checkpoint was written (performance.now()). */
   private pendingSinceMs = 0;
   /** Sequence number of the last journal record. */
   private seq = 0;
   private readonly journalWriter = new ByteWriter(64 * 1024);
-  /** Reused by checkpoints for segment records (see writeEntries). */
-  private readonly entryWriter = new ByteWriter(1024);
-  /** Where each entry of the batch being journaled lies in its record (encodeJournalBatch). */
-  private readonly entrySpans: number[] = [];
-  private readonly segmentKeyBuffer = new Uint8Array(
-    1 + limits.cellKeyBytesMax + slotBytes + segmentOrderBytes,
-  );
-  private readonly segmentKeyView = new DataView(this.segmentKeyBuffer.buffer);
-  /** Segments the running checkpoint has written: the ordinal of its next one. */
-  private segmentOrdinal = 0;
+  private runner: CheckpointRunner;
+
+  private readonly root: RootDatabase;
+  private readonly nodes: Database<Uint8Array, Uint8Array>;
+  private readonly entries: Database<Uint8Array, Uint8Array>;
+  private readonly storedPointers: Database<Uint8Array, Uint8Array>;
+  private readonly meta: Database<Uint8Array, Uint8Array>;
+  /** Applies checkpoints on this thread: those of open(), and all of them without a worker. */
+  private readonly applier: LmdbApplier<C>;
+  private journal: Journal | null = null;
 
   private constructor(
-    private readonly root: RootDatabase,
-    private readonly nodes: Database<Uint8Array, Uint8Array>,
-    private readonly entries: Database<Uint8Array, Uint8Array>,
-    private readonly storedPointers: Database<Uint8Array, Uint8Array>,
-    private readonly meta: Database<Uint8Array, Uint8Array>,
+    env: LmdbEnvironment,
     private readonly codec: CommandCodec<C>,
     private readonly policy: CheckpointPolicy,
-    private journal: Journal | null,
+    private readonly checkpointWorker: URL | null,
     readonly path: string,
-  ) {}
+  ) {
+    this.root = env.root;
+    this.nodes = env.nodes;
+    this.entries = env.entries;
+    this.storedPointers = env.storedPointers;
+    this.meta = env.meta;
+    this.applier = new LmdbApplier(env, codec);
+    this.runner = this.callerRunner();
+  }
 
   /**
    * Opens the environment and its journal. Batches the journal holds beyond lmdb's last
@@ -305,40 +335,18 @@ export class LmdbStorage<C> implements StoragePort<C> {
       policy.journalBytes >= 1 && policy.cells >= 1 && policy.intervalMs >= 0,
       () => `checkpoint policy out of range: ${JSON.stringify(policy)}`,
     );
-    const root = open({
-      path: options.path,
-      ...durableEnvironmentOptions,
-      maxDbs: 4,
-      readOnly: false,
-      // The root database holds nothing; the sub-databases below hold everything.
-      encoding: "binary",
-      keyEncoding: "binary",
-      compression: false,
-      cache: false,
-    } as RootDatabaseOptionsWithPath);
-    const sub = (name: string): Database<Uint8Array, Uint8Array> =>
-      root.openDB<Uint8Array, Uint8Array>({
-        name,
-        encoding: "binary",
-        keyEncoding: "binary",
-        compression: false,
-        cache: false,
-      });
+    const env = openEnvironment(options.path);
     const storage = new LmdbStorage(
-      root,
-      sub("nodes"),
-      sub("entries"),
-      sub("pointers"),
-      sub("meta"),
+      env,
       options.codec,
       policy,
-      null,
+      options.checkpointWorker ?? null,
       options.path,
     );
     try {
       storage.openJournal();
     } catch (error) {
-      void root.close();
+      void env.root.close();
       throw error;
     }
     return storage;
@@ -348,28 +356,36 @@ export class LmdbStorage<C> implements StoragePort<C> {
     const checkpointed = this.checkpointedSeq();
     const { journal, records } = Journal.open(this.path, checkpointed, this.policy.journalBytes);
     this.journal = journal;
-    this.seq = checkpointed;
-    for (const record of records) {
-      let batch: StorageBatch<C>;
-      const encoded: Uint8Array[] = [];
+    this.seq = records.length > 0 ? (records[records.length - 1] as JournalRecord).seq : checkpointed;
+    this.replayedBatches = records.length;
+    if (records.length > 0) {
+      // What a crash left in the journal goes to lmdb now, on this thread; the journal then starts
+      // over, so both of its files hold only what lmdb has.
+      const startedMs = performance.now();
       try {
-        batch = decodeJournalBatch(record.body, this.codec, encoded);
+        const outcome = this.applier.apply(records);
+        this.noteCheckpoint({ ok: true, outcome, tookMs: performance.now() - startedMs });
       } catch (error) {
         journal.close();
-        const problem = error instanceof DecodeError ? error.message : String(error);
+        if (!(error instanceof JournalRecordError)) throw error;
         throw new Error(
-          `journal ${journal.path}: record ${record.seq} passes its checksum but does not decode ` +
-            `(${problem}); it was written by another version of physalia, or the file is damaged. ` +
+          `journal ${journal.path}: record ${error.seq} passes its checksum but does not decode ` +
+            `(${error.problem}); it was written by another version of physalia, or the file is damaged. ` +
             "Refusing to start without it: run the version that wrote it, or restore the data directory.",
           { cause: error },
         );
       }
-      this.pending.add(batch, encoded);
-      this.seq = record.seq;
-      this.replayedBatches += 1;
     }
-    // What a crash left in the journal goes to lmdb now; the journal then starts over.
-    this.checkpoint();
+    journal.reset();
+    if (this.checkpointWorker !== null) this.runner = new WorkerRunner(this.path, this.checkpointWorker);
+  }
+
+  /** Checkpoints on this thread, with this storage's applier. */
+  private callerRunner(): CheckpointRunner {
+    return new CallerRunner((records, forget) => {
+      for (const cellKey of forget) this.applier.forget(cellKey);
+      return this.applier.apply(records);
+    });
   }
 
   // ---------------------------------------------------------------- reads
@@ -378,7 +394,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.assertReadable();
     // A cell with changes only in the journal is read after they reach lmdb (rare: a node is
     // loaded once, when its cell is touched again after a restart or an eviction).
-    if (this.pending.has(cellKey)) this.checkpoint();
+    if (this.unfrozen.cells.has(cellKey) || this.checkpointing?.cells.has(cellKey)) this.checkpoint();
     const key = cellKeyBytes(cellKey);
     const raw = this.nodes.get(key);
     if (raw === undefined) return { status: "absent" };
@@ -469,17 +485,14 @@ export class LmdbStorage<C> implements StoragePort<C> {
         failure = error;
       }
     }
-    let encoded: Uint8Array[] = [];
     if (failure === null) {
       try {
         const journal = this.journal as Journal;
-        if (journal.bytes === 0) this.pendingSinceMs = startedMs;
-        const spans = this.entrySpans;
-        spans.length = 0;
-        const body = encodeJournalBatch(batch, this.codec, this.journalWriter, spans);
-        journal.append(this.seq + 1, body);
+        const body = encodeJournalBatch(batch, this.codec, this.journalWriter);
+        const stored = journal.append(this.seq + 1, body);
         this.seq += 1;
-        encoded = entryViews(body, spans);
+        if (this.unfrozen.records.length === 0) this.pendingSinceMs = startedMs;
+        this.unfrozen.records.push({ seq: this.seq, body: stored });
       } catch (error) {
         // A record half written, or not known durable: nothing after it may be appended.
         failure = error;
@@ -487,9 +500,16 @@ export class LmdbStorage<C> implements StoragePort<C> {
       }
     }
     if (failure === null) {
-      this.pending.add(batch, encoded);
-      for (const write of batch.writes) this.verified.add(write.cellKey);
-      for (const removed of batch.removed) this.verified.add(removed.cellKey);
+      const cells = this.unfrozen.cells;
+      for (const write of batch.writes) {
+        cells.add(write.cellKey);
+        this.verified.add(write.cellKey);
+      }
+      for (const removed of batch.removed) {
+        cells.add(removed.cellKey);
+        this.verified.add(removed.cellKey);
+      }
+      for (const pointer of batch.pointers) cells.add(pointer.cellKey);
     }
     // Durable (or failed) already; `done` still comes later, never inside write() itself.
     this.inFlight = Promise.resolve().then(() => {
@@ -498,7 +518,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
         this.batchesWritten += 1;
         this.lastCommitLatencyMs = performance.now() - startedMs;
         done(null);
-        if (this.checkpointDue()) this.checkpointOrBreak();
+        if (this.checkpointDue()) this.startCheckpoint();
         return;
       }
       this.batchesFailed += 1;
@@ -519,7 +539,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       batchesWritten: this.batchesWritten,
       batchesFailed: this.batchesFailed,
       journalBytes: this.journal?.bytes ?? 0,
-      pendingCells: this.pending.size,
+      pendingCells: this.unfrozen.cells.size + (this.checkpointing?.cells.size ?? 0),
       checkpoints: this.checkpoints,
       replayedBatches: this.replayedBatches,
       lastCheckpointMs: this.lastCheckpointMs,
@@ -544,47 +564,102 @@ export class LmdbStorage<C> implements StoragePort<C> {
       if (this.broken === null) this.checkpoint();
     } finally {
       this.state = "closed";
+      await this.runner.close();
       this.journal?.close();
       await this.root.close();
     }
   }
 
   /**
-   * Applies every pending change to lmdb now, in one transaction committed with its flushes, and
-   * starts the journal over. Runs on its own after batches (see CheckpointPolicy); public for
-   * tools and tests.
+   * Brings lmdb up to date with the journal before it returns: waits for the checkpoint in
+   * flight, then applies the records after it, and starts the journal over. Throws if a
+   * checkpoint fails (the storage is then broken). Checkpoints otherwise run on their own after
+   * batches (see CheckpointPolicy); public for tools and tests.
    */
   checkpoint(): void {
-    if (!this.journalAhead()) return;
+    while (this.runner.busy) this.runner.waitIdle();
+    if (this.unfrozen.records.length === 0) return;
     assert(this.broken === null, () => `storage at ${this.path} failed: ${this.broken?.message}`);
-    const startedMs = performance.now();
-    const tally: Tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
-    let skipped = 0;
-    try {
-      this.segmentOrdinal = 0;
-      this.root.transactionSync(() => {
-        tally.transactionId = this.root.getWriteTxnId();
-        for (const [cellKey, changes] of this.pending.entries()) {
-          if (!this.applyChanges(cellKey, changes, tally)) skipped += 1;
-        }
-        const key = utf8Encode(journalMetaKey);
-        this.put(this.meta, key, sealCheckpointedSeq(key, this.seq), tally);
-      });
-    } catch (error) {
-      // What the aborted transaction noted about its nodes was never committed.
-      this.intact.clear();
-      throw error;
-    }
-    this.pending.clear();
-    this.verified.clear();
+    const { records, cells } = this.freeze();
+    this.finishCheckpoint(cells, this.runner.runNow({ records, forget: this.takeForget() }));
+    if (this.broken !== null) throw this.broken;
+    // Both files hold only records lmdb has now.
     this.journal?.reset();
+  }
+
+  /** A read that needs lmdb whole: pending changes go there first. */
+  private settle(): void {
+    if (this.state === "closed" || (this.unfrozen.records.length === 0 && !this.runner.busy)) return;
+    try {
+      this.checkpoint();
+    } catch {
+      // The storage is broken now (finishCheckpoint); reads go on with what lmdb has.
+    }
+  }
+
+  /**
+   * Hands the records written since the last checkpoint to a checkpoint that runs while the
+   * event loop goes on (on the worker, if the storage has one). New records go to the journal's
+   * other file meanwhile: it holds only records lmdb has, as the checkpoint before this one is
+   * done. The records handed over stay in the file they were written to until the next
+   * checkpoint starts, so a crash before this one commits replays them.
+   */
+  private startCheckpoint(): void {
+    if (this.broken !== null || this.unfrozen.records.length === 0) return;
+    if (this.runner.busy) {
+      // Memory stays bounded: past a few journals' worth the event loop waits for the
+      // checkpoint in flight instead of holding more.
+      if ((this.journal?.bytes ?? 0) < unfrozenJournalsMax * this.policy.journalBytes) return;
+      // Its done may start the next checkpoint itself, taking the records written meanwhile.
+      this.runner.waitIdle();
+      if (this.broken !== null || this.runner.busy || this.unfrozen.records.length === 0) return;
+    }
+    const { records, cells } = this.freeze();
+    this.journal?.rotate();
+    this.checkpointing = { cells, startedMs: performance.now() };
+    this.runner.start({ records, forget: this.takeForget() }, (result) => {
+      this.finishCheckpoint(cells, result);
+      if (this.state === "open" && this.checkpointDue()) this.startCheckpoint();
+    });
+  }
+
+  private freeze(): { records: JournalRecord[]; cells: Set<CellKey> } {
+    const frozen = this.unfrozen;
+    this.unfrozen = { records: [], cells: new Set() };
+    return frozen;
+  }
+
+  private takeForget(): CellKey[] {
+    const forget = this.forget;
+    this.forget = [];
+    return forget;
+  }
+
+  private finishCheckpoint(cells: ReadonlySet<CellKey>, result: CheckpointResult): void {
+    this.checkpointing = null;
+    if (!result.ok) {
+      // The journal still holds every change, and a restart replays it; until then nothing more
+      // is accepted, so the journal cannot outgrow what a restart reads.
+      this.broken ??= new Error(
+        `checkpoint to lmdb failed (${result.error}); restart the server to replay the journal`,
+      );
+      return;
+    }
+    this.noteCheckpoint(result);
+    for (const cellKey of cells) if (!this.unfrozen.cells.has(cellKey)) this.verified.delete(cellKey);
+    for (const cellKey of result.outcome.skippedCells) this.intact.delete(cellKey);
+    // This thread's read transaction may be older than the checkpoint's commit.
+    this.root.resetReadTxn();
+  }
+
+  private noteCheckpoint(result: Extract<CheckpointResult, { ok: true }>): void {
+    const { outcome, tookMs } = result;
     this.checkpoints += 1;
-    this.checkpointCellsSkippedCorrupt += skipped;
-    this.recordsWritten += tally.recordsWritten;
-    this.recordsDeleted += tally.recordsDeleted;
-    this.bytesWritten += tally.bytesWritten;
-    this.lastTransactionId = tally.transactionId;
-    const tookMs = performance.now() - startedMs;
+    this.checkpointCellsSkippedCorrupt += outcome.skippedCells.length;
+    this.recordsWritten += outcome.recordsWritten;
+    this.recordsDeleted += outcome.recordsDeleted;
+    this.bytesWritten += outcome.bytesWritten;
+    this.lastTransactionId = outcome.transactionId;
     this.lastCheckpointMs = tookMs;
     this.checkpointSumMs += tookMs;
     let bucket = 0;
@@ -593,37 +668,11 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.checkpointCounts[bucket] = (this.checkpointCounts[bucket] as number) + 1;
   }
 
-  /** A read that needs lmdb whole: pending changes go there first. */
-  private settle(): void {
-    if (this.journalAhead() && this.state !== "closed") this.checkpointOrBreak();
-  }
-
-  /** Whether the journal holds records lmdb's last checkpoint does not cover. */
-  private journalAhead(): boolean {
-    return this.journal !== null && this.journal.bytes > 0;
-  }
-
-  private checkpointOrBreak(): void {
-    if (this.broken !== null) return;
-    try {
-      this.checkpoint();
-    } catch (error) {
-      // The journal still holds every change, and a restart replays it; until then nothing more
-      // is accepted, so the journal cannot outgrow what a restart reads.
-      this.broken = new Error(
-        `checkpoint to lmdb failed (${error instanceof Error ? error.message : String(error)}); ` +
-          "restart the server to replay the journal",
-        { cause: error },
-      );
-    }
-  }
-
   private checkpointDue(): boolean {
-    const journalBytes = this.journal?.bytes ?? 0;
     return (
-      journalBytes > 0 &&
-      (journalBytes >= this.policy.journalBytes ||
-        this.pending.size >= this.policy.cells ||
+      this.unfrozen.records.length > 0 &&
+      ((this.journal?.bytes ?? 0) >= this.policy.journalBytes ||
+        this.unfrozen.cells.size >= this.policy.cells ||
         performance.now() - this.pendingSinceMs >= this.policy.intervalMs)
     );
   }
@@ -650,6 +699,11 @@ export class LmdbStorage<C> implements StoragePort<C> {
       throw new CorruptRecordError(
         `cell ${cellKey}: node record ${stored.problem}; the write needs it intact`,
       );
+    }
+    this.intact.add(cellKey);
+    if (this.intact.size > intactNodesMax) {
+      const oldest = this.intact.values().next().value;
+      if (oldest !== undefined) this.intact.delete(oldest);
     }
   }
 
@@ -678,6 +732,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.state = "closing";
     while (this.inFlight !== null) await this.inFlight;
     this.state = "closed";
+    // A checkpoint in flight is let finish: a crash may come before or after its commit, and
+    // lmdb.crash.test.ts kills processes at both points.
+    await this.runner.close();
     this.journal?.close();
     await this.root.close();
   }
@@ -699,9 +756,169 @@ export class LmdbStorage<C> implements StoragePort<C> {
     db.putSync(key, bytes);
     this.intact.delete(record.cellKey);
     this.verified.delete(record.cellKey);
+    this.forget.push(record.cellKey);
   }
 
-  // ---------------------------------------------------------------- inside the write transaction
+  private locate(record: StoredRecordRef): [Database<Uint8Array, Uint8Array>, Uint8Array] {
+    switch (record.kind) {
+      case "node":
+        return [this.nodes, cellKeyBytes(record.cellKey)];
+      case "segment": {
+        const cell = cellKeyBytes(record.cellKey);
+        let found: Uint8Array | undefined;
+        // The last written of the segments ending at that slot.
+        for (const key of this.entries.getKeys({
+          start: segmentBound(cell, record.lastSlot, "below"),
+          end: segmentBound(cell, record.lastSlot, "above"),
+          inclusiveEnd: true,
+        })) {
+          found = copyOf(key);
+        }
+        assert(
+          found !== undefined,
+          () => `cell ${record.cellKey} has no segment ending at slot ${record.lastSlot}`,
+        );
+        return [this.entries, found];
+      }
+      case "pointer":
+        return [this.storedPointers, cellKeyBytes(record.cellKey)];
+    }
+  }
+
+  private assertReadable(): void {
+    assert(this.state !== "closed", () => `storage at ${this.path} is closed`);
+  }
+}
+
+/** A server directory's lmdb environment: its root and the sub-databases (see the file comment). */
+export interface LmdbEnvironment {
+  readonly root: RootDatabase;
+  readonly nodes: Database<Uint8Array, Uint8Array>;
+  readonly entries: Database<Uint8Array, Uint8Array>;
+  readonly storedPointers: Database<Uint8Array, Uint8Array>;
+  readonly meta: Database<Uint8Array, Uint8Array>;
+}
+
+/**
+ * Opens the environment at `path` (created if missing) with the durability settings above. A
+ * process may open one directory on several threads: lmdb shares the environment between them.
+ */
+export function openEnvironment(path: string): LmdbEnvironment {
+  const root = open({
+    path,
+    ...durableEnvironmentOptions,
+    maxDbs: 4,
+    readOnly: false,
+    // The root database holds nothing; the sub-databases below hold everything.
+    encoding: "binary",
+    keyEncoding: "binary",
+    compression: false,
+    cache: false,
+  } as RootDatabaseOptionsWithPath);
+  const sub = (name: string): Database<Uint8Array, Uint8Array> =>
+    root.openDB<Uint8Array, Uint8Array>({
+      name,
+      encoding: "binary",
+      keyEncoding: "binary",
+      compression: false,
+      cache: false,
+    });
+  return {
+    root,
+    nodes: sub("nodes"),
+    entries: sub("entries"),
+    storedPointers: sub("pointers"),
+    meta: sub("meta"),
+  };
+}
+
+/** A journal record that passes its checksum but does not decode (written by another version). */
+export class JournalRecordError extends Error {
+  override name = "JournalRecordError";
+  constructor(
+    readonly seq: number,
+    readonly problem: string,
+  ) {
+    super(`journal record ${seq} passes its checksum but does not decode (${problem})`);
+  }
+}
+
+/**
+ * The checkpoint itself: applies journal records to lmdb, in one write transaction committed
+ * with its flushes, which also records the last record's sequence number as covered. Runs on the
+ * thread that owns the environment's writes: the storage's own thread or its checkpoint worker
+ * (checkpoint-runner.ts), one at a time. Remembers which node records it wrote or found intact,
+ * so that the common accept skips reading its node record.
+ */
+export class LmdbApplier<C> {
+  /** Node records known intact in lmdb, by cell: incarnation and a lower bound of the promise. */
+  private readonly intact = new Map<CellKey, { incarnation: number; promised: number }>();
+  /** Reused for segment records (see writeEntries). */
+  private readonly entryWriter = new ByteWriter(1024);
+  private readonly segmentKeyBuffer = new Uint8Array(
+    1 + limits.cellKeyBytesMax + slotBytes + segmentOrderBytes,
+  );
+  private readonly segmentKeyView = new DataView(this.segmentKeyBuffer.buffer);
+  /** Segments the running checkpoint has written: the ordinal of its next one. */
+  private segmentOrdinal = 0;
+  /** The sequence number the running checkpoint covers: the write order of its segments. */
+  private orderSeq = 0;
+  private readonly nodes: Database<Uint8Array, Uint8Array>;
+  private readonly entries: Database<Uint8Array, Uint8Array>;
+  private readonly storedPointers: Database<Uint8Array, Uint8Array>;
+
+  constructor(
+    private readonly env: LmdbEnvironment,
+    private readonly codec: CommandCodec<C>,
+  ) {
+    this.nodes = env.nodes;
+    this.entries = env.entries;
+    this.storedPointers = env.storedPointers;
+  }
+
+  /**
+   * Applies the records (consecutive, in order) and records the last one's number as covered. A
+   * failed transaction changes nothing in lmdb and throws.
+   */
+  apply(records: readonly JournalRecord[]): CheckpointOutcome {
+    assert(records.length > 0, "a checkpoint of no records");
+    const pending = new Overlay<C>();
+    for (const record of records) {
+      const encoded: Uint8Array[] = [];
+      let batch: StorageBatch<C>;
+      try {
+        batch = decodeJournalBatch(record.body, this.codec, encoded);
+      } catch (error) {
+        throw new JournalRecordError(record.seq, error instanceof Error ? error.message : String(error));
+      }
+      pending.add(batch, encoded);
+    }
+    const throughSeq = (records[records.length - 1] as JournalRecord).seq;
+    const tally: Tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
+    const skippedCells: CellKey[] = [];
+    try {
+      this.segmentOrdinal = 0;
+      this.orderSeq = throughSeq;
+      this.env.root.transactionSync(() => {
+        tally.transactionId = this.env.root.getWriteTxnId();
+        for (const [cellKey, changes] of pending.entries()) {
+          if (!this.applyChanges(cellKey, changes, tally)) skippedCells.push(cellKey);
+        }
+        const key = utf8Encode(journalMetaKey);
+        this.put(this.env.meta, key, sealCheckpointedSeq(key, throughSeq), tally);
+      });
+    } catch (error) {
+      // What the aborted transaction noted about its nodes was never committed.
+      this.intact.clear();
+      throw error;
+    }
+    return { ...tally, skippedCells };
+  }
+
+  /** Forgets what it knew of the cell's node record (the record was overwritten elsewhere). */
+  forget(cellKey: CellKey): void {
+    this.intact.delete(cellKey);
+  }
 
   /**
    * Applies one cell's pending changes in order. False if the cell's stored node record failed
@@ -832,7 +1049,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     key.set(cell, 1);
     const view = this.segmentKeyView;
     setSlot(view, 1 + cell.length, (entries[to - 1] as EncodedEntry).slot);
-    setSlot(view, 1 + cell.length + slotBytes, this.seq);
+    setSlot(view, 1 + cell.length + slotBytes, this.orderSeq);
     view.setUint32(1 + cell.length + 2 * slotBytes, this.segmentOrdinal);
     this.segmentOrdinal += 1;
     const writer = this.entryWriter;
@@ -955,36 +1172,6 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   private remove(db: Database<Uint8Array, Uint8Array>, key: Uint8Array, tally: Tally): void {
     if (db.removeSync(key)) tally.recordsDeleted += 1;
-  }
-
-  private locate(record: StoredRecordRef): [Database<Uint8Array, Uint8Array>, Uint8Array] {
-    switch (record.kind) {
-      case "node":
-        return [this.nodes, cellKeyBytes(record.cellKey)];
-      case "segment": {
-        const cell = cellKeyBytes(record.cellKey);
-        let found: Uint8Array | undefined;
-        // The last written of the segments ending at that slot.
-        for (const key of this.entries.getKeys({
-          start: segmentBound(cell, record.lastSlot, "below"),
-          end: segmentBound(cell, record.lastSlot, "above"),
-          inclusiveEnd: true,
-        })) {
-          found = copyOf(key);
-        }
-        assert(
-          found !== undefined,
-          () => `cell ${record.cellKey} has no segment ending at slot ${record.lastSlot}`,
-        );
-        return [this.entries, found];
-      }
-      case "pointer":
-        return [this.storedPointers, cellKeyBytes(record.cellKey)];
-    }
-  }
-
-  private assertReadable(): void {
-    assert(this.state !== "closed", () => `storage at ${this.path} is closed`);
   }
 }
 
@@ -1249,19 +1436,4 @@ function verifyPointer(key: Uint8Array, raw: Uint8Array): Verified<ForwardingPoi
     reader.end();
     return pointer;
   });
-}
-
-/**
- * Views of each journaled entry's bytes, in a copy of the record body made once for all of them
- * (the body is a view of a writer that the next batch reuses).
- */
-function entryViews(body: Uint8Array, spans: readonly number[]): Uint8Array[] {
-  if (spans.length === 0) return [];
-  const first = spans[0] as number;
-  const copy = body.slice(first, spans[spans.length - 1]);
-  const views: Uint8Array[] = new Array(spans.length / 2);
-  for (let i = 0; i < spans.length; i += 2) {
-    views[i / 2] = copy.subarray((spans[i] as number) - first, (spans[i + 1] as number) - first);
-  }
-  return views;
 }

@@ -1,0 +1,279 @@
+/**
+ * Where a checkpoint runs (lmdb.ts): on the storage's own thread, or on a worker thread of its
+ * own so that the event loop goes on while lmdb takes the journal's records. Either way one
+ * checkpoint runs at a time, in the order they were started, and the storage can wait for the
+ * one in flight synchronously when a read needs lmdb whole.
+ *
+ * The worker protocol: the storage posts {type: "checkpoint", id, records, forget} on a message
+ * port (the records' buffers are transferred, not copied); the worker applies them in one lmdb
+ * transaction, posts {id, result} and then bumps a shared counter and wakes whoever waits on it,
+ * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort.
+ * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"}.
+ */
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { pathToFileURL } from "node:url";
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
+import { assert, type CellKey } from "../core/index.ts";
+import type { JournalRecord } from "./journal.ts";
+
+/** What one checkpoint did to lmdb. */
+export interface CheckpointOutcome {
+  readonly recordsWritten: number;
+  readonly recordsDeleted: number;
+  readonly bytesWritten: number;
+  readonly transactionId: number;
+  /** Cells left as they were because their stored node record failed its checksum. */
+  readonly skippedCells: readonly CellKey[];
+}
+
+export type CheckpointResult =
+  | { readonly ok: true; readonly outcome: CheckpointOutcome; readonly tookMs: number }
+  | { readonly ok: false; readonly error: string };
+
+export interface CheckpointJob {
+  /** Consecutive journal records, in order; the last one's number is recorded as covered. */
+  readonly records: readonly JournalRecord[];
+  /** Cells whose node records were written by someone else since the last job (tests only). */
+  readonly forget: readonly CellKey[];
+}
+
+export interface CheckpointRunner {
+  /** Starts the job; `done` runs later, in a turn of its own or inside waitIdle(). One at a time. */
+  start(job: CheckpointJob, done: (result: CheckpointResult) => void): void;
+  /** Whether a job is in flight. */
+  readonly busy: boolean;
+  /** Blocks until the job in flight, if any, is done; its `done` has run when this returns. */
+  waitIdle(): void;
+  /** Runs the job and returns its result; nothing may be in flight. */
+  runNow(job: CheckpointJob): CheckpointResult;
+  /** Waits for the job in flight, then lets go of the thread. */
+  close(): Promise<void>;
+}
+
+/** Applies a job's records to lmdb, on the calling thread (LmdbApplier.apply). */
+export type ApplyRecords = (
+  records: readonly JournalRecord[],
+  forget: readonly CellKey[],
+) => CheckpointOutcome;
+
+function runJob(apply: ApplyRecords, job: CheckpointJob): CheckpointResult {
+  const startedMs = performance.now();
+  try {
+    const outcome = apply(job.records, job.forget);
+    return { ok: true, outcome, tookMs: performance.now() - startedMs };
+  } catch (error) {
+    return { ok: false, error: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+/** Checkpoints on the storage's own thread, in a turn of their own: the event loop waits for them. */
+export class CallerRunner implements CheckpointRunner {
+  private pending: { readonly immediate: NodeJS.Immediate; readonly run: () => void } | null = null;
+
+  constructor(private readonly apply: ApplyRecords) {}
+
+  get busy(): boolean {
+    return this.pending !== null;
+  }
+
+  start(job: CheckpointJob, done: (result: CheckpointResult) => void): void {
+    assert(this.pending === null, "one checkpoint at a time");
+    const run = (): void => {
+      this.pending = null;
+      done(runJob(this.apply, job));
+    };
+    this.pending = { immediate: setImmediate(run), run };
+  }
+
+  waitIdle(): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    clearImmediate(pending.immediate);
+    pending.run();
+  }
+
+  runNow(job: CheckpointJob): CheckpointResult {
+    assert(this.pending === null, "one checkpoint at a time");
+    return runJob(this.apply, job);
+  }
+
+  async close(): Promise<void> {
+    this.waitIdle();
+  }
+}
+
+/** Replies the worker posts. */
+export type WorkerReply =
+  | { readonly type: "result"; readonly id: number; readonly result: CheckpointResult }
+  | { readonly type: "closed" };
+
+/** Requests the storage posts. */
+export type WorkerRequest =
+  | {
+      readonly type: "checkpoint";
+      readonly id: number;
+      readonly records: readonly JournalRecord[];
+      readonly forget: readonly CellKey[];
+    }
+  | { readonly type: "close" };
+
+/** What the worker is started with (workerData). */
+export interface WorkerStart {
+  readonly path: string;
+  readonly port: MessagePort;
+  /** Bumped after each reply is posted. */
+  readonly signal: Int32Array;
+}
+
+/**
+ * What to start a worker from: the module itself, or, for a TypeScript module (the sources run
+ * through tsx), a script that loads it through tsx's API (a worker does not take its parent's
+ * module hooks).
+ */
+function workerScript(entry: URL): [string | URL, { eval?: true }] {
+  if (!entry.pathname.endsWith(".ts")) return [entry, {}];
+  // The ES module build of tsx's API, as its package's exports name it for `import`.
+  const packageJson = createRequire(import.meta.url).resolve("tsx/package.json");
+  const exported = JSON.parse(readFileSync(packageJson, "utf8")).exports["./esm/api"].import.default;
+  const api = pathToFileURL(join(dirname(packageJson), exported)).href;
+  const code =
+    `import(${JSON.stringify(api)})` +
+    `.then(({ tsImport }) => tsImport(${JSON.stringify(entry.href)}, ${JSON.stringify(entry.href)}))`;
+  return [code, { eval: true }];
+}
+
+/** How long waitIdle() waits for the worker before it gives up on it. */
+const workerAnswerMsMax = 120_000;
+
+/**
+ * Checkpoints on a worker thread started from `entry`, a module that calls serveCheckpoints()
+ * (checkpoint-worker.ts) with the storage's command codec. The worker opens the same lmdb
+ * environment; it is started with the first job and is the only one to write the environment
+ * while it runs.
+ */
+export class WorkerRunner implements CheckpointRunner {
+  private worker: Worker | null = null;
+  private port: MessagePort | null = null;
+  private readonly signal = new Int32Array(new SharedArrayBuffer(4));
+  private inFlight: { readonly id: number; readonly done: (result: CheckpointResult) => void } | null = null;
+  private nextId = 1;
+  /** Why the worker stopped, if it did: every later job fails with it. */
+  private failure: string | null = null;
+  private closed: (() => void) | null = null;
+
+  constructor(
+    private readonly path: string,
+    private readonly entry: URL,
+  ) {}
+
+  get busy(): boolean {
+    return this.inFlight !== null;
+  }
+
+  start(job: CheckpointJob, done: (result: CheckpointResult) => void): void {
+    assert(this.inFlight === null, "one checkpoint at a time");
+    const id = this.nextId++;
+    this.inFlight = { id, done };
+    if (this.failure !== null) {
+      const error = this.failure;
+      queueMicrotask(() => this.take({ type: "result", id, result: { ok: false, error } }));
+      return;
+    }
+    const buffers = new Set<ArrayBuffer>();
+    for (const record of job.records) buffers.add(record.body.buffer as ArrayBuffer);
+    const request: WorkerRequest = { type: "checkpoint", id, records: job.records, forget: job.forget };
+    this.ensure().postMessage(request, [...buffers]);
+  }
+
+  waitIdle(): void {
+    const deadline = performance.now() + workerAnswerMsMax;
+    while (this.inFlight !== null) {
+      // Read the counter first: a reply posted after this read bumps it, so the wait below
+      // returns at once instead of missing the wake-up.
+      const seen = Atomics.load(this.signal, 0);
+      const reply = this.port === null ? undefined : receiveMessageOnPort(this.port);
+      if (reply !== undefined) {
+        this.take(reply.message as WorkerReply);
+        continue;
+      }
+      if (this.failure !== null || performance.now() > deadline) {
+        const inFlight = this.inFlight;
+        this.inFlight = null;
+        const error =
+          this.failure ?? `the checkpoint worker did not answer within ${workerAnswerMsMax / 1000} s`;
+        this.failure = error;
+        inFlight.done({ ok: false, error });
+        return;
+      }
+      Atomics.wait(this.signal, 0, seen, 1000);
+    }
+  }
+
+  runNow(job: CheckpointJob): CheckpointResult {
+    let result: CheckpointResult | null = null;
+    this.start(job, (r) => {
+      result = r;
+    });
+    this.waitIdle();
+    assert(result !== null, "a checkpoint waited for has its result");
+    return result;
+  }
+
+  async close(): Promise<void> {
+    this.waitIdle();
+    const worker = this.worker;
+    const port = this.port;
+    if (worker === null || port === null) return;
+    if (this.failure === null) {
+      await new Promise<void>((resolve) => {
+        this.closed = resolve;
+        port.ref();
+        port.postMessage({ type: "close" } satisfies WorkerRequest);
+      });
+    }
+    port.close();
+    await worker.terminate();
+    this.worker = null;
+    this.port = null;
+  }
+
+  private ensure(): MessagePort {
+    if (this.port !== null) return this.port;
+    const { port1, port2 } = new MessageChannel();
+    const start: WorkerStart = { path: this.path, port: port2, signal: this.signal };
+    const [script, scriptOptions] = workerScript(this.entry);
+    const worker = new Worker(script, { ...scriptOptions, workerData: start, transferList: [port2] });
+    worker.on("error", (error) => this.fail(`the checkpoint worker failed: ${error.message}`));
+    worker.on("exit", (code) => {
+      if (this.closed === null) this.fail(`the checkpoint worker exited (code ${code})`);
+    });
+    worker.unref();
+    port1.on("message", (reply: WorkerReply) => this.take(reply));
+    port1.unref();
+    this.worker = worker;
+    this.port = port1;
+    return port1;
+  }
+
+  private fail(reason: string): void {
+    if (this.failure === null) this.failure = reason;
+    const inFlight = this.inFlight;
+    if (inFlight === null) return;
+    this.inFlight = null;
+    inFlight.done({ ok: false, error: reason });
+  }
+
+  private take(reply: WorkerReply): void {
+    if (reply.type === "closed") {
+      this.closed?.();
+      return;
+    }
+    const inFlight = this.inFlight;
+    if (inFlight === null || inFlight.id !== reply.id) return;
+    this.inFlight = null;
+    inFlight.done(reply.result);
+  }
+}
