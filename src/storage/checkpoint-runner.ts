@@ -4,8 +4,9 @@
  * checkpoint runs at a time, in the order they were started, and the storage can wait for the
  * one in flight synchronously when a read needs lmdb whole.
  *
- * The worker protocol: the storage posts {type: "checkpoint", id, records, forget} on a message
- * port (the records' buffers are transferred, not copied); the worker applies them in one lmdb
+ * The worker protocol: the storage posts {type: "checkpoint", id, changes, throughSeq, forget} on
+ * a message port (the changes are one buffer, encodePendingChanges' bytes, transferred rather
+ * than copied); the worker applies them in one lmdb
  * transaction, posts {id, result} and then bumps a shared counter and wakes whoever waits on it,
  * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort.
  * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"}.
@@ -17,7 +18,6 @@ import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
 import { assert, type CellKey } from "../core/index.ts";
-import type { JournalRecord } from "./journal.ts";
 
 /** What one checkpoint did to lmdb. */
 export interface CheckpointOutcome {
@@ -34,8 +34,10 @@ export type CheckpointResult =
   | { readonly ok: false; readonly error: string };
 
 export interface CheckpointJob {
-  /** Consecutive journal records, in order; the last one's number is recorded as covered. */
-  readonly records: readonly JournalRecord[];
+  /** The pending changes of the cells to bring up to date (encodePendingChanges). */
+  readonly changes: Uint8Array;
+  /** The last journal record they cover: lmdb records it in the same transaction. */
+  readonly throughSeq: number;
   /** Cells whose node records were written by someone else since the last job (tests only). */
   readonly forget: readonly CellKey[];
 }
@@ -53,16 +55,13 @@ export interface CheckpointRunner {
   close(): Promise<void>;
 }
 
-/** Applies a job's records to lmdb, on the calling thread (LmdbApplier.apply). */
-export type ApplyRecords = (
-  records: readonly JournalRecord[],
-  forget: readonly CellKey[],
-) => CheckpointOutcome;
+/** Applies a job to lmdb, on the calling thread (LmdbApplier.applyJob). */
+export type ApplyJob = (job: CheckpointJob) => CheckpointOutcome;
 
-function runJob(apply: ApplyRecords, job: CheckpointJob): CheckpointResult {
+function runJob(apply: ApplyJob, job: CheckpointJob): CheckpointResult {
   const startedMs = performance.now();
   try {
-    const outcome = apply(job.records, job.forget);
+    const outcome = apply(job);
     return { ok: true, outcome, tookMs: performance.now() - startedMs };
   } catch (error) {
     return { ok: false, error: error instanceof Error ? error.message : String(error) };
@@ -73,7 +72,7 @@ function runJob(apply: ApplyRecords, job: CheckpointJob): CheckpointResult {
 export class CallerRunner implements CheckpointRunner {
   private pending: { readonly immediate: NodeJS.Immediate; readonly run: () => void } | null = null;
 
-  constructor(private readonly apply: ApplyRecords) {}
+  constructor(private readonly apply: ApplyJob) {}
 
   get busy(): boolean {
     return this.pending !== null;
@@ -112,12 +111,7 @@ export type WorkerReply =
 
 /** Requests the storage posts. */
 export type WorkerRequest =
-  | {
-      readonly type: "checkpoint";
-      readonly id: number;
-      readonly records: readonly JournalRecord[];
-      readonly forget: readonly CellKey[];
-    }
+  | ({ readonly type: "checkpoint"; readonly id: number } & CheckpointJob)
   | { readonly type: "close" };
 
 /** What the worker is started with (workerData). */
@@ -182,10 +176,9 @@ export class WorkerRunner implements CheckpointRunner {
       queueMicrotask(() => this.take({ type: "result", id, result: { ok: false, error } }));
       return;
     }
-    const buffers = new Set<ArrayBuffer>();
-    for (const record of job.records) buffers.add(record.body.buffer as ArrayBuffer);
-    const request: WorkerRequest = { type: "checkpoint", id, records: job.records, forget: job.forget };
-    this.ensure().postMessage(request, [...buffers]);
+    const request: WorkerRequest = { type: "checkpoint", id, ...job };
+    // The changes are a buffer of their own (encodePendingChanges): moved, not copied.
+    this.ensure().postMessage(request, [job.changes.buffer as ArrayBuffer]);
   }
 
   waitIdle(): void {

@@ -28,8 +28,7 @@ export function serveCheckpoints<C>(codec: CommandCodec<C>): void {
     const startedMs = performance.now();
     let result: CheckpointResult;
     try {
-      for (const cellKey of request.forget) applier.forget(cellKey);
-      const outcome = applier.apply(request.records);
+      const outcome = applier.applyJob(request);
       result = { ok: true, outcome, tookMs: performance.now() - startedMs };
     } catch (error) {
       result = { ok: false, error: error instanceof Error ? error.message : String(error) };

@@ -190,15 +190,11 @@ export class Journal {
     return this.active.offset;
   }
 
-  /**
-   * Writes the record, durably (O_DSYNC): when this returns the record survives a crash. Returns
-   * the body as stored, in a buffer of its own.
-   */
-  append(seq: number, body: Uint8Array): Uint8Array {
+  /** Writes the record, durably (O_DSYNC): when this returns the record survives a crash. */
+  append(seq: number, body: Uint8Array): void {
     const fd = this.active.handle();
     assert(body.length <= journalRecordBytesMax, () => `journal record of ${body.length} bytes`);
-    // Not from Buffer's shared pool: the body handed back may be transferred to another thread.
-    const record = Buffer.allocUnsafeSlow(headerBytes + body.length);
+    const record = Buffer.allocUnsafe(headerBytes + body.length);
     record.writeUInt32BE(body.length, 0);
     record.writeUInt32BE(Math.floor(seq / 2 ** 32), 8);
     record.writeUInt32BE(seq >>> 0, 12);
@@ -210,7 +206,6 @@ export class Journal {
       written += writeSync(fd, record, written, record.length - written, offset + written);
     }
     this.active.offset += record.length;
-    return new Uint8Array(record.buffer, record.byteOffset + headerBytes, body.length);
   }
 
   /**

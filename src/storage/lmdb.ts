@@ -97,13 +97,22 @@ import {
 } from "../paxos/index.ts";
 import {
   CallerRunner,
+  type CheckpointJob,
   type CheckpointOutcome,
   type CheckpointResult,
   type CheckpointRunner,
   WorkerRunner,
 } from "./checkpoint-runner.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal, type JournalRecord } from "./journal.ts";
-import { type EncodedEntry, type EncodedNodeWrite, Overlay, type PendingChange, unfold } from "./overlay.ts";
+import {
+  decodePendingChanges,
+  type EncodedEntry,
+  type EncodedNodeWrite,
+  encodePendingChanges,
+  Overlay,
+  type PendingChange,
+  unfold,
+} from "./overlay.ts";
 import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 
@@ -288,7 +297,12 @@ export class LmdbStorage<C> implements StoragePort<C> {
   /** Cells whose node record a pending write may build on: checked intact, absent, or replaced. */
   private readonly verified = new Set<CellKey>();
   /** Journal records not yet handed to a checkpoint, and the cells they change. */
-  private unfrozen: { records: JournalRecord[]; cells: Set<CellKey> } = { records: [], cells: new Set() };
+  /** Changes durable in the journal and not yet handed to a checkpoint. */
+  private pending = new Overlay<C>();
+  /** The last journal record handed to a checkpoint (or covered by lmdb, at open). */
+  private handedThrough = 0;
+  /** Where each entry of the batch being journaled lies in its record (encodeJournalBatch). */
+  private readonly entrySpans: number[] = [];
   /** The checkpoint in flight: the cells its records change. */
   private checkpointing: { readonly cells: Set<CellKey>; readonly startedMs: number } | null = null;
   /** Cells whose node record was overwritten outside a checkpoint (tests): the applier forgets them. */
@@ -362,30 +376,40 @@ export class LmdbStorage<C> implements StoragePort<C> {
       // What a crash left in the journal goes to lmdb now, on this thread; the journal then starts
       // over, so both of its files hold only what lmdb has.
       const startedMs = performance.now();
+      const pending = new Overlay<C>();
+      for (const record of records) {
+        const encoded: Uint8Array[] = [];
+        let batch: StorageBatch<C>;
+        try {
+          batch = decodeJournalBatch(record.body, this.codec, encoded);
+        } catch (error) {
+          journal.close();
+          const problem = error instanceof Error ? error.message : String(error);
+          throw new Error(
+            `journal ${journal.path}: record ${record.seq} passes its checksum but does not decode ` +
+              `(${problem}); it was written by another version of physalia, or the file is damaged. ` +
+              "Refusing to start without it: run the version that wrote it, or restore the data directory.",
+            { cause: error },
+          );
+        }
+        pending.add(batch, encoded);
+      }
       try {
-        const outcome = this.applier.apply(records);
+        const outcome = this.applier.apply(pending.entries(), this.seq);
         this.noteCheckpoint({ ok: true, outcome, tookMs: performance.now() - startedMs });
       } catch (error) {
         journal.close();
-        if (!(error instanceof JournalRecordError)) throw error;
-        throw new Error(
-          `journal ${journal.path}: record ${error.seq} passes its checksum but does not decode ` +
-            `(${error.problem}); it was written by another version of physalia, or the file is damaged. ` +
-            "Refusing to start without it: run the version that wrote it, or restore the data directory.",
-          { cause: error },
-        );
+        throw error;
       }
     }
     journal.reset();
+    this.handedThrough = this.seq;
     if (this.checkpointWorker !== null) this.runner = new WorkerRunner(this.path, this.checkpointWorker);
   }
 
   /** Checkpoints on this thread, with this storage's applier. */
   private callerRunner(): CheckpointRunner {
-    return new CallerRunner((records, forget) => {
-      for (const cellKey of forget) this.applier.forget(cellKey);
-      return this.applier.apply(records);
-    });
+    return new CallerRunner((job) => this.applier.applyJob(job));
   }
 
   // ---------------------------------------------------------------- reads
@@ -394,7 +418,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.assertReadable();
     // A cell with changes only in the journal is read after they reach lmdb (rare: a node is
     // loaded once, when its cell is touched again after a restart or an eviction).
-    if (this.unfrozen.cells.has(cellKey) || this.checkpointing?.cells.has(cellKey)) this.checkpoint();
+    if (this.pending.has(cellKey) || this.checkpointing?.cells.has(cellKey)) this.checkpoint();
     const key = cellKeyBytes(cellKey);
     const raw = this.nodes.get(key);
     if (raw === undefined) return { status: "absent" };
@@ -485,14 +509,17 @@ export class LmdbStorage<C> implements StoragePort<C> {
         failure = error;
       }
     }
+    let encoded: Uint8Array[] = [];
     if (failure === null) {
       try {
         const journal = this.journal as Journal;
-        const body = encodeJournalBatch(batch, this.codec, this.journalWriter);
-        const stored = journal.append(this.seq + 1, body);
+        if (this.seq === this.handedThrough) this.pendingSinceMs = startedMs;
+        const spans = this.entrySpans;
+        spans.length = 0;
+        const body = encodeJournalBatch(batch, this.codec, this.journalWriter, spans);
+        journal.append(this.seq + 1, body);
         this.seq += 1;
-        if (this.unfrozen.records.length === 0) this.pendingSinceMs = startedMs;
-        this.unfrozen.records.push({ seq: this.seq, body: stored });
+        encoded = entryViews(body, spans);
       } catch (error) {
         // A record half written, or not known durable: nothing after it may be appended.
         failure = error;
@@ -500,16 +527,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
       }
     }
     if (failure === null) {
-      const cells = this.unfrozen.cells;
-      for (const write of batch.writes) {
-        cells.add(write.cellKey);
-        this.verified.add(write.cellKey);
-      }
-      for (const removed of batch.removed) {
-        cells.add(removed.cellKey);
-        this.verified.add(removed.cellKey);
-      }
-      for (const pointer of batch.pointers) cells.add(pointer.cellKey);
+      this.pending.add(batch, encoded);
+      for (const write of batch.writes) this.verified.add(write.cellKey);
+      for (const removed of batch.removed) this.verified.add(removed.cellKey);
     }
     // Durable (or failed) already; `done` still comes later, never inside write() itself.
     this.inFlight = Promise.resolve().then(() => {
@@ -539,7 +559,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       batchesWritten: this.batchesWritten,
       batchesFailed: this.batchesFailed,
       journalBytes: this.journal?.bytes ?? 0,
-      pendingCells: this.unfrozen.cells.size + (this.checkpointing?.cells.size ?? 0),
+      pendingCells: this.pending.size + (this.checkpointing?.cells.size ?? 0),
       checkpoints: this.checkpoints,
       replayedBatches: this.replayedBatches,
       lastCheckpointMs: this.lastCheckpointMs,
@@ -578,10 +598,10 @@ export class LmdbStorage<C> implements StoragePort<C> {
    */
   checkpoint(): void {
     while (this.runner.busy) this.runner.waitIdle();
-    if (this.unfrozen.records.length === 0) return;
+    if (this.seq === this.handedThrough) return;
     assert(this.broken === null, () => `storage at ${this.path} failed: ${this.broken?.message}`);
-    const { records, cells } = this.freeze();
-    this.finishCheckpoint(cells, this.runner.runNow({ records, forget: this.takeForget() }));
+    const { job, cells } = this.freeze();
+    this.finishCheckpoint(cells, this.runner.runNow(job));
     if (this.broken !== null) throw this.broken;
     // Both files hold only records lmdb has now.
     this.journal?.reset();
@@ -589,7 +609,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   /** A read that needs lmdb whole: pending changes go there first. */
   private settle(): void {
-    if (this.state === "closed" || (this.unfrozen.records.length === 0 && !this.runner.busy)) return;
+    if (this.state === "closed" || (this.seq === this.handedThrough && !this.runner.busy)) return;
     try {
       this.checkpoint();
     } catch {
@@ -605,28 +625,35 @@ export class LmdbStorage<C> implements StoragePort<C> {
    * checkpoint starts, so a crash before this one commits replays them.
    */
   private startCheckpoint(): void {
-    if (this.broken !== null || this.unfrozen.records.length === 0) return;
+    if (this.broken !== null || this.seq === this.handedThrough) return;
     if (this.runner.busy) {
       // Memory stays bounded: past a few journals' worth the event loop waits for the
       // checkpoint in flight instead of holding more.
       if ((this.journal?.bytes ?? 0) < unfrozenJournalsMax * this.policy.journalBytes) return;
       // Its done may start the next checkpoint itself, taking the records written meanwhile.
       this.runner.waitIdle();
-      if (this.broken !== null || this.runner.busy || this.unfrozen.records.length === 0) return;
+      if (this.broken !== null || this.runner.busy || this.seq === this.handedThrough) return;
     }
-    const { records, cells } = this.freeze();
+    const { job, cells } = this.freeze();
     this.journal?.rotate();
     this.checkpointing = { cells, startedMs: performance.now() };
-    this.runner.start({ records, forget: this.takeForget() }, (result) => {
+    this.runner.start(job, (result) => {
       this.finishCheckpoint(cells, result);
       if (this.state === "open" && this.checkpointDue()) this.startCheckpoint();
     });
   }
 
-  private freeze(): { records: JournalRecord[]; cells: Set<CellKey> } {
-    const frozen = this.unfrozen;
-    this.unfrozen = { records: [], cells: new Set() };
-    return frozen;
+  /** The pending changes as a checkpoint's job; later changes start a new overlay. */
+  private freeze(): { job: CheckpointJob; cells: Set<CellKey> } {
+    const frozen = this.pending;
+    this.pending = new Overlay<C>();
+    this.handedThrough = this.seq;
+    const job: CheckpointJob = {
+      changes: encodePendingChanges(frozen.entries(), frozen.size),
+      throughSeq: this.seq,
+      forget: this.takeForget(),
+    };
+    return { job, cells: new Set(frozen.cells()) };
   }
 
   private takeForget(): CellKey[] {
@@ -646,7 +673,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       return;
     }
     this.noteCheckpoint(result);
-    for (const cellKey of cells) if (!this.unfrozen.cells.has(cellKey)) this.verified.delete(cellKey);
+    for (const cellKey of cells) if (!this.pending.has(cellKey)) this.verified.delete(cellKey);
     for (const cellKey of result.outcome.skippedCells) this.intact.delete(cellKey);
     // This thread's read transaction may be older than the checkpoint's commit.
     this.root.resetReadTxn();
@@ -670,9 +697,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   private checkpointDue(): boolean {
     return (
-      this.unfrozen.records.length > 0 &&
+      this.seq > this.handedThrough &&
       ((this.journal?.bytes ?? 0) >= this.policy.journalBytes ||
-        this.unfrozen.cells.size >= this.policy.cells ||
+        this.pending.size >= this.policy.cells ||
         performance.now() - this.pendingSinceMs >= this.policy.intervalMs)
     );
   }
@@ -832,17 +859,6 @@ export function openEnvironment(path: string): LmdbEnvironment {
   };
 }
 
-/** A journal record that passes its checksum but does not decode (written by another version). */
-export class JournalRecordError extends Error {
-  override name = "JournalRecordError";
-  constructor(
-    readonly seq: number,
-    readonly problem: string,
-  ) {
-    super(`journal record ${seq} passes its checksum but does not decode (${problem})`);
-  }
-}
-
 /**
  * The checkpoint itself: applies journal records to lmdb, in one write transaction committed
  * with its flushes, which also records the last record's sequence number as covered. Runs on the
@@ -876,24 +892,17 @@ export class LmdbApplier<C> {
     this.storedPointers = env.storedPointers;
   }
 
+  /** A checkpoint runner's job: forgets what it was told to, then applies the changes. */
+  applyJob(job: CheckpointJob): CheckpointOutcome {
+    for (const cellKey of job.forget) this.intact.delete(cellKey);
+    return this.apply(decodePendingChanges(job.changes), job.throughSeq);
+  }
+
   /**
-   * Applies the records (consecutive, in order) and records the last one's number as covered. A
-   * failed transaction changes nothing in lmdb and throws.
+   * Applies each cell's pending changes, in order, and records throughSeq as the last journal
+   * record lmdb covers, in one transaction. A failed transaction changes nothing and throws.
    */
-  apply(records: readonly JournalRecord[]): CheckpointOutcome {
-    assert(records.length > 0, "a checkpoint of no records");
-    const pending = new Overlay<C>();
-    for (const record of records) {
-      const encoded: Uint8Array[] = [];
-      let batch: StorageBatch<C>;
-      try {
-        batch = decodeJournalBatch(record.body, this.codec, encoded);
-      } catch (error) {
-        throw new JournalRecordError(record.seq, error instanceof Error ? error.message : String(error));
-      }
-      pending.add(batch, encoded);
-    }
-    const throughSeq = (records[records.length - 1] as JournalRecord).seq;
+  apply(pending: Iterable<[CellKey, readonly PendingChange[]]>, throughSeq: number): CheckpointOutcome {
     const tally: Tally = { recordsWritten: 0, recordsDeleted: 0, bytesWritten: 0, transactionId: 0 };
     const skippedCells: CellKey[] = [];
     try {
@@ -901,7 +910,7 @@ export class LmdbApplier<C> {
       this.orderSeq = throughSeq;
       this.env.root.transactionSync(() => {
         tally.transactionId = this.env.root.getWriteTxnId();
-        for (const [cellKey, changes] of pending.entries()) {
+        for (const [cellKey, changes] of pending) {
           if (!this.applyChanges(cellKey, changes, tally)) skippedCells.push(cellKey);
         }
         const key = utf8Encode(journalMetaKey);
@@ -913,11 +922,6 @@ export class LmdbApplier<C> {
       throw error;
     }
     return { ...tally, skippedCells };
-  }
-
-  /** Forgets what it knew of the cell's node record (the record was overwritten elsewhere). */
-  forget(cellKey: CellKey): void {
-    this.intact.delete(cellKey);
   }
 
   /**
@@ -1436,4 +1440,19 @@ function verifyPointer(key: Uint8Array, raw: Uint8Array): Verified<ForwardingPoi
     reader.end();
     return pointer;
   });
+}
+
+/**
+ * Views of each journaled entry's bytes, in a copy of the record body made once for all of them
+ * (the body is a view of a writer that the next batch reuses).
+ */
+function entryViews(body: Uint8Array, spans: readonly number[]): Uint8Array[] {
+  if (spans.length === 0) return [];
+  const first = spans[0] as number;
+  const copy = body.slice(first, spans[spans.length - 1]);
+  const views: Uint8Array[] = new Array(spans.length / 2);
+  for (let i = 0; i < spans.length; i += 2) {
+    views[i / 2] = copy.subarray((spans[i] as number) - first, (spans[i + 1] as number) - first);
+  }
+  return views;
 }

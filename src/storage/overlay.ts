@@ -20,8 +20,18 @@
  * order, so a cell's history replays exactly. lmdb.test.ts checks the equivalence against
  * MemoryStorage on random histories of batches, checkpoints and crashes.
  */
-import { assert, type CellKey, type NodeId } from "../core/index.ts";
-import type { LogEntry, NodeWrite, Snapshot } from "../paxos/index.ts";
+import { assert, ByteReader, ByteWriter, type CellKey, DecodeError, type NodeId } from "../core/index.ts";
+import {
+  type LogEntry,
+  type NodeWrite,
+  readCellKey,
+  readNodeId,
+  readSnapshot,
+  type Snapshot,
+  writeNodeId,
+  writeSnapshot,
+} from "../paxos/index.ts";
+import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, StorageBatch } from "./port.ts";
 
 export type PendingChange =
@@ -56,15 +66,15 @@ export interface EncodedNodeWrite {
 }
 
 export class Overlay<C> {
-  private readonly cells = new Map<CellKey, PendingChange[]>();
+  private readonly cells_ = new Map<CellKey, PendingChange[]>();
 
   /** Cells with pending changes. */
   get size(): number {
-    return this.cells.size;
+    return this.cells_.size;
   }
 
   has(cellKey: CellKey): boolean {
-    return this.cells.has(cellKey);
+    return this.cells_.has(cellKey);
   }
 
   /**
@@ -87,13 +97,18 @@ export class Overlay<C> {
     for (const pointer of batch.pointers) this.changesOf(pointer.cellKey).push({ kind: "pointer", pointer });
   }
 
+  /** Cells with pending changes. */
+  cells(): IterableIterator<CellKey> {
+    return this.cells_.keys();
+  }
+
   /** Every cell's pending changes, in the order they must be applied. */
   entries(): IterableIterator<[CellKey, readonly PendingChange[]]> {
-    return this.cells.entries();
+    return this.cells_.entries();
   }
 
   clear(): void {
-    this.cells.clear();
+    this.cells_.clear();
   }
 
   private addWrite(write: NodeWrite<C>, encoded: readonly Uint8Array[], first: number): void {
@@ -120,10 +135,10 @@ export class Overlay<C> {
   }
 
   private changesOf(cellKey: CellKey): PendingChange[] {
-    let changes = this.cells.get(cellKey);
+    let changes = this.cells_.get(cellKey);
     if (changes === undefined) {
       changes = [];
-      this.cells.set(cellKey, changes);
+      this.cells_.set(cellKey, changes);
     }
     return changes;
   }
@@ -165,4 +180,110 @@ export function unfold(folded: FoldedWrite): EncodedNodeWrite {
     truncateThrough: folded.truncateThrough,
     entries,
   };
+}
+
+// ---------------------------------------------------------------- pending changes as bytes
+
+/** Format of encodePendingChanges' bytes. */
+const PENDING_CHANGES_VERSION = 1;
+const changeTag = { write: 1, remove: 2, pointer: 3 } as const;
+/** An entry's bytes are at most a journal record's; anything longer is not an entry. */
+const entryBytesMax = 256 * 1024 * 1024;
+
+/**
+ * Cells' pending changes as one buffer, for a checkpoint that runs on another thread: entries
+ * travel as the bytes the journal holds (length-prefixed, so the reader never decodes a command),
+ * and the rest as the journal writes it.
+ *
+ * version | uint cells | (cellKey | uint changes | change*)*
+ * change: 1 | node | bool promised? uint | bool snapshot? snapshot | uint truncateThrough |
+ *             uint entries | (uint slot | bytes entry)*
+ *       | 2 | uint incarnation
+ *       | 3 | pointer fields (pointer-codec.ts)
+ */
+export function encodePendingChanges(
+  cells: Iterable<[CellKey, readonly PendingChange[]]>,
+  count: number,
+  writer: ByteWriter = new ByteWriter(64 * 1024),
+): Uint8Array {
+  writer.clear().byte(PENDING_CHANGES_VERSION).uint(count);
+  let written = 0;
+  for (const [cellKey, changes] of cells) {
+    writer.string(cellKey).uint(changes.length);
+    for (const change of changes) {
+      switch (change.kind) {
+        case "write": {
+          const write = change.write;
+          writer.byte(changeTag.write);
+          writeNodeId(writer, write.node);
+          writer.bool(write.promised !== null);
+          if (write.promised !== null) writer.uint(write.promised);
+          writer.bool(write.snapshot !== null);
+          if (write.snapshot !== null) writeSnapshot(writer, write.snapshot);
+          writer.uint(write.truncateThrough).uint(write.entries.size);
+          for (const [slot, bytes] of write.entries) writer.uint(slot).bytes(bytes);
+          break;
+        }
+        case "remove":
+          writer.byte(changeTag.remove).uint(change.incarnation);
+          break;
+        case "pointer":
+          writer.byte(changeTag.pointer);
+          writePointerFields(writer, change.pointer);
+          break;
+      }
+    }
+    written += 1;
+  }
+  assert(written === count, () => `${written} cells encoded, ${count} announced`);
+  return writer.finish();
+}
+
+/** What encodePendingChanges wrote; throws DecodeError for anything else. */
+export function decodePendingChanges(bytes: Uint8Array): [CellKey, PendingChange[]][] {
+  const reader = new ByteReader(bytes);
+  const version = reader.byte();
+  if (version !== PENDING_CHANGES_VERSION)
+    throw new DecodeError(
+      `pending changes of format ${version}; this build reads ${PENDING_CHANGES_VERSION}`,
+    );
+  const cells: [CellKey, PendingChange[]][] = [];
+  const cellCount = boundedCount(reader, "cells");
+  for (let i = 0; i < cellCount; i++) {
+    const cellKey = readCellKey(reader);
+    const changes: PendingChange[] = [];
+    const changeCount = boundedCount(reader, "changes");
+    for (let j = 0; j < changeCount; j++) {
+      const tag = reader.byte();
+      if (tag === changeTag.write) {
+        const node = readNodeId(reader);
+        const promised = reader.bool() ? reader.uint() : null;
+        const snapshot = reader.bool() ? readSnapshot(reader) : null;
+        const truncateThrough = reader.uint();
+        const entries = new Map<number, Uint8Array>();
+        const entryCount = boundedCount(reader, "entries");
+        for (let k = 0; k < entryCount; k++) entries.set(reader.uint(), reader.bytes(entryBytesMax));
+        changes.push({
+          kind: "write",
+          write: { cellKey, node, promised, snapshot, truncateThrough, entries },
+        });
+      } else if (tag === changeTag.remove) {
+        changes.push({ kind: "remove", incarnation: reader.uint() });
+      } else if (tag === changeTag.pointer) {
+        changes.push({ kind: "pointer", pointer: readPointerFields(reader, cellKey) });
+      } else {
+        throw new DecodeError(`unknown pending change tag ${tag}`);
+      }
+    }
+    cells.push([cellKey, changes]);
+  }
+  reader.end();
+  return cells;
+}
+
+/** A count of items of at least one byte each: never more than the bytes left. */
+function boundedCount(reader: ByteReader, what: string): number {
+  const n = reader.uint();
+  if (n > reader.remaining) throw new DecodeError(`${n} ${what} in ${reader.remaining} bytes`);
+  return n;
 }
