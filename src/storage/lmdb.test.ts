@@ -139,6 +139,9 @@ async function modelOf(batches: readonly StorageBatch<Command>[]): Promise<Memor
 
 // ---------------------------------------------------------------- tests
 
+/** The module a server's storage starts its checkpoint worker from. */
+const checkpointWorker = new URL("../cli/checkpoint-worker.ts", import.meta.url);
+
 describe("LmdbStorage", () => {
   const directories: string[] = [];
   const open: LmdbStorage<Command>[] = [];
@@ -514,75 +517,90 @@ describe("LmdbStorage", () => {
     expect(stats.checkpointDurations.sumMs).toBe(stats.lastCheckpointMs);
   });
 
-  it("agrees with MemoryStorage over random sequences of batches, checkpoints and crashes", async () => {
-    const cellKeys = ["a", "ab", "b"];
-    const cellArb = fc.constantFrom(...cellKeys);
-    const writeArb = fc.record({
-      cellKey: cellArb,
-      incarnation: fc.integer({ min: 1, max: 3 }),
-      promisedRound: fc.option(fc.integer({ min: 1, max: 5 })),
-      snapshot: fc.option(
-        fc.record({ index: fc.integer({ min: 0, max: 8 }), applied: fc.integer({ min: 0, max: 3 }) }),
-      ),
-      truncateThrough: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 10 })),
-      entries: fc.array(
-        fc.record({ slot: fc.integer({ min: 1, max: 12 }), round: fc.integer({ min: 1, max: 4 }) }),
-        {
-          maxLength: 4,
-        },
-      ),
-    });
-    const batchArb = fc.record({
-      writes: fc.array(writeArb, { maxLength: 4 }),
-      removed: fc.array(fc.record({ cellKey: cellArb, incarnation: fc.integer({ min: 1, max: 3 }) }), {
-        maxLength: 2,
-      }),
-      pointers: fc.array(fc.record({ cellKey: cellArb, epoch: fc.integer({ min: 1, max: 5 }) }), {
-        maxLength: 2,
-      }),
-    });
-    type DrawnBatch = typeof batchArb extends fc.Arbitrary<infer T> ? T : never;
-    const toBatch = (drawn: DrawnBatch): StorageBatch<Command> => ({
-      writes: drawn.writes.map((w) => ({
-        cellKey: w.cellKey,
-        node: node("s1", w.incarnation),
-        promised: w.promisedRound === null ? null : makeBallot(w.promisedRound, 1),
-        snapshot: w.snapshot === null ? null : snapshotAt(w.snapshot.index, w.snapshot.applied),
-        truncateThrough: w.truncateThrough,
-        entries: w.entries.map((e) => entry(e.slot, e.round)),
-      })),
-      removed: drawn.removed,
-      pointers: drawn.pointers.map((p) => pointer(p.cellKey, p.epoch)),
-    });
-    // After each batch: compare (reads checkpoint first), go on (changes pile up in the journal),
-    // or crash (closing without a checkpoint; the next open replays the journal).
-    const stepArb = fc.record({ batch: batchArb, after: fc.constantFrom("compare", "continue", "crash") });
-    await fc.assert(
-      fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 10 }), async (steps) => {
-        const runDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-model-"));
-        const openRun = (): LmdbStorage<Command> =>
-          LmdbStorage.open({ path: runDirectory, codec: commandCodec, checkpoint: { intervalMs: 600_000 } });
-        let lmdb = openRun();
-        try {
-          const model = new MemoryStorage<Command>();
-          for (const step of steps) {
-            const real = toBatch(step.batch);
-            await persist(lmdb, real);
-            await persist(model, real);
-            if (step.after === "compare")
-              expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
-            if (step.after === "crash") {
-              await lmdb.abandonForTest();
-              lmdb = openRun();
+  // Checkpoints only when a read needs them; one after every batch, running while the next
+  // batches are written (on the storage's thread, then on a worker as servers run them).
+  it.each([
+    ["checkpoints before reads", { intervalMs: 600_000 }, false, 100],
+    ["a checkpoint after every batch", { cells: 1 }, false, 100],
+    ["a checkpoint after every batch, on a worker", { cells: 1 }, true, 25],
+  ] as const)(
+    "agrees with MemoryStorage over random sequences of batches, checkpoints and crashes: %s",
+    async (_name, policy, onWorker, numRuns) => {
+      const cellKeys = ["a", "ab", "b"];
+      const cellArb = fc.constantFrom(...cellKeys);
+      const writeArb = fc.record({
+        cellKey: cellArb,
+        incarnation: fc.integer({ min: 1, max: 3 }),
+        promisedRound: fc.option(fc.integer({ min: 1, max: 5 })),
+        snapshot: fc.option(
+          fc.record({ index: fc.integer({ min: 0, max: 8 }), applied: fc.integer({ min: 0, max: 3 }) }),
+        ),
+        truncateThrough: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 10 })),
+        entries: fc.array(
+          fc.record({ slot: fc.integer({ min: 1, max: 12 }), round: fc.integer({ min: 1, max: 4 }) }),
+          {
+            maxLength: 4,
+          },
+        ),
+      });
+      const batchArb = fc.record({
+        writes: fc.array(writeArb, { maxLength: 4 }),
+        removed: fc.array(fc.record({ cellKey: cellArb, incarnation: fc.integer({ min: 1, max: 3 }) }), {
+          maxLength: 2,
+        }),
+        pointers: fc.array(fc.record({ cellKey: cellArb, epoch: fc.integer({ min: 1, max: 5 }) }), {
+          maxLength: 2,
+        }),
+      });
+      type DrawnBatch = typeof batchArb extends fc.Arbitrary<infer T> ? T : never;
+      const toBatch = (drawn: DrawnBatch): StorageBatch<Command> => ({
+        writes: drawn.writes.map((w) => ({
+          cellKey: w.cellKey,
+          node: node("s1", w.incarnation),
+          promised: w.promisedRound === null ? null : makeBallot(w.promisedRound, 1),
+          snapshot: w.snapshot === null ? null : snapshotAt(w.snapshot.index, w.snapshot.applied),
+          truncateThrough: w.truncateThrough,
+          entries: w.entries.map((e) => entry(e.slot, e.round)),
+        })),
+        removed: drawn.removed,
+        pointers: drawn.pointers.map((p) => pointer(p.cellKey, p.epoch)),
+      });
+      // After each batch: compare (reads checkpoint first), go on (changes pile up in the journal),
+      // or crash (closing without a checkpoint; the next open replays the journal).
+      const stepArb = fc.record({ batch: batchArb, after: fc.constantFrom("compare", "continue", "crash") });
+      await fc.assert(
+        fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 10 }), async (steps) => {
+          const runDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-model-"));
+          const openRun = (): LmdbStorage<Command> =>
+            LmdbStorage.open({
+              path: runDirectory,
+              codec: commandCodec,
+              checkpoint: policy,
+              ...(onWorker ? { checkpointWorker } : {}),
+            });
+          let lmdb = openRun();
+          try {
+            const model = new MemoryStorage<Command>();
+            for (const step of steps) {
+              const real = toBatch(step.batch);
+              await persist(lmdb, real);
+              await persist(model, real);
+              if (step.after === "compare")
+                expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
+              if (step.after === "crash") {
+                await lmdb.abandonForTest();
+                lmdb = openRun();
+              }
             }
+            expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
+          } finally {
+            await lmdb.close();
+            rmSync(runDirectory, { recursive: true, force: true });
           }
-          expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));
-        } finally {
-          await lmdb.close();
-          rmSync(runDirectory, { recursive: true, force: true });
-        }
-      }),
-      { numRuns: 100 },
-    );
-  });
+        }),
+        { numRuns },
+      );
+    },
+    120_000,
+  );
 });
