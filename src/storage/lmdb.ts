@@ -222,11 +222,6 @@ const segmentBytesTarget = 32 * 1024;
 const segmentEntriesMax = 4096;
 /** Cells whose node record the adapter remembers as intact (a few dozen bytes each). */
 const intactNodesMax = 100_000;
-/**
- * Journal bytes (in units of CheckpointPolicy.journalBytes) written while a checkpoint is in
- * flight beyond which the next batch waits for it.
- */
-const unfrozenJournalsMax = 4;
 
 type StoredNode =
   | { readonly kind: "node"; readonly header: NodeHeader }
@@ -627,9 +622,11 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private startCheckpoint(): void {
     if (this.broken !== null || this.seq === this.handedThrough) return;
     if (this.runner.busy) {
-      // Memory stays bounded: past a few journals' worth the event loop waits for the
-      // checkpoint in flight instead of holding more.
-      if ((this.journal?.bytes ?? 0) < unfrozenJournalsMax * this.policy.journalBytes) return;
+      // What waits in memory (and for the next read that needs lmdb whole) stays bounded: once
+      // the changes written meanwhile reach a size bound of the policy themselves, the event
+      // loop waits for the checkpoint in flight.
+      if ((this.journal?.bytes ?? 0) < this.policy.journalBytes && this.pending.size < this.policy.cells)
+        return;
       // Its done may start the next checkpoint itself, taking the records written meanwhile.
       this.runner.waitIdle();
       if (this.broken !== null || this.runner.busy || this.seq === this.handedThrough) return;

@@ -239,15 +239,18 @@ export function encodePendingChanges(
   return writer.finish();
 }
 
-/** What encodePendingChanges wrote; throws DecodeError for anything else. */
-export function decodePendingChanges(bytes: Uint8Array): [CellKey, PendingChange[]][] {
+/**
+ * What encodePendingChanges wrote, a cell at a time (a checkpoint applies each before the next is
+ * read, so a large one never holds every cell's objects at once); throws DecodeError for anything
+ * else, at the first byte that does not fit.
+ */
+export function* decodePendingChanges(bytes: Uint8Array): Generator<[CellKey, PendingChange[]]> {
   const reader = new ByteReader(bytes);
   const version = reader.byte();
   if (version !== PENDING_CHANGES_VERSION)
     throw new DecodeError(
       `pending changes of format ${version}; this build reads ${PENDING_CHANGES_VERSION}`,
     );
-  const cells: [CellKey, PendingChange[]][] = [];
   const cellCount = boundedCount(reader, "cells");
   for (let i = 0; i < cellCount; i++) {
     const cellKey = readCellKey(reader);
@@ -275,10 +278,9 @@ export function decodePendingChanges(bytes: Uint8Array): [CellKey, PendingChange
         throw new DecodeError(`unknown pending change tag ${tag}`);
       }
     }
-    cells.push([cellKey, changes]);
+    yield [cellKey, changes];
   }
   reader.end();
-  return cells;
 }
 
 /** A count of items of at least one byte each: never more than the bytes left. */
