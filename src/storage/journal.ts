@@ -1,27 +1,30 @@
 /**
  * The write-ahead journal in front of lmdb (DESIGN.md section 5, PROTOCOL.md section 11a): every
- * storage batch is appended to one file as one record by one synchronous write (the file is opened
+ * storage batch is appended to a file as one record by one synchronous write (the file is opened
  * O_DSYNC), and only acknowledged once that write returned, durable. lmdb is brought up to date later, many batches at once (a checkpoint),
  * so a cell written many times between checkpoints costs one lmdb update instead of one per turn,
  * and a batch costs one synchronous sequential write instead of lmdb's scattered pages and two
  * flushes.
  *
- * File `journal.log` in the server's data directory. Records, back to back from offset 0:
+ * Files `journal.log` and `journal.1.log` in the server's data directory: appends go to one of
+ * them; a checkpoint that runs while the server goes on moves them to the other (rotate), whose
+ * records the checkpoint before it already put in lmdb. Records, back to back from offset 0:
  *
  *   u32 body length | u32 CRC-32 | u32 seq (high) | u32 seq (low) | body
  *
  * (big-endian). The CRC covers the length, the sequence number and the body. Sequence numbers
  * grow by one per batch for the life of the data directory; lmdb stores the last one a
- * checkpoint applied, in the same transaction as the checkpoint itself. After a checkpoint the
- * next record is written at offset 0 again, over the old ones, so the file keeps its size and a
- * write seldom has to make a new size durable (the file is also preallocated with zeros when it
- * is created).
+ * checkpoint applied, in the same transaction as the checkpoint itself. A file is written from
+ * offset 0 again once lmdb has all its records (reset, rotate), over the old ones, so it keeps its
+ * size and a write seldom has to make a new size durable (each file is also preallocated with
+ * zeros when it is created).
  *
- * Reading at start: records are taken from offset 0 while each one is whole, passes its CRC and
- * carries exactly the next sequence number after the checkpoint's. The first that does not ends
- * the journal: a zero length (never written), a record torn by a crash (it was never
- * acknowledged: a batch is acknowledged only after its write returned, and the next is written
- * only after that), or an older record left from before the last checkpoint (its number is too small).
+ * Reading at start: in each file, records are taken from offset 0 while each one is whole, passes
+ * its CRC and carries the number after the one before it; those of both files above the
+ * checkpoint's number are then replayed in order while the numbers follow one another. What ends
+ * a file: a zero length (never written), a record torn by a crash (it was never acknowledged: a
+ * batch is acknowledged only after its write returned, and the next is written only after that),
+ * or an older record left from before the file last started over (its number does not follow).
  */
 import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 import { join } from "node:path";

@@ -5,11 +5,14 @@
  * Writes: a storage batch (every cell the server touched in one turn) is one journal record,
  * written synchronously and durably before the batch is acknowledged. Its changes are kept in
  * memory, folded per cell (overlay.ts), until a checkpoint applies them all to lmdb in one write
- * transaction committed with its flushes, records there the journal's sequence number it covers,
- * and starts the journal over. Checkpoints run after a batch once a bound of CheckpointPolicy is
- * reached, before a read that needs a cell with pending changes, and on close; opening the
- * environment replays what the journal holds beyond the last checkpoint. A cell written many
- * times between checkpoints costs lmdb one update, not one per turn.
+ * transaction committed with its flushes (LmdbApplier) and records there the journal's sequence
+ * number it covers. Checkpoints start after a batch once a bound of CheckpointPolicy is reached
+ * and run while the event loop goes on (on a worker thread, when the storage is given one;
+ * checkpoint-runner.ts), with new records going to the journal's other file meanwhile; before a
+ * read that needs a cell with pending changes, and on close, the storage waits for the one in
+ * flight and applies the rest itself. Opening the environment replays what the journal holds
+ * beyond the last checkpoint. A cell written many times between checkpoints costs lmdb one
+ * update, not one per turn.
  *
  * Reads are synchronous: lmdb is memory mapped, so loading a node the first time its cell is
  * touched costs no event-loop turn.
