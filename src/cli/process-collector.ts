@@ -27,6 +27,8 @@ export const processCollector = (() => {
   const gc = (globalThis as { gc?: (options?: object) => unknown }).gc;
   if (typeof gc !== "function") return null;
   const sources = new Set<Server>();
+  /** Collections of heaps beside the process's own (the servers' checkpoint workers). */
+  const others = new Set<() => void>();
   let lastCollectionMs = 0;
   let lastPauseMs = 0;
   /** One compacting full collection; settles when it is over. */
@@ -44,6 +46,9 @@ export const processCollector = (() => {
     setFlagsFromString("--compact-on-every-full-gc");
     return Promise.resolve()
       .then(() => gc({ type: "major", execution: "async" }))
+      .then(() => {
+        for (const other of others) other();
+      })
       .finally(() => {
         setFlagsFromString("--no-compact-on-every-full-gc");
         lastCollectionMs = performance.now() - started;
@@ -66,9 +71,13 @@ export const processCollector = (() => {
     get lastPauseMs(): number {
       return lastPauseMs;
     },
-    /** Watch a server's work and evictions; returns what ends it. */
-    watch(server: Server): () => void {
+    /**
+     * Watch a server's work and evictions, and collect `alsoCollect` (its storage's checkpoint
+     * worker) with the process; returns what ends it.
+     */
+    watch(server: Server, alsoCollect: () => void = () => {}): () => void {
       sources.add(server);
+      others.add(alsoCollect);
       timer ??= setInterval(() => {
         let work = 0;
         let released = 0;
@@ -80,6 +89,7 @@ export const processCollector = (() => {
       }, idleCheckMs).unref();
       return () => {
         sources.delete(server);
+        others.delete(alsoCollect);
         if (sources.size === 0 && timer !== null) {
           clearInterval(timer);
           timer = null;

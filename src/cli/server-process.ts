@@ -400,7 +400,7 @@ export async function startServer(options: {
     throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
   });
 
-  const unwatch = processCollector?.watch(server) ?? (() => {});
+  const unwatch = processCollector?.watch(server, () => storage.collectWorkerGarbage()) ?? (() => {});
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {

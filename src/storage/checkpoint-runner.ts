@@ -9,7 +9,9 @@
  * than copied); the worker applies them in one lmdb
  * transaction, posts {id, result} and then bumps a shared counter and wakes whoever waits on it,
  * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort.
- * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"}.
+ * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"};
+ * {type: "collect"} asks the worker for a full, compacting collection of its heap (a quiet
+ * server's idle collection, when V8's collector is exposed), unanswered.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -53,6 +55,8 @@ export interface CheckpointRunner {
   runNow(job: CheckpointJob): CheckpointResult;
   /** Waits for the job in flight, then lets go of the thread. */
   close(): Promise<void>;
+  /** Asks the thread the checkpoints run on for a full collection of its heap, if it has its own. */
+  collectGarbage(): void;
 }
 
 /** Applies a job to lmdb, on the calling thread (LmdbApplier.applyJob). */
@@ -102,6 +106,10 @@ export class CallerRunner implements CheckpointRunner {
   async close(): Promise<void> {
     this.waitIdle();
   }
+
+  collectGarbage(): void {
+    // The storage's thread is the caller's: its collection is the caller's to ask for.
+  }
 }
 
 /** Replies the worker posts. */
@@ -112,7 +120,8 @@ export type WorkerReply =
 /** Requests the storage posts. */
 export type WorkerRequest =
   | ({ readonly type: "checkpoint"; readonly id: number } & CheckpointJob)
-  | { readonly type: "close" };
+  | { readonly type: "close" }
+  | { readonly type: "collect" };
 
 /** What the worker is started with (workerData). */
 export interface WorkerStart {
@@ -231,6 +240,11 @@ export class WorkerRunner implements CheckpointRunner {
     await worker.terminate();
     this.worker = null;
     this.port = null;
+  }
+
+  collectGarbage(): void {
+    if (this.port === null || this.failure !== null) return;
+    this.port.postMessage({ type: "collect" } satisfies WorkerRequest);
   }
 
   private ensure(): MessagePort {

@@ -496,6 +496,28 @@ describe("LmdbStorage", () => {
     expect(reopened.stats().storedSegments).toBe(4);
   });
 
+  it("on a checkpoint worker: writes go on while a checkpoint runs, and a read of its cells waits for it", async () => {
+    const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
+    directories.push(workerDirectory);
+    const onWorker = LmdbStorage.open({
+      path: workerDirectory,
+      codec: commandCodec,
+      checkpoint: { cells: 1 },
+      checkpointWorker,
+    });
+    open.push(onWorker);
+    await persist(onWorker, batch({ writes: [fresh("a", 1, [1, 2])] }));
+    // The batch's checkpoint is in flight on the worker (it starts once the batch is done).
+    expect(onWorker.stats().pendingCells).toBe(1);
+    await persist(onWorker, batch({ writes: [fresh("b", 1, [1])] }));
+    // The worker may be asked for a collection at any time; it goes on serving checkpoints.
+    onWorker.collectWorkerGarbage();
+    expect(onWorker.load("a")).toMatchObject({ status: "found" });
+    expect(onWorker.load("b")).toMatchObject({ status: "found" });
+    expect(onWorker.stats().pendingCells).toBe(0);
+    expect(onWorker.stats().checkpoints).toBeGreaterThanOrEqual(2);
+  });
+
   it("counts batches, records, bytes and commit latency", async () => {
     await persist(storage, batch({ writes: [fresh("a", 1, [1, 2])], pointers: [pointer("p", 1)] }));
     await persist(storage, batch({ writes: [{ ...fresh("a", 1, []), snapshot: null, truncateThrough: 1 }] }));

@@ -572,6 +572,14 @@ export class LmdbStorage<C> implements StoragePort<C> {
     };
   }
 
+  /**
+   * Asks the checkpoint worker, if the storage has one, for a full collection of its heap: a
+   * quiet server's idle collection gives back what a load's checkpoints left there.
+   */
+  collectWorkerGarbage(): void {
+    if (this.state === "open") this.runner.collectGarbage();
+  }
+
   /** Waits for the batch in flight (its done is called), checkpoints, then closes the environment. */
   async close(): Promise<void> {
     if (this.state !== "open") return;
