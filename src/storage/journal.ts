@@ -288,12 +288,8 @@ export function encodeJournalBatch<C>(
   writer.byte(JOURNAL_BODY_VERSION).uint(batch.writes.length);
   for (const write of batch.writes) {
     writer.string(write.cellKey);
-    writeNodeId(writer, write.node);
-    writer.bool(write.promised !== null);
-    if (write.promised !== null) writer.uint(write.promised);
-    writer.bool(write.snapshot !== null);
-    if (write.snapshot !== null) writeSnapshot(writer, write.snapshot);
-    writer.uint(write.truncateThrough).uint(write.entries.length);
+    writeNodeWriteHeader(writer, write);
+    writer.uint(write.entries.length);
     for (const entry of write.entries) {
       spans?.push(writer.size);
       writeLogEntry(writer, entry, codec);
@@ -324,10 +320,7 @@ export function decodeJournalBatch<C>(
   const writeCount = boundedCount(reader, "node writes");
   for (let i = 0; i < writeCount; i++) {
     const cellKey = readCellKey(reader);
-    const node = readNodeId(reader);
-    const promised = reader.bool() ? reader.uint() : null;
-    const snapshot = reader.bool() ? readSnapshot(reader) : null;
-    const truncateThrough = reader.uint();
+    const { node, promised, snapshot, truncateThrough } = readNodeWriteHeader(reader);
     const entryCount = boundedCount(reader, "log entries");
     const entries: LogEntry<C>[] = [];
     for (let j = 0; j < entryCount; j++) {
@@ -348,8 +341,28 @@ export function decodeJournalBatch<C>(
   return { writes, removed, pointers };
 }
 
+/** What a node write says besides its cell and entries. */
+export type NodeWriteHeader = Pick<NodeWrite<unknown>, "node" | "promised" | "snapshot" | "truncateThrough">;
+
+/** node | bool promised? uint | bool snapshot? snapshot | uint truncateThrough */
+export function writeNodeWriteHeader(writer: ByteWriter, write: NodeWriteHeader): void {
+  writeNodeId(writer, write.node);
+  writer.bool(write.promised !== null);
+  if (write.promised !== null) writer.uint(write.promised);
+  writer.bool(write.snapshot !== null);
+  if (write.snapshot !== null) writeSnapshot(writer, write.snapshot);
+  writer.uint(write.truncateThrough);
+}
+
+export function readNodeWriteHeader(reader: ByteReader): NodeWriteHeader {
+  const node = readNodeId(reader);
+  const promised = reader.bool() ? reader.uint() : null;
+  const snapshot = reader.bool() ? readSnapshot(reader) : null;
+  return { node, promised, snapshot, truncateThrough: reader.uint() };
+}
+
 /** A count of items of at least one byte each: never more than the bytes left. */
-function boundedCount(reader: ByteReader, what: string): number {
+export function boundedCount(reader: ByteReader, what: string): number {
   const n = reader.uint();
   if (n > reader.remaining) throw new DecodeError(`${n} ${what} in ${reader.remaining} bytes`);
   return n;

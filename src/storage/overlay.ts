@@ -21,16 +21,8 @@
  * MemoryStorage on random histories of batches, checkpoints and crashes.
  */
 import { assert, ByteReader, ByteWriter, type CellKey, DecodeError, type NodeId } from "../core/index.ts";
-import {
-  type LogEntry,
-  type NodeWrite,
-  readCellKey,
-  readNodeId,
-  readSnapshot,
-  type Snapshot,
-  writeNodeId,
-  writeSnapshot,
-} from "../paxos/index.ts";
+import { type LogEntry, type NodeWrite, readCellKey, type Snapshot } from "../paxos/index.ts";
+import { boundedCount, readNodeWriteHeader, writeNodeWriteHeader } from "./journal.ts";
 import { readPointerFields, writePointerFields } from "./pointer-codec.ts";
 import type { ForwardingPointer, StorageBatch } from "./port.ts";
 
@@ -215,12 +207,8 @@ export function encodePendingChanges(
         case "write": {
           const write = change.write;
           writer.byte(changeTag.write);
-          writeNodeId(writer, write.node);
-          writer.bool(write.promised !== null);
-          if (write.promised !== null) writer.uint(write.promised);
-          writer.bool(write.snapshot !== null);
-          if (write.snapshot !== null) writeSnapshot(writer, write.snapshot);
-          writer.uint(write.truncateThrough).uint(write.entries.size);
+          writeNodeWriteHeader(writer, write);
+          writer.uint(write.entries.size);
           for (const [slot, bytes] of write.entries) writer.uint(slot).bytes(bytes);
           break;
         }
@@ -259,10 +247,7 @@ export function* decodePendingChanges(bytes: Uint8Array): Generator<[CellKey, Pe
     for (let j = 0; j < changeCount; j++) {
       const tag = reader.byte();
       if (tag === changeTag.write) {
-        const node = readNodeId(reader);
-        const promised = reader.bool() ? reader.uint() : null;
-        const snapshot = reader.bool() ? readSnapshot(reader) : null;
-        const truncateThrough = reader.uint();
+        const { node, promised, snapshot, truncateThrough } = readNodeWriteHeader(reader);
         const entries = new Map<number, Uint8Array>();
         const entryCount = boundedCount(reader, "entries");
         for (let k = 0; k < entryCount; k++) entries.set(reader.uint(), reader.bytes(entryBytesMax));
@@ -281,11 +266,4 @@ export function* decodePendingChanges(bytes: Uint8Array): Generator<[CellKey, Pe
     yield [cellKey, changes];
   }
   reader.end();
-}
-
-/** A count of items of at least one byte each: never more than the bytes left. */
-function boundedCount(reader: ByteReader, what: string): number {
-  const n = reader.uint();
-  if (n > reader.remaining) throw new DecodeError(`${n} ${what} in ${reader.remaining} bytes`);
-  return n;
 }
