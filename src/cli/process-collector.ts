@@ -1,7 +1,8 @@
 /**
  * The server process's idle collection: one IdleCollector per process asks, once every server in
  * it is quiet, for a full collection of V8's heap, exposed by the server's Node flags
- * (`serverNodeFlags`: `--expose-gc`). Its wall time and longest pause are kept for /metrics.
+ * (`serverNodeFlags`: `--expose-gc`), then of its servers' checkpoint workers' heaps. Its wall
+ * time and longest pause (of the process's own heap) are kept for /metrics.
  *
  * The collection compacts. Long-lived nodes and a burst's short-lived records are promoted
  * together, and a plain collection leaves the pages they shared half empty and still reserved
