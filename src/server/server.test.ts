@@ -44,6 +44,21 @@ class Manual implements Scheduler {
   }
 }
 
+/** A request body: a new session's first transaction, with these writes and nothing else. */
+function commandBody(writes: readonly unknown[]) {
+  return {
+    type: "command",
+    leaderUnresponsive: false,
+    command: {
+      version: 1,
+      session: 1,
+      seq: 1,
+      newSession: true,
+      op: { type: "txn", txn: { conditions: [], reads: [], writes } },
+    },
+  } as const;
+}
+
 const members = Array.from({ length: 7 }, (_, i) => ({ serverId: `s${i + 1}`, incarnation: i + 1 }));
 
 function setup() {
@@ -101,17 +116,7 @@ describe("server", () => {
       transport.handler?.("c1", { kind: "request", id, cellKey, body } as ServerMessage);
     ask(1, "", { type: "describe" });
     ask(2, "vol-missing", { type: "describe" });
-    ask(3, "vol-a", {
-      type: "command",
-      leaderUnresponsive: false,
-      command: {
-        version: 1,
-        session: 1,
-        seq: 1,
-        newSession: true,
-        op: { type: "txn", txn: { conditions: [], reads: [], writes: [] } },
-      },
-    });
+    ask(3, "vol-a", commandBody([]));
     ask(4, "vol-a", {
       type: "read",
       consistency: "eventual",
@@ -153,20 +158,7 @@ describe("server", () => {
       kind: "request",
       id: 1,
       cellKey: "vol-a",
-      body: {
-        type: "command",
-        leaderUnresponsive: false,
-        command: {
-          version: 1,
-          session: 1,
-          seq: 1,
-          newSession: true,
-          op: {
-            type: "txn",
-            txn: { conditions: [], reads: [], writes: [{ item: "x", op: "put", value: 1n }] },
-          },
-        },
-      },
+      body: commandBody([{ item: "x", op: "put", value: 1n }]),
     } as ServerMessage);
     scheduler.run();
     const sent = new Map<string, number>();

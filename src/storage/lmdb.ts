@@ -294,15 +294,14 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private readonly intact = new Set<CellKey>();
   /** Cells whose node record a pending write may build on: checked intact, absent, or replaced. */
   private readonly verified = new Set<CellKey>();
-  /** Journal records not yet handed to a checkpoint, and the cells they change. */
   /** Changes durable in the journal and not yet handed to a checkpoint. */
   private pending = new Overlay<C>();
   /** The last journal record handed to a checkpoint (or covered by lmdb, at open). */
   private handedThrough = 0;
   /** Where each entry of the batch being journaled lies in its record (encodeJournalBatch). */
   private readonly entrySpans: number[] = [];
-  /** The checkpoint in flight: the cells its records change. */
-  private checkpointing: { readonly cells: Set<CellKey>; readonly startedMs: number } | null = null;
+  /** The checkpoint in flight: the cells its changes touch. */
+  private checkpointing: { readonly cells: Set<CellKey> } | null = null;
   /** Cells whose node record was overwritten outside a checkpoint (tests): the applier forgets them. */
   private forget: CellKey[] = [];
   /** When the first journal record not yet handed to a checkpoint was written (performance.now()). */
@@ -644,7 +643,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     }
     const { job, cells } = this.freeze();
     this.journal?.rotate();
-    this.checkpointing = { cells, startedMs: performance.now() };
+    this.checkpointing = { cells };
     this.runner.start(job, (result) => {
       this.finishCheckpoint(cells, result);
       if (this.state === "open" && this.checkpointDue()) this.startCheckpoint();
@@ -868,8 +867,8 @@ export function openEnvironment(path: string): LmdbEnvironment {
 }
 
 /**
- * The checkpoint itself: applies journal records to lmdb, in one write transaction committed
- * with its flushes, which also records the last record's sequence number as covered. Runs on the
+ * The checkpoint itself: applies cells' pending changes to lmdb, in one write transaction
+ * committed with its flushes, which also records the last journal record they cover. Runs on the
  * thread that owns the environment's writes: the storage's own thread or its checkpoint worker
  * (checkpoint-runner.ts), one at a time. Remembers which node records it wrote or found intact,
  * so that the common accept skips reading its node record.
