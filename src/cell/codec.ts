@@ -8,7 +8,7 @@
  * for people. Encoders throw RangeError for what cannot be encoded at all (a JS number where a
  * value belongs, a string with an unpaired surrogate, an unknown tag): validate commands first.
  */
-import { ByteReader, ByteWriter, DecodeError, limits } from "../core/index.ts";
+import { assert, ByteReader, ByteWriter, DecodeError, limits } from "../core/index.ts";
 import type { CommandCodec } from "../paxos/index.ts";
 import { utf8ByteLength, wellFormedUtf8Length } from "./text.ts";
 import {
@@ -296,6 +296,12 @@ function writeLeaseOp(writer: ByteWriter, lease: LeaseOp): void {
 /** The operation alone (what sits length-prefixed inside a command). */
 export function encodeOperation(op: Operation): Uint8Array {
   const writer = writerFor(operationBytes(op));
+  writeOperation(writer, op);
+  return writer.finish();
+}
+
+/** Writes encodeOperation(op)'s bytes into `writer`, without a buffer of their own. */
+export function writeOperation(writer: ByteWriter, op: Operation): void {
   switch (op.type) {
     case "txn":
       writer.byte(operationTag.txn);
@@ -311,7 +317,6 @@ export function encodeOperation(op: Operation): Uint8Array {
     default:
       throw new RangeError(`cannot encode operation type ${JSON.stringify((op as { type: unknown }).type)}`);
   }
-  return writer.finish();
 }
 
 /**
@@ -319,6 +324,17 @@ export function encodeOperation(op: Operation): Uint8Array {
  * length-prefixed byte string, so a command of an unknown version still decodes.
  */
 export function encodeCommand(command: Command): Uint8Array {
+  const writer = writerFor(commandBytes(command));
+  writeCommandBody(writer, command, false);
+  return writer.finish();
+}
+
+/**
+ * Writes encodeCommand(command)'s bytes into `writer`, after their length when `prefixed`
+ * (commandCodec), with the operation written in place rather than encoded apart and copied.
+ * Throws what encodeCommand throws, before writing anything.
+ */
+function writeCommandBody(writer: ByteWriter, command: Command, prefixed: boolean): void {
   const known = command.version === OPERATION_FORMAT_VERSION;
   if (known === (command.op.type === "unknown")) {
     throw new RangeError(
@@ -330,10 +346,18 @@ export function encodeCommand(command: Command): Uint8Array {
   if (typeof command.newSession !== "boolean") {
     throw new RangeError("cannot encode newSession: not a boolean");
   }
-  const op = encodeOperation(command.op);
-  const writer = writerFor(op.length + 24);
-  writer.uint(command.version).uint(command.session).uint(command.seq).bool(command.newSession).bytes(op);
-  return writer.finish();
+  if (prefixed) writer.uint(commandBytes(command));
+  const opLength = operationBytes(command.op);
+  writer
+    .uint(command.version)
+    .uint(command.session)
+    .uint(command.seq)
+    .bool(command.newSession)
+    .uint(opLength);
+  const opStart = writer.size;
+  writeOperation(writer, command.op);
+  // The length prefix was computed, not measured: the two must agree byte for byte.
+  assert(writer.size - opStart === opLength, "an operation's computed length matches its encoding");
 }
 
 function writeReads(writer: ByteWriter, reads: readonly ItemRead[] | null): void {
@@ -531,10 +555,13 @@ export function decodeCommand(bytes: Uint8Array): Command {
   const session = reader.uint();
   const seq = reader.uint();
   const newSession = reader.bool();
-  const opBytes = reader.bytes(commandPartBytesMax);
+  // A view: a known operation is decoded from it at once; an unknown one keeps a copy.
+  const opBytes = reader.view(commandPartBytesMax);
   reader.end();
   const op: Operation =
-    version === OPERATION_FORMAT_VERSION ? decodeOperation(opBytes) : { type: "unknown", bytes: opBytes };
+    version === OPERATION_FORMAT_VERSION
+      ? decodeOperation(opBytes)
+      : { type: "unknown", bytes: opBytes.slice() };
   return { version, session, seq, newSession, op };
 }
 
@@ -648,9 +675,9 @@ export function decodeValue(bytes: Uint8Array): Value {
  */
 export const commandCodec: CommandCodec<Command> = Object.freeze({
   write(writer: ByteWriter, command: Command): void {
-    writer.bytes(encodeCommand(command));
+    writeCommandBody(writer, command, true);
   },
   read(reader: ByteReader): Command {
-    return decodeCommand(reader.bytes(commandPartBytesMax));
+    return decodeCommand(reader.view(commandPartBytesMax));
   },
 });

@@ -13,9 +13,16 @@ import {
   writeChange,
   writeNodeId,
 } from "../paxos/index.ts";
-import { commandCodec, decodeOperation, encodeOperation, readResult, writeResult } from "./codec.ts";
+import {
+  commandCodec,
+  decodeOperation,
+  operationBytes,
+  readResult,
+  writeOperation,
+  writeResult,
+} from "./codec.ts";
 import type { ClientRequest, ClientResponse, ErrorCode, RequestBody, ResponseBody } from "./protocol.ts";
-import type { Transaction, TxnResult } from "./types.ts";
+import type { Operation, Transaction, TxnResult } from "./types.ts";
 
 export const clientMessageKind = { request: 3, response: 4 } as const;
 
@@ -66,11 +73,13 @@ function readNodes(reader: ByteReader): NodeId[] {
 }
 
 function writeTransactionBytes(writer: ByteWriter, txn: Transaction): void {
-  writer.bytes(encodeOperation({ type: "txn", txn }));
+  const op: Operation = { type: "txn", txn };
+  writer.uint(operationBytes(op));
+  writeOperation(writer, op);
 }
 
 function readTransactionBytes(reader: ByteReader): Transaction {
-  const op = decodeOperation(reader.bytes(limits.messageBytesMax));
+  const op = decodeOperation(reader.view(limits.messageBytesMax));
   if (op.type !== "txn") throw new DecodeError(`a read carries a transaction, not a ${op.type} operation`);
   return op.txn;
 }

@@ -272,6 +272,19 @@ export class ByteReader {
     return out;
   }
 
+  /**
+   * Like bytes(), but a view of the input instead of a copy: for bytes that are decoded at once
+   * and not kept (a view keeps the whole input alive).
+   */
+  view(maxLength: number): Uint8Array {
+    const length = this.uint();
+    if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
+    if (length > this.remaining) throw new DecodeError("truncated byte string");
+    const out = this.buffer.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return out;
+  }
+
   string(maxBytes: number): string {
     const start = this.offset;
     const length = this.buffer[start];

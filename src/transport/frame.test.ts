@@ -54,13 +54,19 @@ describe("frame codec", () => {
     expect(hello).toEqual({ ok: true, frame: { sender: "client:abcd", sequence: 0, messages: [] } });
   });
 
-  it("decoded messages own their bytes", () => {
+  it("decodes messages as plain views of the frame (no copy), whose slice is a copy", () => {
     const bytes = encodeFrame(key, sample);
     const result = decodeFrame(key, bytes);
     expect(result.ok).toBe(true);
     if (!result.ok) return;
+    const view = result.frame.messages[0] as Uint8Array;
+    // Not a Buffer: a Buffer's slice would be another view, and a decoder's copies would not be.
+    expect(Object.getPrototypeOf(view)).toBe(Uint8Array.prototype);
+    expect(view.buffer).toBe(bytes.buffer);
+    const copy = view.slice();
     bytes.fill(0);
-    expect(Array.from(result.frame.messages[0] as Uint8Array)).toEqual([1, 2, 3]);
+    expect(Array.from(view)).toEqual([0, 0, 0]);
+    expect(Array.from(copy)).toEqual([1, 2, 3]);
   });
 
   it("tags with HMAC-SHA256 under the colony key, for keys shorter and longer than a block", () => {

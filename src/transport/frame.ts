@@ -288,16 +288,13 @@ export function decodeFrame(
   } catch {
     return reject("malformed", "sender address is not UTF-8");
   }
-  // Messages own their bytes: a decoded value may keep a view of them, and a view would pin the
-  // whole socket chunk the frame arrived in.
+  // Messages are views of the frame's bytes, not copies: the transport decodes each at once, and
+  // decoders copy what they keep (ByteReader.bytes), so no view outlives the delivery. Plain
+  // Uint8Array views: `slice` of one copies, where a Buffer's would give another view.
   const messages = new Array<Uint8Array>(count);
+  const base = bytes.byteOffset;
   for (let i = 0; i < count; i++) {
-    const start = starts[i] as number;
-    const length = lengths[i] as number;
-    // Not `slice`: on a Buffer it returns a view.
-    const message = new Uint8Array(length);
-    message.set(bytes.subarray(start, start + length));
-    messages[i] = message;
+    messages[i] = new Uint8Array(bytes.buffer, base + (starts[i] as number), lengths[i] as number);
   }
   return { ok: true, frame: { sender, sequence, messages } };
 }

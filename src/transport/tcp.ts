@@ -33,7 +33,10 @@ import {
 } from "./limits.ts";
 import type { TransportPort } from "./port.ts";
 
-/** Turns messages into bytes and back. `decode` may throw on bytes it does not accept. */
+/**
+ * Turns messages into bytes and back. `decode` may throw on bytes it does not accept. The bytes
+ * it gets are a view of the received frame: what the decoded message keeps must be a copy.
+ */
 export interface MessageCodec<M> {
   encode(message: M): Uint8Array;
   decode(bytes: Uint8Array): M;
