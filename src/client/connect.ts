@@ -11,6 +11,7 @@ import {
   type ClientResponse,
   decodeClientMessage,
   encodeClientMessage,
+  writeClientMessage,
 } from "../cell/index.ts";
 import { limits, Prng, type ServerId } from "../core/index.ts";
 import { type ServerPlace, TopologyDiscovery } from "../discovery/index.ts";
@@ -137,7 +138,7 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const cellSize = options.cellSize ?? file?.cellSize ?? limits.cellSizeDefault;
   const tcp = new TcpTransport<ClientRequest | ClientResponse>({
     colonyKey,
-    codec: { encode: encodeClientMessage, decode: decodeClientMessage },
+    codec: { encode: encodeClientMessage, decode: decodeClientMessage, write: writeClientMessage },
   });
   await tcp.start();
   const book = new AddressBook(servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));

@@ -67,4 +67,5 @@ export function decodeServerMessage(bytes: Uint8Array): ServerMessage {
 export const serverMessageCodec = Object.freeze({
   encode: encodeServerMessage,
   decode: decodeServerMessage,
+  write: writeServerMessage,
 });

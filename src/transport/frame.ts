@@ -127,27 +127,57 @@ export function messageFrameBytes(message: Uint8Array): number {
  * encoding), so exceeding one is a bug here, not a rejection.
  */
 export function encodeFrame(key: FrameKey, frame: Frame, bounds: TransportLimits = transportLimits): Buffer {
+  let bodyBytes = 0;
+  for (const message of frame.messages) {
+    assert(message.length <= bounds.messageBytesMax, () => `message of ${message.length} bytes`);
+    bodyBytes += messageFrameBytes(message);
+  }
+  const body = Buffer.allocUnsafe(bodyBytes);
+  let offset = 0;
+  for (const message of frame.messages) {
+    offset = writeVarint(body, offset, message.length);
+    body.set(message, offset);
+    offset += message.length;
+  }
+  return encodeFrameBody(
+    key,
+    { sender: frame.sender, sequence: frame.sequence, count: frame.messages.length, body },
+    bounds,
+  );
+}
+
+/**
+ * A frame whose messages are already laid out as on the wire: `count` times a varint length and
+ * the payload, in `body` (what the transport builds as messages are sent, without a buffer per
+ * message).
+ */
+export interface FrameBody {
+  readonly sender: Address;
+  readonly sequence: number;
+  readonly count: number;
+  readonly body: Uint8Array;
+}
+
+/** Encode a frame from its laid-out messages; the bounds hold as for encodeFrame. */
+export function encodeFrameBody(
+  key: FrameKey,
+  frame: FrameBody,
+  bounds: TransportLimits = transportLimits,
+): Buffer {
   const address = utf8Encode(frame.sender);
   assert(address.length <= bounds.addressBytesMax, () => `sender address of ${address.length} bytes`);
   assert(Number.isSafeInteger(frame.sequence) && frame.sequence >= 0, "sequence is a safe unsigned integer");
-  assert(
-    frame.messages.length <= bounds.frameMessagesMax,
-    () => `${frame.messages.length} messages in a frame`,
-  );
-  let size =
+  assert(frame.count <= bounds.frameMessagesMax, () => `${frame.count} messages in a frame`);
+  const messagesBytes = frame.body.length;
+  const size =
     framePrefixBytes +
     1 +
     varintBytes(address.length) +
     address.length +
     varintBytes(frame.sequence) +
-    varintBytes(frame.messages.length) +
+    varintBytes(frame.count) +
+    messagesBytes +
     frameTagBytes;
-  let messagesBytes = 0;
-  for (const message of frame.messages) {
-    assert(message.length <= bounds.messageBytesMax, () => `message of ${message.length} bytes`);
-    messagesBytes += messageFrameBytes(message);
-  }
-  size += messagesBytes;
   assert(size <= bounds.frameBytesMax, () => `frame of ${size} bytes exceeds ${bounds.frameBytesMax}`);
   assert(
     size <= frameOverheadBytes(bounds, address.length) + messagesBytes,
@@ -164,12 +194,9 @@ export function encodeFrame(key: FrameKey, frame: Frame, bounds: TransportLimits
   out.set(address, offset);
   offset += address.length;
   offset = writeVarint(out, offset, frame.sequence);
-  offset = writeVarint(out, offset, frame.messages.length);
-  for (const message of frame.messages) {
-    offset = writeVarint(out, offset, message.length);
-    out.set(message, offset);
-    offset += message.length;
-  }
+  offset = writeVarint(out, offset, frame.count);
+  out.set(frame.body, offset);
+  offset += messagesBytes;
   assert(offset === size - frameTagBytes, "frame layout adds up");
   key.tagPadded(padded, hashBlockBytes + offset, out, offset);
   return out;

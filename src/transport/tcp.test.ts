@@ -199,6 +199,59 @@ describe("TcpTransport", () => {
     expect(atB.slice(1).map((r) => r.message[0])).toEqual(Array.from({ length: 10 }, (_, i) => i));
   });
 
+  it("lays out messages a codec writes exactly as messages it encodes, bounds included", async () => {
+    // A codec with `write` has its messages written into the frame being built, not encoded one
+    // by one: the frames must split at the same bounds and carry the same bytes.
+    const limits = { frameBytesMax: 40_000, messageBytesMax: 16_384, peerQueueBytesMax: 1_000_000 };
+    const writing: MessageCodec<Uint8Array> = {
+      encode: (m) => m,
+      decode: (b) => b.slice(),
+      write: (writer, m) => {
+        if (m.length === 3) throw new RangeError("three bytes cannot be encoded");
+        writer.raw(m);
+      },
+    };
+    const a = await server<Uint8Array>({ codec: writing, limits });
+    const b = await server<Uint8Array>({ codec: writing, limits });
+    const atB = inbox(b);
+    a.send(b.address, new Uint8Array([1]));
+    a.flush();
+    await waitFor(() => atB.length === 1, "the first message");
+    const sentBefore = a.stats().framesSent;
+    for (let i = 0; i < 10; i++) {
+      a.send(b.address, new Uint8Array(10_000).fill(i));
+      if (i === 4) a.send(b.address, new Uint8Array(3)); // unencodable: dropped and counted
+    }
+    a.send(b.address, new Uint8Array(20_000)); // over messageBytesMax: dropped and counted
+    a.send(b.address, new Uint8Array(0));
+    a.flush();
+    await waitFor(() => atB.length === 12, "the turn's messages");
+    // Three 10 kB messages fit under 40 kB per frame: 10 messages take 4 frames (the empty one
+    // rides in the last).
+    expect(a.stats().framesSent - sentBefore).toBe(4);
+    expect(a.stats().messagesDropped.oversized).toBe(1);
+    expect(a.stats().messagesDropped["unencodable-message"]).toBe(1);
+    const received = atB.slice(1).map((r) => r.message);
+    expect(received.slice(0, 10).map((m) => [m.length, m[0], m[9_999]])).toEqual(
+      Array.from({ length: 10 }, (_, i) => [10_000, i, i]),
+    );
+    expect(received[10]?.length).toBe(0);
+    // Many small messages in one frame, as a JSON codec that writes.
+    const notes: MessageCodec<Note> = {
+      ...noteCodec,
+      write: (writer, note) => writer.raw(noteCodec.encode(note)),
+    };
+    const c = await server<Note>({ codec: notes });
+    const d = await server<Note>({ codec: notes });
+    const atD = inbox(d);
+    for (let i = 0; i < 500; i++) c.send(d.address, { n: i, from: "c".repeat(i % 7) });
+    c.flush();
+    await waitFor(() => atD.length === 500, "the notes");
+    expect(atD.map((r) => r.message)).toEqual(
+      Array.from({ length: 500 }, (_, i) => ({ n: i, from: "c".repeat(i % 7) })),
+    );
+  });
+
   it("keeps one connection when two servers dial each other at once, losing nothing", async () => {
     for (let round = 0; round < 3; round++) {
       const a = await server();

@@ -15,10 +15,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { type Address, assert, Fifo, utf8Length } from "../core/index.ts";
+import { type Address, assert, ByteWriter, Fifo, utf8Length } from "../core/index.ts";
 import {
   decodeFrame,
-  encodeFrame,
+  encodeFrameBody,
   encodeHello,
   type FrameKey,
   FrameSplitter,
@@ -36,10 +36,13 @@ import type { TransportPort } from "./port.ts";
 /**
  * Turns messages into bytes and back. `decode` may throw on bytes it does not accept. The bytes
  * it gets are a view of the received frame: what the decoded message keeps must be a copy.
+ * `write`, when given, writes what `encode` returns into a writer (the transport then lays
+ * messages out in their frame without a buffer for each).
  */
 export interface MessageCodec<M> {
   encode(message: M): Uint8Array;
   decode(bytes: Uint8Array): M;
+  write?(writer: ByteWriter, message: M): void;
 }
 
 export type TransportWarn = (message: string, fields: Readonly<Record<string, string | number>>) => void;
@@ -157,13 +160,19 @@ export function formatServerAddress(host: string, port: number): Address {
 
 /** Messages bound for one future frame, as encoded payloads. */
 interface QueuedFrame {
-  readonly messages: Uint8Array[];
-  /** Sum of the messages' frame bytes (length prefix and payload). */
-  bytes: number;
+  /** The messages as the frame carries them: each a varint length and the payload. */
+  readonly body: Uint8Array;
+  readonly count: number;
+  /** The body's length (the messages' frame bytes). */
+  readonly bytes: number;
   readonly queuedAtMs: number;
 }
 
 let nextConnectionId = 1;
+
+/** The frame and message writers start this big, and are replaced after growing past scratchBytesKept. */
+const scratchBytesInitial = 4096;
+const scratchBytesKept = 256 * 1024;
 
 class Connection {
   readonly id = nextConnectionId++;
@@ -256,6 +265,9 @@ export class TcpTransport<M> implements TransportPort<M> {
   private lostHandler: ((peer: Address, refused: boolean) => void) | null = null;
 
   private readonly pending = new Map<Address, M[]>();
+  /** Where enqueue lays out a frame's messages, and where a message is written first. */
+  private frameBody = new ByteWriter(scratchBytesInitial);
+  private messageScratch = new ByteWriter(scratchBytesInitial);
   private pendingCount = 0;
   private readonly peers = new Map<Address, Peer>();
   private readonly connections = new Set<Connection>();
@@ -471,11 +483,13 @@ export class TcpTransport<M> implements TransportPort<M> {
       this.messagesDropped.unreachable += messages.length;
       return;
     }
-    let frame: QueuedFrame | null = null;
+    // The frame being filled: its messages laid out in frameBody, `count` of them.
+    const body = this.frameBody.clear();
+    let count = 0;
     for (const message of messages) {
       let payload: Uint8Array;
       try {
-        payload = this.codec.encode(message);
+        payload = this.encode(message);
       } catch (error) {
         this.messagesDropped["unencodable-message"] += 1;
         this.warn("a message could not be encoded", { to, error: describe(error) });
@@ -488,19 +502,38 @@ export class TcpTransport<M> implements TransportPort<M> {
       }
       const bytes = messageFrameBytes(payload);
       if (
-        frame !== null &&
-        (frame.messages.length >= this.bounds.frameMessagesMax ||
-          this.frameOverhead + frame.bytes + bytes > this.bounds.frameBytesMax)
+        count > 0 &&
+        (count >= this.bounds.frameMessagesMax ||
+          this.frameOverhead + body.size + bytes > this.bounds.frameBytesMax)
       ) {
-        this.pushFrame(peer, frame);
-        frame = null;
+        this.pushFrame(peer, this.takeFrame(count));
+        count = 0;
       }
-      if (frame === null) frame = { messages: [], bytes: 0, queuedAtMs: performance.now() };
-      frame.messages.push(payload);
-      frame.bytes += bytes;
+      body.uint(payload.length).raw(payload);
+      count += 1;
     }
-    if (frame !== null) this.pushFrame(peer, frame);
+    if (count > 0) this.pushFrame(peer, this.takeFrame(count));
+    // A burst of large messages does not keep its memory.
+    if (this.frameBody.capacity > scratchBytesKept) this.frameBody = new ByteWriter(scratchBytesInitial);
+    if (this.messageScratch.capacity > scratchBytesKept)
+      this.messageScratch = new ByteWriter(scratchBytesInitial);
     this.pump(peer);
+  }
+
+  /** The message's bytes: a view of a scratch writer when the codec writes, valid until the next. */
+  private encode(message: M): Uint8Array {
+    const write = this.codec.write;
+    if (write === undefined) return this.codec.encode(message);
+    const scratch = this.messageScratch.clear();
+    write(scratch, message);
+    return scratch.view();
+  }
+
+  /** The frame laid out in frameBody so far, as a queued frame of its own; frameBody starts over. */
+  private takeFrame(count: number): QueuedFrame {
+    const body = this.frameBody.finish();
+    this.frameBody.clear();
+    return { body, count, bytes: body.length, queuedAtMs: performance.now() };
   }
 
   private pushFrame(peer: Peer, frame: QueuedFrame): void {
@@ -524,7 +557,7 @@ export class TcpTransport<M> implements TransportPort<M> {
 
   private countDroppedFrame(frame: QueuedFrame, reason: DropReason): void {
     this.framesDropped[reason] += 1;
-    this.messagesDropped[reason] += frame.messages.length;
+    this.messagesDropped[reason] += frame.count;
   }
 
   private dropQueue(peer: Peer, reason: DropReason): void {
@@ -547,13 +580,13 @@ export class TcpTransport<M> implements TransportPort<M> {
       const frame = peer.queue.shift() as QueuedFrame;
       this.unqueue(peer, frame);
       connection.sequenceSent += 1;
-      const bytes = encodeFrame(
+      const bytes = encodeFrameBody(
         this.key,
-        { sender: this.address, sequence: connection.sequenceSent, messages: frame.messages },
+        { sender: this.address, sequence: connection.sequenceSent, count: frame.count, body: frame.body },
         this.bounds,
       );
       this.counters.framesSent += 1;
-      this.counters.messagesSent += frame.messages.length;
+      this.counters.messagesSent += frame.count;
       this.counters.bytesSent += bytes.length;
       if (!connection.socket.write(bytes)) connection.blocked = true;
     }
