@@ -193,6 +193,16 @@ export class ByteReader {
     return this.buffer.length - this.offset;
   }
 
+  /** Bytes read so far. */
+  get position(): number {
+    return this.offset;
+  }
+
+  /** A copy of the bytes read since `start` (a position taken earlier). */
+  copyFrom(start: number): Uint8Array {
+    return Uint8Array.prototype.slice.call(this.buffer, start, this.offset);
+  }
+
   byte(): number {
     if (this.offset >= this.buffer.length) throw new DecodeError("truncated input: expected a byte");
     return this.buffer[this.offset++] as number;

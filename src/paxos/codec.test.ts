@@ -142,6 +142,67 @@ const message: fc.Arbitrary<PaxosMessage<string>> = fc.oneof(
 );
 
 describe("paxos codec", () => {
+  it("encodes a value once for all its accepts and its record, and keeps an accepted value's bytes", () => {
+    let writes = 0;
+    const counting: CommandCodec<string> = {
+      write: (writer, command) => {
+        writes += 1;
+        textCodec.write(writer, command);
+      },
+      read: textCodec.read,
+    };
+    const node = { serverId: "s1", incarnation: 1 };
+    const accept = (value: LogValue<string>, slot: number): PaxosMessage<string> => ({
+      type: "accept",
+      cellKey: `cell-${slot}`,
+      from: node,
+      to: { serverId: "s2", incarnation: 2 },
+      epoch: 1,
+      ballot: 3,
+      slot,
+      value,
+      commit: 0,
+    });
+    // A leader's turn of many values, sent to six members one destination after the other, then
+    // journaled: each value is encoded once.
+    const values = Array.from(
+      { length: 200 },
+      (_, i): LogValue<string> => ({
+        kind: "commands",
+        stampMs: i,
+        stampBallot: 3,
+        commands: [`write ${i}`],
+      }),
+    );
+    const sent: Uint8Array[] = [];
+    for (let member = 0; member < 6; member++)
+      values.forEach((value, i) => sent.push(encodePaxosMessage(accept(value, i + 1), counting)));
+    for (const value of values) encodeStoredEntry({ slot: 1, ballot: 3, value }, counting);
+    expect(writes).toBe(values.length);
+    // A follower's accepted values are journaled with the bytes they came in, never encoded.
+    writes = 0;
+    const received = sent.slice(0, values.length).map((bytes) => decodePaxosMessage(bytes, counting));
+    const records = received.map((m) =>
+      m.type === "accept"
+        ? encodeStoredEntry({ slot: m.slot, ballot: m.ballot, value: m.value }, counting)
+        : null,
+    );
+    expect(writes).toBe(0);
+    records.forEach((record, i) => {
+      expect(decodeStoredEntry(record as Uint8Array, counting)).toEqual({
+        slot: i + 1,
+        ballot: 3,
+        value: values[i],
+      });
+      expect(record).toEqual(
+        encodeStoredEntry(
+          { slot: i + 1, ballot: 3, value: structuredClone(values[i] as LogValue<string>) },
+          textCodec,
+        ),
+      );
+    });
+  });
+
   it("every message round-trips, and encoding is a function of the value", () => {
     fc.assert(
       fc.property(message, (m) => {

@@ -125,28 +125,31 @@ export function readChange(reader: ByteReader): MembershipChange {
 }
 
 /**
- * The encodings of the last few log values written. A leader sends one value to every member,
- * and its messages are encoded one after the other when the turn's frames are built, so the
- * value is encoded once and copied for the other members. Keyed by identity (log values are
- * never mutated); a small ring, so it holds no memory per cell.
+ * The encodings of log values recently written or read, keyed by identity (log values are never
+ * mutated). A leader sends one value to every member, and the turn's messages are encoded
+ * destination by destination, so the value is encoded once and copied for the other members and
+ * for its own journal record. A follower's value arrives encoded: its bytes are kept as they are
+ * read, and its journal record copies them instead of encoding the value again. At most
+ * recentValuesMax values are remembered: then the memory starts over (a turn's values are
+ * written within the turn, so a few thousand cover the largest turns).
  */
-const recentValuesMax = 32;
-const recentValues: (object | null)[] = new Array(recentValuesMax).fill(null);
-const recentEncodings: (Uint8Array | null)[] = new Array(recentValuesMax).fill(null);
-let recentNext = 0;
+const recentValuesMax = 4096;
+let recentEncodings = new Map<object, Uint8Array>();
+
+function remember(value: object, bytes: Uint8Array): void {
+  if (recentEncodings.size >= recentValuesMax) recentEncodings = new Map();
+  recentEncodings.set(value, bytes);
+}
 
 export function writeLogValue<C>(writer: ByteWriter, value: LogValue<C>, codec: CommandCodec<C>): void {
-  for (let i = 0; i < recentValuesMax; i++) {
-    if (recentValues[i] === value) {
-      writer.raw(recentEncodings[i] as Uint8Array);
-      return;
-    }
+  const known = recentEncodings.get(value);
+  if (known !== undefined) {
+    writer.raw(known);
+    return;
   }
   const start = writer.size;
   encodeLogValue(writer, value, codec);
-  recentValues[recentNext] = value;
-  recentEncodings[recentNext] = writer.copyFrom(start);
-  recentNext = (recentNext + 1) % recentValuesMax;
+  remember(value, writer.copyFrom(start));
 }
 
 function encodeLogValue<C>(writer: ByteWriter, value: LogValue<C>, codec: CommandCodec<C>): void {
@@ -163,6 +166,17 @@ function encodeLogValue<C>(writer: ByteWriter, value: LogValue<C>, codec: Comman
       writeChange(writer, value.change);
       return;
   }
+}
+
+/**
+ * An accept's value, whose bytes are remembered for the journal record that will hold it (and
+ * for the accepts a new leader may send it in).
+ */
+function readAcceptedValue<C>(reader: ByteReader, codec: CommandCodec<C>): LogValue<C> {
+  const start = reader.position;
+  const value = readLogValue(reader, codec);
+  remember(value, reader.copyFrom(start));
+  return value;
 }
 
 export function readLogValue<C>(reader: ByteReader, codec: CommandCodec<C>): LogValue<C> {
@@ -375,7 +389,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         epoch,
         ballot: reader.uint(),
         slot: reader.uint(),
-        value: readLogValue(reader, codec),
+        value: readAcceptedValue(reader, codec),
         commit: reader.uint(),
       };
     case "accepted":
