@@ -175,8 +175,10 @@ describe("paxos codec", () => {
       }),
     );
     const sent: Uint8Array[] = [];
-    for (let member = 0; member < 6; member++)
-      values.forEach((value, i) => sent.push(encodePaxosMessage(accept(value, i + 1), counting)));
+    for (let member = 0; member < 6; member++) {
+      for (const [i, value] of values.entries())
+        sent.push(encodePaxosMessage(accept(value, i + 1), counting));
+    }
     for (const value of values) encodeStoredEntry({ slot: 1, ballot: 3, value }, counting);
     expect(writes).toBe(values.length);
     // A follower's accepted values are journaled with the bytes they came in, never encoded.
