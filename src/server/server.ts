@@ -81,6 +81,8 @@ interface HostedNode extends WheelItem {
   readonly machine: CellMachine;
   /** Server clock time of the last turn that touched the node (for eviction). */
   activeAtMs: number;
+  /** Whether the node is in `touched` (its turn's end is still to come). */
+  touched: boolean;
 }
 
 type PendingRequest =
@@ -182,7 +184,8 @@ export class Server {
   private nextTag = 1;
   private readonly inbox = new Fifo<{ from: Address; message: ServerMessage }>();
   private turnScheduled = false;
-  private readonly touched = new Set<HostedNode>();
+  /** Nodes this turn touched, each once (HostedNode.touched): an array that keeps its room. */
+  private readonly touched: HostedNode[] = [];
   private wheelTimer: TimerHandle | null = null;
   private wheelTimerAtMs = Number.POSITIVE_INFINITY;
   private heartbeatTimer: TimerHandle | null = null;
@@ -294,7 +297,7 @@ export class Server {
     const node = this.resident(cellKey);
     if (node === null) return null;
     const outcome = node.replica.propose(command, 0, this.scheduler.nowMs(), this.out, leaderUnresponsive);
-    this.touched.add(node);
+    this.touch(node);
     this.scheduleTurn();
     return outcome;
   }
@@ -399,7 +402,7 @@ export class Server {
     for (const node of this.wheel.takeDue(now)) {
       this.counters.replicaTicks += 1;
       node.replica.tick(now, this.out);
-      this.touched.add(node);
+      this.touch(node);
     }
     this.collectLocal();
     this.drainInbox(now, budget);
@@ -487,10 +490,11 @@ export class Server {
     if (!this.batchInFlight && this.batchWaiting()) this.startBatch();
     out.reset();
     for (const node of this.touched) {
+      node.touched = false;
       node.activeAtMs = now;
       this.wheel.schedule(node, node.replica.wakeAtMs);
     }
-    this.touched.clear();
+    this.touched.length = 0;
     this.armWheelTimer();
     this.transport.flush();
   }
@@ -625,7 +629,7 @@ export class Server {
           return;
         }
         node.replica.step(paxos, now, this.out);
-        this.touched.add(node);
+        this.touch(node);
         return;
       }
       case "request":
@@ -732,7 +736,7 @@ export class Server {
         outcome = node.replica.proposeChange(body.change, tag, now, this.out);
         break;
     }
-    this.touched.add(node);
+    this.touch(node);
     this.onOutcome(tag, outcome);
   }
 
@@ -838,9 +842,16 @@ export class Server {
     replica: Replica<Command, CommandResult>,
     machine: CellMachine,
   ): HostedNode {
-    const node: HostedNode = { cellKey, replica, machine, wheelSlot: -1, activeAtMs: this.scheduler.nowMs() };
+    const node: HostedNode = {
+      cellKey,
+      replica,
+      machine,
+      wheelSlot: -1,
+      activeAtMs: this.scheduler.nowMs(),
+      touched: false,
+    };
     this.nodes.set(cellKey, node);
-    this.touched.add(node);
+    this.touch(node);
     return node;
   }
 
@@ -906,8 +917,18 @@ export class Server {
 
   private evict(node: HostedNode): void {
     this.wheel.cancel(node);
-    this.touched.delete(node);
+    if (node.touched) {
+      node.touched = false;
+      this.touched.splice(this.touched.indexOf(node), 1);
+    }
     this.nodes.delete(node.cellKey);
+  }
+
+  /** Note that this turn touched `node`: its wheel deadline is set again when the turn ends. */
+  private touch(node: HostedNode): void {
+    if (node.touched) return;
+    node.touched = true;
+    this.touched.push(node);
   }
 
   private retire(cellKey: CellKey, epoch: number, members: readonly NodeId[], now: number): void {
