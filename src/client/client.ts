@@ -98,7 +98,10 @@ interface Operation$ {
   currentId: number;
   target: ServerId | null;
   leaderUnresponsive: boolean;
+  /** The backoff before the next attempt, while one is pending (request timeouts are swept). */
   timer: TimerHandle | null;
+  /** When the current attempt was sent (scheduler time). */
+  sentAtMs: number;
   /** A write was sent at least once: if every attempt fails its outcome is unknown. */
   sent: boolean;
   /** Redirects followed by this operation. */
@@ -109,9 +112,9 @@ interface Operation$ {
   lastProblem: string;
   /**
    * Servers that answered `unknown_cell` to this operation, while every attempt so far got that
-   * answer (null once any attempt got another answer or none).
+   * answer (null once any attempt got another answer or none). At most a cell's members.
    */
-  unknownAt: Set<ServerId> | null;
+  unknownAt: ServerId[] | null;
 }
 
 const sessionIdMax = 2 ** 52;
@@ -139,6 +142,11 @@ export class PhysaliaClient {
   private unflushed = 0;
   private closed = false;
   private readonly closeHooks: (() => unknown)[] = [];
+  /**
+   * One timer for every request's timeout, armed for the oldest request awaiting an answer:
+   * requests time out in the order they were sent, which is the order of `inflight`.
+   */
+  private timeoutTimer: TimerHandle | null = null;
 
   constructor(options: ClientOptions) {
     this.address = options.address;
@@ -168,6 +176,8 @@ export class PhysaliaClient {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.timeoutTimer !== null) this.scheduler.clearTimer(this.timeoutTimer);
+    this.timeoutTimer = null;
     for (const op of [...this.inflight.values()]) {
       this.finish(op, new UnavailableError(op.cellKey, "the client was closed"));
     }
@@ -339,12 +349,13 @@ export class PhysaliaClient {
       target: null,
       leaderUnresponsive: false,
       timer: null,
+      sentAtMs: 0,
       sent: false,
       redirects: 0,
       attemptIds: [],
       finished: false,
       lastProblem: "no node answered",
-      unknownAt: new Set(),
+      unknownAt: [],
     };
     if (this.closed) {
       this.finish(op, new UnavailableError(cellKey, "the client was closed"));
@@ -384,11 +395,33 @@ export class PhysaliaClient {
       body: op.build(op.leaderUnresponsive),
     });
     this.flushSoon();
-    op.timer = this.scheduler.setTimer(this.requestTimeoutMs, () => {
-      op.timer = null;
-      if (op.finished || op.currentId !== id) return;
+    op.sentAtMs = this.scheduler.nowMs();
+    if (this.timeoutTimer === null) this.armTimeouts(op.sentAtMs + this.requestTimeoutMs);
+  }
+
+  private armTimeouts(atMs: number): void {
+    this.timeoutTimer = this.scheduler.setTimer(atMs - this.scheduler.nowMs(), () => this.expireAttempts());
+  }
+
+  /**
+   * Gives up every attempt that has waited requestTimeoutMs for an answer, then arms the timer
+   * for the next one. An attempt awaits its answer while it is its operation's current one and no
+   * backoff is pending (a redirect, an error or a lost connection ended it before its time).
+   */
+  private expireAttempts(): void {
+    this.timeoutTimer = null;
+    const now = this.scheduler.nowMs();
+    // abandonAttempt only arms a timer: the map does not change while it is walked.
+    for (const [id, op] of this.inflight) {
+      if (op.finished || op.currentId !== id || op.timer !== null) continue;
+      const deadline = op.sentAtMs + this.requestTimeoutMs;
+      if (deadline > now) {
+        this.armTimeouts(deadline);
+        return;
+      }
+      const target = op.target as ServerId;
       this.abandonAttempt(op, target, `server ${target} did not answer within ${this.requestTimeoutMs} ms`);
-    });
+    }
   }
 
   /**
@@ -542,11 +575,11 @@ export class PhysaliaClient {
             op.lastProblem = `${op.target}: ${body.message}`;
             if (body.code !== "unknown_cell" || op.target === null) op.unknownAt = null;
             else if (op.unknownAt !== null) {
-              op.unknownAt.add(op.target);
+              if (!op.unknownAt.includes(op.target)) op.unknownAt.push(op.target);
               // A majority of the cell's servers do not host it, and no attempt reached a node
               // of it: the cell does not exist (or lost its majority for good). Nothing applied.
               const members = this.resolver.members(op.cellKey) ?? [];
-              const hosts = members.filter((m) => !op.unknownAt?.has(m)).length;
+              const hosts = members.filter((m) => !op.unknownAt?.includes(m)).length;
               if (members.length > 0 && hosts < Math.floor(members.length / 2) + 1) {
                 this.finish(op, new UnknownCellError(op.cellKey));
                 return;
