@@ -1,7 +1,7 @@
 /**
  * Benchmarks of real Physalia server processes on this machine (docs/BENCHMARKS.md).
  *
- *   npm run bench -- <throughput|latency|idle|restart|failover|etcd|floor> [--json] [options]
+ *   npm run bench -- <throughput|latency|idle|restart|failover|etcd|floor|inprocess> [--json] [options]
  *
  * Each prints the machine's floors first (median fsync of a small write on the disk of the data
  * directories; loopback TCP round trip), then its results and targets; with --json, one JSON
@@ -16,6 +16,8 @@
  * etcd        the throughput and latency options (the same workloads against 3 etcd members)
  * floor       the throughput and latency options (the write workloads against the replication
  *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)
+ * inprocess   --cells 1000 --clients 256 --connections 4 --warmup 4 --seconds 10 --runs 3 (the
+ *             write path's CPU per write with 7 servers and the writers in one process; no target)
  */
 import { tmpdir } from "node:os";
 import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
@@ -23,6 +25,7 @@ import { etcdBenchmark } from "./bench/etcd.ts";
 import { failoverBenchmark } from "./bench/failover.ts";
 import { floorBenchmark } from "./bench/floor.ts";
 import { idleBenchmark } from "./bench/idle.ts";
+import { inprocessBenchmark } from "./bench/inprocess.ts";
 import { restartBenchmark } from "./bench/restart.ts";
 import { latencyBenchmark, throughputBenchmark } from "./bench/workloads.ts";
 
@@ -34,6 +37,7 @@ const benchmarks = {
   failover: failoverBenchmark,
   etcd: etcdBenchmark,
   floor: floorBenchmark,
+  inprocess: inprocessBenchmark,
 } as const;
 type BenchmarkName = keyof typeof benchmarks;
 
