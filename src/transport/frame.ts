@@ -9,8 +9,9 @@
  *   32-byte HMAC-SHA256, keyed with the colony key, over every byte before it (prefix included)
  *
  * Decoding treats its input as hostile: it checks the size bounds while walking the structure
- * (cheap, no allocation), then the tag in constant time, and only then copies messages out. Bad
- * input is an expected outcome, so it returns a tagged result and never throws.
+ * (cheap, no allocation), then the tag in constant time, and only then hands the messages out (as
+ * views of the frame). Bad input is an expected outcome, so it returns a tagged result and never
+ * throws.
  *
  * The tag is HMAC-SHA256 (RFC 2104) computed as two one-shot hashes, H(K^opad || H(K^ipad ||
  * bytes)), with the padded key blocks prepared once. `createHmac` would make a native object per
