@@ -274,12 +274,8 @@ export class ByteReader {
   }
 
   bytes(maxLength: number): Uint8Array {
-    const length = this.uint();
-    if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
-    if (length > this.remaining) throw new DecodeError("truncated byte string");
-    const out = this.buffer.slice(this.offset, this.offset + length);
-    this.offset += length;
-    return out;
+    const start = this.span(maxLength);
+    return this.buffer.slice(start, this.offset);
   }
 
   /**
@@ -287,12 +283,18 @@ export class ByteReader {
    * and not kept (a view keeps the whole input alive).
    */
   view(maxLength: number): Uint8Array {
+    const start = this.span(maxLength);
+    return this.buffer.subarray(start, this.offset);
+  }
+
+  /** Reads a length-prefixed byte string's length, checks it, skips the bytes; returns their start. */
+  private span(maxLength: number): number {
     const length = this.uint();
     if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
     if (length > this.remaining) throw new DecodeError("truncated byte string");
-    const out = this.buffer.subarray(this.offset, this.offset + length);
+    const start = this.offset;
     this.offset += length;
-    return out;
+    return start;
   }
 
   string(maxBytes: number): string {
