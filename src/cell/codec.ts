@@ -151,14 +151,18 @@ export function operationBytes(op: Operation): number {
 
 /** Exact length of encodeCommand(command), computed without encoding. */
 export function commandBytes(command: Command): number {
-  const op = operationBytes(command.op);
+  return commandBytesWith(command, operationBytes(command.op));
+}
+
+/** commandBytes, given operationBytes(command.op). */
+function commandBytesWith(command: Command, opLength: number): number {
   return (
     varintBytes(command.version) +
     varintBytes(command.session) +
     varintBytes(command.seq) +
     1 +
-    varintBytes(op) +
-    op
+    varintBytes(opLength) +
+    opLength
   );
 }
 
@@ -332,7 +336,8 @@ export function encodeCommand(command: Command): Uint8Array {
 /**
  * Writes encodeCommand(command)'s bytes into `writer`, after their length when `prefixed`
  * (commandCodec), with the operation written in place rather than encoded apart and copied.
- * Throws what encodeCommand throws, before writing anything.
+ * Throws what encodeCommand throws: a bad envelope before anything is written, an operation that
+ * cannot be encoded partway through (whoever catches it drops what the writer holds).
  */
 function writeCommandBody(writer: ByteWriter, command: Command, prefixed: boolean): void {
   const known = command.version === OPERATION_FORMAT_VERSION;
@@ -346,8 +351,8 @@ function writeCommandBody(writer: ByteWriter, command: Command, prefixed: boolea
   if (typeof command.newSession !== "boolean") {
     throw new RangeError("cannot encode newSession: not a boolean");
   }
-  if (prefixed) writer.uint(commandBytes(command));
   const opLength = operationBytes(command.op);
+  if (prefixed) writer.uint(commandBytesWith(command, opLength));
   writer
     .uint(command.version)
     .uint(command.session)

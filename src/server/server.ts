@@ -184,7 +184,7 @@ export class Server {
   private nextTag = 1;
   private readonly inbox = new Fifo<{ from: Address; message: ServerMessage }>();
   private turnScheduled = false;
-  /** Nodes this turn touched, each once (HostedNode.touched): an array that keeps its room. */
+  /** Nodes this turn touched, each once (HostedNode.touched). */
   private readonly touched: HostedNode[] = [];
   private wheelTimer: TimerHandle | null = null;
   private wheelTimerAtMs = Number.POSITIVE_INFINITY;

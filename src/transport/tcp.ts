@@ -158,7 +158,7 @@ export function formatServerAddress(host: string, port: number): Address {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** Messages bound for one future frame, as encoded payloads. */
+/** Messages bound for one future frame, laid out as the frame will carry them. */
 interface QueuedFrame {
   /** The messages as the frame carries them: each a varint length and the payload. */
   readonly body: Uint8Array;
@@ -522,10 +522,10 @@ export class TcpTransport<M> implements TransportPort<M> {
 
   /** The message's bytes: a view of a scratch writer when the codec writes, valid until the next. */
   private encode(message: M): Uint8Array {
-    const write = this.codec.write;
-    if (write === undefined) return this.codec.encode(message);
+    const codec = this.codec;
+    if (codec.write === undefined) return codec.encode(message);
     const scratch = this.messageScratch.clear();
-    write(scratch, message);
+    codec.write(scratch, message);
     return scratch.view();
   }
 
