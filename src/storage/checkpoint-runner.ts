@@ -9,9 +9,12 @@
  * than copied); the worker applies them in one lmdb
  * transaction, posts {id, result} and then bumps a shared counter and wakes whoever waits on it,
  * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort.
- * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"};
- * {type: "collect"} asks the worker for a full, compacting collection of its heap (a quiet
- * server's idle collection, when V8's collector is exposed), unanswered.
+ * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"}.
+ *
+ * A quiet server's idle collection replaces the worker (collectGarbage): the old one closes its
+ * environment and ends, and the next checkpoint starts a new one. A load's checkpoints leave about
+ * 145 MiB with a worker, in its heap and its lmdb environment, that neither a collection of its
+ * heap nor the C allocator's settings gave back; ending the thread does (docs/BENCHMARKS.md).
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -55,7 +58,10 @@ export interface CheckpointRunner {
   runNow(job: CheckpointJob): CheckpointResult;
   /** Waits for the job in flight, then lets go of the thread. */
   close(): Promise<void>;
-  /** Asks the thread the checkpoints run on for a full collection of its heap, if it has its own. */
+  /**
+   * A quiet moment: gives back what the checkpoint thread holds, if it has its own (the worker is
+   * replaced when no job is in flight). Checkpoints go on as before.
+   */
   collectGarbage(): void;
 }
 
@@ -120,8 +126,7 @@ export type WorkerReply =
 /** Requests the storage posts. */
 export type WorkerRequest =
   | ({ readonly type: "checkpoint"; readonly id: number } & CheckpointJob)
-  | { readonly type: "close" }
-  | { readonly type: "collect" };
+  | { readonly type: "close" };
 
 /** What the worker is started with (workerData). */
 export interface WorkerStart {
@@ -157,15 +162,23 @@ const workerAnswerMsMax = 120_000;
  * environment; it is started with the first job and is the only one to write the environment
  * while it runs.
  */
+/** One worker thread and the port the storage talks to it on. */
+interface WorkerThread {
+  readonly worker: Worker;
+  readonly port: MessagePort;
+  /** Set while the worker is asked to close: called when it answers. */
+  closing: (() => void) | null;
+}
+
 export class WorkerRunner implements CheckpointRunner {
-  private worker: Worker | null = null;
-  private port: MessagePort | null = null;
+  private current: WorkerThread | null = null;
+  /** Workers replaced by collectGarbage that have not ended yet. */
+  private readonly retiring = new Set<Promise<void>>();
   private readonly signal = new Int32Array(new SharedArrayBuffer(4));
   private inFlight: { readonly id: number; readonly done: (result: CheckpointResult) => void } | null = null;
   private nextId = 1;
   /** Why the worker stopped, if it did: every later job fails with it. */
   private failure: string | null = null;
-  private closed: (() => void) | null = null;
 
   constructor(
     private readonly path: string,
@@ -187,7 +200,7 @@ export class WorkerRunner implements CheckpointRunner {
     }
     const request: WorkerRequest = { type: "checkpoint", id, ...job };
     // The changes are a buffer of their own (encodePendingChanges): moved, not copied.
-    this.ensure().postMessage(request, [job.changes.buffer as ArrayBuffer]);
+    this.ensure().port.postMessage(request, [job.changes.buffer as ArrayBuffer]);
   }
 
   waitIdle(): void {
@@ -196,7 +209,7 @@ export class WorkerRunner implements CheckpointRunner {
       // Read the counter first: a reply posted after this read bumps it, so the wait below
       // returns at once instead of missing the wake-up.
       const seen = Atomics.load(this.signal, 0);
-      const reply = this.port === null ? undefined : receiveMessageOnPort(this.port);
+      const reply = this.current === null ? undefined : receiveMessageOnPort(this.current.port);
       if (reply !== undefined) {
         this.take(reply.message as WorkerReply);
         continue;
@@ -226,43 +239,60 @@ export class WorkerRunner implements CheckpointRunner {
 
   async close(): Promise<void> {
     this.waitIdle();
-    const worker = this.worker;
-    const port = this.port;
-    if (worker === null || port === null) return;
-    if (this.failure === null) {
-      await new Promise<void>((resolve) => {
-        this.closed = resolve;
-        port.ref();
-        port.postMessage({ type: "close" } satisfies WorkerRequest);
-      });
-    }
-    port.close();
-    await worker.terminate();
-    this.worker = null;
-    this.port = null;
+    const thread = this.current;
+    this.current = null;
+    if (thread !== null) await this.end(thread, this.failure === null);
+    await Promise.all(this.retiring);
   }
 
   collectGarbage(): void {
-    if (this.port === null || this.failure !== null) return;
-    this.port.postMessage({ type: "collect" } satisfies WorkerRequest);
+    const thread = this.current;
+    if (thread === null || this.failure !== null || this.inFlight !== null) return;
+    // The next checkpoint starts a new worker; this one closes its environment and ends.
+    this.current = null;
+    const ended = this.end(thread, true);
+    this.retiring.add(ended);
+    void ended.finally(() => this.retiring.delete(ended));
   }
 
-  private ensure(): MessagePort {
-    if (this.port !== null) return this.port;
+  /** Asks `thread` to close its environment (when `ask`), then ends it. */
+  private async end(thread: WorkerThread, ask: boolean): Promise<void> {
+    if (ask) {
+      await new Promise<void>((resolve) => {
+        thread.closing = resolve;
+        thread.port.ref();
+        thread.port.postMessage({ type: "close" } satisfies WorkerRequest);
+      });
+    }
+    thread.port.close();
+    await thread.worker.terminate();
+  }
+
+  private ensure(): WorkerThread {
+    if (this.current !== null) return this.current;
     const { port1, port2 } = new MessageChannel();
     const start: WorkerStart = { path: this.path, port: port2, signal: this.signal };
     const [script, scriptOptions] = workerScript(this.entry);
     const worker = new Worker(script, { ...scriptOptions, workerData: start, transferList: [port2] });
-    worker.on("error", (error) => this.fail(`the checkpoint worker failed: ${error.message}`));
+    const thread: WorkerThread = { worker, port: port1, closing: null };
+    // Only the worker in use fails the storage; one asked to close (or replaced) may end as it does.
+    worker.on("error", (error) => {
+      if (thread.closing === null && this.current === thread)
+        this.fail(`the checkpoint worker failed: ${error.message}`);
+    });
     worker.on("exit", (code) => {
-      if (this.closed === null) this.fail(`the checkpoint worker exited (code ${code})`);
+      // A worker that ends while asked to close will not answer: its closing is over.
+      if (thread.closing !== null) thread.closing();
+      else if (this.current === thread) this.fail(`the checkpoint worker exited (code ${code})`);
     });
     worker.unref();
-    port1.on("message", (reply: WorkerReply) => this.take(reply));
+    port1.on("message", (reply: WorkerReply) => {
+      if (reply.type === "closed") thread.closing?.();
+      else this.take(reply);
+    });
     port1.unref();
-    this.worker = worker;
-    this.port = port1;
-    return port1;
+    this.current = thread;
+    return thread;
   }
 
   private fail(reason: string): void {
@@ -274,10 +304,7 @@ export class WorkerRunner implements CheckpointRunner {
   }
 
   private take(reply: WorkerReply): void {
-    if (reply.type === "closed") {
-      this.closed?.();
-      return;
-    }
+    if (reply.type === "closed") return;
     const inFlight = this.inFlight;
     if (inFlight === null || inFlight.id !== reply.id) return;
     this.inFlight = null;

@@ -4,28 +4,11 @@
  * sent to lmdb, one at a time, in the order they came.
  */
 import { performance } from "node:perf_hooks";
-import { setFlagsFromString } from "node:v8";
 import { isMainThread, workerData } from "node:worker_threads";
 import { assert } from "../core/index.ts";
 import type { CommandCodec } from "../paxos/index.ts";
 import type { CheckpointResult, WorkerReply, WorkerRequest, WorkerStart } from "./checkpoint-runner.ts";
 import { LmdbApplier, openEnvironment } from "./lmdb.ts";
-
-/**
- * A full collection that compacts (see cli/process-collector.ts): a load's checkpoints leave the
- * worker's old generation with pages half empty, which a quiet server gives back. Nothing when
- * V8's collector is not exposed (servers expose it: `serverNodeFlags`).
- */
-function collect(): void {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  if (typeof gc !== "function") return;
-  setFlagsFromString("--compact-on-every-full-gc");
-  try {
-    gc();
-  } finally {
-    setFlagsFromString("--no-compact-on-every-full-gc");
-  }
-}
 
 export function serveCheckpoints<C>(codec: CommandCodec<C>): void {
   assert(!isMainThread, "serveCheckpoints runs in a worker thread");
@@ -40,10 +23,6 @@ export function serveCheckpoints<C>(codec: CommandCodec<C>): void {
   port.on("message", (request: WorkerRequest) => {
     if (request.type === "close") {
       void env.root.close().finally(() => reply({ type: "closed" }));
-      return;
-    }
-    if (request.type === "collect") {
-      collect();
       return;
     }
     const startedMs = performance.now();

@@ -588,8 +588,12 @@ describe("LmdbStorage", () => {
         pointers: drawn.pointers.map((p) => pointer(p.cellKey, p.epoch)),
       });
       // After each batch: compare (reads checkpoint first), go on (changes pile up in the journal),
-      // or crash (closing without a checkpoint; the next open replays the journal).
-      const stepArb = fc.record({ batch: batchArb, after: fc.constantFrom("compare", "continue", "crash") });
+      // crash (closing without a checkpoint; the next open replays the journal), or a quiet
+      // moment's collection (a checkpoint worker, when idle, is replaced by a new one).
+      const stepArb = fc.record({
+        batch: batchArb,
+        after: fc.constantFrom("compare", "continue", "crash", "collect"),
+      });
       await fc.assert(
         fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 10 }), async (steps) => {
           const runDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-model-"));
@@ -612,6 +616,11 @@ describe("LmdbStorage", () => {
               if (step.after === "crash") {
                 await lmdb.abandonForTest();
                 lmdb = openRun();
+              }
+              if (step.after === "collect") {
+                // Let a checkpoint in flight end, so that the worker is idle and is replaced.
+                await new Promise((resolve) => setTimeout(resolve, 20));
+                lmdb.collectWorkerGarbage();
               }
             }
             expect(everything(lmdb, cellKeys)).toEqual(everything(model, cellKeys));

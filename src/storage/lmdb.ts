@@ -572,8 +572,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
   }
 
   /**
-   * Asks the checkpoint worker, if the storage has one, for a full collection of its heap: a
-   * quiet server's idle collection gives back what a load's checkpoints left there.
+   * A quiet server's idle collection: the checkpoint worker, if the storage has one and it is
+   * idle, is replaced (the next checkpoint starts a new one), which gives back what a load's
+   * checkpoints left in its heap and its lmdb environment.
    */
   collectWorkerGarbage(): void {
     if (this.state === "open") this.runner.collectGarbage();
