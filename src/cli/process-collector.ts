@@ -1,8 +1,9 @@
 /**
  * The server process's idle collection: one IdleCollector per process asks, once every server in
  * it is quiet, for a full collection of V8's heap, exposed by the server's Node flags
- * (`serverNodeFlags`: `--expose-gc`), then of its servers' checkpoint workers' heaps. Its wall
- * time and longest pause (of the process's own heap) are kept for /metrics.
+ * (`serverNodeFlags`: `--expose-gc`), then has its servers' idle checkpoint workers replaced
+ * (ending a worker gives back what a burst's checkpoints left in it). Its wall time and longest
+ * pause (of the process's own heap) are kept for /metrics.
  *
  * The collection compacts. Long-lived nodes and a burst's short-lived records are promoted
  * together, and a plain collection leaves the pages they shared half empty and still reserved
@@ -28,7 +29,7 @@ export const processCollector = (() => {
   const gc = (globalThis as { gc?: (options?: object) => unknown }).gc;
   if (typeof gc !== "function") return null;
   const sources = new Set<Server>();
-  /** Collections of heaps beside the process's own (the servers' checkpoint workers). */
+  /** What else a collection gives back (the servers' checkpoint workers, replaced). */
   const others = new Set<() => void>();
   let lastCollectionMs = 0;
   let lastPauseMs = 0;
