@@ -156,12 +156,6 @@ function workerScript(entry: URL): [string | URL, { eval?: true }] {
 /** How long waitIdle() waits for the worker before it gives up on it. */
 const workerAnswerMsMax = 120_000;
 
-/**
- * Checkpoints on a worker thread started from `entry`, a module that calls serveCheckpoints()
- * (checkpoint-worker.ts) with the storage's command codec. The worker opens the same lmdb
- * environment; it is started with the first job and is the only one to write the environment
- * while it runs.
- */
 /** One worker thread and the port the storage talks to it on. */
 interface WorkerThread {
   readonly worker: Worker;
@@ -170,6 +164,12 @@ interface WorkerThread {
   closing: (() => void) | null;
 }
 
+/**
+ * Checkpoints on a worker thread started from `entry`, a module that calls serveCheckpoints()
+ * (checkpoint-worker.ts) with the storage's command codec. The worker opens the same lmdb
+ * environment; it is started with the first job and is the only one to write the environment
+ * while it runs.
+ */
 export class WorkerRunner implements CheckpointRunner {
   private current: WorkerThread | null = null;
   /** Workers replaced by collectGarbage that have not ended yet. */
