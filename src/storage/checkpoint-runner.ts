@@ -8,7 +8,10 @@
  * a message port (the changes are one buffer, encodePendingChanges' bytes, transferred rather
  * than copied); the worker applies them in one lmdb
  * transaction, posts {id, result} and then bumps a shared counter and wakes whoever waits on it,
- * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort.
+ * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort. The
+ * worker's thread also marks the counter's neighbour and wakes the waiter when it ends, for
+ * whatever reason (a module that fails to load, a crash): a blocked wait cannot hear the worker's
+ * exit event, and learns this way that no answer will come.
  * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"}.
  *
  * A quiet server's idle collection replaces the worker (collectGarbage): the old one closes its
@@ -137,20 +140,26 @@ export interface WorkerStart {
 }
 
 /**
- * What to start a worker from: the module itself, or, for a TypeScript module (the sources run
- * through tsx), a script that loads it through tsx's API (a worker does not take its parent's
- * module hooks).
+ * The worker's script: it notes its thread's end in `workerData.signal` (word 1, then wakes the
+ * waiter on word 0), then loads `entry`, directly or, for a TypeScript module (the sources run
+ * through tsx), through tsx's API (a worker does not take its parent's module hooks).
  */
-function workerScript(entry: URL): [string | URL, { eval?: true }] {
-  if (!entry.pathname.endsWith(".ts")) return [entry, {}];
-  // The ES module build of tsx's API, as its package's exports name it for `import`.
-  const packageJson = createRequire(import.meta.url).resolve("tsx/package.json");
-  const exported = JSON.parse(readFileSync(packageJson, "utf8")).exports["./esm/api"].import.default;
-  const api = pathToFileURL(join(dirname(packageJson), exported)).href;
-  const code =
-    `import(${JSON.stringify(api)})` +
-    `.then(({ tsImport }) => tsImport(${JSON.stringify(entry.href)}, ${JSON.stringify(entry.href)}))`;
-  return [code, { eval: true }];
+function workerScript(entry: URL): string {
+  let load = `import(${JSON.stringify(entry.href)})`;
+  if (entry.pathname.endsWith(".ts")) {
+    // The ES module build of tsx's API, as its package's exports name it for `import`.
+    const packageJson = createRequire(import.meta.url).resolve("tsx/package.json");
+    const exported = JSON.parse(readFileSync(packageJson, "utf8")).exports["./esm/api"].import.default;
+    const api = pathToFileURL(join(dirname(packageJson), exported)).href;
+    load =
+      `import(${JSON.stringify(api)})` +
+      `.then(({ tsImport }) => tsImport(${JSON.stringify(entry.href)}, ${JSON.stringify(entry.href)}))`;
+  }
+  return (
+    'const { workerData } = require("node:worker_threads");\n' +
+    'process.on("exit", () => { const s = workerData.signal; Atomics.store(s, 1, 1); Atomics.add(s, 0, 1); Atomics.notify(s, 0); });\n' +
+    `${load};\n`
+  );
 }
 
 /** How long waitIdle() waits for the worker before it gives up on it. */
@@ -160,6 +169,8 @@ const workerAnswerMsMax = 120_000;
 interface WorkerThread {
   readonly worker: Worker;
   readonly port: MessagePort;
+  /** Word 0 counts the worker's replies; word 1 is set when its thread has ended. */
+  readonly signal: Int32Array;
   /** Set while the worker is asked to close: called when it answers. */
   closing: (() => void) | null;
 }
@@ -174,7 +185,6 @@ export class WorkerRunner implements CheckpointRunner {
   private current: WorkerThread | null = null;
   /** Workers replaced by collectGarbage that have not ended yet. */
   private readonly retiring = new Set<Promise<void>>();
-  private readonly signal = new Int32Array(new SharedArrayBuffer(4));
   private inFlight: { readonly id: number; readonly done: (result: CheckpointResult) => void } | null = null;
   private nextId = 1;
   /** Why the worker stopped, if it did: every later job fails with it. */
@@ -206,15 +216,19 @@ export class WorkerRunner implements CheckpointRunner {
   waitIdle(): void {
     const deadline = performance.now() + workerAnswerMsMax;
     while (this.inFlight !== null) {
+      const thread = this.current;
       // Read the counter first: a reply posted after this read bumps it, so the wait below
       // returns at once instead of missing the wake-up.
-      const seen = Atomics.load(this.signal, 0);
-      const reply = this.current === null ? undefined : receiveMessageOnPort(this.current.port);
+      const seen = thread === null ? 0 : Atomics.load(thread.signal, 0);
+      const reply = thread === null ? undefined : receiveMessageOnPort(thread.port);
       if (reply !== undefined) {
         this.take(reply.message as WorkerReply);
         continue;
       }
-      if (this.failure !== null || performance.now() > deadline) {
+      // Every reply the worker posted was taken above: one that has ended will not answer.
+      if (thread !== null && Atomics.load(thread.signal, 1) !== 0 && this.failure === null)
+        this.failure = "the checkpoint worker's thread ended before it answered";
+      if (this.failure !== null || performance.now() > deadline || thread === null) {
         const inFlight = this.inFlight;
         this.inFlight = null;
         const error =
@@ -223,7 +237,7 @@ export class WorkerRunner implements CheckpointRunner {
         inFlight.done({ ok: false, error });
         return;
       }
-      Atomics.wait(this.signal, 0, seen, 1000);
+      Atomics.wait(thread.signal, 0, seen, 1000);
     }
   }
 
@@ -271,10 +285,14 @@ export class WorkerRunner implements CheckpointRunner {
   private ensure(): WorkerThread {
     if (this.current !== null) return this.current;
     const { port1, port2 } = new MessageChannel();
-    const start: WorkerStart = { path: this.path, port: port2, signal: this.signal };
-    const [script, scriptOptions] = workerScript(this.entry);
-    const worker = new Worker(script, { ...scriptOptions, workerData: start, transferList: [port2] });
-    const thread: WorkerThread = { worker, port: port1, closing: null };
+    const signal = new Int32Array(new SharedArrayBuffer(8));
+    const start: WorkerStart = { path: this.path, port: port2, signal };
+    const worker = new Worker(workerScript(this.entry), {
+      eval: true,
+      workerData: start,
+      transferList: [port2],
+    });
+    const thread: WorkerThread = { worker, port: port1, signal, closing: null };
     // Only the worker in use fails the storage; one asked to close (or replaced) may end as it does.
     worker.on("error", (error) => {
       if (thread.closing === null && this.current === thread)

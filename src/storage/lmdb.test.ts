@@ -496,6 +496,34 @@ describe("LmdbStorage", () => {
     expect(reopened.stats().storedSegments).toBe(4);
   });
 
+  it("a read waiting for a checkpoint worker that ended learns it at once, not after the 120 s bound", async () => {
+    // A blocked read cannot hear the worker's exit event: the worker's thread marks its end in the
+    // memory the read waits on. Here the worker's module does not exist, so it ends at its start.
+    const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
+    directories.push(workerDirectory);
+    const broken = LmdbStorage.open({
+      path: workerDirectory,
+      codec: commandCodec,
+      checkpoint: { cells: 1 },
+      checkpointWorker: new URL("./no-such-checkpoint-worker.ts", import.meta.url),
+    });
+    open.push(broken);
+    await persist(broken, batch({ writes: [fresh("a", 1, [1])] }));
+    expect(broken.stats().pendingCells).toBe(1);
+    const started = performance.now();
+    // The checkpoint of "a" is in flight: the read waits for it, and learns that it failed.
+    try {
+      broken.load("a");
+    } catch {
+      // What a read of a failed checkpoint's cell gives is the storage's own affair; the wait is not.
+    }
+    expect(performance.now() - started).toBeLessThan(10_000);
+    // The storage then refuses writes, with the reason.
+    await expect(persist(broken, batch({ writes: [fresh("b", 1, [1])] }))).rejects.toThrow(
+      /checkpoint worker/,
+    );
+  });
+
   it("on a checkpoint worker: writes go on while a checkpoint runs, and a read of its cells waits for it", async () => {
     const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
     directories.push(workerDirectory);
