@@ -71,7 +71,8 @@ export interface CheckpointRunner {
 /** Applies a job to lmdb, on the calling thread (LmdbApplier.applyJob). */
 export type ApplyJob = (job: CheckpointJob) => CheckpointOutcome;
 
-function runJob(apply: ApplyJob, job: CheckpointJob): CheckpointResult {
+/** Runs a job with `apply`, timing it; a failure is a result, not a throw. */
+export function runJob(apply: ApplyJob, job: CheckpointJob): CheckpointResult {
   const startedMs = performance.now();
   try {
     const outcome = apply(job);

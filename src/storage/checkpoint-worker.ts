@@ -3,11 +3,10 @@
  * serveCheckpoints() with the storage's command codec, and from then on applies each job it is
  * sent to lmdb, one at a time, in the order they came.
  */
-import { performance } from "node:perf_hooks";
 import { isMainThread, workerData } from "node:worker_threads";
 import { assert } from "../core/index.ts";
 import type { CommandCodec } from "../paxos/index.ts";
-import type { CheckpointResult, WorkerReply, WorkerRequest, WorkerStart } from "./checkpoint-runner.ts";
+import { runJob, type WorkerReply, type WorkerRequest, type WorkerStart } from "./checkpoint-runner.ts";
 import { LmdbApplier, openEnvironment } from "./lmdb.ts";
 
 export function serveCheckpoints<C>(codec: CommandCodec<C>): void {
@@ -25,14 +24,6 @@ export function serveCheckpoints<C>(codec: CommandCodec<C>): void {
       void env.root.close().finally(() => reply({ type: "closed" }));
       return;
     }
-    const startedMs = performance.now();
-    let result: CheckpointResult;
-    try {
-      const outcome = applier.applyJob(request);
-      result = { ok: true, outcome, tookMs: performance.now() - startedMs };
-    } catch (error) {
-      result = { ok: false, error: error instanceof Error ? error.message : String(error) };
-    }
-    reply({ type: "result", id: request.id, result });
+    reply({ type: "result", id: request.id, result: runJob((job) => applier.applyJob(job), request) });
   });
 }

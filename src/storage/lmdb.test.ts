@@ -496,18 +496,24 @@ describe("LmdbStorage", () => {
     expect(reopened.stats().storedSegments).toBe(4);
   });
 
-  it("a read waiting for a checkpoint worker that ended learns it at once, not after the 120 s bound", async () => {
-    // A blocked read cannot hear the worker's exit event: the worker's thread marks its end in the
-    // memory the read waits on. Here the worker's module does not exist, so it ends at its start.
+  /** A storage in a directory of its own, checkpointing after every batch on a worker from `entry`. */
+  function openOnWorker(entry: URL): LmdbStorage<Command> {
     const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
     directories.push(workerDirectory);
-    const broken = LmdbStorage.open({
+    const storage = LmdbStorage.open({
       path: workerDirectory,
       codec: commandCodec,
       checkpoint: { cells: 1 },
-      checkpointWorker: new URL("./no-such-checkpoint-worker.ts", import.meta.url),
+      checkpointWorker: entry,
     });
-    open.push(broken);
+    open.push(storage);
+    return storage;
+  }
+
+  it("a read waiting for a checkpoint worker that ended learns it at once, not after the 120 s bound", async () => {
+    // A blocked read cannot hear the worker's exit event: the worker's thread marks its end in the
+    // memory the read waits on. Here the worker's module does not exist, so it ends at its start.
+    const broken = openOnWorker(new URL("./no-such-checkpoint-worker.ts", import.meta.url));
     await persist(broken, batch({ writes: [fresh("a", 1, [1])] }));
     expect(broken.stats().pendingCells).toBe(1);
     const started = performance.now();
@@ -525,15 +531,7 @@ describe("LmdbStorage", () => {
   });
 
   it("on a checkpoint worker: writes go on while a checkpoint runs, and a read of its cells waits for it", async () => {
-    const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
-    directories.push(workerDirectory);
-    const onWorker = LmdbStorage.open({
-      path: workerDirectory,
-      codec: commandCodec,
-      checkpoint: { cells: 1 },
-      checkpointWorker,
-    });
-    open.push(onWorker);
+    const onWorker = openOnWorker(checkpointWorker);
     await persist(onWorker, batch({ writes: [fresh("a", 1, [1, 2])] }));
     // The batch's checkpoint is in flight on the worker (it starts once the batch is done).
     expect(onWorker.stats().pendingCells).toBe(1);

@@ -229,8 +229,8 @@ export function encodePendingChanges(
 
 /**
  * What encodePendingChanges wrote, a cell at a time (a checkpoint applies each before the next is
- * read, so a large one never holds every cell's objects at once); throws DecodeError for anything
- * else, at the first byte that does not fit.
+ * read, so a large one never holds every cell's objects at once); entries are views of `bytes`.
+ * Throws DecodeError for anything else, at the first byte that does not fit.
  */
 export function* decodePendingChanges(bytes: Uint8Array): Generator<[CellKey, PendingChange[]]> {
   const reader = new ByteReader(bytes);
@@ -250,7 +250,9 @@ export function* decodePendingChanges(bytes: Uint8Array): Generator<[CellKey, Pe
         const { node, promised, snapshot, truncateThrough } = readNodeWriteHeader(reader);
         const entries = new Map<number, Uint8Array>();
         const entryCount = boundedCount(reader, "entries");
-        for (let k = 0; k < entryCount; k++) entries.set(reader.uint(), reader.bytes(entryBytesMax));
+        // A checkpoint applies a cell's entries before it reads the next cell, and lmdb copies what
+        // it stores: nothing keeps a view past the job.
+        for (let k = 0; k < entryCount; k++) entries.set(reader.uint(), reader.view(entryBytesMax));
         changes.push({
           kind: "write",
           write: { cellKey, node, promised, snapshot, truncateThrough, entries },
