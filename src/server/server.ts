@@ -195,9 +195,6 @@ export class Server {
   private nextRemoved: { cellKey: CellKey; incarnation: number }[] = [];
   private nextPointers: ForwardingPointer[] = [];
   private nextAfterPersist: PaxosMessage<Command>[] = [];
-  /** Messages of the batch's turn held to go with its after-persist messages (finishTurn). */
-  private heldForBatch: PaxosMessage<Command>[] = [];
-  private readonly peersScratch = new Set<ServerId>();
   private stopped = false;
   private readonly onFatal: ((reason: string) => void) | null;
   private readonly onFault: ((cellKey: CellKey, detail: string) => void) | null;
@@ -438,17 +435,7 @@ export class Server {
 
   private finishTurn(now: number): void {
     const out = this.out;
-    for (const write of out.writes) this.nextWrites.push(write);
-    for (const message of out.sendAfterPersist) this.nextAfterPersist.push(message);
-    // A peer that this turn's batch will send messages to once durable gets all of its messages
-    // then, in one frame: the ones that may go now wait the batch's write with them (one system
-    // call and one wakeup of the peer, not two). A peer with nothing waiting for the batch gets
-    // its messages now, so a leader's accepts still reach followers while its own write is made.
-    const holding = !this.batchInFlight && this.nextWrites.length > 0 ? this.peersAfterPersist() : null;
-    for (const message of out.sendNow) {
-      if (holding?.has(message.to.serverId)) this.heldForBatch.push(message);
-      else this.sendPaxos(message);
-    }
+    for (const message of out.sendNow) this.sendPaxos(message);
     for (const result of out.results) {
       const request = this.takeRequest(result.tag);
       if (request === null) continue;
@@ -494,9 +481,11 @@ export class Server {
           break;
       }
     }
+    for (const write of out.writes) this.nextWrites.push(write);
+    for (const message of out.sendAfterPersist) this.nextAfterPersist.push(message);
     // What may go now goes before the batch starts: a storage batch may hold the event loop for
     // its flush, and a leader's accepts should reach the followers while its own write is made
-    // durable, not after. Only sendAfterPersist, and what was held above, waits for the batch.
+    // durable, not after. Only sendAfterPersist waits for the batch.
     this.transport.flush();
     if (!this.batchInFlight && this.batchWaiting()) this.startBatch();
     out.reset();
@@ -524,8 +513,6 @@ export class Server {
       pointers: this.nextPointers,
     };
     const afterPersist = this.nextAfterPersist;
-    const held = this.heldForBatch;
-    this.heldForBatch = [];
     this.nextWrites = [];
     this.nextRemoved = [];
     this.nextPointers = [];
@@ -541,24 +528,10 @@ export class Server {
         this.onFatal?.(`a storage batch could not be made durable: ${error.message}`);
         return;
       }
-      for (const message of held) this.sendPaxos(message);
       this.releaseAfterPersist(afterPersist);
       if (this.batchWaiting()) this.startBatch();
       this.transport.flush();
     });
-  }
-
-  /** The other servers that messages waiting for the next batch go to, or null for none. */
-  private peersAfterPersist(): Set<ServerId> | null {
-    this.peersScratch.clear();
-    let peers: Set<ServerId> | null = null;
-    for (const message of this.nextAfterPersist) {
-      const to = message.to.serverId;
-      if (to === this.serverId) continue;
-      if (peers === null) peers = this.peersScratch;
-      peers.add(to);
-    }
-    return peers;
   }
 
   private batchWaiting(): boolean {
