@@ -30,6 +30,30 @@ describe("canonical codec", () => {
     );
   });
 
+  it("reads short ASCII strings from its memory of recent ones only when every byte matches", () => {
+    // Many more strings than the memory has slots, all of one length and most of one prefix, so
+    // slots are shared and a match on anything less than every byte would return a wrong one.
+    const keys = Array.from({ length: 20_000 }, (_, i) => `bench-${String(i).padStart(7, "0")}`);
+    keys.push("", "a", "b", "x".repeat(63), "y".repeat(64), "é-not-ascii", "bench-000001\u0080");
+    const encoded = keys.map((key) => new ByteWriter(16).string(key).uint(7).finish());
+    const prng = new Prng(5);
+    for (let round = 0; round < 3; round++) {
+      for (let n = 0; n < keys.length; n++) {
+        const i = round === 0 ? n : prng.below(keys.length);
+        const reader = new ByteReader(encoded[i] as Uint8Array);
+        expect(reader.string(64)).toBe(keys[i]);
+        // The reader moved past the string's bytes exactly.
+        expect(reader.uint()).toBe(7);
+        reader.end();
+      }
+    }
+    // A non-ASCII byte inside a short string is decoded as UTF-8, and malformed UTF-8 refused.
+    expect(() => new ByteReader(Uint8Array.of(2, 0x61, 0xff)).string(64)).toThrow(DecodeError);
+    expect(new ByteReader(Uint8Array.of(3, 0x61, 0xc3, 0xa9)).string(64)).toBe("aé");
+    // Over the caller's bound: refused, whether or not the string was read before.
+    expect(() => new ByteReader(encoded[0] as Uint8Array).string(4)).toThrow(DecodeError);
+  });
+
   it("round-trips finite doubles and refuses NaN and the infinities", () => {
     fc.assert(
       fc.property(fc.double({ noNaN: true, noDefaultInfinity: true }), (value) => {

@@ -13,6 +13,42 @@ const scratchBytes = new Uint8Array(8);
 const scratchView = new DataView(scratchBytes.buffer);
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * The memory of short ASCII strings read lately: a string read again (a cell key, a server id, an
+ * item key: most strings a server reads are one it read a moment ago) is the same string object,
+ * built once, flat, its hash computed once, with nothing allocated. Direct-mapped by a hash of the
+ * bytes; a slot holds the last string that hashed to it. Bounded: recentAsciiSlots strings of at
+ * most 63 bytes.
+ */
+const recentAsciiSlots = 4096;
+const recentAsciiStrings: (string | undefined)[] = new Array(recentAsciiSlots).fill(undefined);
+
+/** The ASCII text of buffer[start, start + length), or null if a byte is not ASCII. */
+function recentAscii(buffer: Uint8Array, start: number, length: number): string | null {
+  let hash = 0x811c9dc5 ^ length;
+  for (let i = 0; i < length; i++) {
+    const code = buffer[start + i] as number;
+    if (code >= 0x80) return null;
+    hash = Math.imul(hash ^ code, 0x01000193);
+  }
+  const slot = (hash ^ (hash >>> 15)) & (recentAsciiSlots - 1);
+  const known = recentAsciiStrings[slot];
+  if (known !== undefined && known.length === length) {
+    let i = 0;
+    while (i < length && known.charCodeAt(i) === buffer[start + i]) i++;
+    if (i === length) return known;
+  }
+  const text = asciiText(buffer, start, length);
+  recentAsciiStrings[slot] = text;
+  return text;
+}
+
+/** ASCII bytes as a flat string, built in one piece. */
+function asciiText(buffer: Uint8Array, start: number, length: number): string {
+  if (length === 0) return "";
+  return String.fromCharCode.apply(null, buffer.subarray(start, start + length) as unknown as number[]);
+}
+
 export function utf8Encode(text: string): Uint8Array {
   return textEncoder.encode(text);
 }
@@ -300,21 +336,15 @@ export class ByteReader {
   string(maxBytes: number): string {
     const start = this.offset;
     const length = this.buffer[start];
-    // Short ASCII strings are read without a copy or the UTF-8 decoder.
+    // Short ASCII strings (cell keys, server ids, item keys) come from the memory of recent ones.
     if (
       length !== undefined &&
       length < 0x40 &&
       length <= maxBytes &&
       start + 1 + length <= this.buffer.length
     ) {
-      let text = "";
-      let i = 0;
-      for (; i < length; i++) {
-        const code = this.buffer[start + 1 + i] as number;
-        if (code >= 0x80) break;
-        text += String.fromCharCode(code);
-      }
-      if (i === length) {
+      const text = recentAscii(this.buffer, start + 1, length);
+      if (text !== null) {
         this.offset = start + 1 + length;
         return text;
       }
