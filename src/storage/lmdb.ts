@@ -154,12 +154,14 @@ export const checkpointBucketsMs: readonly number[] = [1, 5, 10, 25, 50, 100, 25
 export const defaultCheckpointPolicy: CheckpointPolicy = {
   journalBytes: 8 * 1024 * 1024,
   cells: 20_000,
-  // A checkpoint holds the event loop for as long as it runs, about 10 us per record put, and
-  // puts one segment per node it covers however often that node was written: the longer the
-  // interval, the more entries per put, up to the point where every hosted cell is written in
-  // each interval. 1 s against 500 ms: 1.08-1.27 times the writes/s at 1,000 cells; 2 s against
-  // 1 s: no steady gain (docs/BENCHMARKS.md).
-  intervalMs: 1000,
+  // A checkpoint costs about 10 us per record it puts, and puts one segment per node it covers
+  // however often that node was written: the longer the interval, the more entries per put, up
+  // to the point where every hosted cell is written in each interval. 1 s against 500 ms (when
+  // checkpoints ran on the event loop): 1.08-1.27 times the writes/s at 1,000 cells. On the
+  // worker, 2 s against 1 s: 19-21 against 28-33 us of the checkpoint workers' CPU per write
+  // under `throughput`; 4 s, 16 us (docs/BENCHMARKS.md). The journal and cell bounds above cap
+  // what a restart replays whatever the interval.
+  intervalMs: 2000,
 };
 
 export interface LmdbStorageStats {
