@@ -11,7 +11,9 @@
  * so that waitIdle() can block on the counter and take the reply with receiveMessageOnPort. The
  * worker's thread also marks the counter's neighbour and wakes the waiter when it ends, for
  * whatever reason (a module that fails to load, a crash): a blocked wait cannot hear the worker's
- * exit event, and learns this way that no answer will come.
+ * exit event, and learns this way that no answer will come. A worker alive but silent for
+ * workerAnswerMsMax after a job started (hung) fails that job, and the storage, even when nothing
+ * waits for it: a timer armed with each job.
  * {type: "close"} closes the worker's handle on the environment and is answered {type: "closed"}.
  *
  * A quiet server's idle collection replaces the worker (collectGarbage): the old one closes its
@@ -163,8 +165,13 @@ function workerScript(entry: URL): string {
   );
 }
 
-/** How long waitIdle() waits for the worker before it gives up on it. */
-const workerAnswerMsMax = 120_000;
+/**
+ * How long a checkpoint may go unanswered before the worker is given up on: a blocked waitIdle()
+ * stops waiting then, and so does the storage when nothing waits (a timer armed with each job).
+ * A checkpoint is bounded by the policy's journal and cell bounds (well under a second here); a
+ * worker this late is hung (a loop, a lock), and the storage fails rather than wait on.
+ */
+export const workerAnswerMsMax = 120_000;
 
 /** One worker thread and the port the storage talks to it on. */
 interface WorkerThread {
@@ -190,10 +197,14 @@ export class WorkerRunner implements CheckpointRunner {
   private nextId = 1;
   /** Why the worker stopped, if it did: every later job fails with it. */
   private failure: string | null = null;
+  /** Fails the job in flight if it is still unanswered answerMsMax after it started. */
+  private overdue: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly path: string,
     private readonly entry: URL,
+    /** workerAnswerMsMax, or less in tests. */
+    private readonly answerMsMax = workerAnswerMsMax,
   ) {}
 
   get busy(): boolean {
@@ -211,11 +222,26 @@ export class WorkerRunner implements CheckpointRunner {
     }
     const request: WorkerRequest = { type: "checkpoint", id, ...job };
     // The changes are a buffer of their own (encodePendingChanges): moved, not copied.
-    this.ensure().port.postMessage(request, [job.changes.buffer as ArrayBuffer]);
+    const thread = this.ensure();
+    thread.port.postMessage(request, [job.changes.buffer as ArrayBuffer]);
+    // A worker that hangs is noticed even when nothing waits for it: the storage fails, and the
+    // thread is let go (a hung one may never end; it holds nothing the storage still needs).
+    this.overdue = setTimeout(() => {
+      this.overdue = null;
+      if (this.inFlight?.id !== id) return;
+      this.fail(this.lateReason());
+      if (this.current === thread) this.current = null;
+      void thread.worker.terminate();
+    }, this.answerMsMax);
+    this.overdue.unref();
+  }
+
+  private lateReason(): string {
+    return `the checkpoint worker did not answer within ${this.answerMsMax / 1000} s`;
   }
 
   waitIdle(): void {
-    const deadline = performance.now() + workerAnswerMsMax;
+    const deadline = performance.now() + this.answerMsMax;
     while (this.inFlight !== null) {
       const thread = this.current;
       // Read the counter first: a reply posted after this read bumps it, so the wait below
@@ -230,15 +256,10 @@ export class WorkerRunner implements CheckpointRunner {
       if (thread !== null && Atomics.load(thread.signal, 1) !== 0 && this.failure === null)
         this.failure = "the checkpoint worker's thread ended before it answered";
       if (this.failure !== null || performance.now() > deadline || thread === null) {
-        const inFlight = this.inFlight;
-        this.inFlight = null;
-        const error =
-          this.failure ?? `the checkpoint worker did not answer within ${workerAnswerMsMax / 1000} s`;
-        this.failure = error;
-        inFlight.done({ ok: false, error });
+        this.fail(this.failure ?? this.lateReason());
         return;
       }
-      Atomics.wait(thread.signal, 0, seen, 1000);
+      Atomics.wait(thread.signal, 0, seen, Math.max(1, Math.min(1000, deadline - performance.now())));
     }
   }
 
@@ -318,15 +339,22 @@ export class WorkerRunner implements CheckpointRunner {
     if (this.failure === null) this.failure = reason;
     const inFlight = this.inFlight;
     if (inFlight === null) return;
-    this.inFlight = null;
-    inFlight.done({ ok: false, error: reason });
+    this.settle();
+    inFlight.done({ ok: false, error: this.failure });
   }
 
   private take(reply: WorkerReply): void {
     if (reply.type === "closed") return;
     const inFlight = this.inFlight;
     if (inFlight === null || inFlight.id !== reply.id) return;
-    this.inFlight = null;
+    this.settle();
     inFlight.done(reply.result);
+  }
+
+  /** The job in flight is over (answered or failed): nothing is in flight, no timer armed. */
+  private settle(): void {
+    this.inFlight = null;
+    if (this.overdue !== null) clearTimeout(this.overdue);
+    this.overdue = null;
   }
 }
