@@ -197,9 +197,12 @@ function readProcess(pid: number, file: string): string | null {
   }
 }
 
-/** CPU time (user + system) and resident memory of a live process, from /proc/<pid>/stat. */
-export function processStat(pid: number): { cpuUs: number; rssBytes: number } | null {
-  const text = readProcess(pid, "stat");
+/**
+ * CPU time (user + system) and resident memory of a live process, from /proc/<pid>/stat, or of
+ * one of its threads from `task/<tid>/stat` (the same fields).
+ */
+export function processStat(pid: number, file = "stat"): { cpuUs: number; rssBytes: number } | null {
+  const text = readProcess(pid, file);
   if (text === null) return null;
   // Fields after the command name (which may hold spaces) start at field 3 (state).
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
@@ -233,6 +236,11 @@ export function machineBusyUs(): number {
 
 export function cpuUsOf(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + (processStat(pid)?.cpuUs ?? 0), 0);
+}
+
+/** CPU time of the processes' main threads only (the thread whose id is the process's). */
+export function mainThreadCpuUsOf(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + (processStat(pid, `task/${pid}/stat`)?.cpuUs ?? 0), 0);
 }
 
 // ---------------------------------------------------------------- child processes

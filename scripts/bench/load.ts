@@ -11,6 +11,7 @@ import {
   cpuUsOf,
   type LatencySummary,
   machineBusyUs,
+  mainThreadCpuUsOf,
   round,
   sleep,
   summarizeLatencies,
@@ -49,6 +50,11 @@ export interface LoadResult {
   readonly latency: LatencySummary;
   /** Server CPU over the window (all server processes) per completed operation. */
   readonly serverCpuUsPerOperation: number;
+  /**
+   * The part of it in the servers' main threads (the event loops); the rest is their other
+   * threads: checkpoint workers, V8's collector helpers, lmdb's and libuv's threads.
+   */
+  readonly serverMainThreadCpuUsPerOperation: number;
   readonly clientCpuUsPerOperation: number;
   /** Cores the servers and the client processes used over the window. */
   readonly serverCores: number;
@@ -149,6 +155,7 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
     const serverPids = options.serverPids();
     const counters0 = (await options.counters?.()) ?? {};
     const serverCpu0 = cpuUsOf(serverPids);
+    const serverMainCpu0 = mainThreadCpuUsOf(serverPids);
     const machine0 = machineBusyUs();
     const clientCpu0 = clientPids.map((pid) => cpuUsOf([pid]));
     const started = performance.now();
@@ -158,6 +165,7 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
     for (const w of workers) w.send({ type: "stop" });
     const wallUs = (performance.now() - started) * 1000;
     const serverCpuUs = cpuUsOf(serverPids) - serverCpu0;
+    const serverMainCpuUs = mainThreadCpuUsOf(serverPids) - serverMainCpu0;
     const machineUs = machineBusyUs() - machine0;
     const clientCpuUs = clientPids.map((pid, i) => cpuUsOf([pid]) - (clientCpu0[i] as number));
     const finished: WorkerResult[] = await Promise.all(results);
@@ -184,6 +192,7 @@ export async function runLoad(children: Children, options: LoadOptions): Promise
       firstError: finished.find((r) => r.firstError !== null)?.firstError ?? null,
       latency: summarizeLatencies(latencies),
       serverCpuUsPerOperation: round(serverCpuUs / Math.max(1, completed)),
+      serverMainThreadCpuUsPerOperation: round(serverMainCpuUs / Math.max(1, completed)),
       clientCpuUsPerOperation: round(clientTotalUs / Math.max(1, completed)),
       serverCores: round(serverCpuUs / wallUs, 2),
       clientCores: round(clientTotalUs / wallUs, 2),
@@ -208,7 +217,7 @@ export function describeLoad(label: string, r: LoadResult): string {
     `${label}: ${r.perSecond.toLocaleString("en-US")} ${r.operation}s/s (${r.completed} in ${r.windowSeconds} s, ` +
     `${r.clients} clients in ${r.clientProcesses} client process(es), ${r.errors} errors); ` +
     `latency p50 ${r.latency.p50Ms} ms, p99 ${r.latency.p99Ms} ms, p99.9 ${r.latency.p999Ms} ms, max ${r.latency.maxMs} ms; ` +
-    `server CPU ${r.serverCpuUsPerOperation} us/op (${r.serverCores} cores), ` +
+    `server CPU ${r.serverCpuUsPerOperation} us/op (${r.serverCores} cores; ${r.serverMainThreadCpuUsPerOperation} us/op in their main threads), ` +
     `client CPU ${r.clientCpuUsPerOperation} us/op (${r.clientCores} cores, busiest client process ${r.busiestClientProcessCores}); ` +
     `machine busy ${r.machineBusyCores} of ${cores} cores (${r.otherProcessesCores} by other processes); ` +
     `before the window, ${r.warmup.seconds} s of warm-up (not judged): ${r.warmup.perSecond.toLocaleString("en-US")} ${r.operation}s/s, ` +
