@@ -171,7 +171,7 @@ function workerScript(entry: URL): string {
  * A checkpoint is bounded by the policy's journal and cell bounds (well under a second here); a
  * worker this late is hung (a loop, a lock), and the storage fails rather than wait on.
  */
-export const workerAnswerMsMax = 120_000;
+const workerAnswerMsMax = 120_000;
 
 /** One worker thread and the port the storage talks to it on. */
 interface WorkerThread {
@@ -193,7 +193,12 @@ export class WorkerRunner implements CheckpointRunner {
   private current: WorkerThread | null = null;
   /** Workers replaced by collectGarbage that have not ended yet. */
   private readonly retiring = new Set<Promise<void>>();
-  private inFlight: { readonly id: number; readonly done: (result: CheckpointResult) => void } | null = null;
+  private inFlight: {
+    readonly id: number;
+    /** When the job was started (performance.now()): its bound runs from here. */
+    readonly startedMs: number;
+    readonly done: (result: CheckpointResult) => void;
+  } | null = null;
   private nextId = 1;
   /** Why the worker stopped, if it did: every later job fails with it. */
   private failure: string | null = null;
@@ -214,7 +219,7 @@ export class WorkerRunner implements CheckpointRunner {
   start(job: CheckpointJob, done: (result: CheckpointResult) => void): void {
     assert(this.inFlight === null, "one checkpoint at a time");
     const id = this.nextId++;
-    this.inFlight = { id, done };
+    this.inFlight = { id, startedMs: performance.now(), done };
     if (this.failure !== null) {
       const error = this.failure;
       queueMicrotask(() => this.take({ type: "result", id, result: { ok: false, error } }));
@@ -241,8 +246,9 @@ export class WorkerRunner implements CheckpointRunner {
   }
 
   waitIdle(): void {
-    const deadline = performance.now() + this.answerMsMax;
     while (this.inFlight !== null) {
+      // The same bound as the job's timer: from when the job started, not from this wait.
+      const deadline = this.inFlight.startedMs + this.answerMsMax;
       const thread = this.current;
       // Read the counter first: a reply posted after this read bumps it, so the wait below
       // returns at once instead of missing the wake-up.
