@@ -3,6 +3,7 @@
  * server processes, or an etcd cluster (scripts/bench/etcd-cluster.ts).
  */
 import { resolve } from "node:path";
+import { paxosSendKinds } from "../../src/server/index.ts";
 import { type BenchmarkReport, type Children, type Options, progress, round } from "./common.ts";
 import { describeLoad, type LoadResult, runLoad } from "./load.ts";
 import type { LoadTarget } from "./load-worker.ts";
@@ -44,9 +45,14 @@ export async function startPhysalia(
           storageBatches: "physalia_storage_batches_total",
           turns: "physalia_turns_total",
           framesSent: "physalia_transport_frames_sent_total",
-          accepts: 'physalia_paxos_messages_out_total{kind="accept"}',
-          acceptances: 'physalia_paxos_messages_out_total{kind="accepted"}',
-          commitNotices: 'physalia_paxos_messages_out_total{kind="commit_notice"}',
+          requestsOverloaded: "physalia_requests_overloaded_total",
+          messagesDropped: "physalia_messages_dropped_total",
+          ...Object.fromEntries(
+            paxosSendKinds.map((kind) => [
+              `paxos.${kind}`,
+              `physalia_paxos_messages_out_total{kind="${kind}"}`,
+            ]),
+          ),
         }),
       stop: () => colony.stopAll(),
     };
@@ -195,9 +201,15 @@ export async function throughputBenchmark(children: Children, options: Options):
     framesPerCommit: perCommit(load.counters.framesSent),
     turnsPerCommit: perCommit(load.counters.turns),
     storageBatchesPerCommit: perCommit(load.counters.storageBatches),
-    acceptsPerCommit: perCommit(load.counters.accepts),
-    acceptancesPerCommit: perCommit(load.counters.acceptances),
-    commitNoticesPerCommit: perCommit(load.counters.commitNotices),
+    acceptsPerCommit: perCommit(load.counters["paxos.accept"]),
+    acceptancesPerCommit: perCommit(load.counters["paxos.accepted"]),
+    commitNoticesPerCommit: perCommit(load.counters["paxos.commit_notice"]),
+    /** Every kind of cell message sent, per commit. */
+    cellMessagesPerCommit: Object.fromEntries(
+      paxosSendKinds.map((kind) => [kind, perCommit(load.counters[`paxos.${kind}`])]),
+    ),
+    requestsOverloaded: load.counters.requestsOverloaded ?? 0,
+    messagesDropped: load.counters.messagesDropped ?? 0,
     thinkMs: s.thinkMs,
   };
   // With a think time the load is moderate by choice: the target is judged without one.
@@ -220,7 +232,7 @@ export async function throughputBenchmark(children: Children, options: Options):
         load,
       ),
       `per commit (all servers): ${results.messagesPerCommit} messages sent in ${results.framesPerCommit} frames, ${results.turnsPerCommit} turns, ${results.storageBatchesPerCommit} durable storage batches`,
-      `  of those messages: ${results.acceptsPerCommit} accepts, ${results.acceptancesPerCommit} acceptances, ${results.commitNoticesPerCommit} commit notices`,
+      `  of those messages: ${results.acceptsPerCommit} accepts, ${results.acceptancesPerCommit} acceptances, ${results.commitNoticesPerCommit} commit notices${otherKinds(results.cellMessagesPerCommit)}; ${results.requestsOverloaded} requests answered overloaded, ${results.messagesDropped} messages dropped`,
     ],
   };
 }
@@ -248,4 +260,13 @@ export async function latencyBenchmark(children: Children, options: Options): Pr
       describeLoad("one 7-node cell, one client, linearizable reads", loads.reads),
     ],
   };
+}
+
+/** The kinds of cell message other than accepts, acceptances and commit notices that were sent. */
+function otherKinds(perCommit: Readonly<Record<string, number>>): string {
+  const shown = new Set(["accept", "accepted", "commit_notice"]);
+  const parts = Object.entries(perCommit)
+    .filter(([kind, n]) => !shown.has(kind) && n > 0)
+    .map(([kind, n]) => `${n} ${kind}`);
+  return parts.length === 0 ? "" : `, ${parts.join(", ")}`;
 }
