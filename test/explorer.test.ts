@@ -13,14 +13,17 @@ import {
 } from "../src/sim/explorer.ts";
 
 describe("exhaustive explorer", () => {
-  it("explores every schedule of every scenario to its stated depth with no violation", () => {
-    for (const scenario of scenarios) {
+  // One test per scenario, each with room for a slow machine: the largest takes about a minute.
+  for (const scenario of scenarios) {
+    it(`explores every schedule of scenario ${scenario.name} to its stated depth with no violation`, {
+      timeout: 600_000,
+    }, () => {
       const report = explore(scenario);
       expect(report.complete, scenario.name).toBe(true);
       expect(report.violations, `${scenario.name}: ${report.firstViolation?.message}`).toBe(0);
       expect(report.schedules).toBeGreaterThan(10_000);
-    }
-  });
+    });
+  }
 
   it("catches an acceptor that accepts a lower ballot (two values chosen for one slot)", () => {
     const report = explore(duellingProposers, { bugs: { acceptLowerBallot: true }, stopAtViolation: true });

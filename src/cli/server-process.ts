@@ -157,6 +157,11 @@ export async function startServer(options: {
         "Requests answered overloaded",
         counters.requestsOverloaded,
       ),
+      counter(
+        "physalia_takeovers_declined_total",
+        "Requests saying a cell's leader was unresponsive, redirected because a leader had just been heard",
+        counters.takeoversDeclined,
+      ),
       counter("physalia_messages_dropped_total", "Messages dropped by the server", counters.messagesDropped),
       counter("physalia_timer_firings_total", "Timer wheel firings", counters.timerFirings),
       counter("physalia_transport_frames_sent_total", "Frames sent", transportStats.framesSent),

@@ -186,3 +186,66 @@ describe("client routing", () => {
     });
   });
 });
+
+describe("client attempt timeouts", () => {
+  it("wait longer once answers come slowly, so a slow colony is not sent copies of each request", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    const sentTo: string[] = [];
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    network.sendFrame = (from, to, messages) => {
+      if (from === client.address) sentTo.push(to);
+      sendFrame(from, to, messages);
+    };
+    // Every answer now takes 700 ms: longer than the first attempt timeout.
+    const slowMs = 700;
+    expect(limits.clientRequestTimeoutMs).toBeLessThan(slowMs);
+    expect(client.attemptTimeoutMs()).toBeLessThan(slowMs);
+    for (const server of s.world.serverIds())
+      network.clog(server, client.address, slowMs, s.world.nowMs + 60_000);
+
+    const first = cell.put("a", bytes("1"));
+    s.run(2_000);
+    await first;
+    // The first attempt timed out and the write was tried again; the late answer to the first
+    // attempt still completed it, and was timed against that attempt.
+    expect(sentTo.length).toBeGreaterThan(1);
+    expect(client.attemptTimeoutMs()).toBeGreaterThan(slowMs);
+    expect(client.attemptTimeoutMs()).toBeLessThanOrEqual(limits.clientRequestTimeoutMsMax);
+
+    // The next write waits out each slow answer: at most a redirect to the leader, no copy.
+    sentTo.length = 0;
+    const leader = s.leader("vol-1");
+    const second = cell.put("b", bytes("2"));
+    s.run(3_000);
+    await second;
+    expect(sentTo.length).toBeLessThanOrEqual(2);
+    expect(new Set(sentTo).size).toBe(sentTo.length);
+    expect(sentTo.at(-1)).toBe(leader);
+  });
+
+  it("an operation makes no new attempt once clientOperationMsMax has passed since its first", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    // Answers that take 2 s make every attempt wait long: clientAttemptsMax of them would take
+    // longer than the run below...
+    const network = s.world.network;
+    for (const server of s.world.serverIds())
+      network.clog(server, client.address, 2_000, s.world.nowMs + 10_000);
+    const slow = cell.put("slow", bytes("v"));
+    s.run(10_000);
+    await slow;
+    const runMs = limits.clientOperationMsMax + limits.clientRequestTimeoutMsMax + limits.clientBackoffMsMax;
+    expect(client.attemptTimeoutMs() * limits.clientAttemptsMax).toBeGreaterThan(runMs);
+    // ... then every server stops answering this client: attempts time out one after another.
+    for (const server of s.world.serverIds()) network.block(server, client.address);
+    const failure = cell.put("k", bytes("v")).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    s.run(runMs);
+    await new Promise((resolve) => setImmediate(resolve));
+    const settled = await Promise.race([failure, Promise.resolve("still pending")]);
+    expect(settled).toBeInstanceOf(Error);
+    expect(String(settled)).toMatch(/outcome of a write .* is unknown: \d+ attempts failed in \d+ ms/);
+  });
+});

@@ -53,6 +53,11 @@ export interface ClientOptions {
   readonly resolver: CellResolver;
   /** Smaller is nearer; the client prefers near nodes. Default: every server equally near. */
   readonly distance?: (serverId: ServerId) => number;
+  /**
+   * The shortest time an attempt is waited for, and the wait before any answer was timed
+   * (default limits.clientRequestTimeoutMs). Slower answers lengthen it, up to
+   * limits.clientRequestTimeoutMsMax (or this, if larger).
+   */
   readonly requestTimeoutMs?: number;
   readonly attemptsMax?: number;
 }
@@ -102,12 +107,18 @@ interface Operation$ {
   timer: TimerHandle | null;
   /** When the current attempt was sent (scheduler time). */
   sentAtMs: number;
+  /** When the current attempt is given up. */
+  deadlineMs: number;
+  /** When the first attempt was sent. */
+  firstSentAtMs: number;
   /** A write was sent at least once: if every attempt fails its outcome is unknown. */
   sent: boolean;
   /** Redirects followed by this operation. */
   redirects: number;
   /** Request ids of every attempt still registered in `inflight`. */
   readonly attemptIds: number[];
+  /** When each of attemptIds was sent: an answer to any of them is timed by its own attempt. */
+  readonly attemptSentMs: number[];
   finished: boolean;
   lastProblem: string;
   /**
@@ -134,7 +145,15 @@ export class PhysaliaClient {
   private readonly resolver: CellResolver;
   private readonly distance: (serverId: ServerId) => number;
   private readonly requestTimeoutMs: number;
+  private readonly requestTimeoutMsMax: number;
   private readonly attemptsMax: number;
+  /**
+   * Smoothed answer time of successful attempts and its mean deviation (0: none timed yet).
+   * Each attempt has its own request id, so a late answer is timed against the attempt it
+   * answers: the estimate follows a slow colony even while attempts time out.
+   */
+  private answerMs = 0;
+  private answerDeviationMs = 0;
   private readonly cells = new Map<CellKey, CellState>();
   private readonly inflight = new Map<number, Operation$>();
   private nextRequestId = 1;
@@ -142,11 +161,9 @@ export class PhysaliaClient {
   private unflushed = 0;
   private closed = false;
   private readonly closeHooks: (() => unknown)[] = [];
-  /**
-   * One timer for every request's timeout, armed for the oldest request awaiting an answer:
-   * requests time out in the order they were sent, which is the order of `inflight`.
-   */
+  /** One timer for every attempt's timeout, armed for the earliest deadline (timeoutAtMs). */
   private timeoutTimer: TimerHandle | null = null;
+  private timeoutAtMs = Number.POSITIVE_INFINITY;
 
   constructor(options: ClientOptions) {
     this.address = options.address;
@@ -156,6 +173,7 @@ export class PhysaliaClient {
     this.resolver = options.resolver;
     this.distance = options.distance ?? (() => 0);
     this.requestTimeoutMs = options.requestTimeoutMs ?? limits.clientRequestTimeoutMs;
+    this.requestTimeoutMsMax = Math.max(this.requestTimeoutMs, limits.clientRequestTimeoutMsMax);
     this.attemptsMax = options.attemptsMax ?? limits.clientAttemptsMax;
     this.transport.onMessage((_from, message) => {
       if (message.kind === "response") this.onResponse(message);
@@ -178,6 +196,7 @@ export class PhysaliaClient {
     this.closed = true;
     if (this.timeoutTimer !== null) this.scheduler.clearTimer(this.timeoutTimer);
     this.timeoutTimer = null;
+    this.timeoutAtMs = Number.POSITIVE_INFINITY;
     for (const op of [...this.inflight.values()]) {
       this.finish(op, new UnavailableError(op.cellKey, "the client was closed"));
     }
@@ -350,9 +369,12 @@ export class PhysaliaClient {
       leaderUnresponsive: false,
       timer: null,
       sentAtMs: 0,
+      deadlineMs: 0,
+      firstSentAtMs: 0,
       sent: false,
       redirects: 0,
       attemptIds: [],
+      attemptSentMs: [],
       finished: false,
       lastProblem: "no node answered",
       unknownAt: [],
@@ -366,8 +388,10 @@ export class PhysaliaClient {
 
   private attempt(op: Operation$): void {
     if (op.finished) return;
-    if (op.attempts >= this.attemptsMax) {
-      const detail = `${op.attempts} attempts failed; last: ${op.lastProblem}`;
+    const now = this.scheduler.nowMs();
+    const tooLong = op.attempts > 0 && now - op.firstSentAtMs >= limits.clientOperationMsMax;
+    if (op.attempts >= this.attemptsMax || tooLong) {
+      const detail = `${op.attempts} attempts failed${tooLong ? ` in ${Math.round(now - op.firstSentAtMs)} ms` : ""}; last: ${op.lastProblem}`;
       this.finish(
         op,
         op.isWrite && op.sent
@@ -381,12 +405,14 @@ export class PhysaliaClient {
       this.finish(op, new UnknownCellError(op.cellKey));
       return;
     }
+    if (op.attempts === 0) op.firstSentAtMs = now;
     op.attempts += 1;
     op.target = target;
     const id = this.nextRequestId++;
     op.currentId = id;
     this.inflight.set(id, op);
     op.attemptIds.push(id);
+    op.attemptSentMs.push(now);
     op.sent = true;
     this.transport.send(target, {
       kind: "request",
@@ -395,33 +421,64 @@ export class PhysaliaClient {
       body: op.build(op.leaderUnresponsive),
     });
     this.flushSoon();
-    op.sentAtMs = this.scheduler.nowMs();
-    if (this.timeoutTimer === null) this.armTimeouts(op.sentAtMs + this.requestTimeoutMs);
+    op.sentAtMs = now;
+    op.deadlineMs = now + this.attemptTimeoutMs();
+    this.armTimeouts(op.deadlineMs);
   }
 
+  /** How long an attempt sent now is waited for. */
+  attemptTimeoutMs(): number {
+    if (this.answerMs === 0) return this.requestTimeoutMs;
+    const wait = Math.ceil(this.answerMs + 4 * this.answerDeviationMs);
+    return Math.min(this.requestTimeoutMsMax, Math.max(this.requestTimeoutMs, wait));
+  }
+
+  /** An attempt of `op` sent at `sentAtMs` was answered with a result now. */
+  private timeAnswer(sentAtMs: number): void {
+    const sample = Math.max(0, this.scheduler.nowMs() - sentAtMs);
+    if (this.answerMs === 0) {
+      this.answerMs = Math.max(sample, 1);
+      this.answerDeviationMs = sample / 2;
+      return;
+    }
+    this.answerDeviationMs += (Math.abs(this.answerMs - sample) - this.answerDeviationMs) / 4;
+    this.answerMs = Math.max(1, this.answerMs + (sample - this.answerMs) / 8);
+  }
+
+  /** Fire the timeout sweep by `atMs` (a timer already armed for earlier stays). */
   private armTimeouts(atMs: number): void {
-    this.timeoutTimer = this.scheduler.setTimer(atMs - this.scheduler.nowMs(), () => this.expireAttempts());
+    if (atMs >= this.timeoutAtMs) return;
+    if (this.timeoutTimer !== null) this.scheduler.clearTimer(this.timeoutTimer);
+    this.timeoutAtMs = atMs;
+    this.timeoutTimer = this.scheduler.setTimer(Math.max(0, atMs - this.scheduler.nowMs()), () =>
+      this.expireAttempts(),
+    );
   }
 
   /**
-   * Gives up every attempt that has waited requestTimeoutMs for an answer, then arms the timer
-   * for the next one. An attempt awaits its answer while it is its operation's current one and no
-   * backoff is pending (a redirect, an error or a lost connection ended it before its time).
+   * Gives up every attempt past its deadline, then arms the timer for the earliest remaining
+   * one. An attempt awaits its answer while it is its operation's current one and no backoff is
+   * pending (a redirect, an error or a lost connection ended it before its time). Deadlines differ
+   * as the answer times move, so every waiting attempt is looked at: at most the operations in
+   * flight and their earlier attempts, and the timer fires only when one of them is due.
    */
   private expireAttempts(): void {
     this.timeoutTimer = null;
+    this.timeoutAtMs = Number.POSITIVE_INFINITY;
     const now = this.scheduler.nowMs();
+    let next = Number.POSITIVE_INFINITY;
     // abandonAttempt only arms a timer: the map does not change while it is walked.
     for (const [id, op] of this.inflight) {
       if (op.finished || op.currentId !== id || op.timer !== null) continue;
-      const deadline = op.sentAtMs + this.requestTimeoutMs;
-      if (deadline > now) {
-        this.armTimeouts(deadline);
-        return;
+      if (op.deadlineMs > now) {
+        if (op.deadlineMs < next) next = op.deadlineMs;
+        continue;
       }
       const target = op.target as ServerId;
-      this.abandonAttempt(op, target, `server ${target} did not answer within ${this.requestTimeoutMs} ms`);
+      const waited = Math.round(now - op.sentAtMs);
+      this.abandonAttempt(op, target, `server ${target} did not answer within ${waited} ms`);
     }
+    if (next !== Number.POSITIVE_INFINITY) this.armTimeouts(next);
   }
 
   /**
@@ -530,6 +587,7 @@ export class PhysaliaClient {
       case "result":
       case "read":
       case "membership":
+        this.timeAnswer(op.attemptSentMs[op.attemptIds.indexOf(response.id)] ?? op.sentAtMs);
         if (body.index > state.watermark) state.watermark = body.index;
         if (op.preferLeader && op.target !== null && current) state.leader = op.target;
         this.finish(op, body);
@@ -600,6 +658,7 @@ export class PhysaliaClient {
     op.timer = null;
     for (const id of op.attemptIds) this.inflight.delete(id);
     op.attemptIds.length = 0;
+    op.attemptSentMs.length = 0;
     op.done(response);
   }
 

@@ -41,6 +41,10 @@ export interface ConnectOptions {
   readonly cellSize?: number;
   /** The rack the client runs in: nodes in it are preferred. */
   readonly rack?: string;
+  /**
+   * The shortest time an attempt waits for its answer, and the wait before any answer was timed
+   * (default 400 ms). Slow answers lengthen the wait, up to 4 s (or this, if larger).
+   */
   readonly requestTimeoutMs?: number;
 }
 

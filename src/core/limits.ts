@@ -104,7 +104,10 @@ export const limits = Object.freeze({
   /** Election backoff: the first backoff is drawn from [min, 2*min], doubling up to max. */
   electionBackoffMsMin: 20,
   electionBackoffMsMax: 640,
-  /** A non-leader that hears nothing from the leader it forwarded to for this long campaigns. */
+  /**
+   * A request saying the cell's leader is unresponsive makes a node campaign only if no accept or
+   * heartbeat of a leader reached the node for this long (the leader is slow, not gone, otherwise).
+   */
   leaderSilenceMs: 300,
   /** Forwarding pointer kept by a removed node. */
   forwardingPointerMs: 60 * 60 * 1000,
@@ -138,7 +141,18 @@ export const limits = Object.freeze({
   clientAttemptsMax: 12,
   clientBackoffMsBase: 10,
   clientBackoffMsMax: 1000,
+  /**
+   * An attempt that has no answer after this long is given up and the operation tried again,
+   * elsewhere if the node seems gone. The client times every answered attempt and waits longer
+   * when answers are slow (a smoothed answer time plus four deviations, as TCP times its
+   * retransmissions): a colony that is merely loaded is then not sent a second copy of each
+   * request, nor told its leaders are unresponsive, which would bring elections on top of the load.
+   */
   clientRequestTimeoutMs: 400,
+  /** The longest an attempt is waited for, however slow the answers. */
+  clientRequestTimeoutMsMax: 4000,
+  /** An operation makes no new attempt this long after its first (it ends unavailable, or unknown). */
+  clientOperationMsMax: 16_000,
   /** Cells whose sessions a client remembers; the least recently used is forgotten past this. */
   clientCellsMax: 100_000,
   /** Sessions a client opens to one cell (its concurrency towards that cell). */
@@ -180,8 +194,11 @@ assert(
   "a node is evicted only long after its cell went quiet",
 );
 assert(
-  limits.sessionRetentionMs >=
-    3 * limits.clientAttemptsMax * (limits.clientBackoffMsMax + limits.clientRequestTimeoutMs),
+  limits.sessionRetentionMs >= 3 * (limits.clientOperationMsMax + limits.clientRequestTimeoutMsMax),
   "a session must outlive every retry of its last request, with a 3x clock-rate margin",
+);
+assert(
+  limits.clientRequestTimeoutMsMax >= limits.clientRequestTimeoutMs,
+  "the longest attempt timeout is at least the shortest",
 );
 assert(limits.leaseDurationMsMin < limits.leaseDurationMsMax, "lease bounds are ordered");

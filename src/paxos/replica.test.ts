@@ -164,6 +164,72 @@ describe("replica", () => {
     for (const n of c.nodes.slice(1)) expect(n.machine.items).toEqual(["x", "y", "z"]);
     expect(c.violations).toEqual([]);
   });
+  it("a leader waits twice as long for each copy of an unanswered accept, and gives up after retransmitsMax", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    const start = c.nowMs;
+    c.propose("a", "y", 2);
+    const slot = c.node("a").replica.appliedIndex + 1;
+    // Nothing reaches the followers from now on; note when accepts of the slot leave a.
+    const sentAt: number[] = [];
+    for (let t = 0; t < 10_000 && c.node("a").replica.isLeader; t += 5) {
+      for (const m of c.network) if (m.type === "accept" && m.slot === slot) sentAt.push(c.nowMs - start);
+      c.network = [];
+      c.advance(5);
+    }
+    expect(c.node("a").replica.isLeader).toBe(false);
+    // The first copy leaves after retransmitMs (no round trip measured yet), then each waits twice
+    // as long as the one before, up to retransmitMsMax.
+    const copies = [...new Set(sentAt)].filter((t) => t >= limits.retransmitMs);
+    expect(copies).toHaveLength(limits.retransmitsMax);
+    expect(copies[0]).toBe(limits.retransmitMs);
+    for (let i = 1; i < copies.length; i++) {
+      const gap = (copies[i] as number) - (copies[i - 1] as number);
+      expect(gap).toBe(Math.min(limits.retransmitMsMax, limits.retransmitMs * 2 ** i));
+    }
+  });
+
+  it("a candidate waits twice as long for each copy of its unanswered prepares", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    const sentAt: number[] = [];
+    for (let t = 0; t < 10_000 && sentAt.length <= limits.retransmitsMax; t += 5) {
+      if (c.network.some((m) => m.type === "prepare")) sentAt.push(t);
+      c.network = [];
+      c.advance(5);
+    }
+    expect(sentAt).toHaveLength(limits.retransmitsMax + 1);
+    for (let i = 1; i < sentAt.length; i++) {
+      const gap = (sentAt[i] as number) - (sentAt[i - 1] as number);
+      expect(gap).toBe(Math.min(limits.retransmitMsMax, limits.retransmitMs * 2 ** (i - 1)));
+    }
+  });
+
+  it("after a copy, a later slot's first copy waits as long as the last one did", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    const start = c.nowMs;
+    c.propose("a", "y", 2);
+    const first = c.node("a").replica.appliedIndex + 1;
+    const firstCopyAt: Map<number, number> = new Map();
+    for (let t = 0; t < 2_000; t += 5) {
+      if (t === limits.retransmitMs + 10) c.propose("a", "z", 3); // after slot `first` was copied once
+      for (const m of c.network) {
+        if (m.type !== "accept" || firstCopyAt.has(m.slot)) continue;
+        const sinceProposal = c.nowMs - start - (m.slot === first ? 0 : limits.retransmitMs + 10);
+        // Skip each slot's own first sends (to the majority at once, and the deferred ones).
+        if (sinceProposal > limits.acceptDeferMs) firstCopyAt.set(m.slot, sinceProposal);
+      }
+      c.network = [];
+      c.advance(5);
+    }
+    expect(firstCopyAt.get(first)).toBe(limits.retransmitMs);
+    // The later slot starts from the doubled wait of the first slot's copy, not from retransmitMs.
+    expect(firstCopyAt.get(first + 1)).toBe(2 * limits.retransmitMs);
+  });
+
   it("a leader sends each accept at once only to the followers its majority needs, the others a moment later", () => {
     const c = new PaxosCluster("cell", sevenServers);
     c.propose("a", "x", 1);

@@ -152,6 +152,8 @@ interface Inflight<C> {
   sentAtMs: number;
   /** When to send the accept again to members that have not answered. */
   retransmitAtMs: number;
+  /** How long the last copy is waited for: doubled with each copy. */
+  waitMs: number;
   retransmits: number;
 }
 
@@ -857,7 +859,7 @@ export class Replica<C, R> {
   }
 
   private tickCandidate(p: ProposerState<C>, nowMs: number, out: Output<C, R>): void {
-    if (nowMs - this.lastPrepareMs(p) < limits.retransmitMs) return;
+    if (nowMs - this.lastPrepareMs(p) < prepareWaitMs(p)) return;
     if (p.prepareRetransmits >= limits.retransmitsMax) {
       this.abandonProposer(nowMs, out, "not_leader");
       return;
@@ -1000,6 +1002,7 @@ export class Replica<C, R> {
       sentAtOnce: atOnce,
       sentAtMs: nowMs,
       retransmitAtMs: nowMs + retransmitAfterMs(p),
+      waitMs: retransmitAfterMs(p),
       retransmits: 0,
     });
     p.commitNoticeAtMs = Number.POSITIVE_INFINITY; // the accepts carry the commit index
@@ -1173,15 +1176,21 @@ export class Replica<C, R> {
         this.abandonProposer(nowMs, out, "lost_leadership");
         return;
       }
+      // Each copy waits twice as long as the one before. A slot that needed a copy is not timed
+      // (which copy was answered?), so later slots start from this wait until one sent once is:
+      // a leader that has measured no round trip yet (a new one, on a loaded colony) would
+      // otherwise send copies of every slot and never measure one.
       inflight.retransmits += 1;
-      inflight.retransmitAtMs = nowMs + retransmitAfterMs(p);
+      inflight.waitMs = Math.min(limits.retransmitMsMax, 2 * inflight.waitMs);
+      inflight.retransmitAtMs = nowMs + inflight.waitMs;
+      p.roundTripMs = Math.max(p.roundTripMs, inflight.waitMs / 3);
       const members = inflight.configuration.members;
       for (let i = 0; i < members.length; i++) {
         if ((inflight.votes & (1 << i)) !== 0) continue;
         this.sendAccept(p, members[i] as NodeId, inflight.slot, inflight.value, out);
       }
     }
-    if (p.blockedOnPrepare && nowMs - this.lastPrepareMs(p) >= limits.retransmitMs) {
+    if (p.blockedOnPrepare && nowMs - this.lastPrepareMs(p) >= prepareWaitMs(p)) {
       if (p.prepareRetransmits >= limits.retransmitsMax) {
         this.abandonProposer(nowMs, out, "lost_leadership");
         return;
@@ -1189,7 +1198,7 @@ export class Replica<C, R> {
       p.prepareRetransmits += 1;
     }
     if (p.nextSlot <= this.applied + limits.pipelineDepth) this.fillPipeline(p, nowMs, out);
-    if (p.round > 0 && nowMs - p.roundSentMs >= retransmitAfterMs(p)) {
+    if (p.round > 0 && nowMs - p.roundSentMs >= roundWaitMs(p)) {
       if (p.roundRetransmits < limits.retransmitsMax) {
         p.roundRetransmits += 1;
         this.sendHeartbeats(p, nowMs, out, true);
@@ -1862,14 +1871,13 @@ export class Replica<C, R> {
     const p = this.proposer;
     if (p !== null) {
       if (!p.established) {
-        wake = this.lastPrepareMs(p) + limits.retransmitMs;
+        wake = this.lastPrepareMs(p) + prepareWaitMs(p);
       } else {
         wake = Math.min(wake, p.inflight.min(retransmitAtMs));
         wake = Math.min(wake, p.commitNoticeAtMs, p.fanout.releaseAtMs);
-        if (p.round > 0 && this.heartbeatUnfinished(p))
-          wake = Math.min(wake, p.roundSentMs + retransmitAfterMs(p));
+        if (p.round > 0 && this.heartbeatUnfinished(p)) wake = Math.min(wake, p.roundSentMs + roundWaitMs(p));
         if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
-        if (p.blockedOnPrepare) wake = Math.min(wake, this.lastPrepareMs(p) + limits.retransmitMs);
+        if (p.blockedOnPrepare) wake = Math.min(wake, this.lastPrepareMs(p) + prepareWaitMs(p));
       }
     } else if (this.pending !== null && this.pending.length > 0) {
       wake = Math.max(this.backoffUntilMs, nowMs);
@@ -1911,6 +1919,25 @@ function retransmitAtMs(inflight: Inflight<unknown>): number {
 /** Three smoothed round trips, within [retransmitMs, retransmitMsMax]. */
 function retransmitAfterMs(p: { readonly roundTripMs: number }): number {
   return Math.min(limits.retransmitMsMax, Math.max(limits.retransmitMs, 3 * p.roundTripMs));
+}
+
+/**
+ * The wait after the `retransmits`-th copy of prepares or of a heartbeat round: doubled after
+ * each copy that went unanswered, up to retransmitMsMax (accepts double their own `waitMs`). With
+ * a fixed wait, a proposer whose peers slowed down under load would send copies those peers must
+ * also process, and give up after retransmitsMax of them within a few hundred milliseconds:
+ * leadership lost to load, and elections on top of it.
+ */
+function backedOffMs(waitMs: number, retransmits: number): number {
+  return Math.min(limits.retransmitMsMax, waitMs * 2 ** retransmits);
+}
+
+function prepareWaitMs(p: { readonly prepareRetransmits: number }): number {
+  return backedOffMs(limits.retransmitMs, p.prepareRetransmits);
+}
+
+function roundWaitMs(p: { readonly roundTripMs: number; readonly roundRetransmits: number }): number {
+  return backedOffMs(retransmitAfterMs(p), p.roundRetransmits);
 }
 
 function popcount(bits: number): number {

@@ -9,7 +9,7 @@
  * the simulator runs this very code.
  */
 
-import type { ClientRequest, ClientResponse, ResponseBody } from "../cell/index.ts";
+import type { ClientRequest, ClientResponse, RequestBody, ResponseBody } from "../cell/index.ts";
 import {
   CellMachine,
   type Command,
@@ -83,6 +83,8 @@ interface HostedNode extends WheelItem {
   activeAtMs: number;
   /** Whether the node is in `touched` (its turn's end is still to come). */
   touched: boolean;
+  /** When an accept or heartbeat from a node on another server last reached it: a leader at work. */
+  leaderHeardMs: number;
 }
 
 type PendingRequest =
@@ -135,6 +137,11 @@ export interface ServerCounters {
   /** The node-to-node part of messagesOut, by kind. */
   paxosOut: Record<PaxosSendKind, number>;
   requestsOverloaded: number;
+  /**
+   * Requests that said their cell's leader was unresponsive, made at a node that had just heard
+   * from a leader: it redirected them instead of campaigning.
+   */
+  takeoversDeclined: number;
   messagesDropped: number;
   timerFirings: number;
   replicaTicks: number;
@@ -208,6 +215,7 @@ export class Server {
     messagesOut: 0,
     paxosOut: Object.fromEntries(paxosSendKinds.map((kind) => [kind, 0])) as Record<PaxosSendKind, number>,
     requestsOverloaded: 0,
+    takeoversDeclined: 0,
     messagesDropped: 0,
     timerFirings: 0,
     replicaTicks: 0,
@@ -628,6 +636,8 @@ export class Server {
           this.counters.messagesDropped += 1;
           return;
         }
+        if (from !== this.serverId && (paxos.type === "accept" || paxos.type === "heartbeat"))
+          node.leaderHeardMs = now;
         node.replica.step(paxos, now, this.out);
         this.touch(node);
         return;
@@ -709,6 +719,7 @@ export class Server {
       return;
     }
     const tag = this.nextTag++;
+    const leaderUnresponsive = this.takeoverAllowed(node, body, now);
     let outcome: RequestOutcome;
     switch (body.type) {
       case "command": {
@@ -718,7 +729,7 @@ export class Server {
           return;
         }
         this.requests.set(tag, { kind: "command", client, id, cellKey, sinceMs: now });
-        outcome = node.replica.propose(body.command, tag, now, this.out, body.leaderUnresponsive);
+        outcome = node.replica.propose(body.command, tag, now, this.out, leaderUnresponsive);
         break;
       }
       case "read": {
@@ -728,7 +739,7 @@ export class Server {
           return;
         }
         this.requests.set(tag, { kind: "read", client, id, cellKey, sinceMs: now, txn: body.txn });
-        outcome = node.replica.read(tag, now, this.out, body.leaderUnresponsive);
+        outcome = node.replica.read(tag, now, this.out, leaderUnresponsive);
         break;
       }
       case "change":
@@ -738,6 +749,21 @@ export class Server {
     }
     this.touch(node);
     this.onOutcome(tag, outcome);
+  }
+
+  /**
+   * Whether a request's claim that the leader is unresponsive may make this node campaign: only
+   * if no leader has reached the node for limits.leaderSilenceMs. A client's attempt times out
+   * at a leader that is slow under load as well as at one that is gone; a leader whose accepts
+   * and heartbeats still arrive is the first, and an election would only add to the load (the
+   * node redirects to it instead). A leader that is gone falls silent, and its server's
+   * connections close, so the failure detector stops vouching for it before long either way.
+   */
+  private takeoverAllowed(node: HostedNode, body: RequestBody, now: number): boolean {
+    if (!("leaderUnresponsive" in body) || !body.leaderUnresponsive) return false;
+    if (now - node.leaderHeardMs >= limits.leaderSilenceMs) return true;
+    this.counters.takeoversDeclined += 1;
+    return false;
   }
 
   private readProblem(txn: Transaction): string | null {
@@ -849,6 +875,7 @@ export class Server {
       wheelSlot: -1,
       activeAtMs: this.scheduler.nowMs(),
       touched: false,
+      leaderHeardMs: Number.NEGATIVE_INFINITY,
     };
     this.nodes.set(cellKey, node);
     this.touch(node);
