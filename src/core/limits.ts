@@ -106,9 +106,10 @@ export const limits = Object.freeze({
   electionBackoffMsMax: 640,
   /**
    * A request saying the cell's leader is unresponsive makes a node campaign only if no accept or
-   * heartbeat of a leader reached the node for this long (the leader is slow, not gone, otherwise).
+   * heartbeat of a leader reached the node for this long (the leader is slow, not gone, otherwise):
+   * the failure detector's suspicion window, the time a server is given before it is thought gone.
    */
-  leaderSilenceMs: 300,
+  leaderSilenceMs: 1200,
   /** Forwarding pointer kept by a removed node. */
   forwardingPointerMs: 60 * 60 * 1000,
 
