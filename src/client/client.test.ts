@@ -56,6 +56,16 @@ describe("client", () => {
   });
 });
 
+/** Calls `seen` with the destination and message count of every frame `address` sends. */
+function watchFrames(s: Scenario, address: string, seen: (to: string, messages: number) => void): void {
+  const network = s.world.network;
+  const sendFrame = network.sendFrame.bind(network);
+  network.sendFrame = (from, to, messages) => {
+    if (from === address) seen(to, messages.length);
+    sendFrame(from, to, messages);
+  };
+}
+
 /** A colony with cell vol-1 and a client that has written to it once, so it knows the leader. */
 async function clientKnowingLeader() {
   const s = new Scenario().cell("vol-1");
@@ -72,12 +82,7 @@ describe("client failover", () => {
     const { s, client, cell } = await clientKnowingLeader();
     const leader = s.leader("vol-1") as string;
     const sentTo: string[] = [];
-    const network = s.world.network;
-    const sendFrame = network.sendFrame.bind(network);
-    network.sendFrame = (from, to, messages) => {
-      if (from === client.address) sentTo.push(to);
-      sendFrame(from, to, messages);
-    };
+    watchFrames(s, client.address, (to) => sentTo.push(to));
     s.crash(leader);
     const put = cell.put("k", bytes("v"));
     s.run(5);
@@ -99,12 +104,7 @@ describe("client batching", () => {
   it("sends the requests of one turn to a server in one frame, when the turn ends", async () => {
     const { s, client, cell } = await clientKnowingLeader();
     const frames: number[] = [];
-    const network = s.world.network;
-    const sendFrame = network.sendFrame.bind(network);
-    network.sendFrame = (from, to, messages) => {
-      if (from === client.address) frames.push(messages.length);
-      sendFrame(from, to, messages);
-    };
+    watchFrames(s, client.address, (_to, messages) => frames.push(messages));
     // As many writes as the client runs at once in one cell (one per session).
     const n = limits.clientSessionsPerCellMax;
     const puts = Array.from({ length: n }, (_, i) => cell.put(`k${i}`, bytes("v")));
@@ -191,18 +191,13 @@ describe("client attempt timeouts", () => {
   it("wait longer once answers come slowly, so a slow colony is not sent copies of each request", async () => {
     const { s, client, cell } = await clientKnowingLeader();
     const sentTo: string[] = [];
-    const network = s.world.network;
-    const sendFrame = network.sendFrame.bind(network);
-    network.sendFrame = (from, to, messages) => {
-      if (from === client.address) sentTo.push(to);
-      sendFrame(from, to, messages);
-    };
+    watchFrames(s, client.address, (to) => sentTo.push(to));
     // Every answer now takes 700 ms: longer than the first attempt timeout.
     const slowMs = 700;
     expect(limits.clientRequestTimeoutMs).toBeLessThan(slowMs);
     expect(client.attemptTimeoutMs()).toBeLessThan(slowMs);
     for (const server of s.world.serverIds())
-      network.clog(server, client.address, slowMs, s.world.nowMs + 60_000);
+      s.world.network.clog(server, client.address, slowMs, s.world.nowMs + 60_000);
 
     const first = cell.put("a", bytes("1"));
     s.run(2_000);

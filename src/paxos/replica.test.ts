@@ -21,6 +21,24 @@ function acceptTargets(messages: readonly PaxosMessage<string>[]): string[] {
   return messages.filter((m) => m.type === "accept").map((m) => m.to.serverId);
 }
 
+/** Each gap between `times` is twice the one before, from retransmitMs * 2 ** first, up to retransmitMsMax. */
+function expectDoublingGaps(times: readonly number[], first: number): void {
+  for (let i = 1; i < times.length; i++) {
+    const gap = (times[i] as number) - (times[i - 1] as number);
+    expect(gap).toBe(Math.min(limits.retransmitMsMax, limits.retransmitMs * 2 ** (first + i - 1)));
+  }
+}
+
+/** A 3-node cell led by a, which has just proposed y (at `start`, in `slot`). */
+function leaderWritingY() {
+  const c = new PaxosCluster("cell", ["a", "b", "c"]);
+  c.propose("a", "x", 1);
+  c.settle();
+  const start = c.nowMs;
+  c.propose("a", "y", 2);
+  return { c, start, slot: c.node("a").replica.appliedIndex + 1 };
+}
+
 const sevenServers = ["a", "b", "c", "d", "e", "f", "g"];
 /** Followers a leader of 7 sends each accept to at once: a majority with it, and the spares. */
 const sentAtOnce = 3 + limits.acceptSpareFollowers;
@@ -164,13 +182,9 @@ describe("replica", () => {
     for (const n of c.nodes.slice(1)) expect(n.machine.items).toEqual(["x", "y", "z"]);
     expect(c.violations).toEqual([]);
   });
+
   it("a leader waits twice as long for each copy of an unanswered accept, and gives up after retransmitsMax", () => {
-    const c = new PaxosCluster("cell", ["a", "b", "c"]);
-    c.propose("a", "x", 1);
-    c.settle();
-    const start = c.nowMs;
-    c.propose("a", "y", 2);
-    const slot = c.node("a").replica.appliedIndex + 1;
+    const { c, start, slot } = leaderWritingY();
     // Nothing reaches the followers from now on; note when accepts of the slot leave a.
     const sentAt: number[] = [];
     for (let t = 0; t < 10_000 && c.node("a").replica.isLeader; t += 5) {
@@ -184,10 +198,7 @@ describe("replica", () => {
     const copies = [...new Set(sentAt)].filter((t) => t >= limits.retransmitMs);
     expect(copies).toHaveLength(limits.retransmitsMax);
     expect(copies[0]).toBe(limits.retransmitMs);
-    for (let i = 1; i < copies.length; i++) {
-      const gap = (copies[i] as number) - (copies[i - 1] as number);
-      expect(gap).toBe(Math.min(limits.retransmitMsMax, limits.retransmitMs * 2 ** i));
-    }
+    expectDoublingGaps(copies, 1);
   });
 
   it("a candidate waits twice as long for each copy of its unanswered prepares", () => {
@@ -200,19 +211,11 @@ describe("replica", () => {
       c.advance(5);
     }
     expect(sentAt).toHaveLength(limits.retransmitsMax + 1);
-    for (let i = 1; i < sentAt.length; i++) {
-      const gap = (sentAt[i] as number) - (sentAt[i - 1] as number);
-      expect(gap).toBe(Math.min(limits.retransmitMsMax, limits.retransmitMs * 2 ** (i - 1)));
-    }
+    expectDoublingGaps(sentAt, 0);
   });
 
   it("after a copy, a later slot's first copy waits as long as the last one did", () => {
-    const c = new PaxosCluster("cell", ["a", "b", "c"]);
-    c.propose("a", "x", 1);
-    c.settle();
-    const start = c.nowMs;
-    c.propose("a", "y", 2);
-    const first = c.node("a").replica.appliedIndex + 1;
+    const { c, start, slot: first } = leaderWritingY();
     const firstCopyAt: Map<number, number> = new Map();
     for (let t = 0; t < 2_000; t += 5) {
       if (t === limits.retransmitMs + 10) c.propose("a", "z", 3); // after slot `first` was copied once
