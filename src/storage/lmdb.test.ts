@@ -658,6 +658,7 @@ describe("LmdbStorage", () => {
         { numRuns },
       );
     },
-    120_000,
+    // Each run of the worker case starts a checkpoint worker, seconds each on a loaded machine.
+    600_000,
   );
 });
