@@ -719,7 +719,6 @@ export class Server {
       return;
     }
     const tag = this.nextTag++;
-    const leaderUnresponsive = this.takeoverAllowed(node, body, now);
     let outcome: RequestOutcome;
     switch (body.type) {
       case "command": {
@@ -729,7 +728,13 @@ export class Server {
           return;
         }
         this.requests.set(tag, { kind: "command", client, id, cellKey, sinceMs: now });
-        outcome = node.replica.propose(body.command, tag, now, this.out, leaderUnresponsive);
+        outcome = node.replica.propose(
+          body.command,
+          tag,
+          now,
+          this.out,
+          this.takeoverAllowed(node, body, now),
+        );
         break;
       }
       case "read": {
@@ -739,7 +744,7 @@ export class Server {
           return;
         }
         this.requests.set(tag, { kind: "read", client, id, cellKey, sinceMs: now, txn: body.txn });
-        outcome = node.replica.read(tag, now, this.out, leaderUnresponsive);
+        outcome = node.replica.read(tag, now, this.out, this.takeoverAllowed(node, body, now));
         break;
       }
       case "change":
