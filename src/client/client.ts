@@ -105,8 +105,6 @@ interface Operation$ {
   leaderUnresponsive: boolean;
   /** The backoff before the next attempt, while one is pending (request timeouts are swept). */
   timer: TimerHandle | null;
-  /** When the current attempt was sent (scheduler time). */
-  sentAtMs: number;
   /** When the current attempt is given up. */
   deadlineMs: number;
   /** When the first attempt was sent. */
@@ -117,7 +115,10 @@ interface Operation$ {
   redirects: number;
   /** Request ids of every attempt still registered in `inflight`. */
   readonly attemptIds: number[];
-  /** When each of attemptIds was sent: an answer to any of them is timed by its own attempt. */
+  /**
+   * When each of attemptIds was sent (scheduler time; the last is the current attempt's): an
+   * answer to any of them is timed by its own attempt.
+   */
   readonly attemptSentMs: number[];
   finished: boolean;
   lastProblem: string;
@@ -368,7 +369,6 @@ export class PhysaliaClient {
       target: null,
       leaderUnresponsive: false,
       timer: null,
-      sentAtMs: 0,
       deadlineMs: 0,
       firstSentAtMs: 0,
       sent: false,
@@ -421,7 +421,6 @@ export class PhysaliaClient {
       body: op.build(op.leaderUnresponsive),
     });
     this.flushSoon();
-    op.sentAtMs = now;
     op.deadlineMs = now + this.attemptTimeoutMs();
     this.armTimeouts(op.deadlineMs);
   }
@@ -433,7 +432,7 @@ export class PhysaliaClient {
     return Math.min(this.requestTimeoutMsMax, Math.max(this.requestTimeoutMs, wait));
   }
 
-  /** An attempt of `op` sent at `sentAtMs` was answered with a result now. */
+  /** An attempt sent at `sentAtMs` was answered with a result now. */
   private timeAnswer(sentAtMs: number): void {
     const sample = Math.max(0, this.scheduler.nowMs() - sentAtMs);
     if (this.answerMs === 0) {
@@ -475,7 +474,7 @@ export class PhysaliaClient {
         continue;
       }
       const target = op.target as ServerId;
-      const waited = Math.round(now - op.sentAtMs);
+      const waited = Math.round(now - (op.attemptSentMs[op.attemptSentMs.length - 1] as number));
       this.abandonAttempt(op, target, `server ${target} did not answer within ${waited} ms`);
     }
     if (next !== Number.POSITIVE_INFINITY) this.armTimeouts(next);
@@ -587,7 +586,7 @@ export class PhysaliaClient {
       case "result":
       case "read":
       case "membership":
-        this.timeAnswer(op.attemptSentMs[op.attemptIds.indexOf(response.id)] ?? op.sentAtMs);
+        this.timeAnswer(op.attemptSentMs[op.attemptIds.indexOf(response.id)] as number);
         if (body.index > state.watermark) state.watermark = body.index;
         if (op.preferLeader && op.target !== null && current) state.leader = op.target;
         this.finish(op, body);
