@@ -219,6 +219,31 @@ describe("client attempt timeouts", () => {
     expect(sentTo.at(-1)).toBe(leader);
   });
 
+  it("each unanswered attempt of an operation waits twice as long as the one before, up to the ceiling", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    const base = client.attemptTimeoutMs();
+    expect(base).toBe(limits.clientRequestTimeoutMs);
+    const sentAt: number[] = [];
+    watchFrames(s, client.address, () => sentAt.push(s.world.nowMs));
+    // No server's answer reaches the client: every attempt times out.
+    for (const server of s.world.serverIds()) s.world.network.block(server, client.address);
+    const failure = cell.put("k", bytes("v")).catch((error: unknown) => error);
+    s.run(limits.clientOperationMsMax + limits.clientRequestTimeoutMsMax + limits.clientBackoffMsMax);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(await Promise.race([failure, Promise.resolve("still pending")])).toBeInstanceOf(Error);
+    // The gap before attempt k+1 is its predecessor's wait plus a backoff of at most
+    // clientBackoffMsMax; the waits are base, 2 base, 4 base, ... up to clientRequestTimeoutMsMax.
+    const gaps = sentAt.slice(1).map((t, i) => t - (sentAt[i] as number));
+    expect(gaps.length).toBeGreaterThanOrEqual(4);
+    gaps.forEach((gap, k) => {
+      const wait = Math.min(limits.clientRequestTimeoutMsMax, base * 2 ** k);
+      expect(gap, `gap ${k}`).toBeGreaterThanOrEqual(wait);
+      expect(gap, `gap ${k}`).toBeLessThanOrEqual(wait + limits.clientBackoffMsMax);
+    });
+    // Fewer copies of the request than a fixed wait would send in the operation's time.
+    expect(sentAt.length).toBeLessThan(limits.clientOperationMsMax / (base + limits.clientBackoffMsMax));
+  });
+
   it("an operation makes no new attempt once clientOperationMsMax has passed since its first", async () => {
     const { s, client, cell } = await clientKnowingLeader();
     // Answers that take 2 s make every attempt wait long: clientAttemptsMax of them would take

@@ -55,8 +55,9 @@ export interface ClientOptions {
   readonly distance?: (serverId: ServerId) => number;
   /**
    * The shortest time an attempt is waited for, and the wait before any answer was timed
-   * (default limits.clientRequestTimeoutMs). Slower answers lengthen it, up to
-   * limits.clientRequestTimeoutMsMax (or this, if larger).
+   * (default limits.clientRequestTimeoutMs). Slower answers lengthen it, and so does each
+   * unanswered attempt of an operation for its next, up to limits.clientRequestTimeoutMsMax (or
+   * this, if larger).
    */
   readonly requestTimeoutMs?: number;
   readonly attemptsMax?: number;
@@ -113,6 +114,8 @@ interface Operation$ {
   sent: boolean;
   /** Redirects followed by this operation. */
   redirects: number;
+  /** Attempts of this operation given up unanswered: each waits twice as long as the one before. */
+  timeouts: number;
   /** Request ids of every attempt still registered in `inflight`. */
   readonly attemptIds: number[];
   /**
@@ -373,6 +376,7 @@ export class PhysaliaClient {
       firstSentAtMs: 0,
       sent: false,
       redirects: 0,
+      timeouts: 0,
       attemptIds: [],
       attemptSentMs: [],
       finished: false,
@@ -421,7 +425,7 @@ export class PhysaliaClient {
       body: op.build(op.leaderUnresponsive),
     });
     this.flushSoon();
-    op.deadlineMs = now + this.attemptTimeoutMs();
+    op.deadlineMs = now + this.attemptWaitMs(op);
     this.armTimeouts(op.deadlineMs);
   }
 
@@ -430,6 +434,18 @@ export class PhysaliaClient {
     if (this.answerMs === 0) return this.requestTimeoutMs;
     const wait = Math.ceil(this.answerMs + 4 * this.answerDeviationMs);
     return Math.min(this.requestTimeoutMsMax, Math.max(this.requestTimeoutMs, wait));
+  }
+
+  /**
+   * How long this attempt of `op` is waited for: the client's attempt timeout, doubled for each
+   * attempt of the operation that went unanswered, up to clientRequestTimeoutMsMax. Answers slower
+   * than the estimate (a colony under more load than it serves) then bring fewer copies of each
+   * request, and fewer claims that a leader is unresponsive, while the estimate catches up.
+   */
+  private attemptWaitMs(op: Operation$): number {
+    const base = this.attemptTimeoutMs();
+    if (op.timeouts === 0) return base;
+    return Math.min(Math.max(base, this.requestTimeoutMsMax), base * 2 ** Math.min(op.timeouts, 16));
   }
 
   /** An attempt sent at `sentAtMs` was answered with a result now. */
@@ -475,6 +491,7 @@ export class PhysaliaClient {
       }
       const target = op.target as ServerId;
       const waited = Math.round(now - (op.attemptSentMs[op.attemptSentMs.length - 1] as number));
+      op.timeouts += 1;
       this.abandonAttempt(op, target, `server ${target} did not answer within ${waited} ms`);
     }
     if (next !== Number.POSITIVE_INFINITY) this.armTimeouts(next);

@@ -106,8 +106,9 @@ export const limits = Object.freeze({
   electionBackoffMsMax: 640,
   /**
    * A request saying the cell's leader is unresponsive makes a node campaign only if no accept or
-   * heartbeat of a leader reached the node for this long (the leader is slow, not gone, otherwise):
-   * the failure detector's suspicion window, the time a server is given before it is thought gone.
+   * heartbeat of a leader, nor prepare of a candidate, reached the node for this long (the leader
+   * is slow, not gone, or a campaign is under way, otherwise): the failure detector's suspicion
+   * window, the time a server is given before it is thought gone.
    */
   leaderSilenceMs: 1200,
   /** Forwarding pointer kept by a removed node. */
@@ -148,6 +149,7 @@ export const limits = Object.freeze({
    * when answers are slow (a smoothed answer time plus four deviations, as TCP times its
    * retransmissions): a colony that is merely loaded is then not sent a second copy of each
    * request, nor told its leaders are unresponsive, which would bring elections on top of the load.
+   * Each unanswered attempt of an operation doubles the wait of its next, up to the ceiling.
    */
   clientRequestTimeoutMs: 400,
   /** The longest an attempt is waited for, however slow the answers. */

@@ -173,59 +173,63 @@ describe("server", () => {
     for (const kind of paxosSendKinds) expect(counted[kind], kind).toBe(sent.get(kind) ?? 0);
   });
 
-  it("redirects a request that calls the leader unresponsive while a leader is heard, and campaigns after its silence", () => {
-    const { transport, scheduler, server } = setup();
-    server.createCell("vol-a", members);
-    scheduler.run();
-    // s2's node leads: its heartbeat (a commit notice) reaches s1's node.
-    const leader = members[1] as (typeof members)[number];
-    const heartbeat = (now: number) => {
-      scheduler.now = now;
-      transport.handler?.("s2", {
-        kind: "paxos",
-        message: {
-          type: "heartbeat",
+  // What a node of s1 hears from s2's node before a client says the leader is unresponsive: a
+  // leader's heartbeat (a commit notice), or a candidate's prepare, which s1's node promises.
+  const proposerMessages = {
+    "a leader's heartbeat": (ballot: number) => ({ type: "heartbeat" as const, ballot, commit: 0, round: 0 }),
+    "a candidate's prepare": (ballot: number) => ({ type: "prepare" as const, ballot, fromSlot: 1 }),
+  };
+  for (const [heard, message] of Object.entries(proposerMessages)) {
+    it(`redirects a request that calls the leader unresponsive after ${heard}, and campaigns after its silence`, () => {
+      const { transport, scheduler, server } = setup();
+      server.createCell("vol-a", members);
+      scheduler.run();
+      const proposer = members[1] as (typeof members)[number];
+      const hear = (now: number) => {
+        scheduler.now = now;
+        transport.handler?.("s2", {
+          kind: "paxos",
+          message: {
+            cellKey: "vol-a",
+            from: proposer,
+            to: members[0] as (typeof members)[number],
+            epoch: 1,
+            ...message(makeBallot(1, proposer.incarnation)),
+          },
+        } as ServerMessage);
+        scheduler.run();
+      };
+      const request = (id: number, now: number) => {
+        scheduler.now = now;
+        transport.sent.length = 0;
+        transport.handler?.("c1", {
+          kind: "request",
+          id,
           cellKey: "vol-a",
-          from: leader,
-          to: members[0] as (typeof members)[number],
-          epoch: 1,
-          ballot: makeBallot(1, leader.incarnation),
-          commit: 0,
-          round: 0,
-        },
+          body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive: true },
+        } as ServerMessage);
+        scheduler.run();
+        const prepares = transport.sent.filter(
+          (s) => s.message.kind === "paxos" && s.message.message.type === "prepare",
+        );
+        const answer = transport.sent.find((s) => s.to === "c1")?.message;
+        return { prepares: prepares.length, answer };
+      };
+      hear(1_000);
+      const declined = request(1, 1_000 + limits.leaderSilenceMs - 1);
+      expect(declined.prepares).toBe(0);
+      expect(declined.answer?.kind === "response" && declined.answer.body).toMatchObject({
+        type: "redirect",
+        leader: { serverId: "s2" },
       });
-      scheduler.run();
-    };
-    const request = (id: number, now: number) => {
-      scheduler.now = now;
-      transport.sent.length = 0;
-      transport.handler?.("c1", {
-        kind: "request",
-        id,
-        cellKey: "vol-a",
-        body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive: true },
-      } as ServerMessage);
-      scheduler.run();
-      const prepares = transport.sent.filter(
-        (s) => s.message.kind === "paxos" && s.message.message.type === "prepare",
-      );
-      const answer = transport.sent.find((s) => s.to === "c1")?.message;
-      return { prepares: prepares.length, answer };
-    };
-    heartbeat(1_000);
-    const declined = request(1, 1_000 + limits.leaderSilenceMs - 1);
-    expect(declined.prepares).toBe(0);
-    expect(declined.answer?.kind === "response" && declined.answer.body).toMatchObject({
-      type: "redirect",
-      leader: { serverId: "s2" },
-    });
-    expect(server.status().counters.takeoversDeclined).toBe(1);
+      expect(server.status().counters.takeoversDeclined).toBe(1);
 
-    // The leader fell silent for leaderSilenceMs: the claim is taken, and s1's node campaigns.
-    const taken = request(2, 1_000 + limits.leaderSilenceMs);
-    expect(taken.prepares).toBe(6);
-    expect(server.status().counters.takeoversDeclined).toBe(1);
-  });
+      // The proposer fell silent for leaderSilenceMs: the claim is taken, and s1's node campaigns.
+      const taken = request(2, 1_000 + limits.leaderSilenceMs);
+      expect(taken.prepares).toBe(6);
+      expect(server.status().counters.takeoversDeclined).toBe(1);
+    });
+  }
 
   it("tells a commit notice (a heartbeat of round 0) from the other heartbeats", () => {
     const envelope = { cellKey: "vol-a", from: members[0], to: members[1], epoch: 1, ballot: 5, commit: 3 };

@@ -83,8 +83,11 @@ interface HostedNode extends WheelItem {
   activeAtMs: number;
   /** Whether the node is in `touched` (its turn's end is still to come). */
   touched: boolean;
-  /** When an accept or heartbeat from a node on another server last reached it: a leader at work. */
-  leaderHeardMs: number;
+  /**
+   * When a proposer at work on another server last reached it: an accept or heartbeat of a
+   * leader, or a prepare of a candidate.
+   */
+  proposerHeardMs: number;
 }
 
 type PendingRequest =
@@ -636,8 +639,7 @@ export class Server {
           this.counters.messagesDropped += 1;
           return;
         }
-        if (from !== this.serverId && (paxos.type === "accept" || paxos.type === "heartbeat"))
-          node.leaderHeardMs = now;
+        if (from !== this.serverId && isProposerAtWork(paxos.type)) node.proposerHeardMs = now;
         node.replica.step(paxos, now, this.out);
         this.touch(node);
         return;
@@ -758,15 +760,17 @@ export class Server {
 
   /**
    * Whether a request's claim that the leader is unresponsive may make this node campaign: only
-   * if no leader has reached the node for limits.leaderSilenceMs. A client's attempt times out
+   * if no proposer has reached the node for limits.leaderSilenceMs. A client's attempt times out
    * at a leader that is slow under load as well as at one that is gone; a leader whose accepts
    * and heartbeats still arrive is the first, and an election would only add to the load (the
-   * node redirects to it instead). A leader that is gone falls silent, and its server's
-   * connections close, so the failure detector stops vouching for it before long either way.
+   * node redirects to it instead). So is a candidate whose prepares arrive: a second campaign
+   * would only preempt it, and the two would duel (the node redirects to the candidate it
+   * promised). A proposer that is gone falls silent, and its server's connections close, so the
+   * failure detector stops vouching for it before long either way.
    */
   private takeoverAllowed(node: HostedNode, body: RequestBody, now: number): boolean {
     if (!("leaderUnresponsive" in body) || !body.leaderUnresponsive) return false;
-    if (now - node.leaderHeardMs >= limits.leaderSilenceMs) return true;
+    if (now - node.proposerHeardMs >= limits.leaderSilenceMs) return true;
     this.counters.takeoversDeclined += 1;
     return false;
   }
@@ -880,7 +884,7 @@ export class Server {
       wheelSlot: -1,
       activeAtMs: this.scheduler.nowMs(),
       touched: false,
-      leaderHeardMs: Number.NEGATIVE_INFINITY,
+      proposerHeardMs: Number.NEGATIVE_INFINITY,
     };
     this.nodes.set(cellKey, node);
     this.touch(node);
@@ -1047,4 +1051,9 @@ function requestShapeProblem(body: unknown): string | null {
     }
   }
   return null;
+}
+
+/** A message only a proposer at work sends: a leader's accepts and heartbeats, a candidate's prepares. */
+function isProposerAtWork(type: PaxosMessage<Command>["type"]): boolean {
+  return type === "accept" || type === "heartbeat" || type === "prepare";
 }
