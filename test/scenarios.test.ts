@@ -92,6 +92,45 @@ describe("scenarios", () => {
     expect(s.check()).toEqual([]);
   });
 
+  it("writers that reach a fresh cell at once over links slower than an attempt's wait all commit, with few copies", () => {
+    const s = new Scenario({ seed: 6 }).cell("vol-1");
+    // Two writers nearest to each member: every node gets a first request and campaigns.
+    const clients = Array.from({ length: 14 }, (_, i) =>
+      s.newClient({ distance: (id) => (id === seven[i % 7] ? 0 : 1) }),
+    );
+    // Every message takes 300 ms more: an answer comes after at least 600 ms, past the 400 ms an
+    // attempt first waits, and an election's round trips are as slow.
+    const addresses = [...seven, ...clients.map((c) => c.address)];
+    for (const from of addresses)
+      for (const to of addresses)
+        if (from !== to) s.world.network.clog(from, to, 300, s.world.nowMs + 60_000);
+    const clientAddresses = new Set(clients.map((c) => c.address));
+    let requests = 0;
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    network.sendFrame = (from, to, messages) => {
+      if (clientAddresses.has(from)) requests += messages.length;
+      sendFrame(from, to, messages);
+    };
+    const startMs = s.world.nowMs;
+    const ops = clients.map((c, i) =>
+      s.world.transact(c, "vol-1", {
+        conditions: [],
+        reads: [],
+        writes: [{ item: "n", op: "add", delta: BigInt(i + 1) }],
+      }),
+    );
+    s.world.runUntil(() => ops.every((op) => op.returnMs !== null || op.failure !== null), 30_000);
+    expect(ops.filter((op) => op.output?.status === "committed").length).toBe(14);
+    // Each unanswered attempt doubles the next one's wait: about 4 copies of each request, where
+    // a fixed wait sent about 6 and took twice as long.
+    expect(requests).toBeLessThanOrEqual(14 * 4);
+    expect(s.world.nowMs - startMs).toBeLessThan(3_500);
+    network.heal();
+    expect(s.get("vol-1", "n")).toBe(BigInt((14 * 15) / 2));
+    expect(s.check()).toEqual([]);
+  });
+
   it("dirty reboot of all 7 nodes at once loses nothing acknowledged", () => {
     const s = new Scenario({ seed: 6 }).cell("vol-1");
     for (let i = 0; i < 20; i++) s.add("vol-1", "n", 1n);
