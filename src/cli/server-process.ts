@@ -70,7 +70,7 @@ export async function startServer(options: {
   const startedMs = Date.now();
   // How late the event loop runs what is due, between two scrapes: a server whose turns or
   // collections hold the loop answers late, and its peers may take it for gone.
-  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   const storage = await LmdbStorage.open({
     path: config.data,
     codec: commandCodec,
