@@ -11,11 +11,10 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
-import { monitorEventLoopDelay } from "node:perf_hooks";
 import { commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
-import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
+import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
 import { checkpointBucketsMs, LmdbStorage } from "../storage/index.ts";
 import {
   AddressBook,
@@ -68,9 +67,6 @@ export async function startServer(options: {
   const self = config.topology.servers.find((s) => s.id === config.server);
   if (self === undefined) throw new Error(`server ${config.server} is not in the topology`);
   const startedMs = Date.now();
-  // How late the event loop runs what is due, between two scrapes: a server whose turns or
-  // collections hold the loop answers late, and its peers may take it for gone.
-  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   const storage = await LmdbStorage.open({
     path: config.data,
     codec: commandCodec,
@@ -116,26 +112,6 @@ export async function startServer(options: {
   });
   const token = Buffer.from(adminToken(colonyKey));
   const hostedNodes = (): number => storage.hostedCount();
-
-  /** The delay's p99 and maximum since the previous scrape (each scrape starts a new interval). */
-  const eventLoopDelayMetrics = (): Metric[] => {
-    const measured = loopDelay.count > 0;
-    const p99 = measured ? loopDelay.percentile(99) / 1e9 : 0;
-    const max = measured ? loopDelay.max / 1e9 : 0;
-    loopDelay.reset();
-    return [
-      gauge(
-        "nodejs_eventloop_delay_p99_seconds",
-        "99th percentile of how late the event loop ran what was due, since the previous scrape",
-        p99,
-      ),
-      gauge(
-        "nodejs_eventloop_delay_max_seconds",
-        "Longest the event loop ran late, since the previous scrape",
-        max,
-      ),
-    ];
-  };
 
   const metrics = (): Metric[] => {
     const status = server.status();
@@ -270,7 +246,13 @@ export async function startServer(options: {
         "Longest pause of the event loop within the last of those collections",
         (processCollector?.lastPauseMs ?? 0) / 1000,
       ),
-      ...eventLoopDelayMetrics(),
+      histogram(
+        "physalia_timer_lateness_seconds",
+        "How late the server's timers ran (its heartbeat tick, its nodes' timers): the delay its event loop adds",
+        timerLatenessBucketsMs.map((ms) => ms / 1000),
+        status.timerLateness.counts,
+        status.timerLateness.sumMs / 1000,
+      ),
       counter("process_cpu_seconds_total", "CPU time of the process", (cpu.user + cpu.system) / 1e6),
       gauge("process_start_time_seconds", "When the server started", startedMs / 1000),
     ];
@@ -430,13 +412,11 @@ export async function startServer(options: {
     throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
   });
 
-  loopDelay.enable();
   const unwatch = processCollector?.watch(server, () => storage.collectWorkerGarbage()) ?? (() => {});
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       unwatch();
-      loopDelay.disable();
       server.stop();
       admin.closeAllConnections();
       await new Promise<void>((resolve) => admin.close(() => resolve()));

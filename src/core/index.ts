@@ -11,6 +11,7 @@ export {
 } from "./codec.ts";
 export { Fifo } from "./fifo.ts";
 export { hashBytes, RunningHash } from "./hash.ts";
+export { DurationHistogram } from "./histogram.ts";
 export {
   type Address,
   type CellKey,

@@ -10,6 +10,7 @@ export {
   type ServerMessage,
   type ServerOptions,
   type ServerStatus,
+  timerLatenessBucketsMs,
 } from "./server.ts";
 export { TimerWheel, type WheelItem } from "./timer-wheel.ts";
 export {

@@ -4,7 +4,13 @@ import { limits, Prng, type Scheduler, type TimerHandle } from "../core/index.ts
 import { makeBallot } from "../paxos/index.ts";
 import { MemoryStorage, type StorageBatch } from "../storage/index.ts";
 import type { TransportPort } from "../transport/index.ts";
-import { paxosSendKind, paxosSendKinds, Server, type ServerMessage } from "./server.ts";
+import {
+  paxosSendKind,
+  paxosSendKinds,
+  Server,
+  type ServerMessage,
+  timerLatenessBucketsMs,
+} from "./server.ts";
 
 class RecordingStorage extends MemoryStorage<Command> {
   readonly written: StorageBatch<Command>[] = [];
@@ -30,13 +36,30 @@ class Recorder implements TransportPort<ServerMessage> {
 class Manual implements Scheduler {
   now = 0;
   deferred: (() => void)[] = [];
+  /** Timers armed and not cleared, fired only by fireTimers. */
+  timers = new Map<number, { atMs: number; callback: () => void }>();
+  private nextTimer = 1;
   nowMs(): number {
     return this.now;
   }
-  setTimer(): TimerHandle {
-    return { id: 0 };
+  setTimer(delayMs: number, callback: () => void): TimerHandle {
+    const id = this.nextTimer++;
+    this.timers.set(id, { atMs: this.now + delayMs, callback });
+    return { id };
   }
-  clearTimer(): void {}
+  clearTimer(handle: TimerHandle): void {
+    this.timers.delete(handle.id);
+  }
+  /** Fires, at `now`, every timer that was due by then. */
+  fireTimers(now: number): void {
+    this.now = now;
+    for (const [id, timer] of [...this.timers]) {
+      if (timer.atMs > now) continue;
+      this.timers.delete(id);
+      timer.callback();
+    }
+    this.run();
+  }
   defer(callback: () => void): void {
     this.deferred.push(callback);
   }
@@ -230,6 +253,19 @@ describe("server", () => {
       expect(server.status().counters.takeoversDeclined).toBe(1);
     });
   }
+
+  it("counts how late its timers run, by bucket", () => {
+    const { scheduler, server } = setup();
+    const due = Math.min(...[...scheduler.timers.values()].map((t) => t.atMs));
+    expect(due).toBeGreaterThan(0);
+    expect(server.status().timerLateness.counts.every((n) => n === 0)).toBe(true);
+    // The heartbeat tick runs 700 ms after it was due (a loop held by a long turn).
+    scheduler.fireTimers(due + 700);
+    const { counts, sumMs } = server.status().timerLateness;
+    expect(sumMs).toBe(700);
+    expect(counts[timerLatenessBucketsMs.indexOf(1000)]).toBe(1);
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(1);
+  });
 
   it("tells a commit notice (a heartbeat of round 0) from the other heartbeats", () => {
     const envelope = { cellKey: "vol-a", from: members[0], to: members[1], epoch: 1, ballot: 5, commit: 3 };

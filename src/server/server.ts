@@ -22,6 +22,7 @@ import {
   type Address,
   type CellKey,
   cellKeyProblem,
+  DurationHistogram,
   Fifo,
   formatNodeId,
   limits,
@@ -154,6 +155,15 @@ export interface ServerCounters {
   faultyNodes: number;
 }
 
+/**
+ * Bounds of the timer lateness histogram, in milliseconds. A server whose timers run a second
+ * late is overloaded (its turns or collections hold the event loop), and its peers' failure
+ * detectors suspect it at suspectAfterMs. The server's own timers are measured, at no cost:
+ * Node's event-loop delay monitor samples with a timer of its own, which cost an idle process
+ * 0.5% of a core on the development machine (every 20 ms), half the idle target.
+ */
+export const timerLatenessBucketsMs: readonly number[] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+
 export interface ServerStatus {
   readonly serverId: ServerId;
   readonly residentNodes: number;
@@ -166,6 +176,11 @@ export interface ServerStatus {
   readonly faultyCells: readonly CellKey[];
   readonly suspectedPeers: readonly ServerId[];
   readonly counters: Readonly<ServerCounters>;
+  /**
+   * How late the server's timers ran (its heartbeat tick and its nodes' timer wheel), by
+   * timerLatenessBucketsMs: the delay its event loop adds to everything due.
+   */
+  readonly timerLateness: { readonly counts: readonly number[]; readonly sumMs: number };
 }
 
 const forwardingPointersMax = 100_000;
@@ -194,6 +209,7 @@ export class Server {
   private nextTag = 1;
   private readonly inbox = new Fifo<{ from: Address; message: ServerMessage }>();
   private turnScheduled = false;
+  private readonly timerLateness = new DurationHistogram(timerLatenessBucketsMs);
   /** Nodes this turn touched, each once (HostedNode.touched). */
   private readonly touched: HostedNode[] = [];
   private wheelTimer: TimerHandle | null = null;
@@ -364,6 +380,7 @@ export class Server {
       stalledCells: [...this.stalled],
       faultyCells: [...this.faulty.keys()].slice(0, stalledCellsMax),
       suspectedPeers: this.detector.suspected(this.peers, this.scheduler.nowMs()),
+      timerLateness: this.timerLateness.snapshot(),
       counters: { ...this.counters, paxosOut: { ...this.counters.paxosOut } },
     };
   }
@@ -587,12 +604,19 @@ export class Server {
     this.wheelTimerAtMs = deadline;
     if (deadline === Number.POSITIVE_INFINITY || this.stopped) return;
     const delay = Math.max(0, deadline - this.scheduler.nowMs());
+    const dueMs = this.scheduler.nowMs() + delay;
     this.wheelTimer = this.scheduler.setTimer(delay, () => {
+      this.noteLateness(dueMs);
       this.wheelTimer = null;
       this.wheelTimerAtMs = Number.POSITIVE_INFINITY;
       this.counters.timerFirings += 1;
       this.scheduleTurn();
     });
+  }
+
+  /** A timer due at `dueMs` runs now (a timer may also fire a little early: that counts as 0). */
+  private noteLateness(dueMs: number): void {
+    this.timerLateness.record(Math.max(0, this.scheduler.nowMs() - dueMs));
   }
 
   private scheduleHeartbeats(): void {
@@ -607,7 +631,9 @@ export class Server {
     const interval = limits.heartbeatIntervalMs;
     let delay = interval - (this.scheduler.nowMs() % interval);
     if (delay < interval / 2) delay += interval;
+    const dueMs = this.scheduler.nowMs() + delay;
     this.heartbeatTimer = this.scheduler.setTimer(delay, () => {
+      this.noteLateness(dueMs);
       for (const peer of this.peers) this.transport.send(peer, { kind: "heartbeat" });
       this.transport.flush();
       this.expirePointers();

@@ -79,6 +79,7 @@ import {
   ByteWriter,
   type CellKey,
   DecodeError,
+  DurationHistogram,
   limits,
   type NodeId,
   utf8Encode,
@@ -285,8 +286,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private checkpoints = 0;
   private replayedBatches = 0;
   private lastCheckpointMs = 0;
-  private readonly checkpointCounts: number[] = new Array(checkpointBucketsMs.length + 1).fill(0);
-  private checkpointSumMs = 0;
+  private readonly checkpointDurations = new DurationHistogram(checkpointBucketsMs);
   private checkpointCellsSkippedCorrupt = 0;
   /**
    * Cells whose node record this thread read and found intact (a bounded set, oldest first out):
@@ -562,7 +562,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       checkpoints: this.checkpoints,
       replayedBatches: this.replayedBatches,
       lastCheckpointMs: this.lastCheckpointMs,
-      checkpointDurations: { counts: [...this.checkpointCounts], sumMs: this.checkpointSumMs },
+      checkpointDurations: this.checkpointDurations.snapshot(),
       checkpointCellsSkippedCorrupt: this.checkpointCellsSkippedCorrupt,
       recordsWritten: this.recordsWritten,
       recordsDeleted: this.recordsDeleted,
@@ -698,11 +698,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.bytesWritten += outcome.bytesWritten;
     this.lastTransactionId = outcome.transactionId;
     this.lastCheckpointMs = tookMs;
-    this.checkpointSumMs += tookMs;
-    let bucket = 0;
-    while (bucket < checkpointBucketsMs.length && tookMs > (checkpointBucketsMs[bucket] as number))
-      bucket += 1;
-    this.checkpointCounts[bucket] = (this.checkpointCounts[bucket] as number) + 1;
+    this.checkpointDurations.record(tookMs);
   }
 
   private checkpointDue(): boolean {
