@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { counter, formatMetrics, histogram, labeledCounter } from "./metrics.ts";
+import { DurationHistogram } from "../core/index.ts";
+import { counter, formatMetrics, histogram, labeledCounter, secondsHistogram } from "./metrics.ts";
 
 describe("formatMetrics", () => {
   it("writes a histogram's buckets cumulatively, then +Inf, its sum and its count", () => {
@@ -18,6 +19,18 @@ describe("formatMetrics", () => {
         "",
       ].join("\n"),
     );
+  });
+
+  it("writes durations counted in milliseconds as a histogram in seconds, each in its bucket", () => {
+    const durations = new DurationHistogram([10, 100]);
+    // At a bound counts in that bucket; above the last bound, in +Inf.
+    for (const ms of [0, 10, 10.5, 100, 250]) durations.record(ms);
+    const text = formatMetrics([secondsHistogram("t_seconds", "help", [10, 100], durations.snapshot())]);
+    expect(text).toContain('t_seconds_bucket{le="0.01"} 2\n');
+    expect(text).toContain('t_seconds_bucket{le="0.1"} 4\n');
+    expect(text).toContain('t_seconds_bucket{le="+Inf"} 5\n');
+    expect(text).toContain("t_seconds_sum 0.3705\n");
+    expect(text).toContain("t_seconds_count 5\n");
   });
 
   it("refuses counts that do not match the bounds (one more count than bounds)", () => {

@@ -86,3 +86,19 @@ export function histogram(
   samples.push({ suffix: "_count", value: cumulative });
   return { name, help, kind: "histogram", samples };
 }
+
+/** A histogram of durations counted in milliseconds (a DurationHistogram's), written in seconds. */
+export function secondsHistogram(
+  name: string,
+  help: string,
+  boundsMs: readonly number[],
+  durations: { readonly counts: readonly number[]; readonly sumMs: number },
+): Metric {
+  return histogram(
+    name,
+    help,
+    boundsMs.map((ms) => ms / 1000),
+    durations.counts,
+    durations.sumMs / 1000,
+  );
+}

@@ -28,7 +28,7 @@ import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
 export { adminToken };
 
 import type { Logger } from "./log.ts";
-import { counter, formatMetrics, gauge, histogram, labeledCounter, type Metric } from "./metrics.ts";
+import { counter, formatMetrics, gauge, labeledCounter, type Metric, secondsHistogram } from "./metrics.ts";
 import { processCollector } from "./process-collector.ts";
 
 /** Checkpoints run on a worker thread started from this module (built: .js; from the sources: .ts). */
@@ -200,12 +200,11 @@ export async function startServer(options: {
         "Duration of the last checkpoint (the event loop waits for it)",
         storageStats.lastCheckpointMs / 1000,
       ),
-      histogram(
+      secondsHistogram(
         "physalia_storage_checkpoint_seconds",
         "Durations of checkpoints since the server started (the event loop waits for each)",
-        checkpointBucketsMs.map((ms) => ms / 1000),
-        storageStats.checkpointDurations.counts,
-        storageStats.checkpointDurations.sumMs / 1000,
+        checkpointBucketsMs,
+        storageStats.checkpointDurations,
       ),
       gauge(
         "physalia_storage_journal_bytes",
@@ -246,12 +245,11 @@ export async function startServer(options: {
         "Longest pause of the event loop within the last of those collections",
         (processCollector?.lastPauseMs ?? 0) / 1000,
       ),
-      histogram(
+      secondsHistogram(
         "physalia_timer_lateness_seconds",
         "How late the server's timers ran (its heartbeat tick, its nodes' timers): the delay its event loop adds",
-        timerLatenessBucketsMs.map((ms) => ms / 1000),
-        status.timerLateness.counts,
-        status.timerLateness.sumMs / 1000,
+        timerLatenessBucketsMs,
+        status.timerLateness,
       ),
       counter("process_cpu_seconds_total", "CPU time of the process", (cpu.user + cpu.system) / 1e6),
       gauge("process_start_time_seconds", "When the server started", startedMs / 1000),
