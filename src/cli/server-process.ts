@@ -159,7 +159,7 @@ export async function startServer(options: {
       ),
       counter(
         "physalia_takeovers_declined_total",
-        "Requests saying a cell's leader was unresponsive, redirected because a leader had just been heard",
+        "Requests saying a cell's leader was unresponsive, redirected because a leader or candidate had just been heard",
         counters.takeoversDeclined,
       ),
       counter("physalia_messages_dropped_total", "Messages dropped by the server", counters.messagesDropped),

@@ -443,9 +443,7 @@ export class PhysaliaClient {
    * request, and fewer claims that a leader is unresponsive, while the estimate catches up.
    */
   private attemptWaitMs(op: Operation$): number {
-    const base = this.attemptTimeoutMs();
-    if (op.timeouts === 0) return base;
-    return Math.min(Math.max(base, this.requestTimeoutMsMax), base * 2 ** Math.min(op.timeouts, 16));
+    return Math.min(this.requestTimeoutMsMax, this.attemptTimeoutMs() * 2 ** Math.min(op.timeouts, 16));
   }
 
   /** An attempt sent at `sentAtMs` was answered with a result now. */

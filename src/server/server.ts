@@ -143,7 +143,7 @@ export interface ServerCounters {
   requestsOverloaded: number;
   /**
    * Requests that said their cell's leader was unresponsive, made at a node that had just heard
-   * from a leader: it redirected them instead of campaigning.
+   * from a leader or a candidate: it redirected them instead of campaigning.
    */
   takeoversDeclined: number;
   messagesDropped: number;
@@ -603,10 +603,7 @@ export class Server {
     this.wheelTimer = null;
     this.wheelTimerAtMs = deadline;
     if (deadline === Number.POSITIVE_INFINITY || this.stopped) return;
-    const delay = Math.max(0, deadline - this.scheduler.nowMs());
-    const dueMs = this.scheduler.nowMs() + delay;
-    this.wheelTimer = this.scheduler.setTimer(delay, () => {
-      this.noteLateness(dueMs);
+    this.wheelTimer = this.setTimedTimer(Math.max(0, deadline - this.scheduler.nowMs()), () => {
       this.wheelTimer = null;
       this.wheelTimerAtMs = Number.POSITIVE_INFINITY;
       this.counters.timerFirings += 1;
@@ -614,9 +611,16 @@ export class Server {
     });
   }
 
-  /** A timer due at `dueMs` runs now (a timer may also fire a little early: that counts as 0). */
-  private noteLateness(dueMs: number): void {
-    this.timerLateness.record(Math.max(0, this.scheduler.nowMs() - dueMs));
+  /**
+   * A timer of the server whose lateness goes into timerLateness when it runs (one that fires a
+   * little early counts as on time).
+   */
+  private setTimedTimer(delayMs: number, callback: () => void): TimerHandle {
+    const dueMs = this.scheduler.nowMs() + delayMs;
+    return this.scheduler.setTimer(delayMs, () => {
+      this.timerLateness.record(Math.max(0, this.scheduler.nowMs() - dueMs));
+      callback();
+    });
   }
 
   private scheduleHeartbeats(): void {
@@ -631,9 +635,7 @@ export class Server {
     const interval = limits.heartbeatIntervalMs;
     let delay = interval - (this.scheduler.nowMs() % interval);
     if (delay < interval / 2) delay += interval;
-    const dueMs = this.scheduler.nowMs() + delay;
-    this.heartbeatTimer = this.scheduler.setTimer(delay, () => {
-      this.noteLateness(dueMs);
+    this.heartbeatTimer = this.setTimedTimer(delay, () => {
       for (const peer of this.peers) this.transport.send(peer, { kind: "heartbeat" });
       this.transport.flush();
       this.expirePointers();
