@@ -6,7 +6,7 @@
  * 20%), which hides a change of a few percent in `throughput`; here the process's own CPU is
  * divided by the writes it completed, so runs of two builds can be compared pair by pair.
  *
- *   npm run bench -- inprocess [--cells 1000] [--clients 256] [--connections 4] [--warmup 4] [--seconds 10] [--runs 3]
+ *   npm run bench -- inprocess [--cells 1000] [--clients 256] [--connections 4] [--warmup 20] [--seconds 10] [--runs 3]
  */
 import { once } from "node:events";
 import { join } from "node:path";
@@ -20,7 +20,7 @@ export async function inprocessBenchmark(children: Children, options: Options): 
   const cells = options.integer("cells", 1000);
   const clients = options.integer("clients", 256);
   const connections = options.integer("connections", 4);
-  const warmupSeconds = options.number("warmup", 4);
+  const warmupSeconds = options.number("warmup", 20);
   const seconds = options.number("seconds", 10);
   const runs = options.integer("runs", 3);
   options.finish();
