@@ -66,13 +66,23 @@ describe("a local colony on real disks and sockets, in one process", () => {
     // The writes of the test before went through accepts and their answers.
     let accepts = 0;
     let accepted = 0;
+    // Both cells elected a leader: the first request to each started a campaign that won.
+    let campaigns = 0;
+    let won = 0;
     for (const s of topology.servers) {
       const text = await (await fetch(`http://${s.host}:${s.adminPort}/metrics`)).text();
       accepts += Number(/^physalia_paxos_messages_out_total\{kind="accept"\} (\d+)$/m.exec(text)?.[1]);
       accepted += Number(/^physalia_paxos_messages_out_total\{kind="accepted"\} (\d+)$/m.exec(text)?.[1]);
+      for (const cause of ["no_leader", "leader_suspected", "takeover", "after_backoff", "transfer"]) {
+        const pattern = new RegExp(`^physalia_campaigns_total\\{cause="${cause}"\\} (\\d+)$`, "m");
+        campaigns += Number(pattern.exec(text)?.[1]);
+      }
+      won += Number(/^physalia_leaderships_won_total (\d+)$/m.exec(text)?.[1]);
     }
     expect(accepts).toBeGreaterThanOrEqual(6);
     expect(accepted).toBeGreaterThanOrEqual(3);
+    expect(won).toBeGreaterThanOrEqual(2);
+    expect(campaigns).toBeGreaterThanOrEqual(won);
     let hosted = 0;
     for (const s of topology.servers) {
       const status = (await (await fetch(`http://${s.host}:${s.adminPort}/status`)).json()) as {

@@ -3,6 +3,7 @@
  * server processes, or an etcd cluster (scripts/bench/etcd-cluster.ts).
  */
 import { resolve } from "node:path";
+import { campaignCauses } from "../../src/paxos/index.ts";
 import { paxosSendKinds } from "../../src/server/index.ts";
 import { type BenchmarkReport, type Children, type Options, progress, round } from "./common.ts";
 import { describeLoad, type LoadResult, runLoad } from "./load.ts";
@@ -53,6 +54,13 @@ export async function startPhysalia(
               `physalia_paxos_messages_out_total{kind="${kind}"}`,
             ]),
           ),
+          ...Object.fromEntries(
+            campaignCauses.map((cause) => [
+              `campaigns.${cause}`,
+              `physalia_campaigns_total{cause="${cause}"}`,
+            ]),
+          ),
+          leadershipsWon: "physalia_leaderships_won_total",
         }),
       stop: () => colony.stopAll(),
     };
@@ -210,6 +218,11 @@ export async function throughputBenchmark(children: Children, options: Options):
     ),
     requestsOverloaded: load.counters.requestsOverloaded ?? 0,
     messagesDropped: load.counters.messagesDropped ?? 0,
+    /** Campaigns the nodes started in the window, by cause, and those they won. */
+    campaigns: Object.fromEntries(
+      campaignCauses.map((cause) => [cause, load.counters[`campaigns.${cause}`] ?? 0]),
+    ),
+    leadershipsWon: load.counters.leadershipsWon ?? 0,
     thinkMs: s.thinkMs,
   };
   // With a think time the load is moderate by choice: the target is judged without one.
@@ -233,6 +246,7 @@ export async function throughputBenchmark(children: Children, options: Options):
       ),
       `per commit (all servers): ${results.messagesPerCommit} messages sent in ${results.framesPerCommit} frames, ${results.turnsPerCommit} turns, ${results.storageBatchesPerCommit} durable storage batches`,
       `  of those messages: ${results.acceptsPerCommit} accepts, ${results.acceptancesPerCommit} acceptances, ${results.commitNoticesPerCommit} commit notices${otherKinds(results.cellMessagesPerCommit)}; ${results.requestsOverloaded} requests answered overloaded, ${results.messagesDropped} messages dropped`,
+      `elections in the window: ${describeCampaigns(results.campaigns)}, ${results.leadershipsWon} won`,
     ],
   };
 }
@@ -260,6 +274,15 @@ export async function latencyBenchmark(children: Children, options: Options): Pr
       describeLoad("one 7-node cell, one client, linearizable reads", loads.reads),
     ],
   };
+}
+
+/** Campaigns started, in all and by each cause that started any. */
+function describeCampaigns(byCause: Readonly<Record<string, number>>): string {
+  const counts = Object.entries(byCause).filter(([, n]) => n > 0);
+  const total = counts.reduce((sum, [, n]) => sum + n, 0);
+  return counts.length === 0
+    ? "0 campaigns"
+    : `${total} campaigns (${counts.map(([cause, n]) => `${n} ${cause}`).join(", ")})`;
 }
 
 /** The kinds of cell message other than accepts, acceptances and commit notices that were sent. */

@@ -162,6 +162,17 @@ export async function startServer(options: {
         "Requests saying a cell's leader was unresponsive, redirected because a leader or candidate had just been heard",
         counters.takeoversDeclined,
       ),
+      labeledCounter(
+        "physalia_campaigns_total",
+        "Campaigns (elections) the server's nodes started, by cause: no_leader, leader_suspected (its server suspected), takeover (a client said the leader was unresponsive), after_backoff (requests waited out its backoff after a failed or preempted campaign), transfer",
+        "cause",
+        counters.campaigns,
+      ),
+      counter(
+        "physalia_leaderships_won_total",
+        "Campaigns the server's nodes won (each a new leader for its cell)",
+        counters.leadershipsWon,
+      ),
       counter("physalia_messages_dropped_total", "Messages dropped by the server", counters.messagesDropped),
       counter("physalia_timer_firings_total", "Timer wheel firings", counters.timerFirings),
       counter("physalia_transport_frames_sent_total", "Frames sent", transportStats.framesSent),

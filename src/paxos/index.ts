@@ -42,6 +42,8 @@ export {
   membershipChangeProblem,
 } from "./membership.ts";
 export {
+  type CampaignCause,
+  campaignCauses,
   type DroppedRequest,
   type DropReason,
   type NodeWrite,

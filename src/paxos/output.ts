@@ -43,7 +43,33 @@ export interface DroppedRequest {
   readonly leader: NodeId | null;
 }
 
+/**
+ * Why a node started a campaign (an election of itself):
+ *   no_leader         a request reached it and it knew of no leader other than itself
+ *   leader_suspected  a request reached it and the server failure detector suspects its leader's server
+ *   takeover          a request reached it with the client's word that the leader is unresponsive
+ *                     (the server passes that on only after limits.leaderSilenceMs without a proposer)
+ *   after_backoff     requests reached it during its backoff after a failed or preempted campaign
+ *                     of its own, and the backoff ran out
+ *   transfer          its leader handed it leadership
+ */
+export type CampaignCause = "no_leader" | "leader_suspected" | "takeover" | "after_backoff" | "transfer";
+
+export const campaignCauses: readonly CampaignCause[] = Object.freeze([
+  "no_leader",
+  "leader_suspected",
+  "takeover",
+  "after_backoff",
+  "transfer",
+]);
+
 export type ReplicaEvent =
+  | {
+      readonly type: "campaign";
+      readonly cellKey: CellKey;
+      readonly node: NodeId;
+      readonly cause: CampaignCause;
+    }
   | {
       readonly type: "stalled";
       readonly cellKey: CellKey;

@@ -67,6 +67,53 @@ describe("replica", () => {
     for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
   });
 
+  it("says why each campaign started", () => {
+    const suspected = new Set<string>();
+    const c = new PaxosCluster("cell", ["a", "b", "c"], { alive: (server) => !suspected.has(server) });
+    c.propose("a", "x", 1);
+    c.settle();
+    expect(c.campaigns).toEqual([{ node: "a", cause: "no_leader" }]);
+    // A client's word that the live leader a is unresponsive.
+    expect(c.propose("b", "y", 2, true)).toBe("queued");
+    c.settle();
+    expect(c.campaigns.at(-1)).toEqual({ node: "b", cause: "takeover" });
+    // The failure detector suspects b's server: c campaigns without any client's word.
+    suspected.add("b");
+    expect(c.propose("c", "z", 3)).toBe("queued");
+    c.settle();
+    expect(c.campaigns.at(-1)).toEqual({ node: "c", cause: "leader_suspected" });
+    // The leader c hands leadership to a.
+    const leader = c.node("c").replica;
+    c.network.push({
+      type: "campaign",
+      cellKey: "cell",
+      from: c.node("c").id,
+      to: c.node("a").id,
+      epoch: leader.membershipState.epoch,
+      ballot: leader.status().promised,
+    } as PaxosMessage<string>);
+    c.deliver(c.network.length - 1);
+    expect(c.campaigns.at(-1)).toEqual({ node: "a", cause: "transfer" });
+    c.settle();
+    expect(c.node("a").replica.isLeader).toBe(true);
+    // Without a majority b's campaign fails; a request that reaches b during the backoff that
+    // follows waits for it to end.
+    suspected.clear();
+    c.crash("a");
+    c.crash("c");
+    expect(c.propose("b", "w", 4, true)).toBe("queued");
+    expect(c.campaigns.at(-1)).toEqual({ node: "b", cause: "takeover" });
+    const dropped = () => c.events.some((e) => e.kind === "dropped" && e.tag === 4);
+    for (let i = 0; i < 1000 && !dropped(); i++) c.advance(10);
+    expect(dropped()).toBe(true);
+    const before = c.campaigns.length;
+    expect(c.propose("b", "v", 5, true)).toBe("queued");
+    expect(c.campaigns.length).toBe(before);
+    c.advance(limits.electionBackoffMsMin * 2 + 1);
+    expect(c.campaigns.slice(before)).toEqual([{ node: "b", cause: "after_backoff" }]);
+    expect(c.violations).toEqual([]);
+  });
+
   it("pipelines and batches many commands", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c", "d", "e", "f", "g"]);
     for (let i = 0; i < 100; i++) c.propose("a", `w${i}`, i);

@@ -39,7 +39,7 @@ import {
   memberIndex,
   pruneMembership,
 } from "./membership.ts";
-import type { DropReason, NodeWrite, Output } from "./output.ts";
+import type { CampaignCause, DropReason, NodeWrite, Output } from "./output.ts";
 import { SlotLog } from "./slot-log.ts";
 import type { StateMachine } from "./state-machine.ts";
 import type {
@@ -433,7 +433,7 @@ export class Replica<C, R> {
       if (p.established) this.tickLeader(p, nowMs, out);
       else this.tickCandidate(p, nowMs, out);
     } else if (this.pending !== null && this.pending.length > 0 && nowMs >= this.backoffUntilMs) {
-      this.campaign(nowMs, out, false);
+      this.campaign(nowMs, out, "after_backoff");
     }
     if (this.catchUpFrom !== null && nowMs - this.catchUpSentMs >= limits.retransmitMs) {
       if (this.catchUpAttempts >= limits.retransmitsMax) this.catchUpFrom = null;
@@ -648,7 +648,7 @@ export class Replica<C, R> {
     }
     if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
     this.enqueue(item);
-    if (p === null && nowMs >= this.backoffUntilMs) this.campaign(nowMs, out, false);
+    if (p === null && nowMs >= this.backoffUntilMs) this.campaign(nowMs, out, this.requestCampaignCause());
     this.updateWake(nowMs);
     return queued;
   }
@@ -680,10 +680,18 @@ export class Replica<C, R> {
 
   // ------------------------------------------------------------------ election (phase 1)
 
-  private campaign(nowMs: number, out: Output<C, R>, transfer: boolean): void {
+  /** Why a request that found no proposer here starts a campaign (request() redirected the rest). */
+  private requestCampaignCause(): CampaignCause {
+    const hint = this.leaderHint;
+    if (hint === null || nodeIdEquals(hint, this.node)) return "no_leader";
+    return this.env.isServerAlive(hint.serverId) ? "takeover" : "leader_suspected";
+  }
+
+  private campaign(nowMs: number, out: Output<C, R>, cause: CampaignCause): void {
     if (this.joining || this.learner || this.retired || this.stalledReason !== null) return;
     const latest = latestConfiguration(this.membership);
-    if (memberIndex(latest, this.node) < 0 && !transfer) return;
+    if (memberIndex(latest, this.node) < 0 && cause !== "transfer") return;
+    out.events.push({ type: "campaign", cellKey: this.cellKey, node: this.node, cause });
     const round = Math.max(this.highestRoundSeen, ballotRound(this.promised)) + 1;
     this.highestRoundSeen = round;
     const ballot = makeBallot(round, this.node.incarnation);
@@ -912,7 +920,7 @@ export class Replica<C, R> {
     if (this.retired || this.joining || this.proposer !== null) return;
     this.noteRound(m.ballot);
     this.backoffUntilMs = 0;
-    this.campaign(nowMs, out, true);
+    this.campaign(nowMs, out, "transfer");
   }
 
   // ------------------------------------------------------------------ phase 2 (leader)

@@ -132,6 +132,29 @@ describe("server", () => {
     expect(answer?.kind === "response" && answer.body.type).toBe("status");
   });
 
+  it("counts its nodes' campaigns by cause, and those they won", () => {
+    const { transport, scheduler, server } = setup();
+    server.createCell("vol-7", members);
+    server.createCell("vol-1", [{ serverId: "s1", incarnation: 1 }]);
+    scheduler.run();
+    const body = commandBody([{ item: "x", op: "put", value: 1n }]);
+    transport.handler?.("c1", { kind: "request", id: 1, cellKey: "vol-7", body } as ServerMessage);
+    transport.handler?.("c1", { kind: "request", id: 2, cellKey: "vol-1", body } as ServerMessage);
+    scheduler.run();
+    const { counters } = server.status();
+    // vol-7's campaign waits for promises from servers that are not there; vol-1's one node is a
+    // majority alone.
+    expect(counters.campaigns).toEqual({
+      no_leader: 2,
+      leader_suspected: 0,
+      takeover: 0,
+      after_backoff: 0,
+      transfer: 0,
+    });
+    expect(counters.leadershipsWon).toBe(1);
+    expect(server.status().leaders).toBe(1);
+  });
+
   it("answers bad input with clear errors and never throws", () => {
     const { transport, scheduler, server } = setup();
     server.createCell("vol-a", members);

@@ -33,6 +33,8 @@ import {
   type TimerHandle,
 } from "../core/index.ts";
 import {
+  type CampaignCause,
+  campaignCauses,
   initialMembership,
   MembershipInterner,
   type NodeWrite,
@@ -146,6 +148,10 @@ export interface ServerCounters {
    * from a leader or a candidate: it redirected them instead of campaigning.
    */
   takeoversDeclined: number;
+  /** Campaigns this server's nodes started, by why they started them. */
+  campaigns: Record<CampaignCause, number>;
+  /** Campaigns this server's nodes won: each is a new leader (a new ballot) for its cell. */
+  leadershipsWon: number;
   messagesDropped: number;
   timerFirings: number;
   replicaTicks: number;
@@ -235,6 +241,8 @@ export class Server {
     paxosOut: Object.fromEntries(paxosSendKinds.map((kind) => [kind, 0])) as Record<PaxosSendKind, number>,
     requestsOverloaded: 0,
     takeoversDeclined: 0,
+    campaigns: Object.fromEntries(campaignCauses.map((cause) => [cause, 0])) as Record<CampaignCause, number>,
+    leadershipsWon: 0,
     messagesDropped: 0,
     timerFirings: 0,
     replicaTicks: 0,
@@ -381,7 +389,11 @@ export class Server {
       faultyCells: [...this.faulty.keys()].slice(0, stalledCellsMax),
       suspectedPeers: this.detector.suspected(this.peers, this.scheduler.nowMs()),
       timerLateness: this.timerLateness.snapshot(),
-      counters: { ...this.counters, paxosOut: { ...this.counters.paxosOut } },
+      counters: {
+        ...this.counters,
+        paxosOut: { ...this.counters.paxosOut },
+        campaigns: { ...this.counters.campaigns },
+      },
     };
   }
 
@@ -504,7 +516,12 @@ export class Server {
         case "stalled":
           if (this.stalled.size < stalledCellsMax) this.stalled.add(event.cellKey);
           break;
+        case "campaign":
+          this.counters.campaigns[event.cause] += 1;
+          break;
         case "leader":
+          this.counters.leadershipsWon += 1;
+          break;
         case "membership":
           break;
       }

@@ -9,6 +9,7 @@ import { assert, formatNodeId, limits, type NodeId, nodeIdEquals, Prng } from ".
 import {
   BALLOT_NONE,
   type Ballot,
+  type CampaignCause,
   initialMembership,
   type LogEntry,
   type LogValue,
@@ -93,6 +94,8 @@ export class PaxosCluster {
   /** Servers whose messages to themselves (a leader's own vote) travel the network like others. */
   readonly slowSelf = new Set<string>();
   readonly events: ClusterEvent[] = [];
+  /** Every campaign a node started, in order, with its cause. */
+  readonly campaigns: { readonly node: string; readonly cause: CampaignCause }[] = [];
   /** slot -> description of the first value any leader saw chosen. */
   readonly chosen = new Map<number, string>();
   readonly violations: string[] = [];
@@ -163,6 +166,7 @@ export class PaxosCluster {
     for (const [slot, value] of this.chosen) copy.chosen.set(slot, value);
     copy.violations.push(...this.violations);
     copy.events.push(...this.events);
+    copy.campaigns.push(...this.campaigns);
     for (const node of this.nodes) {
       const machine = new ListMachine();
       machine.items = [...node.machine.items];
@@ -348,6 +352,8 @@ export class PaxosCluster {
       }
       for (const d of out.dropped)
         this.events.push({ kind: "dropped", node: d.leader ?? this.nodes[0]!.id, tag: d.tag });
+      for (const e of out.events)
+        if (e.type === "campaign") this.campaigns.push({ node: e.node.serverId, cause: e.cause });
       out.reset();
       for (const m of local) this.route(m);
     }
