@@ -117,6 +117,12 @@ export const limits = Object.freeze({
   // ---- failure detector (per server pair)
   heartbeatIntervalMs: 300,
   suspectAfterMs: 1200,
+  /**
+   * How long a server remembers how late its own timers ran (the longest lateness within the
+   * last one to two of these). While it does, it gives its peers and its cells' proposers that much
+   * longer, up to leaderSilenceMs more, before their silence counts (Server.silenceAllowanceMs).
+   */
+  ownLatenessMemoryMs: 5000,
 
   // ---- server
   /** Distinct membership states a server shares between its nodes (MembershipInterner). */

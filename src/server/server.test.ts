@@ -277,6 +277,64 @@ describe("server", () => {
     });
   }
 
+  it("gives silence as much longer as its own timers ran late before it takes a proposer or a peer for gone", () => {
+    const { transport, scheduler, server } = setup();
+    server.createCell("vol-a", members);
+    server.createCell("vol-b", members);
+    scheduler.run();
+    const leader = members[1] as (typeof members)[number];
+    // The heartbeat tick runs 700 ms late: the server's own event loop was held.
+    const due = Math.min(...[...scheduler.timers.values()].map((t) => t.atMs));
+    scheduler.fireTimers(due + 700);
+    // s2's node leads both cells; s1 hears its heartbeats at 2,000 ms, and s2's server at 3,000.
+    scheduler.now = 2_000;
+    for (const cellKey of ["vol-a", "vol-b"]) {
+      transport.handler?.("s2", {
+        kind: "paxos",
+        message: {
+          cellKey,
+          from: leader,
+          to: members[0],
+          epoch: 1,
+          type: "heartbeat",
+          ballot: makeBallot(1, leader.incarnation),
+          commit: 0,
+          round: 2,
+        },
+      } as ServerMessage);
+    }
+    scheduler.run();
+    scheduler.now = 3_000;
+    transport.handler?.("s2", { kind: "heartbeat" });
+    scheduler.run();
+    const request = (id: number, cellKey: string, now: number, leaderUnresponsive: boolean) => {
+      scheduler.now = now;
+      transport.sent.length = 0;
+      transport.handler?.("c1", {
+        kind: "request",
+        id,
+        cellKey,
+        body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive },
+      } as ServerMessage);
+      scheduler.run();
+      // The cell's own prepares (a campaign of the other cell may be copying its own meanwhile).
+      return transport.sent.filter(
+        (m) =>
+          m.message.kind === "paxos" &&
+          m.message.message.type === "prepare" &&
+          m.message.message.cellKey === cellKey,
+      ).length;
+    };
+    // leaderSilenceMs of silence is not enough here, and neither is suspectAfterMs of s2's server.
+    expect(request(1, "vol-a", 2_000 + limits.leaderSilenceMs, true)).toBe(0);
+    expect(request(2, "vol-b", 3_000 + limits.suspectAfterMs + 1, false)).toBe(0);
+    expect(server.status().counters.campaigns).toMatchObject({ takeover: 0, leader_suspected: 0 });
+    // 700 ms more is.
+    expect(request(3, "vol-a", 2_000 + limits.leaderSilenceMs + 700, true)).toBe(6);
+    expect(request(4, "vol-b", 3_000 + limits.suspectAfterMs + 701, false)).toBe(6);
+    expect(server.status().counters.campaigns).toMatchObject({ takeover: 1, leader_suspected: 1 });
+  });
+
   it("counts how late its timers run, by bucket", () => {
     const { scheduler, server } = setup();
     const due = Math.min(...[...scheduler.timers.values()].map((t) => t.atMs));

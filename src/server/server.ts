@@ -216,6 +216,11 @@ export class Server {
   private readonly inbox = new Fifo<{ from: Address; message: ServerMessage }>();
   private turnScheduled = false;
   private readonly timerLateness = new DurationHistogram(timerLatenessBucketsMs);
+  /**
+   * The longest lateness of the server's own timers in the current window of
+   * limits.ownLatenessMemoryMs and in the one before (silenceAllowanceMs).
+   */
+  private readonly ownLateness = { windowStartMs: 0, currentMaxMs: 0, previousMaxMs: 0 };
   /** Nodes this turn touched, each once (HostedNode.touched). */
   private readonly touched: HostedNode[] = [];
   private wheelTimer: TimerHandle | null = null;
@@ -264,7 +269,10 @@ export class Server {
     this.wheel = new TimerWheel(limits.timerWheelSlotMs, limits.timerWheelSlots, now);
     this.env = {
       random: options.random,
-      isServerAlive: (serverId) => this.detector.isAlive(serverId, this.scheduler.nowMs()),
+      isServerAlive: (serverId) => {
+        const now = this.scheduler.nowMs();
+        return this.detector.isAlive(serverId, now - this.silenceAllowanceMs(now));
+      },
       observer: options.observer ?? null,
       bugs: options.bugs ?? null,
       memberships: new MembershipInterner(),
@@ -635,9 +643,38 @@ export class Server {
   private setTimedTimer(delayMs: number, callback: () => void): TimerHandle {
     const dueMs = this.scheduler.nowMs() + delayMs;
     return this.scheduler.setTimer(delayMs, () => {
-      this.timerLateness.record(Math.max(0, this.scheduler.nowMs() - dueMs));
+      const now = this.scheduler.nowMs();
+      const lateMs = Math.max(0, now - dueMs);
+      this.timerLateness.record(lateMs);
+      this.rollOwnLateness(now);
+      if (lateMs > this.ownLateness.currentMaxMs) this.ownLateness.currentMaxMs = lateMs;
       callback();
     });
+  }
+
+  /**
+   * How much longer than usual a silence must last here before it counts: a peer's before its
+   * cells' nodes take its server for gone, a proposer's before a client's word that it is
+   * unresponsive is taken. It is how late this server's own timers ran lately (up to
+   * leaderSilenceMs): a server whose event loop was held that long read its sockets that much
+   * later, and under a load that holds its loop, its peers' loops are held too, so their
+   * heartbeats and accepts leave late. Silence then means a slow peer, not a gone one, and an
+   * election would add to the load (docs/BENCHMARKS.md, "16,384 writers"). A peer whose address
+   * refuses connections is gone and is suspected at once, whatever the allowance.
+   */
+  private silenceAllowanceMs(now: number): number {
+    this.rollOwnLateness(now);
+    const { currentMaxMs, previousMaxMs } = this.ownLateness;
+    return Math.min(limits.leaderSilenceMs, Math.max(currentMaxMs, previousMaxMs));
+  }
+
+  private rollOwnLateness(now: number): void {
+    const lateness = this.ownLateness;
+    const elapsed = now - lateness.windowStartMs;
+    if (elapsed < limits.ownLatenessMemoryMs) return;
+    lateness.previousMaxMs = elapsed < 2 * limits.ownLatenessMemoryMs ? lateness.currentMaxMs : 0;
+    lateness.currentMaxMs = 0;
+    lateness.windowStartMs = now;
   }
 
   private scheduleHeartbeats(): void {
@@ -815,7 +852,7 @@ export class Server {
    */
   private takeoverAllowed(node: HostedNode, body: RequestBody, now: number): boolean {
     if (!("leaderUnresponsive" in body) || !body.leaderUnresponsive) return false;
-    if (now - node.proposerHeardMs >= limits.leaderSilenceMs) return true;
+    if (now - node.proposerHeardMs >= limits.leaderSilenceMs + this.silenceAllowanceMs(now)) return true;
     this.counters.takeoversDeclined += 1;
     return false;
   }
