@@ -53,15 +53,15 @@ export interface DroppedRequest {
  *                     of its own, and the backoff ran out
  *   transfer          its leader handed it leadership
  */
-export type CampaignCause = "no_leader" | "leader_suspected" | "takeover" | "after_backoff" | "transfer";
-
-export const campaignCauses: readonly CampaignCause[] = Object.freeze([
+export const campaignCauses = Object.freeze([
   "no_leader",
   "leader_suspected",
   "takeover",
   "after_backoff",
   "transfer",
-]);
+] as const);
+
+export type CampaignCause = (typeof campaignCauses)[number];
 
 export type ReplicaEvent =
   | {

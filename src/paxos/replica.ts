@@ -637,18 +637,20 @@ export class Replica<C, R> {
       this.updateWake(nowMs);
       return queued;
     }
+    // Why this node would campaign for the request (it has no proposer): no other leader known,
+    // the leader's server suspected, or the client's word that the live leader is unresponsive.
+    let cause: CampaignCause = "no_leader";
     if (p === null) {
       const hint = this.leaderHint;
-      const hintAlive =
-        hint !== null &&
-        !nodeIdEquals(hint, this.node) &&
-        this.env.isServerAlive(hint.serverId) &&
-        !leaderUnresponsive;
-      if (hintAlive) return { status: "redirect", leader: hint };
+      if (hint !== null && !nodeIdEquals(hint, this.node)) {
+        if (!this.env.isServerAlive(hint.serverId)) cause = "leader_suspected";
+        else if (leaderUnresponsive) cause = "takeover";
+        else return { status: "redirect", leader: hint };
+      }
     }
     if (this.pendingCount() >= limits.pendingRequestsPerCellMax) return { status: "overloaded" };
     this.enqueue(item);
-    if (p === null && nowMs >= this.backoffUntilMs) this.campaign(nowMs, out, this.requestCampaignCause());
+    if (p === null && nowMs >= this.backoffUntilMs) this.campaign(nowMs, out, cause);
     this.updateWake(nowMs);
     return queued;
   }
@@ -679,13 +681,6 @@ export class Replica<C, R> {
   }
 
   // ------------------------------------------------------------------ election (phase 1)
-
-  /** Why a request that found no proposer here starts a campaign (request() redirected the rest). */
-  private requestCampaignCause(): CampaignCause {
-    const hint = this.leaderHint;
-    if (hint === null || nodeIdEquals(hint, this.node)) return "no_leader";
-    return this.env.isServerAlive(hint.serverId) ? "takeover" : "leader_suspected";
-  }
 
   private campaign(nowMs: number, out: Output<C, R>, cause: CampaignCause): void {
     if (this.joining || this.learner || this.retired || this.stalledReason !== null) return;
