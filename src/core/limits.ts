@@ -42,7 +42,10 @@ export const limits = Object.freeze({
   cellSizeDefault: 7,
   /** Largest membership, including the one extra node of a cell stretched during a move. */
   membersMax: 10,
-  /** Pipeline depth: slots in flight, and the delay before a membership change takes effect. */
+  /**
+   * Pipeline depth: slots in flight, and the delay before a membership change takes effect. New
+   * requests take a second slot only as a full batch; otherwise they wait for the slot in flight.
+   */
   pipelineDepth: 3,
   /** Commands batched into one slot. */
   batchCommandsMax: 32,

@@ -67,6 +67,27 @@ describe("replica", () => {
     for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
   });
 
+  it("holds requests while a slot is in flight, then proposes them as one batch; a full batch goes at once", () => {
+    const { c, slot: first } = leaderWritingY(); // y is in flight at `first`
+    const acceptedSlots = () =>
+      new Set(c.network.flatMap((m) => (m.type === "accept" && m.from.serverId === "a" ? [m.slot] : [])));
+    c.network = c.network.filter((m) => m.type !== "accept"); // keep y in flight
+    for (let i = 0; i < 3; i++) expect(c.propose("a", `h${i}`, 10 + i)).toBe("queued");
+    expect(acceptedSlots()).toEqual(new Set()); // held: no slot beyond `first`
+    // A full batch does not wait: it takes the next slot at once, even with `first` unanswered.
+    for (let i = 3; i < limits.batchCommandsMax; i++) c.propose("a", `h${i}`, 10 + i);
+    expect(acceptedSlots()).toEqual(new Set([first + 1]));
+    c.settle();
+    for (let i = 0; i < limits.batchCommandsMax; i++) expect(resultsFor(c, 10 + i)).toBe(1);
+    // Once `first` committed, the leader is idle again: the next request is proposed at once.
+    const next = c.node("a").replica.appliedIndex + 1;
+    c.propose("a", "alone", 99);
+    expect(acceptedSlots()).toEqual(new Set([next]));
+    c.settle();
+    expect(resultsFor(c, 99)).toBe(1);
+    expect(c.violations).toEqual([]);
+  });
+
   it("says why each campaign started", () => {
     const suspected = new Set<string>();
     const c = new PaxosCluster("cell", ["a", "b", "c"], { alive: (server) => !suspected.has(server) });
@@ -265,7 +286,9 @@ describe("replica", () => {
     const { c, start, slot: first } = leaderWritingY();
     const firstCopyAt: Map<number, number> = new Map();
     for (let t = 0; t < 2_000; t += 5) {
-      if (t === limits.retransmitMs + 10) c.propose("a", "z", 3); // after slot `first` was copied once
+      // After slot `first` was copied once: a full batch, which does not wait for that slot.
+      if (t === limits.retransmitMs + 10)
+        for (let i = 0; i < limits.batchCommandsMax; i++) c.propose("a", `z${i}`, 3 + i);
       for (const m of c.network) {
         if (m.type !== "accept" || firstCopyAt.has(m.slot)) continue;
         const sinceProposal = c.nowMs - start - (m.slot === first ? 0 : limits.retransmitMs + 10);

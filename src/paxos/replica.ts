@@ -938,6 +938,8 @@ export class Replica<C, R> {
       let tags: number[] | null = null;
       if (value === null && slot <= p.maxReportedSlot) value = { kind: "noop", stampMs: nowMs };
       if (value === null) {
+        // New commands wait for the slot in flight unless they fill a batch (section 5).
+        if (p.inflight.size > 0 && slot > p.padThrough && !this.pendingFillsBatch()) return;
         const batch = this.takeBatch(nowMs, p.ballot);
         if (batch !== null) {
           value = batch.value;
@@ -951,6 +953,25 @@ export class Replica<C, R> {
       this.proposeAt(p, slot, value, tags, configuration, nowMs, out);
       p.nextSlot = slot + 1;
     }
+  }
+
+  /**
+   * Whether the queued requests make a batch as large as a slot takes (batchCommandsMax commands
+   * or batchBytesMax bytes), or start with a membership change (which travels alone).
+   */
+  private pendingFillsBatch(): boolean {
+    const pending = this.pending;
+    if (pending === null || pending.length === 0) return false;
+    if ((pending[0] as Pending<C>).kind === "change") return true;
+    if (pending.length >= limits.batchCommandsMax) return true;
+    let bytes = 0;
+    for (let i = 0; i < pending.length; i++) {
+      const item = pending[i] as Pending<C>;
+      if (item.kind !== "command") return true;
+      bytes += this.machine.commandBytes(item.command);
+      if (bytes >= limits.batchBytesMax) return true;
+    }
+    return false;
   }
 
   private takeBatch(nowMs: number, ballot: Ballot): { value: LogValue<C>; tags: number[] } | null {
@@ -1880,6 +1901,17 @@ export class Replica<C, R> {
         wake = Math.min(wake, p.commitNoticeAtMs, p.fanout.releaseAtMs);
         if (p.round > 0 && this.heartbeatUnfinished(p)) wake = Math.min(wake, p.roundSentMs + roundWaitMs(p));
         if (p.inflight.size === 0 && p.nextSlot <= p.padThrough) wake = Math.min(wake, nowMs);
+        // Requests held back for a slot in flight that left without committing (settled by catch-up).
+        if (
+          p.inflight.size === 0 &&
+          this.pending !== null &&
+          this.pending.length > 0 &&
+          !p.blockedOnPrepare &&
+          this.stalledReason === null &&
+          p.nextSlot <= this.applied + limits.pipelineDepth
+        ) {
+          wake = Math.min(wake, nowMs);
+        }
         if (p.blockedOnPrepare) wake = Math.min(wake, this.lastPrepareMs(p) + prepareWaitMs(p));
       }
     } else if (this.pending !== null && this.pending.length > 0) {
