@@ -8,7 +8,7 @@
  * object {benchmark, floors, results, targets}. Every process a benchmark starts is stopped by
  * pid at the end, also when it fails or is interrupted (SIGINT, SIGTERM). Progress goes to stderr.
  *
- * throughput  --cells 1000 --cell-size 7 --clients 256 --client-processes 2 --connections 4 --warmup 20 --seconds 20 --think-ms 0
+ * throughput  --cells 1000 --cell-size 7 --clients 256 --client-processes 2 --connections 4 --warmup 60 --seconds 20 --think-ms 0
  * latency     --latency-warmup 20 --latency-seconds 10
  * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
  * restart     --nodes 1000000
@@ -16,7 +16,7 @@
  * etcd        the throughput and latency options (the same workloads against 3 etcd members)
  * floor       the throughput and latency options (the write workloads against the replication
  *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)
- * inprocess   --cells 1000 --clients 256 --connections 4 --warmup 4 --seconds 10 --runs 3 (the
+ * inprocess   --cells 1000 --clients 256 --connections 4 --warmup 20 --seconds 10 --runs 3 (the
  *             write path's CPU per write with 7 servers and the writers in one process; no target)
  */
 import { tmpdir } from "node:os";
