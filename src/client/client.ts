@@ -555,9 +555,10 @@ export class PhysaliaClient {
     if (members === null || members.length === 0) return null;
     const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
     const pool = usable.length > 0 ? usable : [...members];
-    // Nearest first. Among equally near nodes, an operation for the leader goes to the same node
-    // from every client (the first by a hash of cell and node): concurrent first writes to a cell
-    // with no leader then wake one candidate, not several that duel. Others spread at random.
+    // Nearest first. Among equally near nodes, the first attempt of an operation for the leader
+    // goes to the same node from every client (the first by a hash of cell and node): concurrent
+    // first writes to a cell with no leader then wake one candidate, not several that duel. Other
+    // attempts spread at random, so a node whose campaigns keep failing is left behind.
     let best: ServerId[] = [];
     let bestDistance = Number.POSITIVE_INFINITY;
     for (const member of pool) {
@@ -569,7 +570,7 @@ export class PhysaliaClient {
         best.push(member);
       }
     }
-    return op.preferLeader ? preferredNode(op.cellKey, best) : this.random.pick(best);
+    return op.preferLeader && op.attempts === 0 ? preferredNode(op.cellKey, best) : this.random.pick(best);
   }
 
   private avoid(cellKey: CellKey, serverId: ServerId): void {
