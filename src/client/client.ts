@@ -24,7 +24,6 @@ import {
   type CellKey,
   limits,
   type Prng,
-  RunningHash,
   type Scheduler,
   type ServerId,
   type TimerHandle,
@@ -555,10 +554,7 @@ export class PhysaliaClient {
     if (members === null || members.length === 0) return null;
     const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
     const pool = usable.length > 0 ? usable : [...members];
-    // Nearest first. Among equally near nodes, the first attempt of an operation for the leader
-    // goes to the same node from every client (the first by a hash of cell and node): concurrent
-    // first writes to a cell with no leader then wake one candidate, not several that duel. Other
-    // attempts spread at random, so a node whose campaigns keep failing is left behind.
+    // Nearest first; among equally near nodes spread the load at random.
     let best: ServerId[] = [];
     let bestDistance = Number.POSITIVE_INFINITY;
     for (const member of pool) {
@@ -570,7 +566,7 @@ export class PhysaliaClient {
         best.push(member);
       }
     }
-    return op.preferLeader && op.attempts === 0 ? preferredNode(op.cellKey, best) : this.random.pick(best);
+    return this.random.pick(best);
   }
 
   private avoid(cellKey: CellKey, serverId: ServerId): void {
@@ -821,18 +817,4 @@ function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaErro
     default:
       return new UnavailableError(cellKey, `unexpected result ${result.kind}`);
   }
-}
-
-/** The node of `candidates` every client picks for `cellKey`: the highest hash of cell and node. */
-function preferredNode(cellKey: CellKey, candidates: readonly ServerId[]): ServerId {
-  let best = candidates[0] as ServerId;
-  let bestScore = "";
-  for (const candidate of candidates) {
-    const score = new RunningHash().addString(cellKey).addString(candidate).digest();
-    if (score > bestScore) {
-      best = candidate;
-      bestScore = score;
-    }
-  }
-  return best;
 }
