@@ -90,6 +90,13 @@ export interface ReplicaEnvironment {
    * scenarios of the protocol's core use that, and one scenario explores the deferral itself.
    */
   readonly acceptSpareFollowers?: number;
+  /**
+   * True: a request that arrives while a slot is in flight takes the next slot at once (within
+   * the pipeline depth), as a full batch does. By default it waits for the slot in flight. The
+   * explorer's scenarios use it to put several slots in flight with single writes: the pipeline
+   * works the same whatever its slots hold.
+   */
+  readonly pipelineSingleRequests?: boolean;
 }
 
 /** What a node loaded from storage holds. */
@@ -939,7 +946,14 @@ export class Replica<C, R> {
       if (value === null && slot <= p.maxReportedSlot) value = { kind: "noop", stampMs: nowMs };
       if (value === null) {
         // New commands wait for the slot in flight unless they fill a batch (section 5).
-        if (p.inflight.size > 0 && slot > p.padThrough && !this.pendingFillsBatch()) return;
+        if (
+          p.inflight.size > 0 &&
+          slot > p.padThrough &&
+          !this.env.pipelineSingleRequests &&
+          !this.pendingFillsBatch()
+        ) {
+          return;
+        }
         const batch = this.takeBatch(nowMs, p.ballot);
         if (batch !== null) {
           value = batch.value;

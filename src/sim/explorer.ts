@@ -228,6 +228,15 @@ function commutes(targetA: string, targetB: string, idA: string, idB: string): b
  */
 const everyAcceptAtOnce = { acceptSpareFollowers: limits.membersMax } as const;
 
+/**
+ * A leader waits for its slot in flight before it proposes a single write (docs/PROTOCOL.md
+ * section 5); only full batches, recovered values and noops share the pipeline. The scenarios
+ * that pipeline writes propose them at once instead, so that a few single writes put several
+ * slots in flight: the pipeline works the same whatever its slots hold, and waiting only delays
+ * a proposal.
+ */
+const pipelined = { pipelineSingleRequests: true } as const;
+
 /** (a) A 3-node cell where two nodes receive requests at once and campaign against each other. */
 export const duellingProposers: ExploreScenario = {
   name: "duelling-proposers",
@@ -262,6 +271,7 @@ export const membershipInFlight: ExploreScenario = {
       seed: 11,
       bugs: bugs ?? {},
       ...everyAcceptAtOnce,
+      ...pipelined,
     });
     cluster.propose("a", "X", 1);
     cluster.settle();
@@ -291,6 +301,7 @@ export const membershipActivation: ExploreScenario = {
       seed: 13,
       bugs: bugs ?? {},
       ...everyAcceptAtOnce,
+      ...pipelined,
     });
     cluster.propose("a", "X", 1);
     cluster.settle();
@@ -332,7 +343,11 @@ export const deferredAccepts: ExploreScenario = {
   timeoutsMax: 1,
   lossesMax: 0,
   setup(bugs) {
-    const cluster = new PaxosCluster("explore-c", ["a", "b", "c"], { seed: 17, bugs: bugs ?? {} });
+    const cluster = new PaxosCluster("explore-c", ["a", "b", "c"], {
+      seed: 17,
+      bugs: bugs ?? {},
+      ...pipelined,
+    });
     cluster.propose("a", "X", 1);
     cluster.settle();
     cluster.propose("a", "Y", 2);
@@ -354,7 +369,11 @@ export const deferredCommitNotice: ExploreScenario = {
   timeoutsMax: 1,
   lossesMax: 0,
   setup(bugs) {
-    const cluster = new PaxosCluster("explore-d", ["a", "b", "c"], { seed: 19, bugs: bugs ?? {} });
+    const cluster = new PaxosCluster("explore-d", ["a", "b", "c"], {
+      seed: 19,
+      bugs: bugs ?? {},
+      ...pipelined,
+    });
     cluster.propose("a", "X", 1);
     cluster.settle();
     cluster.propose("a", "Y", 2);
@@ -365,10 +384,37 @@ export const deferredCommitNotice: ExploreScenario = {
   },
 };
 
+/**
+ * (e) Requests held for the slot in flight, with the production policy: leader a has Y in flight
+ * and holds Z behind it, while c, told a is unresponsive, campaigns with a write of its own. Z
+ * goes out only once Y commits, or is dropped if a loses its leadership.
+ */
+export const heldRequests: ExploreScenario = {
+  name: "held-requests",
+  description: "3-node cell; leader a holds Z behind Y in flight; c campaigns",
+  depth: 10,
+  timeoutsMax: 1,
+  lossesMax: 0,
+  setup(bugs) {
+    const cluster = new PaxosCluster("explore-e", ["a", "b", "c"], {
+      seed: 23,
+      bugs: bugs ?? {},
+      ...everyAcceptAtOnce,
+    });
+    cluster.propose("a", "X", 1);
+    cluster.settle();
+    cluster.propose("a", "Y", 2);
+    cluster.propose("a", "Z", 3);
+    cluster.propose("c", "W", 4, true);
+    return cluster;
+  },
+};
+
 export const scenarios: readonly ExploreScenario[] = [
   duellingProposers,
   membershipInFlight,
   membershipActivation,
   deferredAccepts,
   deferredCommitNotice,
+  heldRequests,
 ];

@@ -86,6 +86,8 @@ export interface ClusterOptions {
   readonly alive?: (serverId: string) => boolean;
   /** ReplicaEnvironment.acceptSpareFollowers (limits.membersMax: every accept to every follower). */
   readonly acceptSpareFollowers?: number;
+  /** ReplicaEnvironment.pipelineSingleRequests: single writes fill the pipeline at once. */
+  readonly pipelineSingleRequests?: boolean;
 }
 
 export class PaxosCluster {
@@ -140,6 +142,9 @@ export class PaxosCluster {
       ...(options.acceptSpareFollowers === undefined
         ? {}
         : { acceptSpareFollowers: options.acceptSpareFollowers }),
+      ...(options.pipelineSingleRequests === undefined
+        ? {}
+        : { pipelineSingleRequests: options.pipelineSingleRequests }),
     };
     if (memberServers.length === 0) return; // a clone fills itself in
     const members = memberServers.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
