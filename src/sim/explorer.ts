@@ -342,20 +342,21 @@ export const deferredAccepts: ExploreScenario = {
   depth: 8,
   timeoutsMax: 1,
   lossesMax: 0,
-  setup(bugs) {
-    const cluster = new PaxosCluster("explore-c", ["a", "b", "c"], {
-      seed: 17,
-      bugs: bugs ?? {},
-      ...pipelined,
-    });
-    cluster.propose("a", "X", 1);
-    cluster.settle();
-    cluster.propose("a", "Y", 2);
-    cluster.propose("a", "Z", 3);
-    cluster.propose("c", "W", 4, true);
-    return cluster;
-  },
+  setup: (bugs) =>
+    twoWritesAndARival(
+      new PaxosCluster("explore-c", ["a", "b", "c"], { seed: 17, bugs: bugs ?? {}, ...pipelined }),
+    ),
 };
+
+/** Leader a commits X, then gets writes Y and Z; c, told a is unresponsive, campaigns with W. */
+function twoWritesAndARival(cluster: PaxosCluster): PaxosCluster {
+  cluster.propose("a", "X", 1);
+  cluster.settle();
+  cluster.propose("a", "Y", 2);
+  cluster.propose("a", "Z", 3);
+  cluster.propose("c", "W", 4, true);
+  return cluster;
+}
 
 /**
  * (d) A commit notice told by a held accept: leader a committed Y with b while c's accept of Y is
@@ -395,19 +396,10 @@ export const heldRequests: ExploreScenario = {
   depth: 10,
   timeoutsMax: 1,
   lossesMax: 0,
-  setup(bugs) {
-    const cluster = new PaxosCluster("explore-e", ["a", "b", "c"], {
-      seed: 23,
-      bugs: bugs ?? {},
-      ...everyAcceptAtOnce,
-    });
-    cluster.propose("a", "X", 1);
-    cluster.settle();
-    cluster.propose("a", "Y", 2);
-    cluster.propose("a", "Z", 3);
-    cluster.propose("c", "W", 4, true);
-    return cluster;
-  },
+  setup: (bugs) =>
+    twoWritesAndARival(
+      new PaxosCluster("explore-e", ["a", "b", "c"], { seed: 23, bugs: bugs ?? {}, ...everyAcceptAtOnce }),
+    ),
 };
 
 export const scenarios: readonly ExploreScenario[] = [
