@@ -970,22 +970,31 @@ export class Replica<C, R> {
   }
 
   /**
-   * Whether the queued requests make a batch as large as a slot takes (batchCommandsMax commands
-   * or batchBytesMax bytes), or start with a membership change (which travels alone).
+   * Whether the queued requests make a batch as large as a slot takes: the next batch would leave
+   * some of them queued (a limit of batchCommandsMax commands or batchBytesMax bytes, or a
+   * membership change, which travels alone), or take batchCommandsMax commands.
    */
   private pendingFillsBatch(): boolean {
     const pending = this.pending;
     if (pending === null || pending.length === 0) return false;
     if ((pending[0] as Pending<C>).kind === "change") return true;
-    if (pending.length >= limits.batchCommandsMax) return true;
+    const taken = this.batchLength(pending);
+    return taken < pending.length || taken >= limits.batchCommandsMax;
+  }
+
+  /** Commands at the head of `pending` that one slot takes (batchCommandsMax, batchBytesMax). */
+  private batchLength(pending: readonly Pending<C>[]): number {
     let bytes = 0;
-    for (let i = 0; i < pending.length; i++) {
-      const item = pending[i] as Pending<C>;
-      if (item.kind !== "command") return true;
-      bytes += this.machine.commandBytes(item.command);
-      if (bytes >= limits.batchBytesMax) return true;
+    let taken = 0;
+    while (taken < pending.length && taken < limits.batchCommandsMax) {
+      const item = pending[taken] as Pending<C>;
+      if (item.kind !== "command") break;
+      const size = this.machine.commandBytes(item.command);
+      if (taken > 0 && bytes + size > limits.batchBytesMax) break;
+      bytes += size;
+      taken += 1;
     }
-    return false;
+    return taken;
   }
 
   private takeBatch(nowMs: number, ballot: Ballot): { value: LogValue<C>; tags: number[] } | null {
@@ -997,16 +1006,7 @@ export class Replica<C, R> {
       return { value: { kind: "reconfigure", stampMs: nowMs, change: head.change }, tags: [head.tag] };
     }
     // Count first, then fill arrays of the exact size (an empty array grows a larger store).
-    let bytes = 0;
-    let taken = 0;
-    while (taken < pending.length && taken < limits.batchCommandsMax) {
-      const item = pending[taken] as Pending<C>;
-      if (item.kind !== "command") break;
-      const size = this.machine.commandBytes(item.command);
-      if (taken > 0 && bytes + size > limits.batchBytesMax) break;
-      bytes += size;
-      taken += 1;
-    }
+    const taken = this.batchLength(pending);
     const commands = new Array<C>(taken);
     const tags = new Array<number>(taken);
     for (let i = 0; i < taken; i++) {
