@@ -129,10 +129,14 @@ export function throughputLoad(
     seconds: s.seconds,
     thinkMs: s.thinkMs,
     serverPids: () => system.serverPids(),
-    ...(system.counters === undefined
-      ? {}
-      : { counters: () => (system.counters as () => Promise<Record<string, number>>)() }),
+    ...serverCounters(system),
   });
+}
+
+/** The system's counters for runLoad, read at both ends of the window, when it has any. */
+function serverCounters(system: SystemUnderTest): { counters?: () => Promise<Record<string, number>> } {
+  const read = system.counters;
+  return read === undefined ? {} : { counters: () => read.call(system) };
 }
 
 export interface LatencySettings {
@@ -165,6 +169,7 @@ export function latencyLoad(
     warmupSeconds: s.warmupSeconds,
     seconds: s.seconds,
     serverPids: () => system.serverPids(),
+    ...serverCounters(system),
   });
 }
 
@@ -200,31 +205,13 @@ export async function throughputBenchmark(children: Children, options: Options):
   } finally {
     await system.stop();
   }
-  const perCommit = (n: number | undefined) => round((n ?? 0) / Math.max(1, load.completed), 2);
   const results = {
     servers: 7,
     cellSize: s.cellSize,
     cells: s.cells,
     fsync: "on (a flushed journal record per storage batch)",
     ...load,
-    messagesPerCommit: perCommit(load.counters.messagesOut),
-    framesPerCommit: perCommit(load.counters.framesSent),
-    turnsPerCommit: perCommit(load.counters.turns),
-    storageBatchesPerCommit: perCommit(load.counters.storageBatches),
-    acceptsPerCommit: perCommit(load.counters["paxos.accept"]),
-    acceptancesPerCommit: perCommit(load.counters["paxos.accepted"]),
-    commitNoticesPerCommit: perCommit(load.counters["paxos.commit_notice"]),
-    /** Every kind of cell message sent, per commit. */
-    cellMessagesPerCommit: Object.fromEntries(
-      paxosSendKinds.map((kind) => [kind, perCommit(load.counters[`paxos.${kind}`])]),
-    ),
-    requestsOverloaded: load.counters.requestsOverloaded ?? 0,
-    messagesDropped: load.counters.messagesDropped ?? 0,
-    /** Campaigns the nodes started in the window, by cause, and those they won. */
-    campaigns: Object.fromEntries(
-      campaignCauses.map((cause) => [cause, load.counters[`campaigns.${cause}`] ?? 0]),
-    ),
-    leadershipsWon: load.counters.leadershipsWon ?? 0,
+    ...perCommitFigures(load),
     thinkMs: s.thinkMs,
   };
   // With a think time the load is moderate by choice: the target is judged without one.
@@ -246,11 +233,42 @@ export async function throughputBenchmark(children: Children, options: Options):
         `7 servers, ${s.cells} cells of 7${s.thinkMs > 0 ? `, ${s.thinkMs} ms between a writer's writes` : ""}`,
         load,
       ),
-      `per commit (all servers): ${results.messagesPerCommit} messages sent in ${results.framesPerCommit} frames, ${results.turnsPerCommit} turns, ${results.storageBatchesPerCommit} durable storage batches`,
-      `  of those messages: ${results.acceptsPerCommit} accepts, ${results.acceptancesPerCommit} acceptances, ${results.commitNoticesPerCommit} commit notices${otherKinds(results.cellMessagesPerCommit)}; ${results.requestsOverloaded} requests answered overloaded, ${results.messagesDropped} messages dropped`,
-      `elections in the window: ${describeCampaigns(results.campaigns)}, ${results.leadershipsWon} won`,
+      ...describePerCommit(results),
     ],
   };
+}
+
+/** What the servers did per commit in a load's window, from their counters' differences. */
+function perCommitFigures(load: LoadResult) {
+  const perCommit = (n: number | undefined) => round((n ?? 0) / Math.max(1, load.completed), 2);
+  return {
+    messagesPerCommit: perCommit(load.counters.messagesOut),
+    framesPerCommit: perCommit(load.counters.framesSent),
+    turnsPerCommit: perCommit(load.counters.turns),
+    storageBatchesPerCommit: perCommit(load.counters.storageBatches),
+    acceptsPerCommit: perCommit(load.counters["paxos.accept"]),
+    acceptancesPerCommit: perCommit(load.counters["paxos.accepted"]),
+    commitNoticesPerCommit: perCommit(load.counters["paxos.commit_notice"]),
+    /** Every kind of cell message sent, per commit. */
+    cellMessagesPerCommit: Object.fromEntries(
+      paxosSendKinds.map((kind) => [kind, perCommit(load.counters[`paxos.${kind}`])]),
+    ),
+    requestsOverloaded: load.counters.requestsOverloaded ?? 0,
+    messagesDropped: load.counters.messagesDropped ?? 0,
+    /** Campaigns the nodes started in the window, by cause, and those they won. */
+    campaigns: Object.fromEntries(
+      campaignCauses.map((cause) => [cause, load.counters[`campaigns.${cause}`] ?? 0]),
+    ),
+    leadershipsWon: load.counters.leadershipsWon ?? 0,
+  };
+}
+
+function describePerCommit(f: ReturnType<typeof perCommitFigures>): string[] {
+  return [
+    `per commit (all servers): ${f.messagesPerCommit} messages sent in ${f.framesPerCommit} frames, ${f.turnsPerCommit} turns, ${f.storageBatchesPerCommit} durable storage batches`,
+    `  of those messages: ${f.acceptsPerCommit} accepts, ${f.acceptancesPerCommit} acceptances, ${f.commitNoticesPerCommit} commit notices${otherKinds(f.cellMessagesPerCommit)}; ${f.requestsOverloaded} requests answered overloaded, ${f.messagesDropped} messages dropped`,
+    `elections in the window: ${describeCampaigns(f.campaigns)}, ${f.leadershipsWon} won`,
+  ];
 }
 
 export async function latencyBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
@@ -265,14 +283,16 @@ export async function latencyBenchmark(children: Children, options: Options): Pr
     await system.stop();
   }
   const w = loads.writes.latency;
+  const writes = perCommitFigures(loads.writes);
   return {
-    results: { servers: 7, cellSize: 7, cells: 1, ...loads },
+    results: { servers: 7, cellSize: 7, cells: 1, ...loads, writesPerCommit: writes },
     targets: {
       writeP50: { target: "write p50 <= 1 ms", measured: w.p50Ms, met: w.p50Ms <= 1 },
       writeP99: { target: "write p99 <= 3 ms", measured: w.p99Ms, met: w.p99Ms <= 3 },
     },
     lines: [
       describeLoad("one 7-node cell, one client, writes", loads.writes),
+      ...describePerCommit(writes).map((line) => `  ${line}`),
       describeLoad("one 7-node cell, one client, linearizable reads", loads.reads),
     ],
   };
