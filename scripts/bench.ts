@@ -8,7 +8,7 @@
  * object {benchmark, floors, results, targets}. Every process a benchmark starts is stopped by
  * pid at the end, also when it fails or is interrupted (SIGINT, SIGTERM). Progress goes to stderr.
  *
- * throughput  --cells 1000 --cell-size 7 --clients 256 --client-processes 2 --connections 4 --warmup 60 --seconds 20 --think-ms 0
+ * throughput  --cells 1000 --cell-size 7 --clients 256 --client-processes 2 --connections 1 --warmup 60 --seconds 20 --think-ms 0
  * latency     --latency-warmup 20 --latency-seconds 10
  * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
  * restart     --nodes 1000000
