@@ -946,15 +946,8 @@ export class Replica<C, R> {
       if (value === null && slot <= p.maxReportedSlot) value = { kind: "noop", stampMs: nowMs };
       if (value === null) {
         // New commands wait for the slot in flight unless they fill a batch (section 5).
-        if (
-          p.inflight.size > 0 &&
-          slot > p.padThrough &&
-          !this.env.pipelineSingleRequests &&
-          !this.pendingFillsBatch()
-        ) {
-          return;
-        }
-        const batch = this.takeBatch(nowMs, p.ballot);
+        const onlyFull = p.inflight.size > 0 && slot > p.padThrough && !this.env.pipelineSingleRequests;
+        const batch = this.takeBatch(nowMs, p.ballot, onlyFull);
         if (batch !== null) {
           value = batch.value;
           tags = batch.tags;
@@ -967,19 +960,6 @@ export class Replica<C, R> {
       this.proposeAt(p, slot, value, tags, configuration, nowMs, out);
       p.nextSlot = slot + 1;
     }
-  }
-
-  /**
-   * Whether the queued requests make a batch as large as a slot takes: the next batch would leave
-   * some of them queued (a limit of batchCommandsMax commands or batchBytesMax bytes, or a
-   * membership change, which travels alone), or take batchCommandsMax commands.
-   */
-  private pendingFillsBatch(): boolean {
-    const pending = this.pending;
-    if (pending === null || pending.length === 0) return false;
-    if ((pending[0] as Pending<C>).kind === "change") return true;
-    const taken = this.batchLength(pending);
-    return taken < pending.length || taken >= limits.batchCommandsMax;
   }
 
   /** Commands at the head of `pending` that one slot takes (batchCommandsMax, batchBytesMax). */
@@ -997,7 +977,17 @@ export class Replica<C, R> {
     return taken;
   }
 
-  private takeBatch(nowMs: number, ballot: Ballot): { value: LogValue<C>; tags: number[] } | null {
+  /**
+   * The next slot's batch of queued requests, taken off the queue; null if none is queued. With
+   * `onlyFull`, also null unless the batch is as large as a slot takes: it leaves some requests
+   * queued (a limit of batchCommandsMax commands or batchBytesMax bytes, or a membership change,
+   * which travels alone) or holds batchCommandsMax commands.
+   */
+  private takeBatch(
+    nowMs: number,
+    ballot: Ballot,
+    onlyFull = false,
+  ): { value: LogValue<C>; tags: number[] } | null {
     const pending = this.pending;
     if (pending === null || pending.length === 0) return null;
     const head = pending[0] as Pending<C>;
@@ -1007,6 +997,7 @@ export class Replica<C, R> {
     }
     // Count first, then fill arrays of the exact size (an empty array grows a larger store).
     const taken = this.batchLength(pending);
+    if (onlyFull && taken === pending.length && taken < limits.batchCommandsMax) return null;
     const commands = new Array<C>(taken);
     const tags = new Array<number>(taken);
     for (let i = 0; i < taken; i++) {
