@@ -544,7 +544,11 @@ function readLeaseOp(reader: ByteReader): LeaseOp {
 
 /** Decode an operation of the current format version. */
 export function decodeOperation(bytes: Uint8Array): Operation {
-  const reader = new ByteReader(bytes);
+  return readOperation(new ByteReader(bytes));
+}
+
+/** An operation of the current format version, to the end of `reader`'s input. */
+export function readOperation(reader: ByteReader): Operation {
   const tag = reader.byte();
   let op: Operation;
   if (tag === operationTag.txn) op = { type: "txn", txn: readTransaction(reader) };
@@ -556,17 +560,21 @@ export function decodeOperation(bytes: Uint8Array): Operation {
 
 export function decodeCommand(bytes: Uint8Array): Command {
   const reader = new ByteReader(bytes);
+  const command = readCommand(reader);
+  reader.end();
+  return command;
+}
+
+function readCommand(reader: ByteReader): Command {
   const version = reader.uint();
   const session = reader.uint();
   const seq = reader.uint();
   const newSession = reader.bool();
-  // A view: a known operation is decoded from it at once; an unknown one keeps a copy.
-  const opBytes = reader.view(commandPartBytesMax);
-  reader.end();
+  // A known operation is decoded in place; an unknown one keeps a copy of its bytes.
   const op: Operation =
     version === OPERATION_FORMAT_VERSION
-      ? decodeOperation(opBytes)
-      : { type: "unknown", bytes: opBytes.slice() };
+      ? readOperation(reader.sub(commandPartBytesMax))
+      : { type: "unknown", bytes: reader.bytes(commandPartBytesMax) };
   return { version, session, seq, newSession, op };
 }
 
@@ -683,6 +691,9 @@ export const commandCodec: CommandCodec<Command> = Object.freeze({
     writeCommandBody(writer, command, true);
   },
   read(reader: ByteReader): Command {
-    return decodeCommand(reader.view(commandPartBytesMax));
+    const body = reader.sub(commandPartBytesMax);
+    const command = readCommand(body);
+    body.end();
+    return command;
   },
 });

@@ -15,8 +15,8 @@ import {
 } from "../paxos/index.ts";
 import {
   commandCodec,
-  decodeOperation,
   operationBytes,
+  readOperation,
   readResult,
   writeOperation,
   writeResult,
@@ -79,7 +79,7 @@ function writeTransactionBytes(writer: ByteWriter, txn: Transaction): void {
 }
 
 function readTransactionBytes(reader: ByteReader): Transaction {
-  const op = decodeOperation(reader.view(limits.messageBytesMax));
+  const op = readOperation(reader.sub(limits.messageBytesMax));
   if (op.type !== "txn") throw new DecodeError(`a read carries a transaction, not a ${op.type} operation`);
   return op.txn;
 }

@@ -221,12 +221,21 @@ export class ByteWriter {
 }
 
 export class ByteReader {
-  private offset = 0;
+  private offset: number;
+  /** Where this reader's input ends: the buffer's end, or a nested byte string's (sub()). */
+  private readonly limit: number;
 
-  constructor(private readonly buffer: Uint8Array) {}
+  constructor(
+    private readonly buffer: Uint8Array,
+    start = 0,
+    limit = buffer.length,
+  ) {
+    this.offset = start;
+    this.limit = limit;
+  }
 
   get remaining(): number {
-    return this.buffer.length - this.offset;
+    return this.limit - this.offset;
   }
 
   /** Bytes read so far. */
@@ -240,7 +249,7 @@ export class ByteReader {
   }
 
   byte(): number {
-    if (this.offset >= this.buffer.length) throw new DecodeError("truncated input: expected a byte");
+    if (this.offset >= this.limit) throw new DecodeError("truncated input: expected a byte");
     return this.buffer[this.offset++] as number;
   }
 
@@ -323,6 +332,15 @@ export class ByteReader {
     return this.buffer.subarray(start, this.offset);
   }
 
+  /**
+   * A reader of a length-prefixed byte string, over the same input: for bytes decoded at once, as
+   * view() without a typed array of their own. This reader skips them.
+   */
+  sub(maxLength: number): ByteReader {
+    const start = this.span(maxLength);
+    return new ByteReader(this.buffer, start, this.offset);
+  }
+
   /** Reads a length-prefixed byte string's length, checks it, skips the bytes; returns their start. */
   private span(maxLength: number): number {
     const length = this.uint();
@@ -337,12 +355,7 @@ export class ByteReader {
     const start = this.offset;
     const length = this.buffer[start];
     // Short ASCII strings (cell keys, server ids, item keys) come from the memory of recent ones.
-    if (
-      length !== undefined &&
-      length < 0x40 &&
-      length <= maxBytes &&
-      start + 1 + length <= this.buffer.length
-    ) {
+    if (length !== undefined && length < 0x40 && length <= maxBytes && start + 1 + length <= this.limit) {
       const text = recentAscii(this.buffer, start + 1, length);
       if (text !== null) {
         this.offset = start + 1 + length;

@@ -103,7 +103,35 @@ export function readNodeId(reader: ByteReader): NodeId {
   if (serverId.length === 0) throw new DecodeError("empty server id");
   const incarnation = reader.uint();
   if (incarnation < 1) throw new DecodeError("node incarnation 0");
-  return { serverId, incarnation };
+  return sharedNodeId(serverId, incarnation);
+}
+
+/**
+ * Decoded node ids, shared: every replica message names two, and a server's messages name the
+ * same few (its peers' servers, a cell's small incarnation numbers) over and over. NodeIds are
+ * never changed, so one object serves every message that names the node; equal ids are then
+ * usually the same object, which nodeIdEquals checks first. Incarnations below
+ * sharedIncarnationsMax of up to sharedServersMax servers are kept; the table starts over when
+ * more servers are named.
+ */
+const sharedNodeIds = new Map<string, NodeId[]>();
+const sharedServersMax = 1024;
+const sharedIncarnationsMax = 64;
+
+function sharedNodeId(serverId: string, incarnation: number): NodeId {
+  if (incarnation >= sharedIncarnationsMax) return { serverId, incarnation };
+  let row = sharedNodeIds.get(serverId);
+  if (row === undefined) {
+    if (sharedNodeIds.size >= sharedServersMax) sharedNodeIds.clear();
+    row = [];
+    sharedNodeIds.set(serverId, row);
+  }
+  let node = row[incarnation];
+  if (node === undefined) {
+    node = { serverId, incarnation };
+    row[incarnation] = node;
+  }
+  return node;
 }
 
 // ---------------------------------------------------------------- log values and entries
