@@ -76,6 +76,29 @@ describe("canonical codec", () => {
     expect(new ByteReader(writer.finish()).bigint(1 << 20)).toBe(-huge);
   });
 
+  it("a nested reader reads only its byte string, and the outer one skips it", () => {
+    const inner = new ByteWriter().uint(300).string("ab").finish();
+    const bytes = new ByteWriter().uint(7).bytes(inner).uint(9).finish();
+    const reader = new ByteReader(bytes);
+    expect(reader.uint()).toBe(7);
+    const sub = reader.sub(64);
+    expect(reader.uint()).toBe(9);
+    reader.end();
+    expect(sub.uint()).toBe(300);
+    expect(sub.string(8)).toBe("ab");
+    expect(sub.remaining).toBe(0);
+    sub.end();
+    // Its end is the byte string's end, not the input's: reading on fails.
+    expect(() => sub.byte()).toThrow(DecodeError);
+    // A short ASCII string must end within it too, even one the memory of recent strings holds.
+    expect(new ByteReader(new ByteWriter().string("abc").finish()).string(8)).toBe("abc");
+    const cut = new ByteWriter().uint(2).byte(3).byte(0x61).byte(0x62).byte(0x63).finish();
+    const outer = new ByteReader(cut);
+    const short = outer.sub(64);
+    expect(() => short.string(8)).toThrow(DecodeError);
+    expect(() => new ByteReader(bytes).sub(2)).toThrow(DecodeError);
+  });
+
   it("rejects non-canonical, truncated and oversized input with DecodeError", () => {
     expect(() => new ByteReader(new Uint8Array([0x80, 0x00])).uint()).toThrow(DecodeError);
     expect(() => new ByteReader(new Uint8Array([0x05, 0x01])).bytes(10)).toThrow(DecodeError);

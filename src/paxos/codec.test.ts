@@ -217,6 +217,35 @@ describe("paxos codec", () => {
     );
   });
 
+  it("decoded node ids are shared between messages, and only for small incarnations", () => {
+    const accepted = (from: { serverId: string; incarnation: number }): PaxosMessage<string> => ({
+      type: "accepted",
+      cellKey: "vol-1",
+      from,
+      to: { serverId: "s1", incarnation: 1 },
+      epoch: 1,
+      ballot: 9,
+      slot: 4,
+      applied: 3,
+    });
+    const decode = (m: PaxosMessage<string>) =>
+      decodePaxosMessage(encodePaxosMessage(m, textCodec), textCodec);
+    const a = decode(accepted({ serverId: "s2", incarnation: 5 }));
+    const b = decode(accepted({ serverId: "s2", incarnation: 5 }));
+    expect(a.from).toBe(b.from);
+    expect(a.to).toBe(b.to);
+    expect(a.from).toEqual({ serverId: "s2", incarnation: 5 });
+    // Another incarnation or server is another object.
+    expect(decode(accepted({ serverId: "s2", incarnation: 6 })).from).not.toBe(a.from);
+    expect(decode(accepted({ serverId: "s3", incarnation: 5 })).from).not.toBe(a.from);
+    // Large incarnations are decoded afresh each time, equal all the same.
+    const big = { serverId: "s2", incarnation: 1_000_000 };
+    const c = decode(accepted(big));
+    const d = decode(accepted(big));
+    expect(c.from).not.toBe(d.from);
+    expect(c.from).toEqual(d.from);
+  });
+
   it("arbitrary bytes, and every truncation of a real message, fail only with DecodeError", () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
