@@ -7,7 +7,10 @@
  * Prints the machine's floors first (this benchmark does no I/O, so they are context only).
  * CPU is measured in fresh child processes, `--runs` of each (median, min and max reported),
  * once with Node's default flags and once with the flags the server runs with
- * (serverNodeFlags, src/server/runtime.ts). The target is judged on the server's flags.
+ * (serverNodeFlags, src/server/runtime.ts). The target is judged on the server's flags. A third
+ * measurement, with the server's flags, encodes every message and decodes it again before its
+ * node takes it, as servers do: what the replicas' wire format adds to the protocol path (not
+ * judged).
  */
 import { execSync, spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
@@ -15,10 +18,13 @@ import {
   CellMachine,
   type Command,
   type CommandResult,
+  commandCodec,
   OPERATION_FORMAT_VERSION,
 } from "../src/cell/index.ts";
 import { Prng, type Scheduler, type TimerHandle } from "../src/core/index.ts";
 import {
+  decodePaxosMessage,
+  encodePaxosMessage,
   initialMembership,
   MembershipInterner,
   Output,
@@ -63,7 +69,7 @@ function command(session: number, seq: number, i: number): Command {
   };
 }
 
-function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency: number) {
+function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency: number, wire: boolean) {
   const env: ReplicaEnvironment = {
     random: new Prng(1),
     isServerAlive: () => true,
@@ -101,7 +107,8 @@ function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency
       const queue = bus.queue;
       bus.queue = [];
       messages += queue.length;
-      for (const m of queue) {
+      for (const sent of queue) {
+        const m = wire ? decodePaxosMessage(encodePaxosMessage(sent, commandCodec), commandCodec) : sent;
         const target = replicas.get(m.cellKey)?.[m.to.incarnation - 1];
         target?.step(m, 0, out);
       }
@@ -134,6 +141,7 @@ function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency
     concurrencyPerCell: concurrency,
     committed,
     messages,
+    wire,
     cpuUsPerCommit: cpuUs / committed,
     messagesPerCommit: messages / committed,
     wallMs: Math.round(wallMs),
@@ -301,10 +309,11 @@ function usedNodes(count: number, writes: number) {
 type CpuRun = ReturnType<typeof cpuPerCommit>;
 
 /** One CPU measurement in a fresh process (a clean heap and compiler state each time). */
-function cpuInChild(flags: readonly string[], concurrency: number): CpuRun {
+function cpuInChild(flags: readonly string[], concurrency: number, wire = false): CpuRun {
   const script = process.argv[1] as string;
   const args = [...process.execArgv, ...flags, script, "--worker", String(concurrency)];
   args.push("--cells", String(cells), "--rounds", String(rounds), "--warmup", String(warmup));
+  if (wire) args.push("--wire");
   const child = spawnSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 20 });
   if (child.status !== 0) throw new Error(`benchmark worker failed (${child.status}): ${child.stderr}`);
   return JSON.parse(child.stdout.trim().split("\n").at(-1) as string) as CpuRun;
@@ -337,7 +346,10 @@ const runs = option("runs", 3);
 const idleCount = option("idle-nodes", 100_000);
 const worker = process.argv.indexOf("--worker");
 if (worker >= 0) {
-  console.log(JSON.stringify(cpuPerCommit(cells, rounds, warmup, Number(process.argv[worker + 1]))));
+  const concurrency = Number(process.argv[worker + 1]);
+  console.log(
+    JSON.stringify(cpuPerCommit(cells, rounds, warmup, concurrency, process.argv.includes("--wire"))),
+  );
   process.exit(0);
 }
 for (const [name, value] of [
@@ -383,6 +395,11 @@ for (const { name, flags } of configurations) {
   };
 }
 const server = protocol.serverFlags as (typeof protocol)[string];
+const encoded = {
+  flags: server.flags,
+  oneRequestPerCell: summarize(Array.from({ length: runs }, () => cpuInChild(serverNodeFlags, 1, true))),
+  eightRequestsPerCell: summarize(Array.from({ length: runs }, () => cpuInChild(serverNodeFlags, 8, true))),
+};
 const idle = idleNodes(idleCount);
 const used = usedNodes(20_000, 3);
 const cpuMet =
@@ -395,6 +412,7 @@ const result = {
   rounds,
   warmupRounds: warmup,
   protocol,
+  encoded,
   idle,
   used,
   targets: {
@@ -420,6 +438,9 @@ if (json) {
     console.log(`  ${p(figures.oneRequestPerCell)}`);
     console.log(`  ${p(figures.eightRequestsPerCell)}`);
   }
+  console.log("serverFlags, every message encoded and decoded again (not judged):");
+  console.log(`  ${p(encoded.oneRequestPerCell)}`);
+  console.log(`  ${p(encoded.eightRequestsPerCell)}`);
   console.log(
     `${idle.residentNodes} resident idle nodes: ${idle.heapBytesPerNode} bytes of heap per node; over ${idle.idleSeconds} s idle: ` +
       `${idle.armedCellTimers} armed cell timers, ${idle.cellTimerFiringsWhileIdle} cell timer firings, ${idle.paxosMessagesWhileIdle} cell messages, ` +
