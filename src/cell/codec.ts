@@ -494,43 +494,56 @@ function readCount(reader: ByteReader, what: string): number {
   return count;
 }
 
+/** The empty parts of decoded transactions (most have no conditions, or no reads): one, frozen. */
+const noneDecoded: readonly never[] = Object.freeze([]);
+
+/**
+ * `count` items read by `read`, in an array created at its final size (one pushed onto an empty
+ * literal would get room for 17), or the shared empty one: this runs for every command a node
+ * receives.
+ */
+function readList<T>(reader: ByteReader, count: number, read: (reader: ByteReader) => T): readonly T[] {
+  if (count === 0) return noneDecoded;
+  const list = new Array<T>(count);
+  for (let i = 0; i < count; i++) list[i] = read(reader);
+  return list;
+}
+
+function readCondition(reader: ByteReader): Condition {
+  const op = readTag(reader, conditionTags, "condition");
+  const item = reader.string(commandPartBytesMax);
+  switch (op) {
+    case "exists":
+    case "missing":
+      return { item, op };
+    case "equals":
+      return { item, op, value: readValue(reader, commandPartBytesMax) };
+    default:
+      return { item, op, value: readInteger(reader, commandPartBytesMax) };
+  }
+}
+
+function readItem(reader: ByteReader): string {
+  return reader.string(commandPartBytesMax);
+}
+
+function readWrite(reader: ByteReader): Write {
+  const op = readTag(reader, writeTags, "write");
+  const item = reader.string(commandPartBytesMax);
+  switch (op) {
+    case "put":
+      return { item, op, value: readValue(reader, commandPartBytesMax) };
+    case "delete":
+      return { item, op };
+    default:
+      return { item, op, delta: readInteger(reader, commandPartBytesMax) };
+  }
+}
+
 function readTransaction(reader: ByteReader): Transaction {
-  const conditions: Condition[] = [];
-  const conditionCount = readCount(reader, "condition");
-  for (let i = 0; i < conditionCount; i++) {
-    const op = readTag(reader, conditionTags, "condition");
-    const item = reader.string(commandPartBytesMax);
-    switch (op) {
-      case "exists":
-      case "missing":
-        conditions.push({ item, op });
-        break;
-      case "equals":
-        conditions.push({ item, op, value: readValue(reader, commandPartBytesMax) });
-        break;
-      default:
-        conditions.push({ item, op, value: readInteger(reader, commandPartBytesMax) });
-    }
-  }
-  const reads: string[] = [];
-  const readCountValue = readCount(reader, "read");
-  for (let i = 0; i < readCountValue; i++) reads.push(reader.string(commandPartBytesMax));
-  const writes: Write[] = [];
-  const writeCount = readCount(reader, "write");
-  for (let i = 0; i < writeCount; i++) {
-    const op = readTag(reader, writeTags, "write");
-    const item = reader.string(commandPartBytesMax);
-    switch (op) {
-      case "put":
-        writes.push({ item, op, value: readValue(reader, commandPartBytesMax) });
-        break;
-      case "delete":
-        writes.push({ item, op });
-        break;
-      default:
-        writes.push({ item, op, delta: readInteger(reader, commandPartBytesMax) });
-    }
-  }
+  const conditions = readList(reader, readCount(reader, "condition"), readCondition);
+  const reads = readList(reader, readCount(reader, "read"), readItem);
+  const writes = readList(reader, readCount(reader, "write"), readWrite);
   return { conditions, reads, writes };
 }
 
@@ -584,12 +597,12 @@ function readReads(reader: ByteReader): ItemRead[] | null {
   if (count > limits.transactionItemsMax) {
     throw new DecodeError(`${count} reads exceed the limit of ${limits.transactionItemsMax}`);
   }
-  const reads: ItemRead[] = [];
+  const reads = new Array<ItemRead>(count);
   for (let i = 0; i < count; i++) {
     const item = reader.string(limits.itemKeyBytesMax);
     const tag = reader.byte();
     const value = tag === missingTag ? null : readValueAfterTag(reader, tag, limits.itemValueBytesMax);
-    reads.push({ item, value });
+    reads[i] = { item, value };
   }
   return reads;
 }
@@ -604,10 +617,10 @@ function readTxnResult(reader: ByteReader): TxnResult {
       if (count > limits.transactionItemsMax) {
         throw new DecodeError(`${count} added items exceed the limit of ${limits.transactionItemsMax}`);
       }
-      const added: { item: string; value: bigint }[] = [];
+      const added = new Array<{ item: string; value: bigint }>(count);
       for (let i = 0; i < count; i++) {
         const item = reader.string(limits.itemKeyBytesMax);
-        added.push({ item, value: readInteger(reader, limits.itemValueBytesMax) });
+        added[i] = { item, value: readInteger(reader, limits.itemValueBytesMax) };
       }
       return { status: "committed", reads, added };
     }
