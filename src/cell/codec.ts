@@ -557,17 +557,19 @@ function readLeaseOp(reader: ByteReader): LeaseOp {
 
 /** Decode an operation of the current format version. */
 export function decodeOperation(bytes: Uint8Array): Operation {
-  return readOperation(new ByteReader(bytes));
+  const reader = new ByteReader(bytes);
+  const op = readOperation(reader);
+  reader.end();
+  return op;
 }
 
-/** An operation of the current format version, to the end of `reader`'s input. */
+/** An operation of the current format version. */
 export function readOperation(reader: ByteReader): Operation {
   const tag = reader.byte();
   let op: Operation;
   if (tag === operationTag.txn) op = { type: "txn", txn: readTransaction(reader) };
   else if (tag === operationTag.lease) op = { type: "lease", lease: readLeaseOp(reader) };
   else throw new DecodeError(`invalid operation tag ${tag}`);
-  reader.end();
   return op;
 }
 
@@ -584,10 +586,14 @@ function readCommand(reader: ByteReader): Command {
   const seq = reader.uint();
   const newSession = reader.bool();
   // A known operation is decoded in place; an unknown one keeps a copy of its bytes.
-  const op: Operation =
-    version === OPERATION_FORMAT_VERSION
-      ? readOperation(reader.sub(commandPartBytesMax))
-      : { type: "unknown", bytes: reader.bytes(commandPartBytesMax) };
+  let op: Operation;
+  if (version === OPERATION_FORMAT_VERSION) {
+    const outer = reader.enter(commandPartBytesMax);
+    op = readOperation(reader);
+    reader.leave(outer);
+  } else {
+    op = { type: "unknown", bytes: reader.bytes(commandPartBytesMax) };
+  }
   return { version, session, seq, newSession, op };
 }
 
@@ -704,9 +710,9 @@ export const commandCodec: CommandCodec<Command> = Object.freeze({
     writeCommandBody(writer, command, true);
   },
   read(reader: ByteReader): Command {
-    const body = reader.sub(commandPartBytesMax);
-    const command = readCommand(body);
-    body.end();
+    const outer = reader.enter(commandPartBytesMax);
+    const command = readCommand(reader);
+    reader.leave(outer);
     return command;
   },
 });

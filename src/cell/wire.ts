@@ -79,7 +79,9 @@ function writeTransactionBytes(writer: ByteWriter, txn: Transaction): void {
 }
 
 function readTransactionBytes(reader: ByteReader): Transaction {
-  const op = readOperation(reader.sub(limits.messageBytesMax));
+  const outer = reader.enter(limits.messageBytesMax);
+  const op = readOperation(reader);
+  reader.leave(outer);
   if (op.type !== "txn") throw new DecodeError(`a read carries a transaction, not a ${op.type} operation`);
   return op.txn;
 }

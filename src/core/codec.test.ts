@@ -76,27 +76,39 @@ describe("canonical codec", () => {
     expect(new ByteReader(writer.finish()).bigint(1 << 20)).toBe(-huge);
   });
 
-  it("a nested reader reads only its byte string, and the outer one skips it", () => {
+  it("a byte string entered is read in place, to its end only, and the input widens again after it", () => {
     const inner = new ByteWriter().uint(300).string("ab").finish();
     const bytes = new ByteWriter().uint(7).bytes(inner).uint(9).finish();
     const reader = new ByteReader(bytes);
     expect(reader.uint()).toBe(7);
-    const sub = reader.sub(64);
+    const outer = reader.enter(64);
+    expect(reader.uint()).toBe(300);
+    expect(reader.string(8)).toBe("ab");
+    expect(reader.remaining).toBe(0);
+    const early = new ByteReader(bytes);
+    early.uint();
+    const earlyOuter = early.enter(64);
+    early.uint();
+    // Leaving before the string's end is refused: the string had bytes left.
+    expect(() => early.leave(earlyOuter)).toThrow(DecodeError);
+    reader.leave(outer);
     expect(reader.uint()).toBe(9);
     reader.end();
-    expect(sub.uint()).toBe(300);
-    expect(sub.string(8)).toBe("ab");
-    expect(sub.remaining).toBe(0);
-    sub.end();
-    // Its end is the byte string's end, not the input's: reading on fails.
-    expect(() => sub.byte()).toThrow(DecodeError);
-    // A short ASCII string must end within it too, even one the memory of recent strings holds.
+    // Within a string entered, reading past its end fails, even a short ASCII string that the
+    // memory of recent strings holds.
     expect(new ByteReader(new ByteWriter().string("abc").finish()).string(8)).toBe("abc");
-    const cut = new ByteWriter().uint(2).byte(3).byte(0x61).byte(0x62).byte(0x63).finish();
-    const outer = new ByteReader(cut);
-    const short = outer.sub(64);
-    expect(() => short.string(8)).toThrow(DecodeError);
-    expect(() => new ByteReader(bytes).sub(2)).toThrow(DecodeError);
+    const cut = new ByteReader(new ByteWriter().uint(2).byte(3).byte(0x61).byte(0x62).byte(0x63).finish());
+    cut.enter(64);
+    expect(() => cut.string(8)).toThrow(DecodeError);
+    const past = new ByteReader(new ByteWriter().uint(1).byte(5).byte(6).finish());
+    past.enter(64);
+    expect(past.byte()).toBe(5);
+    expect(() => past.byte()).toThrow(DecodeError);
+    // A string longer than allowed, or than the input, is refused.
+    expect(() => new ByteReader(new ByteWriter().uint(9).byte(1).finish()).enter(64)).toThrow(DecodeError);
+    const long = new ByteReader(bytes);
+    long.uint();
+    expect(() => long.enter(2)).toThrow(DecodeError);
   });
 
   it("rejects non-canonical, truncated and oversized input with DecodeError", () => {

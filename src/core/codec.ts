@@ -221,17 +221,12 @@ export class ByteWriter {
 }
 
 export class ByteReader {
-  private offset: number;
-  /** Where this reader's input ends: the buffer's end, or a nested byte string's (sub()). */
-  private readonly limit: number;
+  private offset = 0;
+  /** Where this reader's input ends: the buffer's end, or a nested byte string's (enter()). */
+  private limit: number;
 
-  constructor(
-    private readonly buffer: Uint8Array,
-    start = 0,
-    limit = buffer.length,
-  ) {
-    this.offset = start;
-    this.limit = limit;
+  constructor(private readonly buffer: Uint8Array) {
+    this.limit = buffer.length;
   }
 
   get remaining(): number {
@@ -333,12 +328,23 @@ export class ByteReader {
   }
 
   /**
-   * A reader of a length-prefixed byte string, over the same input: for bytes decoded at once, as
-   * view() without a typed array of their own. This reader skips them.
+   * Reads a length-prefixed byte string's length and narrows the input to that string, to decode
+   * it in place (as view() and a reader of its own would, without allocating either). Returns the
+   * end to hand back to leave(), which checks that the string was read to its end.
    */
-  sub(maxLength: number): ByteReader {
-    const start = this.span(maxLength);
-    return new ByteReader(this.buffer, start, this.offset);
+  enter(maxLength: number): number {
+    const length = this.uint();
+    if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
+    if (length > this.remaining) throw new DecodeError("truncated byte string");
+    const outer = this.limit;
+    this.limit = this.offset + length;
+    return outer;
+  }
+
+  /** The end of a byte string entered with enter(): the input is widened again to `outer`. */
+  leave(outer: number): void {
+    this.end();
+    this.limit = outer;
   }
 
   /** Reads a length-prefixed byte string's length, checks it, skips the bytes; returns their start. */
