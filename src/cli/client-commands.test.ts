@@ -67,6 +67,37 @@ describe("client commands without a colony", () => {
     expect(result.stderr).toBe(`physalia: ${file}: writes[0]: a "put" needs a "value"\n`);
   });
 
+  it("take a lease's duration in milliseconds or with a unit (parsed before the colony is looked for)", async () => {
+    for (const duration of ["30000", "30000ms", "30s", "2m", "10", "10m"]) {
+      const result = await physalia(
+        cwd,
+        "lease",
+        "acquire",
+        "vol-1",
+        "l",
+        "--holder",
+        "me",
+        "--duration",
+        duration,
+      );
+      // Past the options: the colony is what is missing.
+      expect(result.code, duration).toBe(clientExitCodes.colonyUnreachable);
+    }
+    const result = await physalia(
+      cwd,
+      "lease",
+      "acquire",
+      "vol-1",
+      "l",
+      "--holder",
+      "me",
+      "--duration",
+      "9ms",
+    );
+    expect(result.code).toBe(clientExitCodes.usage);
+    expect(result.stderr).toMatch(/--duration must be a duration from 10 to 600000 ms.*got "9ms"/);
+  });
+
   it("refuse bad values, conditions and cell keys as usage errors", async () => {
     for (const args of [
       ["put", "vol-1", "a", "hex:0"],
@@ -74,6 +105,9 @@ describe("client commands without a colony", () => {
       ["add", "vol-1", "a", "1.5"],
       ["get", "", "a"],
       ["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", "5"],
+      ["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", "11m"],
+      ["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", "1.5s"],
+      ["lease", "renew", "vol-1", "l", "--holder", "me", "--duration", "30 s"],
     ]) {
       const result = await physalia(cwd, ...args);
       expect(result.code, args.join(" ")).toBe(clientExitCodes.usage);

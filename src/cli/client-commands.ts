@@ -172,6 +172,22 @@ function wholeNumber(what: string, min: number, max: number) {
   };
 }
 
+/** Milliseconds in each unit a duration may be written in ("30000", "30000ms", "30s", "2m"). */
+const durationUnitsMs: Readonly<Record<string, number>> = { "": 1, ms: 1, s: 1000, m: 60_000 };
+
+function durationMs(what: string, min: number, max: number) {
+  return (text: string): number => {
+    const match = /^([0-9]+)(ms|s|m)?$/.exec(text);
+    const value =
+      match === null ? Number.NaN : Number(match[1]) * (durationUnitsMs[match[2] ?? ""] as number);
+    if (!Number.isSafeInteger(value) || value < min || value > max)
+      throw new InvalidArgumentError(
+        `${what} must be a duration from ${min} to ${max} ms: a whole number of milliseconds, or of ms, s or m (500ms, 30s, 2m), got ${quoted(text)}`,
+      );
+    return value;
+  };
+}
+
 function collectCondition(text: string, previous: readonly Condition[]): Condition[] {
   try {
     return [...previous, parseCondition(text)];
@@ -1114,9 +1130,9 @@ export function registerClientCommands(program: Command, context: ClientCommandC
     );
     if (name !== "release")
       command.option(
-        "--duration <ms>",
-        `how long the lease lasts, in milliseconds (default ${leaseDurationMsDefault})`,
-        wholeNumber("--duration", limits.leaseDurationMsMin, limits.leaseDurationMsMax),
+        "--duration <duration>",
+        `how long the lease lasts: milliseconds, or with a unit (30s, 2m; default ${leaseDurationMsDefault} ms)`,
+        durationMs("--duration", limits.leaseDurationMsMin, limits.leaseDurationMsMax),
       );
     return command;
   };
