@@ -68,32 +68,13 @@ describe("client commands without a colony", () => {
   });
 
   it("take a lease's duration in milliseconds or with a unit (parsed before the colony is looked for)", async () => {
+    const acquire = (duration: string) =>
+      physalia(cwd, ...["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", duration]);
     for (const duration of ["30000", "30000ms", "30s", "2m", "10", "10m"]) {
-      const result = await physalia(
-        cwd,
-        "lease",
-        "acquire",
-        "vol-1",
-        "l",
-        "--holder",
-        "me",
-        "--duration",
-        duration,
-      );
       // Past the options: the colony is what is missing.
-      expect(result.code, duration).toBe(clientExitCodes.colonyUnreachable);
+      expect((await acquire(duration)).code, duration).toBe(clientExitCodes.colonyUnreachable);
     }
-    const result = await physalia(
-      cwd,
-      "lease",
-      "acquire",
-      "vol-1",
-      "l",
-      "--holder",
-      "me",
-      "--duration",
-      "9ms",
-    );
+    const result = await acquire("9ms");
     expect(result.code).toBe(clientExitCodes.usage);
     expect(result.stderr).toMatch(/--duration must be a duration from 10 to 600000 ms.*got "9ms"/);
   });
