@@ -21,15 +21,15 @@ import {
   commandCodec,
   OPERATION_FORMAT_VERSION,
 } from "../src/cell/index.ts";
-import { ByteReader, ByteWriter, Prng, type Scheduler, type TimerHandle } from "../src/core/index.ts";
+import { ByteWriter, Prng, type Scheduler, type TimerHandle } from "../src/core/index.ts";
 import {
+  decodePaxosMessage,
   initialMembership,
   MembershipInterner,
   Output,
   type PaxosMessage,
   Replica,
   type ReplicaEnvironment,
-  readPaxosMessage,
   writePaxosMessage,
 } from "../src/paxos/index.ts";
 import { Server, type ServerMessage, serverNodeFlags } from "../src/server/index.ts";
@@ -76,10 +76,7 @@ function command(session: number, seq: number, i: number): Command {
 const scratch = new ByteWriter(1024);
 function reencode(message: PaxosMessage<Command>): PaxosMessage<Command> {
   writePaxosMessage(scratch.clear(), message, commandCodec);
-  const reader = new ByteReader(scratch.view());
-  const copy = readPaxosMessage(reader, commandCodec);
-  reader.end();
-  return copy;
+  return decodePaxosMessage(scratch.view(), commandCodec);
 }
 
 function cpuPerCommit(cells: number, rounds: number, warmup: number, concurrency: number, wire: boolean) {
@@ -398,21 +395,19 @@ const protocol: Record<
     eightRequestsPerCell: ReturnType<typeof summarize>;
   }
 > = {};
-for (const { name, flags } of configurations) {
+/** Both workloads, `runs` fresh processes each, with `flags` (and every message re-encoded: `wire`). */
+const measureBoth = (flags: readonly string[], wire: boolean) => {
   const measure = (concurrency: number) =>
-    summarize(Array.from({ length: runs }, () => cpuInChild(flags, concurrency)));
-  protocol[name] = {
+    summarize(Array.from({ length: runs }, () => cpuInChild(flags, concurrency, wire)));
+  return {
     flags: flags.join(" ") || "(none)",
     oneRequestPerCell: measure(1),
     eightRequestsPerCell: measure(8),
   };
-}
-const server = protocol.serverFlags as (typeof protocol)[string];
-const encoded = {
-  flags: server.flags,
-  oneRequestPerCell: summarize(Array.from({ length: runs }, () => cpuInChild(serverNodeFlags, 1, true))),
-  eightRequestsPerCell: summarize(Array.from({ length: runs }, () => cpuInChild(serverNodeFlags, 8, true))),
 };
+for (const { name, flags } of configurations) protocol[name] = measureBoth(flags, false);
+const server = protocol.serverFlags as (typeof protocol)[string];
+const encoded = measureBoth(serverNodeFlags, true);
 const idle = idleNodes(idleCount);
 const used = usedNodes(20_000, 3);
 const cpuMet =

@@ -333,11 +333,10 @@ export class ByteReader {
    * end to hand back to leave(), which checks that the string was read to its end.
    */
   enter(maxLength: number): number {
-    const length = this.uint();
-    if (length > maxLength) throw new DecodeError(`byte string of ${length} bytes exceeds ${maxLength}`);
-    if (length > this.remaining) throw new DecodeError("truncated byte string");
+    const start = this.span(maxLength);
     const outer = this.limit;
-    this.limit = this.offset + length;
+    this.limit = this.offset;
+    this.offset = start;
     return outer;
   }
 
