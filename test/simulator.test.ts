@@ -47,7 +47,7 @@ describe("simulator", () => {
 
   it("an acceptor that accepts lower ballots is caught by the simulator's one-value-per-slot checker", () => {
     let caught = false;
-    for (let seed = 1; seed <= 60 && !caught; seed++) {
+    for (let seed = 1; seed <= 150 && !caught; seed++) {
       const report = runSimulation({
         seed,
         servers: 5,

@@ -321,8 +321,10 @@ describe("replica", () => {
     const deferred = sevenServers.slice(1 + sentAtOnce);
     expect(acceptTargets(c.network)).toEqual([...deferred, ...deferred]); // both slots
     const later = deliverAll(c);
-    // Their accepts carry the commit index only up to their own slot: no catch-up follows.
+    // Their accepts carry the commit index only up to their own slot: no catch-up follows. Both
+    // slots were committed when they left, so no vote is asked for or sent.
     expect(later.filter((m) => m.type === "catchup_request")).toEqual([]);
+    expect(later.filter((m) => m.type === "accepted")).toEqual([]);
     for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y", "z"]);
     c.settle();
     for (const n of c.nodes) expect(n.replica.wakeAtMs).toBe(Number.POSITIVE_INFINITY);
@@ -338,9 +340,12 @@ describe("replica", () => {
     deliverAll(c);
     expect(resultsFor(c, 2)).toBe(0);
     c.advance(limits.acceptDeferMs);
-    deliverAll(c);
+    const late = deliverAll(c);
     expect(limits.acceptDeferMs).toBeLessThan(limits.retransmitMs);
     expect(resultsFor(c, 2)).toBe(1);
+    // Held accepts of a slot not yet committed ask for votes, and the deferred followers' make it.
+    const votes = late.filter((m) => m.type === "accepted" && m.to.serverId === "a");
+    expect(votes.length).toBeGreaterThanOrEqual(3);
     expect(c.violations).toEqual([]);
   });
 
@@ -385,6 +390,8 @@ describe("replica", () => {
     for (const id of deferred) expect(byTarget(id)).toEqual(["accept"]);
     const notices = deliverAll(c);
     expect(notices.filter((m) => m.type === "catchup_request")).toEqual([]);
+    // The held accept reports its slot committed: it asks for no vote, and gets none.
+    expect(notices.filter((m) => m.type === "accepted")).toEqual([]);
     for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
     c.settle();
     for (const n of c.nodes) expect(n.replica.wakeAtMs).toBe(Number.POSITIVE_INFINITY);

@@ -1110,18 +1110,22 @@ export class Replica<C, R> {
     if (m.slot > this.committed) {
       this.storeEntry({ slot: m.slot, ballot: m.ballot, value: m.value }, out);
     }
-    // A slot at or below `committed` is chosen; a proposer with a promise quorum re-proposes the
-    // chosen value, so voting for it is safe without storing it again.
-    this.send(out.sendAfterPersist, {
-      type: "accepted",
-      cellKey: this.cellKey,
-      from: this.node,
-      to: m.from,
-      epoch: this.membership.epoch,
-      ballot: m.ballot,
-      slot: m.slot,
-      applied: this.applied,
-    });
+    // An accept whose commit index covers its own slot (a deferred one, sent after the slot
+    // committed) asks for no vote: the slot is chosen and its leader counts nothing more for it.
+    // Otherwise: a slot at or below `committed` is chosen; a proposer with a promise quorum
+    // re-proposes the chosen value, so voting for it is safe without storing it again.
+    if (m.commit < m.slot) {
+      this.send(out.sendAfterPersist, {
+        type: "accepted",
+        cellKey: this.cellKey,
+        from: this.node,
+        to: m.from,
+        epoch: this.membership.epoch,
+        ballot: m.ballot,
+        slot: m.slot,
+        applied: this.applied,
+      });
+    }
     this.noteCommit(m.ballot, m.commit);
     this.advanceCommitted(out);
     this.requestCatchUpIfNeeded(m.from, nowMs, out);
