@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { limits } from "../core/index.ts";
+import { decodeServerMessage, encodeServerMessage } from "../server/wire.ts";
 import { bytes, Scenario } from "../sim/scenario.ts";
-import { InvalidRequestError, UnknownCellError } from "./errors.ts";
+import { InvalidRequestError, OutcomeUnknownError, UnknownCellError } from "./errors.ts";
 
 describe("client", () => {
   it("rejects a request over a limit at once, naming the problem, without sending it", async () => {
@@ -184,6 +185,65 @@ describe("client routing", () => {
       ok: true,
       value: { status: "committed", reads: [{ item: "x", value: bytes("2") }] },
     });
+  });
+});
+
+/**
+ * Until `untilMs`, every answer the servers send `address` is replaced by a redirect to another
+ * server (the cell's nodes pointing at each other while leadership settles). Returns the count.
+ */
+function redirectAnswers(s: Scenario, address: string, untilMs: number): { redirects: number } {
+  const network = s.world.network;
+  const servers = s.world.serverIds();
+  const counted = { redirects: 0 };
+  const sendFrame = network.sendFrame.bind(network);
+  network.sendFrame = (from, to, messages) => {
+    if (to !== address || s.world.nowMs >= untilMs) return sendFrame(from, to, messages);
+    const next = servers[(servers.indexOf(from) + 1) % servers.length] as string;
+    const rewritten = messages.map((bytes) => {
+      const message = decodeServerMessage(bytes as Uint8Array);
+      if (message.kind !== "response") return bytes;
+      counted.redirects += 1;
+      const leader = { serverId: next, incarnation: 1 };
+      const body = { type: "redirect", leader, members: null, epoch: null, reason: "not_leader" } as const;
+      return encodeServerMessage({ ...message, body });
+    });
+    sendFrame(from, to, rewritten);
+  };
+  return counted;
+}
+
+describe("client redirects", () => {
+  it("a write follows redirects for longer than its failed attempts may last, and applies once", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    // 3 s of redirects: clientAttemptsMax attempts with their backoffs end well within it.
+    const storm = redirectAnswers(s, client.address, s.world.nowMs + 3_000);
+    const written = cell.add("n", 1n);
+    s.run(6_000);
+    expect(await written).toBe(1n);
+    expect(storm.redirects).toBeGreaterThan(limits.clientAttemptsMax);
+    // Every attempt kept the write's (session, seq): the servers applied it once.
+    const read = cell.get("n");
+    s.run(500);
+    expect(await read).toBe(1n);
+  });
+
+  it("an operation redirected without end gives up, naming the redirects", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    const storm = redirectAnswers(s, client.address, Number.POSITIVE_INFINITY);
+    const failure = cell.put("k", bytes("v")).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    s.run(limits.clientOperationMsMax + limits.clientBackoffMsMax + limits.clientRequestTimeoutMsMax);
+    await new Promise((resolve) => setImmediate(resolve));
+    const settled = await Promise.race([failure, Promise.resolve("still pending")]);
+    expect(settled).toBeInstanceOf(OutcomeUnknownError);
+    expect(String(settled)).toMatch(
+      /\d+ attempts failed( in \d+ ms)? \(\d+ redirected\); last: redirected by s\d+/,
+    );
+    expect(storm.redirects).toBeGreaterThan(limits.clientAttemptsMax);
+    expect(storm.redirects).toBeLessThanOrEqual(limits.clientRedirectsMax);
   });
 });
 

@@ -60,6 +60,12 @@ export interface ClientOptions {
    * this, if larger).
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * Attempts of one operation that fail without pointing anywhere (timeouts, errors, lost
+   * connections; default limits.clientAttemptsMax). Redirects are answers and count apart, up to
+   * limits.clientRedirectsMax, so an operation rides out an election; every operation ends
+   * limits.clientOperationMsMax after its first attempt at the latest.
+   */
   readonly attemptsMax?: number;
 }
 
@@ -394,8 +400,12 @@ export class PhysaliaClient {
     if (op.finished) return;
     const now = this.scheduler.nowMs();
     const tooLong = op.attempts > 0 && now - op.firstSentAtMs >= limits.clientOperationMsMax;
-    if (op.attempts >= this.attemptsMax || tooLong) {
-      const detail = `${op.attempts} attempts failed${tooLong ? ` in ${Math.round(now - op.firstSentAtMs)} ms` : ""}; last: ${op.lastProblem}`;
+    // Every attempt so far has ended, by a redirect or by a failure.
+    const failed = op.attempts - op.redirects;
+    if (failed >= this.attemptsMax || op.redirects >= limits.clientRedirectsMax || tooLong) {
+      const took = tooLong ? ` in ${Math.round(now - op.firstSentAtMs)} ms` : "";
+      const redirected = op.redirects > 0 ? ` (${op.redirects} redirected)` : "";
+      const detail = `${op.attempts} attempts failed${took}${redirected}; last: ${op.lastProblem}`;
       this.finish(
         op,
         op.isWrite && op.sent

@@ -149,7 +149,16 @@ export const limits = Object.freeze({
   timerWheelSlots: 512,
 
   // ---- client
+  /** Attempts of one operation that may fail without a redirect (a timeout, an error, a lost connection). */
   clientAttemptsMax: 12,
+  /**
+   * Redirects one operation follows. A redirect is an answer: nodes of a cell that is electing a
+   * leader, or whose leadership moves under load, keep pointing elsewhere for a while, and an
+   * operation that counted them as failed attempts would give up (its outcome unknown, for a
+   * write) within a second or two. Every third one in a row waits a backoff, so the operation's
+   * time (clientOperationMsMax) usually ends a redirect storm first.
+   */
+  clientRedirectsMax: 64,
   clientBackoffMsBase: 10,
   clientBackoffMsMax: 1000,
   /**
