@@ -164,7 +164,7 @@ export async function startServer(options: {
       ),
       labeledCounter(
         "physalia_campaigns_total",
-        "Campaigns (elections) the server's nodes started, by cause: no_leader, leader_suspected (its server suspected), takeover (a client said the leader was unresponsive), after_backoff (requests waited out its backoff after a failed or preempted campaign), transfer",
+        "Campaigns (elections) the server's nodes started, by cause: no_leader, leader_suspected (its server suspected), takeover (a client said the leader was unresponsive), after_backoff (requests waited out its backoff after a failed or preempted campaign), transfer, caught_up (a leader elected while behind stepped down to take a peer's snapshot, and campaigned again)",
         "cause",
         counters.campaigns,
       ),

@@ -52,6 +52,8 @@ export interface DroppedRequest {
  *   after_backoff     requests reached it during its backoff after a failed or preempted campaign
  *                     of its own, and the backoff ran out
  *   transfer          its leader handed it leadership
+ *   caught_up         it led, and stepped down to take a peer's snapshot of slots it had not
+ *                     applied (a leader elected while behind); it campaigns again at once
  */
 export const campaignCauses = Object.freeze([
   "no_leader",
@@ -59,6 +61,7 @@ export const campaignCauses = Object.freeze([
   "takeover",
   "after_backoff",
   "transfer",
+  "caught_up",
 ] as const);
 
 export type CampaignCause = (typeof campaignCauses)[number];

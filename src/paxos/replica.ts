@@ -1640,9 +1640,13 @@ export class Replica<C, R> {
       }
       const write = this.dirty(out);
       write.snapshot = snapshot;
-      // A leader that fell behind its own pipeline cannot continue it: step down, campaign anew.
-      if (this.proposer?.established === true) this.abandonProposer(nowMs, out, "lost_leadership");
+      // A leader that fell behind its own pipeline cannot continue it: step down, campaign anew
+      // (at once: a leader elected while behind, as after a hand-over or a failover to a node
+      // that lagged, would otherwise leave its cell leaderless until the next request).
+      const steppedDown = this.proposer?.established === true;
+      if (steppedDown) this.abandonProposer(nowMs, out, "lost_leadership");
       this.afterMembershipChange(out);
+      if (steppedDown && this.proposer === null && !this.retired) this.campaign(nowMs, out, "caught_up");
     }
     for (const entry of m.entries) {
       if (entry.slot <= this.committed) continue;

@@ -150,6 +150,7 @@ describe("server", () => {
       takeover: 0,
       after_backoff: 0,
       transfer: 0,
+      caught_up: 0,
     });
     expect(counters.leadershipsWon).toBe(1);
     expect(server.status().leaders).toBe(1);
