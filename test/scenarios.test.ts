@@ -131,6 +131,28 @@ describe("scenarios", () => {
     expect(s.check()).toEqual([]);
   });
 
+  it("writers equally near every node send their first requests to one node of a fresh cell: one election", () => {
+    const s = new Scenario({ seed: 8 }).cell("vol-1");
+    const clients = Array.from({ length: 14 }, () => s.newClient());
+    const campaigns = () =>
+      seven.reduce((sum, id) => {
+        const counted = s.world.server(id).status().counters.campaigns;
+        return sum + Object.values(counted).reduce((a, b) => a + b, 0);
+      }, 0);
+    const ops = clients.map((c, i) =>
+      s.world.transact(c, "vol-1", {
+        conditions: [],
+        reads: [],
+        writes: [{ item: "n", op: "add", delta: BigInt(i + 1) }],
+      }),
+    );
+    s.world.runUntil(() => ops.every((op) => op.returnMs !== null || op.failure !== null), 10_000);
+    expect(ops.filter((op) => op.output?.status === "committed").length).toBe(14);
+    expect(campaigns()).toBe(1);
+    expect(s.get("vol-1", "n")).toBe(BigInt((14 * 15) / 2));
+    expect(s.check()).toEqual([]);
+  });
+
   it("dirty reboot of all 7 nodes at once loses nothing acknowledged", () => {
     const s = new Scenario({ seed: 6 }).cell("vol-1");
     for (let i = 0; i < 20; i++) s.add("vol-1", "n", 1n);
@@ -347,6 +369,24 @@ describe("scenarios: leadership and reads", () => {
     s.run(500);
     expect(s.leader("vol-1")).toBe(target!.serverId);
     expect(s.put("vol-1", "x", bytes("2")).output?.status).toBe("committed");
+    expect(s.check()).toEqual([]);
+  });
+
+  it("leader transfer right after a write hands the cell to each chosen node in turn, behind or not", () => {
+    const s = new Scenario({ seed: 14 }).cell("vol-1");
+    let n = 0n;
+    for (const target of s.members("vol-1")) {
+      expect(s.add("vol-1", "n", 1n).output?.status).toBe("committed");
+      n += 1n;
+      const leader = s.leader("vol-1") as string;
+      if (target.serverId === leader) continue;
+      // Some targets have not learnt the last commit yet (its notice is due later): the new leader
+      // takes a peer's snapshot once it is elected, steps down for it, and campaigns again.
+      expect(s.world.server(leader).transferLeadership("vol-1", target)).toBe(true);
+      s.run(500);
+      expect(s.leader("vol-1")).toBe(target.serverId);
+    }
+    expect(s.get("vol-1", "n")).toBe(n);
     expect(s.check()).toEqual([]);
   });
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { limits } from "../core/index.ts";
 import { decodeServerMessage, encodeServerMessage } from "../server/wire.ts";
 import { bytes, Scenario } from "../sim/scenario.ts";
+import { agreedChoice } from "./client.ts";
 import { InvalidRequestError, OutcomeUnknownError, UnknownCellError } from "./errors.ts";
 
 describe("client", () => {
@@ -244,6 +245,24 @@ describe("client redirects", () => {
     );
     expect(storm.redirects).toBeGreaterThan(limits.clientAttemptsMax);
     expect(storm.redirects).toBeLessThanOrEqual(limits.clientRedirectsMax);
+  });
+});
+
+describe("agreedChoice", () => {
+  it("spreads cells evenly over their members, whatever order the members are listed in", () => {
+    const members = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 7_000; i++) {
+      const cellKey = `vol-${i}`;
+      const chosen = agreedChoice(cellKey, members);
+      expect(agreedChoice(cellKey, [...members].reverse())).toBe(chosen);
+      counts.set(chosen, (counts.get(chosen) ?? 0) + 1);
+    }
+    // 1,000 each on average; a binomial spread stays well inside +-15%.
+    for (const member of members) {
+      expect(counts.get(member)).toBeGreaterThan(850);
+      expect(counts.get(member)).toBeLessThan(1_150);
+    }
   });
 });
 

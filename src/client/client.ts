@@ -564,7 +564,10 @@ export class PhysaliaClient {
     if (members === null || members.length === 0) return null;
     const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
     const pool = usable.length > 0 ? usable : [...members];
-    // Nearest first; among equally near nodes spread the load at random.
+    // Nearest first. Among equally near nodes, the first attempt of an operation for the leader
+    // goes where every client that sees the same nodes sends it: the first requests of many
+    // clients to a cell with no leader (a fresh colony) then start one election, not a duel of
+    // several. Retries, and eventual reads, spread at random.
     let best: ServerId[] = [];
     let bestDistance = Number.POSITIVE_INFINITY;
     for (const member of pool) {
@@ -576,6 +579,7 @@ export class PhysaliaClient {
         best.push(member);
       }
     }
+    if (op.preferLeader && op.attempts === 0 && best.length > 1) return agreedChoice(op.cellKey, best);
     return this.random.pick(best);
   }
 
@@ -702,6 +706,35 @@ export class PhysaliaClient {
     const index = "index" in response ? response.index : 0;
     return { ok: true, value, index };
   }
+}
+
+/**
+ * The node of `nodes` that every client picks for `cellKey`: the highest of a hash of the cell
+ * and each node (rendezvous hashing), so cells spread evenly over their members and the choice
+ * does not depend on the order the members are listed in.
+ */
+export function agreedChoice(cellKey: CellKey, nodes: readonly ServerId[]): ServerId {
+  let chosen = nodes[0] as ServerId;
+  let highest = -1;
+  const seed = hashText(0x811c9dc5, cellKey);
+  for (const node of nodes) {
+    const score = hashText(seed, node);
+    if (score > highest || (score === highest && node < chosen)) {
+      highest = score;
+      chosen = node;
+    }
+  }
+  return chosen;
+}
+
+/** FNV-1a over UTF-16 code units, from `hash`, finished so that nearby inputs spread. */
+function hashText(hash: number, text: string): number {
+  let h = hash;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
 }
 
 /** A node's view of its cell, as `describe` answers it. */
