@@ -8,6 +8,19 @@ import { bytes, Scenario, text } from "../src/sim/scenario.ts";
 
 const seven = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
 
+/** Client i adds i + 1 to item n of vol-1, all at once; runs until every add ended or `waitMs`. */
+function addFromEach(s: Scenario, clients: ReturnType<Scenario["newClient"]>[], waitMs: number) {
+  const ops = clients.map((c, i) =>
+    s.world.transact(c, "vol-1", {
+      conditions: [],
+      reads: [],
+      writes: [{ item: "n", op: "add", delta: BigInt(i + 1) }],
+    }),
+  );
+  s.world.runUntil(() => ops.every((op) => op.returnMs !== null || op.failure !== null), waitMs);
+  return ops;
+}
+
 describe("scenarios", () => {
   it("a write commits on every member and a quiet cell sends nothing", () => {
     const s = new Scenario().cell("vol-1");
@@ -113,14 +126,7 @@ describe("scenarios", () => {
       sendFrame(from, to, messages);
     };
     const startMs = s.world.nowMs;
-    const ops = clients.map((c, i) =>
-      s.world.transact(c, "vol-1", {
-        conditions: [],
-        reads: [],
-        writes: [{ item: "n", op: "add", delta: BigInt(i + 1) }],
-      }),
-    );
-    s.world.runUntil(() => ops.every((op) => op.returnMs !== null || op.failure !== null), 30_000);
+    const ops = addFromEach(s, clients, 30_000);
     expect(ops.filter((op) => op.output?.status === "committed").length).toBe(14);
     // Each unanswered attempt doubles the next one's wait: about 4 copies of each request, where
     // a fixed wait sent about 6 and took twice as long.
@@ -139,14 +145,7 @@ describe("scenarios", () => {
         const counted = s.world.server(id).status().counters.campaigns;
         return sum + Object.values(counted).reduce((a, b) => a + b, 0);
       }, 0);
-    const ops = clients.map((c, i) =>
-      s.world.transact(c, "vol-1", {
-        conditions: [],
-        reads: [],
-        writes: [{ item: "n", op: "add", delta: BigInt(i + 1) }],
-      }),
-    );
-    s.world.runUntil(() => ops.every((op) => op.returnMs !== null || op.failure !== null), 10_000);
+    const ops = addFromEach(s, clients, 10_000);
     expect(ops.filter((op) => op.output?.status === "committed").length).toBe(14);
     expect(campaigns()).toBe(1);
     expect(s.get("vol-1", "n")).toBe(BigInt((14 * 15) / 2));
