@@ -1,5 +1,14 @@
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { serverNodeFlags } from "../src/server/index.ts";
@@ -48,5 +57,36 @@ describe("the physalia binary", () => {
     }
     expect(isNode(commandLine)).toBe(true);
     for (const flag of serverNodeFlags) expect(commandLine).toContain(flag);
+  });
+
+  it("warns, and still runs, when src/ changed after dist/ was built", () => {
+    // A copy of the binary beside a stand-in build and one source file, in a directory of its own.
+    const root = mkdtempSync(join(tmpdir(), "physalia-bin-"));
+    try {
+      for (const dir of ["bin", "dist/cli", "src/core"]) mkdirSync(join(root, dir), { recursive: true });
+      copyFileSync(bin, join(root, "bin", "physalia.js"));
+      writeFileSync(join(root, "package.json"), '{"type":"module"}');
+      const main = join(root, "dist", "cli", "main.js");
+      writeFileSync(main, 'console.log("ran");');
+      const source = join(root, "src", "core", "x.ts");
+      writeFileSync(source, "export {};");
+      const run = () =>
+        spawnSync(process.execPath, [join(root, "bin", "physalia.js")], {
+          encoding: "utf8",
+          timeout: 10_000,
+        });
+      const now = Date.now() / 1000;
+      utimesSync(source, now - 60, now - 60); // built after the last change
+      utimesSync(main, now, now);
+      const fresh = run();
+      expect(fresh.stdout.trim()).toBe("ran");
+      expect(fresh.stderr).toBe("");
+      utimesSync(source, now + 60, now + 60); // changed after the build
+      const stale = run();
+      expect(stale.stdout.trim()).toBe("ran");
+      expect(stale.stderr).toMatch(/src\/ changed after dist\/ was built.*run `npm run build`/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
