@@ -588,9 +588,7 @@ function readCommand(reader: ByteReader): Command {
   // A known operation is decoded in place; an unknown one keeps a copy of its bytes.
   let op: Operation;
   if (version === OPERATION_FORMAT_VERSION) {
-    const outer = reader.enter(commandPartBytesMax);
-    op = readOperation(reader);
-    reader.leave(outer);
+    op = reader.nested(commandPartBytesMax, readOperation);
   } else {
     op = { type: "unknown", bytes: reader.bytes(commandPartBytesMax) };
   }
@@ -710,9 +708,6 @@ export const commandCodec: CommandCodec<Command> = Object.freeze({
     writeCommandBody(writer, command, true);
   },
   read(reader: ByteReader): Command {
-    const outer = reader.enter(commandPartBytesMax);
-    const command = readCommand(reader);
-    reader.leave(outer);
-    return command;
+    return reader.nested(commandPartBytesMax, readCommand);
   },
 });

@@ -79,9 +79,7 @@ function writeTransactionBytes(writer: ByteWriter, txn: Transaction): void {
 }
 
 function readTransactionBytes(reader: ByteReader): Transaction {
-  const outer = reader.enter(limits.messageBytesMax);
-  const op = readOperation(reader);
-  reader.leave(outer);
+  const op = reader.nested(limits.messageBytesMax, readOperation);
   if (op.type !== "txn") throw new DecodeError(`a read carries a transaction, not a ${op.type} operation`);
   return op.txn;
 }

@@ -346,6 +346,14 @@ export class ByteReader {
     this.limit = outer;
   }
 
+  /** A length-prefixed byte string decoded in place by `read`, which must read it to its end. */
+  nested<T>(maxLength: number, read: (reader: ByteReader) => T): T {
+    const outer = this.enter(maxLength);
+    const value = read(this);
+    this.leave(outer);
+    return value;
+  }
+
   /** Reads a length-prefixed byte string's length, checks it, skips the bytes; returns their start. */
   private span(maxLength: number): number {
     const length = this.uint();
