@@ -28,6 +28,7 @@ import {
   type ServerId,
   type TimerHandle,
 } from "../core/index.ts";
+import { rendezvousScore } from "../discovery/index.ts";
 import type { TransportPort } from "../transport/index.ts";
 import {
   CellStalledError,
@@ -709,34 +710,21 @@ export class PhysaliaClient {
 }
 
 /**
- * The node of `nodes` that every client picks for `cellKey`: the highest of a hash of the cell
- * and each node (rendezvous hashing), so cells spread evenly over their members and the choice
- * does not depend on the order the members are listed in. Not placement's score
- * (src/discovery): that hash does not mix the server id's last characters well, and over 7,000
- * cells it made one of 7 members the choice twice as often as the others.
+ * The node of `nodes` that every client picks for `cellKey`: the first by rendezvous score, as
+ * placement ranks servers (src/discovery), so cells spread evenly over their members and the
+ * choice does not depend on the order the members are listed in.
  */
 export function agreedChoice(cellKey: CellKey, nodes: readonly ServerId[]): ServerId {
   let chosen = nodes[0] as ServerId;
-  let highest = -1;
-  const seed = hashText(0x811c9dc5, cellKey);
+  let lowest = rendezvousScore(cellKey, chosen);
   for (const node of nodes) {
-    const score = hashText(seed, node);
-    if (score > highest || (score === highest && node < chosen)) {
-      highest = score;
+    const score = rendezvousScore(cellKey, node);
+    if (score < lowest || (score === lowest && node < chosen)) {
+      lowest = score;
       chosen = node;
     }
   }
   return chosen;
-}
-
-/** FNV-1a over UTF-16 code units, from `hash`, finished so that nearby inputs spread. */
-function hashText(hash: number, text: string): number {
-  let h = hash;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  return h >>> 0;
 }
 
 /** A node's view of its cell, as `describe` answers it. */

@@ -1,1 +1,1 @@
-export { placeCell, type ServerPlace, TopologyDiscovery } from "./topology.ts";
+export { placeCell, rendezvousScore, type ServerPlace, TopologyDiscovery } from "./topology.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { placeCell, type ServerPlace, TopologyDiscovery } from "./topology.ts";
+import { placeCell, rendezvousScore, type ServerPlace, TopologyDiscovery } from "./topology.ts";
 
 const colony: ServerPlace[] = Array.from({ length: 9 }, (_, i) => ({
   id: `s${i + 1}`,
@@ -26,6 +26,28 @@ describe("topology placement", () => {
     }
     // Different keys land on different sets of servers (few sets satisfy the spread with 9 servers).
     expect(spreads.size).toBeGreaterThanOrEqual(8);
+  });
+
+  it("gives every server its share of cells, and leads the ranking of as many", () => {
+    const held = new Map<string, number>();
+    const first = new Map<string, number>();
+    const cells = 9_000;
+    for (let i = 0; i < cells; i++) {
+      for (const id of placeCell(`vol-${i}`, colony, 7)) held.set(id, (held.get(id) ?? 0) + 1);
+      const ranked = [...colony].sort(
+        (a, b) => rendezvousScore(`vol-${i}`, a.id) - rendezvousScore(`vol-${i}`, b.id),
+      );
+      const top = (ranked[0] as ServerPlace).id;
+      first.set(top, (first.get(top) ?? 0) + 1);
+    }
+    // 7,000 cells each and 1,000 first places each on average; a binomial spread stays within
+    // +-5% and +-15% of them.
+    for (const { id } of colony) {
+      expect(held.get(id), id).toBeGreaterThan(6_650);
+      expect(held.get(id), id).toBeLessThan(7_350);
+      expect(first.get(id), id).toBeGreaterThan(850);
+      expect(first.get(id), id).toBeLessThan(1_150);
+    }
   });
 
   it("relaxes the spread only when the topology cannot satisfy it", () => {

@@ -5,7 +5,7 @@
  * lookup. Members learned later from the cell itself (redirects, forwarding pointers) take
  * precedence over the computed ones.
  */
-import { assert, type CellKey, RunningHash, type ServerId } from "../core/index.ts";
+import { assert, type CellKey, type ServerId } from "../core/index.ts";
 
 export interface ServerPlace {
   readonly id: ServerId;
@@ -13,8 +13,24 @@ export interface ServerPlace {
   readonly power: string;
 }
 
-function score(cellKey: CellKey, serverId: ServerId): string {
-  return new RunningHash().addString(cellKey).addString(serverId).digest();
+/**
+ * A server's rendezvous score for a cell; lower ranks first, the same on every client and server.
+ * FNV-1a over the key, a separator and the server id, finished as murmur3 finishes (fmix32): server
+ * ids that differ only in their last character ("s1" .. "s9") must rank independently, and FNV
+ * alone leaves their scores close together, which skewed placement (over 9,000 cells of 7 on 9
+ * servers, two servers held 4,600 cells against 7,300-7,900 for the others).
+ */
+export function rendezvousScore(cellKey: CellKey, serverId: ServerId): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < cellKey.length; i++) h = Math.imul(h ^ cellKey.charCodeAt(i), 0x01000193);
+  h = Math.imul(h ^ 0xffff, 0x01000193);
+  for (let i = 0; i < serverId.length; i++) h = Math.imul(h ^ serverId.charCodeAt(i), 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
 }
 
 function distinct(values: readonly string[]): number {
@@ -33,7 +49,7 @@ export function placeCell(cellKey: CellKey, servers: readonly ServerPlace[], siz
     () => `a cell of ${size} nodes needs ${size} servers; the colony has ${servers.length}`,
   );
   const ranked = [...servers]
-    .map((server) => ({ server, score: score(cellKey, server.id) }))
+    .map((server) => ({ server, score: rendezvousScore(cellKey, server.id) }))
     .sort((a, b) => (a.score < b.score ? -1 : a.score > b.score ? 1 : a.server.id < b.server.id ? -1 : 1))
     .map((entry) => entry.server);
   const rackShare = Math.ceil(size / distinct(servers.map((s) => s.rack)));
