@@ -43,3 +43,23 @@ export class RunningHash {
 export function hashBytes(bytes: Uint8Array): string {
   return new RunningHash().addBytes(bytes).digest();
 }
+
+export const fnvOffset = 0x811c9dc5;
+
+/** FNV-1a over the UTF-16 code units of `text`, continuing from `hash` (start: fnvOffset). */
+export function fnv1a(text: string, hash: number = fnvOffset): number {
+  let h = hash;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** murmur3's final mix of a 32-bit word: every input bit moves about half of the output's. */
+export function fmix32(word: number): number {
+  let h = word;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}

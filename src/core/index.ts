@@ -10,7 +10,7 @@ export {
   utf8Length,
 } from "./codec.ts";
 export { Fifo } from "./fifo.ts";
-export { hashBytes, RunningHash } from "./hash.ts";
+export { fmix32, fnv1a, hashBytes, RunningHash } from "./hash.ts";
 export { DurationHistogram } from "./histogram.ts";
 export {
   type Address,

@@ -5,7 +5,7 @@
  * lookup. Members learned later from the cell itself (redirects, forwarding pointers) take
  * precedence over the computed ones.
  */
-import { assert, type CellKey, type ServerId } from "../core/index.ts";
+import { assert, type CellKey, fmix32, fnv1a, type ServerId } from "../core/index.ts";
 
 export interface ServerPlace {
   readonly id: ServerId;
@@ -21,16 +21,7 @@ export interface ServerPlace {
  * servers, two servers held 4,600 cells against 7,300-7,900 for the others).
  */
 export function rendezvousScore(cellKey: CellKey, serverId: ServerId): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < cellKey.length; i++) h = Math.imul(h ^ cellKey.charCodeAt(i), 0x01000193);
-  h = Math.imul(h ^ 0xffff, 0x01000193);
-  for (let i = 0; i < serverId.length; i++) h = Math.imul(h ^ serverId.charCodeAt(i), 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(fnv1a(serverId, fnv1a("\uffff", fnv1a(cellKey))));
 }
 
 function distinct(values: readonly string[]): number {

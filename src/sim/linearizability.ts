@@ -17,7 +17,7 @@
  *
  * Pure: no clock, no randomness, no I/O.
  */
-import { assert } from "../core/index.ts";
+import { assert, fmix32, fnv1a } from "../core/index.ts";
 
 export interface HistoryOperation<I, O> {
   /** Unique within the history. */
@@ -341,22 +341,9 @@ export class OperationBitset {
   }
 }
 
-/** murmur3's fmix32 of the index: a well-spread word per member. */
+/** A well-spread word per member. */
 function memberHash(index: number): number {
-  let h = Math.imul(index + 1, 0x9e3779b9);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** FNV-1a over the UTF-16 code units of a string. */
-function stringHash(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return h >>> 0;
+  return fmix32(Math.imul(index + 1, 0x9e3779b9));
 }
 
 /** Configurations (linearized set, state key) already explored: Lowe's memoization. */
@@ -366,7 +353,7 @@ class LinearizationCache {
 
   /** Adds the configuration; false when it was already present. */
   add(linearized: OperationBitset, stateKey: string): boolean {
-    const hash = (linearized.hash() ^ Math.imul(stringHash(stateKey), 0x27d4eb2d)) >>> 0;
+    const hash = (linearized.hash() ^ Math.imul(fnv1a(stateKey), 0x27d4eb2d)) >>> 0;
     let bucket = this.buckets.get(hash);
     if (bucket === undefined) {
       bucket = [];
