@@ -1,0 +1,300 @@
+/**
+ * A colony of real server processes for fault tests and soaks (test/colony-faults.test.ts,
+ * scripts/soak-colony.ts): servers started from the sources, killed with SIGKILL, paused with
+ * SIGSTOP and resumed with SIGCONT, always by the pid this module started; concurrent clients
+ * writing and reading a few cells; and the check of their history by the simulator's own
+ * linearizability checker and cell model.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Transaction, TxnResult } from "../../src/cell/index.ts";
+import {
+  ensureKeyFile,
+  loadColonyKey,
+  type ServerConfig,
+  type Topology,
+  writeConnectionFile,
+} from "../../src/cli/colony.ts";
+import { OutcomeUnknownError, type PhysaliaClient } from "../../src/index.ts";
+import { cellModel } from "../../src/sim/cell-model.ts";
+import { checkLinearizable, type HistoryOperation } from "../../src/sim/linearizability.ts";
+import { serverProcessArgs } from "./colony.ts";
+
+const root = join(import.meta.dirname, "..", "..");
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The items the workload touches in every cell. */
+const items = ["x", "y", "z"] as const;
+const readAll: Transaction = { conditions: [], reads: ["x", "y", "z", "n"], writes: [] };
+
+export class ProcessColony {
+  private readonly processes = new Map<string, ChildProcess>();
+  private readonly paused = new Set<string>();
+  private readonly configFiles = new Map<string, string>();
+
+  constructor(
+    readonly dir: string,
+    readonly topology: Topology,
+  ) {
+    const keyFile = join(dir, "colony.key");
+    ensureKeyFile(keyFile);
+    for (const s of topology.servers) {
+      const config: ServerConfig = { server: s.id, data: join(dir, s.id), keyFile, topology };
+      const file = join(dir, `${s.id}.json`);
+      writeFileSync(file, JSON.stringify(config));
+      this.configFiles.set(s.id, file);
+    }
+    writeConnectionFile(this.colonyFile, {
+      colony: topology.colony,
+      cellSize: topology.cellSize,
+      keyFile: "colony.key",
+      servers: topology.servers,
+    });
+  }
+
+  get colonyFile(): string {
+    return join(this.dir, "colony.json");
+  }
+
+  get key(): Buffer {
+    return loadColonyKey(join(this.dir, "colony.key"), {});
+  }
+
+  get ids(): string[] {
+    return this.topology.servers.map((s) => s.id);
+  }
+
+  isRunning(id: string): boolean {
+    return this.processes.has(id);
+  }
+
+  isPaused(id: string): boolean {
+    return this.paused.has(id);
+  }
+
+  start(id: string): void {
+    if (this.processes.has(id)) throw new Error(`server ${id} is already running`);
+    const child = spawn(process.execPath, serverProcessArgs(this.configFiles.get(id) as string), {
+      cwd: root,
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, PHYSALIA_COLONY_KEY: "" },
+    });
+    child.stderr?.resume();
+    this.processes.set(id, child);
+  }
+
+  /** kill -9, by pid; resolves when the process is gone. */
+  async kill(id: string): Promise<void> {
+    const child = this.processes.get(id);
+    if (child === undefined) return;
+    this.processes.delete(id);
+    this.paused.delete(id);
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    process.kill(child.pid as number, "SIGKILL");
+    await exited;
+  }
+
+  /** SIGSTOP: the process keeps its sockets open and says nothing, as one frozen or cut off. */
+  pause(id: string): void {
+    const child = this.processes.get(id);
+    if (child === undefined || this.paused.has(id)) return;
+    process.kill(child.pid as number, "SIGSTOP");
+    this.paused.add(id);
+  }
+
+  resume(id: string): void {
+    const child = this.processes.get(id);
+    if (child === undefined || !this.paused.has(id)) return;
+    process.kill(child.pid as number, "SIGCONT");
+    this.paused.delete(id);
+  }
+
+  /** Waits until the server answers /healthz; returns how long that took. */
+  async healthy(id: string, timeoutMs = 20_000): Promise<number> {
+    const s = this.topology.servers.find((server) => server.id === id);
+    const started = performance.now();
+    while (performance.now() - started < timeoutMs) {
+      try {
+        const response = await fetch(`http://${s?.host}:${s?.adminPort}/healthz`, {
+          signal: AbortSignal.timeout(500),
+        });
+        if (response.ok) return performance.now() - started;
+      } catch {
+        // not up yet
+      }
+      await sleep(50);
+    }
+    throw new Error(`server ${id} did not become healthy in ${timeoutMs} ms`);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.processes.keys()].map((id) => this.kill(id)));
+  }
+}
+
+export interface Entry {
+  readonly id: number;
+  readonly client: number;
+  readonly cellKey: string;
+  readonly txn: Transaction;
+  readonly write: boolean;
+  readonly callMs: number;
+  returnMs: number | null;
+  output: TxnResult | undefined;
+  failed: boolean;
+}
+
+/**
+ * Closed-loop clients, one per PhysaliaClient, each writing and reading random cells of `cells`
+ * until stopped: puts of unique values, additions, reads of every item, and a conditional
+ * addition. `stop()` ends the loops once their operations in flight end, reads every cell once
+ * more (those reads must see every acknowledged write) and returns the whole history.
+ */
+export function runWorkload(
+  clients: readonly PhysaliaClient[],
+  cells: readonly string[],
+  seed: number,
+): { stop(): Promise<Entry[]> } {
+  const history: Entry[] = [];
+  let nextId = 1;
+  let running = true;
+  let valueCounter = 0;
+  const run = async (client: PhysaliaClient, index: number): Promise<void> => {
+    let state = (seed * 104729 + index * 7919 + 1) % 2147483648;
+    const random = (n: number) => {
+      state = (state * 1103515245 + 12345) % 2147483648;
+      return state % n;
+    };
+    while (running) {
+      const cellKey = cells[random(cells.length)] as string;
+      const kind = random(10);
+      let txn: Transaction;
+      if (kind < 4) {
+        valueCounter += 1;
+        const value = new TextEncoder().encode(`v${valueCounter}`);
+        txn = { conditions: [], reads: [], writes: [{ item: items[random(3)] as string, op: "put", value }] };
+      } else if (kind < 6) {
+        txn = { conditions: [], reads: [], writes: [{ item: "n", op: "add", delta: 1n }] };
+      } else if (kind < 9) {
+        txn = readAll;
+      } else {
+        txn = {
+          conditions: [{ item: "x", op: "exists" }],
+          reads: ["x"],
+          writes: [{ item: "y", op: "add", delta: 1n }],
+        };
+      }
+      const entry: Entry = {
+        id: nextId++,
+        client: index,
+        cellKey,
+        txn,
+        write: txn.writes.length > 0,
+        callMs: performance.now(),
+        returnMs: null,
+        output: undefined,
+        failed: false,
+      };
+      history.push(entry);
+      try {
+        entry.output = await client.cell(cellKey).transact(txn);
+        entry.returnMs = performance.now();
+      } catch (error) {
+        entry.failed = true;
+        if (!(error instanceof Error)) throw error;
+        if (error instanceof OutcomeUnknownError) continue;
+        await sleep(20);
+      }
+    }
+  };
+  const workers = clients.map((client, i) => run(client, i));
+  return {
+    async stop(): Promise<Entry[]> {
+      running = false;
+      await Promise.all(workers);
+      // Final reads of every cell, after every write has ended.
+      const reader = clients[0] as PhysaliaClient;
+      for (const cellKey of cells) {
+        let output: TxnResult | undefined;
+        const callMs = performance.now();
+        for (let attempt = 0; attempt < 40 && output === undefined; attempt++) {
+          try {
+            output = await reader.cell(cellKey).transact(readAll);
+          } catch {
+            await sleep(250);
+          }
+        }
+        if (output === undefined) throw new Error(`the final read of ${cellKey} failed 40 times`);
+        history.push({
+          id: nextId++,
+          client: clients.length,
+          cellKey,
+          txn: readAll,
+          write: false,
+          callMs,
+          returnMs: performance.now(),
+          output,
+          failed: false,
+        });
+      }
+      return history;
+    },
+  };
+}
+
+/**
+ * A cell's history as the checker takes it. A write that failed may still have applied: it is
+ * open-ended. A failed read is dropped.
+ */
+export function operationsOf(
+  cellKey: string,
+  history: readonly Entry[],
+): HistoryOperation<{ txn: Transaction }, TxnResult>[] {
+  const operations: HistoryOperation<{ txn: Transaction }, TxnResult>[] = [];
+  for (const e of history) {
+    if (e.cellKey !== cellKey) continue;
+    const base = { id: e.id, client: e.client, input: { txn: e.txn }, callMs: e.callMs };
+    if (e.returnMs !== null && e.output !== undefined)
+      operations.push({ ...base, returnMs: e.returnMs, output: e.output });
+    else if (e.write) operations.push({ ...base, returnMs: null, output: undefined });
+  }
+  return operations;
+}
+
+export interface HistoryVerdict {
+  readonly operations: number;
+  readonly acknowledgedWrites: number;
+  readonly reads: number;
+  readonly failed: number;
+  /** Per cell: "ok", "unknown: ..." (the search ran out of steps) or the violation explained. */
+  readonly cells: ReadonlyMap<string, string>;
+}
+
+/** Checks every cell's history: linearizable, with the final reads seeing every acknowledged write. */
+export function checkHistory(
+  history: readonly Entry[],
+  cells: readonly string[],
+  maxSteps = 5_000_000,
+): HistoryVerdict {
+  const verdicts = new Map<string, string>();
+  for (const cellKey of cells) {
+    const result = checkLinearizable(operationsOf(cellKey, history), cellModel(), { maxSteps });
+    verdicts.set(
+      cellKey,
+      result.status === "ok"
+        ? "ok"
+        : result.status === "unknown"
+          ? `unknown: ${result.reason}`
+          : result.explanation,
+    );
+  }
+  return {
+    operations: history.length,
+    acknowledgedWrites: history.filter((e) => e.write && e.returnMs !== null).length,
+    reads: history.filter((e) => !e.write && e.returnMs !== null).length,
+    failed: history.filter((e) => e.failed).length,
+    cells: verdicts,
+  };
+}
