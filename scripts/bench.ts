@@ -1,7 +1,7 @@
 /**
  * Benchmarks of real Physalia server processes on this machine (docs/BENCHMARKS.md).
  *
- *   npm run bench -- <throughput|latency|idle|restart|failover|etcd|floor|inprocess> [--json] [options]
+ *   npm run bench -- <throughput|latency|idle|restart|failover|etcd|floor|inprocess|servers> [--json] [options]
  *
  * Each prints the machine's floors first (median fsync of a small write on the disk of the data
  * directories; loopback TCP round trip), then its results and targets; with --json, one JSON
@@ -18,6 +18,9 @@
  *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)
  * inprocess   --cells 1000 --clients 256 --connections 4 --warmup 20 --seconds 10 --runs 3 (the
  *             write path's CPU per write with 7 servers and the writers in one process; no target)
+ * servers     --cells 100,1000,10000 --writers-per-cell 0.256 --wire --warmup 5 --seconds 8 (the
+ *             servers' CPU per commit in one process without sockets or disks, by number of
+ *             cells at the same load per cell; no target)
  */
 import { tmpdir } from "node:os";
 import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
@@ -27,6 +30,7 @@ import { floorBenchmark } from "./bench/floor.ts";
 import { idleBenchmark } from "./bench/idle.ts";
 import { inprocessBenchmark } from "./bench/inprocess.ts";
 import { restartBenchmark } from "./bench/restart.ts";
+import { serversBenchmark } from "./bench/servers.ts";
 import { latencyBenchmark, throughputBenchmark } from "./bench/workloads.ts";
 
 const benchmarks = {
@@ -38,6 +42,7 @@ const benchmarks = {
   etcd: etcdBenchmark,
   floor: floorBenchmark,
   inprocess: inprocessBenchmark,
+  servers: serversBenchmark,
 } as const;
 type BenchmarkName = keyof typeof benchmarks;
 
@@ -66,7 +71,7 @@ async function main(): Promise<number> {
     console.error(`unknown benchmark ${JSON.stringify(name)}; ${usage}`);
     return 2;
   }
-  const options = new Options(rest, ["json"]);
+  const options = new Options(rest, ["json", "wire"]);
   const json = options.flag("json");
   const floors = await measureFloors(tmpdir());
   if (!json)

@@ -24,7 +24,12 @@ import { Prng } from "../src/core/index.ts";
 import { placeCell } from "../src/discovery/index.ts";
 import { PhysaliaClient } from "../src/index.ts";
 import { createCells, localTopology } from "../test/support/colony.ts";
-import { checkHistory, ProcessColony, runWorkload } from "../test/support/fault-colony.ts";
+import {
+  checkHistory,
+  KilledWhileStarting,
+  ProcessColony,
+  runWorkload,
+} from "../test/support/fault-colony.ts";
 
 function option(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -73,13 +78,26 @@ async function soak(seed: number): Promise<string[]> {
       clients.push(await PhysaliaClient.connect({ colony: colony.colonyFile, requestTimeoutMs: 300 }));
     const workload = runWorkload(clients, cells, seed);
 
-    // Faults end (every server restarted or resumed) before the clients stop.
+    // Faults end (every server restarted or resumed) before the clients stop. A recovery that
+    // fails (a server that exits by itself or does not come up) fails the seed.
     const recoveries: Promise<void>[] = [];
-    const later = (ms: number, action: () => Promise<void> | void) => recoveries.push(sleep(ms).then(action));
+    const later = (ms: number, action: () => Promise<void> | void) =>
+      recoveries.push(
+        sleep(ms)
+          .then(action)
+          .catch((error: Error) => {
+            problems.push(error.message);
+          }),
+      );
     const restart = async (id: string) => {
       if (colony.isRunning(id)) return;
       colony.start(id);
-      await colony.healthy(id);
+      try {
+        await colony.healthy(id);
+      } catch (error) {
+        // Killed again while it started: that kill's own recovery starts it again.
+        if (!(error instanceof KilledWhileStarting)) throw error;
+      }
     };
     const leaderOf = async (cellKey: string): Promise<string | null> => {
       try {
@@ -137,6 +155,7 @@ async function soak(seed: number): Promise<string[]> {
     }
     await sleep(2000);
     const history = await workload.stop();
+    problems.push(...colony.unexpectedExits);
     const verdict = checkHistory(history, cells);
     for (const [cellKey, result] of verdict.cells)
       if (result !== "ok") problems.push(`cell ${cellKey}: ${result}`);

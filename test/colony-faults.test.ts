@@ -86,6 +86,7 @@ describe("a colony of server processes under kill -9 and SIGSTOP", () => {
       `history: ${verdict.operations} operations, ${verdict.acknowledgedWrites} acknowledged writes, ${verdict.reads} reads, ${verdict.failed} failed; restart with ${bulkCells.length} cells: ${Math.round(restartMs)} ms`,
     );
     expect(verdict.acknowledgedWrites).toBeGreaterThan(100);
+    expect(c.unexpectedExits, "servers that exited without being killed").toEqual([]);
     for (const cellKey of workloadCells) expect(verdict.cells.get(cellKey), `cell ${cellKey}`).toBe("ok");
     // The same check bites: a read of a value nobody wrote is caught. It is put before the cell's
     // whole history (called and answered before any other operation was called), so every

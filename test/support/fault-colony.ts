@@ -6,7 +6,7 @@
  * linearizability checker and cell model.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Transaction, TxnResult } from "../../src/cell/index.ts";
 import {
@@ -28,10 +28,20 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const items = ["x", "y", "z"] as const;
 const readAll: Transaction = { conditions: [], reads: ["x", "y", "z", "n"], writes: [] };
 
+/** The colony killed a server while it waited for it to start. */
+export class KilledWhileStarting extends Error {
+  override name = "KilledWhileStarting";
+  constructor(readonly id: string) {
+    super(`server ${id} was killed while it started`);
+  }
+}
+
 export class ProcessColony {
   private readonly processes = new Map<string, ChildProcess>();
   private readonly paused = new Set<string>();
   private readonly configFiles = new Map<string, string>();
+  /** Servers that exited without being killed: a crash, which no fault should cause. */
+  readonly unexpectedExits: string[] = [];
 
   constructor(
     readonly dir: string,
@@ -73,15 +83,31 @@ export class ProcessColony {
     return this.paused.has(id);
   }
 
+  /** Where the server's output (its JSON log) goes: appended across its restarts. */
+  logFile(id: string): string {
+    return join(this.dir, `${id}.log`);
+  }
+
   start(id: string): void {
     if (this.processes.has(id)) throw new Error(`server ${id} is already running`);
-    const child = spawn(process.execPath, serverProcessArgs(this.configFiles.get(id) as string), {
-      cwd: root,
-      stdio: ["ignore", "ignore", "pipe"],
-      env: { ...process.env, PHYSALIA_COLONY_KEY: "" },
-    });
-    child.stderr?.resume();
-    this.processes.set(id, child);
+    const log = openSync(this.logFile(id), "a");
+    try {
+      const child = spawn(process.execPath, serverProcessArgs(this.configFiles.get(id) as string), {
+        cwd: root,
+        stdio: ["ignore", log, log],
+        env: { ...process.env, PHYSALIA_COLONY_KEY: "" },
+      });
+      this.processes.set(id, child);
+      child.once("exit", (code, signal) => {
+        // kill() forgets the process before it signals it: one still known exited by itself.
+        if (this.processes.get(id) === child)
+          this.unexpectedExits.push(
+            `server ${id} exited by itself (${code ?? signal}); its log: ${this.logFile(id)}`,
+          );
+      });
+    } finally {
+      closeSync(log);
+    }
   }
 
   /** kill -9, by pid; resolves when the process is gone. */
@@ -111,11 +137,20 @@ export class ProcessColony {
     this.paused.delete(id);
   }
 
-  /** Waits until the server answers /healthz; returns how long that took. */
+  /**
+   * Waits until the server answers /healthz; returns how long that took. Fails at once if the
+   * process exits first (naming its exit and its log), or if this colony kills it meanwhile.
+   */
   async healthy(id: string, timeoutMs = 20_000): Promise<number> {
     const s = this.topology.servers.find((server) => server.id === id);
+    const child = this.processes.get(id);
     const started = performance.now();
     while (performance.now() - started < timeoutMs) {
+      if (this.processes.get(id) !== child || child === undefined) throw new KilledWhileStarting(id);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(
+          `server ${id} exited (${child.exitCode ?? child.signalCode}) before it answered; its log: ${this.logFile(id)}`,
+        );
       try {
         const response = await fetch(`http://${s?.host}:${s?.adminPort}/healthz`, {
           signal: AbortSignal.timeout(500),
@@ -126,7 +161,7 @@ export class ProcessColony {
       }
       await sleep(50);
     }
-    throw new Error(`server ${id} did not become healthy in ${timeoutMs} ms`);
+    throw new Error(`server ${id} did not become healthy in ${timeoutMs} ms; its log: ${this.logFile(id)}`);
   }
 
   async stopAll(): Promise<void> {
