@@ -59,6 +59,9 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
+// Whatever ends this process (an error nothing caught included) stops the servers it started.
+process.on("exit", () => current?.colony.killAllNow());
+
 /** One seed's run; returns the problems found (none: it passed). */
 async function soak(seed: number): Promise<string[]> {
   const random = new Prng(seed);

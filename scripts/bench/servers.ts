@@ -36,6 +36,7 @@ export async function serversBenchmark(children: Children, options: Options): Pr
     commitsPerSecond: number;
     cpuUsPerCommit: number;
     messagesPerCommit: number;
+    cpuUsPerMessage: number;
     retries: number;
   }[] = [];
   for (const cells of cellCounts) {
@@ -65,6 +66,7 @@ export async function serversBenchmark(children: Children, options: Options): Pr
       commitsPerSecond: round((r.commits * 1000) / r.windowMs, 0),
       cpuUsPerCommit: round(r.cpuUs / r.commits, 1),
       messagesPerCommit: round(r.messages / r.commits, 2),
+      cpuUsPerMessage: round(r.cpuUs / r.messages, 2),
       retries: r.retries,
     });
   }
@@ -77,7 +79,8 @@ export async function serversBenchmark(children: Children, options: Options): Pr
         `${r.cells.toLocaleString("en-US")} cells, ${r.writers.toLocaleString("en-US")} writers: ` +
         `${r.commitsPerSecond.toLocaleString("en-US")} commits/s, ${r.cpuUsPerCommit} us of CPU per commit ` +
         `(${round(r.cpuUsPerCommit / first.cpuUsPerCommit, 2)} times ${first.cells.toLocaleString("en-US")} cells'), ` +
-        `${r.messagesPerCommit} messages per commit, ${r.retries} answers retried` +
+        `${r.messagesPerCommit} messages per commit (${r.cpuUsPerMessage} us per message, ` +
+        `${round(r.cpuUsPerMessage / first.cpuUsPerMessage, 2)} times), ${r.retries} answers retried` +
         (wire ? ", every message encoded and decoded" : ", messages handed over as objects"),
     ),
   };

@@ -164,6 +164,14 @@ export class ProcessColony {
     throw new Error(`server ${id} did not become healthy in ${timeoutMs} ms; its log: ${this.logFile(id)}`);
   }
 
+  /** SIGKILL to every server still running, at once (for an exit handler, which cannot wait). */
+  killAllNow(): void {
+    for (const [id, child] of this.processes) {
+      this.processes.delete(id);
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid as number, "SIGKILL");
+    }
+  }
+
   async stopAll(): Promise<void> {
     await Promise.all([...this.processes.keys()].map((id) => this.kill(id)));
   }
