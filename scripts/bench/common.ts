@@ -330,6 +330,37 @@ export async function waitFor(
 }
 
 /** Progress for a person watching (stderr, so that --json output stays one object). */
+/**
+ * Runs `script` (a TypeScript file run through tsx) in a child process with the server's Node.js
+ * flags, its options as one JSON argument, and returns the JSON object it prints on its last line.
+ */
+export async function runJsonScript<T>(
+  children: Children,
+  name: string,
+  script: string,
+  nodeFlags: readonly string[],
+  options: unknown,
+): Promise<T> {
+  const child = children.spawn(
+    name,
+    process.execPath,
+    [...nodeFlags, "--import", "tsx", script, JSON.stringify(options)],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  let output = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    output += chunk;
+  });
+  // "close": the process has exited and its output has been read to the end.
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  const line = output.trim().split("\n").pop() ?? "";
+  if (code !== 0 || !line.startsWith("{"))
+    throw new Error(`the ${name} exited with ${code} without its result: ${output.slice(-500)}`);
+  return JSON.parse(line) as T;
+}
+
 export function progress(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
 }

@@ -8,10 +8,16 @@
  *
  *   npm run bench -- inprocess [--cells 1000] [--clients 256] [--connections 4] [--warmup 20] [--seconds 10] [--runs 3]
  */
-import { once } from "node:events";
 import { join } from "node:path";
 import { serverNodeFlags } from "../../src/server/index.ts";
-import { type BenchmarkReport, type Children, type Options, progress, round } from "./common.ts";
+import {
+  type BenchmarkReport,
+  type Children,
+  type Options,
+  progress,
+  round,
+  runJsonScript,
+} from "./common.ts";
 import type { InprocessRunOptions, InprocessRunResult } from "./inprocess-run.ts";
 
 const runScript = join(import.meta.dirname, "inprocess-run.ts");
@@ -43,21 +49,13 @@ export async function inprocessBenchmark(children: Children, options: Options): 
       warmupSeconds,
       seconds,
     };
-    const child = children.spawn(
+    const r = await runJsonScript<InprocessRunResult>(
+      children,
       "in-process colony",
-      process.execPath,
-      [...serverNodeFlags, "--import", "tsx", runScript, JSON.stringify(runOptions)],
-      { stdio: ["ignore", "pipe", "inherit"] },
+      runScript,
+      serverNodeFlags,
+      runOptions,
     );
-    let output = "";
-    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-      output += chunk;
-    });
-    const [code] = (await once(child, "exit")) as [number | null];
-    const line = output.trim().split("\n").pop() ?? "";
-    if (code !== 0 || !line.startsWith("{"))
-      throw new Error(`the in-process colony exited with ${code} without its result: ${output.slice(-500)}`);
-    const r = JSON.parse(line) as InprocessRunResult;
     if (r.completed === 0) throw new Error("the in-process colony completed no write in its window");
     results.push({
       writesPerSecond: round((r.completed * 1000) / r.windowMs, 0),

@@ -5,19 +5,13 @@
  * /status and /metrics.
  */
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import { mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import {
-  ensureKeyFile,
-  loadColonyKey,
-  type ServerConfig,
-  type Topology,
-  writeConnectionFile,
-} from "../../src/cli/colony.ts";
+import { loadColonyKey, type ServerConfig, type Topology } from "../../src/cli/colony.ts";
 import { adminToken } from "../../src/cli/server-process.ts";
 import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
-import { localTopology, serverProcessArgs } from "../../test/support/colony.ts";
+import { localTopology, serverProcessArgs, writeColonyFiles } from "../../test/support/colony.ts";
 import { type Children, processStat, residentMemory, waitFor } from "./common.ts";
 
 const root = join(import.meta.dirname, "..", "..");
@@ -45,28 +39,10 @@ export class BenchColony {
     overrides: Readonly<Record<string, Partial<ServerConfig>>>,
   ) {
     this.topology = topology;
-    const keyFile = join(dir, "colony.key");
-    ensureKeyFile(keyFile);
-    this.colonyKey = loadColonyKey(keyFile, {});
-    for (const s of topology.servers) {
-      const config: ServerConfig = {
-        server: s.id,
-        data: join(dir, s.id),
-        keyFile,
-        topology,
-        ...overrides[s.id],
-      };
-      const file = join(dir, `${s.id}.json`);
-      writeFileSync(file, JSON.stringify(config));
-      this.configFiles.set(s.id, file);
-    }
-    this.connectionFile = join(dir, "colony.json");
-    writeConnectionFile(this.connectionFile, {
-      colony: topology.colony,
-      cellSize: topology.cellSize,
-      keyFile: "colony.key",
-      servers: topology.servers,
-    });
+    const files = writeColonyFiles(dir, topology, overrides);
+    this.colonyKey = loadColonyKey(files.keyFile, {});
+    for (const [id, file] of files.configFiles) this.configFiles.set(id, file);
+    this.connectionFile = files.connectionFile;
     mkdirSync(join(dir, "logs"), { recursive: true });
   }
 

@@ -170,7 +170,12 @@ function write(writer: number): void {
   }
   session.busy = true;
   session.seq += 1;
-  send(writer, session, {
+  send(writer, session, putRequest(cellKey, session, `k${session.seq & 3}`));
+}
+
+/** The command request of a session's next put (its id is set when it is sent). */
+function putRequest(cellKey: string, session: Session, item: string): ClientRequest {
+  return {
     kind: "request",
     id: 0,
     cellKey,
@@ -182,13 +187,10 @@ function write(writer: number): void {
         session: session.id,
         seq: session.seq,
         newSession: session.seq === 1,
-        op: {
-          type: "txn",
-          txn: { conditions: [], reads: [], writes: [{ item: `k${session.seq & 3}`, op: "put", value }] },
-        },
+        op: { type: "txn", txn: { conditions: [], reads: [], writes: [{ item, op: "put", value }] } },
       },
     },
-  });
+  };
 }
 
 receivers.set(client, (_from, message) => {
@@ -235,22 +237,7 @@ const primer = options.writers;
 for (const cellKey of cellKeys) {
   const session: Session = { id: nextSessionId++, seq: 1, busy: true };
   pools.set(cellKey, [session]);
-  send(primer, session, {
-    kind: "request",
-    id: 0,
-    cellKey,
-    body: {
-      type: "command",
-      leaderUnresponsive: false,
-      command: {
-        version: 1,
-        session: session.id,
-        seq: 1,
-        newSession: true,
-        op: { type: "txn", txn: { conditions: [], reads: [], writes: [{ item: "k0", op: "put", value }] } },
-      },
-    },
-  });
+  send(primer, session, putRequest(cellKey, session, "k0"));
 }
 const primeDeadline = performance.now() + 120_000;
 while (primed < cellKeys.length) {

@@ -12,7 +12,15 @@
  */
 import { join } from "node:path";
 import { serverNodeFlags } from "../../src/server/index.ts";
-import { type BenchmarkReport, type Children, type Options, progress, round, UsageError } from "./common.ts";
+import {
+  type BenchmarkReport,
+  type Children,
+  type Options,
+  progress,
+  round,
+  runJsonScript,
+  UsageError,
+} from "./common.ts";
 import type { ServersRunOptions, ServersRunResult } from "./servers-run.ts";
 
 const runScript = join(import.meta.dirname, "servers-run.ts");
@@ -43,22 +51,13 @@ export async function serversBenchmark(children: Children, options: Options): Pr
     const writers = Math.max(1, Math.round(cells * writersPerCell));
     progress(`${cells} cells, ${writers} writers: ${warmupSeconds} s of warm-up, ${seconds} s measured`);
     const runOptions: ServersRunOptions = { cells, writers, wire, warmupSeconds, seconds };
-    const child = children.spawn(
-      `servers with ${cells} cells`,
-      process.execPath,
-      [...serverNodeFlags, "--import", "tsx", runScript, JSON.stringify(runOptions)],
-      { stdio: ["ignore", "pipe", "inherit"] },
+    const r = await runJsonScript<ServersRunResult>(
+      children,
+      `servers' process (${cells} cells)`,
+      runScript,
+      serverNodeFlags,
+      runOptions,
     );
-    let output = "";
-    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-      output += chunk;
-    });
-    // "close": the process has exited and its output has been read to the end.
-    const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
-    const line = output.trim().split("\n").pop() ?? "";
-    if (code !== 0 || !line.startsWith("{"))
-      throw new Error(`the servers' process exited with ${code} without its result: ${output.slice(-500)}`);
-    const r = JSON.parse(line) as ServersRunResult;
     if (r.commits === 0) throw new Error(`no commit completed in the window with ${cells} cells`);
     runs.push({
       cells,

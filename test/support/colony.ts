@@ -1,6 +1,15 @@
 /** Helpers for tests that run real colonies on 127.0.0.1. */
+import { writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { adminToken, parseTopology, type Topology } from "../../src/cli/colony.ts";
+import { join } from "node:path";
+import {
+  adminToken,
+  ensureKeyFile,
+  parseTopology,
+  type ServerConfig,
+  type Topology,
+  writeConnectionFile,
+} from "../../src/cli/colony.ts";
 import type { NodeId } from "../../src/core/index.ts";
 import { placeCell } from "../../src/discovery/index.ts";
 import { serverNodeFlags } from "../../src/server/index.ts";
@@ -91,4 +100,39 @@ export function serverProcessArgs(configFile: string, extraNodeFlags: readonly s
     "--config",
     configFile,
   ];
+}
+
+/**
+ * Writes what a colony's processes and clients read, into `dir`: a colony key (`colony.key`), one
+ * server config per server (`<id>.json`, data in `<id>/`, with any overrides) and the connection
+ * file (`colony.json`).
+ */
+export function writeColonyFiles(
+  dir: string,
+  topology: Topology,
+  overrides: Readonly<Record<string, Partial<ServerConfig>>> = {},
+): { keyFile: string; configFiles: Map<string, string>; connectionFile: string } {
+  const keyFile = join(dir, "colony.key");
+  ensureKeyFile(keyFile);
+  const configFiles = new Map<string, string>();
+  for (const s of topology.servers) {
+    const config: ServerConfig = {
+      server: s.id,
+      data: join(dir, s.id),
+      keyFile,
+      topology,
+      ...overrides[s.id],
+    };
+    const file = join(dir, `${s.id}.json`);
+    writeFileSync(file, JSON.stringify(config));
+    configFiles.set(s.id, file);
+  }
+  const connectionFile = join(dir, "colony.json");
+  writeConnectionFile(connectionFile, {
+    colony: topology.colony,
+    cellSize: topology.cellSize,
+    keyFile: "colony.key",
+    servers: topology.servers,
+  });
+  return { keyFile, configFiles, connectionFile };
 }

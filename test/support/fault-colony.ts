@@ -6,20 +6,14 @@
  * linearizability checker and cell model.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Transaction, TxnResult } from "../../src/cell/index.ts";
-import {
-  ensureKeyFile,
-  loadColonyKey,
-  type ServerConfig,
-  type Topology,
-  writeConnectionFile,
-} from "../../src/cli/colony.ts";
+import { loadColonyKey, type Topology } from "../../src/cli/colony.ts";
 import { OutcomeUnknownError, type PhysaliaClient } from "../../src/index.ts";
 import { cellModel } from "../../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../../src/sim/linearizability.ts";
-import { serverProcessArgs } from "./colony.ts";
+import { serverProcessArgs, writeColonyFiles } from "./colony.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -47,20 +41,8 @@ export class ProcessColony {
     readonly dir: string,
     readonly topology: Topology,
   ) {
-    const keyFile = join(dir, "colony.key");
-    ensureKeyFile(keyFile);
-    for (const s of topology.servers) {
-      const config: ServerConfig = { server: s.id, data: join(dir, s.id), keyFile, topology };
-      const file = join(dir, `${s.id}.json`);
-      writeFileSync(file, JSON.stringify(config));
-      this.configFiles.set(s.id, file);
-    }
-    writeConnectionFile(this.colonyFile, {
-      colony: topology.colony,
-      cellSize: topology.cellSize,
-      keyFile: "colony.key",
-      servers: topology.servers,
-    });
+    const files = writeColonyFiles(dir, topology);
+    for (const [id, file] of files.configFiles) this.configFiles.set(id, file);
   }
 
   get colonyFile(): string {
