@@ -27,6 +27,7 @@ import { createCells, localTopology } from "../test/support/colony.ts";
 import {
   checkHistory,
   KilledWhileStarting,
+  leaderServerOf,
   ProcessColony,
   runWorkload,
 } from "../test/support/fault-colony.ts";
@@ -102,14 +103,7 @@ async function soak(seed: number): Promise<string[]> {
         if (!(error instanceof KilledWhileStarting)) throw error;
       }
     };
-    const leaderOf = async (cellKey: string): Promise<string | null> => {
-      try {
-        const status = await (clients[0] as PhysaliaClient).cell(cellKey).describe();
-        return status.leader?.serverId ?? null;
-      } catch {
-        return null;
-      }
-    };
+    const leaderOf = (cellKey: string) => leaderServerOf(clients[0] as PhysaliaClient, cellKey, 1000);
     const deadline = performance.now() + seconds * 1000;
     while (performance.now() < deadline) {
       await sleep(300 + random.below(1500));

@@ -16,7 +16,13 @@ import { PhysaliaClient } from "../src/index.ts";
 import { cellModel } from "../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../src/sim/linearizability.ts";
 import { createCells, localTopology } from "./support/colony.ts";
-import { checkHistory, operationsOf, ProcessColony, runWorkload } from "./support/fault-colony.ts";
+import {
+  checkHistory,
+  leaderServerOf,
+  operationsOf,
+  ProcessColony,
+  runWorkload,
+} from "./support/fault-colony.ts";
 
 const workloadCells = Array.from({ length: 8 }, (_, i) => `vol-${i}`);
 const bulkCells = Array.from({ length: 3000 }, (_, i) => `bulk-${i}`);
@@ -66,8 +72,8 @@ describe("a colony of server processes under kill -9 and SIGSTOP", () => {
     await Promise.all(majority.map((id) => c.healthy(id)));
     // A cell's leader frozen (SIGSTOP) while the others elect a new one, then woken: it resumes
     // believing it leads, with requests and accepts of its old ballot in flight.
-    const frozen = (await (clients[0] as PhysaliaClient).cell("vol-1").describe()).leader?.serverId;
-    expect(frozen, "vol-1 has a leader").toBeDefined();
+    const frozen = await leaderServerOf(clients[0] as PhysaliaClient, "vol-1", 10_000);
+    expect(frozen, "a node of vol-1 names its leader").not.toBeNull();
     c.pause(frozen as string);
     await sleep(2500);
     c.resume(frozen as string);

@@ -159,6 +159,28 @@ export class ProcessColony {
   }
 }
 
+/**
+ * The server of the cell's leader as a node of the cell tells it (`describe`), asked again every
+ * 100 ms until one names a leader; null if none did within `timeoutMs`.
+ */
+export async function leaderServerOf(
+  client: PhysaliaClient,
+  cellKey: string,
+  timeoutMs: number,
+): Promise<string | null> {
+  const deadline = performance.now() + timeoutMs;
+  do {
+    try {
+      const leader = (await client.cell(cellKey).describe()).leader;
+      if (leader !== null) return leader.serverId;
+    } catch {
+      // no node answered in time: ask again
+    }
+    await sleep(100);
+  } while (performance.now() < deadline);
+  return null;
+}
+
 export interface Entry {
   readonly id: number;
   readonly client: number;
