@@ -126,9 +126,10 @@ export class ProcessColony {
   async healthy(id: string, timeoutMs = 20_000): Promise<number> {
     const s = this.topology.servers.find((server) => server.id === id);
     const child = this.processes.get(id);
+    if (child === undefined) throw new Error(`server ${id} is not running`);
     const started = performance.now();
     while (performance.now() - started < timeoutMs) {
-      if (this.processes.get(id) !== child || child === undefined) throw new KilledWhileStarting(id);
+      if (this.processes.get(id) !== child) throw new KilledWhileStarting(id);
       if (child.exitCode !== null || child.signalCode !== null)
         throw new Error(
           `server ${id} exited (${child.exitCode ?? child.signalCode}) before it answered; its log: ${this.logFile(id)}`,
