@@ -111,12 +111,7 @@ async function soak(seed: number): Promise<string[]> {
       if (running.length === 0) continue;
       const pick = random.below(100);
       const downMs = 200 + random.below(2800);
-      if (pick < 30) {
-        const victim = running[random.below(running.length)] as string;
-        counts.kills += 1;
-        await colony.kill(victim);
-        later(downMs, () => restart(victim));
-      } else if (pick < 45) {
+      if (pick >= 30 && pick < 45) {
         const cellKey = cells[random.below(cells.length)] as string;
         const members = placeCell(cellKey, topology.servers, topology.cellSize);
         const start = random.below(members.length);
@@ -126,23 +121,22 @@ async function soak(seed: number): Promise<string[]> {
         later(downMs, async () => {
           await Promise.all(majority.map((id) => restart(id)));
         });
-      } else if (pick < 60) {
-        const leader = await leaderOf(cells[random.below(cells.length)] as string);
-        if (leader === null || !colony.isRunning(leader) || colony.isPaused(leader)) continue;
-        counts.leaderKills += 1;
-        await colony.kill(leader);
-        later(downMs, () => restart(leader));
-      } else if (pick < 80) {
-        const victim = running[random.below(running.length)] as string;
-        counts.pauses += 1;
+        continue;
+      }
+      // One server killed or frozen: a random one, or the leader of a random cell.
+      const kill = pick < 60;
+      const ofLeader = (pick >= 45 && pick < 60) || pick >= 80;
+      const victim = ofLeader
+        ? await leaderOf(cells[random.below(cells.length)] as string)
+        : (running[random.below(running.length)] as string);
+      if (victim === null || !colony.isRunning(victim) || colony.isPaused(victim)) continue;
+      counts[kill ? (ofLeader ? "leaderKills" : "kills") : ofLeader ? "leaderPauses" : "pauses"] += 1;
+      if (kill) {
+        await colony.kill(victim);
+        later(downMs, () => restart(victim));
+      } else {
         colony.pause(victim);
         later(downMs, () => colony.resume(victim));
-      } else {
-        const leader = await leaderOf(cells[random.below(cells.length)] as string);
-        if (leader === null || !colony.isRunning(leader) || colony.isPaused(leader)) continue;
-        counts.leaderPauses += 1;
-        colony.pause(leader);
-        later(downMs, () => colony.resume(leader));
       }
     }
     await Promise.all(recoveries);

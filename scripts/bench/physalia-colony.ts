@@ -30,7 +30,7 @@ export class BenchColony {
   readonly connectionFile: string;
   readonly colonyKey: Buffer;
   private readonly processes = new Map<string, ChildProcess>();
-  private readonly configFiles = new Map<string, string>();
+  private readonly configFiles: ReadonlyMap<string, string>;
 
   private constructor(
     private readonly children: Children,
@@ -41,7 +41,7 @@ export class BenchColony {
     this.topology = topology;
     const files = writeColonyFiles(dir, topology, overrides);
     this.colonyKey = loadColonyKey(files.keyFile, {});
-    for (const [id, file] of files.configFiles) this.configFiles.set(id, file);
+    this.configFiles = files.configFiles;
     this.connectionFile = files.connectionFile;
     mkdirSync(join(dir, "logs"), { recursive: true });
   }

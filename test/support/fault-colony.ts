@@ -33,7 +33,10 @@ export class KilledWhileStarting extends Error {
 export class ProcessColony {
   private readonly processes = new Map<string, ChildProcess>();
   private readonly paused = new Set<string>();
-  private readonly configFiles = new Map<string, string>();
+  private readonly configFiles: ReadonlyMap<string, string>;
+  /** The connection file clients read. */
+  readonly colonyFile: string;
+  readonly key: Buffer;
   /** Servers that exited without being killed: a crash, which no fault should cause. */
   readonly unexpectedExits: string[] = [];
 
@@ -42,15 +45,9 @@ export class ProcessColony {
     readonly topology: Topology,
   ) {
     const files = writeColonyFiles(dir, topology);
-    for (const [id, file] of files.configFiles) this.configFiles.set(id, file);
-  }
-
-  get colonyFile(): string {
-    return join(this.dir, "colony.json");
-  }
-
-  get key(): Buffer {
-    return loadColonyKey(join(this.dir, "colony.key"), {});
+    this.configFiles = files.configFiles;
+    this.colonyFile = files.connectionFile;
+    this.key = loadColonyKey(files.keyFile, {});
   }
 
   get ids(): string[] {
