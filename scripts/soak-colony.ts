@@ -151,9 +151,12 @@ async function soak(seed: number): Promise<string[]> {
     for (const [cellKey, result] of verdict.cells)
       if (result !== "ok") problems.push(`cell ${cellKey}: ${result}`);
     if (verdict.acknowledgedWrites === 0) problems.push("no write was acknowledged");
+    const fewest = Math.min(...verdict.acknowledgedWritesByCell.values());
+    for (const [cellKey, writes] of verdict.acknowledgedWritesByCell)
+      if (writes === 0) problems.push(`cell ${cellKey}: no write was acknowledged`);
     console.log(
       `seed ${seed}: ${problems.length === 0 ? "ok" : "FAILED"}; ${verdict.operations} operations, ` +
-        `${verdict.acknowledgedWrites} acknowledged writes, ${verdict.reads} reads, ${verdict.failed} failed; ` +
+        `${verdict.acknowledgedWrites} acknowledged writes (${fewest} in the cell with fewest), ${verdict.reads} reads, ${verdict.failed} failed; ` +
         `faults: ${counts.kills} kills, ${counts.majorityKills} majority kills, ${counts.leaderKills} leader kills, ` +
         `${counts.pauses} pauses, ${counts.leaderPauses} leader pauses`,
     );

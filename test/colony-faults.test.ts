@@ -103,9 +103,15 @@ describe("a colony of server processes under kill -9 and SIGSTOP", () => {
 
     const verdict = checkHistory(history, workloadCells);
     console.log(
-      `history: ${verdict.operations} operations, ${verdict.acknowledgedWrites} acknowledged writes, ${verdict.reads} reads, ${verdict.failed} failed; restart with ${bulkCells.length} cells: ${Math.round(restartMs)} ms to /healthz, ${startMs} ms of its own start`,
+      `history: ${verdict.operations} operations, ${verdict.acknowledgedWrites} acknowledged writes (${Math.min(...verdict.acknowledgedWritesByCell.values())} in the cell with fewest), ${verdict.reads} reads, ${verdict.failed} failed; restart with ${bulkCells.length} cells: ${Math.round(restartMs)} ms to /healthz, ${startMs} ms of its own start`,
     );
     expect(verdict.acknowledgedWrites).toBeGreaterThan(100);
+    // The load reached every cell, the frozen leader's included (not one hot cell and idle others).
+    for (const cellKey of workloadCells)
+      expect(
+        verdict.acknowledgedWritesByCell.get(cellKey),
+        `acknowledged writes of ${cellKey}`,
+      ).toBeGreaterThan(20);
     expect(c.unexpectedExits, "servers that exited without being killed").toEqual([]);
     for (const cellKey of workloadCells) expect(verdict.cells.get(cellKey), `cell ${cellKey}`).toBe("ok");
     // The same check bites: a read of a value nobody wrote is caught. It is put before the cell's

@@ -10,6 +10,7 @@ import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Transaction, TxnResult } from "../../src/cell/index.ts";
 import { loadColonyKey, type Topology } from "../../src/cli/colony.ts";
+import { Prng } from "../../src/core/index.ts";
 import { OutcomeUnknownError, type PhysaliaClient } from "../../src/index.ts";
 import { cellModel } from "../../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../../src/sim/linearizability.ts";
@@ -207,11 +208,9 @@ export function runWorkload(
   let running = true;
   let valueCounter = 0;
   const run = async (client: PhysaliaClient, index: number): Promise<void> => {
-    let state = (seed * 104729 + index * 7919 + 1) % 2147483648;
-    const random = (n: number) => {
-      state = (state * 1103515245 + 12345) % 2147483648;
-      return state % n;
-    };
+    // Each client's own stream, from the seed: xoshiro128**, uniform over cells and kinds.
+    const prng = new Prng((seed * 104729 + index * 7919 + 1) >>> 0);
+    const random = (n: number) => prng.below(n);
     while (running) {
       const cellKey = cells[random(cells.length)] as string;
       const kind = random(10);
@@ -315,6 +314,8 @@ export interface HistoryVerdict {
   readonly failed: number;
   /** Per cell: "ok", "unknown: ..." (the search ran out of steps) or the violation explained. */
   readonly cells: ReadonlyMap<string, string>;
+  /** Per cell: its acknowledged writes (every cell should have had its share of the load). */
+  readonly acknowledgedWritesByCell: ReadonlyMap<string, number>;
 }
 
 /** Checks every cell's history: linearizable, with the final reads seeing every acknowledged write. */
@@ -341,5 +342,11 @@ export function checkHistory(
     reads: history.filter((e) => !e.write && e.returnMs !== null).length,
     failed: history.filter((e) => e.failed).length,
     cells: verdicts,
+    acknowledgedWritesByCell: new Map(
+      cells.map((cellKey) => [
+        cellKey,
+        history.filter((e) => e.cellKey === cellKey && e.write && e.returnMs !== null).length,
+      ]),
+    ),
   };
 }
