@@ -163,6 +163,27 @@ describe("TcpTransport", () => {
     expect(b.stats().messagesReceived).toBe(total);
   });
 
+  it("dials its peers from the address it listens on, or lets the kernel choose for a wildcard", async () => {
+    // A plain listener on a second loopback address records where each connection comes from.
+    const remotes: string[] = [];
+    const listener = createServer((socket) => {
+      remotes.push(socket.remoteAddress ?? "");
+      sockets.push(socket);
+    });
+    servers.push(listener);
+    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.12", resolve));
+    const port = (listener.address() as { port: number }).port;
+    const specific = await server({ listen: { host: "127.0.0.11", port: 0 } });
+    specific.send(`127.0.0.12:${port}`, { n: 1 });
+    specific.flush();
+    await waitFor(() => remotes.length === 1, "the dial from 127.0.0.11");
+    const wildcard = await server({ listen: { host: "0.0.0.0", port: 0, advertiseHost: host } });
+    wildcard.send(`127.0.0.12:${port}`, { n: 2 });
+    wildcard.flush();
+    await waitFor(() => remotes.length === 2, "the dial from the wildcard listener");
+    expect(remotes).toEqual(["127.0.0.11", "127.0.0.1"]);
+  });
+
   it("sends the messages of one turn to one destination in one frame", async () => {
     const a = await server();
     const b = await server();

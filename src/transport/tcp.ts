@@ -14,7 +14,7 @@
  * and, rate limited, in the warnings, never as an exception.
  */
 import { randomBytes } from "node:crypto";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, isIP, type Server, type Socket } from "node:net";
 import { type Address, assert, ByteWriter, Fifo, utf8Length } from "../core/index.ts";
 import {
   decodeFrame,
@@ -43,6 +43,11 @@ export interface MessageCodec<M> {
   encode(message: M): Uint8Array;
   decode(bytes: Uint8Array): M;
   write?(writer: ByteWriter, message: M): void;
+}
+
+/** Whether a listening host stands for every local address (0.0.0.0, ::, 0:0:0:0:0:0:0:0). */
+function isWildcardHost(host: string): boolean {
+  return host === "0.0.0.0" || (isIP(host) === 6 && /^[0:]+$/.test(host));
 }
 
 export type TransportWarn = (message: string, fields: Readonly<Record<string, string | number>>) => void;
@@ -256,6 +261,13 @@ export class TcpTransport<M> implements TransportPort<M> {
   private readonly warnSink: TransportWarn | undefined;
   private readonly random: () => number;
   private readonly listenOptions: TcpTransportOptions<M>["listen"];
+  /**
+   * The local address outgoing connections are made from: the listening host when it is one IP
+   * address (not a wildcard), so that a server reaches its peers from the address it is known
+   * by and firewall rules between servers can name both ends. Otherwise (a hostname, a wildcard,
+   * a peer of the other address family) the kernel chooses.
+   */
+  private readonly dialFrom: string | undefined;
   private selfAddress: Address | null;
   /** Bytes a frame from this endpoint adds around its messages. */
   private frameOverhead = 0;
@@ -310,6 +322,11 @@ export class TcpTransport<M> implements TransportPort<M> {
     this.warnSink = options.warn;
     this.random = options.random ?? Math.random;
     this.listenOptions = options.listen;
+    const listenHost = options.listen?.host;
+    this.dialFrom =
+      listenHost !== undefined && isIP(listenHost) !== 0 && !isWildcardHost(listenHost)
+        ? listenHost
+        : undefined;
     if (options.listen === undefined) {
       this.selfAddress = `${clientPrefix}${randomBytes(8).toString("hex")}`;
     } else {
@@ -691,7 +708,15 @@ export class TcpTransport<M> implements TransportPort<M> {
     this.counters.dials += 1;
     if (peer.everDialled) this.counters.reconnects += 1;
     peer.everDialled = true;
-    const socket = connect({ host: target.host, port: target.port, noDelay: true });
+    const socket = connect({
+      host: target.host,
+      port: target.port,
+      noDelay: true,
+      // Only towards an address of the same family (a hostname may resolve to either).
+      ...(this.dialFrom !== undefined && isIP(target.host) === isIP(this.dialFrom)
+        ? { localAddress: this.dialFrom }
+        : {}),
+    });
     const connection = new Connection(socket, "outbound", peer.address, this.address, this.bounds);
     peer.dialing = connection;
     this.dialsPending += 1;
