@@ -6,17 +6,24 @@
  *   - kill -9 of a majority of one cell's members at once, restarted after a while;
  *   - kill -9 of the server leading a cell, restarted after a while;
  *   - SIGSTOP of a random server (frozen with its sockets open, as one cut off or stalled), or of
- *     a cell's leader (which wakes up believing it still leads), resumed with SIGCONT after a while.
+ *     a cell's leader (which wakes up believing it still leads), resumed with SIGCONT after a while;
+ *   - with `--partitions`, network partitions too, lifted after a while: a random server cut off
+ *     from the others both ways, a cell's leader unheard (its packets to the others dropped) or
+ *     deaf (theirs to it dropped), and the servers split in two groups. The soak then runs in a
+ *     private network namespace of its own, servers on their own loopback addresses, the cuts
+ *     made by nftables rules there (test/support/netlab.ts; needs root, installs nftables from
+ *     Debian's archive when missing).
  * Faults overlap. At the end every server runs again, the clients stop, every cell is read once
  * more, and each cell's history is judged by the simulator's linearizability checker and cell
  * model: every acknowledged write must be seen, every read must fit one order of the writes.
  *
- *   npm run soak:colony -- [--seeds N] [--from SEED] [--seconds S] [--clients N] [--cells N]
+ *   npm run soak:colony -- [--seeds N] [--from SEED] [--seconds S] [--clients N] [--cells N] [--partitions]
  *
  * Prints one line per seed and ends with "N passed, N failed"; exits 1 if any seed failed, and
  * keeps that seed's data directory (servers' lmdb and journals) for inspection. Every process it
  * starts is stopped by pid, also on SIGINT and SIGTERM.
  */
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,6 +38,15 @@ import {
   ProcessColony,
   runWorkload,
 } from "../test/support/fault-colony.ts";
+import {
+  type Cut,
+  ensureNftables,
+  LabFirewall,
+  labEnvironmentVariable,
+  labHost,
+  partitionsUnavailable,
+  privateNetworkCommand,
+} from "../test/support/netlab.ts";
 
 function option(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -48,6 +64,21 @@ const from = option("from", 1);
 const seconds = option("seconds", 60);
 const clientsCount = option("clients", 8);
 const cellsCount = option("cells", 8);
+const partitions = process.argv.includes("--partitions");
+
+// Partitions need a network of the soak's own: run again inside a private network namespace.
+if (partitions && process.env[labEnvironmentVariable] !== "1") {
+  const unavailable = partitionsUnavailable();
+  if (unavailable !== null) {
+    console.error(`--partitions cannot run here: ${unavailable}`);
+    process.exit(2);
+  }
+  ensureNftables((line) => console.error(line));
+  const { command, args, env } = privateNetworkCommand([...process.execArgv, ...process.argv.slice(1)]);
+  const run = spawnSync(command, args, { stdio: "inherit", env });
+  process.exit(run.status ?? 1);
+}
+const firewall = partitions ? new LabFirewall() : null;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let current: { colony: ProcessColony; clients: PhysaliaClient[] } | null = null;
@@ -67,12 +98,23 @@ process.on("exit", () => current?.colony.killAllNow());
 async function soak(seed: number): Promise<string[]> {
   const random = new Prng(seed);
   const dir = mkdtempSync(join(tmpdir(), `physalia-soak-${seed}-`));
-  const topology = await localTopology(9);
+  const topology = await localTopology(9, 7, "soak", partitions ? labHost : undefined);
+  const hostOf = (id: string) => topology.servers.find((s) => s.id === id)?.host as string;
   const colony = new ProcessColony(dir, topology);
   const clients: PhysaliaClient[] = [];
   current = { colony, clients };
   const cells = Array.from({ length: cellsCount }, (_, i) => `soak-${i}`);
-  const counts = { kills: 0, majorityKills: 0, leaderKills: 0, pauses: 0, leaderPauses: 0 };
+  const counts = {
+    kills: 0,
+    majorityKills: 0,
+    leaderKills: 0,
+    pauses: 0,
+    leaderPauses: 0,
+    isolations: 0,
+    leadersUnheard: 0,
+    leadersDeaf: 0,
+    splits: 0,
+  };
   const problems: string[] = [];
   try {
     for (const id of colony.ids) colony.start(id);
@@ -109,8 +151,38 @@ async function soak(seed: number): Promise<string[]> {
       await sleep(300 + random.below(1500));
       const running = colony.ids.filter((id) => colony.isRunning(id) && !colony.isPaused(id));
       if (running.length === 0) continue;
-      const pick = random.below(100);
       const downMs = 200 + random.below(2800);
+      if (firewall !== null && random.chance(0.4)) {
+        // A partition, lifted after downMs; partitions overlap with each other and with the rest.
+        const kind = random.below(4);
+        let cuts: Cut[] = [];
+        if (kind === 3) {
+          const shuffled = random.shuffle([...colony.ids]);
+          const cut = 1 + random.below(shuffled.length - 1);
+          counts.splits += 1;
+          cuts = firewall.split(shuffled.slice(0, cut).map(hostOf), shuffled.slice(cut).map(hostOf));
+        } else {
+          const victim =
+            kind === 0
+              ? (colony.ids[random.below(colony.ids.length)] as string)
+              : await leaderOf(cells[random.below(cells.length)] as string);
+          if (victim === null) continue;
+          const others = colony.ids.filter((id) => id !== victim).map(hostOf);
+          if (kind === 0) {
+            counts.isolations += 1;
+            cuts = firewall.split([hostOf(victim)], others);
+          } else if (kind === 1) {
+            counts.leadersUnheard += 1;
+            cuts = [firewall.cut([hostOf(victim)], others)];
+          } else {
+            counts.leadersDeaf += 1;
+            cuts = [firewall.cut(others, [hostOf(victim)])];
+          }
+        }
+        later(downMs, () => firewall.restore(cuts));
+        continue;
+      }
+      const pick = random.below(100);
       if (pick >= 30 && pick < 45) {
         const cellKey = cells[random.below(cells.length)] as string;
         const members = placeCell(cellKey, topology.servers, topology.cellSize);
@@ -140,6 +212,7 @@ async function soak(seed: number): Promise<string[]> {
       }
     }
     await Promise.all(recoveries);
+    firewall?.heal();
     for (const id of colony.ids) {
       colony.resume(id);
       await restart(id);
@@ -158,12 +231,17 @@ async function soak(seed: number): Promise<string[]> {
       `seed ${seed}: ${problems.length === 0 ? "ok" : "FAILED"}; ${verdict.operations} operations, ` +
         `${verdict.acknowledgedWrites} acknowledged writes (${fewest} in the cell with fewest), ${verdict.reads} reads, ${verdict.failed} failed; ` +
         `faults: ${counts.kills} kills, ${counts.majorityKills} majority kills, ${counts.leaderKills} leader kills, ` +
-        `${counts.pauses} pauses, ${counts.leaderPauses} leader pauses`,
+        `${counts.pauses} pauses, ${counts.leaderPauses} leader pauses` +
+        (firewall === null
+          ? ""
+          : `; partitions: ${counts.isolations} isolations, ${counts.leadersUnheard} leaders unheard, ` +
+            `${counts.leadersDeaf} leaders deaf, ${counts.splits} splits`),
     );
   } catch (error) {
     problems.push(`the run failed: ${(error as Error).message}`);
     console.log(`seed ${seed}: FAILED; ${(error as Error).message}`);
   } finally {
+    firewall?.heal();
     await Promise.all(clients.map((c) => c.close()));
     await colony.stopAll();
     current = null;

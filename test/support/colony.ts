@@ -32,8 +32,16 @@ export async function freePorts(count: number): Promise<number[]> {
   return ports;
 }
 
-/** A topology of `servers` servers on free ports over three racks and three power domains. */
-export async function localTopology(servers: number, cellSize = 7, colony = "test"): Promise<Topology> {
+/**
+ * A topology of `servers` servers on free ports over three racks and three power domains, all on
+ * 127.0.0.1 unless `hostOf` gives each server its own address.
+ */
+export async function localTopology(
+  servers: number,
+  cellSize = 7,
+  colony = "test",
+  hostOf: (i: number) => string = () => "127.0.0.1",
+): Promise<Topology> {
   const ports = await freePorts(servers * 2);
   return parseTopology(
     {
@@ -41,7 +49,7 @@ export async function localTopology(servers: number, cellSize = 7, colony = "tes
       cellSize,
       servers: Array.from({ length: servers }, (_, i) => ({
         id: `s${i + 1}`,
-        host: "127.0.0.1",
+        host: hostOf(i),
         port: ports[2 * i],
         adminPort: ports[2 * i + 1],
         rack: `r${(i % 3) + 1}`,

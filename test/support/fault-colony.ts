@@ -192,6 +192,17 @@ export interface Entry {
   failed: boolean;
 }
 
+export interface Workload {
+  /** Writes acknowledged so far. */
+  acknowledgedWrites(): number;
+  /**
+   * Milliseconds from `sinceMs` (a performance.now() reading) until a write to `cellKey` called
+   * at or after it was acknowledged; null if none was within `timeoutMs` of it.
+   */
+  nextAcknowledgedWrite(cellKey: string, sinceMs: number, timeoutMs: number): Promise<number | null>;
+  stop(): Promise<Entry[]>;
+}
+
 /**
  * Closed-loop clients, one per PhysaliaClient, each writing and reading random cells of `cells`
  * until stopped: puts of unique values, additions, reads of every item, and a conditional
@@ -202,7 +213,7 @@ export function runWorkload(
   clients: readonly PhysaliaClient[],
   cells: readonly string[],
   seed: number,
-): { stop(): Promise<Entry[]> } {
+): Workload {
   const history: Entry[] = [];
   let nextId = 1;
   let running = true;
@@ -255,6 +266,18 @@ export function runWorkload(
   };
   const workers = clients.map((client, i) => run(client, i));
   return {
+    acknowledgedWrites: () => history.filter((e) => e.write && e.returnMs !== null).length,
+    async nextAcknowledgedWrite(cellKey, sinceMs, timeoutMs) {
+      for (;;) {
+        let first: number | null = null;
+        for (const e of history)
+          if (e.cellKey === cellKey && e.write && e.callMs >= sinceMs && e.returnMs !== null)
+            first = Math.min(first ?? e.returnMs, e.returnMs);
+        if (first !== null && first - sinceMs <= timeoutMs) return Math.round(first - sinceMs);
+        if (performance.now() - sinceMs > timeoutMs) return null;
+        await sleep(50);
+      }
+    },
     async stop(): Promise<Entry[]> {
       running = false;
       await Promise.all(workers);

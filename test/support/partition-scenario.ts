@@ -1,0 +1,170 @@
+/**
+ * Network partitions between real server processes (run by test/colony-partitions.test.ts inside
+ * a private network namespace, `privateNetworkCommand`): 9 servers on their own loopback
+ * addresses, 8 cells, 8 clients writing and reading all the while, and four cuts in turn, each
+ * held for `holdMs` and then lifted:
+ *
+ * 1. a cell's leader cut off from every other server, both ways (its clients still reach it);
+ * 2. a cell's leader unheard: its packets to the other servers dropped, theirs still arriving;
+ * 3. a cell's leader deaf: the other servers' packets to it dropped, its own still arriving;
+ * 4. the servers split 4 | 5, a cell's leader on the side of 4.
+ *
+ * Then every cut is lifted and it measures how long until no server suspects a peer and every
+ * cell takes a write again. Prints one JSON line (ScenarioResult) last; the test judges it.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PhysaliaClient } from "../../src/index.ts";
+import { createCells, localTopology } from "./colony.ts";
+import { checkHistory, leaderServerOf, ProcessColony, runWorkload } from "./fault-colony.ts";
+import { LabFirewall, labHost } from "./netlab.ts";
+
+export interface ScenarioOptions {
+  /** How long each cut is held. */
+  readonly holdMs: number;
+}
+
+export interface PhaseResult {
+  readonly name: string;
+  /** The server whose cell's leadership the cut was aimed at. */
+  readonly victim: string;
+  /** The suspicions in the colony near the end of the cut ("s1>s9": s1 suspects s9). */
+  readonly suspicionsDuring: string[];
+  /** Writes acknowledged while the cut held, over all cells. */
+  readonly writesDuring: number;
+}
+
+export interface ScenarioResult {
+  readonly phases: PhaseResult[];
+  /** From lifting the last cut until no server suspected a peer (null: not within 15 s). */
+  readonly unsuspectedAfterMs: number | null;
+  /** Per cell, from lifting the last cut until a write to it was acknowledged (null: not within 10 s). */
+  readonly writeAfterMs: Record<string, number | null>;
+  readonly operations: number;
+  readonly acknowledgedWrites: number;
+  readonly fewestWritesInACell: number;
+  readonly failed: number;
+  /** Per cell: "ok" or what the checker found. */
+  readonly cells: Record<string, string>;
+  readonly unexpectedExits: string[];
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The colony running now, for the exit handler. */
+let running: ProcessColony | null = null;
+const cells = Array.from({ length: 8 }, (_, i) => `vol-${i}`);
+
+/**
+ * Every suspicion in the colony now, as "s1>s9" (s1 suspects s9), from each server's /status; a
+ * server that does not answer within 5 s (a busy one, its first answer costs compiling) adds
+ * "s1?" instead.
+ */
+async function suspicions(colony: ProcessColony): Promise<string[]> {
+  const lists = await Promise.all(
+    colony.topology.servers.map(async (s) => {
+      try {
+        const response = await fetch(`http://${s.host}:${s.adminPort}/status`, {
+          signal: AbortSignal.timeout(5000),
+        });
+        const status = (await response.json()) as { suspectedPeers: string[] };
+        return status.suspectedPeers.map((peer) => `${s.id}>${peer}`);
+      } catch {
+        return [`${s.id}?`];
+      }
+    }),
+  );
+  return lists.flat();
+}
+
+export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
+  const firewall = new LabFirewall();
+  const dir = mkdtempSync(join(tmpdir(), "physalia-partitions-"));
+  const topology = await localTopology(9, 7, "lab", labHost);
+  const colony = new ProcessColony(dir, topology);
+  running = colony;
+  const clients: PhysaliaClient[] = [];
+  const hostOf = (id: string) => topology.servers.find((s) => s.id === id)?.host as string;
+  const othersOf = (id: string) => colony.ids.filter((other) => other !== id).map(hostOf);
+  try {
+    for (const id of colony.ids) colony.start(id);
+    await Promise.all(colony.ids.map((id) => colony.healthy(id)));
+    await createCells(topology, colony.key, cells);
+    for (let i = 0; i < 8; i++)
+      clients.push(await PhysaliaClient.connect({ colony: colony.colonyFile, requestTimeoutMs: 300 }));
+    const workload = runWorkload(clients, cells, 7);
+    const observer = clients[0] as PhysaliaClient;
+    const acknowledged = () => workload.acknowledgedWrites();
+    await sleep(2000);
+
+    const phases: PhaseResult[] = [];
+    let healedAt = 0;
+    const phase = async (name: string, cellKey: string, cut: (victim: string) => void) => {
+      const victim = await leaderServerOf(observer, cellKey, 10_000);
+      if (victim === null) throw new Error(`no node of ${cellKey} named a leader in 10 s`);
+      const writesBefore = acknowledged();
+      const cutAt = performance.now();
+      cut(victim);
+      // Past the failure detector's suspicion time (1.2 s), every server on either side of the
+      // cut suspects those on the other.
+      await sleep(Math.min(2000, options.holdMs / 2));
+      const suspicionsDuring = await suspicions(colony);
+      await sleep(Math.max(0, cutAt + options.holdMs - performance.now()));
+      phases.push({ name, victim, suspicionsDuring, writesDuring: acknowledged() - writesBefore });
+      firewall.heal();
+      healedAt = performance.now();
+      await sleep(1500);
+    };
+    await phase("leader cut off both ways", "vol-1", (v) => firewall.split([hostOf(v)], othersOf(v)));
+    await phase("leader unheard", "vol-2", (v) => firewall.cut([hostOf(v)], othersOf(v)));
+    await phase("leader deaf", "vol-3", (v) => firewall.cut(othersOf(v), [hostOf(v)]));
+    await phase("split 4 | 5, a leader with the 4", "vol-4", (v) => {
+      const rest = colony.ids.filter((id) => id !== v);
+      firewall.split([v, ...rest.slice(0, 3)].map(hostOf), rest.slice(3).map(hostOf));
+    });
+
+    // The last cut was lifted at healedAt: how long until the colony is whole again.
+    let unsuspectedAfterMs: number | null = null;
+    while (performance.now() - healedAt < 15_000) {
+      if ((await suspicions(colony)).length === 0) {
+        unsuspectedAfterMs = Math.round(performance.now() - healedAt);
+        break;
+      }
+      await sleep(100);
+    }
+    const writeAfterMs: Record<string, number | null> = {};
+    await Promise.all(
+      cells.map(async (cellKey) => {
+        writeAfterMs[cellKey] = await workload.nextAcknowledgedWrite(cellKey, healedAt, 10_000);
+      }),
+    );
+    const history = await workload.stop();
+    const verdict = checkHistory(history, cells);
+    return {
+      phases,
+      unsuspectedAfterMs,
+      writeAfterMs,
+      operations: verdict.operations,
+      acknowledgedWrites: verdict.acknowledgedWrites,
+      fewestWritesInACell: Math.min(...verdict.acknowledgedWritesByCell.values()),
+      failed: verdict.failed,
+      cells: Object.fromEntries(verdict.cells),
+      unexpectedExits: [...colony.unexpectedExits],
+    };
+  } finally {
+    firewall.heal();
+    await Promise.all(clients.map((c) => c.close()));
+    await colony.stopAll();
+    running = null;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  // However this process ends (an error, or SIGTERM from a test that gave up), its servers end.
+  process.on("exit", () => running?.killAllNow());
+  process.on("SIGTERM", () => process.exit(143));
+  const options = JSON.parse(process.argv[2] ?? "{}") as Partial<ScenarioOptions>;
+  const result = await runScenario({ holdMs: options.holdMs ?? 4000 });
+  console.log(JSON.stringify(result));
+}
