@@ -1,7 +1,8 @@
 /**
  * Real-process fault test: a colony of server processes on lmdb and TCP, concurrent clients, and
  * kill -9 of servers: random ones, then a majority of one cell's members, then a server hosting
- * thousands of nodes; and SIGSTOP of a cell's leader, woken after another took over. Every
+ * thousands of nodes; SIGSTOP of a cell's leader, woken after another took over; and a node
+ * record corrupted on a stopped server's disk, reported faulty after its restart. Every
  * acknowledged write must survive and every cell's client history must be linearizable, judged by
  * the simulator's own checker and cell model. Then network partitions between the processes, in
  * a private network namespace (below). `npm run soak:colony` runs the same colony and checks
@@ -11,11 +12,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import type { Transaction, TxnResult } from "../src/cell/index.ts";
+import { commandCodec, type Transaction, type TxnResult } from "../src/cell/index.ts";
+import type { Topology } from "../src/cli/colony.ts";
 import { placeCell } from "../src/discovery/index.ts";
 import { PhysaliaClient } from "../src/index.ts";
 import { cellModel } from "../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../src/sim/linearizability.ts";
+import { LmdbStorage } from "../src/storage/index.ts";
 import { createCells, localTopology } from "./support/colony.ts";
 import {
   checkHistory,
@@ -45,6 +48,34 @@ function lastStartMs(logFile: string): number {
     .pop();
   if (started === undefined) throw new Error(`${logFile} has no "server started" line`);
   return (JSON.parse(started) as { startMs: number }).startMs;
+}
+
+/** Flips a byte of a cell's node record in a stopped server's lmdb directory. */
+async function corruptNodeRecord(dataDir: string, cellKey: string): Promise<void> {
+  const storage = LmdbStorage.open({ path: dataDir, codec: commandCodec });
+  try {
+    const record = { kind: "node", cellKey } as const;
+    const raw = storage.recordBytesForTest(record);
+    if (raw === undefined) throw new Error(`${dataDir} holds no node record of ${cellKey}`);
+    const damaged = raw.slice();
+    damaged[damaged.length - 3] = (damaged[damaged.length - 3] as number) ^ 0xff;
+    storage.overwriteRecordBytesForTest(record, damaged);
+  } finally {
+    await storage.close();
+  }
+}
+
+/** The cells a server's /status lists as faulty, once it lists any (asked every 200 ms). */
+async function faultyCellsOf(topology: Topology, id: string, timeoutMs: number): Promise<string[]> {
+  const s = topology.servers.find((server) => server.id === id);
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const status = (await (await fetch(`http://${s?.host}:${s?.adminPort}/status`)).json()) as {
+      faultyCells: string[];
+    };
+    if (status.faultyCells.length > 0 || performance.now() > deadline) return status.faultyCells;
+    await sleep(200);
+  }
 }
 
 describe("a colony of server processes under kill -9 and SIGSTOP", () => {
@@ -105,6 +136,21 @@ describe("a colony of server processes under kill -9 and SIGSTOP", () => {
     await sleep(2500);
     c.resume(frozen as string);
     await sleep(2000);
+    // A damaged record: a member of vol-2 stopped cleanly (its journal checkpointed into lmdb),
+    // its node record of vol-2 corrupted on disk, the server started again. Its node must be
+    // reported faulty when the cell's traffic reaches it, never act on what it stored, and the
+    // cell must go on with its other nodes.
+    const damaged = placeCell("vol-2", topology.servers, topology.cellSize)[1] as string;
+    await c.stop(damaged);
+    await corruptNodeRecord(join(dir, damaged), "vol-2");
+    c.start(damaged);
+    await c.healthy(damaged, 30_000);
+    const faultyCells = await faultyCellsOf(topology, damaged, 15_000);
+    expect(faultyCells, `cells ${damaged} reports faulty`).toContain("vol-2");
+    expect(readFileSync(c.logFile(damaged), "utf8")).toMatch(
+      /"stored node failed its checksum; rebuilding it as a learner".*"cell":"vol-2"/,
+    );
+    await sleep(1500);
     // The final reads (one per cell, after every write ended) must see every acknowledged write.
     const history = await workload.stop();
 

@@ -102,6 +102,23 @@ export class ProcessColony {
     await exited;
   }
 
+  /**
+   * SIGTERM, by pid: the server stops cleanly (its journal checkpointed into lmdb, nothing left to
+   * replay); resolves when the process is gone, after SIGKILL if it took longer than `timeoutMs`.
+   */
+  async stop(id: string, timeoutMs = 15_000): Promise<void> {
+    const child = this.processes.get(id);
+    if (child === undefined) return;
+    this.processes.delete(id);
+    this.paused.delete(id);
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    process.kill(child.pid as number, "SIGTERM");
+    const timer = setTimeout(() => process.kill(child.pid as number, "SIGKILL"), timeoutMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
   /** SIGSTOP: the process keeps its sockets open and says nothing, as one frozen or cut off. */
   pause(id: string): void {
     const child = this.processes.get(id);
