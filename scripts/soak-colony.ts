@@ -9,7 +9,8 @@
  *     a cell's leader (which wakes up believing it still leads), resumed with SIGCONT after a while;
  *   - with `--partitions`, network partitions too, lifted after a while: a random server cut off
  *     from the others both ways, a cell's leader unheard (its packets to the others dropped) or
- *     deaf (theirs to it dropped), and the servers split in two groups. The soak then runs in a
+ *     deaf (theirs to it dropped), the servers split in two groups, and the clients cut off from
+ *     a cell's leader. The soak then runs in a
  *     private network namespace of its own, servers on their own loopback addresses, the cuts
  *     made by nftables rules there (test/support/netlab.ts; needs root, installs nftables from
  *     Debian's archive when missing).
@@ -114,6 +115,7 @@ async function soak(seed: number): Promise<string[]> {
     leadersUnheard: 0,
     leadersDeaf: 0,
     splits: 0,
+    clientsCut: 0,
   };
   const problems: string[] = [];
   try {
@@ -154,7 +156,7 @@ async function soak(seed: number): Promise<string[]> {
       const downMs = 200 + random.below(2800);
       if (firewall !== null && random.chance(0.4)) {
         // A partition, lifted after downMs; partitions overlap with each other and with the rest.
-        const kind = random.below(4);
+        const kind = random.below(5);
         let cuts: Cut[] = [];
         if (kind === 3) {
           const shuffled = random.shuffle([...colony.ids]);
@@ -174,6 +176,10 @@ async function soak(seed: number): Promise<string[]> {
           } else if (kind === 1) {
             counts.leadersUnheard += 1;
             cuts = [firewall.cut([hostOf(victim)], others)];
+          } else if (kind === 4) {
+            // The clients (on 127.0.0.1) cut off from the leader; the servers still reach it.
+            counts.clientsCut += 1;
+            cuts = firewall.split(["127.0.0.1"], [hostOf(victim)]);
           } else {
             counts.leadersDeaf += 1;
             cuts = [firewall.cut(others, [hostOf(victim)])];
@@ -235,7 +241,7 @@ async function soak(seed: number): Promise<string[]> {
         (firewall === null
           ? ""
           : `; partitions: ${counts.isolations} isolations, ${counts.leadersUnheard} leaders unheard, ` +
-            `${counts.leadersDeaf} leaders deaf, ${counts.splits} splits`),
+            `${counts.leadersDeaf} leaders deaf, ${counts.splits} splits, ${counts.clientsCut} clients cut from a leader`),
     );
   } catch (error) {
     problems.push(`the run failed: ${(error as Error).message}`);

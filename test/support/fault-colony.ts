@@ -210,8 +210,8 @@ export interface Entry {
 }
 
 export interface Workload {
-  /** Writes acknowledged so far. */
-  acknowledgedWrites(): number;
+  /** Writes acknowledged so far, to every cell or to one. */
+  acknowledgedWrites(cellKey?: string): number;
   /**
    * Milliseconds from `sinceMs` (a performance.now() reading) until a write to `cellKey` called
    * at or after it was acknowledged; null if none was within `timeoutMs` of it.
@@ -283,7 +283,10 @@ export function runWorkload(
   };
   const workers = clients.map((client, i) => run(client, i));
   return {
-    acknowledgedWrites: () => history.filter((e) => e.write && e.returnMs !== null).length,
+    acknowledgedWrites: (cellKey) =>
+      history.filter(
+        (e) => e.write && e.returnMs !== null && (cellKey === undefined || e.cellKey === cellKey),
+      ).length,
     async nextAcknowledgedWrite(cellKey, sinceMs, timeoutMs) {
       for (;;) {
         let first: number | null = null;

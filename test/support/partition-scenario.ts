@@ -1,13 +1,14 @@
 /**
- * Network partitions between real server processes (run by test/colony-partitions.test.ts inside
- * a private network namespace, `privateNetworkCommand`): 9 servers on their own loopback
- * addresses, 8 cells, 8 clients writing and reading all the while, and four cuts in turn, each
- * held for `holdMs` and then lifted:
+ * Network partitions between real server processes (run by test/colony-faults.test.ts inside a
+ * private network namespace, `runInPrivateNetwork`): 9 servers on their own loopback addresses,
+ * 8 cells, 8 clients writing and reading all the while, and five cuts in turn, each held for
+ * `holdMs` and then lifted:
  *
  * 1. a cell's leader cut off from every other server, both ways (its clients still reach it);
  * 2. a cell's leader unheard: its packets to the other servers dropped, theirs still arriving;
  * 3. a cell's leader deaf: the other servers' packets to it dropped, its own still arriving;
- * 4. the servers split 4 | 5, a cell's leader on the side of 4.
+ * 4. the servers split 4 | 5, a cell's leader on the side of 4;
+ * 5. the clients cut off from a cell's leader, both ways (the servers still reach each other).
  *
  * Then every cut is lifted and it measures how long until no server suspects a peer and every
  * cell takes a write again. Prints one JSON line (ScenarioResult) last; the test judges it.
@@ -33,6 +34,10 @@ export interface PhaseResult {
   readonly suspicionsDuring: string[];
   /** Writes acknowledged while the cut held, over all cells. */
   readonly writesDuring: number;
+  /** Writes to the cell whose leader the cut was aimed at, acknowledged while it held. */
+  readonly cellWritesDuring: number;
+  /** The cell's leader as its nodes named it at the end of the cut (null: none named in 2 s). */
+  readonly leaderAtEnd: string | null;
 }
 
 export interface ScenarioResult {
@@ -49,6 +54,9 @@ export interface ScenarioResult {
   readonly cells: Record<string, string>;
   readonly unexpectedExits: string[];
 }
+
+/** The phase that cuts clients, not servers, from a leader. */
+export const clientsCutPhase = "clients cut off from a leader";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** The colony running now, for the exit handler. */
@@ -103,14 +111,25 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       const victim = await leaderServerOf(observer, cellKey, 10_000);
       if (victim === null) throw new Error(`no node of ${cellKey} named a leader in 10 s`);
       const writesBefore = acknowledged();
+      const cellWritesBefore = workload.acknowledgedWrites(cellKey);
       const cutAt = performance.now();
       cut(victim);
       // Past the failure detector's suspicion time (1.2 s), every server on either side of the
       // cut suspects those on the other.
       await sleep(Math.min(2000, options.holdMs / 2));
-      const suspicionsDuring = await suspicions(colony);
+      // (The lab reads /status from 127.0.0.1: not through a cut of the clients.)
+      const suspicionsDuring = name === clientsCutPhase ? [] : await suspicions(colony);
       await sleep(Math.max(0, cutAt + options.holdMs - performance.now()));
-      phases.push({ name, victim, suspicionsDuring, writesDuring: acknowledged() - writesBefore });
+      // Still cut: who leads the cell now, as its nodes tell a client.
+      const leaderAtEnd = await leaderServerOf(observer, cellKey, 2000);
+      phases.push({
+        name,
+        victim,
+        suspicionsDuring,
+        writesDuring: acknowledged() - writesBefore,
+        cellWritesDuring: workload.acknowledgedWrites(cellKey) - cellWritesBefore,
+        leaderAtEnd,
+      });
       firewall.heal();
       healedAt = performance.now();
       await sleep(1500);
@@ -122,6 +141,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       const rest = colony.ids.filter((id) => id !== v);
       firewall.split([v, ...rest.slice(0, 3)].map(hostOf), rest.slice(3).map(hostOf));
     });
+    // The clients connect from 127.0.0.1. The leader's node of the cell hears no request and
+    // goes quiet, so after 1.2 s without its accepts the others take a client's word that it is
+    // unresponsive, and one of them leads.
+    await phase(clientsCutPhase, "vol-5", (v) => firewall.split(["127.0.0.1"], [hostOf(v)]));
 
     // The last cut was lifted at healedAt: how long until the colony is whole again.
     let unsuspectedAfterMs: number | null = null;
