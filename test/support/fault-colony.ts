@@ -91,32 +91,37 @@ export class ProcessColony {
   }
 
   /** kill -9, by pid; resolves when the process is gone. */
-  async kill(id: string): Promise<void> {
-    const child = this.processes.get(id);
-    if (child === undefined) return;
-    this.processes.delete(id);
-    this.paused.delete(id);
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    process.kill(child.pid as number, "SIGKILL");
-    await exited;
+  kill(id: string): Promise<void> {
+    return this.end(id, "SIGKILL", 0);
   }
 
   /**
    * SIGTERM, by pid: the server stops cleanly (its journal checkpointed into lmdb, nothing left to
    * replay); resolves when the process is gone, after SIGKILL if it took longer than `timeoutMs`.
    */
-  async stop(id: string, timeoutMs = 15_000): Promise<void> {
+  stop(id: string, timeoutMs = 15_000): Promise<void> {
+    return this.end(id, "SIGTERM", timeoutMs);
+  }
+
+  private async end(id: string, signal: "SIGKILL" | "SIGTERM", timeoutMs: number): Promise<void> {
     const child = this.processes.get(id);
     if (child === undefined) return;
+    const wasPaused = this.paused.delete(id);
     this.processes.delete(id);
-    this.paused.delete(id);
     if (child.exitCode !== null || child.signalCode !== null) return;
+    const pid = child.pid as number;
     const exited = new Promise((resolve) => child.once("exit", resolve));
-    process.kill(child.pid as number, "SIGTERM");
-    const timer = setTimeout(() => process.kill(child.pid as number, "SIGKILL"), timeoutMs);
+    process.kill(pid, signal);
+    let timer: NodeJS.Timeout | null = null;
+    if (signal === "SIGTERM") {
+      // A frozen process handles SIGTERM only once it runs again.
+      if (wasPaused) process.kill(pid, "SIGCONT");
+      timer = setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) process.kill(pid, "SIGKILL");
+      }, timeoutMs);
+    }
     await exited;
-    clearTimeout(timer);
+    if (timer !== null) clearTimeout(timer);
   }
 
   /** SIGSTOP: the process keeps its sockets open and says nothing, as one frozen or cut off. */
