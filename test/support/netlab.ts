@@ -24,6 +24,10 @@ export function partitionsUnavailable(): string | null {
   if (process.getuid?.() !== 0) return "a private network namespace and its packet filter need root";
   if (spawnSync("unshare", ["--version"]).status !== 0) return "`unshare` (util-linux) is not installed";
   if (spawnSync("ip", ["-V"]).status !== 0) return "`ip` (iproute2) is not installed";
+  // Root in a container may still lack the right to make a namespace.
+  const probe = spawnSync("unshare", ["--net", "--", "true"], { encoding: "utf8" });
+  if (probe.status !== 0)
+    return `cannot create a network namespace: ${(probe.stderr ?? "").trim() || `exit ${probe.status}`}`;
   return null;
 }
 
