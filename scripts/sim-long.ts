@@ -4,17 +4,9 @@
  * Exits 1 if any seed fails; prints the reproduce command of each failure.
  */
 import { type FaultMix, formatReport, runSimulation } from "../src/sim/run.ts";
+import { wholeNumberOption } from "./argv.ts";
 
-function option(name: string, fallback: number): number {
-  const index = process.argv.indexOf(`--${name}`);
-  if (index < 0) return fallback;
-  const value = Number(process.argv[index + 1]);
-  if (!Number.isInteger(value) || value < 0) {
-    console.error(`--${name} needs a whole number, got "${process.argv[index + 1]}"`);
-    process.exit(2);
-  }
-  return value;
-}
+const option = (name: string, fallback: number) => wholeNumberOption(name, fallback, 0);
 
 const seeds = option("seeds", 1000);
 const from = option("from", 100_000);

@@ -48,17 +48,9 @@ import {
   partitionsUnavailable,
   privateNetworkCommand,
 } from "../test/support/netlab.ts";
+import { wholeNumberOption } from "./argv.ts";
 
-function option(name: string, fallback: number): number {
-  const index = process.argv.indexOf(`--${name}`);
-  if (index < 0) return fallback;
-  const value = Number(process.argv[index + 1]);
-  if (!Number.isInteger(value) || value < 1) {
-    console.error(`--${name} needs a positive whole number, got "${process.argv[index + 1]}"`);
-    process.exit(2);
-  }
-  return value;
-}
+const option = (name: string, fallback: number) => wholeNumberOption(name, fallback, 1);
 
 const seeds = option("seeds", 10);
 const from = option("from", 1);

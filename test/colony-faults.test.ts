@@ -13,7 +13,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { commandCodec, type Transaction, type TxnResult } from "../src/cell/index.ts";
-import type { Topology } from "../src/cli/colony.ts";
 import { placeCell } from "../src/discovery/index.ts";
 import { PhysaliaClient } from "../src/index.ts";
 import { cellModel } from "../src/sim/cell-model.ts";
@@ -66,14 +65,11 @@ async function corruptNodeRecord(dataDir: string, cellKey: string): Promise<void
 }
 
 /** The cells a server's /status lists as faulty, once it lists any (asked every 200 ms). */
-async function faultyCellsOf(topology: Topology, id: string, timeoutMs: number): Promise<string[]> {
-  const s = topology.servers.find((server) => server.id === id);
+async function faultyCellsOf(colony: ProcessColony, id: string, timeoutMs: number): Promise<string[]> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
-    const status = (await (await fetch(`http://${s?.host}:${s?.adminPort}/status`)).json()) as {
-      faultyCells: string[];
-    };
-    if (status.faultyCells.length > 0 || performance.now() > deadline) return status.faultyCells;
+    const { faultyCells } = await colony.status(id, 5000);
+    if (faultyCells.length > 0 || performance.now() > deadline) return faultyCells;
     await sleep(200);
   }
 }
@@ -145,7 +141,7 @@ describe("a colony of server processes under kill -9 and SIGSTOP", () => {
     await corruptNodeRecord(join(dir, damaged), "vol-2");
     c.start(damaged);
     await c.healthy(damaged, 30_000);
-    const faultyCells = await faultyCellsOf(topology, damaged, 15_000);
+    const faultyCells = await faultyCellsOf(c, damaged, 15_000);
     expect(faultyCells, `cells ${damaged} reports faulty`).toContain("vol-2");
     expect(readFileSync(c.logFile(damaged), "utf8")).toMatch(
       /"stored node failed its checksum; rebuilding it as a learner".*"cell":"vol-2"/,

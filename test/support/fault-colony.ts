@@ -167,6 +167,16 @@ export class ProcessColony {
     throw new Error(`server ${id} did not become healthy in ${timeoutMs} ms; its log: ${this.logFile(id)}`);
   }
 
+  /** What the server's /status says of its peers and faulty nodes; throws if it does not answer in time. */
+  async status(id: string, timeoutMs: number): Promise<{ suspectedPeers: string[]; faultyCells: string[] }> {
+    const s = this.topology.servers.find((server) => server.id === id);
+    if (s === undefined) throw new Error(`no server ${id} in the topology`);
+    const response = await fetch(`http://${s.host}:${s.adminPort}/status`, {
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return (await response.json()) as { suspectedPeers: string[]; faultyCells: string[] };
+  }
+
   /** SIGKILL to every server still running, at once (for an exit handler, which cannot wait). */
   killAllNow(): void {
     for (const [id, child] of this.processes) {

@@ -72,11 +72,8 @@ async function suspicions(colony: ProcessColony): Promise<string[]> {
   const lists = await Promise.all(
     colony.topology.servers.map(async (s) => {
       try {
-        const response = await fetch(`http://${s.host}:${s.adminPort}/status`, {
-          signal: AbortSignal.timeout(5000),
-        });
-        const status = (await response.json()) as { suspectedPeers: string[] };
-        return status.suspectedPeers.map((peer) => `${s.id}>${peer}`);
+        const { suspectedPeers } = await colony.status(s.id, 5000);
+        return suspectedPeers.map((peer) => `${s.id}>${peer}`);
       } catch {
         return [`${s.id}?`];
       }
