@@ -99,7 +99,6 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       clients.push(await PhysaliaClient.connect({ colony: colony.colonyFile, requestTimeoutMs: 300 }));
     const workload = runWorkload(clients, cells, 7);
     const observer = clients[0] as PhysaliaClient;
-    const acknowledged = () => workload.acknowledgedWrites();
     await sleep(2000);
 
     const phases: PhaseResult[] = [];
@@ -107,7 +106,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     const phase = async (name: string, cellKey: string, cut: (victim: string) => void) => {
       const victim = await leaderServerOf(observer, cellKey, 10_000);
       if (victim === null) throw new Error(`no node of ${cellKey} named a leader in 10 s`);
-      const writesBefore = acknowledged();
+      const writesBefore = workload.acknowledgedWrites();
       const cellWritesBefore = workload.acknowledgedWrites(cellKey);
       const cutAt = performance.now();
       cut(victim);
@@ -123,7 +122,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         name,
         victim,
         suspicionsDuring,
-        writesDuring: acknowledged() - writesBefore,
+        writesDuring: workload.acknowledgedWrites() - writesBefore,
         cellWritesDuring: workload.acknowledgedWrites(cellKey) - cellWritesBefore,
         leaderAtEnd,
       });
