@@ -325,6 +325,47 @@ describe("scenarios: epochs, versions, retries", () => {
   });
 });
 
+describe("scenarios: clients cut off from a leader", () => {
+  it("a client cut off from a busy cell's leader writes through the other nodes, which relay to it", () => {
+    const s = new Scenario({ seed: 21 }).cell("vol-1");
+    const busy = s.newClient();
+    const cut = s.newClient();
+    expect(s.put("vol-1", "b", bytes("0"), busy).output?.status).toBe("committed");
+    const leader = s.leader("vol-1") as string;
+    const campaigns = () =>
+      seven.reduce(
+        (n, id) =>
+          n + Object.values(s.world.server(id).status().counters.campaigns).reduce((a, b) => a + b, 0),
+        0,
+      );
+    const relayed = () =>
+      seven.reduce((n, id) => n + s.world.server(id).status().counters.requestsRelayed, 0);
+    const campaignsBefore = campaigns();
+    // The leader and the cut client cannot reach each other; the busy client keeps the leader at
+    // work, so its followers hear it all along and decline to take over.
+    s.world.partition([leader], [cut.address]);
+    const cutWrites = [1, 2, 3].map((i) => {
+      const write = s.startPut("vol-1", "c", bytes(`${i}`), cut);
+      for (let step = 0; step < 100 && write.returnMs === null && write.failure === null; step++) {
+        s.startPut("vol-1", "b", bytes(`${i}.${step}`), busy);
+        s.run(50);
+      }
+      return write;
+    });
+    expect(cutWrites.map((w) => w.output?.status ?? w.failure)).toEqual([
+      "committed",
+      "committed",
+      "committed",
+    ]);
+    expect(s.leader("vol-1")).toBe(leader);
+    expect(campaigns()).toBe(campaignsBefore);
+    expect(relayed()).toBeGreaterThanOrEqual(3);
+    s.heal();
+    expect(text(s.get("vol-1", "c", "linearizable", cut))).toBe("3");
+    expect(s.check()).toEqual([]);
+  });
+});
+
 describe("the checkers bite", () => {
   /**
    * Cut the old leader off from its peers (not from its clients); a new leader takes a write;

@@ -159,8 +159,23 @@ export async function startServer(options: {
       ),
       counter(
         "physalia_takeovers_declined_total",
-        "Requests saying a cell's leader was unresponsive, redirected because a leader or candidate had just been heard",
+        "Requests saying a cell's leader was unresponsive, relayed or redirected to it because a leader or candidate had just been heard",
         counters.takeoversDeclined,
+      ),
+      counter(
+        "physalia_requests_relayed_total",
+        "Requests relayed to their cell's leader for a client that could not reach it",
+        counters.requestsRelayed,
+      ),
+      counter(
+        "physalia_relay_answers_total",
+        "Leaders' answers to relayed requests passed back to their clients",
+        counters.relayAnswers,
+      ),
+      counter(
+        "physalia_relays_expired_total",
+        "Relayed requests their leader never answered, forgotten after 10 s",
+        counters.relaysExpired,
       ),
       labeledCounter(
         "physalia_campaigns_total",

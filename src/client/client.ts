@@ -99,6 +99,13 @@ interface CellState {
   readonly waiting: (() => void)[];
   /** Servers that recently failed to answer, with when they may be tried again. */
   readonly avoid: Map<ServerId, number>;
+  /**
+   * A leader an attempt timed out at, and until when the cell's requests go around it through
+   * the other nodes, marked `leaderUnresponsive` (limits.clientLeaderDetourMs): a node that still
+   * hears that leader relays them to it, one that does not takes over.
+   */
+  detourFrom: ServerId | null;
+  detourUntilMs: number;
 }
 
 interface Operation$ {
@@ -325,7 +332,15 @@ export class PhysaliaClient {
           }
         }
       }
-      state = { leader: null, watermark: 0, sessions: [], waiting: [], avoid: new Map() };
+      state = {
+        leader: null,
+        watermark: 0,
+        sessions: [],
+        waiting: [],
+        avoid: new Map(),
+        detourFrom: null,
+        detourUntilMs: 0,
+      };
       this.cells.set(cellKey, state);
     }
     return state;
@@ -421,6 +436,7 @@ export class PhysaliaClient {
       return;
     }
     if (op.attempts === 0) op.firstSentAtMs = now;
+    const detour = this.detouring(this.cellState(op.cellKey), now) !== null;
     op.attempts += 1;
     op.target = target;
     const id = this.nextRequestId++;
@@ -433,7 +449,7 @@ export class PhysaliaClient {
       kind: "request",
       id,
       cellKey: op.cellKey,
-      body: op.build(op.leaderUnresponsive),
+      body: op.build(op.leaderUnresponsive || detour),
     });
     this.flushSoon();
     op.deadlineMs = now + this.attemptWaitMs(op);
@@ -529,6 +545,8 @@ export class PhysaliaClient {
     if (state.leader === target) {
       state.leader = null;
       op.leaderUnresponsive = true;
+      state.detourFrom = target;
+      state.detourUntilMs = this.scheduler.nowMs() + limits.clientLeaderDetourMs;
     }
     this.retryAfterBackoff(op);
   }
@@ -554,16 +572,30 @@ export class PhysaliaClient {
     this.transport.flush();
   }
 
+  /** The leader the cell's requests go around now (CellState.detourFrom), or null. */
+  private detouring(state: CellState, now: number): ServerId | null {
+    if (state.detourFrom === null) return null;
+    if (now < state.detourUntilMs) return state.detourFrom;
+    state.detourFrom = null;
+    return null;
+  }
+
   private pickTarget(op: Operation$): ServerId | null {
     const state = this.cellState(op.cellKey);
     const now = this.scheduler.nowMs();
+    const around = this.detouring(state, now);
     // A leader learnt from the cell's answers; placing the cell again would cost more than the
     // request (and a stale leader redirects).
-    if (op.preferLeader && state.leader !== null && (state.avoid.get(state.leader) ?? 0) <= now)
+    if (
+      op.preferLeader &&
+      state.leader !== null &&
+      state.leader !== around &&
+      (state.avoid.get(state.leader) ?? 0) <= now
+    )
       return state.leader;
     const members = this.resolver.members(op.cellKey);
     if (members === null || members.length === 0) return null;
-    const usable = members.filter((m) => (state.avoid.get(m) ?? 0) <= now);
+    const usable = members.filter((m) => m !== around && (state.avoid.get(m) ?? 0) <= now);
     const pool = usable.length > 0 ? usable : [...members];
     // Nearest first. Among equally near nodes, the first attempt of an operation for the leader
     // goes where every client that sees the same nodes sends it: the first requests of many

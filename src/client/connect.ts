@@ -46,6 +46,11 @@ export interface ConnectOptions {
    * (default 400 ms). Slow answers lengthen the wait, up to 4 s (or this, if larger).
    */
   readonly requestTimeoutMs?: number;
+  /**
+   * The IP address the client's connections leave from, on a host with several (default: the
+   * kernel's choice).
+   */
+  readonly localAddress?: string;
 }
 
 /** Raised when a colony cannot be reached or its files are unusable. */
@@ -143,6 +148,7 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const tcp = new TcpTransport<ClientRequest | ClientResponse>({
     colonyKey,
     codec: { encode: encodeClientMessage, decode: decodeClientMessage, write: writeClientMessage },
+    ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
   });
   await tcp.start();
   const book = new AddressBook(servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));

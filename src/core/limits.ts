@@ -137,6 +137,13 @@ export const limits = Object.freeze({
   /** A request the cell has not answered after this long is forgotten (its client gave up long ago). */
   serverRequestExpiryMs: 10_000,
   /**
+   * Requests a follower relays at once to a leader its client cannot reach (PROTOCOL.md section
+   * 4); past this it redirects, as without relays.
+   */
+  serverRelaysMax: 10_000,
+  /** A relayed request whose leader has not answered after this long is forgotten. */
+  serverRelayExpiryMs: 10_000,
+  /**
    * A node quiet (no timer, no request, no write in flight) and untouched this long is evicted
    * from memory; it is loaded again from storage when its cell is next touched.
    */
@@ -172,6 +179,12 @@ export const limits = Object.freeze({
   clientRequestTimeoutMs: 400,
   /** The longest an attempt is waited for, however slow the answers. */
   clientRequestTimeoutMsMax: 4000,
+  /**
+   * After an attempt at a cell's leader goes unanswered, the client sends that cell's requests
+   * through the other nodes, each marked `leaderUnresponsive`, this long: a node that still hears
+   * the leader relays them to it, one that does not takes over. Then it tries the leader again.
+   */
+  clientLeaderDetourMs: 5000,
   /** An operation makes no new attempt this long after its first (it ends unavailable, or unknown). */
   clientOperationMsMax: 16_000,
   /** Cells whose sessions a client remembers; the least recently used is forgotten past this. */

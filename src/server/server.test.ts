@@ -227,7 +227,7 @@ describe("server", () => {
     "a candidate's prepare": (ballot: number) => ({ type: "prepare" as const, ballot, fromSlot: 1 }),
   };
   for (const [heard, message] of Object.entries(proposerMessages)) {
-    it(`redirects a request that calls the leader unresponsive after ${heard}, and campaigns after its silence`, () => {
+    it(`relays a request that calls the leader unresponsive after ${heard}, and campaigns after its silence`, () => {
       const { transport, scheduler, server } = setup();
       server.createCell("vol-a", members);
       scheduler.run();
@@ -260,23 +260,96 @@ describe("server", () => {
           (s) => s.message.kind === "paxos" && s.message.message.type === "prepare",
         );
         const answer = transport.sent.find((s) => s.to === "c1")?.message;
-        return { prepares: prepares.length, answer };
+        const relayed = transport.sent.find((s) => s.to === "s2" && s.message.kind === "request")?.message;
+        return { prepares: prepares.length, answer, relayed: relayed?.kind === "request" ? relayed : null };
+      };
+      const answerFrom = (from: string, relayed: { id: number }, index: number) => {
+        transport.sent.length = 0;
+        transport.handler?.(from, {
+          kind: "response",
+          id: relayed.id,
+          cellKey: "vol-a",
+          body: { type: "result", result: { kind: "stale_request" }, index },
+        } as ServerMessage);
+        scheduler.run();
+        return transport.sent.filter((s) => s.to === "c1").map((s) => s.message);
       };
       hear(1_000);
-      const declined = request(1, 1_000 + limits.leaderSilenceMs - 1);
+      const declined = request(7, 1_000 + limits.leaderSilenceMs - 1);
       expect(declined.prepares).toBe(0);
-      expect(declined.answer?.kind === "response" && declined.answer.body).toMatchObject({
-        type: "redirect",
-        leader: { serverId: "s2" },
-      });
-      expect(server.status().counters.takeoversDeclined).toBe(1);
+      expect(declined.answer).toBeUndefined();
+      // s2 reaches s1 and the client says it does not reach s2: s1 relays the request to s2,
+      // unmarked (so s2 never relays it again), under an id of s1's own.
+      expect(declined.relayed?.body).toMatchObject({ type: "command", leaderUnresponsive: false });
+      const relayed = declined.relayed as NonNullable<typeof declined.relayed>;
+      expect(server.status().counters).toMatchObject({ takeoversDeclined: 1, requestsRelayed: 1 });
+      // Only the server it went to answers it; the answer goes back under the client's id, once.
+      expect(answerFrom("s3", relayed, 5)).toEqual([]);
+      expect(answerFrom("s2", relayed, 5)).toEqual([
+        {
+          kind: "response",
+          id: 7,
+          cellKey: "vol-a",
+          body: expect.objectContaining({ type: "result", index: 5 }),
+        },
+      ]);
+      expect(answerFrom("s2", relayed, 5)).toEqual([]);
+      expect(server.status().counters).toMatchObject({ relayAnswers: 1, messagesDropped: 2 });
+
+      // A relay its leader never answers (below) is forgotten after serverRelayExpiryMs.
+      hear(2_000);
+      const unanswered = request(8, 2_000);
+      expect(unanswered.relayed).not.toBeNull();
 
       // The proposer fell silent for leaderSilenceMs: the claim is taken, and s1's node campaigns.
-      const taken = request(2, 1_000 + limits.leaderSilenceMs);
+      const taken = request(9, 2_000 + limits.leaderSilenceMs);
       expect(taken.prepares).toBe(6);
-      expect(server.status().counters.takeoversDeclined).toBe(1);
+      expect(taken.relayed).toBeNull();
+      expect(server.status().counters.requestsRelayed).toBe(2);
+
+      scheduler.fireTimers(2_000 + limits.serverRelayExpiryMs + limits.heartbeatIntervalMs * 2);
+      expect(server.status().counters.relaysExpired).toBe(1);
+      expect(answerFrom("s2", unanswered.relayed as { id: number }, 6)).toEqual([]);
     });
   }
+
+  it("redirects a request that calls the leader unresponsive when that leader's server is suspected", () => {
+    const { transport, scheduler, server } = setup();
+    server.createCell("vol-a", members);
+    scheduler.run();
+    const proposer = members[1] as (typeof members)[number];
+    // s2's node was heard as leader, but s2's server refuses connections: the failure detector
+    // suspects it at once, so there is no one to relay to, and the node campaigns.
+    scheduler.now = 1_000;
+    transport.handler?.("s2", {
+      kind: "paxos",
+      message: {
+        cellKey: "vol-a",
+        from: proposer,
+        to: members[0] as (typeof members)[number],
+        epoch: 1,
+        type: "heartbeat",
+        ballot: makeBallot(1, proposer.incarnation),
+        commit: 0,
+        round: 0,
+      },
+    } as ServerMessage);
+    scheduler.run();
+    server.peerRefused("s2");
+    transport.sent.length = 0;
+    transport.handler?.("c1", {
+      kind: "request",
+      id: 1,
+      cellKey: "vol-a",
+      body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive: true },
+    } as ServerMessage);
+    scheduler.run();
+    expect(transport.sent.some((s) => s.message.kind === "request")).toBe(false);
+    expect(
+      transport.sent.filter((s) => s.message.kind === "paxos" && s.message.message.type === "prepare"),
+    ).toHaveLength(6);
+    expect(server.status().counters.requestsRelayed).toBe(0);
+  });
 
   it("gives silence as much longer as its own timers ran late before it takes a proposer or a peer for gone", () => {
     const { transport, scheduler, server } = setup();

@@ -110,6 +110,16 @@ type PendingRequest =
       readonly txn: Transaction;
     };
 
+/** A request relayed to its cell's leader for a client that cannot reach it (Server.relay). */
+interface Relay {
+  readonly client: Address;
+  readonly id: number;
+  readonly cellKey: CellKey;
+  /** The server it went to: only that server's answer is passed back. */
+  readonly leader: ServerId;
+  readonly sinceMs: number;
+}
+
 /**
  * What the server's nodes send, by kind: the replication protocol's message types, with a
  * heartbeat of round 0 (a commit notice, PROTOCOL.md section 5) counted apart from the rounds
@@ -148,6 +158,14 @@ export interface ServerCounters {
    * from a leader or a candidate: it redirected them instead of campaigning.
    */
   takeoversDeclined: number;
+  /**
+   * Of those, the requests this server relayed to the leader its client could not reach, and the
+   * answers it passed back; relays the leader never answered were forgotten after
+   * limits.serverRelayExpiryMs.
+   */
+  requestsRelayed: number;
+  relayAnswers: number;
+  relaysExpired: number;
   /** Campaigns this server's nodes started, by why they started them. */
   campaigns: Record<CampaignCause, number>;
   /** Campaigns this server's nodes won: each is a new leader (a new ballot) for its cell. */
@@ -213,6 +231,14 @@ export class Server {
   private readonly out = new Output<Command, CommandResult>();
   private readonly requests = new Map<number, PendingRequest>();
   private nextTag = 1;
+  /** Requests relayed to a cell's leader, by the id they carry there (their client's is kept). */
+  private readonly relays = new Map<number, Relay>();
+  /**
+   * Ids of relayed requests start at a random point of 2^44 on every start: a leader's late
+   * answer to a relay made before a restart (its transport may still hold it) must not match a
+   * new relay of the same cell.
+   */
+  private nextRelayId: number;
   private readonly inbox = new Fifo<{ from: Address; message: ServerMessage }>();
   private turnScheduled = false;
   private readonly timerLateness = new DurationHistogram(timerLatenessBucketsMs);
@@ -246,6 +272,9 @@ export class Server {
     paxosOut: Object.fromEntries(paxosSendKinds.map((kind) => [kind, 0])) as Record<PaxosSendKind, number>,
     requestsOverloaded: 0,
     takeoversDeclined: 0,
+    requestsRelayed: 0,
+    relayAnswers: 0,
+    relaysExpired: 0,
     campaigns: Object.fromEntries(campaignCauses.map((cause) => [cause, 0])) as Record<CampaignCause, number>,
     leadershipsWon: 0,
     messagesDropped: 0,
@@ -264,6 +293,7 @@ export class Server {
     this.onFatal = options.onFatal ?? null;
     this.onFault = options.onFault ?? null;
     this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
+    this.nextRelayId = 1 + options.random.nextUint32() * 4096 + options.random.below(4096);
     const now = this.scheduler.nowMs();
     this.detector = new FailureDetector(this.serverId, now);
     this.wheel = new TimerWheel(limits.timerWheelSlotMs, limits.timerWheelSlots, now);
@@ -694,6 +724,7 @@ export class Server {
       this.transport.flush();
       this.expirePointers();
       this.expireRequests();
+      this.expireRelays();
       this.evictIdle(this.scheduler.nowMs());
       this.scheduleHeartbeats();
     });
@@ -730,7 +761,7 @@ export class Server {
         this.onRequest(from, message, now);
         return;
       case "response":
-        this.counters.messagesDropped += 1; // servers send responses, they do not take them
+        this.onRelayAnswer(from, message);
         return;
     }
   }
@@ -811,14 +842,10 @@ export class Server {
           this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem.message });
           return;
         }
+        const takeover = this.takeoverAllowed(node, body, now);
+        if (body.leaderUnresponsive && !takeover && this.relay(node, client, request, now)) return;
         this.requests.set(tag, { kind: "command", client, id, cellKey, sinceMs: now });
-        outcome = node.replica.propose(
-          body.command,
-          tag,
-          now,
-          this.out,
-          this.takeoverAllowed(node, body, now),
-        );
+        outcome = node.replica.propose(body.command, tag, now, this.out, takeover);
         break;
       }
       case "read": {
@@ -827,8 +854,10 @@ export class Server {
           this.respond(client, id, cellKey, { type: "error", code: "invalid", message: problem });
           return;
         }
+        const takeover = this.takeoverAllowed(node, body, now);
+        if (body.leaderUnresponsive && !takeover && this.relay(node, client, request, now)) return;
         this.requests.set(tag, { kind: "read", client, id, cellKey, sinceMs: now, txn: body.txn });
-        outcome = node.replica.read(tag, now, this.out, this.takeoverAllowed(node, body, now));
+        outcome = node.replica.read(tag, now, this.out, takeover);
         break;
       }
       case "change":
@@ -855,6 +884,55 @@ export class Server {
     if (now - node.proposerHeardMs >= limits.leaderSilenceMs + this.silenceAllowanceMs(now)) return true;
     this.counters.takeoversDeclined += 1;
     return false;
+  }
+
+  /**
+   * Relays a request whose client says the cell's leader is unresponsive, made at a node that
+   * still hears that leader (takeoverAllowed declined it): the leader is alive and reaches this
+   * node, only not the client. Its server gets the request from this one, unmarked, so it is
+   * never relayed twice, and answers this server, which passes the answer back under the
+   * client's id. The command keeps its session and sequence number, so a copy that arrives
+   * again by another path is answered from the session, not applied twice. False when the
+   * request is the node's to handle after all: this node leads or campaigns, knows no leader on
+   * another server, thinks that server gone, or holds limits.serverRelaysMax relays already.
+   */
+  private relay(node: HostedNode, client: Address, request: ClientRequest, now: number): boolean {
+    const replica = node.replica;
+    const leader = replica.leader;
+    if (replica.isLeader || leader === null || leader.serverId === this.serverId) return false;
+    if (this.relays.size >= limits.serverRelaysMax) return false;
+    if (!this.detector.isAlive(leader.serverId, now - this.silenceAllowanceMs(now))) return false;
+    const body = request.body;
+    if (!("leaderUnresponsive" in body)) return false; // eventual reads, changes, describes
+    const relayId = this.nextRelayId++;
+    this.relays.set(relayId, {
+      client,
+      id: request.id,
+      cellKey: request.cellKey,
+      leader: leader.serverId,
+      sinceMs: now,
+    });
+    this.counters.requestsRelayed += 1;
+    this.counters.messagesOut += 1;
+    this.transport.send(leader.serverId, {
+      kind: "request",
+      id: relayId,
+      cellKey: request.cellKey,
+      body: { ...body, leaderUnresponsive: false },
+    });
+    return true;
+  }
+
+  /** A leader's answer to a relayed request: passed back to its client under the client's id. */
+  private onRelayAnswer(from: Address, response: ClientResponse): void {
+    const relay = this.relays.get(response.id);
+    if (relay === undefined || relay.cellKey !== response.cellKey || relay.leader !== from) {
+      this.counters.messagesDropped += 1; // servers answer requests; they take only their relays' answers
+      return;
+    }
+    this.relays.delete(response.id);
+    this.counters.relayAnswers += 1;
+    this.respond(relay.client, relay.id, relay.cellKey, response.body);
   }
 
   private readProblem(txn: Transaction): string | null {
@@ -1075,6 +1153,15 @@ export class Server {
     for (const [tag, request] of this.requests) {
       if (request.sinceMs > cutoff) break;
       this.requests.delete(tag);
+    }
+  }
+
+  private expireRelays(): void {
+    const cutoff = this.scheduler.nowMs() - limits.serverRelayExpiryMs;
+    for (const [relayId, relay] of this.relays) {
+      if (relay.sinceMs > cutoff) break; // insertion order is age order
+      this.relays.delete(relayId);
+      this.counters.relaysExpired += 1;
     }
   }
 

@@ -48,6 +48,8 @@ export interface SimReport {
   readonly faultsInjected: Readonly<Record<string, number>>;
   /** Quiet nodes evicted from memory and loaded again from the simulated disk when touched. */
   readonly nodesEvicted: number;
+  /** Requests relayed to a leader their client could not reach (Server.relay). */
+  readonly requestsRelayed: number;
   readonly reproduce: string;
 }
 
@@ -228,6 +230,7 @@ export function runSimulation(options: SimOptions): SimReport {
     events: world.queue.executed,
     faultsInjected: injected,
     nodesEvicted: world.nodesEvicted,
+    requestsRelayed: world.requestsRelayed,
     reproduce: reproduceCommand(options),
   };
 }
@@ -320,6 +323,16 @@ class FaultDriver {
         world.network.clog(from, to, 50 + random.below(500), world.nowMs + 200 + random.below(2000));
         this.count("clog");
       });
+      choices.push(() => {
+        // A client cut off from some of the servers (its cells' leaders among them, at times):
+        // its requests go around them, relayed by nodes that still hear their leader.
+        if (world.clients.length === 0) return;
+        const client = random.pick(world.clients);
+        const servers = random.shuffle([...ids]).slice(0, 1 + random.below(3));
+        world.partition(servers, [client.address]);
+        this.count("client-cut");
+        this.later(500 + random.below(3000), () => world.heal());
+      });
     }
     if (crash) {
       choices.push(() => {
@@ -399,7 +412,7 @@ export function formatReport(report: SimReport): string {
       Object.entries(report.faultsInjected)
         .map(([k, v]) => `${k} ${v}`)
         .join(", ") || "none"
-    }`,
+    }; requests relayed to a leader their client could not reach: ${report.requestsRelayed}`,
     `simulated ${(report.simulatedMs / 1000).toFixed(1)} s in ${report.events} events; trace ${report.traceHash}`,
     `linearizable: ${report.linearizable ? "yes" : "NO"}${report.undecidedCells > 0 ? ` (${report.undecidedCells} cells undecided)` : ""}`,
     `violations: ${report.violations.length}`,

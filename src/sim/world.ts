@@ -104,6 +104,7 @@ export class SimWorld {
   /** Count of log values applied across all nodes (a progress measure). */
   appliedCount = 0;
   private nodesEvictedByCrashedServers = 0;
+  private requestsRelayedByCrashedServers = 0;
   private readonly residentIdleMs: number;
 
   constructor(options: WorldOptions) {
@@ -180,6 +181,13 @@ export class SimWorld {
     return evicted;
   }
 
+  /** Requests the servers relayed to a leader their client could not reach, crashed ones included. */
+  get requestsRelayed(): number {
+    let relayed = this.requestsRelayedByCrashedServers;
+    for (const slot of this.servers) relayed += slot.server?.counters.requestsRelayed ?? 0;
+    return relayed;
+  }
+
   // ------------------------------------------------------------------ faults
 
   /** kill -9: the process stops at once; the write in flight is lost or torn. */
@@ -188,6 +196,7 @@ export class SimWorld {
     if (slot.server === null) return;
     this.trace.addString(`crash ${id}`);
     this.nodesEvictedByCrashedServers += slot.server.counters.nodesEvicted;
+    this.requestsRelayedByCrashedServers += slot.server.counters.requestsRelayed;
     slot.server.stop();
     slot.server = null;
     slot.scheduler.kill();

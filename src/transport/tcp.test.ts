@@ -51,8 +51,14 @@ async function server<M = Note>(
   return transport;
 }
 
-async function client(): Promise<TcpTransport<Note>> {
-  const transport = track(new TcpTransport<Note>({ colonyKey, codec: noteCodec }));
+async function client(localAddress?: string): Promise<TcpTransport<Note>> {
+  const transport = track(
+    new TcpTransport<Note>({
+      colonyKey,
+      codec: noteCodec,
+      ...(localAddress !== undefined ? { localAddress } : {}),
+    }),
+  );
   await transport.start();
   return transport;
 }
@@ -163,7 +169,7 @@ describe("TcpTransport", () => {
     expect(b.stats().messagesReceived).toBe(total);
   });
 
-  it("dials its peers from the address it listens on, or lets the kernel choose for a wildcard", async () => {
+  it("dials its peers from the address it listens on (a client from the one it is given), or lets the kernel choose", async () => {
     // A plain listener on a second loopback address records where each connection comes from.
     const remotes: string[] = [];
     const listener = createServer((socket) => {
@@ -182,6 +188,15 @@ describe("TcpTransport", () => {
     wildcard.flush();
     await waitFor(() => remotes.length === 2, "the dial from the wildcard listener");
     expect(remotes).toEqual(["127.0.0.11", "127.0.0.1"]);
+    // A client dials from the address it is given, if any.
+    const placed = await client("127.0.0.13");
+    placed.send(`127.0.0.12:${port}`, { n: 3 });
+    placed.flush();
+    await waitFor(() => remotes.length === 3, "the dial from the client's address");
+    expect(remotes[2]).toBe("127.0.0.13");
+    expect(() => new TcpTransport<Note>({ colonyKey, codec: noteCodec, localAddress: "localhost" })).toThrow(
+      /localAddress must be an IP address/,
+    );
   });
 
   it("sends the messages of one turn to one destination in one frame", async () => {

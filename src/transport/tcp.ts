@@ -68,6 +68,12 @@ export interface TcpTransportOptions<M> {
   readonly limits?: Partial<TransportLimits>;
   /** Uniform in [0, 1), for reconnect jitter. */
   readonly random?: () => number;
+  /**
+   * The IP address an endpoint that only dials (a client) connects from, on a host with several;
+   * by default the kernel picks. A server dials from the address it listens on (when that is one
+   * IP address), and this is ignored. Peers of the other address family are dialed without it.
+   */
+  readonly localAddress?: string;
 }
 
 export const dropReasons = [
@@ -323,10 +329,14 @@ export class TcpTransport<M> implements TransportPort<M> {
     this.random = options.random ?? Math.random;
     this.listenOptions = options.listen;
     const listenHost = options.listen?.host;
+    if (options.localAddress !== undefined && isIP(options.localAddress) === 0)
+      throw new RangeError(`localAddress must be an IP address, got ${JSON.stringify(options.localAddress)}`);
     this.dialFrom =
-      listenHost !== undefined && isIP(listenHost) !== 0 && !isWildcardHost(listenHost)
-        ? listenHost
-        : undefined;
+      listenHost !== undefined
+        ? isIP(listenHost) !== 0 && !isWildcardHost(listenHost)
+          ? listenHost
+          : undefined
+        : options.localAddress;
     if (options.listen === undefined) {
       this.selfAddress = `${clientPrefix}${randomBytes(8).toString("hex")}`;
     } else {

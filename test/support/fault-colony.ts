@@ -177,6 +177,18 @@ export class ProcessColony {
     return (await response.json()) as { suspectedPeers: string[]; faultyCells: string[] };
   }
 
+  /** The value of one unlabelled series of a server's /metrics. */
+  async metric(id: string, name: string, timeoutMs: number): Promise<number> {
+    const s = this.topology.servers.find((server) => server.id === id);
+    if (s === undefined) throw new Error(`no server ${id} in the topology`);
+    const response = await fetch(`http://${s.host}:${s.adminPort}/metrics`, {
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const line = (await response.text()).split("\n").find((l) => l.startsWith(`${name} `));
+    if (line === undefined) throw new Error(`server ${id} reports no ${name}`);
+    return Number(line.slice(name.length + 1));
+  }
+
   /** SIGKILL to every server still running, at once (for an exit handler, which cannot wait). */
   killAllNow(): void {
     for (const [id, child] of this.processes) {
@@ -225,8 +237,8 @@ export interface Entry {
 }
 
 export interface Workload {
-  /** Writes acknowledged so far, to every cell or to one. */
-  acknowledgedWrites(cellKey?: string): number;
+  /** Writes acknowledged so far, to every cell or to one, by every client or by those listed. */
+  acknowledgedWrites(cellKey?: string, clients?: readonly number[]): number;
   /**
    * Milliseconds from `sinceMs` (a performance.now() reading) until a write to `cellKey` called
    * at or after it was acknowledged; null if none was within `timeoutMs` of it.
@@ -298,9 +310,13 @@ export function runWorkload(
   };
   const workers = clients.map((client, i) => run(client, i));
   return {
-    acknowledgedWrites: (cellKey) =>
+    acknowledgedWrites: (cellKey, byClients) =>
       history.filter(
-        (e) => e.write && e.returnMs !== null && (cellKey === undefined || e.cellKey === cellKey),
+        (e) =>
+          e.write &&
+          e.returnMs !== null &&
+          (cellKey === undefined || e.cellKey === cellKey) &&
+          (byClients === undefined || byClients.includes(e.client)),
       ).length,
     async nextAcknowledgedWrite(cellKey, sinceMs, timeoutMs) {
       for (;;) {

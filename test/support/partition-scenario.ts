@@ -1,14 +1,15 @@
 /**
  * Network partitions between real server processes (run by test/colony-faults.test.ts inside a
  * private network namespace, `runInPrivateNetwork`): 9 servers on their own loopback addresses,
- * 8 cells, 8 clients writing and reading all the while, and five cuts in turn, each held for
- * `holdMs` and then lifted:
+ * 8 cells, 8 clients writing and reading all the while (4 connecting from 127.0.0.1, 4 from
+ * 127.0.0.2), and five cuts in turn, each held for `holdMs` and then lifted:
  *
  * 1. a cell's leader cut off from every other server, both ways (its clients still reach it);
  * 2. a cell's leader unheard: its packets to the other servers dropped, theirs still arriving;
  * 3. a cell's leader deaf: the other servers' packets to it dropped, its own still arriving;
  * 4. the servers split 4 | 5, a cell's leader on the side of 4;
- * 5. the clients cut off from a cell's leader, both ways (the servers still reach each other).
+ * 5. the clients of 127.0.0.2 cut off from a cell's leader, both ways (the servers and the other
+ *    clients still reach it): their requests go around it, relayed by its followers.
  *
  * Then every cut is lifted and it measures how long until no server suspects a peer and every
  * cell takes a write again. Prints one JSON line (ScenarioResult) last; the test judges it.
@@ -38,6 +39,10 @@ export interface PhaseResult {
   readonly cellWritesDuring: number;
   /** The cell's leader as its nodes named it at the end of the cut (null: none named in 2 s). */
   readonly leaderAtEnd: string | null;
+  /** Writes of the clients a cut of clients cut off, to the cell, acknowledged while it held. */
+  readonly cutClientsCellWritesDuring: number;
+  /** Requests the servers relayed to a leader while the cut held (physalia_requests_relayed_total). */
+  readonly relayedDuring: number;
 }
 
 export interface ScenarioResult {
@@ -57,6 +62,11 @@ export interface ScenarioResult {
 
 /** The phase that cuts clients, not servers, from a leader. */
 export const clientsCutPhase = "clients cut off from a leader";
+/** Where the clients that phase cuts off connect from; the others connect from 127.0.0.1. */
+const cutClientsHost = "127.0.0.2";
+const clientsCount = 8;
+/** The clients connecting from cutClientsHost, by their index in the workload. */
+const cutClients = Array.from({ length: clientsCount / 2 }, (_, i) => clientsCount / 2 + i);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** The colony running now, for the exit handler. */
@@ -82,6 +92,14 @@ async function suspicions(colony: ProcessColony): Promise<string[]> {
   return lists.flat();
 }
 
+/** Requests relayed so far by every server (a server that does not answer in 5 s counts 0). */
+async function relayed(colony: ProcessColony): Promise<number> {
+  const counts = await Promise.all(
+    colony.ids.map((id) => colony.metric(id, "physalia_requests_relayed_total", 5000).catch(() => 0)),
+  );
+  return counts.reduce((a, b) => a + b, 0);
+}
+
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
   const firewall = new LabFirewall();
   const dir = mkdtempSync(join(tmpdir(), "physalia-partitions-"));
@@ -95,8 +113,14 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     for (const id of colony.ids) colony.start(id);
     await Promise.all(colony.ids.map((id) => colony.healthy(id)));
     await createCells(topology, colony.key, cells);
-    for (let i = 0; i < 8; i++)
-      clients.push(await PhysaliaClient.connect({ colony: colony.colonyFile, requestTimeoutMs: 300 }));
+    for (let i = 0; i < clientsCount; i++)
+      clients.push(
+        await PhysaliaClient.connect({
+          colony: colony.colonyFile,
+          requestTimeoutMs: 300,
+          ...(cutClients.includes(i) ? { localAddress: cutClientsHost } : {}),
+        }),
+      );
     const workload = runWorkload(clients, cells, 7);
     const observer = clients[0] as PhysaliaClient;
     await sleep(2000);
@@ -108,6 +132,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       if (victim === null) throw new Error(`no node of ${cellKey} named a leader in 10 s`);
       const writesBefore = workload.acknowledgedWrites();
       const cellWritesBefore = workload.acknowledgedWrites(cellKey);
+      const cutClientsWritesBefore = workload.acknowledgedWrites(cellKey, cutClients);
+      const relayedBefore = await relayed(colony);
       const cutAt = performance.now();
       cut(victim);
       // Past the failure detector's suspicion time (1.2 s), every server on either side of the
@@ -125,6 +151,11 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         writesDuring: workload.acknowledgedWrites() - writesBefore,
         cellWritesDuring: workload.acknowledgedWrites(cellKey) - cellWritesBefore,
         leaderAtEnd,
+        cutClientsCellWritesDuring:
+          name === clientsCutPhase
+            ? workload.acknowledgedWrites(cellKey, cutClients) - cutClientsWritesBefore
+            : 0,
+        relayedDuring: (await relayed(colony)) - relayedBefore,
       });
       firewall.heal();
       healedAt = performance.now();
@@ -137,10 +168,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       const rest = colony.ids.filter((id) => id !== v);
       firewall.split([v, ...rest.slice(0, 3)].map(hostOf), rest.slice(3).map(hostOf));
     });
-    // The clients connect from 127.0.0.1. The leader's node of the cell hears no request and
-    // goes quiet, so after 1.2 s without its accepts the others take a client's word that it is
-    // unresponsive, and one of them leads.
-    await phase(clientsCutPhase, "vol-5", (v) => firewall.split(["127.0.0.1"], [hostOf(v)]));
+    // The clients of 127.0.0.2 time out at the leader and send the cell's requests to its other
+    // nodes, which still hear the leader (the clients of 127.0.0.1 keep it at work) and relay
+    // them to it.
+    await phase(clientsCutPhase, "vol-5", (v) => firewall.split([cutClientsHost], [hostOf(v)]));
 
     // The last cut was lifted at healedAt: how long until the colony is whole again.
     let unsuspectedAfterMs: number | null = null;
