@@ -61,6 +61,8 @@ export async function startPhysalia(
             ]),
           ),
           leadershipsWon: "physalia_leaderships_won_total",
+          takeoversDeclined: "physalia_takeovers_declined_total",
+          requestsRelayed: "physalia_requests_relayed_total",
         }),
       stop: () => colony.stopAll(),
     };
@@ -263,6 +265,9 @@ function perCommitFigures(load: LoadResult) {
       campaignCauses.map((cause) => [cause, load.counters[`campaigns.${cause}`] ?? 0]),
     ),
     leadershipsWon: load.counters.leadershipsWon ?? 0,
+    /** Claims that a leader was unresponsive made where it was still heard, and the requests relayed to it. */
+    takeoversDeclined: load.counters.takeoversDeclined ?? 0,
+    requestsRelayed: load.counters.requestsRelayed ?? 0,
   };
 }
 
@@ -270,7 +275,7 @@ function describePerCommit(f: ReturnType<typeof perCommitFigures>): string[] {
   return [
     `per commit (all servers): ${f.messagesPerCommit} messages sent in ${f.framesPerCommit} frames, ${f.turnsPerCommit} turns, ${f.storageBatchesPerCommit} durable storage batches`,
     `  of those messages: ${f.acceptsPerCommit} accepts, ${f.acceptancesPerCommit} acceptances, ${f.commitNoticesPerCommit} commit notices${otherKinds(f.cellMessagesPerCommit)}; ${f.requestsOverloaded} requests answered overloaded, ${f.messagesDropped} messages dropped`,
-    `elections in the window: ${describeCampaigns(f.campaigns)}, ${f.leadershipsWon} won`,
+    `elections in the window: ${describeCampaigns(f.campaigns)}, ${f.leadershipsWon} won; ${f.takeoversDeclined} claims of an unresponsive leader declined, ${f.requestsRelayed} requests relayed to a leader`,
   ];
 }
 
