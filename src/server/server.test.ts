@@ -222,6 +222,57 @@ describe("server", () => {
 
   // What a node of s1 hears from s2's node before a client says the leader is unresponsive: a
   // leader's heartbeat (a commit notice), or a candidate's prepare, which s1's node promises.
+  /** s1 hears s2's node of vol-a (ballot 1 of it) send `message` at `now`. */
+  const hearProposer = (
+    transport: Recorder,
+    scheduler: Manual,
+    message: (ballot: number) => object,
+    now: number,
+  ): void => {
+    const proposer = members[1] as (typeof members)[number];
+    scheduler.now = now;
+    transport.handler?.("s2", {
+      kind: "paxos",
+      message: {
+        cellKey: "vol-a",
+        from: proposer,
+        to: members[0] as (typeof members)[number],
+        epoch: 1,
+        ...message(makeBallot(1, proposer.incarnation)),
+      },
+    } as ServerMessage);
+    scheduler.run();
+  };
+  /** Client c1's write to `cellKey` at `now`, after clearing what s1 sent before. */
+  const clientWrite = (
+    transport: Recorder,
+    scheduler: Manual,
+    write: { id: number; cellKey: string; now: number; leaderUnresponsive: boolean },
+  ): void => {
+    scheduler.now = write.now;
+    transport.sent.length = 0;
+    transport.handler?.("c1", {
+      kind: "request",
+      id: write.id,
+      cellKey: write.cellKey,
+      body: {
+        ...commandBody([{ item: "x", op: "put", value: 1n }]),
+        leaderUnresponsive: write.leaderUnresponsive,
+      },
+    } as ServerMessage);
+    scheduler.run();
+  };
+  /** Client c1's write to vol-a, saying the leader is unresponsive, at `now`: what s1 sent for it. */
+  const claimUnresponsive = (transport: Recorder, scheduler: Manual, id: number, now: number) => {
+    clientWrite(transport, scheduler, { id, cellKey: "vol-a", now, leaderUnresponsive: true });
+    const prepares = transport.sent.filter(
+      (s) => s.message.kind === "paxos" && s.message.message.type === "prepare",
+    );
+    const answer = transport.sent.find((s) => s.to === "c1")?.message;
+    const relayed = transport.sent.find((s) => s.to === "s2" && s.message.kind === "request")?.message;
+    return { prepares: prepares.length, answer, relayed: relayed?.kind === "request" ? relayed : null };
+  };
+
   const proposerMessages = {
     "a leader's heartbeat": (ballot: number) => ({ type: "heartbeat" as const, ballot, commit: 0, round: 0 }),
     "a candidate's prepare": (ballot: number) => ({ type: "prepare" as const, ballot, fromSlot: 1 }),
@@ -231,38 +282,8 @@ describe("server", () => {
       const { transport, scheduler, server } = setup();
       server.createCell("vol-a", members);
       scheduler.run();
-      const proposer = members[1] as (typeof members)[number];
-      const hear = (now: number) => {
-        scheduler.now = now;
-        transport.handler?.("s2", {
-          kind: "paxos",
-          message: {
-            cellKey: "vol-a",
-            from: proposer,
-            to: members[0] as (typeof members)[number],
-            epoch: 1,
-            ...message(makeBallot(1, proposer.incarnation)),
-          },
-        } as ServerMessage);
-        scheduler.run();
-      };
-      const request = (id: number, now: number) => {
-        scheduler.now = now;
-        transport.sent.length = 0;
-        transport.handler?.("c1", {
-          kind: "request",
-          id,
-          cellKey: "vol-a",
-          body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive: true },
-        } as ServerMessage);
-        scheduler.run();
-        const prepares = transport.sent.filter(
-          (s) => s.message.kind === "paxos" && s.message.message.type === "prepare",
-        );
-        const answer = transport.sent.find((s) => s.to === "c1")?.message;
-        const relayed = transport.sent.find((s) => s.to === "s2" && s.message.kind === "request")?.message;
-        return { prepares: prepares.length, answer, relayed: relayed?.kind === "request" ? relayed : null };
-      };
+      const hear = (now: number) => hearProposer(transport, scheduler, message, now);
+      const request = (id: number, now: number) => claimUnresponsive(transport, scheduler, id, now);
       const answerFrom = (from: string, relayed: { id: number }, index: number) => {
         transport.sent.length = 0;
         transport.handler?.(from, {
@@ -313,41 +334,17 @@ describe("server", () => {
     });
   }
 
-  it("redirects a request that calls the leader unresponsive when that leader's server is suspected", () => {
+  it("campaigns for a request that calls the leader unresponsive when that leader's server is suspected", () => {
     const { transport, scheduler, server } = setup();
     server.createCell("vol-a", members);
     scheduler.run();
-    const proposer = members[1] as (typeof members)[number];
     // s2's node was heard as leader, but s2's server refuses connections: the failure detector
     // suspects it at once, so there is no one to relay to, and the node campaigns.
-    scheduler.now = 1_000;
-    transport.handler?.("s2", {
-      kind: "paxos",
-      message: {
-        cellKey: "vol-a",
-        from: proposer,
-        to: members[0] as (typeof members)[number],
-        epoch: 1,
-        type: "heartbeat",
-        ballot: makeBallot(1, proposer.incarnation),
-        commit: 0,
-        round: 0,
-      },
-    } as ServerMessage);
-    scheduler.run();
+    hearProposer(transport, scheduler, proposerMessages["a leader's heartbeat"], 1_000);
     server.peerRefused("s2");
-    transport.sent.length = 0;
-    transport.handler?.("c1", {
-      kind: "request",
-      id: 1,
-      cellKey: "vol-a",
-      body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive: true },
-    } as ServerMessage);
-    scheduler.run();
-    expect(transport.sent.some((s) => s.message.kind === "request")).toBe(false);
-    expect(
-      transport.sent.filter((s) => s.message.kind === "paxos" && s.message.message.type === "prepare"),
-    ).toHaveLength(6);
+    const claim = claimUnresponsive(transport, scheduler, 1, 1_000);
+    expect(claim.relayed).toBeNull();
+    expect(claim.prepares).toBe(6);
     expect(server.status().counters.requestsRelayed).toBe(0);
   });
 
@@ -382,15 +379,7 @@ describe("server", () => {
     transport.handler?.("s2", { kind: "heartbeat" });
     scheduler.run();
     const request = (id: number, cellKey: string, now: number, leaderUnresponsive: boolean) => {
-      scheduler.now = now;
-      transport.sent.length = 0;
-      transport.handler?.("c1", {
-        kind: "request",
-        id,
-        cellKey,
-        body: { ...commandBody([{ item: "x", op: "put", value: 1n }]), leaderUnresponsive },
-      } as ServerMessage);
-      scheduler.run();
+      clientWrite(transport, scheduler, { id, cellKey, now, leaderUnresponsive });
       // The cell's own prepares (a campaign of the other cell may be copying its own meanwhile).
       return transport.sent.filter(
         (m) =>
