@@ -893,13 +893,13 @@ export class Server {
    * never relayed twice, and answers this server, which passes the answer back under the
    * client's id. The command keeps its session and sequence number, so a copy that arrives
    * again by another path is answered from the session, not applied twice. False when the
-   * request is the node's to handle after all: this node leads or campaigns, knows no leader on
-   * another server, thinks that server gone, or holds limits.serverRelaysMax relays already.
+   * request is the node's to handle after all: this node is not a follower (it leads, campaigns,
+   * learns or joins), knows no leader on another server, thinks that server gone, or holds limits.serverRelaysMax relays already.
    */
   private relay(node: HostedNode, client: Address, request: ClientRequest, now: number): boolean {
-    const replica = node.replica;
-    const leader = replica.leader;
-    if (replica.isLeader || leader === null || leader.serverId === this.serverId) return false;
+    // (A status is made only for requests that call a leader unresponsive, which are few.)
+    const { role, leader } = node.replica.status();
+    if (role !== "follower" || leader === null || leader.serverId === this.serverId) return false;
     if (this.relays.size >= limits.serverRelaysMax) return false;
     if (!this.detector.isAlive(leader.serverId, now - this.silenceAllowanceMs(now))) return false;
     const body = request.body;
