@@ -287,16 +287,16 @@ describe("client attempt timeouts", () => {
     expect(client.attemptTimeoutMs()).toBeGreaterThan(slowMs);
     expect(client.attemptTimeoutMs()).toBeLessThanOrEqual(limits.clientRequestTimeoutMsMax);
 
-    // The next write waits out each slow answer: no copy. It goes around the leader the first
-    // attempt timed out at (limits.clientLeaderDetourMs), to one other node, which takes the
-    // quiet cell over (or relays the write to the leader, in a busy one).
+    // The next write waits out each slow answer: at most a redirect to the leader, no copy. The
+    // leader answered late, so it is slow, not cut off: the write does not go around it.
     sentTo.length = 0;
     const leader = s.leader("vol-1");
     const second = cell.put("b", bytes("2"));
     s.run(3_000);
     await second;
-    expect(sentTo).toHaveLength(1);
-    expect(sentTo[0]).not.toBe(leader);
+    expect(sentTo.length).toBeLessThanOrEqual(2);
+    expect(new Set(sentTo).size).toBe(sentTo.length);
+    expect(sentTo.at(-1)).toBe(leader);
   });
 
   it("each unanswered attempt of an operation waits twice as long as the one before, up to the ceiling", async () => {

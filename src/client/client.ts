@@ -105,6 +105,8 @@ interface CellState {
    * hears that leader relays them to it, one that does not takes over.
    */
   detourFrom: ServerId | null;
+  /** When the detour started: an answer from detourFrom after it ends it (the leader is slow, not cut off). */
+  detourSinceMs: number;
   detourUntilMs: number;
 }
 
@@ -148,6 +150,8 @@ interface Operation$ {
 
 const sessionIdMax = 2 ** 52;
 const waitingPerCellMax = 10_000;
+/** Servers whose last answer the client remembers (the least recently heard is forgotten). */
+const serversHeardMax = 10_000;
 /** Requests one turn sends before the transport is flushed without waiting for the turn's end. */
 const requestsPerFlushMax = 1024;
 
@@ -174,6 +178,8 @@ export class PhysaliaClient {
   private answerDeviationMs = 0;
   private readonly cells = new Map<CellKey, CellState>();
   private readonly inflight = new Map<number, Operation$>();
+  /** When each server last answered anything, least recently heard first. */
+  private readonly heardMs = new Map<Address, number>();
   private nextRequestId = 1;
   /** Requests sent since the transport was last flushed (see `flushSoon`). */
   private unflushed = 0;
@@ -193,8 +199,10 @@ export class PhysaliaClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? limits.clientRequestTimeoutMs;
     this.requestTimeoutMsMax = Math.max(this.requestTimeoutMs, limits.clientRequestTimeoutMsMax);
     this.attemptsMax = options.attemptsMax ?? limits.clientAttemptsMax;
-    this.transport.onMessage((_from, message) => {
-      if (message.kind === "response") this.onResponse(message);
+    this.transport.onMessage((from, message) => {
+      if (message.kind !== "response") return;
+      this.heard(from);
+      this.onResponse(message);
     });
   }
 
@@ -339,6 +347,7 @@ export class PhysaliaClient {
         waiting: [],
         avoid: new Map(),
         detourFrom: null,
+        detourSinceMs: 0,
         detourUntilMs: 0,
       };
       this.cells.set(cellKey, state);
@@ -545,8 +554,15 @@ export class PhysaliaClient {
     if (state.leader === target) {
       state.leader = null;
       op.leaderUnresponsive = true;
-      state.detourFrom = target;
-      state.detourUntilMs = this.scheduler.nowMs() + limits.clientLeaderDetourMs;
+      // Unless the leader has answered anything since this attempt left (it is slow, not cut off),
+      // the cell's next requests go around it for a while.
+      const sentMs = op.attemptSentMs[op.attemptSentMs.length - 1] ?? 0;
+      if ((this.heardMs.get(target) ?? Number.NEGATIVE_INFINITY) < sentMs) {
+        const now = this.scheduler.nowMs();
+        state.detourFrom = target;
+        state.detourSinceMs = now;
+        state.detourUntilMs = now + limits.clientLeaderDetourMs;
+      }
     }
     this.retryAfterBackoff(op);
   }
@@ -572,12 +588,33 @@ export class PhysaliaClient {
     this.transport.flush();
   }
 
-  /** The leader the cell's requests go around now (CellState.detourFrom), or null. */
+  /**
+   * The leader the cell's requests go around now (CellState.detourFrom), or null: the detour
+   * ends after limits.clientLeaderDetourMs, or as soon as that server answers anything.
+   */
   private detouring(state: CellState, now: number): ServerId | null {
-    if (state.detourFrom === null) return null;
-    if (now < state.detourUntilMs) return state.detourFrom;
+    const from = state.detourFrom;
+    if (from === null) return null;
+    if (
+      now < state.detourUntilMs &&
+      (this.heardMs.get(from) ?? Number.NEGATIVE_INFINITY) < state.detourSinceMs
+    )
+      return from;
     state.detourFrom = null;
     return null;
+  }
+
+  private heard(server: Address): void {
+    const heard = this.heardMs;
+    if (heard.delete(server)) {
+      heard.set(server, this.scheduler.nowMs());
+      return;
+    }
+    if (heard.size >= serversHeardMax) {
+      const oldest = heard.keys().next().value;
+      if (oldest !== undefined) heard.delete(oldest);
+    }
+    heard.set(server, this.scheduler.nowMs());
   }
 
   private pickTarget(op: Operation$): ServerId | null {

@@ -180,9 +180,10 @@ export const limits = Object.freeze({
   /** The longest an attempt is waited for, however slow the answers. */
   clientRequestTimeoutMsMax: 4000,
   /**
-   * After an attempt at a cell's leader goes unanswered, the client sends that cell's requests
-   * through the other nodes, each marked `leaderUnresponsive`, this long: a node that still hears
-   * the leader relays them to it, one that does not takes over. Then it tries the leader again.
+   * After an attempt at a cell's leader goes unanswered, and that server answered nothing since
+   * the attempt left, the client sends that cell's requests through the other nodes, each marked
+   * `leaderUnresponsive`, this long (or until that server answers anything): a node that still
+   * hears the leader relays them to it, one that does not takes over. Then it tries the leader again.
    */
   clientLeaderDetourMs: 5000,
   /** An operation makes no new attempt this long after its first (it ends unavailable, or unknown). */
