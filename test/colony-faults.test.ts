@@ -8,7 +8,7 @@
  * a private network namespace (below). `npm run soak:colony` runs the same colony and checks
  * under longer, randomized schedules of faults.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -75,18 +75,19 @@ async function faultyCellsOf(colony: ProcessColony, id: string, timeoutMs: numbe
 }
 
 describe("a colony of server processes under kill -9 and SIGSTOP", () => {
-  const dir = mkdtempSync(join(tmpdir(), "physalia-faults-"));
+  // Made by the test itself, so that a run that filters the test out leaves no directory.
+  let dir = "";
   let colony: ProcessColony | null = null;
   const clients: PhysaliaClient[] = [];
 
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close()));
     await colony?.stopAll();
-    rmSync(dir, { recursive: true, force: true });
+    if (dir !== "") rmSync(dir, { recursive: true, force: true });
   });
 
   it("loses no acknowledged write and stays linearizable", async () => {
-    mkdirSync(dir, { recursive: true });
+    dir = mkdtempSync(join(tmpdir(), "physalia-faults-"));
     const topology = await localTopology(9);
     colony = new ProcessColony(dir, topology);
     const c = colony;

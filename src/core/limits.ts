@@ -144,6 +144,12 @@ export const limits = Object.freeze({
   /** A relayed request whose leader has not answered after this long is forgotten. */
   serverRelayExpiryMs: 10_000,
   /**
+   * A follower relays only while its cell's proposer was heard this recently: a leader cut off
+   * from the follower as well goes silent, and relays to it would be lost until the silence
+   * counts (leaderSilenceMs); after this the follower redirects instead, as without relays.
+   */
+  relayProposerHeardMs: 500,
+  /**
    * A node quiet (no timer, no request, no write in flight) and untouched this long is evicted
    * from memory; it is loaded again from storage when its cell is next touched.
    */
@@ -231,6 +237,10 @@ assert(
 assert(
   limits.sessionRetentionMs >= 3 * (limits.clientOperationMsMax + limits.clientRequestTimeoutMsMax),
   "a session must outlive every retry of its last request, with a 3x clock-rate margin",
+);
+assert(
+  limits.relayProposerHeardMs < limits.leaderSilenceMs,
+  "a follower stops relaying to a silent proposer before it may take its cell over",
 );
 assert(
   limits.clientRequestTimeoutMsMax >= limits.clientRequestTimeoutMs,

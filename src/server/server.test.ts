@@ -296,7 +296,7 @@ describe("server", () => {
         return transport.sent.filter((s) => s.to === "c1").map((s) => s.message);
       };
       hear(1_000);
-      const declined = request(7, 1_000 + limits.leaderSilenceMs - 1);
+      const declined = request(7, 1_000 + limits.relayProposerHeardMs);
       expect(declined.prepares).toBe(0);
       expect(declined.answer).toBeUndefined();
       // s2 reaches s1 and the client says it does not reach s2: s1 relays the request to s2,
@@ -321,6 +321,16 @@ describe("server", () => {
       hear(2_000);
       const unanswered = request(8, 2_000);
       expect(unanswered.relayed).not.toBeNull();
+
+      // The proposer has not been heard for longer than relayProposerHeardMs (it may be cut off
+      // from s1 too): the claim is still declined, and redirected to it rather than relayed.
+      const redirected = request(10, 2_000 + limits.relayProposerHeardMs + 1);
+      expect(redirected.prepares).toBe(0);
+      expect(redirected.relayed).toBeNull();
+      expect(redirected.answer?.kind === "response" && redirected.answer.body).toMatchObject({
+        type: "redirect",
+        leader: { serverId: "s2" },
+      });
 
       // The proposer fell silent for leaderSilenceMs: the claim is taken, and s1's node campaigns.
       const taken = request(9, 2_000 + limits.leaderSilenceMs);

@@ -894,13 +894,19 @@ export class Server {
    * client's id. The command keeps its session and sequence number, so a copy that arrives
    * again by another path is answered from the session, not applied twice. False when the
    * request is the node's to handle after all: this node is not a follower (it leads, campaigns,
-   * learns or joins), knows no leader on another server, thinks that server gone, or holds limits.serverRelaysMax relays already.
+   * learns or joins), knows no leader on another server, thinks that server gone, has not heard
+   * the cell's proposer for limits.relayProposerHeardMs (a leader cut off from it too: the node
+   * redirects until the silence lets it take over), or holds limits.serverRelaysMax relays.
    */
   private relay(node: HostedNode, client: Address, request: ClientRequest, now: number): boolean {
     // (A status is made only for requests that call a leader unresponsive, which are few.)
     const { role, leader } = node.replica.status();
     if (role !== "follower" || leader === null || leader.serverId === this.serverId) return false;
-    if (this.relays.size >= limits.serverRelaysMax) return false;
+    if (
+      now - node.proposerHeardMs > limits.relayProposerHeardMs ||
+      this.relays.size >= limits.serverRelaysMax
+    )
+      return false;
     if (!this.detector.isAlive(leader.serverId, now - this.silenceAllowanceMs(now))) return false;
     const body = request.body;
     if (!("leaderUnresponsive" in body)) return false; // eventual reads, changes, describes
