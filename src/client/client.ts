@@ -100,9 +100,10 @@ interface CellState {
   /** Servers that recently failed to answer, with when they may be tried again. */
   readonly avoid: Map<ServerId, number>;
   /**
-   * A leader an attempt timed out at, and until when the cell's requests go around it through
-   * the other nodes, marked `leaderUnresponsive` (limits.clientLeaderDetourMs): a node that still
-   * hears that leader relays them to it, one that does not takes over.
+   * A leader an attempt timed out at while its server answered nothing, and until when the
+   * cell's requests go around it through the other nodes, marked `leaderUnresponsive`
+   * (limits.clientLeaderDetourMs): a node that still hears that leader relays them to it, one
+   * that does not takes over.
    */
   detourFrom: ServerId | null;
   /** When the detour started: an answer from detourFrom after it ends it (the leader is slow, not cut off). */

@@ -155,7 +155,7 @@ export interface ServerCounters {
   requestsOverloaded: number;
   /**
    * Requests that said their cell's leader was unresponsive, made at a node that had just heard
-   * from a leader or a candidate: it redirected them instead of campaigning.
+   * from a leader or a candidate: it relayed or redirected them instead of campaigning.
    */
   takeoversDeclined: number;
   /**
