@@ -9,8 +9,9 @@
  *     a cell's leader (which wakes up believing it still leads), resumed with SIGCONT after a while;
  *   - with `--partitions`, network partitions too, lifted after a while: a random server cut off
  *     from the others both ways, a cell's leader unheard (its packets to the others dropped) or
- *     deaf (theirs to it dropped), the servers split in two groups, and the clients cut off from
- *     a cell's leader. The soak then runs in a
+ *     deaf (theirs to it dropped), the servers split in two groups, and the clients of one of two
+ *     addresses (half connect from 127.0.0.1, half from 127.0.0.2) cut off from a cell's leader,
+ *     whose followers relay their requests to it. The soak then runs in a
  *     private network namespace of its own, servers on their own loopback addresses, the cuts
  *     made by nftables rules there (test/support/netlab.ts; needs root, installs nftables from
  *     Debian's archive when missing).
@@ -56,6 +57,8 @@ const seeds = option("seeds", 10);
 const from = option("from", 1);
 const seconds = option("seconds", 60);
 const clientsCount = option("clients", 8);
+/** Where the clients connect from with --partitions (the even ones from the first). */
+const clientHosts = ["127.0.0.1", "127.0.0.2"] as const;
 const cellsCount = option("cells", 8);
 const partitions = process.argv.includes("--partitions");
 
@@ -115,7 +118,15 @@ async function soak(seed: number): Promise<string[]> {
     await Promise.all(colony.ids.map((id) => colony.healthy(id)));
     await createCells(topology, colony.key, cells);
     for (let i = 0; i < clientsCount; i++)
-      clients.push(await PhysaliaClient.connect({ colony: colony.colonyFile, requestTimeoutMs: 300 }));
+      clients.push(
+        await PhysaliaClient.connect({
+          colony: colony.colonyFile,
+          requestTimeoutMs: 300,
+          // With partitions, half the clients connect from a second address, which a cut can
+          // single out.
+          ...(partitions && i % 2 === 1 ? { localAddress: clientHosts[1] } : {}),
+        }),
+      );
     const workload = runWorkload(clients, cells, seed);
 
     // Faults end (every server restarted or resumed) before the clients stop. A recovery that
@@ -169,9 +180,10 @@ async function soak(seed: number): Promise<string[]> {
             counts.leadersUnheard += 1;
             cuts = [firewall.cut([hostOf(victim)], others)];
           } else if (kind === 4) {
-            // The clients (on 127.0.0.1) cut off from the leader; the servers still reach it.
+            // The clients of one address cut off from the leader; the servers and the other
+            // clients still reach it.
             counts.clientsCut += 1;
-            cuts = firewall.split(["127.0.0.1"], [hostOf(victim)]);
+            cuts = firewall.split([clientHosts[random.below(2)] as string], [hostOf(victim)]);
           } else {
             counts.leadersDeaf += 1;
             cuts = [firewall.cut(others, [hostOf(victim)])];
