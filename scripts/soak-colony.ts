@@ -31,8 +31,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Prng } from "../src/core/index.ts";
 import { placeCell } from "../src/discovery/index.ts";
-import { PhysaliaClient } from "../src/index.ts";
-import { createCells, localTopology } from "../test/support/colony.ts";
+import type { PhysaliaClient } from "../src/index.ts";
+import { localTopology } from "../test/support/colony.ts";
 import {
   checkHistory,
   KilledWhileStarting,
@@ -114,19 +114,10 @@ async function soak(seed: number): Promise<string[]> {
   };
   const problems: string[] = [];
   try {
-    for (const id of colony.ids) colony.start(id);
-    await Promise.all(colony.ids.map((id) => colony.healthy(id)));
-    await createCells(topology, colony.key, cells);
-    for (let i = 0; i < clientsCount; i++)
-      clients.push(
-        await PhysaliaClient.connect({
-          colony: colony.colonyFile,
-          requestTimeoutMs: 300,
-          // With partitions, half the clients connect from a second address, which a cut can
-          // single out.
-          ...(partitions && i % 2 === 1 ? { localAddress: clientHosts[1] } : {}),
-        }),
-      );
+    // With partitions, half the clients connect from a second address, which a cut can single out.
+    await colony.startWithClients(cells, clients, clientsCount, (i) =>
+      partitions && i % 2 === 1 ? clientHosts[1] : undefined,
+    );
     const workload = runWorkload(clients, cells, seed);
 
     // Faults end (every server restarted or resumed) before the clients stop. A recovery that

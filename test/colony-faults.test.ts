@@ -14,11 +14,11 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { commandCodec, type Transaction, type TxnResult } from "../src/cell/index.ts";
 import { placeCell } from "../src/discovery/index.ts";
-import { PhysaliaClient } from "../src/index.ts";
+import type { PhysaliaClient } from "../src/index.ts";
 import { cellModel } from "../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../src/sim/linearizability.ts";
 import { LmdbStorage } from "../src/storage/index.ts";
-import { createCells, localTopology } from "./support/colony.ts";
+import { localTopology } from "./support/colony.ts";
 import {
   checkHistory,
   leaderServerOf,
@@ -91,11 +91,7 @@ describe("a colony of server processes under kill -9 and SIGSTOP", () => {
     const topology = await localTopology(9);
     colony = new ProcessColony(dir, topology);
     const c = colony;
-    for (const id of c.ids) c.start(id);
-    await Promise.all(c.ids.map((id) => c.healthy(id)));
-    await createCells(topology, c.key, [...workloadCells, ...bulkCells]);
-    for (let i = 0; i < clientsCount; i++)
-      clients.push(await PhysaliaClient.connect({ colony: c.colonyFile, requestTimeoutMs: 300 }));
+    await c.startWithClients([...workloadCells, ...bulkCells], clients, clientsCount);
     const workload = runWorkload(clients, workloadCells, 0);
 
     // Faults. Random single servers first.

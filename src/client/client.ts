@@ -151,7 +151,7 @@ interface Operation$ {
 
 const sessionIdMax = 2 ** 52;
 const waitingPerCellMax = 10_000;
-/** Servers whose last answer the client remembers (the least recently heard is forgotten). */
+/** Servers whose last answer the client remembers (the first one it heard is forgotten). */
 const serversHeardMax = 10_000;
 /** Requests one turn sends before the transport is flushed without waiting for the turn's end. */
 const requestsPerFlushMax = 1024;
@@ -179,7 +179,7 @@ export class PhysaliaClient {
   private answerDeviationMs = 0;
   private readonly cells = new Map<CellKey, CellState>();
   private readonly inflight = new Map<number, Operation$>();
-  /** When each server last answered anything, least recently heard first. */
+  /** When each server last answered anything, in the order they were first heard. */
   private readonly heardMs = new Map<Address, number>();
   private nextRequestId = 1;
   /** Requests sent since the transport was last flushed (see `flushSoon`). */
@@ -607,13 +607,9 @@ export class PhysaliaClient {
 
   private heard(server: Address): void {
     const heard = this.heardMs;
-    if (heard.delete(server)) {
-      heard.set(server, this.scheduler.nowMs());
-      return;
-    }
-    if (heard.size >= serversHeardMax) {
-      const oldest = heard.keys().next().value;
-      if (oldest !== undefined) heard.delete(oldest);
+    if (heard.size >= serversHeardMax && !heard.has(server)) {
+      const first = heard.keys().next().value;
+      if (first !== undefined) heard.delete(first);
     }
     heard.set(server, this.scheduler.nowMs());
   }

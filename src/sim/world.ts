@@ -103,8 +103,8 @@ export class SimWorld {
   readonly observer: ReplicaObserver;
   /** Count of log values applied across all nodes (a progress measure). */
   appliedCount = 0;
-  private nodesEvictedByCrashedServers = 0;
-  private requestsRelayedByCrashedServers = 0;
+  /** Counters of servers that crashed (their Server objects are gone), added at each crash. */
+  private readonly crashedCounters = { nodesEvicted: 0, requestsRelayed: 0 };
   private readonly residentIdleMs: number;
 
   constructor(options: WorldOptions) {
@@ -176,16 +176,19 @@ export class SimWorld {
 
   /** Quiet nodes evicted from memory (and later loaded again) over the whole run. */
   get nodesEvicted(): number {
-    let evicted = this.nodesEvictedByCrashedServers;
-    for (const slot of this.servers) evicted += slot.server?.counters.nodesEvicted ?? 0;
-    return evicted;
+    return this.counterSum("nodesEvicted");
   }
 
   /** Requests the servers relayed to a leader their client could not reach, crashed ones included. */
   get requestsRelayed(): number {
-    let relayed = this.requestsRelayedByCrashedServers;
-    for (const slot of this.servers) relayed += slot.server?.counters.requestsRelayed ?? 0;
-    return relayed;
+    return this.counterSum("requestsRelayed");
+  }
+
+  /** A server counter summed over every server, running or crashed. */
+  private counterSum(name: keyof SimWorld["crashedCounters"]): number {
+    let sum = this.crashedCounters[name];
+    for (const slot of this.servers) sum += slot.server?.counters[name] ?? 0;
+    return sum;
   }
 
   // ------------------------------------------------------------------ faults
@@ -195,8 +198,8 @@ export class SimWorld {
     const slot = this.slot(id);
     if (slot.server === null) return;
     this.trace.addString(`crash ${id}`);
-    this.nodesEvictedByCrashedServers += slot.server.counters.nodesEvicted;
-    this.requestsRelayedByCrashedServers += slot.server.counters.requestsRelayed;
+    for (const name of ["nodesEvicted", "requestsRelayed"] as const)
+      this.crashedCounters[name] += slot.server.counters[name];
     slot.server.stop();
     slot.server = null;
     slot.scheduler.kill();

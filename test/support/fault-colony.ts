@@ -11,10 +11,10 @@ import { join } from "node:path";
 import type { Transaction, TxnResult } from "../../src/cell/index.ts";
 import { loadColonyKey, type Topology } from "../../src/cli/colony.ts";
 import { Prng } from "../../src/core/index.ts";
-import { OutcomeUnknownError, type PhysaliaClient } from "../../src/index.ts";
+import { OutcomeUnknownError, PhysaliaClient } from "../../src/index.ts";
 import { cellModel } from "../../src/sim/cell-model.ts";
 import { checkLinearizable, type HistoryOperation } from "../../src/sim/linearizability.ts";
-import { serverProcessArgs, writeColonyFiles } from "./colony.ts";
+import { createCells, serverProcessArgs, writeColonyFiles } from "./colony.ts";
 
 const root = join(import.meta.dirname, "..", "..");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -143,6 +143,32 @@ export class ProcessColony {
    * Waits until the server answers /healthz; returns how long that took. Fails at once if the
    * process exits first (naming its exit and its log), or if this colony kills it meanwhile.
    */
+  /**
+   * Starts every server, waits until each is healthy, creates `cells` and connects `count` SDK
+   * clients (client i from localAddressOf(i), when it names an address). Each client is pushed
+   * to `clients` once connected, so that the caller's cleanup closes it whatever fails later.
+   */
+  async startWithClients(
+    cells: readonly string[],
+    clients: PhysaliaClient[],
+    count: number,
+    localAddressOf: (i: number) => string | undefined = () => undefined,
+  ): Promise<void> {
+    for (const id of this.ids) this.start(id);
+    await Promise.all(this.ids.map((id) => this.healthy(id)));
+    await createCells(this.topology, this.key, cells);
+    for (let i = 0; i < count; i++) {
+      const localAddress = localAddressOf(i);
+      clients.push(
+        await PhysaliaClient.connect({
+          colony: this.colonyFile,
+          requestTimeoutMs: 300,
+          ...(localAddress !== undefined ? { localAddress } : {}),
+        }),
+      );
+    }
+  }
+
   async healthy(id: string, timeoutMs = 20_000): Promise<number> {
     const s = this.topology.servers.find((server) => server.id === id);
     const child = this.processes.get(id);

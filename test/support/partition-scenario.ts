@@ -17,8 +17,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PhysaliaClient } from "../../src/index.ts";
-import { createCells, localTopology } from "./colony.ts";
+import type { PhysaliaClient } from "../../src/index.ts";
+import { localTopology } from "./colony.ts";
 import { checkHistory, leaderServerOf, ProcessColony, runWorkload } from "./fault-colony.ts";
 import { LabFirewall, labHost } from "./netlab.ts";
 
@@ -110,17 +110,9 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const hostOf = (id: string) => topology.servers.find((s) => s.id === id)?.host as string;
   const othersOf = (id: string) => colony.ids.filter((other) => other !== id).map(hostOf);
   try {
-    for (const id of colony.ids) colony.start(id);
-    await Promise.all(colony.ids.map((id) => colony.healthy(id)));
-    await createCells(topology, colony.key, cells);
-    for (let i = 0; i < clientsCount; i++)
-      clients.push(
-        await PhysaliaClient.connect({
-          colony: colony.colonyFile,
-          requestTimeoutMs: 300,
-          ...(cutClients.includes(i) ? { localAddress: cutClientsHost } : {}),
-        }),
-      );
+    await colony.startWithClients(cells, clients, clientsCount, (i) =>
+      cutClients.includes(i) ? cutClientsHost : undefined,
+    );
     const workload = runWorkload(clients, cells, 7);
     const observer = clients[0] as PhysaliaClient;
     await sleep(2000);
