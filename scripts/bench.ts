@@ -15,7 +15,8 @@
  * failover    --cells 100 --interval 50 --warmup 10 --after 10 (kill -9 of the server leading the most cells)
  * etcd        the throughput and latency options (the same workloads against 3 etcd members)
  * floor       the throughput and latency options (the write workloads against the replication
- *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals)
+ *             floor: 7 processes that only put each write in 4 of 7 O_DSYNC journals), and
+ *             --per-cell (the floor moves each write as its cell's own messages instead)
  * inprocess   --cells 1000 --clients 256 --connections 4 --warmup 20 --seconds 10 --runs 3 (the
  *             write path's CPU per write with 7 servers and the writers in one process; no target)
  * servers     --cells 100,1000,10000 --writers-per-cell 0.256 --wire --warmup 5 --seconds 8 (the
@@ -71,7 +72,7 @@ async function main(): Promise<number> {
     console.error(`unknown benchmark ${JSON.stringify(name)}; ${usage}`);
     return 2;
   }
-  const options = new Options(rest, ["json", "wire"]);
+  const options = new Options(rest, ["json", "wire", "per-cell"]);
   const json = options.flag("json");
   const floors = await measureFloors(tmpdir());
   if (!json)

@@ -71,3 +71,59 @@ describe("the replication floor (npm run bench -- floor)", () => {
     for (const pid of stopped.splice(0)) process.kill(pid, "SIGCONT");
   }, 30_000);
 });
+
+describe("the per-cell replication floor (npm run bench -- floor --per-cell)", () => {
+  const children = new Children();
+  let floor: Awaited<ReturnType<typeof startFloor>>;
+  let client: FloorClient;
+  const stopped: number[] = [];
+
+  beforeAll(async () => {
+    floor = await startFloor(children, ["key"], 2, "cells");
+    client = await FloorClient.connect(floor.ports);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const pid of stopped) process.kill(pid, "SIGCONT");
+    await client?.close();
+    await children.stopAll();
+    children.removeTempDirs();
+  });
+
+  it("answers writes, each then in at least 4 journals, and soon in all 7", async () => {
+    for (let i = 0; i < 20; i++) {
+      const marker = Buffer.from(`cells-write-${i}-`.padEnd(24, "x"));
+      await client.write(`key-${i % 3}`, marker);
+      expect(journalsHolding(floor.dir, marker)).toBeGreaterThanOrEqual(4);
+    }
+    // The 3 followers that were not asked for a vote get each slot once it is chosen.
+    const last = Buffer.from("cells-write-19-".padEnd(24, "x"));
+    for (let waited = 0; journalsHolding(floor.dir, last) < 7 && waited < 5_000; waited += 50)
+      await settle(50);
+    expect(journalsHolding(floor.dir, last)).toBe(7);
+  }, 30_000);
+
+  it("does not answer a write that only 3 journals hold, and answers it once a 4th does", async () => {
+    const key = "key-quorum";
+    const leader = leaderOf(key, 7);
+    const pids = floor.serverPids();
+    // The leader asks the 3 replicas after it for their votes; one of them is stopped.
+    const voter = pids[(leader + 2) % 7] as number;
+    process.kill(voter, "SIGSTOP");
+    stopped.push(voter);
+    const marker = Buffer.from("cells-quorum-write-".padEnd(24, "q"));
+    let answered = false;
+    const write = client.write(key, marker).then(() => {
+      answered = true;
+    });
+    for (let waited = 0; journalsHolding(floor.dir, marker) < 3 && waited < 10_000; waited += 50)
+      await settle(50);
+    await settle(500);
+    expect(answered).toBe(false);
+    expect(journalsHolding(floor.dir, marker)).toBe(3);
+
+    process.kill(stopped.shift() as number, "SIGCONT");
+    await write;
+    expect(journalsHolding(floor.dir, marker)).toBeGreaterThanOrEqual(4);
+  }, 30_000);
+});

@@ -28,7 +28,10 @@ import {
   throughputSettings,
 } from "./workloads.ts";
 
-const replicaScript = join(import.meta.dirname, "floor-replica.ts");
+const replicaScripts = {
+  stream: join(import.meta.dirname, "floor-replica.ts"),
+  cells: join(import.meta.dirname, "floor-cells-replica.ts"),
+} as const;
 const replicas = 7;
 
 /** The floor's 7 replica processes on free loopback ports, journals in a temporary directory. */
@@ -36,6 +39,7 @@ export async function startFloor(
   children: Children,
   keys: readonly string[],
   journalMiB = 64,
+  kind: keyof typeof replicaScripts = "stream",
 ): Promise<SystemUnderTest & { readonly ports: readonly number[]; readonly dir: string }> {
   const dir = children.tempDir("physalia-bench-floor-");
   const ports = await freePorts(replicas);
@@ -46,7 +50,7 @@ export async function startFloor(
     const child = children.spawn(
       `floor replica ${i}`,
       process.execPath,
-      ["--import", "tsx", replicaScript, String(i), dir, ports.join(","), String(journalMiB)],
+      ["--import", "tsx", replicaScripts[kind], String(i), dir, ports.join(","), String(journalMiB)],
       { stdio: ["ignore", "pipe", 2] },
     );
     child.stdout?.on("data", (data: Buffer) => {
@@ -82,6 +86,7 @@ export async function startFloor(
 export async function floorBenchmark(children: Children, options: Options): Promise<BenchmarkReport> {
   const throughput = throughputSettings(options);
   const latency = latencySettings(options);
+  const kind = options.flag("per-cell") ? "cells" : "stream";
   options.finish();
   if (throughput.cellSize !== replicas)
     throw new Error(`the floor has ${replicas} replicas: --cell-size must be 7`);
@@ -89,7 +94,7 @@ export async function floorBenchmark(children: Children, options: Options): Prom
   const writes = (system: SystemUnderTest) => latencyLoad(children, system, latency, "write");
   const floor = await measureThenStop(
     children,
-    await startFloor(children, cellKeys(throughput.cells)),
+    await startFloor(children, cellKeys(throughput.cells), 64, kind),
     throughput,
     writes,
   );
