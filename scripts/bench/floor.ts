@@ -4,6 +4,9 @@
  * O_DSYNC journals and answer once 4 hold it), side by side, with the ratio of each figure.
  * The floor is what this machine allows a 7-replica write through 7 Node.js processes before any
  * database work: a target the floor itself misses cannot be met by Physalia here either.
+ * `--per-cell` runs floor-cells-replica.ts instead: each write travels as its own cell's
+ * messages, as in Physalia, with the least work per message, so that what a per-cell protocol
+ * costs here is measured apart from what Physalia's implementation of it costs.
  */
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
@@ -123,7 +126,10 @@ export async function floorBenchmark(children: Children, options: Options): Prom
   const errors = floor.throughput.errors + floor.latency.errors;
   const lines = [
     `${replicas} processes each: physalia (cells of 7, ${throughput.cells} cells) and the floor (${throughput.cells} keys; ` +
-      `a write is in 4 of 7 O_DSYNC journals, nothing else); ${throughput.clients} writers, then 1`,
+      (kind === "cells"
+        ? "each write moved as its own cell's messages: accepts, votes, commit notices, applied on every replica"
+        : "a write is in 4 of 7 O_DSYNC journals, nothing else") +
+      `); ${throughput.clients} writers, then 1`,
     ...sideBySide(
       ["physalia", "floor"],
       comparison.map((c) => ({ figure: c.figure, a: c.physalia, b: c.floor })),
@@ -137,7 +143,7 @@ export async function floorBenchmark(children: Children, options: Options): Prom
     met: higher ? measured >= limit : measured <= limit,
   });
   return {
-    results: { physalia, floor, comparison },
+    results: { floorKind: kind, physalia, floor, comparison },
     // Physalia's targets judged on this run, and whether the floor itself meets them.
     targets: {
       writesPerSecond: target(">= 20,000 committed writes/s", 20_000, physalia.throughput.perSecond, true),
