@@ -25,11 +25,12 @@
  *   floor-cells-replica.ts <index> <directory> <port>,<port>,... [journal MiB, default 64]
  *   (prints "ready" once it has dialled every other replica)
  *
- * Records inside a frame (after u32 length | u8 type):
- *   accept   u16 key length | key | u32 slot | u32 commit | u16 value length | value
- *   ack      u16 key length | key | u32 slot
- *   notice   u16 key length | key | u32 commit
- * and a frame between replicas ends with its 32-byte tag over everything after the length.
+ * A frame between replicas (after u32 length | u8 type 16) holds records of any cells, each
+ *   u8 1 (accept) | u16 key length | key | u32 slot | u32 commit | u16 value length | value
+ *   u8 2 (vote)   | u16 key length | key | u32 slot
+ *   u8 3 (notice) | u16 key length | key | u32 commit
+ * and ends with its 32-byte tag over everything after the length: one frame per peer and turn,
+ * as Physalia's transport sends.
  * A value is one or more commands: u16 item length | item | u16 bytes length | bytes.
  */
 import { closeSync, constants, openSync, writeSync } from "node:fs";
@@ -51,7 +52,8 @@ const prompt = majority - 1;
 /** As Physalia's limits: commitNoticeDelayMs and acceptDeferMs. */
 const noticeDelayMs = 10;
 const deferMs = 40;
-const cellType = { accept: 16, ack: 17, notice: 18 } as const;
+const cellsFrame = 16;
+const record = { accept: 1, vote: 2, notice: 3 } as const;
 const tagBytes = 32;
 const padBytes = 64;
 /** The same key in every replica: this is a benchmark, not a colony. */
@@ -95,7 +97,7 @@ function flushJournal(): void {
 class Outgoing {
   buffer = Buffer.allocUnsafe(64 * 1024);
   used = 0;
-  constructor(readonly type: number) {
+  constructor() {
     this.reset();
   }
   reset(): void {
@@ -114,7 +116,7 @@ class Outgoing {
   /** The frame, tagged: a copy, so the buffer can be reused at once. */
   take(): Buffer {
     const b = this.buffer;
-    b[padBytes + 4] = this.type;
+    b[padBytes + 4] = cellsFrame;
     // The tag covers [type .. records]: the inner pad goes right before the type (over the
     // length, written afterwards), so they are tagged where they lie.
     const padded = b.subarray(4);
@@ -129,26 +131,26 @@ class Outgoing {
 }
 
 const out = ports.map(() => ({
-  accept: new Outgoing(cellType.accept),
-  ack: new Outgoing(cellType.ack),
-  notice: new Outgoing(cellType.notice),
+  /** What goes at the end of this turn. */
+  now: new Outgoing(),
   /** Accepts held for a follower outside the majority, sent every deferMs. */
-  deferred: new Outgoing(cellType.accept),
+  deferred: new Outgoing(),
 }));
 const peers = new Array<Socket | null>(replicas).fill(null);
 function outTo(peer: number): (typeof out)[number] {
   return out[peer] as (typeof out)[number];
 }
 
-function putKey(o: Outgoing, cellKey: string): void {
-  o.reserve(2 + cellKey.length);
-  o.buffer.writeUInt16LE(cellKey.length, o.used);
-  o.buffer.write(cellKey, o.used + 2, "latin1");
-  o.used += 2 + cellKey.length;
+function putKey(o: Outgoing, type: number, cellKey: string): void {
+  o.reserve(3 + cellKey.length);
+  o.buffer[o.used] = type;
+  o.buffer.writeUInt16LE(cellKey.length, o.used + 1);
+  o.buffer.write(cellKey, o.used + 3, "latin1");
+  o.used += 3 + cellKey.length;
 }
 
 function putAccept(o: Outgoing, cellKey: string, slot: number, commit: number, value: Buffer): void {
-  putKey(o, cellKey);
+  putKey(o, record.accept, cellKey);
   o.reserve(10 + value.length);
   o.buffer.writeUInt32LE(slot, o.used);
   o.buffer.writeUInt32LE(commit, o.used + 4);
@@ -157,8 +159,8 @@ function putAccept(o: Outgoing, cellKey: string, slot: number, commit: number, v
   o.used += 10 + value.length;
 }
 
-function putNumber(o: Outgoing, cellKey: string, n: number): void {
-  putKey(o, cellKey);
+function putNumber(o: Outgoing, type: number, cellKey: string, n: number): void {
+  putKey(o, type, cellKey);
   o.reserve(4);
   o.buffer.writeUInt32LE(n, o.used);
   o.used += 4;
@@ -251,7 +253,7 @@ function sendNotices(): void {
   for (const cell of noticesOwed.splice(0)) {
     if (cell.noticeOwed === 0) continue;
     for (let i = 0; i < prompt; i++)
-      putNumber(outTo(followers[i] as number).notice, cell.key, cell.noticeOwed);
+      putNumber(outTo(followers[i] as number).now, record.notice, cell.key, cell.noticeOwed);
     cell.noticeOwed = 0;
   }
   sendFrames();
@@ -286,7 +288,7 @@ function propose(cell: Cell): void {
   const commit = cell.inflightSlot - 1;
   cell.noticeOwed = 0;
   for (let i = 0; i < prompt; i++)
-    putAccept(outTo(followers[i] as number).accept, cell.key, cell.inflightSlot, commit, value);
+    putAccept(outTo(followers[i] as number).now, cell.key, cell.inflightSlot, commit, value);
   const record = Buffer.allocUnsafe(4);
   record.writeUInt32LE(cell.inflightSlot, 0);
   journalRecord(record);
@@ -300,7 +302,7 @@ function turn(): void {
   // What this turn proposed and accepted is in the journal before anything acknowledges it.
   flushJournal();
   for (const cell of proposed) vote(cell, self);
-  for (const { leader, cellKey, slot } of acksOwed) putNumber(outTo(leader).ack, cellKey, slot);
+  for (const { leader, cellKey, slot } of acksOwed) putNumber(outTo(leader).now, record.vote, cellKey, slot);
   acksOwed = [];
   sendFrames();
   for (const [client, list] of replies)
@@ -310,13 +312,8 @@ function turn(): void {
 
 function sendFrames(): void {
   for (let peer = 0; peer < replicas; peer++) {
-    const socket = peers[peer];
-    const o = outTo(peer);
-    for (const kind of [o.accept, o.ack, o.notice]) {
-      if (kind.empty) continue;
-      const frame = kind.take();
-      socket?.write(frame);
-    }
+    const now = outTo(peer).now;
+    if (!now.empty) peers[peer]?.write(now.take());
   }
 }
 
@@ -392,13 +389,18 @@ function onBody(from: Incoming, body: Buffer): void {
     rejected += 1;
     return;
   }
+  if (type !== cellsFrame) {
+    rejected += 1;
+    return;
+  }
   let at = 1;
   while (at < records) {
-    const keyLength = body.readUInt16LE(at);
-    const cellKey = body.toString("latin1", at + 2, at + 2 + keyLength);
-    at += 2 + keyLength;
+    const kind = body[at];
+    const keyLength = body.readUInt16LE(at + 1);
+    const cellKey = body.toString("latin1", at + 3, at + 3 + keyLength);
+    at += 3 + keyLength;
     const cell = cellOf(cellKey);
-    if (type === cellType.accept) {
+    if (kind === record.accept) {
       const slot = body.readUInt32LE(at);
       const commit = body.readUInt32LE(at + 4);
       const length = body.readUInt16LE(at + 8);
@@ -408,11 +410,11 @@ function onBody(from: Incoming, body: Buffer): void {
       if (slot > cell.applied) cell.accepted.push({ slot, value });
       if (commit < slot) acksOwed.push({ leader: sender, cellKey, slot });
       applyThrough(cell, commit);
-    } else if (type === cellType.ack) {
+    } else if (kind === record.vote) {
       const slot = body.readUInt32LE(at);
       at += 4;
       if (cell.inflightSlot === slot) vote(cell, sender);
-    } else if (type === cellType.notice) {
+    } else if (kind === record.notice) {
       const commit = body.readUInt32LE(at);
       at += 4;
       applyThrough(cell, commit);
