@@ -33,20 +33,20 @@
  * as Physalia's transport sends.
  * A value is one or more commands: u16 item length | item | u16 bytes length | bytes.
  */
-import { closeSync, constants, openSync, writeSync } from "node:fs";
-import { createServer, type Socket } from "node:net";
-import { join } from "node:path";
+import type { Socket } from "node:net";
 import { FrameKey } from "../../src/transport/frame.ts";
-import { dial, frameType, leaderOf, readFrames } from "./floor-wire.ts";
+import {
+  FloorJournal,
+  frameType,
+  type Incoming,
+  leaderOf,
+  replicaArguments,
+  runReplica,
+} from "./floor-wire.ts";
 
-const [indexArg, directory, portsArg, journalArg] = process.argv.slice(2);
-if (indexArg === undefined || directory === undefined || portsArg === undefined) {
-  console.error("usage: floor-cells-replica.ts <index> <directory> <port>,<port>,... [journal MiB]");
-  process.exit(2);
-}
-const self = Number(indexArg);
-const ports = portsArg.split(",").map(Number);
-const replicas = ports.length;
+const args = replicaArguments("floor-cells-replica.ts");
+const self = args.self;
+const replicas = args.ports.length;
 const majority = Math.floor(replicas / 2) + 1;
 const prompt = majority - 1;
 /** As Physalia's limits: commitNoticeDelayMs and acceptDeferMs. */
@@ -59,17 +59,8 @@ const padBytes = 64;
 /** The same key in every replica: this is a benchmark, not a colony. */
 const key = new FrameKey(Buffer.alloc(32, 7));
 
-// ---- journal: a preallocated file written with O_DSYNC at increasing offsets, wrapping around.
-const journalBytes = Number(journalArg ?? 64) * 1024 * 1024;
-const journal = openSync(
-  join(directory, `journal-${self}`),
-  constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC,
-);
-{
-  const zeros = Buffer.alloc(1024 * 1024);
-  for (let at = 0; at < journalBytes; at += zeros.length) writeSync(journal, zeros, 0, zeros.length, at);
-}
-let journalOffset = 0;
+// ---- journal: a turn's records gathered here, then written in one O_DSYNC write.
+const journal = new FloorJournal(args.directory, self, args.journalMiB);
 let journalBuffer = Buffer.allocUnsafe(1024 * 1024);
 let journalUsed = 0;
 
@@ -85,11 +76,7 @@ function journalRecord(bytes: Uint8Array): void {
 
 function flushJournal(): void {
   if (journalUsed === 0) return;
-  if (journalOffset + journalUsed > journalBytes) journalOffset = 0;
-  let written = 0;
-  while (written < journalUsed)
-    written += writeSync(journal, journalBuffer, written, journalUsed - written, journalOffset + written);
-  journalOffset += journalUsed;
+  journal.append(journalBuffer.subarray(0, journalUsed));
   journalUsed = 0;
 }
 
@@ -130,7 +117,7 @@ class Outgoing {
   }
 }
 
-const out = ports.map(() => ({
+const out = args.ports.map(() => ({
   /** What goes at the end of this turn. */
   now: new Outgoing(),
   /** Accepts held for a follower outside the majority, sent every deferMs. */
@@ -351,10 +338,6 @@ function vote(cell: Cell, voter: number): void {
 }
 
 // ---- receiving
-interface Incoming {
-  readonly socket: Socket;
-  peer: number | null;
-}
 let rejected = 0;
 
 function onBody(from: Incoming, body: Buffer): void {
@@ -376,10 +359,6 @@ function onBody(from: Incoming, body: Buffer): void {
     cell.queuedClients.push({ id, client: from.socket });
     if (cell.inflightSlot === 0 && cell.queued.length === 1) proposing.push(cell);
     scheduleTurn();
-    return;
-  }
-  if (type === frameType.hello) {
-    from.peer = body[1] as number;
     return;
   }
   const sender = from.peer;
@@ -426,45 +405,7 @@ function onBody(from: Incoming, body: Buffer): void {
   scheduleTurn();
 }
 
-const server = createServer((socket) => {
-  socket.setNoDelay(true);
-  socket.on("error", () => {});
-  const incoming: Incoming = { socket, peer: null };
-  readFrames(socket, (body) => onBody(incoming, body));
-});
-server.listen(ports[self], "127.0.0.1");
-
-async function dialPeers(): Promise<void> {
-  for (let i = 0; i < replicas; i++) {
-    if (i === self) continue;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const socket = await dial(ports[i] as number);
-        const hello = Buffer.alloc(6);
-        hello.writeUInt32LE(2, 0);
-        hello[4] = frameType.hello;
-        hello[5] = self;
-        socket.write(hello);
-        socket.on("error", () => {});
-        peers[i] = socket;
-        break;
-      } catch (error) {
-        if (attempt >= 200) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-    }
-  }
-}
-
-dialPeers().then(
-  () => console.log("ready"),
-  (error: unknown) => {
-    console.error(`replica ${self}: ${(error as Error).message}`);
-    process.exit(1);
-  },
-);
-process.on("SIGTERM", () => {
+runReplica(args, peers, onBody, () => {
   if (rejected > 0) console.error(`replica ${self}: ${rejected} frames rejected`);
-  closeSync(journal);
-  process.exit(0);
+  journal.close();
 });

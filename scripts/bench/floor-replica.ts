@@ -15,42 +15,17 @@
  *   floor-replica.ts <index> <directory> <port>,<port>,... [journal MiB, default 64]
  *   (prints "ready" once it has dialled every other replica)
  */
-import { closeSync, constants, openSync, writeSync } from "node:fs";
-import { createServer, type Socket } from "node:net";
-import { join } from "node:path";
-import { dial, frame, frameType, readFrames } from "./floor-wire.ts";
+import type { Socket } from "node:net";
+import { FloorJournal, frame, frameType, type Incoming, replicaArguments, runReplica } from "./floor-wire.ts";
 
-const [indexArg, directory, portsArg, journalArg] = process.argv.slice(2);
-if (indexArg === undefined || directory === undefined || portsArg === undefined) {
-  console.error("usage: floor-replica.ts <index> <directory> <port>,<port>,... [journal MiB]");
-  process.exit(2);
-}
-const self = Number(indexArg);
-const ports = portsArg.split(",").map(Number);
-const replicas = ports.length;
+const args = replicaArguments("floor-replica.ts");
+const self = args.self;
+const replicas = args.ports.length;
 const majority = Math.floor(replicas / 2) + 1;
-
-// ---- journal: a preallocated file written with O_DSYNC at increasing offsets, wrapping around.
-const journalBytes = Number(journalArg ?? 64) * 1024 * 1024;
-const journal = openSync(
-  join(directory, `journal-${self}`),
-  constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC,
-);
-{
-  const zeros = Buffer.alloc(1024 * 1024);
-  for (let at = 0; at < journalBytes; at += zeros.length) writeSync(journal, zeros, 0, zeros.length, at);
-}
-let journalOffset = 0;
+const journal = new FloorJournal(args.directory, self, args.journalMiB);
 
 function append(records: readonly Buffer[]): void {
-  let bytes = 0;
-  for (const record of records) bytes += record.length;
-  if (journalOffset + bytes > journalBytes) journalOffset = 0;
-  const buffer = records.length === 1 ? (records[0] as Buffer) : Buffer.concat(records, bytes);
-  let written = 0;
-  while (written < buffer.length)
-    written += writeSync(journal, buffer, written, buffer.length - written, journalOffset + written);
-  journalOffset += bytes;
+  journal.append(records.length === 1 ? (records[0] as Buffer) : Buffer.concat(records));
 }
 
 // ---- leader side
@@ -142,12 +117,6 @@ function answerCommitted(): void {
   for (const [client, list] of replies) if (!client.destroyed) client.write(Buffer.concat(list));
 }
 
-/** A connection the listener accepted: a client's, or a peer's once it said hello. */
-interface Incoming {
-  readonly socket: Socket;
-  peer: number | null;
-}
-
 function onBody(from: Incoming, body: Buffer): void {
   switch (body[0]) {
     case frameType.request: {
@@ -181,49 +150,8 @@ function onBody(from: Incoming, body: Buffer): void {
       answerCommitted();
       return;
     }
-    case frameType.hello:
-      from.peer = body[1] as number;
-      return;
   }
 }
 
-// Everything a replica receives comes on connections its listener accepted: clients' requests,
-// and, from each peer that said hello, that peer's accepts (as a leader) and acks (as a follower).
-const server = createServer((socket) => {
-  socket.setNoDelay(true);
-  socket.on("error", () => {});
-  const incoming: Incoming = { socket, peer: null };
-  readFrames(socket, (body) => onBody(incoming, body));
-});
-server.listen(ports[self], "127.0.0.1");
-
-// Connections this replica dials only send: its accepts as a leader, its acks as a follower.
-async function dialPeers(): Promise<void> {
-  for (let i = 0; i < replicas; i++) {
-    if (i === self) continue;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const socket = await dial(ports[i] as number);
-        socket.write(frame(frameType.hello, 1, (b) => b.writeUInt8(self, 5)));
-        socket.on("error", () => {});
-        peers[i] = socket;
-        break;
-      } catch (error) {
-        if (attempt >= 200) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-    }
-  }
-}
-
-dialPeers().then(
-  () => console.log("ready"),
-  (error: unknown) => {
-    console.error(`replica ${self}: ${(error as Error).message}`);
-    process.exit(1);
-  },
-);
-process.on("SIGTERM", () => {
-  closeSync(journal);
-  process.exit(0);
-});
+// Clients' requests, and from each peer its accepts (as a leader) and acks (as a follower).
+runReplica(args, peers, onBody, () => journal.close());
