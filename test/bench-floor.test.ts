@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Children } from "../scripts/bench/common.ts";
-import { startFloor } from "../scripts/bench/floor.ts";
+import { type FloorKind, startFloor } from "../scripts/bench/floor.ts";
 import { FloorClient, leaderOf } from "../scripts/bench/floor-wire.ts";
 
 // The replication floor is an instrument: Physalia's benchmark figures are published as ratios to
@@ -21,7 +21,7 @@ function journalsHolding(dir: string, marker: Buffer): number {
  * Starts a floor of `kind` with a client before the describe's tests, and stops both after them
  * (resuming any replica a test left stopped).
  */
-function floorUnderTest(kind: "stream" | "cells") {
+function floorUnderTest(kind: FloorKind) {
   const children = new Children();
   const state = {
     floor: null as unknown as Awaited<ReturnType<typeof startFloor>>,

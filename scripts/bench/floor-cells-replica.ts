@@ -34,15 +34,9 @@
  * A value is one or more commands: u16 item length | item | u16 bytes length | bytes.
  */
 import type { Socket } from "node:net";
+import { ByteWriter } from "../../src/core/index.ts";
 import { FrameKey } from "../../src/transport/frame.ts";
-import {
-  FloorJournal,
-  frameType,
-  type Incoming,
-  leaderOf,
-  replicaArguments,
-  runReplica,
-} from "./floor-wire.ts";
+import { FloorJournal, frame, frameType, type Incoming, replicaArguments, runReplica } from "./floor-wire.ts";
 
 const args = replicaArguments("floor-cells-replica.ts");
 const self = args.self;
@@ -61,26 +55,15 @@ const key = new FrameKey(Buffer.alloc(32, 7));
 
 // ---- journal: a turn's records gathered here, then written in one O_DSYNC write.
 const journal = new FloorJournal(args.directory, self, args.journalMiB);
-let journalBuffer = Buffer.allocUnsafe(1024 * 1024);
-let journalUsed = 0;
-
-function journalRecord(bytes: Uint8Array): void {
-  if (journalUsed + bytes.length > journalBuffer.length) {
-    const grown = Buffer.allocUnsafe(Math.max(journalBuffer.length * 2, journalUsed + bytes.length));
-    journalBuffer.copy(grown, 0, 0, journalUsed);
-    journalBuffer = grown;
-  }
-  journalBuffer.set(bytes, journalUsed);
-  journalUsed += bytes.length;
-}
+const journalTurn = new ByteWriter(1024 * 1024);
 
 function flushJournal(): void {
-  if (journalUsed === 0) return;
-  journal.append(journalBuffer.subarray(0, journalUsed));
-  journalUsed = 0;
+  if (journalTurn.size === 0) return;
+  journal.append(journalTurn.view());
+  journalTurn.clear();
 }
 
-// ---- outgoing frames: per peer and type, records laid out after room for the pad and the tag.
+// ---- outgoing frames: records laid out after room for the pad, the tag left room after them.
 class Outgoing {
   buffer = Buffer.allocUnsafe(64 * 1024);
   used = 0;
@@ -160,7 +143,6 @@ interface Waiting {
 }
 interface Cell {
   readonly key: string;
-  readonly leader: number;
   readonly items: Map<string, Buffer>;
   // as a follower: accepted slots not yet applied, in slot order
   readonly accepted: { slot: number; value: Buffer }[];
@@ -182,7 +164,6 @@ function cellOf(cellKey: string): Cell {
   if (cell === undefined) {
     cell = {
       key: cellKey,
-      leader: leaderOf(cellKey, replicas),
       items: new Map(),
       accepted: [],
       applied: 0,
@@ -276,10 +257,7 @@ function propose(cell: Cell): void {
   cell.noticeOwed = 0;
   for (let i = 0; i < prompt; i++)
     putAccept(outTo(followers[i] as number).now, cell.key, cell.inflightSlot, commit, value);
-  const record = Buffer.allocUnsafe(4);
-  record.writeUInt32LE(cell.inflightSlot, 0);
-  journalRecord(record);
-  journalRecord(value);
+  journalTurn.uint(cell.inflightSlot).raw(value);
 }
 
 function turn(): void {
@@ -324,11 +302,7 @@ function vote(cell: Cell, voter: number): void {
       list = [];
       replies.set(w.client, list);
     }
-    const reply = Buffer.allocUnsafe(9);
-    reply.writeUInt32LE(5, 0);
-    reply[4] = frameType.reply;
-    reply.writeUInt32LE(w.id, 5);
-    list.push(reply);
+    list.push(frame(frameType.reply, 4, (b) => b.writeUInt32LE(w.id, 5)));
   }
   cell.inflightSlot = 0;
   cell.inflightValue = null;
@@ -384,7 +358,7 @@ function onBody(from: Incoming, body: Buffer): void {
       const commit = body.readUInt32LE(at + 4);
       const length = body.readUInt16LE(at + 8);
       const value = body.subarray(at + 10, at + 10 + length);
-      journalRecord(body.subarray(at, at + 10 + length));
+      journalTurn.raw(body.subarray(at, at + 10 + length));
       at += 10 + length;
       if (slot > cell.applied) cell.accepted.push({ slot, value });
       if (commit < slot) acksOwed.push({ leader: sender, cellKey, slot });

@@ -24,10 +24,6 @@ const replicas = args.ports.length;
 const majority = Math.floor(replicas / 2) + 1;
 const journal = new FloorJournal(args.directory, self, args.journalMiB);
 
-function append(records: readonly Buffer[]): void {
-  journal.append(records.length === 1 ? (records[0] as Buffer) : Buffer.concat(records));
-}
-
 // ---- leader side
 interface Waiting {
   readonly seq: number;
@@ -85,7 +81,8 @@ function turn(): void {
     proposedClients = [];
   }
   for (const { entries } of accepted.values()) for (const entry of entries) records.push(entry);
-  if (records.length > 0) append(records);
+  if (records.length > 0)
+    journal.append(records.length === 1 ? (records[0] as Buffer) : Buffer.concat(records));
   if (lastProposed > 0) durable[self] = lastProposed;
   for (const [leader, { through }] of accepted) {
     const ack = frame(frameType.ack, 4, (b) => b.writeUInt32LE(through, 5));

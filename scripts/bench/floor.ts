@@ -35,6 +35,8 @@ const replicaScripts = {
   stream: join(import.meta.dirname, "floor-replica.ts"),
   cells: join(import.meta.dirname, "floor-cells-replica.ts"),
 } as const;
+/** Which floor: one replication stream per leader, or each write as its own cell's messages. */
+export type FloorKind = keyof typeof replicaScripts;
 const replicas = 7;
 
 /** The floor's 7 replica processes on free loopback ports, journals in a temporary directory. */
@@ -42,7 +44,7 @@ export async function startFloor(
   children: Children,
   keys: readonly string[],
   journalMiB = 64,
-  kind: keyof typeof replicaScripts = "stream",
+  kind: FloorKind = "stream",
 ): Promise<SystemUnderTest & { readonly ports: readonly number[]; readonly dir: string }> {
   const dir = children.tempDir("physalia-bench-floor-");
   const ports = await freePorts(replicas);
