@@ -9,7 +9,7 @@
  * pid at the end, also when it fails or is interrupted (SIGINT, SIGTERM). Progress goes to stderr.
  *
  * throughput  --cells 1000 --cell-size 7 --clients 256 --client-processes 2 --connections 1 --warmup 60 --seconds 20 --think-ms 0
- * latency     --latency-warmup 20 --latency-seconds 10
+ * latency     --latency-warmup 20 --latency-seconds 10 --latency-think-ms 0
  * idle        --nodes 1000000 --baseline-cells 1000 --idle-seconds 30 --evict-wait 90
  * restart     --nodes 1000000
  * failover    --cells 100 --interval 50 --warmup 10 --after 10 (kill -9 of the server leading the most cells)

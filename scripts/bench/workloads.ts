@@ -147,12 +147,15 @@ function serverCounters(system: SystemUnderTest): { counters?: () => Promise<Rec
 export interface LatencySettings {
   readonly warmupSeconds: number;
   readonly seconds: number;
+  /** The client's wait after each operation (0: back to back). */
+  readonly thinkMs: number;
 }
 
 export function latencySettings(options: Options): LatencySettings {
   return {
     warmupSeconds: options.number("latency-warmup", 20, 0),
     seconds: options.number("latency-seconds", 10),
+    thinkMs: options.number("latency-think-ms", 0, 0),
   };
 }
 
@@ -163,7 +166,9 @@ export function latencyLoad(
   s: LatencySettings,
   operation: "write" | "read",
 ): Promise<LoadResult> {
-  progress(`${system.name}: one client, one ${operation} at a time, ${s.seconds} s measured`);
+  progress(
+    `${system.name}: one client, one ${operation} at a time${s.thinkMs > 0 ? `, ${s.thinkMs} ms apart` : ""}, ${s.seconds} s measured`,
+  );
   return runLoad(children, {
     target: system.target,
     clients: 1,
@@ -173,6 +178,7 @@ export function latencyLoad(
     operation,
     warmupSeconds: s.warmupSeconds,
     seconds: s.seconds,
+    thinkMs: s.thinkMs,
     serverPids: () => system.serverPids(),
     ...serverCounters(system),
   });
@@ -293,17 +299,22 @@ export async function latencyBenchmark(children: Children, options: Options): Pr
   const w = loads.writes.latency;
   const writes = perCommitFigures(loads.writes);
   return {
-    results: { servers: 7, cellSize: 7, cells: 1, ...loads, writesPerCommit: writes },
+    results: { servers: 7, cellSize: 7, cells: 1, thinkMs: s.thinkMs, ...loads, writesPerCommit: writes },
     targets: {
       writeP50: { target: "write p50 <= 1 ms", measured: w.p50Ms, met: w.p50Ms <= 1 },
       writeP99: { target: "write p99 <= 3 ms", measured: w.p99Ms, met: w.p99Ms <= 3 },
     },
     lines: [
-      describeLoad("one 7-node cell, one client, writes", loads.writes),
+      describeLoad(`one 7-node cell, one client${apart(s)}, writes`, loads.writes),
       ...describePerCommit(writes).map((line) => `  ${line}`),
-      describeLoad("one 7-node cell, one client, linearizable reads", loads.reads),
+      describeLoad(`one 7-node cell, one client${apart(s)}, linearizable reads`, loads.reads),
     ],
   };
+}
+
+/** How far apart the client's operations are, when they are not back to back. */
+function apart(s: LatencySettings): string {
+  return s.thinkMs > 0 ? ` (${s.thinkMs} ms between operations)` : "";
 }
 
 /** Campaigns started, in all and by each cause that started any. */
