@@ -162,6 +162,11 @@ export class BenchColony {
             method: "POST",
             headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
             body: JSON.stringify({ cells: cells.slice(i, i + createBatchMax) }),
+          }).catch((error: unknown) => {
+            const cause = (error as { cause?: unknown }).cause;
+            throw new Error(
+              `creating cells ${i + 1}-${Math.min(i + createBatchMax, cells.length)} of ${cells.length} on ${id}: ${String(error)}${cause === undefined ? "" : ` (${String(cause)})`}`,
+            );
           });
           if (!response.ok)
             throw new Error(`creating cells on ${id}: ${response.status} ${await response.text()}`);

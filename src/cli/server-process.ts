@@ -51,6 +51,9 @@ export interface RunningServer {
 
 /** Request bodies on the admin port are JSON documents up to this size. */
 const adminBodyBytesMax = 1024 * 1024;
+/** How long a request creating cells waits for room among the storage's pending changes. */
+const adminCheckpointWaitMsMax = 30_000;
+const adminCheckpointPollMs = 10;
 /** Cells one creation request may carry. */
 const createCellsMax = 1000;
 /** Cell keys listed per /cells page. */
@@ -391,6 +394,19 @@ export async function startServer(options: {
           reply(response, 400, { error: cells.length === 1 ? problem : `cell ${index}: ${problem}` });
           return;
         }
+      }
+      // A burst of new cells outruns the checkpoints that take their founding nodes into lmdb; had
+      // the storage to wait for one, the whole event loop would wait, every cell of this server
+      // with it. This request waits instead, while the server goes on.
+      const waitUntil = Date.now() + adminCheckpointWaitMsMax;
+      while (storage.wouldWaitForCheckpoint(cells.length)) {
+        if (Date.now() >= waitUntil) {
+          reply(response, 503, {
+            error: `the server is still storing the cells created before these (a checkpoint has run for over ${adminCheckpointWaitMsMax / 1000} s); retry later`,
+          });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, adminCheckpointPollMs));
       }
       for (const { cellKey, members } of cells as { cellKey: string; members: NodeId[] }[])
         server.createCell(cellKey, members);

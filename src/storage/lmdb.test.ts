@@ -544,6 +544,26 @@ describe("LmdbStorage", () => {
     expect(onWorker.stats().checkpoints).toBeGreaterThanOrEqual(2);
   });
 
+  it("tells whether more cells would make the event loop wait for the checkpoint in flight", async () => {
+    await storage.close();
+    const s = LmdbStorage.open({
+      path: directory,
+      codec: commandCodec,
+      checkpoint: { cells: 2, intervalMs: 600_000 },
+    });
+    open.push(s);
+    expect(s.wouldWaitForCheckpoint(5)).toBe(false); // no checkpoint in flight
+    // Two cells reach the bound: their checkpoint starts, in a turn of its own (no worker here).
+    await persist(s, batch({ writes: [fresh("a", 1, [1]), fresh("b", 1, [1])] }));
+    expect(s.wouldWaitForCheckpoint(1)).toBe(false); // what was pending went to that checkpoint
+    await persist(s, batch({ writes: [fresh("c", 1, [1])] }));
+    expect(s.wouldWaitForCheckpoint(0)).toBe(false);
+    expect(s.wouldWaitForCheckpoint(1)).toBe(true); // c and one more reach the bound meanwhile
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(s.stats().checkpoints).toBe(1);
+    expect(s.wouldWaitForCheckpoint(1)).toBe(false); // nothing in flight any more
+  });
+
   it("counts batches, records, bytes and commit latency", async () => {
     await persist(storage, batch({ writes: [fresh("a", 1, [1, 2])], pointers: [pointer("p", 1)] }));
     await persist(storage, batch({ writes: [{ ...fresh("a", 1, []), snapshot: null, truncateThrough: 1 }] }));

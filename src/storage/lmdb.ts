@@ -574,6 +574,21 @@ export class LmdbStorage<C> implements StoragePort<C> {
   }
 
   /**
+   * Whether batches holding `cells` more cells would make the event loop wait for the checkpoint
+   * in flight (see startCheckpoint): true while one runs and the changes written since it started,
+   * with those cells, reach a bound of the policy (their journal bytes estimated from the average
+   * so far). A caller that can wait without holding the event loop (the admin port creating a
+   * burst of cells) waits until this is false before it adds them.
+   */
+  wouldWaitForCheckpoint(cells: number): boolean {
+    if (this.state !== "open" || !this.runner.busy) return false;
+    const bytes = this.journal?.bytes ?? 0;
+    const size = this.pending.size;
+    const bytesPerCell = size > 0 ? bytes / size : 0;
+    return size + cells >= this.policy.cells || bytes + bytesPerCell * cells >= this.policy.journalBytes;
+  }
+
+  /**
    * A quiet server's idle collection: the checkpoint worker, if the storage has one and it is
    * idle, is replaced (the next checkpoint starts a new one), which gives back what a load's
    * checkpoints left in its heap and its lmdb environment.
