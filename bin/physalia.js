@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=64 --expose-gc --no-minor-gc-task
+#!/usr/bin/env -S node --max-semi-space-size=64 --min-semi-space-size=16 --expose-gc --no-minor-gc-task
 // Runs the compiled command (built by `npm ci` / `npm run build`). The flags on the first line are
 // the server's (`serverNodeFlags`, src/server/runtime.ts; a test keeps the two equal): every
 // command started through this file, `physalia server` included, runs with them. Whoever starts
