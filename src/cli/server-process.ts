@@ -125,7 +125,13 @@ export async function startServer(options: {
     const cpu = process.cpuUsage();
     return [
       gauge("physalia_resident_nodes", "Nodes of cells held in memory on this server", status.residentNodes),
-      gauge("physalia_hosted_nodes", "Nodes of cells stored on this server", hostedNodes()),
+      // As of the last checkpoint: an exact count would make lmdb catch up first, on the event
+      // loop, at every scrape (for seconds during a burst of new cells).
+      gauge(
+        "physalia_hosted_nodes",
+        "Nodes of cells stored on this server, as of the last checkpoint (at most a few seconds old)",
+        storageStats.hostedNodes,
+      ),
       gauge("physalia_leaders", "Resident nodes that lead their cell", status.leaders),
       gauge("physalia_armed_timers", "Nodes with an armed timer", status.armedTimers),
       gauge("physalia_pending_requests", "Client requests waiting for their cell", status.pendingRequests),
