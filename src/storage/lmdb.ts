@@ -576,12 +576,18 @@ export class LmdbStorage<C> implements StoragePort<C> {
   /**
    * Whether batches holding `cells` more cells would make the event loop wait for the checkpoint
    * in flight (see startCheckpoint): true while one runs and the changes written since it started,
-   * with those cells, reach a bound of the policy (their journal bytes estimated from the average
-   * so far). A caller that can wait without holding the event loop (the admin port creating a
+   * with those cells, reach a bound of the policy. A caller that can wait without holding the event loop (the admin port creating a
    * burst of cells) waits until this is false before it adds them.
    */
   wouldWaitForCheckpoint(cells: number): boolean {
-    if (this.state !== "open" || !this.runner.busy) return false;
+    return this.state === "open" && this.runner.busy && this.pendingReachesBound(cells);
+  }
+
+  /**
+   * Whether the changes written since the last checkpoint started, with `cells` more cells, reach
+   * a size bound of the policy (the more cells' journal bytes estimated from the average so far).
+   */
+  private pendingReachesBound(cells: number): boolean {
     const bytes = this.journal?.bytes ?? 0;
     const size = this.pending.size;
     const bytesPerCell = size > 0 ? bytes / size : 0;
@@ -653,8 +659,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       // What waits in memory (and for the next read that needs lmdb whole) stays bounded: once
       // the changes written meanwhile reach a size bound of the policy themselves, the event
       // loop waits for the checkpoint in flight.
-      if ((this.journal?.bytes ?? 0) < this.policy.journalBytes && this.pending.size < this.policy.cells)
-        return;
+      if (!this.pendingReachesBound(0)) return;
       // Its done may start the next checkpoint itself, taking the records written meanwhile.
       this.runner.waitIdle();
       if (this.broken !== null || this.runner.busy || this.seq === this.handedThrough) return;
