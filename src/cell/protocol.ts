@@ -1,7 +1,7 @@
 /**
  * What clients and servers say to each other about a cell (docs/PROTOCOL.md, "Client protocol").
  */
-import type { CellKey, NodeId } from "../core/index.ts";
+import type { CellKey, NodeId, ServerId } from "../core/index.ts";
 import type { MembershipChange, MembershipResult, ReplicaStatus } from "../paxos/index.ts";
 import type { Command, CommandResult, Transaction, TxnResult } from "./types.ts";
 
@@ -69,6 +69,12 @@ export interface ClientResponse {
   readonly id: number;
   readonly cellKey: CellKey;
   readonly body: ResponseBody;
+  /**
+   * Set on an answer the server passed back from its cell's leader, to which it relayed a request
+   * marked `leaderUnresponsive`: the leader's server. The client sends the cell's next requests
+   * there (unless it goes around that server for a while), not to the server that relayed.
+   */
+  readonly relayedFrom?: ServerId;
 }
 
 export function isRetryable(code: ErrorCode): boolean {

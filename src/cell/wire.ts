@@ -10,6 +10,7 @@ import {
   type ReplicaStatus,
   readChange,
   readNodeId,
+  serverIdBytesMax,
   writeChange,
   writeNodeId,
 } from "../paxos/index.ts";
@@ -24,7 +25,8 @@ import {
 import type { ClientRequest, ClientResponse, ErrorCode, RequestBody, ResponseBody } from "./protocol.ts";
 import type { Operation, Transaction, TxnResult } from "./types.ts";
 
-export const clientMessageKind = { request: 3, response: 4 } as const;
+/** `relayedResponse`: a response with the server it was relayed from (ClientResponse.relayedFrom). */
+export const clientMessageKind = { request: 3, response: 4, relayedResponse: 5 } as const;
 
 const requestTag = { command: 1, linearizableRead: 2, eventualRead: 3, change: 4, describe: 5 } as const;
 const responseTag = { result: 1, read: 2, membership: 3, redirect: 4, error: 5, status: 6 } as const;
@@ -261,9 +263,19 @@ function readResponseBody(reader: ByteReader): ResponseBody {
 
 /** Writes a request or response, its kind byte first. */
 export function writeClientMessage(writer: ByteWriter, message: ClientRequest | ClientResponse): void {
-  writer.byte(clientMessageKind[message.kind]).uint(message.id).string(message.cellKey);
-  if (message.kind === "request") writeBody(writer, message.body);
-  else writeResponseBody(writer, message.body);
+  if (message.kind === "request") {
+    writer.byte(clientMessageKind.request).uint(message.id).string(message.cellKey);
+    writeBody(writer, message.body);
+    return;
+  }
+  const relayedFrom = message.relayedFrom;
+  if (relayedFrom === undefined) {
+    writer.byte(clientMessageKind.response).uint(message.id).string(message.cellKey);
+  } else {
+    writer.byte(clientMessageKind.relayedResponse).uint(message.id).string(message.cellKey);
+    writer.string(relayedFrom);
+  }
+  writeResponseBody(writer, message.body);
 }
 
 /** Reads a request or response whose kind byte has been read already. */
@@ -273,6 +285,11 @@ export function readClientMessage(reader: ByteReader, kind: number): ClientReque
   if (kind === clientMessageKind.request) return { kind: "request", id, cellKey, body: readBody(reader) };
   if (kind === clientMessageKind.response)
     return { kind: "response", id, cellKey, body: readResponseBody(reader) };
+  if (kind === clientMessageKind.relayedResponse) {
+    const relayedFrom = reader.string(serverIdBytesMax);
+    if (relayedFrom.length === 0) throw new DecodeError("a relayed response names no server");
+    return { kind: "response", id, cellKey, relayedFrom, body: readResponseBody(reader) };
+  }
   throw new DecodeError(`unknown message kind ${kind}`);
 }
 

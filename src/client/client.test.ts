@@ -299,6 +299,41 @@ describe("client attempt timeouts", () => {
     expect(sentTo.at(-1)).toBe(leader);
   });
 
+  it("an attempt at a leader that goes on answering the cell's other writes waits longer, and is not sent elsewhere", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    const leader = s.leader("vol-1") as string;
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    const sentTo: string[] = [];
+    let dropToLeader = true;
+    network.sendFrame = (from, to, messages) => {
+      if (from !== client.address) return sendFrame(from, to, messages);
+      sentTo.push(to);
+      // The first write's request is lost on its way: the leader never hears of it.
+      if (to === leader && dropToLeader) {
+        dropToLeader = false;
+        return;
+      }
+      sendFrame(from, to, messages);
+    };
+    const lost = cell.put("lost", bytes("v"));
+    s.run(5);
+    // Meanwhile the leader commits the cell's other writes, one every 50 ms, for three attempt
+    // timeouts: the lost write's attempt is overdue, but its leader is plainly at work.
+    const busyMs = 3 * client.attemptTimeoutMs();
+    for (let t = 0; t < busyMs; t += 50) {
+      const other = cell.put(`other-${t}`, bytes("x"));
+      s.run(50);
+      await other;
+    }
+    expect(sentTo.length).toBeGreaterThan(busyMs / 50);
+    expect(new Set(sentTo)).toEqual(new Set([leader]));
+    // Once the cell's other writes stop, the overdue attempt is given up and the write sent
+    // again; it then applies (once: the lost request never reached the leader).
+    s.run(limits.clientRequestTimeoutMsMax * 2 + limits.clientBackoffMsMax);
+    await lost;
+  });
+
   it("each unanswered attempt of an operation waits twice as long as the one before, up to the ceiling", async () => {
     const { s, client, cell } = await clientKnowingLeader();
     const base = client.attemptTimeoutMs();

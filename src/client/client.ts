@@ -109,6 +109,13 @@ interface CellState {
   /** When the detour started: an answer from detourFrom after it ends it (the leader is slow, not cut off). */
   detourSinceMs: number;
   detourUntilMs: number;
+  /**
+   * The server that last answered a write or linearizable read of this cell sent to it, and
+   * when: the cell's leader there was committing then. An attempt there that times out after
+   * such an answer waits longer instead of going around the leader (see expireAttempts).
+   */
+  committedAt: ServerId | null;
+  committedAtMs: number;
 }
 
 interface Operation$ {
@@ -133,6 +140,10 @@ interface Operation$ {
   redirects: number;
   /** Attempts of this operation given up unanswered: each waits twice as long as the one before. */
   timeouts: number;
+  /** Times the current attempt's deadline was moved on because its cell kept committing there. */
+  extensions: number;
+  /** When the current attempt was sent, or its deadline last moved on. */
+  waitingSinceMs: number;
   /** Request ids of every attempt still registered in `inflight`. */
   readonly attemptIds: number[];
   /**
@@ -350,6 +361,8 @@ export class PhysaliaClient {
         detourFrom: null,
         detourSinceMs: 0,
         detourUntilMs: 0,
+        committedAt: null,
+        committedAtMs: Number.NEGATIVE_INFINITY,
       };
       this.cells.set(cellKey, state);
     }
@@ -409,6 +422,8 @@ export class PhysaliaClient {
       sent: false,
       redirects: 0,
       timeouts: 0,
+      extensions: 0,
+      waitingSinceMs: 0,
       attemptIds: [],
       attemptSentMs: [],
       finished: false,
@@ -449,6 +464,8 @@ export class PhysaliaClient {
     const detour = this.detouring(this.cellState(op.cellKey), now) !== null;
     op.attempts += 1;
     op.target = target;
+    op.extensions = 0;
+    op.waitingSinceMs = now;
     const id = this.nextRequestId++;
     op.currentId = id;
     this.inflight.set(id, op);
@@ -525,11 +542,38 @@ export class PhysaliaClient {
         continue;
       }
       const target = op.target as ServerId;
-      const waited = Math.round(now - (op.attemptSentMs[op.attemptSentMs.length - 1] as number));
       op.timeouts += 1;
+      if (this.keepsCommitting(op, target, now)) {
+        op.extensions += 1;
+        op.waitingSinceMs = now;
+        op.deadlineMs = Math.min(
+          now + this.attemptWaitMs(op),
+          op.firstSentAtMs + limits.clientOperationMsMax,
+        );
+        if (op.deadlineMs < next) next = op.deadlineMs;
+        continue;
+      }
+      const waited = Math.round(now - (op.attemptSentMs[op.attemptSentMs.length - 1] as number));
       this.abandonAttempt(op, target, `server ${target} did not answer within ${waited} ms`);
     }
     if (next !== Number.POSITIVE_INFINITY) this.armTimeouts(next);
+  }
+
+  /**
+   * Whether an attempt of `op` at `target` that reached its deadline should wait longer instead
+   * of being given up: the cell's writes or linearizable reads were answered by `target` since the
+   * attempt was sent (or since its deadline last moved on), so the cell's leader there is
+   * committing and the attempt is queued behind other requests. Sending a copy elsewhere, marked
+   * `leaderUnresponsive`, would only add a relayed duplicate to the load that made it late. A
+   * leader cut off from its followers answers no write, so an attempt there is given up as before
+   * and its cell taken over. At most limits.clientAttemptExtensionsMax times per attempt (a request
+   * the server dropped unanswered is sent again), and never past the operation's time.
+   */
+  private keepsCommitting(op: Operation$, target: ServerId, now: number): boolean {
+    if (op.extensions >= limits.clientAttemptExtensionsMax) return false;
+    if (now - op.firstSentAtMs >= limits.clientOperationMsMax) return false;
+    const state = this.cells.get(op.cellKey);
+    return state !== undefined && state.committedAt === target && state.committedAtMs > op.waitingSinceMs;
   }
 
   /**
@@ -650,6 +694,11 @@ export class PhysaliaClient {
     return this.random.pick(best);
   }
 
+  /** `serverId` if it serves a node of the cell as far as the client knows, else null. */
+  private member(cellKey: CellKey, serverId: ServerId): ServerId | null {
+    return this.resolver.members(cellKey)?.includes(serverId) ? serverId : null;
+  }
+
   private avoid(cellKey: CellKey, serverId: ServerId): void {
     const state = this.cellState(cellKey);
     state.avoid.set(serverId, this.scheduler.nowMs() + limits.clientBackoffMsMax);
@@ -684,7 +733,17 @@ export class PhysaliaClient {
       case "membership":
         this.timeAnswer(op.attemptSentMs[op.attemptIds.indexOf(response.id)] as number);
         if (body.index > state.watermark) state.watermark = body.index;
-        if (op.preferLeader && op.target !== null && current) state.leader = op.target;
+        if (op.preferLeader && op.target !== null && current) {
+          // A relayed answer names the leader, and the next requests go there; but while the
+          // client goes around that leader (its server did not answer), to the node that relayed.
+          const via = response.relayedFrom;
+          state.leader =
+            via === undefined || via === this.detouring(state, this.scheduler.nowMs())
+              ? op.target
+              : this.member(op.cellKey, via);
+          state.committedAt = op.target;
+          state.committedAtMs = this.scheduler.nowMs();
+        }
         this.finish(op, body);
         return;
       case "status":

@@ -183,6 +183,12 @@ export const limits = Object.freeze({
    * Each unanswered attempt of an operation doubles the wait of its next, up to the ceiling.
    */
   clientRequestTimeoutMs: 400,
+  /**
+   * Times an attempt's deadline moves on, each by a doubled wait, while the server it was sent to
+   * goes on answering other writes of its cell: a busy leader, not an unresponsive one (the
+   * client's expireAttempts). Three moves wait up to 15 times the attempt timeout in all.
+   */
+  clientAttemptExtensionsMax: 3,
   /** The longest an attempt is waited for, however slow the answers. */
   clientRequestTimeoutMsMax: 4000,
   /**

@@ -62,7 +62,8 @@ assert(
 );
 assert(encodedEntriesMax >= limits.catchUpSegmentEntriesMax, "a catch-up segment must fit one message");
 
-const serverIdBytesMax = 256;
+/** The longest server id a message may carry, in UTF-8 bytes. */
+export const serverIdBytesMax = 256;
 
 const valueTag = { noop: 0, commands: 1, reconfigure: 2 } as const;
 

@@ -25,6 +25,7 @@ export {
   readNodeId,
   readPaxosMessage,
   readSnapshot,
+  serverIdBytesMax,
   writeChange,
   writeLogEntry,
   writeNodeId,

@@ -312,6 +312,7 @@ describe("server", () => {
           id: 7,
           cellKey: "vol-a",
           body: expect.objectContaining({ type: "result", index: 5 }),
+          relayedFrom: "s2",
         },
       ]);
       expect(answerFrom("s2", relayed, 5)).toEqual([]);

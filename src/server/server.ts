@@ -938,7 +938,14 @@ export class Server {
     }
     this.relays.delete(response.id);
     this.counters.relayAnswers += 1;
-    this.respond(relay.client, relay.id, relay.cellKey, response.body);
+    this.counters.messagesOut += 1;
+    this.transport.send(relay.client, {
+      kind: "response",
+      id: relay.id,
+      cellKey: relay.cellKey,
+      body: response.body,
+      relayedFrom: relay.leader,
+    });
   }
 
   private readProblem(txn: Transaction): string | null {

@@ -3,7 +3,7 @@ import { type Command, encodeCommand } from "../cell/index.ts";
 import { ByteWriter } from "../core/index.ts";
 import { decodeFrame, encodeFrame, frameKey } from "../transport/index.ts";
 import type { ServerMessage } from "./server.ts";
-import { serverMessageCodec } from "./wire.ts";
+import { decodeServerMessage, encodeServerMessage, serverMessageCodec } from "./wire.ts";
 
 const key = frameKey(new Uint8Array(32).fill(3));
 
@@ -94,5 +94,31 @@ describe("server wire", () => {
       expect(Array.from(encoded.subarray(encoded.length - prefixed.length))).toEqual(Array.from(prefixed));
       expect(serverMessageCodec.decode(encoded)).toEqual(message);
     }
+  });
+});
+
+describe("relayed responses", () => {
+  const response: ServerMessage = {
+    kind: "response",
+    id: 41,
+    cellKey: "volume-1",
+    body: { type: "result", index: 12, result: { kind: "lease", result: { status: "released" } } },
+  };
+
+  it("carry the server they were relayed from; plain responses carry none", () => {
+    const relayed: ServerMessage = { ...response, relayedFrom: "s2" };
+    expect(decodeServerMessage(encodeServerMessage(relayed))).toEqual(relayed);
+    const plain = decodeServerMessage(encodeServerMessage(response));
+    expect(plain).toEqual(response);
+    expect("relayedFrom" in plain).toBe(false);
+  });
+
+  it("a relayed response that names no server is rejected", () => {
+    const bytes = encodeServerMessage({ ...response, relayedFrom: "s2" });
+    // kind, id, cell key (length and bytes), then the relaying server's id: its length set to 0.
+    const at = 1 + 1 + 1 + "volume-1".length;
+    expect(bytes[at]).toBe(2);
+    const emptied = Uint8Array.from([...bytes.subarray(0, at), 0, ...bytes.subarray(at + 3)]);
+    expect(() => decodeServerMessage(emptied)).toThrow(/names no server/);
   });
 });

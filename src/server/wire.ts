@@ -35,6 +35,7 @@ export function readServerMessage(reader: ByteReader): ServerMessage {
       return { kind: "heartbeat" };
     case clientMessageKind.request:
     case clientMessageKind.response:
+    case clientMessageKind.relayedResponse:
       return readClientMessage(reader, kind);
     default:
       throw new DecodeError(`unknown message kind ${kind}`);
