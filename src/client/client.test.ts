@@ -215,6 +215,38 @@ function redirectAnswers(s: Scenario, address: string, untilMs: number): { redir
 }
 
 describe("client redirects", () => {
+  it("a relayed answer names the leader, and the cell's next write goes there", async () => {
+    const { s, client, cell } = await clientKnowingLeader();
+    const leader = s.leader("vol-1") as string;
+    const named = s.world.serverIds().find((id) => id !== leader) as string;
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    const sentTo: string[] = [];
+    let relayOnce = true;
+    network.sendFrame = (from, to, messages) => {
+      if (from === client.address) sentTo.push(to);
+      if (to !== client.address || !relayOnce) return sendFrame(from, to, messages);
+      // The leader's answer arrives as if another node had relayed it from `named`.
+      const rewritten = messages.map((bytes) => {
+        const message = decodeServerMessage(bytes as Uint8Array);
+        if (message.kind !== "response") return bytes;
+        relayOnce = false;
+        return encodeServerMessage({ ...message, relayedFrom: named });
+      });
+      sendFrame(from, to, rewritten);
+    };
+    const first = cell.put("a", bytes("1"));
+    s.run(100);
+    await first;
+    expect(sentTo).toEqual([leader]);
+    // The next write goes to the server the answer named, not to the one that delivered it
+    // (that server is not the leader, so it redirects the write back, and the write completes).
+    const second = cell.put("b", bytes("2"));
+    s.run(200);
+    await second;
+    expect(sentTo.slice(1, 3)).toEqual([named, leader]);
+  });
+
   it("a write follows redirects for longer than its failed attempts may last, and applies once", async () => {
     const { s, client, cell } = await clientKnowingLeader();
     // 3 s of redirects: clientAttemptsMax attempts with their backoffs end well within it.
