@@ -110,15 +110,20 @@ describe("physalia up --processes", () => {
       [...cli, "up", "--processes", "--json", "--topology", "topology.json"],
       {
         cwd: dir,
-        stdio: ["ignore", "pipe", "ignore"],
+        stdio: ["ignore", "pipe", "pipe"],
       },
     );
     try {
       let out = "";
+      let err = "";
       colony.stdout?.on("data", (chunk: Buffer) => {
         out += chunk.toString("utf8");
       });
+      colony.stderr?.on("data", (chunk: Buffer) => {
+        if (err.length < 4096) err += chunk.toString("utf8");
+      });
       for (let i = 0; i < 600 && !out.includes("\n"); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(out.includes("\n"), `physalia up printed no line within 60 s; its stderr: ${err}`).toBe(true);
       const started = JSON.parse(out.split("\n")[0] as string) as { servers: { id: string; pid: number }[] };
       const pids = started.servers.map((s) => s.pid);
       expect(new Set(pids).size).toBe(7);
