@@ -263,19 +263,15 @@ function readResponseBody(reader: ByteReader): ResponseBody {
 
 /** Writes a request or response, its kind byte first. */
 export function writeClientMessage(writer: ByteWriter, message: ClientRequest | ClientResponse): void {
-  if (message.kind === "request") {
-    writer.byte(clientMessageKind.request).uint(message.id).string(message.cellKey);
-    writeBody(writer, message.body);
-    return;
+  const relayedFrom = message.kind === "response" ? message.relayedFrom : undefined;
+  const kind =
+    relayedFrom === undefined ? clientMessageKind[message.kind] : clientMessageKind.relayedResponse;
+  writer.byte(kind).uint(message.id).string(message.cellKey);
+  if (message.kind === "request") writeBody(writer, message.body);
+  else {
+    if (relayedFrom !== undefined) writer.string(relayedFrom);
+    writeResponseBody(writer, message.body);
   }
-  const relayedFrom = message.relayedFrom;
-  if (relayedFrom === undefined) {
-    writer.byte(clientMessageKind.response).uint(message.id).string(message.cellKey);
-  } else {
-    writer.byte(clientMessageKind.relayedResponse).uint(message.id).string(message.cellKey);
-    writer.string(relayedFrom);
-  }
-  writeResponseBody(writer, message.body);
 }
 
 /** Reads a request or response whose kind byte has been read already. */

@@ -736,13 +736,14 @@ export class PhysaliaClient {
         if (op.preferLeader && op.target !== null && current) {
           // A relayed answer names the leader, and the next requests go there; but while the
           // client goes around that leader (its server did not answer), to the node that relayed.
+          const now = this.scheduler.nowMs();
           const via = response.relayedFrom;
           state.leader =
-            via === undefined || via === this.detouring(state, this.scheduler.nowMs())
+            via === undefined || via === this.detouring(state, now)
               ? op.target
               : this.member(op.cellKey, via);
           state.committedAt = op.target;
-          state.committedAtMs = this.scheduler.nowMs();
+          state.committedAtMs = now;
         }
         this.finish(op, body);
         return;

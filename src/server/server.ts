@@ -938,14 +938,7 @@ export class Server {
     }
     this.relays.delete(response.id);
     this.counters.relayAnswers += 1;
-    this.counters.messagesOut += 1;
-    this.transport.send(relay.client, {
-      kind: "response",
-      id: relay.id,
-      cellKey: relay.cellKey,
-      body: response.body,
-      relayedFrom: relay.leader,
-    });
+    this.respond(relay.client, relay.id, relay.cellKey, response.body, relay.leader);
   }
 
   private readProblem(txn: Transaction): string | null {
@@ -1013,9 +1006,21 @@ export class Server {
     return request;
   }
 
-  private respond(client: Address, id: number, cellKey: CellKey, body: ResponseBody): void {
+  /** Answers a client's request; `relayedFrom` names the leader's server of a relayed answer. */
+  private respond(
+    client: Address,
+    id: number,
+    cellKey: CellKey,
+    body: ResponseBody,
+    relayedFrom?: ServerId,
+  ): void {
     this.counters.messagesOut += 1;
-    this.transport.send(client, { kind: "response", id, cellKey, body });
+    this.transport.send(
+      client,
+      relayedFrom === undefined
+        ? { kind: "response", id, cellKey, body }
+        : { kind: "response", id, cellKey, body, relayedFrom },
+    );
   }
 
   // ------------------------------------------------------------------ residency
