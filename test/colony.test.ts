@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadColonyKey } from "../src/cli/colony.ts";
+import { adminToken, loadColonyKey } from "../src/cli/colony.ts";
 import { jsonLogger } from "../src/cli/log.ts";
 import { type RunningColony, up } from "../src/cli/up.ts";
 import { PhysaliaClient } from "../src/index.ts";
@@ -98,5 +98,43 @@ describe("a local colony on real disks and sockets, in one process", () => {
     const url = `http://${s1?.host}:${s1?.adminPort}/cells`;
     const unauthorized = await fetch(url, { method: "POST", body: "{}" });
     expect(unauthorized.status).toBe(401);
+    const headers = { authorization: `Bearer ${adminToken(loadColonyKey(join(dir, "colony.key"), {}))}` };
+    const post = async (body: unknown): Promise<{ status: number; error: string }> => {
+      const response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body) });
+      return { status: response.status, error: ((await response.json()) as { error: string }).error };
+    };
+    const member = (serverId: string | undefined, incarnation: unknown) => ({ serverId, incarnation });
+    const [a, b] = [topology.servers[0]?.id, topology.servers[1]?.id];
+    const cases: [unknown, RegExp][] = [
+      [{ cellKey: 7, members: [member(a, 1)] }, /cellKey must be a string/],
+      [{ cellKey: "bad-1", members: [] }, /members must be a list of 1 to/],
+      [{ cellKey: "bad-1", members: [member("nowhere", 1)] }, /unknown member/],
+      [{ cellKey: "bad-1", members: [member(a, "1")] }, /must be a number/],
+      [{ cellKey: "bad-1", members: [member(a, 2 ** 53)] }, /incarnations are integers from 1 to/],
+      [{ cellKey: "bad-1", members: [member(a, 0.5)] }, /incarnations are integers from 1 to/],
+      [{ cellKey: "bad-1", members: [member(a, 1), member(a, 2)] }, /two members on one server/],
+      [{ cellKey: "bad-1", members: [member(a, 1), member(b, 1)] }, /two members with one incarnation/],
+      // One bad cell refuses the request before any of its cells is made.
+      [
+        {
+          cells: [
+            { cellKey: "good-1", members: [member(a, 1)] },
+            { cellKey: "bad-1", members: [member(a, 0)] },
+          ],
+        },
+        /^cell 1: incarnations are integers/,
+      ],
+    ];
+    for (const [body, error] of cases) {
+      const answer = await post(body);
+      expect(answer.status, JSON.stringify(body)).toBe(400);
+      expect(answer.error).toMatch(error);
+    }
+    const listed = (await (await fetch(url)).json()) as { cells: unknown[] };
+    expect(listed.cells.length).toBeGreaterThan(0);
+    expect(JSON.stringify(listed.cells)).not.toContain("good-1");
+    // The server took none of it amiss: it still answers and serves its cells.
+    expect((await fetch(`http://${s1?.host}:${s1?.adminPort}/healthz`)).status).toBe(200);
+    expect(await client.cell("vol-1").get("config")).toEqual(text("replicas=3"));
   });
 });

@@ -36,6 +36,14 @@ export class Options {
     for (let i = 0; i < args.length; i++) {
       const arg = args[i] as string;
       if (!arg.startsWith("--")) throw new UsageError(`unexpected argument ${JSON.stringify(arg)}`);
+      const equals = arg.indexOf("=");
+      if (equals > 2) {
+        // `--name=value`: the way to pass a value that itself starts with `--`.
+        const name = arg.slice(2, equals);
+        if (switchNames.includes(name)) throw new UsageError(`--${name} takes no value`);
+        this.values.set(name, arg.slice(equals + 1));
+        continue;
+      }
       const name = arg.slice(2);
       if (switchNames.includes(name)) {
         this.switches.add(name);
@@ -43,7 +51,9 @@ export class Options {
       }
       const value = args[i + 1];
       if (value === undefined || value.startsWith("--"))
-        throw new UsageError(`--${name} needs a value (for example --${name} 10)`);
+        throw new UsageError(
+          `--${name} needs a value (for example --${name} 10, or --${name}=VALUE for one starting with --)`,
+        );
       this.values.set(name, value);
       i += 1;
     }

@@ -5,7 +5,7 @@
 import { resolve } from "node:path";
 import { campaignCauses } from "../../src/paxos/index.ts";
 import { paxosSendKinds } from "../../src/server/index.ts";
-import { type BenchmarkReport, type Children, type Options, progress, round } from "./common.ts";
+import { type BenchmarkReport, type Children, type Options, progress, round, UsageError } from "./common.ts";
 import { describeLoad, type LoadResult, runLoad } from "./load.ts";
 import type { LoadTarget } from "./load-worker.ts";
 import { BenchColony, cellKeys } from "./physalia-colony.ts";
@@ -88,10 +88,29 @@ export interface ThroughputSettings {
   readonly thinkMs: number;
 }
 
-/** `--profile-dir DIR`: every server process writes a V8 CPU profile there when it stops. */
+/**
+ * The extra Node.js flags of every server process:
+ * - `--profile-dir DIR`: each writes a V8 CPU profile there when it stops;
+ * - `--node-flags "FLAG ..."`: flags added after the server's own (a later flag wins), to try a V8
+ *   setting or trace the collector (`--node-flags="--trace-gc"`; the output lands in the logs).
+ */
 export function profileFlags(options: Options): string[] {
   const dir = options.text("profile-dir");
-  return dir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", resolve(dir)];
+  const flags = dir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", resolve(dir)];
+  return [...flags, ...nodeFlags(options.text("node-flags"))];
+}
+
+/** `--node-flags` split on spaces; each must look like a flag, so a value cannot be taken for a script. */
+export function nodeFlags(text: string | undefined): string[] {
+  const flags = (text ?? "").split(" ").filter((flag) => flag !== "");
+  for (const flag of flags) {
+    if (!/^--[a-z0-9][a-z0-9_-]*(=\S+)?$/i.test(flag)) {
+      throw new UsageError(
+        `--node-flags: "${flag}" is not a Node.js flag (write each as --name or --name=value, separated by spaces)`,
+      );
+    }
+  }
+  return flags;
 }
 
 export function throughputSettings(options: Options): ThroughputSettings {

@@ -14,6 +14,7 @@ import {
 import { commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
+import { initialMembersProblem } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
 import { checkpointBucketsMs, LmdbStorage } from "../storage/index.ts";
 import {
@@ -437,12 +438,10 @@ export async function startServer(options: {
       const m = member as { serverId?: unknown; incarnation?: unknown };
       if (typeof m?.serverId !== "string" || !known.has(m.serverId))
         return `unknown member ${JSON.stringify(member)}`;
-      if (!Number.isInteger(m.incarnation) || (m.incarnation as number) < 1)
-        return "incarnations are positive integers";
+      if (typeof m.incarnation !== "number")
+        return `incarnation of ${JSON.stringify(member)} must be a number`;
     }
-    if (new Set((members as NodeId[]).map((m) => m.serverId)).size !== members.length)
-      return "two members on one server";
-    return null;
+    return initialMembersProblem(members as NodeId[]);
   };
 
   await new Promise<void>((resolve, reject) => {

@@ -128,6 +128,11 @@ export const limits = Object.freeze({
   ownLatenessMemoryMs: 5000,
 
   // ---- server
+  /**
+   * Servers a failure detector remembers hearing from. Past it, those silent for a suspicion
+   * period are forgotten (they were suspected, and stay so); if none is, a new name is not kept.
+   */
+  detectorServersMax: 16_384,
   /** Distinct membership states a server shares between its nodes (MembershipInterner). */
   internedMembershipsMax: 10_000,
   /** Messages a server accepts in one turn before answering `overloaded`. */

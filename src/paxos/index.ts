@@ -37,6 +37,7 @@ export {
   applyMembershipChange,
   configurationFor,
   initialMembership,
+  initialMembersProblem,
   latestConfiguration,
   MembershipInterner,
   majority,

@@ -7,15 +7,23 @@ import { assert, formatNodeId, limits, type NodeId, nodeIdEquals } from "../core
 import { INCARNATION_MAX } from "./ballot.ts";
 import type { Configuration, MembershipChange, MembershipResult, MembershipState } from "./types.ts";
 
+/** What is wrong with a new cell's members, or null: for input from outside, before any cell is made. */
+export function initialMembersProblem(members: readonly NodeId[]): string | null {
+  if (members.length < 1 || members.length > limits.membersMax)
+    return `a cell has 1 to ${limits.membersMax} members, not ${members.length}`;
+  for (const m of members) {
+    if (!Number.isSafeInteger(m.incarnation) || m.incarnation < 1 || m.incarnation > INCARNATION_MAX)
+      return `incarnations are integers from 1 to ${INCARNATION_MAX}, not ${m.incarnation}`;
+  }
+  if (new Set(members.map((m) => m.serverId)).size !== members.length) return "two members on one server";
+  if (new Set(members.map((m) => m.incarnation)).size !== members.length)
+    return "two members with one incarnation";
+  return null;
+}
+
 export function initialMembership(members: readonly NodeId[]): MembershipState {
-  assert(
-    members.length >= 1 && members.length <= limits.membersMax,
-    `a cell has 1..${limits.membersMax} members`,
-  );
-  const servers = new Set(members.map((m) => m.serverId));
-  assert(servers.size === members.length, "members must be on distinct servers");
-  const incarnations = new Set(members.map((m) => m.incarnation));
-  assert(incarnations.size === members.length, "member incarnations must be distinct");
+  const problem = initialMembersProblem(members);
+  assert(problem === null, () => `initial membership: ${problem}`);
   const nextIncarnation = Math.max(...members.map((m) => m.incarnation)) + 1;
   return { epoch: 1, nextIncarnation, configurations: [{ fromSlot: 1, epoch: 1, members: [...members] }] };
 }

@@ -28,4 +28,27 @@ describe("failure detector", () => {
     detector.refused("s1");
     expect(detector.isAlive("s1", 13)).toBe(true);
   });
+
+  it("remembers at most its bound of servers, forgetting only those already suspected", () => {
+    const detector = new FailureDetector("s1", 0, 3);
+    const start = limits.suspectAfterMs * 2;
+    for (const name of ["a", "b", "c"]) detector.heard(name, start);
+    // Full of servers heard lately: a new name is not kept, and the others stay trusted.
+    detector.heard("forged-1", start + 1);
+    expect(detector.remembered).toBe(3);
+    expect(detector.notRemembered).toBe(1);
+    expect(detector.isAlive("a", start + 2)).toBe(true);
+    // A suspicion period later, with only "a" heard again: "b" and "c" make room, still suspected.
+    const later = start + 1 + limits.suspectAfterMs;
+    detector.heard("a", later);
+    detector.refused("b");
+    detector.heard("d", later);
+    expect(detector.remembered).toBe(2);
+    expect(detector.suspected(["a", "b", "c", "d"], later)).toEqual(["b", "c"]);
+    // A flood of new names costs one sweep per period and never grows the table past its bound.
+    for (let i = 0; i < 1_000; i++) detector.heard(`forged-${i}`, later + 1);
+    expect(detector.remembered).toBe(3);
+    expect(detector.isAlive("a", later + 1)).toBe(true);
+    expect(detector.isAlive("d", later + 1)).toBe(true);
+  });
 });

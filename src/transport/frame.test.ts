@@ -169,6 +169,13 @@ describe("frame codec", () => {
   });
 });
 
+/** A splitter past its connection's hello, taking frames up to frameBytesMax. */
+function admittedSplitter(): FrameSplitter {
+  const splitter = new FrameSplitter();
+  splitter.admitFrames();
+  return splitter;
+}
+
 describe("frame splitter", () => {
   it("yields whole frames however the stream is cut", () => {
     const frames = [
@@ -178,7 +185,7 @@ describe("frame splitter", () => {
     ];
     const stream = Buffer.concat(frames);
     for (const cut of [1, 2, 3, 5, 7, 64, stream.length]) {
-      const splitter = new FrameSplitter();
+      const splitter = admittedSplitter();
       const out: Uint8Array[] = [];
       for (let at = 0; at < stream.length; at += cut) {
         const result = splitter.push(stream.subarray(at, at + cut));
@@ -200,9 +207,28 @@ describe("frame splitter", () => {
     expect(splitter.push(encodeHello(key, "a:1")).ok).toBe(false);
   });
 
+  it("holds a connection to one hello-sized frame until its hello is admitted", () => {
+    const hello = encodeHello(key, "a".repeat(transportLimits.addressBytesMax));
+    const big = encodeFrame(key, { sender: "a:1", sequence: 1, messages: [new Uint8Array(5_000)] });
+    // The largest hello passes; what follows it waits, whatever its size, until admitFrames().
+    const splitter = new FrameSplitter();
+    const first = splitter.push(Buffer.concat([hello, big]));
+    expect(first.ok && first.frames.length).toBe(1);
+    expect(splitter.buffered).toBe(big.length);
+    splitter.admitFrames();
+    const rest = splitter.push(Buffer.alloc(0));
+    expect(rest.ok && rest.frames.map((f) => f.length)).toEqual([big.length]);
+    // Before any hello, a prefix longer than the largest hello is refused at its fourth byte.
+    const early = new FrameSplitter();
+    const refused = early.push(big.subarray(0, 4));
+    expect(refused.ok).toBe(false);
+    if (!refused.ok) expect(refused.detail).toMatch(/the bound of a hello/);
+    expect(early.buffered).toBe(0);
+  });
+
   it("takes linear time for a frame fed one byte at a time", () => {
     const big = encodeFrame(key, { sender: "a:1", sequence: 1, messages: [new Uint8Array(200_000).fill(3)] });
-    const splitter = new FrameSplitter();
+    const splitter = admittedSplitter();
     let frames = 0;
     const startMs = performance.now();
     for (let at = 0; at < big.length; at++) {
@@ -269,7 +295,7 @@ describe("hostile input (property)", () => {
         fc.array(fc.integer({ min: 1, max: 97 }), { minLength: 1, maxLength: 10 }),
         (frames, cuts) => {
           const stream = Buffer.concat(frames.map((f) => encodeFrame(key, f)));
-          const splitter = new FrameSplitter();
+          const splitter = admittedSplitter();
           const decoded: Frame[] = [];
           let at = 0;
           for (let i = 0; at < stream.length; i++) {

@@ -336,7 +336,9 @@ export type SplitResult =
  * arrive and each frame's bytes are copied at most once, so feeding a frame in many small chunks
  * costs time linear in its size. A length prefix above the bound is rejected as soon as its four
  * bytes arrive, before any of the body is buffered; the splitter then stays failed (the
- * connection is closed, as the stream cannot be resynchronized).
+ * connection is closed, as the stream cannot be resynchronized). Until `admitFrames()` is called
+ * the bound is that of a hello, so a connection that has not yet authenticated cannot make its
+ * receiver hold more than a hello's bytes.
  */
 export class FrameSplitter {
   private chunks: Uint8Array[] = [];
@@ -349,7 +351,24 @@ export class FrameSplitter {
   private frameBytes = -1;
   private failure: SplitResult | null = null;
 
-  constructor(private readonly bounds: TransportLimits = transportLimits) {}
+  /** The largest length prefix accepted now: a hello's until admitFrames(). */
+  private prefixMax: number;
+  private admitted = false;
+
+  constructor(private readonly bounds: TransportLimits = transportLimits) {
+    this.prefixMax = frameOverheadBytes(bounds, bounds.addressBytesMax) - framePrefixBytes;
+  }
+
+  /** The connection's hello is authenticated: frames up to frameBytesMax may follow. */
+  admitFrames(): void {
+    this.prefixMax = this.bounds.frameBytesMax - framePrefixBytes;
+    this.admitted = true;
+  }
+
+  /** Until admitFrames(), push yields at most one frame (the hello); the bytes after it wait. */
+  get isAdmitted(): boolean {
+    return this.admitted;
+  }
 
   /** Bytes held waiting for the rest of a frame; at most one frame plus one chunk. */
   get buffered(): number {
@@ -367,11 +386,13 @@ export class FrameSplitter {
       if (this.frameBytes < 0) {
         if (this.bufferedBytes < framePrefixBytes) break;
         const prefix = this.peekPrefix();
-        if (prefix > this.bounds.frameBytesMax - framePrefixBytes) {
+        if (prefix > this.prefixMax) {
           this.failure = {
             ok: false,
             reason: "oversized",
-            detail: `length prefix ${prefix} exceeds ${this.bounds.frameBytesMax - framePrefixBytes}`,
+            detail: `length prefix ${prefix} exceeds ${this.prefixMax}${
+              this.prefixMax < this.bounds.frameBytesMax - framePrefixBytes ? " (the bound of a hello)" : ""
+            }`,
           };
           this.chunks = [];
           this.head = 0;
@@ -384,6 +405,7 @@ export class FrameSplitter {
       if (this.bufferedBytes < this.frameBytes) break;
       frames.push(this.take(this.frameBytes));
       this.frameBytes = -1;
+      if (!this.admitted) break;
     }
     this.compact();
     return { ok: true, frames };

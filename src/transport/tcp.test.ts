@@ -474,6 +474,38 @@ describe("TcpTransport", () => {
     expect(warnings.some((w) => w.includes("unauthenticated"))).toBe(true);
   });
 
+  it("holds an unauthenticated connection to a hello's size, and takes a hello and a large frame sent together", async () => {
+    const warnings: string[] = [];
+    const s = await server({
+      warn: (message, fields) => warnings.push(`${message} ${JSON.stringify(fields)}`),
+    });
+    const atS = inbox(s);
+    const port = portOf(s);
+    const key = frameKey(colonyKey);
+    // A length prefix within frameBytesMax but past any hello: closed at its fourth byte, not
+    // after the hello timeout with megabytes buffered.
+    const hoarder = await rawConnect(port);
+    const hoarderClosed = closedSignal(hoarder);
+    const prefix = Buffer.alloc(4);
+    prefix.writeUInt32BE(3 * 1024 * 1024);
+    hoarder.write(Buffer.concat([prefix, Buffer.alloc(1000)]));
+    await waitFor(hoarderClosed, "the hoarding connection to close", 2_000);
+    expect(s.stats().framesDropped.oversized).toBe(1);
+    expect(warnings.some((w) => w.includes("the bound of a hello"))).toBe(true);
+    // A peer whose hello and a 50 KB frame arrive in one write: the frame waits for the hello.
+    const note = new Uint8Array(Buffer.from(JSON.stringify({ n: 7, pad: "x".repeat(50_000) })));
+    const peer = await rawConnect(port);
+    peer.write(
+      Buffer.concat([
+        encodeHello(key, "127.0.0.1:3"),
+        encodeFrame(key, { sender: "127.0.0.1:3", sequence: 1, messages: [note] }),
+      ]),
+    );
+    await waitFor(() => atS.length === 1, "the frame sent with the hello");
+    expect(atS[0]?.from).toBe("127.0.0.1:3");
+    expect(atS[0]?.message.n).toBe(7);
+  });
+
   it("answers a client over the connection the client opened", async () => {
     const s = await server();
     s.onMessage((from, note) => {

@@ -145,6 +145,8 @@ function zeroCounts(): Record<DropReason, number> {
 }
 
 const clientPrefix = "client:";
+/** Pushed to a splitter to go on with bytes it already holds. */
+const emptyChunk = Buffer.alloc(0);
 
 export function isClientAddress(address: Address): boolean {
   return address.startsWith(clientPrefix);
@@ -914,6 +916,7 @@ export class TcpTransport<M> implements TransportPort<M> {
   private receive(connection: Connection, chunk: Buffer): void {
     if (connection.socket.destroyed) return;
     this.counters.bytesReceived += chunk.length;
+    const admitted = connection.splitter.isAdmitted;
     const split = connection.splitter.push(chunk);
     if (!split.ok) {
       this.framesDropped.oversized += 1;
@@ -927,6 +930,15 @@ export class TcpTransport<M> implements TransportPort<M> {
     for (const frame of split.frames) {
       if (connection.socket.destroyed) return;
       this.receiveFrame(connection, frame);
+    }
+    // What came behind an accepted hello waited in the splitter, held to a hello's bound.
+    if (
+      split.frames.length > 0 &&
+      !admitted &&
+      connection.splitter.isAdmitted &&
+      !connection.socket.destroyed
+    ) {
+      this.receive(connection, emptyChunk);
     }
   }
 
@@ -1000,6 +1012,7 @@ export class TcpTransport<M> implements TransportPort<M> {
         return;
       }
       connection.helloReceived = true;
+      connection.splitter.admitFrames();
       connection.sequenceReceived = 0;
       connection.clearTimer();
       this.counters.framesReceived += 1;
@@ -1019,6 +1032,7 @@ export class TcpTransport<M> implements TransportPort<M> {
       return;
     }
     connection.helloReceived = true;
+    connection.splitter.admitFrames();
     connection.sequenceReceived = 0;
     connection.remote = sender;
     connection.dialer = sender;
