@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { clientExitCodes } from "../src/cli/client-commands.ts";
+import { adminUrl } from "../src/cli/colony.ts";
 import { localTopology } from "./support/colony.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -181,4 +182,12 @@ describe("physalia server with a bad configuration", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
+});
+
+describe("admin URLs", () => {
+  it("put an IPv6 host in brackets, so a colony on ::1 can be reached", () => {
+    expect(adminUrl({ host: "::1", adminPort: 9101 })).toBe("http://[::1]:9101");
+    expect(adminUrl({ host: "127.0.0.1", adminPort: 9101 })).toBe("http://127.0.0.1:9101");
+    expect(() => new URL(adminUrl({ host: "::1", adminPort: 9101 }))).not.toThrow();
+  });
 });

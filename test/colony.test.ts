@@ -130,6 +130,9 @@ describe("a local colony on real disks and sockets, in one process", () => {
       expect(answer.status, JSON.stringify(body)).toBe(400);
       expect(answer.error).toMatch(error);
     }
+    const longAfter = await fetch(`${url}?after=${"k".repeat(2_000)}`);
+    expect(longAfter.status).toBe(400);
+    expect(((await longAfter.json()) as { error: string }).error).toMatch(/^after: cell key of 2000 bytes/);
     const listed = (await (await fetch(url)).json()) as { cells: unknown[] };
     expect(listed.cells.length).toBeGreaterThan(0);
     expect(JSON.stringify(listed.cells)).not.toContain("good-1");

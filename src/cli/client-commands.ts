@@ -34,8 +34,10 @@ import {
 } from "../client/index.ts";
 import { cellKeyProblem, formatNodeId, limits, type NodeId } from "../core/index.ts";
 import { placeCell } from "../discovery/index.ts";
+import { formatServerAddress } from "../transport/index.ts";
 import {
   adminToken,
+  adminUrl,
   ColonyFileError,
   type ConnectionFile,
   loadColonyKey,
@@ -361,11 +363,6 @@ function majorityOf(count: number): number {
 interface AdminAnswer {
   readonly status: number;
   readonly body: unknown;
-}
-
-function adminUrl(server: ServerEntry): string {
-  const host = server.host.includes(":") ? `[${server.host}]` : server.host;
-  return `http://${host}:${server.adminPort}`;
 }
 
 /** One JSON request to a server's admin port; rejects when it does not answer in time. */
@@ -1255,7 +1252,11 @@ async function colonyStatus(io: Io): Promise<number> {
     settle(adminCall(s, "GET", "/status")),
   );
   const rows: ServerStatusRow[] = colony.servers.map((server, i) => {
-    const base = { server: server.id, address: `${server.host}:${server.port}`, admin: adminUrl(server) };
+    const base = {
+      server: server.id,
+      address: formatServerAddress(server.host, server.port),
+      admin: adminUrl(server),
+    };
     const answer = answers[i];
     if (answer === undefined || !answer.ok)
       return { ...base, up: false, error: answer?.problem ?? "no answer" };

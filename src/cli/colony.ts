@@ -11,6 +11,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConnectError, parseColonyKey, readColonyKeyFile } from "../client/index.ts";
 import { limits } from "../core/index.ts";
+import { formatServerAddress } from "../transport/index.ts";
 
 export class ColonyFileError extends Error {
   override name = "ColonyFileError";
@@ -225,4 +226,9 @@ export function ensureKeyFile(keyFile: string): void {
 /** The token colony tools present to a server's admin port to change anything. */
 export function adminToken(colonyKey: Uint8Array): string {
   return createHmac("sha256", colonyKey).update("physalia admin v1").digest("hex");
+}
+
+/** The base URL of a server's admin port; an IPv6 host goes in brackets. */
+export function adminUrl(server: { readonly host: string; readonly adminPort: number }): string {
+  return `http://${formatServerAddress(server.host, server.adminPort)}`;
 }

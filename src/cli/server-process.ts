@@ -24,7 +24,7 @@ import {
   onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
-import { adminToken, type ServerConfig, type Topology } from "./colony.ts";
+import { adminToken, adminUrl, type ServerConfig, type Topology } from "./colony.ts";
 
 export { adminToken };
 
@@ -372,6 +372,11 @@ export async function startServer(options: {
     }
     if (request.method === "GET" && url.pathname === "/cells") {
       const after = url.searchParams.get("after") ?? "";
+      const afterProblem = after === "" ? null : cellKeyProblem(after);
+      if (afterProblem !== null) {
+        reply(response, 400, { error: `after: ${afterProblem}` });
+        return;
+      }
       const cells = storage.hostedCellsPage(after, cellsPageMax);
       reply(response, 200, { cells, more: cells.length === cellsPageMax });
       return;
@@ -474,14 +479,14 @@ export async function startServer(options: {
 
   logger.log("info", "server started", {
     address: formatServerAddress(self.host, self.port),
-    admin: `http://${self.host}:${self.adminPort}`,
+    admin: adminUrl(self),
     data: config.data,
     startMs: Date.now() - startedMs,
   });
   return {
     serverId: self.id,
     server,
-    adminUrl: `http://${self.host}:${self.adminPort}`,
+    adminUrl: adminUrl(self),
     address: formatServerAddress(self.host, self.port),
     close,
   };

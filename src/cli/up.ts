@@ -9,6 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serverNodeFlags } from "../server/index.ts";
 import {
+  adminUrl,
   type ConnectionFile,
   ensureKeyFile,
   loadColonyKey,
@@ -118,7 +119,8 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
       await Promise.all(
         configs.map(({ config }, i) => {
           const s = options.topology.servers.find((server) => server.id === config.server);
-          return waitForHealth(`http://${s?.host}:${s?.adminPort}`, children[i] as ChildProcess, deadline);
+          if (s === undefined) throw new Error(`server ${config.server} is not in the topology`);
+          return waitForHealth(adminUrl(s), children[i] as ChildProcess, deadline);
         }),
       );
     } else {
@@ -154,7 +156,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
     servers: options.topology.servers.map((s, i) => ({
       id: s.id,
       address: `${s.host}:${s.port}`,
-      admin: `http://${s.host}:${s.adminPort}`,
+      admin: adminUrl(s),
       pid: options.processes ? (children[i]?.pid ?? null) : process.pid,
     })),
     close,

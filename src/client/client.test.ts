@@ -3,7 +3,7 @@ import { limits } from "../core/index.ts";
 import { decodeServerMessage, encodeServerMessage } from "../server/wire.ts";
 import { bytes, Scenario } from "../sim/scenario.ts";
 import { agreedChoice } from "./client.ts";
-import { InvalidRequestError, OutcomeUnknownError, UnknownCellError } from "./errors.ts";
+import { InvalidRequestError, OutcomeUnknownError, UnavailableError, UnknownCellError } from "./errors.ts";
 
 describe("client", () => {
   it("rejects a request over a limit at once, naming the problem, without sending it", async () => {
@@ -40,6 +40,22 @@ describe("client", () => {
     await new Promise((resolve) => setImmediate(resolve));
     const settled = await Promise.race([failure, Promise.resolve("still pending")]);
     expect(settled).toBeInstanceOf(UnknownCellError);
+  });
+
+  it("refuses an operation past the ones a cell's sessions can hold waiting, as unavailable", async () => {
+    const s = new Scenario().cell("vol-1");
+    const cell = s.newClient().client.cell("vol-1");
+    // 16 sessions in flight and 10,000 operations waiting for one: nothing has run yet.
+    const held = Array.from({ length: 16 + 10_000 }, (_, i) => cell.put("x", bytes(`${i}`)).catch(() => {}));
+    const refused = await cell.put("x", bytes("one too many")).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(UnavailableError);
+    expect((refused as Error).message).toMatch(
+      /more than 10000 operations of this client wait for it; slow down/,
+    );
+    expect(held).toHaveLength(10_016);
   });
 
   it("the promise API works end to end over the simulated colony", async () => {

@@ -258,7 +258,7 @@ export class PhysaliaClient {
       return;
     }
     const go = (retriesLeft: number): void => {
-      this.withSession(cellKey, (session, release) => {
+      const admitted = this.withSession(cellKey, (session, release) => {
         session.seq += 1;
         const command: Command = {
           version: OPERATION_FORMAT_VERSION,
@@ -294,6 +294,11 @@ export class PhysaliaClient {
           callback(outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome);
         });
       });
+      if (!admitted) {
+        // Told through the callback, also on a retry from a timer, where a throw would reach no one.
+        const detail = `more than ${waitingPerCellMax} operations of this client wait for it; slow down`;
+        callback({ ok: false, error: new UnavailableError(cellKey, detail) });
+      }
     };
     go(3);
   }
@@ -369,11 +374,11 @@ export class PhysaliaClient {
     return state;
   }
 
-  /** Run `body` with an idle session of the cell (one request in flight per session). */
+  /** Run `body` with an idle session of the cell (one request in flight per session), now or once one is free; false if too many wait. */
   private withSession(
     cellKey: CellKey,
     body: (session: Session, release: (discard: boolean) => void) => void,
-  ): void {
+  ): boolean {
     const state = this.cellState(cellKey);
     let session = state.sessions.find((s) => !s.busy);
     if (session === undefined && state.sessions.length < limits.clientSessionsPerCellMax) {
@@ -381,11 +386,9 @@ export class PhysaliaClient {
       state.sessions.push(session);
     }
     if (session === undefined) {
-      if (state.waiting.length >= waitingPerCellMax) {
-        throw new RangeError(`more than ${waitingPerCellMax} operations wait for cell ${cellKey}; slow down`);
-      }
+      if (state.waiting.length >= waitingPerCellMax) return false;
       state.waiting.push(() => this.withSession(cellKey, body));
-      return;
+      return true;
     }
     const chosen = session;
     chosen.busy = true;
@@ -395,6 +398,7 @@ export class PhysaliaClient {
       const next = state.waiting.shift();
       if (next !== undefined) next();
     });
+    return true;
   }
 
   // ------------------------------------------------------------------ attempts

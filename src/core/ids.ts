@@ -26,11 +26,17 @@ export function formatNodeId(node: NodeId): string {
   return `${node.serverId}#${node.incarnation}`;
 }
 
+/** A UTF-16 surrogate not part of a pair (in `u` mode a pair is one code point, not matched). */
+const loneSurrogate = /\p{Surrogate}/u;
+
 /** Why a cell key is unacceptable, or null if it is fine. */
 export function cellKeyProblem(key: string): string | null {
   if (key.length === 0) return "a cell key must not be empty";
   if (utf8Length(key) > limits.cellKeyBytesMax) {
     return `cell key of ${utf8Length(key)} bytes exceeds the limit of ${limits.cellKeyBytesMax}`;
   }
+  // Stored and sent as UTF-8, where a lone surrogate would become U+FFFD: another cell's key.
+  if (loneSurrogate.test(key))
+    return "a cell key must be Unicode text: it holds an unpaired UTF-16 surrogate";
   return null;
 }

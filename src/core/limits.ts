@@ -67,6 +67,11 @@ export const limits = Object.freeze({
   logRetainedEntries: 128,
   /** Entries in one catch-up segment message. */
   catchUpSegmentEntriesMax: 64,
+  /**
+   * A log slot or snapshot index beyond any a cell reaches (2^48: 8,900 years at a million writes
+   * a second); a message claiming one is ignored, so sums of slots stay exact integers.
+   */
+  slotMax: 2 ** 48,
   /** Linearizable reads waiting on one leader. */
   pendingReadsPerCellMax: 256,
 

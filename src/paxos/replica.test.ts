@@ -171,6 +171,38 @@ describe("replica", () => {
     expect(c.violations).toEqual([]);
   });
 
+  it("a catch-up naming slots far past what a node applied changes nothing and throws nothing", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    const applied = c.node("c").replica.appliedIndex;
+    const value = { kind: "noop", stampMs: 0 } as const;
+    const forged = {
+      type: "catchup",
+      cellKey: "cell",
+      from: { serverId: "b", incarnation: 2 },
+      to: { serverId: "c", incarnation: 3 },
+      epoch: 1,
+      // Beyond the log window's largest ring.
+      entries: [{ slot: applied + 2 ** 21, ballot: 0, value }],
+      snapshot: null,
+      applied: 2 ** 53 - 1,
+    } as unknown as PaxosMessage<string>;
+    // A snapshot past any slot a cell reaches, of a real state and membership.
+    const snapshot = {
+      index: 2 ** 53 - 1,
+      membership: c.node("a").replica.membershipState,
+      state: c.node("a").machine.snapshot(),
+    };
+    c.network.push(forged, { ...forged, entries: [], snapshot } as PaxosMessage<string>);
+    expect(() => c.settle()).not.toThrow();
+    expect(c.node("c").replica.appliedIndex).toBe(applied);
+    c.propose("a", "y", 2);
+    c.settle();
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
+    expect(c.violations).toEqual([]);
+  });
+
   it("membership change adds a node that catches up by snapshot and then votes", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c"]);
     for (let i = 0; i < 70; i++) c.propose("a", `w${i}`, i);

@@ -1620,7 +1620,7 @@ export class Replica<C, R> {
   private onCatchUp(m: PaxosMessage<C> & { type: "catchup" }, nowMs: number, out: Output<C, R>): void {
     if (this.retired) return;
     const snapshot = m.snapshot;
-    if (snapshot !== null && snapshot.index > this.applied) {
+    if (snapshot !== null && snapshot.index > this.applied && snapshot.index <= limits.slotMax) {
       try {
         this.machine.restore(snapshot.state);
       } catch {
@@ -1648,11 +1648,14 @@ export class Replica<C, R> {
       this.afterMembershipChange(out);
       if (steppedDown && this.proposer === null && !this.retired) this.campaign(nowMs, out, "caught_up");
     }
+    // A segment starts just past what this node applied; an entry far beyond (a peer's bug or a
+    // forged message) is not kept, as an accept that far ahead is not (onAccept).
+    const entriesEnd = this.applied + limits.logRetainedEntries * 4;
     for (const entry of m.entries) {
-      if (entry.slot <= this.committed) continue;
+      if (entry.slot <= this.committed || entry.slot > entriesEnd) continue;
       this.storeEntry({ slot: entry.slot, ballot: BALLOT_CHOSEN, value: entry.value }, out);
     }
-    this.noteChosen(m.applied);
+    if (m.applied <= limits.slotMax) this.noteChosen(m.applied);
     this.catchUpFrom = null;
     this.advanceCommitted(out);
     if (this.behind()) this.requestCatchUpIfNeeded(m.from, nowMs, out);
