@@ -263,6 +263,16 @@ export async function startServer(options: {
         storageStats.replayedBatches,
       ),
       gauge("physalia_transport_connections_open", "Open peer connections", transportStats.connectionsOpen),
+      gauge(
+        "physalia_transport_queued_bytes",
+        "Bytes queued for peers whose connections are down or not reading",
+        transportStats.queuedBytes,
+      ),
+      counter(
+        "physalia_transport_queues_shed_total",
+        "Peer queues dropped whole because all queues together reached their bound (the largest first)",
+        transportStats.queuesShed,
+      ),
       gauge("process_resident_memory_bytes", "Resident set size", memory.rss),
       gauge("nodejs_heap_used_bytes", "V8 heap in use", memory.heapUsed),
       gauge("nodejs_heap_total_bytes", "V8 heap reserved", memory.heapTotal),

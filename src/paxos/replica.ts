@@ -1648,9 +1648,9 @@ export class Replica<C, R> {
       this.afterMembershipChange(out);
       if (steppedDown && this.proposer === null && !this.retired) this.campaign(nowMs, out, "caught_up");
     }
-    // A segment starts just past what this node applied; an entry far beyond (a peer's bug or a
-    // forged message) is not kept, as an accept that far ahead is not (onAccept).
-    const entriesEnd = this.applied + limits.logRetainedEntries * 4;
+    // A segment starts just past what this node has committed (sendCatchUpRequest); an entry far
+    // beyond (a peer's bug or a forged message) is not kept, as an accept that far ahead is not.
+    const entriesEnd = this.committed + limits.logRetainedEntries * 4;
     for (const entry of m.entries) {
       if (entry.slot <= this.committed || entry.slot > entriesEnd) continue;
       this.storeEntry({ slot: entry.slot, ballot: BALLOT_CHOSEN, value: entry.value }, out);

@@ -25,6 +25,12 @@ export const transportLimits = Object.freeze({
    * more than an older one.
    */
   peerQueueBytesMax: 8 * 1024 * 1024,
+  /**
+   * Payload bytes queued for all peers together. Past this the peer with the most queued (most
+   * likely one that stopped reading) loses its queue, so a few such peers cannot hold
+   * peerQueueBytesMax each for thousands of connections.
+   */
+  queuedBytesMax: 256 * 1024 * 1024,
   /** A queued frame older than this is dropped rather than sent: its content is stale. */
   peerQueueAgeMsMax: 10_000,
   /** Messages accepted by `send` between two flushes. */
@@ -103,6 +109,8 @@ export function transportLimitsProblem(bounds: TransportLimits): string | null {
     return `frameBytesMax ${bounds.frameBytesMax} does not fit a 4-byte length prefix`;
   if (bounds.peerQueueBytesMax < bounds.frameBytesMax)
     return `peerQueueBytesMax ${bounds.peerQueueBytesMax} must hold at least one frame of frameBytesMax ${bounds.frameBytesMax}`;
+  if (bounds.queuedBytesMax < bounds.peerQueueBytesMax)
+    return `queuedBytesMax ${bounds.queuedBytesMax} must hold at least one peer's queue of peerQueueBytesMax ${bounds.peerQueueBytesMax}`;
   if (bounds.reconnectDelayMsMax < bounds.reconnectDelayMsMin * 2)
     return `reconnectDelayMsMax ${bounds.reconnectDelayMsMax} must be at least twice reconnectDelayMsMin ${bounds.reconnectDelayMsMin} so backoff can grow`;
   if (bounds.messageBytesMax > limits.messageBytesMax)

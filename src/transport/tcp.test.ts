@@ -574,6 +574,57 @@ describe("TcpTransport", () => {
     expect(a.stats().framesDropped.backpressure).toBe(stats.framesDropped.backpressure);
   });
 
+  it("bounds the bytes queued for all peers together, shedding the largest queue", async () => {
+    const key = frameKey(colonyKey);
+    // Peers that say hello and then never read.
+    const stalledPeer = async (): Promise<string> => {
+      const stalled = createServer((socket) => {
+        socket.pause();
+        socket.on("error", () => {});
+        sockets.push(socket);
+        const address = stalled.address();
+        if (address !== null && typeof address === "object")
+          socket.write(encodeHello(key, `${host}:${address.port}`));
+      });
+      servers.push(stalled);
+      await new Promise<void>((resolve) => stalled.listen(0, host, resolve));
+      const address = stalled.address();
+      if (address === null || typeof address !== "object") throw new Error("no address");
+      return `${host}:${address.port}`;
+    };
+    const targets = [await stalledPeer(), await stalledPeer(), await stalledPeer()];
+    const bounds = {
+      messageBytesMax: 64 * 1024,
+      frameBytesMax: 128 * 1024,
+      peerQueueBytesMax: 256 * 1024,
+      queuedBytesMax: 512 * 1024,
+    };
+    const a = await server<Uint8Array>({ codec: bytesCodec, limits: bounds });
+    const messageBytes = 16 * 1024;
+    // Far beyond the kernel's buffers for each peer, in turns that go to every peer in order.
+    for (let turn = 0; turn < 1_200; turn++) {
+      for (const target of targets) {
+        for (let i = 0; i < 4; i++) a.send(target, new Uint8Array(messageBytes));
+      }
+      a.flush();
+      expect(a.stats().queuedBytes).toBeLessThanOrEqual(bounds.queuedBytesMax);
+      if (turn % 50 === 0) await sleep(1);
+    }
+    const stats = a.stats();
+    // Three full queues do not fit in the bound of two: queues were shed, and what is queued now
+    // is within the bound (the last peer sent to keeps the frame of its last turn).
+    expect(stats.queuesShed).toBeGreaterThan(0);
+    expect(stats.queuedBytes).toBeGreaterThan(0);
+    expect(stats.queuedBytes).toBeLessThanOrEqual(bounds.queuedBytesMax);
+    expect(stats.framesDropped.backpressure).toBeGreaterThan(0);
+  });
+
+  it("refuses bounds whose total queue cannot hold one peer's", () => {
+    expect(
+      () => new TcpTransport({ colonyKey, codec: noteCodec, limits: { queuedBytesMax: 1024 * 1024 } }),
+    ).toThrow(/queuedBytesMax 1048576 must hold at least one peer's queue/);
+  });
+
   it("delivers messages to its own address in a later turn", async () => {
     const a = await server();
     const atA = inbox(a);

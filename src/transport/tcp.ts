@@ -133,6 +133,8 @@ export interface TransportStats {
   readonly reconnects: number;
   /** Payload bytes queued for all peers now. */
   readonly queuedBytes: number;
+  /** Peers' whole queues dropped because all queues together reached queuedBytesMax. */
+  readonly queuesShed: number;
   readonly warningsSuppressed: number;
 }
 
@@ -315,6 +317,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     dials: 0,
     reconnects: 0,
     queuedBytes: 0,
+    queuesShed: 0,
     warningsSuppressed: 0,
   };
   private readonly framesDropped = zeroCounts();
@@ -573,9 +576,26 @@ export class TcpTransport<M> implements TransportPort<M> {
       this.unqueue(peer, oldest);
       this.countDroppedFrame(oldest, "backpressure");
     }
+    this.shedLargestQueues(frame.bytes);
     peer.queue.push(frame);
     peer.queuedBytes += frame.bytes;
     this.counters.queuedBytes += frame.bytes;
+  }
+
+  /**
+   * Makes room for `bytes` more under queuedBytesMax by dropping whole queues, the largest first.
+   * Each scan frees at least the average queue, so scans are rare even under pressure.
+   */
+  private shedLargestQueues(bytes: number): void {
+    while (this.counters.queuedBytes + bytes > this.bounds.queuedBytesMax) {
+      let largest: Peer | null = null;
+      for (const peer of this.peers.values()) {
+        if (peer.queuedBytes > (largest?.queuedBytes ?? 0)) largest = peer;
+      }
+      assert(largest !== null, "queued bytes are accounted to peers");
+      this.counters.queuesShed += 1;
+      this.dropQueue(largest, "backpressure");
+    }
   }
 
   private unqueue(peer: Peer, frame: QueuedFrame): void {
