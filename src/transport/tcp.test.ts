@@ -99,6 +99,26 @@ function closedSignal(socket: Socket): () => boolean {
   return () => closed;
 }
 
+/** A peer that says hello and then never reads; `socket()` is its end of the connection, once made. */
+async function stalledPeer(): Promise<{ target: string; socket: () => Socket | null }> {
+  const key = frameKey(colonyKey);
+  let accepted: Socket | null = null;
+  const stalled = createServer((socket) => {
+    accepted = socket;
+    socket.pause();
+    socket.on("error", () => {});
+    sockets.push(socket);
+    const address = stalled.address();
+    if (address !== null && typeof address === "object")
+      socket.write(encodeHello(key, `${host}:${address.port}`));
+  });
+  servers.push(stalled);
+  await new Promise<void>((resolve) => stalled.listen(0, host, resolve));
+  const address = stalled.address();
+  if (address === null || typeof address !== "object") throw new Error("no address");
+  return { target: `${host}:${address.port}`, socket: () => accepted };
+}
+
 function portOf(transport: TcpTransport<unknown> | TcpTransport<Note>): number {
   return Number(transport.address.split(":")[1]);
 }
@@ -528,23 +548,7 @@ describe("TcpTransport", () => {
   });
 
   it("queues up to the bound for a peer that stops reading, then drops the oldest", async () => {
-    // A peer that says hello and then never reads.
-    const key = frameKey(colonyKey);
-    let stalledSocket: Socket | null = null;
-    const stalled = createServer((socket) => {
-      stalledSocket = socket;
-      socket.pause();
-      socket.on("error", () => {});
-      sockets.push(socket);
-      const address = stalled.address();
-      if (address !== null && typeof address === "object")
-        socket.write(encodeHello(key, `${host}:${address.port}`));
-    });
-    servers.push(stalled);
-    await new Promise<void>((resolve) => stalled.listen(0, host, resolve));
-    const stalledAddress = stalled.address();
-    if (stalledAddress === null || typeof stalledAddress !== "object") throw new Error("no address");
-    const target = `${host}:${stalledAddress.port}`;
+    const { target, socket: stalledSocket } = await stalledPeer();
 
     const a = await server<Uint8Array>({ codec: bytesCodec });
     const messageBytes = 32 * 1024;
@@ -565,34 +569,18 @@ describe("TcpTransport", () => {
 
     // Once the peer reads again, 'drain' resumes writing and the queue empties.
     let readBytes = 0;
-    (stalledSocket as Socket | null)?.on("data", (chunk: Buffer) => {
+    stalledSocket()?.on("data", (chunk: Buffer) => {
       readBytes += chunk.length;
     });
-    (stalledSocket as Socket | null)?.resume();
+    stalledSocket()?.resume();
     await waitFor(() => a.stats().queuedBytes === 0, "the queue to drain");
     await waitFor(() => readBytes === a.stats().bytesSent, "every written byte to be read");
     expect(a.stats().framesDropped.backpressure).toBe(stats.framesDropped.backpressure);
   });
 
   it("bounds the bytes queued for all peers together, shedding the largest queue", async () => {
-    const key = frameKey(colonyKey);
-    // Peers that say hello and then never read.
-    const stalledPeer = async (): Promise<string> => {
-      const stalled = createServer((socket) => {
-        socket.pause();
-        socket.on("error", () => {});
-        sockets.push(socket);
-        const address = stalled.address();
-        if (address !== null && typeof address === "object")
-          socket.write(encodeHello(key, `${host}:${address.port}`));
-      });
-      servers.push(stalled);
-      await new Promise<void>((resolve) => stalled.listen(0, host, resolve));
-      const address = stalled.address();
-      if (address === null || typeof address !== "object") throw new Error("no address");
-      return `${host}:${address.port}`;
-    };
-    const targets = [await stalledPeer(), await stalledPeer(), await stalledPeer()];
+    const targets: string[] = [];
+    for (let i = 0; i < 3; i++) targets.push((await stalledPeer()).target);
     const bounds = {
       messageBytesMax: 64 * 1024,
       frameBytesMax: 128 * 1024,
