@@ -20,6 +20,13 @@ export interface NodeWrite<C> {
   snapshot: Snapshot | null;
   /** Delete stored entries with slot <= this (0: none). Only ever covered by a durable snapshot. */
   truncateThrough: number;
+  /**
+   * Set on the write that begins a node's stored state: a founding member's first snapshot, or a
+   * joining node's. Only such a write may replace a damaged record of its cell; any other write
+   * (a snapshot taken to compact the log included) needs the record intact. Checked before the
+   * batch is made durable; not stored.
+   */
+  founding?: true;
 }
 
 export type ProposalOutcome<R> =

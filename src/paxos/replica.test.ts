@@ -203,6 +203,18 @@ describe("replica", () => {
     expect(c.violations).toEqual([]);
   });
 
+  it("a snapshot that compacts a node's log does not begin its stored state", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    for (let i = 0; i < limits.snapshotIntervalEntries + 2; i++) {
+      c.propose("a", `w${i}`, i);
+      c.settle();
+    }
+    const compactions = c.snapshotWrites.filter((w) => w.index > 0);
+    expect(compactions.map((w) => w.server).sort()).toEqual(["a", "b", "c"]);
+    expect(compactions.some((w) => w.founding)).toBe(false);
+    expect(c.snapshotWrites.filter((w) => w.founding).map((w) => w.index)).toEqual([0, 0, 0]);
+  });
+
   it("membership change adds a node that catches up by snapshot and then votes", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c"]);
     for (let i = 0; i < 70; i++) c.propose("a", `w${i}`, i);
@@ -215,6 +227,12 @@ describe("replica", () => {
     c.advance(60);
     c.settle();
     expect(d.replica.status().members.length).toBe(4);
+    // Only the first snapshot of each node begins its stored state (it alone may replace a
+    // damaged record): the founders' at 0 and the joiner's.
+    const founding = c.snapshotWrites.filter((w) => w.founding);
+    expect(founding.map((w) => w.server)).toEqual(["a", "b", "c", "d"]);
+    expect(founding.filter((w) => w.server !== "d").every((w) => w.index === 0)).toBe(true);
+    expect(founding.find((w) => w.server === "d")?.index).toBeGreaterThan(0);
     expect(d.machine.items).toEqual(c.node("a").machine.items);
     // Now remove a: leadership moves on, a retires.
     c.proposeChange("a", { add: null, remove: { serverId: "a", incarnation: 1 } }, 502);

@@ -304,7 +304,9 @@ export class Replica<C, R> {
       memberIndex(latestConfiguration(membership), options.node) >= 0,
       () => `${formatNodeId(options.node)} is not a member of the cell it is created for`,
     );
-    replica.dirty(out).snapshot = { index: 0, membership, state: options.machine.snapshot() };
+    const write = replica.dirty(out);
+    write.snapshot = { index: 0, membership, state: options.machine.snapshot() };
+    write.founding = true;
     return replica;
   }
 
@@ -1627,6 +1629,7 @@ export class Replica<C, R> {
         return; // a corrupt snapshot from a peer: ignore it and try again later
       }
       this.membership = this.env.memberships.intern(snapshot.membership);
+      const joined = this.joining;
       this.joining = false;
       if (this.learner && (this.env.bugs?.damagedNodeVotes ?? false)) this.learner = false;
       this.applied = snapshot.index;
@@ -1640,6 +1643,7 @@ export class Replica<C, R> {
       }
       const write = this.dirty(out);
       write.snapshot = snapshot;
+      if (joined) write.founding = true;
       // A leader that fell behind its own pipeline cannot continue it: step down, campaign anew
       // (at once: a leader elected while behind, as after a hand-over or a failover to a node
       // that lagged, would otherwise leave its cell leaderless until the next request).

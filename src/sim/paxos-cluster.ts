@@ -96,6 +96,9 @@ export class PaxosCluster {
   /** Servers whose messages to themselves (a leader's own vote) travel the network like others. */
   readonly slowSelf = new Set<string>();
   readonly events: ClusterEvent[] = [];
+  /** Every snapshot a node stored, with whether its write began the node's stored state. */
+  readonly snapshotWrites: { readonly server: string; readonly index: number; readonly founding: boolean }[] =
+    [];
   /** Every campaign a node started, in order, with its cause. */
   readonly campaigns: { readonly node: string; readonly cause: CampaignCause }[] = [];
   /** slot -> description of the first value any leader saw chosen. */
@@ -334,7 +337,11 @@ export class PaxosCluster {
         const node = this.nodes.find((n) => nodeIdEquals(n.id, write.node));
         if (node === undefined) continue;
         if (write.promised !== null) node.disk.promised = write.promised;
-        if (write.snapshot !== null) node.disk.snapshot = write.snapshot;
+        if (write.snapshot !== null) {
+          node.disk.snapshot = write.snapshot;
+          const founding = write.founding === true;
+          this.snapshotWrites.push({ server: write.node.serverId, index: write.snapshot.index, founding });
+        }
         for (const slot of [...node.disk.entries.keys()])
           if (slot <= write.truncateThrough) node.disk.entries.delete(slot);
         for (const entry of write.entries) node.disk.entries.set(entry.slot, entry);

@@ -314,7 +314,7 @@ describe("LmdbStorage", () => {
     storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "b" }, flipped(raw, 5));
     expect(storage.load("b").status).toBe("corrupt");
     // A node added to replace the faulty one: a new incarnation with its first snapshot.
-    await persist(storage, batch({ writes: [{ ...fresh("b", 9, [7]) }] }));
+    await persist(storage, batch({ writes: [{ ...fresh("b", 9, [7]), founding: true }] }));
     const b = storage.load("b");
     expect(b.status).toBe("found");
     if (b.status === "found") {
@@ -322,6 +322,20 @@ describe("LmdbStorage", () => {
       expect(b.node.entries.map((e) => e.slot)).toEqual([7]);
     }
     expect(storage.load("a").status).toBe("found");
+  });
+
+  it("a snapshot that compacts a node's log does not replace its corrupt record: the batch fails", async () => {
+    await populate(storage);
+    const raw = storage.recordBytesForTest({ kind: "node", cellKey: "b" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "b" }, flipped(raw, 5));
+    const before = everything(storage, cells);
+    // The node's own incarnation, a later snapshot and no promise: replacing the record would
+    // forget the promise and the accepted entries the damaged record held.
+    const compaction: NodeWrite<Command> = { ...fresh("b", 2, []), promised: null, snapshot: snapshotAt(4) };
+    const error = await persistFailing(storage, batch({ writes: [compaction] }));
+    expect(error.message).toMatch(/cell b: node record fails its checksum .*; the write needs it intact/);
+    expect(everything(storage, cells)).toEqual(before);
+    expect(storage.load("b").status).toBe("corrupt");
   });
 
   it("a write on a closed environment reaches done(error) and does not throw", async () => {

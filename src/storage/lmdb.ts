@@ -59,12 +59,15 @@
  *
  * A record that fails its checksum or its decoding is reported by load() as `corrupt`, naming
  * the cell and the record; the node must not act on it (the server rebuilds it as a non-voting
- * learner). A write carrying a whole snapshot replaces a damaged node record and its entries
- * (a node created anew or added by the control plane to replace the faulty one). Any other write
- * that needs such a record (to compare incarnations, or to keep the promise monotonic) fails its
- * whole batch instead of guessing: the record is checked before the batch is journaled, nothing
- * of the batch is written and done receives the error. Damage that appears between that check and
- * the checkpoint leaves the record as it is (the node loads as corrupt) and is counted.
+ * learner). A write that begins a node's stored state (NodeWrite.founding: a node created anew
+ * or added by the control plane to replace the faulty one) replaces a damaged node record and its
+ * entries. Any other write, a snapshot that compacts a node's log included (it needs the record
+ * to keep the promise monotonic and the accepted entries), fails its whole batch instead of
+ * guessing: the record is checked before the batch is journaled, nothing of the batch is written
+ * and done receives the error. Damage that appears between that check and the checkpoint leaves
+ * the record as it is (the node loads as corrupt) and is counted, except under a write carrying
+ * a snapshot, which the checkpoint cannot tell from a founding one (the flag is not journaled):
+ * that window is the time to the next checkpoint, seconds.
  *
  * meta      key: "journal.checkpointed"
  *           value: checksum, record version, uint sequence number of the last journal record
@@ -731,13 +734,15 @@ export class LmdbStorage<C> implements StoragePort<C> {
   }
 
   /**
-   * Refuses a batch that a checkpoint could not apply: a write without a snapshot, or a removal,
-   * of a node whose stored record fails verification (see the file comment). Nothing of a refused
-   * batch is written.
+   * Refuses a batch that a checkpoint could not apply: a write that does not begin its node's
+   * stored state (`founding`), or a removal, of a node whose stored record fails verification
+   * (see the file comment). A snapshot taken to compact a node's log is no founding write: over a
+   * damaged record it would leave the node's promise and accepted entries forgotten. Nothing of a
+   * refused batch is written.
    */
   private verify(batch: StorageBatch<C>): void {
     for (const write of batch.writes) {
-      if (write.snapshot === null) this.verifyNodeRecord(write.cellKey);
+      if (write.snapshot === null || write.founding !== true) this.verifyNodeRecord(write.cellKey);
     }
     for (const { cellKey } of batch.removed) this.verifyNodeRecord(cellKey);
   }
