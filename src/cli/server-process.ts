@@ -432,6 +432,12 @@ export async function startServer(options: {
       }
       for (const { cellKey, members } of cells as { cellKey: string; members: NodeId[] }[])
         server.createCell(cellKey, members);
+      // Answered once the founding nodes are durable: a crash after the answer keeps the cells.
+      const notDurable = await new Promise<string | null>((resolve) => server.whenDurable(resolve));
+      if (notDurable !== null) {
+        reply(response, 503, { error: `the cells were not stored: ${notDurable}` });
+        return;
+      }
       reply(response, 200, { created: cells.length });
       return;
     }

@@ -110,6 +110,53 @@ describe("server", () => {
     expect(storage.hostedCells().length).toBe(50);
   });
 
+  it("tells a caller when what it asked for is durable, and when it will not be", () => {
+    class HeldStorage extends MemoryStorage<Command> {
+      readonly held: (() => void)[] = [];
+      fail = false;
+      override write(batch: StorageBatch<Command>, done: (error: Error | null) => void): void {
+        this.held.push(() => (this.fail ? done(new Error("disk full")) : super.write(batch, done)));
+      }
+    }
+    const storage = new HeldStorage();
+    const scheduler = new Manual();
+    const fatal: string[] = [];
+    const server = new Server({
+      serverId: "s1",
+      peers: ["s2"],
+      storage,
+      transport: new Recorder(),
+      scheduler,
+      random: new Prng(1),
+      onFatal: (reason) => fatal.push(reason),
+    });
+    const answers: string[] = [];
+    // Nothing asked for yet: answered at the next turn.
+    server.whenDurable((error) => answers.push(`idle ${error}`));
+    scheduler.run();
+    expect(answers).toEqual(["idle null"]);
+    server.createCell("vol-1", members);
+    server.whenDurable((error) => answers.push(`first ${error}`));
+    scheduler.run();
+    expect(storage.held.length).toBe(1);
+    // A second creation while the first batch is in flight waits for a batch of its own.
+    server.createCell("vol-2", members);
+    server.whenDurable((error) => answers.push(`second ${error}`));
+    scheduler.run();
+    expect(answers).toEqual(["idle null"]);
+    (storage.held.shift() as () => void)();
+    scheduler.run();
+    expect(answers).toEqual(["idle null", "first null"]);
+    expect(storage.hostedCells()).toEqual(["vol-1"]);
+    expect(storage.held.length).toBe(1);
+    storage.fail = true;
+    (storage.held.shift() as () => void)();
+    expect(answers.at(-1)).toBe("second a storage batch could not be made durable: disk full");
+    expect(fatal).toHaveLength(1);
+    server.whenDurable((error) => answers.push(`stopped ${error}`));
+    expect(answers.at(-1)).toBe("stopped the server is stopped");
+  });
+
   it("loads a node from storage the first time its cell is touched after a restart", () => {
     const { storage, scheduler, server } = setup();
     server.createCell("vol-a", members);

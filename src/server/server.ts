@@ -258,6 +258,10 @@ export class Server {
   private nextRemoved: { cellKey: CellKey; incarnation: number }[] = [];
   private nextPointers: ForwardingPointer[] = [];
   private nextAfterPersist: PaxosMessage<Command>[] = [];
+  /** whenDurable callbacks: answered with the batch after the one in flight. */
+  private nextDurable: ((error: string | null) => void)[] = [];
+  /** whenDurable callbacks of the batch in flight. */
+  private durableInFlight: ((error: string | null) => void)[] = [];
   private stopped = false;
   private readonly onFatal: ((reason: string) => void) | null;
   private readonly onFault: ((cellKey: CellKey, detail: string) => void) | null;
@@ -318,6 +322,12 @@ export class Server {
 
   /** Stop all timers; the server no longer reacts. (A crash in the simulator, shutdown in production.) */
   stop(): void {
+    if (!this.stopped) {
+      const waiting = [...this.durableInFlight, ...this.nextDurable];
+      this.durableInFlight = [];
+      this.nextDurable = [];
+      for (const callback of waiting) callback("the server stopped before the change was durable");
+    }
     this.stopped = true;
     if (this.wheelTimer !== null) this.scheduler.clearTimer(this.wheelTimer);
     if (this.heartbeatTimer !== null) this.scheduler.clearTimer(this.heartbeatTimer);
@@ -341,6 +351,20 @@ export class Server {
       this.out,
     );
     this.adopt(cellKey, replica, machine);
+    this.scheduleTurn();
+  }
+
+  /**
+   * Calls back once everything the server was asked to do before this call is durable (with null),
+   * or with the reason it will not be (the disk refused a batch, or the server stopped). The
+   * admin port answers a cell's creation only then.
+   */
+  whenDurable(callback: (error: string | null) => void): void {
+    if (this.stopped) {
+      callback("the server is stopped");
+      return;
+    }
+    this.nextDurable.push(callback);
     this.scheduleTurn();
   }
 
@@ -583,11 +607,14 @@ export class Server {
   }
 
   private startBatch(): void {
+    const durable = this.nextDurable;
+    this.nextDurable = [];
     if (this.nextWrites.length === 0 && this.nextRemoved.length === 0 && this.nextPointers.length === 0) {
       // Nothing to make durable: what waited may go now.
       const messages = this.nextAfterPersist;
       this.nextAfterPersist = [];
       this.releaseAfterPersist(messages);
+      for (const callback of durable) callback(null);
       return;
     }
     const batch: StorageBatch<Command> = {
@@ -601,16 +628,23 @@ export class Server {
     this.nextPointers = [];
     this.nextAfterPersist = [];
     this.batchInFlight = true;
+    this.durableInFlight = durable;
     this.counters.storageBatches += 1;
     this.storage.write(batch, (error) => {
       if (this.stopped) return;
       this.batchInFlight = false;
       if (error !== null) {
         // The disk refused a write: nothing in this batch may be acknowledged. Stop serving.
+        const reason = `a storage batch could not be made durable: ${error.message}`;
+        for (const callback of this.durableInFlight) callback(reason);
+        this.durableInFlight = [];
         this.stop();
-        this.onFatal?.(`a storage batch could not be made durable: ${error.message}`);
+        this.onFatal?.(reason);
         return;
       }
+      const answered = this.durableInFlight;
+      this.durableInFlight = [];
+      for (const callback of answered) callback(null);
       this.releaseAfterPersist(afterPersist);
       if (this.batchWaiting()) this.startBatch();
       this.transport.flush();
@@ -619,6 +653,7 @@ export class Server {
 
   private batchWaiting(): boolean {
     return (
+      this.nextDurable.length > 0 ||
       this.nextWrites.length > 0 ||
       this.nextAfterPersist.length > 0 ||
       this.nextRemoved.length > 0 ||
