@@ -97,6 +97,8 @@ interface CellState {
   watermark: number;
   readonly sessions: Session[];
   readonly waiting: (() => void)[];
+  /** startWaiting's loop is running: a session released within it is taken up by that loop. */
+  startingWaiting: boolean;
   /** Servers that recently failed to answer, with when they may be tried again. */
   readonly avoid: Map<ServerId, number>;
   /**
@@ -362,6 +364,7 @@ export class PhysaliaClient {
         watermark: 0,
         sessions: [],
         waiting: [],
+        startingWaiting: false,
         avoid: new Map(),
         detourFrom: null,
         detourSinceMs: 0,
@@ -395,10 +398,29 @@ export class PhysaliaClient {
     body(chosen, (discard) => {
       chosen.busy = false;
       if (discard) state.sessions.splice(state.sessions.indexOf(chosen), 1);
-      const next = state.waiting.shift();
-      if (next !== undefined) next();
+      this.startWaiting(state);
     });
     return true;
+  }
+
+  /**
+   * Starts waiting operations while the cell has a session for them. A loop, not a call per
+   * release: an operation that ends at once (the client closed) releases its session inside the
+   * loop, and 10,000 waiting operations would otherwise nest 10,000 calls deep.
+   */
+  private startWaiting(state: CellState): void {
+    if (state.startingWaiting) return;
+    state.startingWaiting = true;
+    try {
+      while (
+        state.waiting.length > 0 &&
+        (state.sessions.length < limits.clientSessionsPerCellMax || state.sessions.some((s) => !s.busy))
+      ) {
+        (state.waiting.shift() as () => void)();
+      }
+    } finally {
+      state.startingWaiting = false;
+    }
   }
 
   // ------------------------------------------------------------------ attempts
