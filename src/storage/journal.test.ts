@@ -15,6 +15,7 @@ import {
   decodeJournalBatch,
   encodeJournalBatch,
   Journal,
+  JournalDamagedError,
   journalAlternateFileName,
   journalFileName,
 } from "./journal.ts";
@@ -124,14 +125,16 @@ describe("Journal", () => {
     expect(reopen(10).map(([seq]) => seq)).toEqual([11, 12, 13, 14]);
   });
 
-  it("ends at a torn record, at a damaged record, and at a record of the wrong number", () => {
+  it("ends at a torn record, at a damaged last record, and at a record of the wrong number", () => {
     const { journal } = Journal.open(directory, 0, preallocate);
     for (let seq = 1; seq <= 4; seq++) journal.append(seq, body(seq));
     journal.close();
     const path = join(directory, journalFileName);
     const recordBytes = 16 + 40;
-    // A byte of record 3's body flipped: records 1 and 2 only.
+    // A byte of record 4's body flipped (the last one, as a crash tears it): records 1 to 3.
     const fd = openSync(path, "r+");
+    writeSync(fd, new Uint8Array([0xff]), 0, 1, 3 * recordBytes + 20);
+    // And of record 3's: 1 and 2, as nothing whole follows it.
     writeSync(fd, new Uint8Array([0xff]), 0, 1, 2 * recordBytes + 20);
     closeSync(fd);
     expect(reopen(0).map(([seq]) => seq)).toEqual([1, 2]);
@@ -189,14 +192,33 @@ describe("Journal", () => {
     expect(reopen(3).map(([seq]) => seq)).toEqual([4]);
   });
 
-  it("ends at a missing number, across files too", () => {
+  it("refuses to open when a damaged record has an intact later one after it, naming both", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 1; seq <= 4; seq++) journal.append(seq, body(seq));
+    journal.close();
+    const recordBytes = 16 + 40;
+    const fd = openSync(join(directory, journalFileName), "r+");
+    writeSync(fd, new Uint8Array([0xff]), 0, 1, 1 * recordBytes + 20);
+    closeSync(fd);
+    expect(() => reopen(0)).toThrow(JournalDamagedError);
+    expect(() => reopen(0)).toThrow(
+      /journal\.log: record 2 at byte 56 fails its checksum, and record 3 written after it is intact.*refuses to start/,
+    );
+    // Damage to a record lmdb already holds is no loss: the records after the checkpoint open.
+    expect(reopen(2).map(([seq]) => seq)).toEqual([3, 4]);
+  });
+
+  it("refuses to open when a record is missing between intact ones, across files too", () => {
     const { journal } = Journal.open(directory, 0, preallocate);
     journal.append(1, body(1));
     journal.append(2, body(2));
     journal.rotate();
     journal.append(4, body(4));
     journal.close();
-    expect(reopen(0).map(([seq]) => seq)).toEqual([1, 2]);
+    expect(() => reopen(0)).toThrow(/record 4 is intact but record 3 before it is missing from both files/);
+    // Records the checkpoint does not reach, missing before the first one found.
+    expect(() => reopen(2)).toThrow(/record 4 is intact but record 3 before it is missing/);
+    expect(reopen(4)).toEqual([]);
   });
 });
 

@@ -104,30 +104,62 @@ class JournalFile {
   /**
    * The records from offset 0 while each is whole, passes its CRC and carries the number after
    * the one before (the first may carry any): what was appended since the file last started over.
+   * A record that fails its CRC ends the chain as the torn last write of a crash would; but if
+   * the record after it is whole and carries the next number, it was written later, so the one
+   * that fails was damaged after it was written: it is listed in `damaged`, and the chain goes
+   * on after it (if lmdb holds it already, nothing is lost).
    */
-  chain(): { records: JournalRecord[]; ends: number[] } {
+  chain(): { records: JournalRecord[]; ends: number[]; damaged: { seq: number; at: number }[] } {
     const fd = this.handle();
     const size = fstatSync(fd).size;
     const records: JournalRecord[] = [];
     const ends: number[] = [];
-    const header = Buffer.alloc(headerBytes);
     let at = 0;
     let expected = -1;
+    const damaged: { seq: number; at: number }[] = [];
     while (at + headerBytes <= size) {
-      readFully(fd, header, at);
-      const length = header.readUInt32BE(0);
-      if (length === 0 || length > journalRecordBytesMax || at + headerBytes + length > size) break;
-      const seq = header.readUInt32BE(8) * 2 ** 32 + header.readUInt32BE(12);
+      const read = this.readRecord(fd, size, at);
+      if (read === null) break;
+      const { seq, record, length } = read;
       if (expected !== -1 && seq !== expected) break;
-      const record = Buffer.alloc(headerBytes + length);
-      readFully(fd, record, at);
-      if (record.readUInt32BE(4) !== recordChecksum(record, length)) break;
+      if (record.readUInt32BE(4) !== recordChecksum(record, length)) {
+        const next = this.readRecord(fd, size, at + headerBytes + length);
+        const seqOfDamaged = expected === -1 ? seq : expected;
+        if (
+          next !== null &&
+          next.seq === seqOfDamaged + 1 &&
+          next.record.readUInt32BE(4) === recordChecksum(next.record, next.length)
+        ) {
+          damaged.push({ seq: seqOfDamaged, at });
+          at += headerBytes + length;
+          expected = seqOfDamaged + 1;
+          continue;
+        }
+        break;
+      }
       records.push({ seq, body: new Uint8Array(record.buffer, record.byteOffset + headerBytes, length) });
       at += headerBytes + length;
       ends.push(at);
       expected = seq + 1;
     }
-    return { records, ends };
+    return { records, ends, damaged };
+  }
+
+  /** The record at `at`, unchecked, if its length fits the file; null otherwise. */
+  private readRecord(
+    fd: number,
+    size: number,
+    at: number,
+  ): { seq: number; record: Buffer; length: number } | null {
+    if (at + headerBytes > size) return null;
+    const header = Buffer.alloc(headerBytes);
+    readFully(fd, header, at);
+    const length = header.readUInt32BE(0);
+    if (length === 0 || length > journalRecordBytesMax || at + headerBytes + length > size) return null;
+    const seq = header.readUInt32BE(8) * 2 ** 32 + header.readUInt32BE(12);
+    const record = Buffer.alloc(headerBytes + length);
+    readFully(fd, record, at);
+    return { seq, record, length };
   }
 
   private preallocate(from: number, to: number): void {
@@ -146,6 +178,16 @@ class JournalFile {
     }
   }
 }
+
+/** The journal lost records a crash cannot lose: the storage must not start on what is left. */
+export class JournalDamagedError extends Error {
+  override name = "JournalDamagedError";
+}
+
+const refuseAdvice =
+  "Acknowledged writes would be lost, so this server refuses to start on this data directory: " +
+  "replace its nodes with new incarnations on a healthy server (docs/OPERATIONS.md section 7), " +
+  "then start it again with an empty directory.";
 
 export class Journal {
   /** The file appends go to. */
@@ -230,10 +272,24 @@ export class Journal {
     for (const file of this.files) file.close();
   }
 
+  /**
+   * The records after checkpointedSeq, in order. A crash tears at most the last record written,
+   * and nothing is written after it; so a damaged record with the next one whole after it, or a
+   * record missing with later ones present, means acknowledged writes would be lost: the
+   * journal refuses to open rather than replay some of them and go on without the rest.
+   */
   private scan(checkpointedSeq: number): JournalRecord[] {
     const located: { record: JournalRecord; file: JournalFile; end: number }[] = [];
     for (const file of this.files) {
-      const { records, ends } = file.chain();
+      const { records, ends, damaged: damagedRecords } = file.chain();
+      const damaged = damagedRecords.find((record) => record.seq > checkpointedSeq);
+      if (damaged !== undefined) {
+        throw new JournalDamagedError(
+          `journal ${file.path}: record ${damaged.seq} at byte ${damaged.at} fails its checksum, and record ` +
+            `${damaged.seq + 1} written after it is intact: the file was damaged after it was written. ` +
+            refuseAdvice,
+        );
+      }
       records.forEach((record, i) => {
         if (record.seq > checkpointedSeq) located.push({ record, file, end: ends[i] as number });
       });
@@ -242,7 +298,13 @@ export class Journal {
     const records: JournalRecord[] = [];
     let expected = checkpointedSeq + 1;
     for (const { record, file, end } of located) {
-      if (record.seq !== expected) break;
+      if (record.seq !== expected) {
+        throw new JournalDamagedError(
+          `journal ${file.path}: record ${record.seq} is intact but record ${expected} before it is ` +
+            `missing from both files (the last record checkpointed into lmdb is ${checkpointedSeq}). ` +
+            refuseAdvice,
+        );
+      }
       records.push(record);
       this.active = file;
       file.offset = end;
