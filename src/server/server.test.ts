@@ -203,6 +203,35 @@ describe("server", () => {
     expect(server.status().leaders).toBe(1);
   });
 
+  it("stops serving, and throws nothing, when the storage cannot load a node", () => {
+    class FailingStorage extends MemoryStorage<Command> {
+      override load(): never {
+        throw new Error("checkpoint to lmdb failed (disk gone)");
+      }
+    }
+    const scheduler = new Manual();
+    const transport = new Recorder();
+    const fatal: string[] = [];
+    const server = new Server({
+      serverId: "s1",
+      peers: ["s2"],
+      storage: new FailingStorage(),
+      transport,
+      scheduler,
+      random: new Prng(1),
+      onFatal: (reason) => fatal.push(reason),
+    });
+    transport.handler?.("c1", {
+      kind: "request",
+      id: 1,
+      cellKey: "vol-a",
+      body: { type: "describe" },
+    } as ServerMessage);
+    expect(() => scheduler.run()).not.toThrow();
+    expect(fatal).toEqual(["the storage could not load cell vol-a: checkpoint to lmdb failed (disk gone)"]);
+    expect(server.isStopped).toBe(true);
+  });
+
   it("answers bad input with clear errors and never throws", () => {
     const { transport, scheduler, server } = setup();
     server.createCell("vol-a", members);

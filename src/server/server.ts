@@ -1074,7 +1074,19 @@ export class Server {
   private resident(cellKey: CellKey): HostedNode | null {
     const node = this.nodes.get(cellKey);
     if (node !== undefined) return node;
-    const loaded = this.storage.load(cellKey);
+    let loaded: ReturnType<typeof this.storage.load>;
+    try {
+      loaded = this.storage.load(cellKey);
+    } catch (error) {
+      // The storage cannot say what the node promised (a failed checkpoint, a closed
+      // environment): nothing more may be acknowledged. Stop serving, as a failed batch does.
+      const reason = `the storage could not load cell ${cellKey}: ${(error as Error).message}`;
+      if (!this.stopped) {
+        this.stop();
+        this.onFatal?.(reason);
+      }
+      return null;
+    }
     if (loaded.status === "corrupt") {
       this.noteFaulty(cellKey, loaded.detail);
       return null;

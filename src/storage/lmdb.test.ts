@@ -531,13 +531,13 @@ describe("LmdbStorage", () => {
     await persist(broken, batch({ writes: [fresh("a", 1, [1])] }));
     expect(broken.stats().pendingCells).toBe(1);
     const started = performance.now();
-    // The checkpoint of "a" is in flight: the read waits for it, and learns that it failed.
-    try {
-      broken.load("a");
-    } catch {
-      // What a read of a failed checkpoint's cell gives is the storage's own affair; the wait is not.
-    }
+    // The checkpoint of "a" is in flight: the read waits for it, and learns that it failed. It
+    // throws rather than read lmdb, which lacks "a" (a node that seems never to have promised).
+    expect(() => broken.load("a")).toThrow(/checkpoint worker/);
     expect(performance.now() - started).toBeLessThan(10_000);
+    // Nor is any other cell loaded from it while it is broken.
+    expect(() => broken.load("a")).toThrow(/checkpoint worker/);
+    expect(() => broken.load("never-written")).toThrow(/checkpoint worker/);
     // The storage then refuses writes, with the reason.
     await expect(persist(broken, batch({ writes: [fresh("b", 1, [1])] }))).rejects.toThrow(
       /checkpoint worker/,

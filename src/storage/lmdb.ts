@@ -418,6 +418,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   load(cellKey: CellKey): LoadResult<C> {
     this.assertReadable();
+    // After a failed checkpoint lmdb lacks changes of cells it no longer tracks as pending: no
+    // node is loaded from it (the server stops; a restart replays the journal).
+    if (this.broken !== null) throw this.broken;
     // A cell with changes only in the journal is read after they reach lmdb (rare: a node is
     // loaded once, when its cell is touched again after a restart or an eviction).
     if (this.pending.has(cellKey) || this.checkpointing?.cells.has(cellKey)) this.checkpoint();
@@ -630,6 +633,9 @@ export class LmdbStorage<C> implements StoragePort<C> {
    */
   checkpoint(): void {
     while (this.runner.busy) this.runner.waitIdle();
+    // A checkpoint that failed left lmdb without changes the journal holds: a read must not take
+    // what lmdb has for the cell's state (it could be a promise older than one made).
+    if (this.broken !== null) throw this.broken;
     if (this.seq === this.handedThrough) return;
     assert(this.broken === null, () => `storage at ${this.path} failed: ${this.broken?.message}`);
     const { job, cells } = this.freeze();
