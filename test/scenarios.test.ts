@@ -455,8 +455,11 @@ describe("scenarios: damaged storage", () => {
    * A node's stored record is damaged while its server is down; it comes back, then three more
    * voters go down. Returns whether a write still committed then (it must not: 3 of 7 voters).
    */
-  function damagedNodeScenario(bugs: PlantedBugs | undefined) {
-    const s = new Scenario({ seed: 21, ...(bugs === undefined ? {} : { bugs }) }).cell("vol-1");
+  function damagedNodeScenario(bugs: PlantedBugs | undefined, servers = 7) {
+    const s = new Scenario({ seed: 21, servers, ...(bugs === undefined ? {} : { bugs }) }).cell(
+      "vol-1",
+      seven,
+    );
     s.put("vol-1", "x", bytes("before"));
     const leader = s.leader("vol-1") as string;
     const victim = seven.find((id) => id !== leader) as string;
@@ -489,5 +492,19 @@ describe("scenarios: damaged storage", () => {
 
   it("the same scenario catches a damaged node that votes again once caught up", () => {
     expect(damagedNodeScenario({ damagedNodeVotes: true }).committedWithoutQuorum).toBe(true);
+  });
+
+  it("replacing a damaged node retires it without touching its damaged record or stopping its server", () => {
+    const { s, node } = damagedNodeScenario(undefined, 8);
+    const victim = node?.serverId as string;
+    const incarnation = s.members("vol-1").find((m) => m.serverId === victim)?.incarnation as number;
+    const change = s.changeMembership("vol-1", { add: "s8", remove: { serverId: victim, incarnation } });
+    expect(typeof change === "object" && change !== null).toBe(true);
+    s.run(2_000);
+    // The learner learnt it was removed and retired; its server serves its other cells still.
+    expect(s.statuses("vol-1").some((n) => n.serverId === victim)).toBe(false);
+    expect(s.world.slot(victim).server?.isStopped).toBe(false);
+    expect(s.put("vol-1", "x", bytes("after-replacement")).output?.status).toBe("committed");
+    expect(s.check()).toEqual([]);
   });
 });

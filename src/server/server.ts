@@ -1208,7 +1208,10 @@ export class Server {
       const oldest = this.pointers.keys().next().value;
       if (oldest !== undefined) this.pointers.delete(oldest);
     }
-    this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
+    // A learner stands for a damaged record (rebuilt from it, persisting nothing): the record
+    // stays as it is, and loads as corrupt, rather than be removed by identity it no longer proves.
+    if (!node.replica.isLearner)
+      this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
     this.nextPointers.push(pointer);
   }
 

@@ -357,15 +357,16 @@ export class SimDisk<C> implements StoragePort<C> {
       this.queue.nowMs + this.writeLatencyMs * (0.5 + this.random.float()),
       () => {
         this.inFlight = null;
-        // As on lmdb: a whole snapshot replaces a damaged record; any other write to it fails the batch.
-        for (const write of batch.writes) {
-          if (!this.damaged.has(write.cellKey)) continue;
-          if (write.snapshot === null) {
-            done(
-              new Error(`cell ${write.cellKey}: node record fails its checksum; the write needs it intact`),
-            );
-            return;
-          }
+        // As on lmdb: a founding write replaces a damaged record; any other write to it, or a
+        // removal of it, fails the batch.
+        const needsIntact = [
+          ...batch.writes.filter((write) => write.snapshot === null || write.founding !== true),
+          ...batch.removed,
+        ];
+        for (const { cellKey } of needsIntact) {
+          if (!this.damaged.has(cellKey)) continue;
+          done(new Error(`cell ${cellKey}: node record fails its checksum; the write needs it intact`));
+          return;
         }
         for (const write of batch.writes) this.damaged.delete(write.cellKey);
         this.durable.applyBatch(batch);
