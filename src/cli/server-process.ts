@@ -59,6 +59,8 @@ const adminCheckpointPollMs = 10;
 const createCellsMax = 1000;
 /** Cell keys listed per /cells page. */
 const cellsPageMax = 10_000;
+/** GET /status counts hosted nodes exactly at most this often (the count makes lmdb catch up first). */
+const hostedCountIntervalMs = 1000;
 
 export async function startServer(options: {
   readonly config: ServerConfig;
@@ -115,7 +117,17 @@ export async function startServer(options: {
     if (refused) server.peerRefused(serverId);
   });
   const token = Buffer.from(adminToken(colonyKey));
-  const hostedNodes = (): number => storage.hostedCount();
+  // GET /status counts hosted nodes exactly, which makes lmdb catch up with the journal on the
+  // event loop first; the admin port needs no token for it, so the count is taken at most once
+  // a second, however often /status is asked (metrics use the checkpointed count, never this).
+  let hostedCounted: { count: number; atMs: number } | null = null;
+  const hostedNodes = (): number => {
+    const now = performance.now();
+    if (hostedCounted === null || now - hostedCounted.atMs >= hostedCountIntervalMs) {
+      hostedCounted = { count: storage.hostedCount(), atMs: now };
+    }
+    return hostedCounted.count;
+  };
 
   const metrics = (): Metric[] => {
     const status = server.status();
