@@ -85,19 +85,22 @@ function commandBody(writes: readonly unknown[]) {
 
 const members = Array.from({ length: 7 }, (_, i) => ({ serverId: `s${i + 1}`, incarnation: i + 1 }));
 
-function setup() {
-  const storage = new RecordingStorage();
+/** A server "s1" with one peer, on `storage`; `fatal` collects what it stopped for. */
+function setup<S extends MemoryStorage<Command> = RecordingStorage>(storage?: S) {
+  const store = storage ?? (new RecordingStorage() as MemoryStorage<Command> as S);
   const transport = new Recorder();
   const scheduler = new Manual();
+  const fatal: string[] = [];
   const server = new Server({
     serverId: "s1",
     peers: ["s2"],
-    storage,
+    storage: store,
     transport,
     scheduler,
     random: new Prng(1),
+    onFatal: (reason) => fatal.push(reason),
   });
-  return { storage, transport, scheduler, server };
+  return { storage: store, transport, scheduler, server, fatal };
 }
 
 describe("server", () => {
@@ -118,18 +121,7 @@ describe("server", () => {
         this.held.push(() => (this.fail ? done(new Error("disk full")) : super.write(batch, done)));
       }
     }
-    const storage = new HeldStorage();
-    const scheduler = new Manual();
-    const fatal: string[] = [];
-    const server = new Server({
-      serverId: "s1",
-      peers: ["s2"],
-      storage,
-      transport: new Recorder(),
-      scheduler,
-      random: new Prng(1),
-      onFatal: (reason) => fatal.push(reason),
-    });
+    const { storage, scheduler, server, fatal } = setup(new HeldStorage());
     const answers: string[] = [];
     // Nothing asked for yet: answered at the next turn.
     server.whenDurable((error) => answers.push(`idle ${error}`));
@@ -209,18 +201,7 @@ describe("server", () => {
         throw new Error("checkpoint to lmdb failed (disk gone)");
       }
     }
-    const scheduler = new Manual();
-    const transport = new Recorder();
-    const fatal: string[] = [];
-    const server = new Server({
-      serverId: "s1",
-      peers: ["s2"],
-      storage: new FailingStorage(),
-      transport,
-      scheduler,
-      random: new Prng(1),
-      onFatal: (reason) => fatal.push(reason),
-    });
+    const { transport, scheduler, server, fatal } = setup(new FailingStorage());
     transport.handler?.("c1", {
       kind: "request",
       id: 1,
