@@ -262,7 +262,98 @@ describe("replica", () => {
     expect(c.propose("a", "w", 4)).toBe("stalled");
   });
 
-  it("a leader that learns its in-flight slots by catch-up settles them and keeps leading", () => {
+  it("a candidate's ballot is stored before any message under it leaves, so a restart never mints it again", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    // No prepare leaves before its step's writes are durable, retransmissions included.
+    c.network = c.network.filter((m) => m.type !== "prepare" || m.to.serverId === "a");
+    for (let i = 0; i < 3; i++) c.advance(limits.retransmitMs * 2 ** i);
+    const prepares = c.network.filter((m) => m.type === "prepare");
+    expect(prepares.length).toBeGreaterThan(0);
+    expect(c.sentBeforePersist.filter((m) => m.type === "prepare")).toEqual([]);
+    const first = prepares[0]?.type === "prepare" ? prepares[0].ballot : 0;
+    expect(c.node("a").disk.promised).toBe(first);
+    // Killed before any peer answered, it comes back with that ballot stored and moves past it.
+    c.crash("a");
+    c.network = [];
+    c.restart("a");
+    c.propose("a", "y", 2, true);
+    const again = c.network.find((m) => m.type === "prepare");
+    expect(again?.type === "prepare" && again.ballot > first).toBe(true);
+    c.settle();
+    expect(c.violations).toEqual([]);
+  });
+
+  it("a leader that learns its in-flight slot was chosen by another ballot steps down, so no follower applies its losing value", () => {
+    type M = PaxosMessage<string>;
+    const c = new PaxosCluster("cell", ["a", "b", "c", "d", "e"], {
+      acceptSpareFollowers: limits.membersMax,
+    });
+    const pump = (allow: (m: M) => boolean): void => {
+      for (let i = 0; i < 10_000; i++) {
+        const at = c.network.findIndex(allow);
+        if (at < 0) return;
+        c.deliver(at);
+      }
+    };
+    const drop = (gone: (m: M) => boolean): void => {
+      c.network = c.network.filter((m) => !gone(m));
+    };
+    const among = (servers: string[]) => (m: M) =>
+      servers.includes(m.from.serverId) && servers.includes(m.to.serverId);
+    // e chooses x1 at slot 1; only d hears the commit notice.
+    c.propose("e", "x1", 1);
+    pump(() => true);
+    c.advance(limits.commitNoticeDelayMs);
+    pump((m) => m.to.serverId === "d");
+    drop(() => true);
+    // a takes over with b and c, and d (whose promise makes a ask it for slot 1; that is lost).
+    c.propose("a", "v", 2, true);
+    drop((m) => m.to.serverId === "e");
+    pump((m) => m.type === "prepare" && ["b", "c"].includes(m.to.serverId));
+    pump((m) => m.type === "promise" && ["b", "c"].includes(m.from.serverId));
+    pump((m) => m.type === "prepare" && m.to.serverId === "d");
+    pump((m) => m.type === "promise" && m.from.serverId === "d");
+    drop((m) => m.type === "catchup_request");
+    drop((m) => m.type === "accept" && ["d", "e"].includes(m.to.serverId));
+    pump(
+      (m) =>
+        (m.type === "accept" || m.type === "accepted") &&
+        m.slot === 1 &&
+        !["d", "e"].includes(m.to.serverId) &&
+        m.from.serverId !== "d",
+    );
+    // a proposes v at slot 2: only b stores it. a and b are then cut off.
+    pump((m) => m.type === "accept" && m.slot === 2 && m.to.serverId === "b");
+    drop((m) => m.from.serverId === "a" || m.to.serverId === "a");
+    // d takes over among c, d and e and chooses w at slot 2.
+    c.propose("d", "w", 3, true);
+    drop((m) => ["a", "b"].includes(m.to.serverId));
+    pump(among(["c", "d", "e"]));
+    drop((m) => ["a", "b"].includes(m.to.serverId));
+    // a's catch-up request is retransmitted to d, which answers with the chosen entries.
+    c.advance(limits.retransmitMs);
+    drop(
+      (m) =>
+        !(m.type === "catchup_request" && m.from.serverId === "a") &&
+        (["a", "b"].includes(m.to.serverId) || m.from.serverId === "a"),
+    );
+    pump(among(["c", "d", "e"]));
+    pump((m) => m.type === "catchup_request" && m.from.serverId === "a");
+    pump((m) => m.type === "catchup" && m.to.serverId === "a");
+    expect(c.node("a").machine.items).toEqual(["x1", "w"]);
+    // a no longer leads under its ballot: nothing of it tells b that slot 2 (where b holds v) is
+    // committed.
+    expect(c.node("a").replica.isLeader).toBe(false);
+    drop((m) => ["a", "b"].includes(m.to.serverId) || m.from.serverId === "a");
+    c.propose("a", "z", 4);
+    pump((m) => m.to.serverId === "b");
+    expect(c.node("b").machine.items).not.toContain("v");
+    expect(c.violations).toEqual([]);
+    expect(c.checkAppliedPrefixes()).toBeNull();
+  });
+
+  it("a leader that learns its in-flight slots by catch-up settles them and steps down", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c"]);
     c.propose("a", "x", 1);
     c.settle();
@@ -286,15 +377,16 @@ describe("replica", () => {
     expect(c.node("a").replica.appliedIndex).toBe(accept.slot);
     // The request's fate is for its retry to learn: it is dropped, not left hanging.
     expect(c.events.filter((e) => e.kind === "dropped" && e.tag === 2)).toHaveLength(1);
-    // c, outside the majority the accept went to at once, still gets it once, a moment later.
+    // The slot was chosen without its votes, maybe under a higher ballot with another value: a
+    // steps down, and its held accepts (for c) are dropped with its ballot.
+    expect(c.node("a").replica.isLeader).toBe(false);
     c.advance(limits.acceptDeferMs);
-    expect(c.network.filter((m) => m.type === "accept").map((m) => m.to.serverId)).toEqual(["c"]);
+    expect(c.network.filter((m) => m.type === "accept")).toEqual([]);
     c.settle();
-    // Nothing stale stays in flight: time passing makes no retransmissions and a leader still.
     for (let i = 0; i <= limits.retransmitsMax; i++) c.advance(limits.retransmitMs);
     expect(c.network.filter((m) => m.type === "accept")).toEqual([]);
-    expect(c.node("a").replica.isLeader).toBe(true);
-    c.propose("a", "z", 3);
+    // The next request elects it again under a new ballot.
+    c.propose("a", "z", 3, true);
     c.settle();
     expect(resultsFor(c, 3)).toBe(1);
     for (const n of c.nodes.slice(1)) expect(n.machine.items).toEqual(["x", "y", "z"]);

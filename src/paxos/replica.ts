@@ -728,6 +728,14 @@ export class Replica<C, R> {
       commitNoticeAtMs: Number.POSITIVE_INFINITY,
       fanout: new AcceptFanout(this.env.acceptSpareFollowers ?? limits.acceptSpareFollowers),
     };
+    // The ballot is durable before anything is sent under it: a candidate that won on its peers'
+    // promises alone and crashed before its own promise was stored would otherwise come back
+    // with the round it had, mint the same ballot again, and could propose another value under
+    // it at a slot where its first run's value was accepted (PROTOCOL.md section 3).
+    if (ballot > this.promised) {
+      this.promised = ballot;
+      this.dirty(out).promised = ballot;
+    }
     this.sendPrepares(this.proposer, this.applied + 1, nowMs, out);
   }
 
@@ -740,7 +748,8 @@ export class Replica<C, R> {
         const last = p.prepareSentMs.get(member.incarnation);
         if (last !== undefined && nowMs - last < limits.retransmitMs) continue;
         p.prepareSentMs.set(member.incarnation, nowMs);
-        this.send(out.sendNow, {
+        // After the batch that stores the ballot (campaign), and so after every earlier write.
+        this.send(out.sendAfterPersist, {
           type: "prepare",
           cellKey: this.cellKey,
           from: this.node,
@@ -1129,7 +1138,7 @@ export class Replica<C, R> {
       });
     }
     this.noteCommit(m.ballot, m.commit);
-    this.advanceCommitted(out);
+    this.advanceCommitted(nowMs, out);
     this.requestCatchUpIfNeeded(m.from, nowMs, out);
   }
 
@@ -1405,7 +1414,7 @@ export class Replica<C, R> {
     if (ok) {
       if (!nodeIdEquals(m.from, this.node)) this.yieldTo(m.from, m.ballot, out);
       this.noteCommit(m.ballot, m.commit);
-      this.advanceCommitted(out);
+      this.advanceCommitted(nowMs, out);
       this.requestCatchUpIfNeeded(m.from, nowMs, out);
       // A commit notice (round 0) is not acknowledged; a refusal always is.
       if (m.round === 0) return;
@@ -1501,7 +1510,7 @@ export class Replica<C, R> {
    * Follower side: a slot is chosen locally when its entry came from catch-up (BALLOT_CHOSEN) or
    * was proposed by the very ballot that reported it committed. Anything else needs catch-up.
    */
-  private advanceCommitted(out: Output<C, R>): void {
+  private advanceCommitted(nowMs: number, out: Output<C, R>): void {
     const log = this.log;
     if (log === null || this.joining) return;
     for (;;) {
@@ -1516,24 +1525,35 @@ export class Replica<C, R> {
       this.committed = slot;
     }
     const p = this.proposer;
-    if (p?.established === true) this.settleInflight(p, out);
+    const settled = p?.established === true && this.settleInflight(p, out);
     this.applyCommitted(out, null);
+    if (settled && this.proposer === p && !this.retired) {
+      // Slots it had in flight were chosen without its votes: under a higher ballot, maybe with
+      // other values. Its own ballot may not go on telling followers a commit index over them (a
+      // follower holding its losing proposal there would apply it): step down. The requests it
+      // held are redirected; the next one elects a leader (this node again, under a new ballot,
+      // unless the one that chose those slots still leads).
+      this.abandonProposer(nowMs, out, "lost_leadership");
+    }
   }
 
   /**
    * A leader learnt slots chosen by catch-up rather than by its own votes: whatever it still had
    * in flight through `committed` is settled. The requests in them may or may not be what was
    * chosen; they are dropped, and the client's retry under the same (session, seq) learns which.
-   * The pipeline goes on after `committed`.
+   * True if any was: the leader then steps down (advanceCommitted).
    */
-  private settleInflight(p: ProposerState<C>, out: Output<C, R>): void {
+  private settleInflight(p: ProposerState<C>, out: Output<C, R>): boolean {
     if (p.nextSlot <= this.committed) p.nextSlot = this.committed + 1;
-    if (p.inflight.size === 0) return;
+    if (p.inflight.size === 0) return false;
+    let settled = false;
     for (const inflight of p.inflight.ascending()) {
       if (inflight.slot > this.committed) break;
       p.inflight.delete(inflight.slot);
       this.dropInflight(inflight, "lost_leadership", this.node, out);
+      settled = true;
     }
+    return settled;
   }
 
   /** Tells the requests proposed in `inflight` that this node will not answer them. */
@@ -1661,7 +1681,7 @@ export class Replica<C, R> {
     }
     if (m.applied <= limits.slotMax) this.noteChosen(m.applied);
     this.catchUpFrom = null;
-    this.advanceCommitted(out);
+    this.advanceCommitted(nowMs, out);
     if (this.behind()) this.requestCatchUpIfNeeded(m.from, nowMs, out);
     const p = this.proposer;
     if (p !== null && !p.established) this.tryEstablish(p, nowMs, out);

@@ -97,6 +97,8 @@ export class PaxosCluster {
   readonly slowSelf = new Set<string>();
   readonly events: ClusterEvent[] = [];
   /** Every snapshot a node stored, with whether its write began the node's stored state. */
+  /** Messages sent before their step's writes were durable (Output.sendNow), in order. */
+  readonly sentBeforePersist: PaxosMessage<string>[] = [];
   readonly snapshotWrites: { readonly server: string; readonly index: number; readonly founding: boolean }[] =
     [];
   /** Every campaign a node started, in order, with its cause. */
@@ -347,6 +349,15 @@ export class PaxosCluster {
         for (const entry of write.entries) node.disk.entries.set(entry.slot, entry);
       }
       const local: PaxosMessage<string>[] = [];
+      for (const m of out.sendNow) this.sentBeforePersist.push(m);
+      // A ballot is stored before anything is sent under it: a candidate that crashed first
+      // would otherwise mint it again after its restart.
+      for (const m of [...out.sendNow, ...out.sendAfterPersist]) {
+        if (m.type !== "prepare") continue;
+        const sender = this.nodes.find((n) => nodeIdEquals(n.id, m.from));
+        if (sender !== undefined && sender.disk.promised < m.ballot)
+          this.violations.push(`${messageKey(m)} left before its ballot was stored`);
+      }
       for (const m of [...out.sendNow, ...out.sendAfterPersist]) {
         if (nodeIdEquals(m.from, m.to) && !this.slowSelf.has(m.from.serverId)) local.push(m);
         else this.network.push(m);
