@@ -335,6 +335,13 @@ export class Server {
     this.heartbeatTimer = null;
   }
 
+  /** The storage failed: nothing more may be acknowledged. Stops serving and tells onFatal, once. */
+  private fail(reason: string): void {
+    if (this.stopped) return;
+    this.stop();
+    this.onFatal?.(reason);
+  }
+
   // ------------------------------------------------------------------ control-plane entry points
 
   /** Create this server's founding node of a new cell (a no-op if this server is not a member). */
@@ -638,8 +645,7 @@ export class Server {
         const reason = `a storage batch could not be made durable: ${error.message}`;
         for (const callback of this.durableInFlight) callback(reason);
         this.durableInFlight = [];
-        this.stop();
-        this.onFatal?.(reason);
+        this.fail(reason);
         return;
       }
       const answered = this.durableInFlight;
@@ -1080,11 +1086,7 @@ export class Server {
     } catch (error) {
       // The storage cannot say what the node promised (a failed checkpoint, a closed
       // environment): nothing more may be acknowledged. Stop serving, as a failed batch does.
-      const reason = `the storage could not load cell ${cellKey}: ${(error as Error).message}`;
-      if (!this.stopped) {
-        this.stop();
-        this.onFatal?.(reason);
-      }
+      this.fail(`the storage could not load cell ${cellKey}: ${(error as Error).message}`);
       return null;
     }
     if (loaded.status === "corrupt") {

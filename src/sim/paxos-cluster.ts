@@ -96,9 +96,9 @@ export class PaxosCluster {
   /** Servers whose messages to themselves (a leader's own vote) travel the network like others. */
   readonly slowSelf = new Set<string>();
   readonly events: ClusterEvent[] = [];
-  /** Every snapshot a node stored, with whether its write began the node's stored state. */
   /** Messages sent before their step's writes were durable (Output.sendNow), in order. */
   readonly sentBeforePersist: PaxosMessage<string>[] = [];
+  /** Every snapshot a node stored, with whether its write began the node's stored state. */
   readonly snapshotWrites: { readonly server: string; readonly index: number; readonly founding: boolean }[] =
     [];
   /** Every campaign a node started, in order, with its cause. */

@@ -351,17 +351,12 @@ export class FrameSplitter {
   private frameBytes = -1;
   private failure: SplitResult | null = null;
 
-  /** The largest length prefix accepted now: a hello's until admitFrames(). */
-  private prefixMax: number;
   private admitted = false;
 
-  constructor(private readonly bounds: TransportLimits = transportLimits) {
-    this.prefixMax = frameOverheadBytes(bounds, bounds.addressBytesMax) - framePrefixBytes;
-  }
+  constructor(private readonly bounds: TransportLimits = transportLimits) {}
 
   /** The connection's hello is authenticated: frames up to frameBytesMax may follow. */
   admitFrames(): void {
-    this.prefixMax = this.bounds.frameBytesMax - framePrefixBytes;
     this.admitted = true;
   }
 
@@ -386,13 +381,15 @@ export class FrameSplitter {
       if (this.frameBytes < 0) {
         if (this.bufferedBytes < framePrefixBytes) break;
         const prefix = this.peekPrefix();
-        if (prefix > this.prefixMax) {
+        // Before admitFrames(), the largest hello: its address at its bound, and no message.
+        const prefixMax = this.admitted
+          ? this.bounds.frameBytesMax - framePrefixBytes
+          : frameOverheadBytes(this.bounds, this.bounds.addressBytesMax) - framePrefixBytes;
+        if (prefix > prefixMax) {
           this.failure = {
             ok: false,
             reason: "oversized",
-            detail: `length prefix ${prefix} exceeds ${this.prefixMax}${
-              this.prefixMax < this.bounds.frameBytesMax - framePrefixBytes ? " (the bound of a hello)" : ""
-            }`,
+            detail: `length prefix ${prefix} exceeds ${prefixMax}${this.admitted ? "" : " (the bound of a hello)"}`,
           };
           this.chunks = [];
           this.head = 0;
