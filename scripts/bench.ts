@@ -19,9 +19,9 @@
  *             --per-cell (the floor moves each write as its cell's own messages instead)
  * inprocess   --cells 1000 --clients 256 --connections 4 --warmup 20 --seconds 10 --runs 3 (the
  *             write path's CPU per write with 7 servers and the writers in one process; no target)
- * servers     --cells 100,1000,10000 --writers-per-cell 0.256 --wire --warmup 5 --seconds 8 (the
- *             servers' CPU per commit in one process without sockets or disks, by number of
- *             cells at the same load per cell; no target)
+ * servers     --cells 100,1000,10000 --writers-per-cell 0.256 --wire --disk --warmup 5 --seconds 8
+ *             (the servers' CPU per commit in one process without sockets, by number of cells at
+ *             the same load per cell, on lmdb storage with --disk and on none without; no target)
  */
 import { tmpdir } from "node:os";
 import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
@@ -72,7 +72,7 @@ async function main(): Promise<number> {
     console.error(`unknown benchmark ${JSON.stringify(name)}; ${usage}`);
     return 2;
   }
-  const options = new Options(rest, ["json", "wire", "per-cell"]);
+  const options = new Options(rest, ["json", "wire", "disk", "per-cell"]);
   const json = options.flag("json");
   const floors = await measureFloors(tmpdir());
   if (!json)

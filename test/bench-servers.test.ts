@@ -20,9 +20,14 @@ function run(options: ServersRunOptions): ServersRunResult {
 }
 
 describe("the servers benchmark (npm run bench -- servers)", () => {
-  for (const wire of [false, true]) {
-    it(`counts commits that went through consensus (${wire ? "encoded" : "objects"})`, () => {
-      const r = run({ cells: 20, writers: 5, wire, warmupSeconds: 0.5, seconds: 1 });
+  for (const [wire, disk] of [
+    [false, false],
+    [true, false],
+    [true, true],
+  ] as const) {
+    const how = `${wire ? "encoded" : "objects"}, ${disk ? "on lmdb storage" : "storage keeping nothing"}`;
+    it(`counts commits that went through consensus (${how})`, () => {
+      const r = run({ cells: 20, writers: 5, wire, disk, warmupSeconds: 0.5, seconds: 1 });
       expect(r.commits).toBeGreaterThan(50);
       expect(r.messages / r.commits).toBeGreaterThanOrEqual(8);
       expect(r.cpuUs).toBeGreaterThan(0);

@@ -3,11 +3,18 @@
  * flags): 7 `Server`s in this one process over an in-memory bus, storage that keeps nothing and
  * acknowledges at once, and closed-loop writers sending requests straight to the cells' leaders.
  * No sockets, no disk: what is measured is the CPU of the servers, replicas and state machines
- * per commit. It prints one JSON line with what completed in the measured window.
+ * per commit. With `disk`, each server has its own lmdb storage instead (journal, checkpoints on
+ * a worker thread, fsync), in a temporary directory removed at the end, so that what storage
+ * costs per commit is measured in one process, where a CPU profile can see it. It prints one
+ * JSON line with what completed in the measured window.
  *
  *   node <server flags> --import tsx scripts/bench/servers-run.ts '<ServersRunOptions as JSON>'
  */
-import type { ClientRequest, Command } from "../../src/cell/index.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type ClientRequest, type Command, commandCodec } from "../../src/cell/index.ts";
+import { checkpointWorkerModule } from "../../src/cli/server-process.ts";
 import { type Address, Prng, type Scheduler, type TimerHandle } from "../../src/core/index.ts";
 import {
   decodeServerMessage,
@@ -15,7 +22,7 @@ import {
   Server,
   type ServerMessage,
 } from "../../src/server/index.ts";
-import type { StoragePort } from "../../src/storage/index.ts";
+import { LmdbStorage, type StoragePort } from "../../src/storage/index.ts";
 import type { TransportPort } from "../../src/transport/index.ts";
 
 export interface ServersRunOptions {
@@ -23,6 +30,8 @@ export interface ServersRunOptions {
   readonly writers: number;
   /** Encode and decode every message, as the TCP transport does (frames and HMAC excepted). */
   readonly wire: boolean;
+  /** Each server on its own lmdb storage (journal, checkpoints, fsync) instead of keeping nothing. */
+  readonly disk: boolean;
   readonly warmupSeconds: number;
   readonly seconds: number;
 }
@@ -111,16 +120,30 @@ class Bus implements TransportPort<ServerMessage> {
 
 const ids = Array.from({ length: 7 }, (_, i) => `s${i + 1}`);
 const members = ids.map((serverId, i) => ({ serverId, incarnation: i + 1 }));
+const dataRoot = options.disk ? mkdtempSync(join(tmpdir(), "physalia-servers-")) : null;
+const storages: StoragePort<Command>[] = [];
+for (const id of ids) {
+  storages.push(
+    dataRoot === null
+      ? discarding
+      : await LmdbStorage.open({
+          path: join(dataRoot, id),
+          codec: commandCodec,
+          checkpointWorker: checkpointWorkerModule,
+        }),
+  );
+}
 const servers = ids.map(
-  (id) =>
+  (id, i) =>
     new Server({
       serverId: id,
       peers: ids.filter((peer) => peer !== id),
-      storage: discarding,
+      storage: storages[i] as StoragePort<Command>,
       transport: new Bus(id),
       scheduler,
       random: new Prng(7),
-      // The storage keeps nothing, so a node must never be evicted (it could not be loaded).
+      // Discarding storage keeps nothing, so a node must never be evicted (it could not be
+      // loaded); on disk every node stays resident too, so that both measure the same work.
       residentIdleMs: Number.MAX_SAFE_INTEGER,
     }),
 );
@@ -218,6 +241,9 @@ receivers.set(client, (_from, message) => {
   send(sent.writer, sent.session, sent.request);
 });
 
+/** Lets the event loop run: lmdb storage acknowledges batches and hears its worker through it. */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 function pump(): void {
   scheduler.runDeferred();
   const delivering = bus;
@@ -244,17 +270,24 @@ while (primed < cellKeys.length) {
   if (performance.now() > primeDeadline)
     throw new Error(`only ${primed} of ${cellKeys.length} cells elected a leader in 120 s`);
   pump();
+  if (dataRoot !== null) await yieldToLoop();
 }
 
 for (let writer = 0; writer < options.writers; writer++) write(writer);
 const warmupEnd = performance.now() + options.warmupSeconds * 1000;
-while (performance.now() < warmupEnd) pump();
+while (performance.now() < warmupEnd) {
+  pump();
+  if (dataRoot !== null) await yieldToLoop();
+}
 measuring = true;
 const messagesBefore = messages;
 const cpuBefore = process.cpuUsage();
 const started = performance.now();
 const end = started + options.seconds * 1000;
-while (performance.now() < end) pump();
+while (performance.now() < end) {
+  pump();
+  if (dataRoot !== null) await yieldToLoop();
+}
 const cpu = process.cpuUsage(cpuBefore);
 const result: ServersRunResult = {
   commits,
@@ -264,5 +297,7 @@ const result: ServersRunResult = {
   messages: messages - messagesBefore,
 };
 for (const server of servers) server.stop();
+for (const storage of storages) if (storage instanceof LmdbStorage) await storage.close();
+if (dataRoot !== null) rmSync(dataRoot, { recursive: true, force: true });
 console.log(JSON.stringify(result));
 process.exit(0);

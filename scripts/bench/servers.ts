@@ -8,7 +8,10 @@
  * No target: it is the measure for the per-cell data layout of the replica, the state machine
  * and the server.
  *
- *   npm run bench -- servers [--cells 100,1000,10000] [--writers-per-cell 0.256] [--wire] [--warmup 5] [--seconds 8]
+ * `--disk` puts each server on its own lmdb storage (journal with fsync, checkpoints on a worker
+ * thread) in a temporary directory, to measure what storage adds per commit.
+ *
+ *   npm run bench -- servers [--cells 100,1000,10000] [--writers-per-cell 0.256] [--wire] [--disk] [--warmup 5] [--seconds 8]
  */
 import { join } from "node:path";
 import { serverNodeFlags } from "../../src/server/index.ts";
@@ -34,6 +37,7 @@ export async function serversBenchmark(children: Children, options: Options): Pr
     );
   const writersPerCell = options.number("writers-per-cell", 0.256, 0.001);
   const wire = options.flag("wire");
+  const disk = options.flag("disk");
   const warmupSeconds = options.number("warmup", 5, 0);
   const seconds = options.number("seconds", 8);
   options.finish();
@@ -50,7 +54,7 @@ export async function serversBenchmark(children: Children, options: Options): Pr
   for (const cells of cellCounts) {
     const writers = Math.max(1, Math.round(cells * writersPerCell));
     progress(`${cells} cells, ${writers} writers: ${warmupSeconds} s of warm-up, ${seconds} s measured`);
-    const runOptions: ServersRunOptions = { cells, writers, wire, warmupSeconds, seconds };
+    const runOptions: ServersRunOptions = { cells, writers, wire, disk, warmupSeconds, seconds };
     const r = await runJsonScript<ServersRunResult>(
       children,
       `servers' process (${cells} cells)`,
@@ -71,7 +75,7 @@ export async function serversBenchmark(children: Children, options: Options): Pr
   }
   const first = runs[0] as (typeof runs)[number];
   return {
-    results: { writersPerCell, wire, warmupSeconds, seconds, runs },
+    results: { writersPerCell, wire, disk, warmupSeconds, seconds, runs },
     targets: {},
     lines: runs.map(
       (r) =>
@@ -80,7 +84,8 @@ export async function serversBenchmark(children: Children, options: Options): Pr
         `(${round(r.cpuUsPerCommit / first.cpuUsPerCommit, 2)} times ${first.cells.toLocaleString("en-US")} cells'), ` +
         `${r.messagesPerCommit} messages per commit (${r.cpuUsPerMessage} us per message, ` +
         `${round(r.cpuUsPerMessage / first.cpuUsPerMessage, 2)} times), ${r.retries} answers retried` +
-        (wire ? ", every message encoded and decoded" : ", messages handed over as objects"),
+        (wire ? ", every message encoded and decoded" : ", messages handed over as objects") +
+        (disk ? ", each server on its own lmdb storage" : ", storage that keeps nothing"),
     ),
   };
 }
