@@ -241,22 +241,6 @@ receivers.set(client, (_from, message) => {
   send(sent.writer, sent.session, sent.request);
 });
 
-/**
- * Lets lmdb storage run between pumps: it acknowledges a batch in a microtask, which every pump
- * gets, and hears its checkpoint worker through the event loop, which gets a turn once a
- * millisecond (one per pump would make pumps, and the loop's own work, the larger cost).
- */
-let loopYieldedMs = 0;
-async function yieldToStorage(): Promise<void> {
-  const now = performance.now();
-  if (now - loopYieldedMs < 1) {
-    await null;
-    return;
-  }
-  loopYieldedMs = now;
-  await new Promise<void>((resolve) => setImmediate(resolve));
-}
-
 function pump(): void {
   scheduler.runDeferred();
   const delivering = bus;
@@ -267,6 +251,15 @@ function pump(): void {
     receivers.get(envelope.to)?.(envelope.from, message);
   }
   scheduler.fireDue();
+}
+
+/**
+ * One pump; on lmdb storage, then a turn of the event loop, through which the storage
+ * acknowledges its batches and hears its checkpoint worker.
+ */
+async function step(): Promise<void> {
+  pump();
+  if (dataRoot !== null) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
 // Every cell elects its leader first, one write each, so that the window measures commits of
@@ -282,15 +275,13 @@ const primeDeadline = performance.now() + 120_000;
 while (primed < cellKeys.length) {
   if (performance.now() > primeDeadline)
     throw new Error(`only ${primed} of ${cellKeys.length} cells elected a leader in 120 s`);
-  pump();
-  if (dataRoot !== null) await yieldToStorage();
+  await step();
 }
 
 for (let writer = 0; writer < options.writers; writer++) write(writer);
 const warmupEnd = performance.now() + options.warmupSeconds * 1000;
 while (performance.now() < warmupEnd) {
-  pump();
-  if (dataRoot !== null) await yieldToStorage();
+  await step();
 }
 measuring = true;
 const messagesBefore = messages;
@@ -298,8 +289,7 @@ const cpuBefore = process.cpuUsage();
 const started = performance.now();
 const end = started + options.seconds * 1000;
 while (performance.now() < end) {
-  pump();
-  if (dataRoot !== null) await yieldToStorage();
+  await step();
 }
 const cpu = process.cpuUsage(cpuBefore);
 const result: ServersRunResult = {
