@@ -393,6 +393,61 @@ describe("client attempt timeouts", () => {
     await lost;
   });
 
+  it("an attempt at a leader whose server answers other requests waits once more, then goes around it", async () => {
+    const s = new Scenario().cell("vol-1");
+    const warm = s.newClient().client.cell("vol-1").put("warm", bytes("x"));
+    s.run(200);
+    await warm;
+    const leader = s.leader("vol-1") as string;
+    // This client is nearest to the leader's server: its eventual reads are answered there.
+    const { client } = s.newClient({ distance: (id) => (id === leader ? 0 : 1) });
+    const cell = client.cell("vol-1");
+    const known = cell.put("known", bytes("x"));
+    s.run(200);
+    await known;
+    const network = s.world.network;
+    const sendFrame = network.sendFrame.bind(network);
+    const writes: { atMs: number; to: string; leaderUnresponsive: boolean }[] = [];
+    let dropped = false;
+    network.sendFrame = (from, to, messages) => {
+      if (from === client.address) {
+        for (const bytes of messages) {
+          const message = decodeServerMessage(bytes as Uint8Array);
+          if (message.kind !== "request" || message.body.type !== "command") continue;
+          writes.push({ atMs: s.world.nowMs, to, leaderUnresponsive: message.body.leaderUnresponsive });
+          // The write's first request is lost on its way: the leader never hears of it.
+          if (!dropped) {
+            dropped = true;
+            return;
+          }
+        }
+      }
+      sendFrame(from, to, messages);
+    };
+    const startMs = s.world.nowMs;
+    const timeoutMs = client.attemptTimeoutMs();
+    const lost = cell.put("lost", bytes("v"));
+    s.run(5);
+    // Meanwhile the leader's server answers the client's eventual reads, one every 50 ms: it is
+    // up and reaches the client, so the overdue attempt waits once more, twice as long...
+    const readUntil = async (untilMs: number) => {
+      while (s.world.nowMs < untilMs) {
+        const read = cell.get("known", { consistency: "eventual" });
+        s.run(50);
+        await read;
+      }
+    };
+    await readUntil(startMs + timeoutMs + 2 * timeoutMs - 50);
+    expect(writes).toEqual([{ atMs: startMs, to: leader, leaderUnresponsive: false }]);
+    // ... and then goes around the leader once: a follower that still hears it relays the write.
+    await readUntil(startMs + 3 * timeoutMs + limits.clientBackoffMsMax + 200);
+    await lost;
+    expect(writes).toHaveLength(2);
+    expect(writes[1]?.to).not.toBe(leader);
+    expect(writes[1]?.leaderUnresponsive).toBe(true);
+    expect(writes[1]?.atMs).toBeGreaterThanOrEqual(startMs + 3 * timeoutMs);
+  });
+
   it("each unanswered attempt of an operation waits twice as long as the one before, up to the ceiling", async () => {
     const { s, client, cell } = await clientKnowingLeader();
     const base = client.attemptTimeoutMs();

@@ -144,6 +144,11 @@ interface Operation$ {
   timeouts: number;
   /** Times the current attempt's deadline was moved on because its cell kept committing there. */
   extensions: number;
+  /**
+   * Times an attempt of this operation at its cell's leader waited longer only because that
+   * leader's server went on answering other requests (leaderOnlySlow).
+   */
+  slowLeaderWaits: number;
   /** When the current attempt was sent, or its deadline last moved on. */
   waitingSinceMs: number;
   /** Request ids of every attempt still registered in `inflight`. */
@@ -449,6 +454,7 @@ export class PhysaliaClient {
       redirects: 0,
       timeouts: 0,
       extensions: 0,
+      slowLeaderWaits: 0,
       waitingSinceMs: 0,
       attemptIds: [],
       attemptSentMs: [],
@@ -569,7 +575,7 @@ export class PhysaliaClient {
       }
       const target = op.target as ServerId;
       op.timeouts += 1;
-      if (this.keepsCommitting(op, target, now)) {
+      if (this.keepsCommitting(op, target, now) || this.leaderOnlySlow(op, target)) {
         op.extensions += 1;
         op.waitingSinceMs = now;
         op.deadlineMs = Math.min(
@@ -600,6 +606,25 @@ export class PhysaliaClient {
     if (now - op.firstSentAtMs >= limits.clientOperationMsMax) return false;
     const state = this.cells.get(op.cellKey);
     return state !== undefined && state.committedAt === target && state.committedAtMs > op.waitingSinceMs;
+  }
+
+  /**
+   * Whether an attempt at the cell's leader that reached its deadline should wait once more,
+   * though the cell's writes were not answered there since: that server answered other requests
+   * since the attempt was sent (or its deadline last moved on), so it is up and reaches this
+   * client; under load an attempt there is late because it is queued. Giving it up would send a
+   * copy around the leader, marked `leaderUnresponsive`, for a follower to relay: a duplicate the
+   * leader commits and the session drops, on a colony already short of time (with 4,096 writers
+   * on 7 servers such copies cost about 11% of the writes/s, docs/BENCHMARKS.md). A leader cut off
+   * from its followers is not helped by the wait, so each operation waits so at most
+   * limits.clientSlowLeaderWaitsMax times; its next timeout goes around the leader as before.
+   */
+  private leaderOnlySlow(op: Operation$, target: ServerId): boolean {
+    if (op.slowLeaderWaits >= limits.clientSlowLeaderWaitsMax) return false;
+    if (this.cells.get(op.cellKey)?.leader !== target) return false;
+    if ((this.heardMs.get(target) ?? Number.NEGATIVE_INFINITY) < op.waitingSinceMs) return false;
+    op.slowLeaderWaits += 1;
+    return true;
   }
 
   /**

@@ -199,6 +199,13 @@ export const limits = Object.freeze({
    * client's expireAttempts). Three moves wait up to 15 times the attempt timeout in all.
    */
   clientAttemptExtensionsMax: 3,
+  /**
+   * Times an operation's attempt at its cell's leader waits once more, by a doubled wait, only
+   * because that leader's server answers other requests meanwhile (up, reachable, and likely
+   * busy), before the next timeout sends the operation around the leader (the client's
+   * leaderOnlySlow).
+   */
+  clientSlowLeaderWaitsMax: 1,
   /** The longest an attempt is waited for, however slow the answers. */
   clientRequestTimeoutMsMax: 4000,
   /**
