@@ -503,7 +503,10 @@ describe("scenarios: damaged storage", () => {
     s.run(2_000);
     // The learner learnt it was removed and retired; its server serves its other cells still.
     expect(s.statuses("vol-1").some((n) => n.serverId === victim)).toBe(false);
-    expect(s.world.slot(victim).server?.isStopped).toBe(false);
+    const server = s.world.slot(victim).server;
+    expect(server?.isStopped).toBe(false);
+    // It no longer lists the cell as faulty: the cell is not its own any more.
+    expect(server?.status().faultyCells).not.toContain("vol-1");
     expect(s.put("vol-1", "x", bytes("after-replacement")).output?.status).toBe("committed");
     expect(s.check()).toEqual([]);
   });

@@ -1210,8 +1210,13 @@ export class Server {
       const oldest = this.pointers.keys().next().value;
       if (oldest !== undefined) this.pointers.delete(oldest);
     }
+    // The cell is no longer this server's: late messages of its peers are dropped rather than
+    // build a learner again, and clients get the forwarding pointer, not "faulty" or "stalled".
+    this.faulty.delete(cellKey);
+    this.stalled.delete(cellKey);
     // A learner stands for a damaged record (rebuilt from it, persisting nothing): the record
-    // stays as it is, and loads as corrupt, rather than be removed by identity it no longer proves.
+    // stays as it is, and loads as corrupt after a restart, rather than be removed by identity it
+    // no longer proves.
     if (!node.replica.isLearner)
       this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
     this.nextPointers.push(pointer);
