@@ -1090,7 +1090,9 @@ export class Server {
       return null;
     }
     if (loaded.status === "corrupt") {
-      this.noteFaulty(cellKey, loaded.detail);
+      // A cell this server retired (its forwarding pointer says where it went) left the damaged
+      // record its learner stood for: the pointer answers for the cell, not a fault.
+      if (!this.pointers.has(cellKey)) this.noteFaulty(cellKey, loaded.detail);
       return null;
     }
     if (loaded.status !== "found") return null;
