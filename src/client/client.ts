@@ -575,7 +575,10 @@ export class PhysaliaClient {
       }
       const target = op.target as ServerId;
       op.timeouts += 1;
-      if (this.keepsCommitting(op, target, now) || this.leaderOnlySlow(op, target)) {
+      const committing = this.keepsCommitting(op, target, now);
+      const slow = !committing && this.leaderOnlySlow(op, target);
+      if (committing || slow) {
+        if (slow) op.slowLeaderWaits += 1;
         op.extensions += 1;
         op.waitingSinceMs = now;
         op.deadlineMs = Math.min(
@@ -622,9 +625,7 @@ export class PhysaliaClient {
   private leaderOnlySlow(op: Operation$, target: ServerId): boolean {
     if (op.slowLeaderWaits >= limits.clientSlowLeaderWaitsMax) return false;
     if (this.cells.get(op.cellKey)?.leader !== target) return false;
-    if ((this.heardMs.get(target) ?? Number.NEGATIVE_INFINITY) < op.waitingSinceMs) return false;
-    op.slowLeaderWaits += 1;
-    return true;
+    return (this.heardMs.get(target) ?? Number.NEGATIVE_INFINITY) >= op.waitingSinceMs;
   }
 
   /**
