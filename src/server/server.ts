@@ -1090,9 +1090,10 @@ export class Server {
       return null;
     }
     if (loaded.status === "corrupt") {
-      // A cell this server retired (its forwarding pointer says where it went) left the damaged
-      // record its learner stood for: the pointer answers for the cell, not a fault.
-      if (!this.pointers.has(cellKey)) this.noteFaulty(cellKey, loaded.detail);
+      // A cell that moved away from this server (its forwarding pointer lists other servers only)
+      // left the damaged record its learner stood for: the pointer answers for the cell, not a
+      // fault. A cell still hosted here under a newer incarnation is faulty as before.
+      if (!this.movedAway(cellKey)) this.noteFaulty(cellKey, loaded.detail);
       return null;
     }
     if (loaded.status !== "found") return null;
@@ -1212,16 +1213,26 @@ export class Server {
       const oldest = this.pointers.keys().next().value;
       if (oldest !== undefined) this.pointers.delete(oldest);
     }
-    // The cell is no longer this server's: late messages of its peers are dropped rather than
-    // build a learner again, and clients get the forwarding pointer, not "faulty" or "stalled".
-    this.faulty.delete(cellKey);
-    this.stalled.delete(cellKey);
+    // A cell that moved away is no longer this server's: late messages of its peers are dropped
+    // rather than build a learner again, and clients get the forwarding pointer, not "faulty" or
+    // "stalled". (A learner retired under an old incarnation while the cell lists a newer one of
+    // this server, after a stale peer's message rebuilt it so, leaves the cell faulty here.)
+    if (this.movedAway(cellKey)) {
+      this.faulty.delete(cellKey);
+      this.stalled.delete(cellKey);
+    }
     // A learner stands for a damaged record (rebuilt from it, persisting nothing): the record
     // stays as it is, and loads as corrupt after a restart, rather than be removed by identity it
     // no longer proves.
     if (!node.replica.isLearner)
       this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
     this.nextPointers.push(pointer);
+  }
+
+  /** This server retired the cell, and the members its forwarding pointer names are all elsewhere. */
+  private movedAway(cellKey: CellKey): boolean {
+    const pointer = this.pointers.get(cellKey);
+    return pointer !== undefined && !pointer.members.some((m) => m.serverId === this.serverId);
   }
 
   /** Forget requests their cell never answered (tags are issued in order, so the oldest come first). */
