@@ -494,7 +494,7 @@ describe("scenarios: damaged storage", () => {
     expect(damagedNodeScenario({ damagedNodeVotes: true }).committedWithoutQuorum).toBe(true);
   });
 
-  it("replacing a damaged node retires it without touching its damaged record or stopping its server", () => {
+  it("replacing a damaged node retires it, deletes its damaged record and leaves its server running", () => {
     const { s, node } = damagedNodeScenario(undefined, 8);
     const victim = node?.serverId as string;
     const incarnation = s.members("vol-1").find((m) => m.serverId === victim)?.incarnation as number;
@@ -513,6 +513,13 @@ describe("scenarios: damaged storage", () => {
     s.run(500);
     expect(server?.status().faultyCells).not.toContain("vol-1");
     expect(server?.cellStatus("vol-1")).toBeNull();
+    // The cell moved to other servers, so the retirement deleted the damaged record: after a
+    // restart nothing of the cell is on the disk to be found faulty again.
+    expect(s.world.slot(victim).disk.load("vol-1").status).toBe("absent");
+    s.crash(victim);
+    s.restart(victim).run(500);
+    expect(s.world.slot(victim).disk.load("vol-1").status).toBe("absent");
+    expect(s.world.slot(victim).server?.status().faultyCells).not.toContain("vol-1");
     expect(s.put("vol-1", "x", bytes("after-replacement")).output?.status).toBe("committed");
     expect(s.check()).toEqual([]);
   });

@@ -1221,10 +1221,11 @@ export class Server {
       this.faulty.delete(cellKey);
       this.stalled.delete(cellKey);
     }
-    // A learner stands for a damaged record (rebuilt from it, persisting nothing): the record
-    // stays as it is, and loads as corrupt after a restart, rather than be removed by identity it
-    // no longer proves.
-    if (!node.replica.isLearner)
+    // A learner stands for a damaged record (rebuilt from it, persisting nothing), whose
+    // incarnation it cannot prove: its removal deletes that record only once the cell has moved
+    // to other servers, where no incarnation of this server is a member any more. Otherwise the
+    // record stays, and loads as corrupt.
+    if (!node.replica.isLearner || this.movedAway(cellKey))
       this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
     this.nextPointers.push(pointer);
   }

@@ -357,19 +357,26 @@ export class SimDisk<C> implements StoragePort<C> {
       this.queue.nowMs + this.writeLatencyMs * (0.5 + this.random.float()),
       () => {
         this.inFlight = null;
-        // As on lmdb: a founding write replaces a damaged record; any other write to it, or a
-        // removal of it, fails the batch.
-        const needsIntact = [
-          ...batch.writes.filter((write) => write.snapshot === null || write.founding !== true),
-          ...batch.removed,
-        ];
+        // As on lmdb: a founding write replaces a damaged record, and a removal deletes it
+        // whatever incarnation it names; any other write to it fails the batch.
+        const needsIntact = batch.writes.filter(
+          (write) => write.snapshot === null || write.founding !== true,
+        );
         for (const { cellKey } of needsIntact) {
           if (!this.damaged.has(cellKey)) continue;
           done(new Error(`cell ${cellKey}: node record fails its checksum; the write needs it intact`));
           return;
         }
         for (const write of batch.writes) this.damaged.delete(write.cellKey);
-        this.durable.applyBatch(batch);
+        const removed = batch.removed.map((removal) => {
+          if (!this.damaged.has(removal.cellKey)) return removal;
+          this.damaged.delete(removal.cellKey);
+          const stored = this.durable.load(removal.cellKey);
+          return stored.status === "found"
+            ? { ...removal, incarnation: stored.node.node.incarnation }
+            : removal;
+        });
+        this.durable.applyBatch({ ...batch, removed });
         done(null);
       },
     );

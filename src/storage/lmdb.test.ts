@@ -324,6 +324,34 @@ describe("LmdbStorage", () => {
     expect(storage.load("a").status).toBe("found");
   });
 
+  it("a removal deletes a corrupt node record and its entries, whatever incarnation it names", async () => {
+    await populate(storage);
+    const raw = storage.recordBytesForTest({ kind: "node", cellKey: "b" }) as Uint8Array;
+    storage.overwriteRecordBytesForTest({ kind: "node", cellKey: "b" }, flipped(raw, 5));
+    expect(storage.load("b").status).toBe("corrupt");
+    // Node b was incarnation 2; the damaged record cannot say so, and a removal builds on nothing.
+    // An intact record of another incarnation than the removal's stays.
+    await persist(
+      storage,
+      batch({
+        removed: [
+          { cellKey: "b", incarnation: 7 },
+          { cellKey: "c", incarnation: 7 },
+        ],
+        pointers: [pointer("b", 3)],
+      }),
+    );
+    expect(storage.load("b").status).toBe("absent");
+    expect(storage.load("c").status).toBe("found");
+    expect(storage.stats().batchesFailed).toBe(0);
+    await storage.close();
+    const reopened = openAt(directory);
+    expect(reopened.load("b").status).toBe("absent");
+    expect(reopened.pointers().map((p) => p.cellKey)).toContain("b");
+    expect(reopened.hostedCells().sort()).toEqual(["a", "c", "joining"]);
+    await reopened.close();
+  });
+
   it("a snapshot that compacts a node's log does not replace its corrupt record: the batch fails", async () => {
     await populate(storage);
     const raw = storage.recordBytesForTest({ kind: "node", cellKey: "b" }) as Uint8Array;

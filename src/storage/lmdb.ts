@@ -61,8 +61,11 @@
  * the cell and the record; the node must not act on it (the server rebuilds it as a non-voting
  * learner). A write that begins a node's stored state (NodeWrite.founding: a node created anew
  * or added by the control plane to replace the faulty one) replaces a damaged node record and its
- * entries. Any other write, a snapshot that compacts a node's log included (it needs the record
- * to keep the promise monotonic and the accepted entries), fails its whole batch instead of
+ * entries, and so does a removal (a node removed from its cell, whatever incarnation the damaged
+ * record names: it builds on nothing stored, and the server removes a damaged node only once its
+ * cell has moved to other servers). Any other write, a snapshot that compacts a node's log
+ * included (it needs the record to keep the promise monotonic and the accepted entries), fails
+ * its whole batch instead of
  * guessing: the record is checked before the batch is journaled, nothing of the batch is written
  * and done receives the error. Damage that appears between that check and the checkpoint leaves
  * the record as it is (the node loads as corrupt) and is counted, except under a write carrying
@@ -741,7 +744,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   /**
    * Refuses a batch that a checkpoint could not apply: a write that does not begin its node's
-   * stored state (`founding`), or a removal, of a node whose stored record fails verification
+   * stored state (`founding`) of a node whose stored record fails verification
    * (see the file comment). A snapshot taken to compact a node's log is no founding write: over a
    * damaged record it would leave the node's promise and accepted entries forgotten. Nothing of a
    * refused batch is written.
@@ -750,7 +753,6 @@ export class LmdbStorage<C> implements StoragePort<C> {
     for (const write of batch.writes) {
       if (write.snapshot === null || write.founding !== true) this.verifyNodeRecord(write.cellKey);
     }
-    for (const { cellKey } of batch.removed) this.verifyNodeRecord(cellKey);
   }
 
   private verifyNodeRecord(cellKey: CellKey): void {
@@ -992,10 +994,16 @@ export class LmdbApplier<C> {
     }
   }
 
+  /**
+   * Deletes the node's records, if the stored node is that incarnation, or if its record fails
+   * verification (the incarnation it names cannot be known; a removal builds on nothing stored).
+   */
   private applyRemove(cellKey: CellKey, incarnation: number, tally: Tally): void {
     const key = cellKeyBytes(cellKey);
-    const stored = this.storedNodeForWrite(cellKey, key);
-    if (stored === null || nodeOf(stored).incarnation !== incarnation) return;
+    const raw = this.nodes.get(key);
+    if (raw === undefined) return;
+    const stored = verifyNode(key, raw);
+    if (stored.ok && nodeOf(stored.value).incarnation !== incarnation) return;
     this.intact.delete(cellKey);
     this.remove(this.nodes, key, tally);
     this.deleteEntries(cellKey, slotMax, false, tally);
