@@ -1217,7 +1217,8 @@ export class Server {
     // rather than build a learner again, and clients get the forwarding pointer, not "faulty" or
     // "stalled". (A learner retired under an old incarnation while the cell lists a newer one of
     // this server, after a stale peer's message rebuilt it so, leaves the cell faulty here.)
-    if (this.movedAway(cellKey)) {
+    const movedAway = this.movedAway(cellKey);
+    if (movedAway) {
       this.faulty.delete(cellKey);
       this.stalled.delete(cellKey);
     }
@@ -1225,7 +1226,7 @@ export class Server {
     // incarnation it cannot prove: its removal deletes that record only once the cell has moved
     // to other servers, where no incarnation of this server is a member any more. Otherwise the
     // record stays, and loads as corrupt.
-    if (!node.replica.isLearner || this.movedAway(cellKey))
+    if (!node.replica.isLearner || movedAway)
       this.nextRemoved.push({ cellKey, incarnation: node.replica.node.incarnation });
     this.nextPointers.push(pointer);
   }

@@ -65,12 +65,12 @@
  * record names: it builds on nothing stored, and the server removes a damaged node only once its
  * cell has moved to other servers). Any other write, a snapshot that compacts a node's log
  * included (it needs the record to keep the promise monotonic and the accepted entries), fails
- * its whole batch instead of
- * guessing: the record is checked before the batch is journaled, nothing of the batch is written
- * and done receives the error. Damage that appears between that check and the checkpoint leaves
- * the record as it is (the node loads as corrupt) and is counted, except under a write carrying
- * a snapshot, which the checkpoint cannot tell from a founding one (the flag is not journaled):
- * that window is the time to the next checkpoint, seconds.
+ * its whole batch instead of guessing: the record is checked before the batch is journaled,
+ * nothing of the batch is written and done receives the error. Damage that appears between that
+ * check and the checkpoint leaves the record as it is (the node loads as corrupt) and is
+ * counted, except under a write carrying a snapshot, which the checkpoint cannot tell from a
+ * founding one (the flag is not journaled): that window is the time to the next checkpoint,
+ * seconds.
  *
  * meta      key: "journal.checkpointed"
  *           value: checksum, record version, uint sequence number of the last journal record
