@@ -1,4 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
@@ -93,6 +95,61 @@ describe("client commands without a colony", () => {
       const result = await physalia(cwd, ...args);
       expect(result.code, args.join(" ")).toBe(clientExitCodes.usage);
       expect(result.stderr, args.join(" ")).toMatch(/^error: /);
+    }
+  });
+});
+
+describe("physalia status", () => {
+  it("names at most 10 stalled or faulty cells a server reports, and counts them all", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "physalia-status-"));
+    const faulty = Array.from({ length: 1000 }, (_, i) => `vol-${i}`);
+    const admin = createServer((request, response) => {
+      expect(request.url).toBe("/status");
+      response.setHeader("content-type", "application/json");
+      response.end(
+        JSON.stringify({
+          server: "s1",
+          healthy: true,
+          hostedNodes: 2500,
+          residentNodes: 10,
+          leaders: 1,
+          pendingRequests: 0,
+          stalledCells: ["vol-old"],
+          stalledCount: 1,
+          faultyCells: faulty,
+          faultyCount: 2500,
+          suspectedPeers: [],
+          uptimeSeconds: 5,
+          rssBytes: 1,
+        }),
+      );
+    });
+    try {
+      await new Promise<void>((resolve) => admin.listen(0, "127.0.0.1", resolve));
+      const adminPort = (admin.address() as AddressInfo).port;
+      writeFileSync(
+        join(cwd, "colony.json"),
+        JSON.stringify({
+          colony: "test",
+          cellSize: 1,
+          keyFile: "colony.key",
+          servers: [{ id: "s1", host: "127.0.0.1", port: 1, adminPort, rack: "r1", power: "p1" }],
+        }),
+      );
+      const text = await physalia(cwd, "status", "--colony", "colony.json");
+      expect(text.code).toBe(clientExitCodes.ok);
+      expect(text.stdout).toContain("s1: stalled cells: vol-old (upgrade the servers)\n");
+      const line = text.stdout.split("\n").find((l) => l.startsWith("s1: faulty cells: "));
+      expect(line).toBe(
+        `s1: faulty cells: ${faulty.slice(0, 10).join(", ")}, ... (2,500 in all) ` +
+          "(a damaged record: replace the node with a new incarnation)",
+      );
+      const json = JSON.parse((await physalia(cwd, "status", "--json", "--colony", "colony.json")).stdout);
+      expect(json.servers[0]).toMatchObject({ up: true, faultyCount: 2500, stalledCount: 1 });
+      expect(json.servers[0].faultyCells).toHaveLength(1000);
+    } finally {
+      await new Promise((resolve) => admin.close(resolve));
+      rmSync(cwd, { recursive: true, force: true });
     }
   });
 });

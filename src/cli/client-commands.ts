@@ -1241,6 +1241,9 @@ const statusFields = [
   "leaders",
   "pendingRequests",
   "stalledCells",
+  "stalledCount",
+  "faultyCells",
+  "faultyCount",
   "suspectedPeers",
   "uptimeSeconds",
   "rssBytes",
@@ -1292,8 +1295,13 @@ async function colonyStatus(io: Io): Promise<number> {
     ]);
     for (const line of lines) io.out(line);
     for (const r of rows) {
-      if (Array.isArray(r.stalledCells) && r.stalledCells.length > 0)
-        io.out(`${r.server}: stalled cells: ${r.stalledCells.join(", ")} (upgrade the servers)`);
+      const stalled = cellsLine(r.stalledCells, r.stalledCount);
+      if (stalled !== null) io.out(`${r.server}: stalled cells: ${stalled} (upgrade the servers)`);
+      const faulty = cellsLine(r.faultyCells, r.faultyCount);
+      if (faulty !== null)
+        io.out(
+          `${r.server}: faulty cells: ${faulty} (a damaged record: replace the node with a new incarnation)`,
+        );
       if (Array.isArray(r.suspectedPeers) && r.suspectedPeers.length > 0)
         io.out(`${r.server}: suspects ${r.suspectedPeers.join(", ")}`);
     }
@@ -1305,6 +1313,17 @@ async function colonyStatus(io: Io): Promise<number> {
       `no server of the colony in ${colony.file} answers; start it (\`physalia up\`) or check the file`,
     );
   return clientExitCodes.ok;
+}
+
+/** Cells a status line names before it only counts the rest. */
+const statusLineCellsMax = 10;
+
+/** "a, b, c", or "a, b, ... (1,204 in all)"; null when there are none. */
+function cellsLine(cells: unknown, count: unknown): string | null {
+  if (!Array.isArray(cells) || cells.length === 0) return null;
+  const total = typeof count === "number" && count > cells.length ? count : cells.length;
+  const named = cells.slice(0, statusLineCellsMax).map(String).join(", ");
+  return total > statusLineCellsMax ? `${named}, ... (${total.toLocaleString("en-US")} in all)` : named;
 }
 
 // ---------------------------------------------------------------- cell list

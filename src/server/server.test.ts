@@ -2,13 +2,14 @@ import { describe, expect, it } from "vitest";
 import type { Command } from "../cell/index.ts";
 import { limits, Prng, type Scheduler, type TimerHandle } from "../core/index.ts";
 import { makeBallot } from "../paxos/index.ts";
-import { MemoryStorage, type StorageBatch } from "../storage/index.ts";
+import { type LoadResult, MemoryStorage, type StorageBatch } from "../storage/index.ts";
 import type { TransportPort } from "../transport/index.ts";
 import {
   paxosSendKind,
   paxosSendKinds,
   Server,
   type ServerMessage,
+  statusCellsListedMax,
   timerLatenessBucketsMs,
 } from "./server.ts";
 
@@ -211,6 +212,29 @@ describe("server", () => {
     expect(() => scheduler.run()).not.toThrow();
     expect(fatal).toEqual(["the storage could not load cell vol-a: checkpoint to lmdb failed (disk gone)"]);
     expect(server.isStopped).toBe(true);
+  });
+
+  it("counts every faulty cell in its status, and lists the first 1,000", () => {
+    class DamagedStorage extends MemoryStorage<Command> {
+      override load(): LoadResult<Command> {
+        return { status: "corrupt", detail: "node record failed its checksum" };
+      }
+    }
+    const { transport, scheduler, server } = setup(new DamagedStorage());
+    const cells = statusCellsListedMax + 500;
+    for (let i = 0; i < cells; i++) {
+      transport.handler?.("c1", { kind: "request", id: i, cellKey: `vol-${i}`, body: { type: "describe" } });
+    }
+    scheduler.run();
+    const status = server.status();
+    expect(status.faultyCount).toBe(cells);
+    expect(status.faultyCells).toHaveLength(statusCellsListedMax);
+    expect(status.faultyCells[0]).toBe("vol-0");
+    expect(status.stalledCount).toBe(0);
+    const answer = transport.sent.find((s) => s.message.kind === "response")?.message as {
+      body: { code?: string };
+    };
+    expect(answer.body.code).toBe("faulty");
   });
 
   it("answers bad input with clear errors and never throws", () => {

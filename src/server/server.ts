@@ -195,9 +195,17 @@ export interface ServerStatus {
   readonly armedTimers: number;
   readonly pendingRequests: number;
   readonly forwardingPointers: number;
+  /** Cells stalled on an entry this build cannot apply: the first statusCellsListedMax of them. */
   readonly stalledCells: readonly CellKey[];
-  /** Cells whose stored node failed its checksum (their nodes are learners or not yet rebuilt). */
+  /** All the stalled cells this server keeps (at most stalledCellsMax, the latest). */
+  readonly stalledCount: number;
+  /**
+   * Cells whose stored node failed its checksum (their nodes are learners or not yet rebuilt): the
+   * first statusCellsListedMax of them.
+   */
   readonly faultyCells: readonly CellKey[];
+  /** All the faulty cells this server keeps (at most faultyCellsMax, the latest). */
+  readonly faultyCount: number;
   readonly suspectedPeers: readonly ServerId[];
   readonly counters: Readonly<ServerCounters>;
   /**
@@ -210,8 +218,11 @@ export interface ServerStatus {
 const forwardingPointersMax = 100_000;
 /** Distinct node ids shared between cells (there are few servers and small incarnations). */
 const internedNodeIdsMax = 1_000_000;
-const stalledCellsMax = 1_000;
+/** Stalled and faulty cells kept; past these the oldest noted is forgotten. */
+const stalledCellsMax = 100_000;
 const faultyCellsMax = 100_000;
+/** Stalled and faulty cells a status lists by key (it counts them all). */
+export const statusCellsListedMax = 1_000;
 
 export class Server {
   readonly serverId: ServerId;
@@ -454,8 +465,10 @@ export class Server {
       armedTimers: this.wheel.size,
       pendingRequests: this.requests.size,
       forwardingPointers: this.pointers.size,
-      stalledCells: [...this.stalled],
-      faultyCells: [...this.faulty.keys()].slice(0, stalledCellsMax),
+      stalledCells: firstKeys(this.stalled.keys(), statusCellsListedMax),
+      stalledCount: this.stalled.size,
+      faultyCells: firstKeys(this.faulty.keys(), statusCellsListedMax),
+      faultyCount: this.faulty.size,
       suspectedPeers: this.detector.suspected(this.peers, this.scheduler.nowMs()),
       timerLateness: this.timerLateness.snapshot(),
       counters: {
@@ -583,7 +596,7 @@ export class Server {
           this.retire(event.cellKey, event.epoch, event.members, now);
           break;
         case "stalled":
-          if (this.stalled.size < stalledCellsMax) this.stalled.add(event.cellKey);
+          this.noteStalled(event.cellKey);
           break;
         case "campaign":
           this.counters.campaigns[event.cause] += 1;
@@ -1174,6 +1187,16 @@ export class Server {
     }
   }
 
+  /** The cell's node cannot apply its next entry (an operation this build does not know). */
+  private noteStalled(cellKey: CellKey): void {
+    this.stalled.delete(cellKey);
+    this.stalled.add(cellKey);
+    if (this.stalled.size > stalledCellsMax) {
+      const oldest = this.stalled.keys().next().value;
+      if (oldest !== undefined) this.stalled.delete(oldest);
+    }
+  }
+
   /** A learner for a faulty node, under the identity a peer's message gives it. */
   private rebuild(cellKey: CellKey, node: NodeId): HostedNode {
     const machine = new CellMachine();
@@ -1315,4 +1338,14 @@ function requestShapeProblem(body: unknown): string | null {
 /** A message only a proposer at work sends: a leader's accepts and heartbeats, a candidate's prepares. */
 function isProposerAtWork(type: PaxosMessage<Command>["type"]): boolean {
   return type === "accept" || type === "heartbeat" || type === "prepare";
+}
+
+/** At most `max` of the keys, in their order. */
+function firstKeys(keys: Iterable<CellKey>, max: number): CellKey[] {
+  const listed: CellKey[] = [];
+  for (const key of keys) {
+    if (listed.length >= max) break;
+    listed.push(key);
+  }
+  return listed;
 }
