@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { NodeId } from "../core/index.ts";
 import { limits } from "../core/index.ts";
 import { PaxosCluster } from "../sim/paxos-cluster.ts";
 import type { PaxosMessage } from "./types.ts";
@@ -245,6 +246,51 @@ describe("replica", () => {
     c.advance(60);
     c.settle();
     expect(c.node("d").machine.items.at(-1)).toBe("post");
+    expect(c.violations).toEqual([]);
+  });
+
+  it("a leader tells every node it removed, however many it removed in one leadership", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    let tag = 10;
+    const removed: string[] = [];
+    // The cell moves one node at a time: add a node, then remove the oldest follower while its
+    // server is down, so that it can only learn of its removal from the leader's notice later.
+    const removals = limits.membersMax + 2;
+    for (let i = 0; i < removals; i++) {
+      const name = `n${i}`;
+      c.proposeChange("a", { add: name, remove: null }, tag++);
+      c.settle();
+      const added = c
+        .node("a")
+        .replica.status()
+        .members.find((m) => m.serverId === name);
+      expect(added, name).toBeDefined();
+      c.addJoiningNode(added as NodeId);
+      c.propose("a", `w${i}`, tag++);
+      c.settle();
+      c.advance(60);
+      c.settle();
+      const victim = c
+        .node("a")
+        .replica.status()
+        .members.find((m) => m.serverId !== "a") as NodeId;
+      c.crash(victim.serverId);
+      c.proposeChange("a", { add: null, remove: victim }, tag++);
+      c.settle();
+      for (let j = 0; j < limits.pipelineDepth + 1; j++) c.propose("a", `p${i}.${j}`, tag++);
+      c.settle();
+      c.restart(victim.serverId);
+      c.propose("a", `r${i}`, tag++);
+      c.settle();
+      c.advance(60);
+      c.settle();
+      removed.push(victim.serverId);
+      expect(c.node(victim.serverId).replica.isRetired, `${victim.serverId}, removal ${i + 1}`).toBe(true);
+    }
+    expect(c.node("a").replica.isLeader).toBe(true);
+    expect(removed).toHaveLength(removals);
     expect(c.violations).toEqual([]);
   });
 

@@ -190,7 +190,8 @@ interface ProposerState<C> {
   preparedConfiguration: Configuration | null;
   /**
    * Nodes removed by a membership change, told the commit index by heartbeats until they have
-   * applied the last slot they were members for (then they retire and leave a forwarding pointer).
+   * applied the last slot they were members for (then they retire and leave a forwarding pointer,
+   * and are forgotten here). At most membersMax: past it the one told longest ago is forgotten.
    */
   readonly retiring: { readonly node: NodeId; readonly lastSlot: number }[];
   /** Nodes were just removed: send a heartbeat round (accepts do not reach them). */
@@ -1210,6 +1211,7 @@ export class Replica<C, R> {
     if (nowMs >= p.fanout.releaseAtMs) this.flushDeferred(p, out);
     if (nowMs >= p.commitNoticeAtMs) {
       p.commitNoticeAtMs = Number.POSITIVE_INFINITY;
+      if (p.retiring.length > 0) forgetRetired(p);
       if (p.reads.length > 0 || p.retiring.length > 0) this.startHeartbeatRound(p, nowMs, out);
       else this.sendCommitNotices(p, out);
     }
@@ -1330,11 +1332,13 @@ export class Replica<C, R> {
     const latest = latestConfiguration(this.membership);
     const lastSlot = latest.fromSlot - 1;
     let added = false;
+    forgetRetired(p);
     for (const configuration of before.configurations) {
       for (const member of configuration.members) {
         if (nodeIdEquals(member, this.node) || memberIndex(latest, member) >= 0) continue;
         if (p.retiring.some((r) => nodeIdEquals(r.node, member))) continue;
-        if (p.retiring.length >= limits.membersMax) continue;
+        // Full: the node told longest ago goes (most likely gone for good), not the new one.
+        if (p.retiring.length >= limits.membersMax) p.retiring.shift();
         p.retiring.push({ node: member, lastSlot });
         added = true;
       }
@@ -1979,6 +1983,18 @@ export class Replica<C, R> {
     }
     return false;
   }
+}
+
+/**
+ * Forgets the removed nodes that applied their removal: each retires on its own once it has, and
+ * needs no more notices.
+ */
+function forgetRetired(p: ProposerState<unknown>): void {
+  let kept = 0;
+  for (const entry of p.retiring) {
+    if ((p.followerApplied.get(entry.node.incarnation) ?? 0) < entry.lastSlot) p.retiring[kept++] = entry;
+  }
+  p.retiring.length = kept;
 }
 
 /** Remembers the highest commit index a message of the leader's ballot carried to `to`. */
