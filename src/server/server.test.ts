@@ -237,6 +237,24 @@ describe("server", () => {
     expect(answer.body.code).toBe("faulty");
   });
 
+  it("loads its stored forwarding pointers in expiry order, so each is forgotten when it expires", () => {
+    const storage = new RecordingStorage();
+    const pointerTo = (cellKey: string, expiresAtMs: number) => ({ cellKey, epoch: 2, members, expiresAtMs });
+    // Stored in another order than they expire in; one has expired already.
+    storage.applyBatch({
+      writes: [],
+      removed: [],
+      pointers: [pointerTo("vol-late", 50_000), pointerTo("vol-early", 20_000), pointerTo("vol-gone", -1)],
+    });
+    const { scheduler, server } = setup(storage);
+    expect(server.status().forwardingPointers).toBe(2);
+    expect(storage.pointers().map((p) => p.cellKey)).not.toContain("vol-gone");
+    scheduler.fireTimers(30_000);
+    expect(server.status().forwardingPointers).toBe(1);
+    scheduler.fireTimers(60_000);
+    expect(server.status().forwardingPointers).toBe(0);
+  });
+
   it("answers bad input with clear errors and never throws", () => {
     const { transport, scheduler, server } = setup();
     server.createCell("vol-a", members);

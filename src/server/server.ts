@@ -322,7 +322,11 @@ export class Server {
       bugs: options.bugs ?? null,
       memberships: new MembershipInterner(),
     };
-    for (const pointer of this.storage.pointers()) this.pointers.set(pointer.cellKey, pointer);
+    // In expiry order, which expirePointers relies on; past the bound, the latest are kept.
+    const stored = this.storage.pointers(this.scheduler.nowMs());
+    stored.sort((a, b) => a.expiresAtMs - b.expiresAtMs);
+    for (const pointer of stored.slice(Math.max(0, stored.length - forwardingPointersMax)))
+      this.pointers.set(pointer.cellKey, pointer);
     this.transport.onMessage((from, message) => this.receive(from, message));
     this.scheduleHeartbeats();
   }

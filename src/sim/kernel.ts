@@ -346,8 +346,8 @@ export class SimDisk<C> implements StoragePort<C> {
     return this.durable.hostedCells();
   }
 
-  pointers() {
-    return this.durable.pointers();
+  pointers(nowMs?: number) {
+    return this.durable.pointers(nowMs);
   }
 
   write(batch: StorageBatch<C>, done: (error: Error | null) => void): void {

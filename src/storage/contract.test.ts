@@ -271,6 +271,16 @@ describe.each(subjects)("storage contract: $name", ({ make }) => {
     expect(storage.pointers()).toEqual([pointer("c", 3)]);
   });
 
+  it("leaves out and deletes the forwarding pointers expired by the time it is given", async () => {
+    const at = (cellKey: string, expiresAtMs: number) => ({ ...pointer(cellKey, 1), expiresAtMs });
+    await persist(storage, batch({ pointers: [at("a", 3_000), at("b", 1_000), at("c", 2_000)] }));
+    const byCell = (pointers: ForwardingPointer[]) =>
+      pointers.sort((x, y) => x.cellKey.localeCompare(y.cellKey));
+    expect(byCell(storage.pointers(2_000))).toEqual([at("a", 3_000)]);
+    // Deleted, not only left out: asked without a time, the storage has only the live one.
+    expect(storage.pointers()).toEqual([at("a", 3_000)]);
+  });
+
   it("a newer incarnation replaces the node's records and drops its forwarding pointer", async () => {
     await persist(
       storage,

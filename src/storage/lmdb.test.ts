@@ -284,6 +284,19 @@ describe("LmdbStorage", () => {
     expect(storage.stats().pointersSkippedCorrupt).toBe(1);
   });
 
+  it("pointers expired at a start are deleted from disk, and counted", async () => {
+    const at = (cellKey: string, expiresAtMs: number) => ({ ...pointer(cellKey, 1), expiresAtMs });
+    await persist(storage, batch({ pointers: [at("old", 1_000), at("new", 9_000)] }));
+    await storage.close();
+    const reopened = openAt(directory);
+    expect(reopened.pointers(5_000)).toEqual([at("new", 9_000)]);
+    expect(reopened.stats().pointersExpired).toBe(1);
+    await reopened.close();
+    const again = openAt(directory);
+    expect(again.pointers()).toEqual([at("new", 9_000)]);
+    expect(again.stats().pointersExpired).toBe(0);
+  });
+
   it("a write that needs a corrupt node record fails its whole batch and commits nothing", async () => {
     await populate(storage);
     const raw = storage.recordBytesForTest({ kind: "node", cellKey: "b" }) as Uint8Array;

@@ -212,6 +212,8 @@ export interface LmdbStorageStats {
   readonly lastTransactionId: number;
   /** Forwarding pointers pointers() left out because they failed their checksum or decoding. */
   readonly pointersSkippedCorrupt: number;
+  /** Forwarding pointers pointers() deleted because they had expired. */
+  readonly pointersExpired: number;
 }
 
 /** A stored record, named for the test-only raw access methods. */
@@ -289,6 +291,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private lastCommitLatencyMs = 0;
   private lastTransactionId = 0;
   private pointersSkippedCorrupt = 0;
+  private pointersExpired = 0;
   private checkpoints = 0;
   private replayedBatches = 0;
   private lastCheckpointMs = 0;
@@ -487,15 +490,28 @@ export class LmdbStorage<C> implements StoragePort<C> {
     return entryCountOf(this.nodes);
   }
 
-  /** Stored forwarding pointers; one that fails verification is left out and counted (a pointer is a hint). */
-  pointers(): ForwardingPointer[] {
+  /**
+   * Stored forwarding pointers that expire after `nowMs`; one that fails verification is left out
+   * and counted (a pointer is a hint). Those expired by `nowMs` are deleted, in one transaction.
+   */
+  pointers(nowMs = Number.NEGATIVE_INFINITY): ForwardingPointer[] {
     this.assertReadable();
     this.settle();
     const pointers: ForwardingPointer[] = [];
+    const expired: Uint8Array[] = [];
     for (const { key, value } of this.storedPointers.getRange()) {
       const pointer = verifyPointer(key, value);
-      if (pointer.ok) pointers.push(pointer.value);
-      else this.pointersSkippedCorrupt += 1;
+      if (!pointer.ok) this.pointersSkippedCorrupt += 1;
+      else if (pointer.value.expiresAtMs > nowMs) pointers.push(pointer.value);
+      else expired.push(copyOf(key));
+    }
+    if (expired.length > 0 && this.broken === null && !this.runner.busy) {
+      // No checkpoint runs (settle waited for it), so this transaction races none. A pointer is
+      // a hint: should a crash undo the deletion, the next start deletes it again.
+      this.root.transactionSync(() => {
+        for (const key of expired) this.storedPointers.removeSync(key);
+      });
+      this.pointersExpired += expired.length;
     }
     return pointers;
   }
@@ -579,6 +595,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
       lastCommitLatencyMs: this.lastCommitLatencyMs,
       lastTransactionId: this.lastTransactionId,
       pointersSkippedCorrupt: this.pointersSkippedCorrupt,
+      pointersExpired: this.pointersExpired,
     };
   }
 

@@ -40,8 +40,13 @@ export class MemoryStorage<C> implements StoragePort<C> {
     return [...this.nodes.keys()];
   }
 
-  pointers(): ForwardingPointer[] {
-    return [...this.storedPointers.values()];
+  pointers(nowMs = Number.NEGATIVE_INFINITY): ForwardingPointer[] {
+    const live: ForwardingPointer[] = [];
+    for (const [cellKey, pointer] of this.storedPointers) {
+      if (pointer.expiresAtMs > nowMs) live.push(pointer);
+      else this.storedPointers.delete(cellKey);
+    }
+    return live;
   }
 
   write(batch: StorageBatch<C>, done: (error: Error | null) => void): void {

@@ -32,8 +32,11 @@ export interface StoragePort<C> {
   load(cellKey: CellKey): LoadResult<C>;
   /** Cells with a node stored on this server. */
   hostedCells(): CellKey[];
-  /** Forwarding pointers stored on this server. */
-  pointers(): ForwardingPointer[];
+  /**
+   * Forwarding pointers stored on this server that expire after `nowMs` (all of them without
+   * it); those that expired by then are deleted, so a server's pointers do not pile up on disk.
+   */
+  pointers(nowMs?: number): ForwardingPointer[];
   /** Make the batch durable, then call done (with an error if it could not be written). */
   write(batch: StorageBatch<C>, done: (error: Error | null) => void): void;
 }
