@@ -524,7 +524,7 @@ export class CellMachine implements StateMachine<Command, CommandResult> {
             "type_mismatch",
             key,
             `writes[${i}] (add ${quote(key)}): the item holds ${kindOf(old)}, not an integer; ` +
-              "add applies to integers only (a missing item counts as 0n); nothing was written",
+              "add applies to integers only (a missing item counts as 0); nothing was written",
           );
         }
         const sum = (old ?? 0n) + write.delta;

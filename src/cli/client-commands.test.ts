@@ -5,7 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
-import { clientExitCodes, colonyFilePath, registerClientCommands } from "./client-commands.ts";
+import { cellKeyProblem, compareUtf8, limits } from "../core/index.ts";
+import { clientExitCodes, colonyFilePath, justBefore, registerClientCommands } from "./client-commands.ts";
 
 /** Runs one client command without a colony; returns its exit code and what it printed. */
 async function physalia(cwd: string, ...args: string[]) {
@@ -96,6 +97,91 @@ describe("client commands without a colony", () => {
       expect(result.code, args.join(" ")).toBe(clientExitCodes.usage);
       expect(result.stderr, args.join(" ")).toMatch(/^error: /);
     }
+  });
+});
+
+/** A fake colony of admin ports answering GET /status and GET /cells, written to colony.json in cwd. */
+async function fakeColony(
+  cwd: string,
+  answers: readonly ((url: URL) => unknown)[],
+): Promise<{ close(): Promise<void> }> {
+  const servers = answers.map((answer) =>
+    createServer((request, response) => {
+      response.setHeader("content-type", "application/json");
+      response.end(JSON.stringify(answer(new URL(request.url ?? "/", "http://admin"))));
+    }),
+  );
+  for (const server of servers) await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  writeFileSync(
+    join(cwd, "colony.json"),
+    JSON.stringify({
+      colony: "test",
+      cellSize: 1,
+      keyFile: "colony.key",
+      servers: servers.map((server, i) => ({
+        id: `s${i + 1}`,
+        host: "127.0.0.1",
+        port: 1,
+        adminPort: (server.address() as AddressInfo).port,
+        rack: "r1",
+        power: "p1",
+      })),
+    }),
+  );
+  return {
+    close: async () => {
+      for (const server of servers) await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe("cell list", () => {
+  it("merges the servers' listings in their order (UTF-8 bytes), each cell once", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "physalia-list-"));
+    // In UTF-8 byte order; in UTF-16 code units "😀" would sort before "｡".
+    const hosted = [["a", "z", "｡", "😀"], ["b", "z", "｡", "𝄞x", "😀"], ["｡"]];
+    const colony = await fakeColony(
+      cwd,
+      hosted.map((cells) => (url: URL) => {
+        const after = url.searchParams.get("after") ?? "";
+        return { cells: cells.filter((c) => compareUtf8(c, after) > 0), more: false };
+      }),
+    );
+    try {
+      const list = await physalia(cwd, "cell", "list", "--colony", "colony.json");
+      expect(list.code).toBe(clientExitCodes.ok);
+      expect(list.stdout.trim().split("\n")).toEqual(["a", "b", "z", "｡", "𝄞x", "😀"]);
+      const after = await physalia(cwd, "cell", "list", "--json", "--after", "z", "--colony", "colony.json");
+      expect(JSON.parse(after.stdout).cells).toEqual(["｡", "𝄞x", "😀"]);
+      const bad = await physalia(cwd, "cell", "list", "--after", "x".repeat(200), "--colony", "colony.json");
+      expect(bad.code).toBe(clientExitCodes.usage);
+      expect(bad.stderr).toMatch(/exceeds the limit/);
+    } finally {
+      await colony.close();
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it("starts a lookup just below a key, with a valid key, however long the key", () => {
+    const keys = [
+      "vol-1",
+      "a",
+      "\u0000",
+      "x".repeat(limits.cellKeyBytesMax),
+      "é".repeat(limits.cellKeyBytesMax / 2),
+      `${"x".repeat(limits.cellKeyBytesMax - 4)}😀`,
+      "\ue000",
+      "𐀀",
+      "vol-\u0001",
+    ];
+    for (const key of keys) {
+      const below = justBefore(key);
+      expect(below === "" || cellKeyProblem(below) === null, JSON.stringify(key)).toBe(true);
+      expect(compareUtf8(below, key), JSON.stringify(key)).toBeLessThan(0);
+    }
+    // Keys between the start and the key are only those that begin with the lowered key.
+    expect(justBefore("vol-9")).toBe("vol-8\u{10ffff}");
+    expect(justBefore("x".repeat(limits.cellKeyBytesMax))).toBe(`${"x".repeat(limits.cellKeyBytesMax - 1)}w`);
   });
 });
 

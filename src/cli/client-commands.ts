@@ -32,7 +32,7 @@ import {
   UnavailableError,
   UnknownCellError,
 } from "../client/index.ts";
-import { cellKeyProblem, formatNodeId, limits, type NodeId } from "../core/index.ts";
+import { cellKeyProblem, compareUtf8, formatNodeId, limits, type NodeId } from "../core/index.ts";
 import { placeCell } from "../discovery/index.ts";
 import { formatServerAddress } from "../transport/index.ts";
 import {
@@ -470,16 +470,23 @@ async function cellsPage(server: ServerEntry, after: string): Promise<CellsPage>
 }
 
 /**
- * A string below `key` with few keys between them, to start a /cells page just before `key`:
- * the key with its last character lowered by one and U+FFFF appended. Only keys that begin
- * with that string fall between, and paging skips over them.
+ * A valid cell key (or "", the start) below `key` in the servers' order (UTF-8 bytes), with few
+ * keys between them, to start a /cells page just before `key`: the key with its last character
+ * lowered by one, then U+10FFFF (the last code point) appended if the key stays within the
+ * length limit. Only keys that begin with the lowered key fall between, and paging skips over
+ * them. Without a lower character, the key without its last character.
  */
-function justBefore(key: string): string {
-  const last = key.charCodeAt(key.length - 1);
-  const lowered = last - 1;
-  if (lowered < 0 || (lowered >= 0xd800 && lowered <= 0xdfff) || (last >= 0xd800 && last <= 0xdfff))
-    return key.slice(0, last >= 0xdc00 && last <= 0xdfff ? -2 : -1);
-  return `${key.slice(0, -1)}${String.fromCharCode(lowered)}\uffff`;
+export function justBefore(key: string): string {
+  const chars = Array.from(key);
+  const last = (chars.pop() as string).codePointAt(0) as number;
+  const prefix = chars.join("");
+  // Code points below the last, skipping the surrogates (no character of their own).
+  const lowered = last === 0xe000 ? 0xd7ff : last - 1;
+  if (lowered < 0) return prefix;
+  const below = prefix + String.fromCodePoint(lowered);
+  if (cellKeyProblem(below) !== null) return prefix;
+  const skipping = `${below}\u{10ffff}`;
+  return cellKeyProblem(skipping) === null ? skipping : below;
 }
 
 /** Whether the server hosts a node of the cell, from its /cells listing. */
@@ -489,7 +496,7 @@ async function hostsCell(server: ServerEntry, cellKey: string): Promise<boolean>
     const { cells, more } = await cellsPage(server, after);
     if (cells.includes(cellKey)) return true;
     const last = cells.at(-1);
-    if (!more || last === undefined || last >= cellKey) return false;
+    if (!more || last === undefined || compareUtf8(last, cellKey) >= 0) return false;
     after = last;
   }
   throw new Error(`cell ${cellKey} not found within ${lookupPagesMax} pages of /cells`);
@@ -987,7 +994,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
     cell
       .command("list")
       .description("list the cells hosted anywhere in the colony, sorted")
-      .option("--after <key>", "start after this key (to continue a listing)")
+      .option("--after <key>", "start after this key (to continue a listing)", cellKeyArgument)
       .option(
         "--limit <n>",
         "list at most this many cells",
@@ -1355,7 +1362,7 @@ class CellCursor {
         this.page = page.cells;
         this.position = 0;
         const last = page.cells.at(-1);
-        this.more = page.more && last !== undefined && last > this.after;
+        this.more = page.more && last !== undefined && compareUtf8(last, this.after) > 0;
         if (last !== undefined) this.after = last;
       } catch (error) {
         this.problem = (error as Error).message;
@@ -1388,7 +1395,7 @@ async function listCells(io: Io, after: string, limit: number | null): Promise<n
     let i = heap.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if ((heap[parent] as { key: string }).key <= entry.key) break;
+      if (compareUtf8((heap[parent] as { key: string }).key, entry.key) <= 0) break;
       heap[i] = heap[parent] as { key: string; cursor: CellCursor };
       i = parent;
     }
@@ -1404,10 +1411,11 @@ async function listCells(io: Io, after: string, limit: number | null): Promise<n
       if (left >= heap.length) break;
       const right = left + 1;
       const child =
-        right < heap.length && (heap[right] as { key: string }).key < (heap[left] as { key: string }).key
+        right < heap.length &&
+        compareUtf8((heap[right] as { key: string }).key, (heap[left] as { key: string }).key) < 0
           ? right
           : left;
-      if ((heap[child] as { key: string }).key >= last.key) break;
+      if (compareUtf8((heap[child] as { key: string }).key, last.key) >= 0) break;
       heap[i] = heap[child] as { key: string; cursor: CellCursor };
       i = child;
     }

@@ -19,6 +19,7 @@ export const exitCodes = {
   usage: clientExitCodes.usage,
   colonyUnreachable: clientExitCodes.colonyUnreachable,
   serverFailed: 9,
+  internal: clientExitCodes.internal,
 } as const;
 
 /** Prints a problem for people (one line, no stack trace) and exits with `code`. */
@@ -126,7 +127,7 @@ program
       options.scenario === undefined ? scenarios : scenarios.filter((s) => s.name === options.scenario);
     if (chosen.length === 0) {
       console.error(
-        `unknown scenario "${options.scenario}"; choose one of: ${scenarios.map((s) => s.name).join(", ")}`,
+        `physalia: unknown scenario "${options.scenario}"; choose one of: ${scenarios.map((s) => s.name).join(", ")}`,
       );
       process.exitCode = exitCodes.usage;
       return;
@@ -251,6 +252,7 @@ async function createDemoCells(colony: RunningColony): Promise<string[]> {
 
 registerClientCommands(program, { exit: (code) => process.exit(code) });
 
+// Usage errors never get here (the exit override ends the process); what does is unexpected.
 program.parseAsync(process.argv).catch((error: unknown) => {
-  fail(error instanceof Error ? error.message : String(error), exitCodes.usage);
+  fail(error instanceof Error ? error.message : String(error), exitCodes.internal);
 });

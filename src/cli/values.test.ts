@@ -152,6 +152,15 @@ describe("conditions", () => {
     expect(problem(() => parseCondition("n<abc"))).toMatch(/the value after < must be an integer.*"abc"/);
     expect(problem(() => parseCondition("n<=1.5"))).toMatch(/after <= must be an integer/);
     expect(problem(() => parseCondition("count >= 3"))).toMatch(/without spaces, like count>=3/);
+    expect(problem(() => parseCondition("count>= 3"))).toMatch(/after >= starts with a space/);
+    expect(problem(() => parseCondition("color= blue"))).toMatch(
+      /after = starts with a space.*\(a text value that starts with a space: color=str: blue\)/,
+    );
+    expect(parseCondition("color=str: blue")).toEqual({
+      item: "color",
+      op: "equals",
+      value: new TextEncoder().encode(" blue"),
+    });
     expect(problem(() => parseCondition("x=hex:0"))).toMatch(
       /in the condition "x=hex:0": "hex:0" is not hex/,
     );

@@ -262,6 +262,11 @@ export function parseCondition(text: string): Condition {
       );
   }
   checkConditionItem(item, text);
+  if (/^\s/.test(rest))
+    throw new InputError(
+      `${quoted(text)}: the value after ${operator} starts with a space; write conditions without spaces, like count>=3` +
+        (operator === "=" ? ` (a text value that starts with a space: ${item}=str:${rest})` : ""),
+    );
   if (operator === "=") {
     try {
       return { item, op: "equals", value: parseValue(rest) };

@@ -40,3 +40,22 @@ export function cellKeyProblem(key: string): string | null {
     return "a cell key must be Unicode text: it holds an unpaired UTF-16 surrogate";
   return null;
 }
+
+/**
+ * Orders two strings as their UTF-8 bytes compare (code point order): the order servers list
+ * their cells in. JavaScript's `<` compares UTF-16 code units instead, which puts characters past
+ * U+FFFF (surrogate pairs) before U+E000-U+FFFF.
+ */
+export function compareUtf8(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    const xSurrogate = x >= 0xd800 && x <= 0xdfff;
+    const ySurrogate = y >= 0xd800 && y <= 0xdfff;
+    if (xSurrogate !== ySurrogate && (xSurrogate ? y : x) >= 0xe000) return xSurrogate ? 1 : -1;
+    return x - y;
+  }
+  return a.length - b.length;
+}

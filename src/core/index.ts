@@ -16,6 +16,7 @@ export {
   type Address,
   type CellKey,
   cellKeyProblem,
+  compareUtf8,
   formatNodeId,
   type NodeId,
   nodeIdEquals,
