@@ -81,6 +81,17 @@ describe("the physalia command line against a local colony", () => {
     expect(bad.stderr.trim().split("\n")[0]).toMatch(/'two' is invalid .* must be an integer/);
     expect(bad.stderr.trim().split("\n").length).toBeLessThanOrEqual(2);
     expect(bad.stderr).not.toMatch(/\n\s+at /);
+    expect(bad.stderr).toMatch(/^physalia: /);
+    // With --json, a usage error is the same JSON object as every other error.
+    const badJson = await physalia(["add", "vol-7", "replicas", "two", "--json"], dir);
+    expect(badJson.code).toBe(clientExitCodes.usage);
+    expect(JSON.parse(badJson.stderr)).toEqual({
+      error: {
+        reason: "usage",
+        exitCode: clientExitCodes.usage,
+        message: expect.stringMatching(/'two' is invalid/),
+      },
+    });
     const unknown = await physalia(["get", "no-such-cell", "x"], dir);
     expect(unknown.code).toBe(clientExitCodes.unknownCell);
     expect(unknown.stderr).toMatch(/does not exist/);

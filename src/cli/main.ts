@@ -28,6 +28,22 @@ function fail(message: string, code: number): never {
   process.exit(code);
 }
 
+/**
+ * A usage error as the command line reports it: commander's "error: ..." text as one line,
+ * `physalia: ...` with a pointer to --help, or the JSON object of docs/OPERATIONS.md section 2
+ * when the arguments (before any `--`) ask for --json.
+ */
+export function usageError(text: string, args: readonly string[]): string {
+  const message = text
+    .replace(/^error: /, "")
+    .trim()
+    .replace(/\s*\n\s*/g, "; ");
+  const end = args.indexOf("--");
+  const json = (end < 0 ? args : args.slice(0, end)).includes("--json");
+  if (json) return `${JSON.stringify({ error: { reason: "usage", exitCode: exitCodes.usage, message } })}\n`;
+  return `physalia: ${message} (add --help for usage)\n`;
+}
+
 /** Runs `close` on the first SIGINT or SIGTERM, then exits; a second signal exits at once. */
 function closeOnSignal(close: () => Promise<void>): void {
   let closing = false;
@@ -63,7 +79,9 @@ const program = new Command();
 program
   .name("physalia")
   .description("Physalia: millions of tiny databases, each a Multi-Paxos cell")
-  .showHelpAfterError("(add --help for usage)")
+  // Usage errors (bad arguments, unknown options) as every other error: one line, or one JSON
+  // object on stderr with --json (set by every subcommand, which inherits this).
+  .configureOutput({ outputError: (text, write) => write(usageError(text, process.argv.slice(2))) })
   .exitOverride((error) => {
     process.exit(error.exitCode === 0 ? exitCodes.ok : exitCodes.usage);
   });
