@@ -294,6 +294,37 @@ describe("replica", () => {
     expect(c.violations).toEqual([]);
   });
 
+  it("a leader keeps no votes, acknowledgements or promises of nodes that are not members", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    const leader = c.node("a").replica;
+    const ballot = leader.status().promised;
+    const stranger = { serverId: "zz", incarnation: 99 };
+    const from = (type: string, fields: object) =>
+      ({
+        type,
+        cellKey: "cell",
+        from: stranger,
+        to: c.node("a").id,
+        epoch: 1,
+        ballot,
+        ...fields,
+      }) as PaxosMessage<string>;
+    c.network.push(from("heartbeat_ack", { ok: true, round: 7, applied: 1 }));
+    c.network.push(from("promise", { base: 0, coveredThrough: Number.POSITIVE_INFINITY, entries: [] }));
+    c.network.push(from("accepted", { slot: 1, applied: 1 }));
+    c.settle();
+    const fingerprint = leader.fingerprint(String);
+    expect(fingerprint).not.toMatch(/ A99:/);
+    expect(fingerprint).not.toMatch(/ R99:/);
+    expect(leader.isLeader).toBe(true);
+    c.propose("a", "y", 2);
+    c.settle();
+    for (const n of c.nodes) expect(n.machine.items).toEqual(["x", "y"]);
+    expect(c.violations).toEqual([]);
+  });
+
   it("an unknown operation version stalls every node at the same slot without divergence", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c"]);
     c.propose("a", "x", 1);

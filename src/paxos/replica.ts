@@ -819,7 +819,9 @@ export class Replica<C, R> {
       entries.set(entry.slot, entry);
       if (entry.slot > p.maxReportedSlot) p.maxReportedSlot = entry.slot;
     }
-    p.reports.set(m.from.incarnation, { base: m.base, coveredThrough: m.coveredThrough, entries });
+    // Only members' reports are ever consulted; others are not kept (each may hold a log's worth).
+    if (p.reports.has(m.from.incarnation) || this.tracked(p, m.from))
+      p.reports.set(m.from.incarnation, { base: m.base, coveredThrough: m.coveredThrough, entries });
     if (m.base > this.committed && !nodeIdEquals(m.from, this.node)) {
       // The promiser has chosen slots folded into a snapshot that we lack: catch up from it.
       this.noteChosen(m.base);
@@ -1344,6 +1346,7 @@ export class Replica<C, R> {
       }
     }
     if (added) p.retiringNoticeDue = true;
+    this.forgetUntracked(p);
   }
 
   private sendHeartbeats(p: ProposerState<C>, nowMs: number, out: Output<C, R>, retransmit: boolean): void {
@@ -1453,8 +1456,9 @@ export class Replica<C, R> {
     }
     if (m.ballot !== p.ballot) return;
     this.noteFollowerApplied(p, m.from, m.applied);
-    const previous = p.acks.get(m.from.incarnation) ?? 0;
-    if (m.round > previous) p.acks.set(m.from.incarnation, m.round);
+    const previous = p.acks.get(m.from.incarnation);
+    if (previous === undefined ? this.tracked(p, m.from) : m.round > previous)
+      p.acks.set(m.from.incarnation, m.round);
     this.checkConfirmed(p, out);
     if (p.confirmedRound >= p.round && p.heartbeatPending) this.startHeartbeatRound(p, nowMs, out);
   }
@@ -1496,7 +1500,31 @@ export class Replica<C, R> {
 
   private noteFollowerApplied(p: ProposerState<C>, from: NodeId, applied: number): void {
     const previous = p.followerApplied.get(from.incarnation);
-    if (previous === undefined || applied > previous) p.followerApplied.set(from.incarnation, applied);
+    if (previous === undefined ? this.tracked(p, from) : applied > previous)
+      p.followerApplied.set(from.incarnation, applied);
+  }
+
+  /**
+   * Whether the leader keeps state for `node`: a member of a configuration, or a removed node it
+   * still tells. What it keeps per node (votes, applied indexes, promises) is so bounded by the
+   * members, whatever nodes messages claim to come from.
+   */
+  private tracked(p: ProposerState<C>, node: NodeId): boolean {
+    for (const configuration of this.membership.configurations)
+      if (memberIndex(configuration, node) >= 0) return true;
+    return p.retiring.some((r) => nodeIdEquals(r.node, node));
+  }
+
+  /** After a membership change: forgets what it kept for nodes it no longer tracks. */
+  private forgetUntracked(p: ProposerState<C>): void {
+    const kept = new Set<number>();
+    for (const configuration of this.membership.configurations)
+      for (const member of configuration.members) kept.add(member.incarnation);
+    for (const r of p.retiring) kept.add(r.node.incarnation);
+    for (const map of [p.reports, p.acks, p.followerApplied, p.prepareSentMs, p.toldCommit]) {
+      if (map === null) continue;
+      for (const incarnation of map.keys()) if (!kept.has(incarnation)) map.delete(incarnation);
+    }
   }
 
   private noteCommit(ballot: Ballot, commit: number): void {

@@ -255,6 +255,36 @@ describe("server", () => {
     expect(server.status().forwardingPointers).toBe(0);
   });
 
+  it("drops a node's message that arrives from another sender than the node's server", () => {
+    const { transport, scheduler, server } = setup();
+    server.createCell("vol-a", members);
+    scheduler.run();
+    const ballot = makeBallot(5, 2);
+    const prepare = (sender: string) =>
+      transport.handler?.(sender, {
+        kind: "paxos",
+        message: {
+          type: "prepare",
+          cellKey: "vol-a",
+          from: members[1],
+          to: members[0],
+          epoch: 1,
+          ballot,
+          fromSlot: 1,
+        },
+      } as ServerMessage);
+    const promises = () =>
+      transport.sent.filter((s) => s.message.kind === "paxos" && s.message.message.type === "promise").length;
+    const dropped = server.status().counters.messagesDropped;
+    prepare("c1"); // a client claiming to be s2's node
+    scheduler.run();
+    expect(server.status().counters.messagesDropped).toBe(dropped + 1);
+    expect(promises()).toBe(0);
+    prepare("s2");
+    scheduler.run();
+    expect(promises()).toBe(1);
+  });
+
   it("answers bad input with clear errors and never throws", () => {
     const { transport, scheduler, server } = setup();
     server.createCell("vol-a", members);

@@ -797,11 +797,13 @@ export class Server {
         return;
       case "paxos": {
         const paxos = message.message;
-        if (from !== this.serverId) this.detector.heard(paxos.from.serverId, now);
-        if (paxos.to.serverId !== this.serverId) {
+        // A node's messages come from its own server: one that claims another (a client, or a
+        // peer speaking for someone else) is dropped before it can reach a replica.
+        if (paxos.from.serverId !== from || paxos.to.serverId !== this.serverId) {
           this.counters.messagesDropped += 1;
           return;
         }
+        if (from !== this.serverId) this.detector.heard(from, now);
         let node = this.resident(paxos.cellKey);
         if (node === null && this.faulty.has(paxos.cellKey)) node = this.rebuild(paxos.cellKey, paxos.to);
         if (node === null || node.replica.node.incarnation !== paxos.to.incarnation) {
