@@ -285,6 +285,16 @@ export async function startServer(options: {
         "Peer queues dropped whole because all queues together reached their bound (the largest first)",
         transportStats.queuesShed,
       ),
+      gauge(
+        "physalia_transport_receive_buffered_bytes",
+        "Bytes of partly received frames held for all connections",
+        transportStats.receiveBufferedBytes,
+      ),
+      counter(
+        "physalia_transport_receive_buffers_shed_total",
+        "Connections closed because all partly received frames together reached their bound (the largest first)",
+        transportStats.receiveBuffersShed,
+      ),
       gauge("process_resident_memory_bytes", "Resident set size", memory.rss),
       gauge("nodejs_heap_used_bytes", "V8 heap in use", memory.heapUsed),
       gauge("nodejs_heap_total_bytes", "V8 heap reserved", memory.heapTotal),

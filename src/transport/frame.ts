@@ -360,6 +360,15 @@ export class FrameSplitter {
     this.admitted = true;
   }
 
+  /** Drops what is held, when its connection closes: buffered is 0 after. */
+  discard(): void {
+    this.chunks = [];
+    this.head = 0;
+    this.headOffset = 0;
+    this.bufferedBytes = 0;
+    this.frameBytes = -1;
+  }
+
   /** Until admitFrames(), push yields at most one frame (the hello); the bytes after it wait. */
   get isAdmitted(): boolean {
     return this.admitted;

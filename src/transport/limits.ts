@@ -31,6 +31,12 @@ export const transportLimits = Object.freeze({
    * peerQueueBytesMax each for thousands of connections.
    */
   queuedBytesMax: 256 * 1024 * 1024,
+  /**
+   * Bytes of partly received frames held for all connections together (each holds at most one
+   * frame). Past this the connection holding the most is closed, so many peers that each send a
+   * large frame's first bytes and stall cannot hold frameBytesMax each.
+   */
+  receiveBufferedBytesMax: 256 * 1024 * 1024,
   /** A queued frame older than this is dropped rather than sent: its content is stale. */
   peerQueueAgeMsMax: 10_000,
   /** Messages accepted by `send` between two flushes. */
@@ -111,6 +117,8 @@ export function transportLimitsProblem(bounds: TransportLimits): string | null {
     return `peerQueueBytesMax ${bounds.peerQueueBytesMax} must hold at least one frame of frameBytesMax ${bounds.frameBytesMax}`;
   if (bounds.queuedBytesMax < bounds.peerQueueBytesMax)
     return `queuedBytesMax ${bounds.queuedBytesMax} must hold at least one peer's queue of peerQueueBytesMax ${bounds.peerQueueBytesMax}`;
+  if (bounds.receiveBufferedBytesMax < 2 * bounds.frameBytesMax)
+    return `receiveBufferedBytesMax ${bounds.receiveBufferedBytesMax} must hold at least two frames of frameBytesMax ${bounds.frameBytesMax}`;
   if (bounds.reconnectDelayMsMax < bounds.reconnectDelayMsMin * 2)
     return `reconnectDelayMsMax ${bounds.reconnectDelayMsMax} must be at least twice reconnectDelayMsMin ${bounds.reconnectDelayMsMin} so backoff can grow`;
   if (bounds.messageBytesMax > limits.messageBytesMax)

@@ -607,6 +607,40 @@ describe("TcpTransport", () => {
     expect(stats.framesDropped.backpressure).toBeGreaterThan(0);
   });
 
+  it("bounds the bytes of partly received frames held for all connections, closing the largest holder", async () => {
+    const bounds = {
+      messageBytesMax: 64 * 1024,
+      frameBytesMax: 128 * 1024,
+      receiveBufferedBytesMax: 256 * 1024,
+    };
+    const s = await server<Uint8Array>({ codec: bytesCodec, limits: bounds, warn: () => {} });
+    const key = frameKey(colonyKey);
+    const prefix = Buffer.alloc(4);
+    prefix.writeUInt32BE(120 * 1024);
+    // Authenticated peers that each send most of a large frame, then stall: 3 x 100 KiB do not
+    // fit in 256 KiB.
+    const closed: (() => boolean)[] = [];
+    let sent = 0;
+    for (let i = 0; i < 3; i++) {
+      const socket = await rawConnect(Number(s.address.split(":")[1]));
+      closed.push(closedSignal(socket));
+      const hello = encodeHello(key, `127.0.0.1:${10 + i}`);
+      const partial = Buffer.concat([prefix, Buffer.alloc(100 * 1024)]);
+      socket.write(hello);
+      socket.write(partial);
+      sent += hello.length + partial.length;
+      await waitFor(() => s.stats().bytesReceived >= sent, `peer ${i}'s bytes to arrive`);
+    }
+    await waitFor(() => closed.some((c) => c()), "a holder to be closed");
+    const stats = s.stats();
+    expect(stats.receiveBuffersShed).toBe(1);
+    expect(closed.filter((c) => c())).toHaveLength(1);
+    expect(stats.receiveBufferedBytes).toBeLessThanOrEqual(bounds.receiveBufferedBytesMax);
+    expect(stats.receiveBufferedBytes).toBeGreaterThanOrEqual(2 * 100 * 1024);
+    for (const socket of sockets) socket.destroy();
+    await waitFor(() => s.stats().receiveBufferedBytes === 0, "closed connections to release their bytes");
+  });
+
   it("refuses bounds whose total queue cannot hold one peer's", () => {
     expect(
       () => new TcpTransport({ colonyKey, codec: noteCodec, limits: { queuedBytesMax: 1024 * 1024 } }),

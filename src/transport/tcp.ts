@@ -135,6 +135,10 @@ export interface TransportStats {
   readonly queuedBytes: number;
   /** Peers' whole queues dropped because all queues together reached queuedBytesMax. */
   readonly queuesShed: number;
+  /** Bytes of partly received frames held for all connections now. */
+  readonly receiveBufferedBytes: number;
+  /** Connections closed because all partly received frames together reached receiveBufferedBytesMax. */
+  readonly receiveBuffersShed: number;
   readonly warningsSuppressed: number;
 }
 
@@ -318,6 +322,8 @@ export class TcpTransport<M> implements TransportPort<M> {
     reconnects: 0,
     queuedBytes: 0,
     queuesShed: 0,
+    receiveBufferedBytes: 0,
+    receiveBuffersShed: 0,
     warningsSuppressed: 0,
   };
   private readonly framesDropped = zeroCounts();
@@ -889,8 +895,31 @@ export class TcpTransport<M> implements TransportPort<M> {
     connection.timer.unref();
   }
 
+  /** Closes the connection holding the most of a partly received frame (see receiveBufferedBytesMax). */
+  private shedReceiveBuffer(): void {
+    let largest: Connection | null = null;
+    for (const connection of this.connections) {
+      if (largest === null || connection.splitter.buffered > largest.splitter.buffered) largest = connection;
+    }
+    if (largest === null || largest.splitter.buffered === 0) return;
+    this.counters.receiveBuffersShed += 1;
+    this.warn("partly received frames over their bound: closing the connection holding the most", {
+      remote: largest.remote ?? "unknown",
+      bytes: largest.splitter.buffered,
+    });
+    this.releaseReceiveBuffer(largest);
+    largest.socket.destroy();
+  }
+
+  /** What a connection held of a partly received frame no longer counts. */
+  private releaseReceiveBuffer(connection: Connection): void {
+    this.counters.receiveBufferedBytes -= connection.splitter.buffered;
+    connection.splitter.discard();
+  }
+
   private onClose(connection: Connection): void {
     connection.clearTimer();
+    this.releaseReceiveBuffer(connection);
     this.connections.delete(connection);
     if (connection.direction === "inbound") this.inboundOpen -= 1;
     connection.markClosed();
@@ -937,7 +966,10 @@ export class TcpTransport<M> implements TransportPort<M> {
     if (connection.socket.destroyed) return;
     this.counters.bytesReceived += chunk.length;
     const admitted = connection.splitter.isAdmitted;
+    const heldBefore = connection.splitter.buffered;
     const split = connection.splitter.push(chunk);
+    this.counters.receiveBufferedBytes += connection.splitter.buffered - heldBefore;
+    if (this.counters.receiveBufferedBytes > this.bounds.receiveBufferedBytesMax) this.shedReceiveBuffer();
     if (!split.ok) {
       this.framesDropped.oversized += 1;
       this.warn("oversized frame: closing connection", {
