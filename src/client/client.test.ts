@@ -69,6 +69,43 @@ describe("client", () => {
     expect(new Set(outcomes)).toEqual(new Set(["UnavailableError"]));
   });
 
+  it("refuses an operation past the ones it may have outstanding, as unavailable, and takes them again once answered", async () => {
+    const s = new Scenario().cell("vol-1");
+    const client = s.newClient().client;
+    // Eventual reads: no sessions, so only the client-wide bound holds them back.
+    const outcomes: string[] = [];
+    const held = Array.from({ length: limits.clientOperationsMax }, () =>
+      client
+        .cell("vol-1")
+        .get("x", { consistency: "eventual" })
+        .then(
+          () => outcomes.push("answered"),
+          (error: Error) => outcomes.push(error.name),
+        ),
+    );
+    const refused = await client
+      .cell("vol-1")
+      .get("x")
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(refused).toBeInstanceOf(UnavailableError);
+    expect((refused as Error).message).toMatch(/operations outstanding, its limit; wait for some to finish/);
+    // Every outstanding operation is answered (by the client's close here); then it takes more.
+    await client.close();
+    await Promise.all(held);
+    expect(outcomes).toHaveLength(limits.clientOperationsMax);
+    const after = await client
+      .cell("vol-1")
+      .get("x")
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect((after as Error).message).toMatch(/the client was closed/);
+  });
+
   it("the promise API works end to end over the simulated colony", async () => {
     const s = new Scenario().cell("vol-1");
     const cell = s.newClient().client.cell("vol-1");

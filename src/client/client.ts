@@ -196,6 +196,8 @@ export class PhysaliaClient {
   private answerMs = 0;
   private answerDeviationMs = 0;
   private readonly cells = new Map<CellKey, CellState>();
+  /** Operations outstanding (see admit). */
+  private outstanding = 0;
   private readonly inflight = new Map<number, Operation$>();
   /** When each server last answered anything, in the order they were first heard. */
   private readonly heardMs = new Map<Address, number>();
@@ -256,14 +258,16 @@ export class PhysaliaClient {
   // ------------------------------------------------------------------ operations (callback form)
 
   /** A transaction with writes (or a lease operation): through the log, exactly once. */
-  command(cellKey: CellKey, op: Operation, callback: (outcome: Outcome<CommandResult>) => void): void {
+  command(cellKey: CellKey, op: Operation, answer: (outcome: Outcome<CommandResult>) => void): void {
     // Limits are checked here too, so a bad request fails at once with the same message the
     // server would give, without a round trip or a session sequence number.
     const problem = validateOperation(op);
     if (problem !== null) {
-      callback({ ok: false, error: new InvalidRequestError(cellKey, problem.message) });
+      answer({ ok: false, error: new InvalidRequestError(cellKey, problem.message) });
       return;
     }
+    const callback = this.admit(cellKey, answer);
+    if (callback === null) return;
     const go = (retriesLeft: number): void => {
       const admitted = this.withSession(cellKey, (session, release) => {
         session.seq += 1;
@@ -315,14 +319,16 @@ export class PhysaliaClient {
     cellKey: CellKey,
     txn: Transaction,
     consistency: Consistency,
-    callback: (outcome: Outcome<TxnResult>) => void,
+    answer: (outcome: Outcome<TxnResult>) => void,
   ): void {
     const problem = validateTransaction(txn);
     if (problem !== null || txn.writes.length > 0) {
       const message = problem?.message ?? "a read may not write: send writes as a transaction";
-      callback({ ok: false, error: new InvalidRequestError(cellKey, message) });
+      answer({ ok: false, error: new InvalidRequestError(cellKey, message) });
       return;
     }
+    const callback = this.admit(cellKey, answer);
+    if (callback === null) return;
     const build =
       consistency === "linearizable"
         ? (leaderUnresponsive: boolean): RequestBody => ({
@@ -338,7 +344,9 @@ export class PhysaliaClient {
   }
 
   /** Raw request (control plane and tools): membership changes and describe. */
-  request(cellKey: CellKey, body: RequestBody, callback: (outcome: Outcome<ResponseBody>) => void): void {
+  request(cellKey: CellKey, body: RequestBody, answer: (outcome: Outcome<ResponseBody>) => void): void {
+    const callback = this.admit(cellKey, answer);
+    if (callback === null) return;
     this.run(
       cellKey,
       body.type === "change",
@@ -348,6 +356,30 @@ export class PhysaliaClient {
         callback(this.toOutcome(cellKey, response, (b) => b));
       },
     );
+  }
+
+  /**
+   * Counts an operation as outstanding until `answer` is called; null (and `answer` told it is
+   * unavailable) when the client already has clientOperationsMax outstanding.
+   */
+  private admit<T>(
+    cellKey: CellKey,
+    answer: (outcome: Outcome<T>) => void,
+  ): ((outcome: Outcome<T>) => void) | null {
+    if (this.outstanding >= limits.clientOperationsMax) {
+      const detail = `this client has ${limits.clientOperationsMax} operations outstanding, its limit; wait for some to finish`;
+      answer({ ok: false, error: new UnavailableError(cellKey, detail) });
+      return null;
+    }
+    this.outstanding += 1;
+    let answered = false;
+    return (outcome) => {
+      if (!answered) {
+        answered = true;
+        this.outstanding -= 1;
+      }
+      answer(outcome);
+    };
   }
 
   // ------------------------------------------------------------------ sessions

@@ -219,6 +219,12 @@ export const limits = Object.freeze({
   clientOperationMsMax: 16_000,
   /** Cells whose sessions a client remembers; the least recently used is forgotten past this. */
   clientCellsMax: 100_000,
+  /**
+   * Operations one client has outstanding (sent, or waiting for a session); past this a new one
+   * fails at once, unavailable. Below clientCellsMax, so the cells a client remembers always
+   * include an idle one to forget.
+   */
+  clientOperationsMax: 65_536,
   /** Sessions a client opens to one cell (its concurrency towards that cell). */
   clientSessionsPerCellMax: 16,
 
@@ -243,6 +249,10 @@ assert(
 assert(limits.logRetainedEntries >= limits.snapshotIntervalEntries, "the log must cover a snapshot interval");
 assert(limits.catchUpSegmentEntriesMax <= limits.logRetainedEntries, "a segment comes from the retained log");
 assert(limits.membersMax >= limits.cellSizeDefault + 1, "a cell must be able to stretch by one node");
+assert(
+  limits.clientOperationsMax < limits.clientCellsMax,
+  "a client's outstanding operations leave a cell it remembers idle",
+);
 assert(limits.commitNoticeDelayMs < limits.retransmitMs, "the commit notice comes before any retransmission");
 assert(limits.acceptDeferMs < limits.retransmitMs, "deferred accepts go out before any retransmission");
 assert(limits.deferredSlotsMax >= 1, "a leader holds at least one deferred slot");
