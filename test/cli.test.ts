@@ -18,12 +18,16 @@ const root = join(import.meta.dirname, "..");
 const tsx = pathToFileURL(join(root, "node_modules", "tsx", "dist", "loader.mjs")).href;
 const cli = ["--import", tsx, join(root, "src", "cli", "main.ts")];
 
-function physalia(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function physalia(
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [...cli, ...args],
-      { cwd, encoding: "utf8", timeout: 60_000 },
+      { cwd, encoding: "utf8", timeout: 60_000, env },
       (error, stdout, stderr) => {
         resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? -1), stdout, stderr });
       },
@@ -92,6 +96,13 @@ describe("the physalia command line against a local colony", () => {
         message: expect.stringMatching(/'two' is invalid/),
       },
     });
+    // A client with another key than the colony's: every server drops its connection.
+    const wrongKey = await physalia(["get", "vol-7", "x"], dir, {
+      ...process.env,
+      PHYSALIA_COLONY_KEY: "ab".repeat(32),
+    });
+    expect(wrongKey.code).toBe(clientExitCodes.unavailable);
+    expect(wrongKey.stderr).toMatch(/check that its colony key is the colony's/);
     const unknown = await physalia(["get", "no-such-cell", "x"], dir);
     expect(unknown.code).toBe(clientExitCodes.unknownCell);
     expect(unknown.stderr).toMatch(/does not exist/);

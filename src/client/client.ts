@@ -510,7 +510,14 @@ export class PhysaliaClient {
     if (failed >= this.attemptsMax || op.redirects >= limits.clientRedirectsMax || tooLong) {
       const took = tooLong ? ` in ${Math.round(now - op.firstSentAtMs)} ms` : "";
       const redirected = op.redirects > 0 ? ` (${op.redirects} redirected)` : "";
-      const detail = `${op.attempts} attempts failed${took}${redirected}; last: ${op.lastProblem}`;
+      // Servers close a connection whose hello their colony key does not authenticate: a client
+      // that no server ever answered, whose attempts end with lost connections, likely has the
+      // wrong key.
+      const keyHint =
+        this.heardMs.size === 0 && op.lastProblem.includes("was lost")
+          ? "; no server has answered this client: if they are up, check that its colony key is the colony's"
+          : "";
+      const detail = `${op.attempts} attempts failed${took}${redirected}; last: ${op.lastProblem}${keyHint}`;
       this.finish(
         op,
         op.isWrite && op.sent
