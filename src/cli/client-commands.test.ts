@@ -189,11 +189,10 @@ describe("physalia status", () => {
   it("names at most 10 stalled or faulty cells a server reports, and counts them all", async () => {
     const cwd = mkdtempSync(join(tmpdir(), "physalia-status-"));
     const faulty = Array.from({ length: 1000 }, (_, i) => `vol-${i}`);
-    const admin = createServer((request, response) => {
-      expect(request.url).toBe("/status");
-      response.setHeader("content-type", "application/json");
-      response.end(
-        JSON.stringify({
+    const colony = await fakeColony(cwd, [
+      (url) => {
+        expect(url.pathname).toBe("/status");
+        return {
           server: "s1",
           healthy: true,
           hostedNodes: 2500,
@@ -207,21 +206,10 @@ describe("physalia status", () => {
           suspectedPeers: [],
           uptimeSeconds: 5,
           rssBytes: 1,
-        }),
-      );
-    });
+        };
+      },
+    ]);
     try {
-      await new Promise<void>((resolve) => admin.listen(0, "127.0.0.1", resolve));
-      const adminPort = (admin.address() as AddressInfo).port;
-      writeFileSync(
-        join(cwd, "colony.json"),
-        JSON.stringify({
-          colony: "test",
-          cellSize: 1,
-          keyFile: "colony.key",
-          servers: [{ id: "s1", host: "127.0.0.1", port: 1, adminPort, rack: "r1", power: "p1" }],
-        }),
-      );
       const text = await physalia(cwd, "status", "--colony", "colony.json");
       expect(text.code).toBe(clientExitCodes.ok);
       expect(text.stdout).toContain("s1: stalled cells: vol-old (upgrade the servers)\n");
@@ -234,7 +222,7 @@ describe("physalia status", () => {
       expect(json.servers[0]).toMatchObject({ up: true, faultyCount: 2500, stalledCount: 1 });
       expect(json.servers[0].faultyCells).toHaveLength(1000);
     } finally {
-      await new Promise((resolve) => admin.close(resolve));
+      await colony.close();
       rmSync(cwd, { recursive: true, force: true });
     }
   });

@@ -83,26 +83,19 @@ describe("client", () => {
           (error: Error) => outcomes.push(error.name),
         ),
     );
-    const refused = await client
-      .cell("vol-1")
-      .get("x")
-      .then(
+    const failureOf = (operation: Promise<unknown>) =>
+      operation.then(
         () => null,
         (error: unknown) => error,
       );
+    const refused = await failureOf(client.cell("vol-1").get("x"));
     expect(refused).toBeInstanceOf(UnavailableError);
     expect((refused as Error).message).toMatch(/operations outstanding, its limit; wait for some to finish/);
     // Every outstanding operation is answered (by the client's close here); then it takes more.
     await client.close();
     await Promise.all(held);
     expect(outcomes).toHaveLength(limits.clientOperationsMax);
-    const after = await client
-      .cell("vol-1")
-      .get("x")
-      .then(
-        () => null,
-        (error: unknown) => error,
-      );
+    const after = await failureOf(client.cell("vol-1").get("x"));
     expect((after as Error).message).toMatch(/the client was closed/);
   });
 
