@@ -325,6 +325,32 @@ describe("replica", () => {
     expect(c.violations).toEqual([]);
   });
 
+  it("a new leader re-proposes what its promises reported, then keeps none of their entries", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    // y reaches b's log only: a's slot stays in flight when a goes down.
+    c.propose("a", "y", 2);
+    const toB = c.network.findIndex((m) => m.type === "accept" && m.to.serverId === "b");
+    expect(toB).toBeGreaterThanOrEqual(0);
+    c.deliver(toB);
+    c.network = c.network.filter((m) => m.from.serverId !== "a" && m.to.serverId !== "a");
+    c.crash("a");
+    // c campaigns; b's promise reports y, which c proposes again before anything new.
+    expect(c.propose("c", "z", 3, true)).toBe("queued");
+    c.settle();
+    expect(c.node("c").replica.isLeader).toBe(true);
+    expect(c.node("c").machine.items).toEqual(["x", "y", "z"]);
+    const reports = c
+      .node("c")
+      .replica.fingerprint(String)
+      .split(" ")
+      .filter((part) => part.startsWith("R"));
+    expect(reports.length).toBeGreaterThanOrEqual(2);
+    for (const report of reports) expect(report.endsWith(":"), report).toBe(true);
+    expect(c.violations).toEqual([]);
+  });
+
   it("an unknown operation version stalls every node at the same slot without divergence", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c"]);
     c.propose("a", "x", 1);

@@ -973,6 +973,7 @@ export class Replica<C, R> {
       }
       this.proposeAt(p, slot, value, tags, configuration, nowMs, out);
       p.nextSlot = slot + 1;
+      if (slot === p.maxReportedSlot) forgetReportedEntries(p);
     }
   }
 
@@ -2010,6 +2011,16 @@ export class Replica<C, R> {
         return true;
     }
     return false;
+  }
+}
+
+/**
+ * Every slot the promises reported is proposed again: their entries are not needed any more (a
+ * later promise brings its own), and a leader need not hold a log's worth per member for its term.
+ */
+function forgetReportedEntries(p: ProposerState<unknown>): void {
+  for (const [incarnation, report] of p.reports) {
+    if (report.entries !== null) p.reports.set(incarnation, { ...report, entries: null });
   }
 }
 
