@@ -1187,20 +1187,14 @@ export class Server {
     }
     this.faulty.delete(cellKey);
     this.faulty.set(cellKey, detail);
-    if (this.faulty.size > faultyCellsMax) {
-      const oldest = this.faulty.keys().next().value;
-      if (oldest !== undefined) this.faulty.delete(oldest);
-    }
+    forgetOldestPast(this.faulty, faultyCellsMax);
   }
 
   /** The cell's node cannot apply its next entry (an operation this build does not know). */
   private noteStalled(cellKey: CellKey): void {
     this.stalled.delete(cellKey);
     this.stalled.add(cellKey);
-    if (this.stalled.size > stalledCellsMax) {
-      const oldest = this.stalled.keys().next().value;
-      if (oldest !== undefined) this.stalled.delete(oldest);
-    }
+    forgetOldestPast(this.stalled, stalledCellsMax);
   }
 
   /** A learner for a faulty node, under the identity a peer's message gives it. */
@@ -1238,10 +1232,7 @@ export class Server {
     };
     this.pointers.delete(cellKey);
     this.pointers.set(cellKey, pointer);
-    if (this.pointers.size > forwardingPointersMax) {
-      const oldest = this.pointers.keys().next().value;
-      if (oldest !== undefined) this.pointers.delete(oldest);
-    }
+    forgetOldestPast(this.pointers, forwardingPointersMax);
     // A cell that moved away is no longer this server's: late messages of its peers are dropped
     // rather than build a learner again, and clients get the forwarding pointer, not "faulty" or
     // "stalled". (A learner retired under an old incarnation while the cell lists a newer one of
@@ -1344,6 +1335,14 @@ function requestShapeProblem(body: unknown): string | null {
 /** A message only a proposer at work sends: a leader's accepts and heartbeats, a candidate's prepares. */
 function isProposerAtWork(type: PaxosMessage<Command>["type"]): boolean {
   return type === "accept" || type === "heartbeat" || type === "prepare";
+}
+
+/** Forgets the first-inserted keys of `collection` past `max` of them (latest-kept bounds). */
+function forgetOldestPast(collection: Map<CellKey, unknown> | Set<CellKey>, max: number): void {
+  for (const key of collection.keys()) {
+    if (collection.size <= max) return;
+    collection.delete(key);
+  }
 }
 
 /** At most `max` of the keys, in their order. */

@@ -119,7 +119,7 @@ async function stalledPeer(): Promise<{ target: string; socket: () => Socket | n
   return { target: `${host}:${address.port}`, socket: () => accepted };
 }
 
-function portOf(transport: TcpTransport<unknown> | TcpTransport<Note>): number {
+function portOf(transport: { readonly address: string }): number {
   return Number(transport.address.split(":")[1]);
 }
 
@@ -622,7 +622,7 @@ describe("TcpTransport", () => {
     const closed: (() => boolean)[] = [];
     let sent = 0;
     for (let i = 0; i < 3; i++) {
-      const socket = await rawConnect(Number(s.address.split(":")[1]));
+      const socket = await rawConnect(portOf(s));
       closed.push(closedSignal(socket));
       const hello = encodeHello(key, `127.0.0.1:${10 + i}`);
       const partial = Buffer.concat([prefix, Buffer.alloc(100 * 1024)]);
