@@ -149,6 +149,11 @@ export async function startServer(options: {
       gauge("physalia_armed_timers", "Nodes with an armed timer", status.armedTimers),
       gauge("physalia_pending_requests", "Client requests waiting for their cell", status.pendingRequests),
       gauge(
+        "physalia_pending_request_bytes",
+        "Bytes of the commands and reads those requests hold, as encoded",
+        status.pendingRequestBytes,
+      ),
+      gauge(
         "physalia_stalled_cells",
         "Cells stalled on an entry this build cannot apply",
         status.stalledCount,

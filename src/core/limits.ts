@@ -144,6 +144,12 @@ export const limits = Object.freeze({
   serverInboxMax: 100_000,
   /** Client requests a server holds at once. */
   serverClientRequestsMax: 50_000,
+  /**
+   * Bytes of the commands and read transactions those requests hold, as encoded: without it,
+   * 50,000 transactions of the largest size would hold about 3.6 GB. Past it, requests are
+   * answered `overloaded` until some are answered.
+   */
+  serverClientRequestBytesMax: 128 * 1024 * 1024,
   /** A request the cell has not answered after this long is forgotten (its client gave up long ago). */
   serverRequestExpiryMs: 10_000,
   /**

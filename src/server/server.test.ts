@@ -87,7 +87,7 @@ function commandBody(writes: readonly unknown[]) {
 const members = Array.from({ length: 7 }, (_, i) => ({ serverId: `s${i + 1}`, incarnation: i + 1 }));
 
 /** A server "s1" with one peer, on `storage`; `fatal` collects what it stopped for. */
-function setup<S extends MemoryStorage<Command> = RecordingStorage>(storage?: S) {
+function setup<S extends MemoryStorage<Command> = RecordingStorage>(storage?: S, requestBytesMax?: number) {
   const store = storage ?? (new RecordingStorage() as MemoryStorage<Command> as S);
   const transport = new Recorder();
   const scheduler = new Manual();
@@ -100,6 +100,7 @@ function setup<S extends MemoryStorage<Command> = RecordingStorage>(storage?: S)
     scheduler,
     random: new Prng(1),
     onFatal: (reason) => fatal.push(reason),
+    ...(requestBytesMax === undefined ? {} : { requestBytesMax }),
   });
   return { storage: store, transport, scheduler, server, fatal };
 }
@@ -324,6 +325,54 @@ describe("server", () => {
     expect(body(5)).toMatchObject({ type: "error", code: "behind" });
     expect(body(6)).toMatchObject({ type: "error", code: "invalid" });
     expect(body(7).message).toMatch(/unknown request type "launch-missiles"/);
+  });
+
+  it("holds requests up to a bound on their bytes, answers the next overloaded, and frees the bytes as they end", () => {
+    const { transport, scheduler, server } = setup(undefined, 3_000);
+    server.createCell("vol-a", members);
+    scheduler.run();
+    // No peer answers, so the cell commits nothing: what is admitted stays held.
+    const write = (id: number, session: number, valueBytes: number, items = 1) => {
+      const body = commandBody(
+        Array.from({ length: items }, (_, i) => ({
+          item: `x${id}.${i}`,
+          op: "put",
+          value: new Uint8Array(valueBytes),
+        })),
+      );
+      transport.handler?.("c1", {
+        kind: "request",
+        id,
+        cellKey: "vol-a",
+        body: { ...body, command: { ...body.command, session } },
+      } as ServerMessage);
+      scheduler.run();
+    };
+    const answer = (id: number) =>
+      transport.sent.find((s) => s.to === "c1" && s.message.kind === "response" && s.message.id === id)
+        ?.message as { body: { type: string; code?: string; message?: string } } | undefined;
+    write(1, 11, 1_000);
+    write(2, 12, 1_000);
+    expect(answer(1)).toBeUndefined();
+    expect(answer(2)).toBeUndefined();
+    const held = server.status().pendingRequestBytes;
+    expect(server.status().pendingRequests).toBe(2);
+    expect(held).toBeGreaterThan(2_000);
+    expect(held).toBeLessThan(2_200);
+    write(3, 13, 1_000);
+    expect(answer(3)?.body).toMatchObject({ type: "error", code: "overloaded" });
+    expect(answer(3)?.body.message).toMatch(/holds \d+ bytes of requests; retry after a backoff/);
+    write(4, 14, 2_000, 2);
+    expect(answer(4)?.body).toMatchObject({ type: "error", code: "invalid" });
+    expect(answer(4)?.body.message).toMatch(/more than server s1 holds for all requests \(3000\); split it/);
+    expect(server.status()).toMatchObject({ pendingRequests: 2, pendingRequestBytes: held });
+    // The cell gives up on them (its node cannot lead without peers); every held byte is given back.
+    for (let at = 1_000; at <= limits.serverRequestExpiryMs + 2_000; at += 1_000) scheduler.fireTimers(at);
+    expect(server.status()).toMatchObject({ pendingRequests: 0, pendingRequestBytes: 0 });
+    write(5, 15, 1_000);
+    expect(answer(5)).toBeUndefined();
+    expect(server.status().pendingRequests).toBe(1);
+    server.stop();
   });
 
   it("counts the messages its nodes send, by kind", () => {

@@ -14,7 +14,9 @@ import {
   CellMachine,
   type Command,
   type CommandResult,
+  commandBytes,
   type Transaction,
+  transactionBytes,
   validateCommand,
   validateTransaction,
 } from "../cell/index.ts";
@@ -76,6 +78,8 @@ export interface ServerOptions {
   readonly onFault?: (cellKey: CellKey, detail: string) => void;
   /** Evict quiet nodes untouched this long (default limits.residentIdleMs; the simulator shortens it). */
   readonly residentIdleMs?: number;
+  /** Bytes of held requests (default limits.serverClientRequestBytesMax; tests lower it). */
+  readonly requestBytesMax?: number;
 }
 
 interface HostedNode extends WheelItem {
@@ -100,6 +104,8 @@ type PendingRequest =
       readonly id: number;
       readonly cellKey: CellKey;
       readonly sinceMs: number;
+      /** What it holds, as encoded (counted in Server.requestBytes). */
+      readonly bytes: number;
     }
   | {
       readonly kind: "read";
@@ -107,6 +113,7 @@ type PendingRequest =
       readonly id: number;
       readonly cellKey: CellKey;
       readonly sinceMs: number;
+      readonly bytes: number;
       readonly txn: Transaction;
     };
 
@@ -194,6 +201,8 @@ export interface ServerStatus {
   readonly leaders: number;
   readonly armedTimers: number;
   readonly pendingRequests: number;
+  /** Bytes of the commands and read transactions those requests hold, as encoded. */
+  readonly pendingRequestBytes: number;
   readonly forwardingPointers: number;
   /** Cells stalled on an entry this build cannot apply: the first statusCellsListedMax of them. */
   readonly stalledCells: readonly CellKey[];
@@ -277,6 +286,9 @@ export class Server {
   private readonly onFatal: ((reason: string) => void) | null;
   private readonly onFault: ((cellKey: CellKey, detail: string) => void) | null;
   private readonly residentIdleMs: number;
+  private readonly requestBytesMax: number;
+  /** Sum of the held requests' bytes. */
+  private requestBytes = 0;
   /** Where the eviction sweep goes on; a live iterator over `nodes` (it tolerates deletions). */
   private sweep: Iterator<HostedNode> | null = null;
   readonly counters: ServerCounters = {
@@ -308,6 +320,7 @@ export class Server {
     this.onFatal = options.onFatal ?? null;
     this.onFault = options.onFault ?? null;
     this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
+    this.requestBytesMax = options.requestBytesMax ?? limits.serverClientRequestBytesMax;
     this.nextRelayId = 1 + options.random.nextUint32() * 4096 + options.random.below(4096);
     const now = this.scheduler.nowMs();
     this.detector = new FailureDetector(this.serverId, now);
@@ -468,6 +481,7 @@ export class Server {
       leaders,
       armedTimers: this.wheel.size,
       pendingRequests: this.requests.size,
+      pendingRequestBytes: this.requestBytes,
       forwardingPointers: this.pointers.size,
       stalledCells: firstKeys(this.stalled.keys(), statusCellsListedMax),
       stalledCount: this.stalled.size,
@@ -904,7 +918,9 @@ export class Server {
         }
         const takeover = this.takeoverAllowed(node, body, now);
         if (body.leaderUnresponsive && !takeover && this.relay(node, client, request, now)) return;
-        this.requests.set(tag, { kind: "command", client, id, cellKey, sinceMs: now });
+        const bytes = commandBytes(body.command);
+        if (!this.mayHold(client, id, cellKey, bytes)) return;
+        this.hold(tag, { kind: "command", client, id, cellKey, sinceMs: now, bytes });
         outcome = node.replica.propose(body.command, tag, now, this.out, takeover);
         break;
       }
@@ -916,12 +932,14 @@ export class Server {
         }
         const takeover = this.takeoverAllowed(node, body, now);
         if (body.leaderUnresponsive && !takeover && this.relay(node, client, request, now)) return;
-        this.requests.set(tag, { kind: "read", client, id, cellKey, sinceMs: now, txn: body.txn });
+        const bytes = transactionBytes(body.txn);
+        if (!this.mayHold(client, id, cellKey, bytes)) return;
+        this.hold(tag, { kind: "read", client, id, cellKey, sinceMs: now, bytes, txn: body.txn });
         outcome = node.replica.read(tag, now, this.out, takeover);
         break;
       }
       case "change":
-        this.requests.set(tag, { kind: "change", client, id, cellKey, sinceMs: now });
+        this.hold(tag, { kind: "change", client, id, cellKey, sinceMs: now, bytes: 0 });
         outcome = node.replica.proposeChange(body.change, tag, now, this.out);
         break;
     }
@@ -1059,10 +1077,39 @@ export class Server {
     });
   }
 
+  /**
+   * Whether the held requests have room for `bytes` more; if not, the client is told the server
+   * is overloaded (a request larger than the whole bound is refused as invalid: it never fits).
+   */
+  private mayHold(client: Address, id: number, cellKey: CellKey, bytes: number): boolean {
+    if (this.requestBytes + bytes <= this.requestBytesMax) return true;
+    if (bytes > this.requestBytesMax) {
+      this.respond(client, id, cellKey, {
+        type: "error",
+        code: "invalid",
+        message: `the request holds ${bytes} bytes, more than server ${this.serverId} holds for all requests (${this.requestBytesMax}); split it`,
+      });
+      return false;
+    }
+    this.counters.requestsOverloaded += 1;
+    this.respond(client, id, cellKey, {
+      type: "error",
+      code: "overloaded",
+      message: `server ${this.serverId} holds ${this.requestBytes} bytes of requests; retry after a backoff`,
+    });
+    return false;
+  }
+
+  private hold(tag: number, request: PendingRequest): void {
+    this.requests.set(tag, request);
+    this.requestBytes += request.bytes;
+  }
+
   private takeRequest(tag: number): PendingRequest | null {
     const request = this.requests.get(tag);
     if (request === undefined) return null;
     this.requests.delete(tag);
+    this.requestBytes -= request.bytes;
     return request;
   }
 
@@ -1262,7 +1309,7 @@ export class Server {
     const cutoff = this.scheduler.nowMs() - limits.serverRequestExpiryMs;
     for (const [tag, request] of this.requests) {
       if (request.sinceMs > cutoff) break;
-      this.requests.delete(tag);
+      this.takeRequest(tag);
     }
   }
 
