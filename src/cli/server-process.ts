@@ -300,6 +300,16 @@ export async function startServer(options: {
         "Connections closed because all partly received frames together reached their bound (the largest first)",
         transportStats.receiveBuffersShed,
       ),
+      gauge(
+        "physalia_transport_send_buffered_bytes",
+        "Bytes held in the sockets of connections that stopped reading, for all connections",
+        transportStats.sendBufferedBytes,
+      ),
+      counter(
+        "physalia_transport_send_buffers_shed_total",
+        "Connections closed because what their sockets held together reached its bound (the largest first)",
+        transportStats.sendBuffersShed,
+      ),
       gauge("process_resident_memory_bytes", "Resident set size", memory.rss),
       gauge("nodejs_heap_used_bytes", "V8 heap in use", memory.heapUsed),
       gauge("nodejs_heap_total_bytes", "V8 heap reserved", memory.heapTotal),

@@ -37,6 +37,13 @@ export const transportLimits = Object.freeze({
    * large frame's first bytes and stall cannot hold frameBytesMax each.
    */
   receiveBufferedBytesMax: 256 * 1024 * 1024,
+  /**
+   * Bytes written to connections whose sockets stopped taking them (each holds at most its
+   * socket's high-water mark and one frame), for all connections together. Past this the
+   * connection holding the most is closed, so many peers that stop reading cannot hold
+   * frameBytesMax each in their sockets beside what is queued for them.
+   */
+  sendBufferedBytesMax: 256 * 1024 * 1024,
   /** A queued frame older than this is dropped rather than sent: its content is stale. */
   peerQueueAgeMsMax: 10_000,
   /** Messages accepted by `send` between two flushes. */
@@ -119,6 +126,8 @@ export function transportLimitsProblem(bounds: TransportLimits): string | null {
     return `queuedBytesMax ${bounds.queuedBytesMax} must hold at least one peer's queue of peerQueueBytesMax ${bounds.peerQueueBytesMax}`;
   if (bounds.receiveBufferedBytesMax < 2 * bounds.frameBytesMax)
     return `receiveBufferedBytesMax ${bounds.receiveBufferedBytesMax} must hold at least two frames of frameBytesMax ${bounds.frameBytesMax}`;
+  if (bounds.sendBufferedBytesMax < 2 * bounds.frameBytesMax)
+    return `sendBufferedBytesMax ${bounds.sendBufferedBytesMax} must hold at least two frames of frameBytesMax ${bounds.frameBytesMax}`;
   if (bounds.reconnectDelayMsMax < bounds.reconnectDelayMsMin * 2)
     return `reconnectDelayMsMax ${bounds.reconnectDelayMsMax} must be at least twice reconnectDelayMsMin ${bounds.reconnectDelayMsMin} so backoff can grow`;
   if (bounds.messageBytesMax > limits.messageBytesMax)

@@ -641,6 +641,40 @@ describe("TcpTransport", () => {
     await waitFor(() => s.stats().receiveBufferedBytes === 0, "closed connections to release their bytes");
   });
 
+  it("bounds the bytes held in sockets that stopped reading, closing the largest holder", async () => {
+    const stalled: { target: string; socket: () => Socket | null }[] = [];
+    for (let i = 0; i < 3; i++) stalled.push(await stalledPeer());
+    const bounds = {
+      messageBytesMax: 64 * 1024,
+      frameBytesMax: 128 * 1024,
+      sendBufferedBytesMax: 256 * 1024,
+    };
+    const a = await server<Uint8Array>({ codec: bytesCodec, limits: bounds, warn: () => {} });
+    const closedBefore = stalled.map((peer) => peer.socket());
+    // Frames of about 120 KiB to peers that never read, far beyond the kernel's buffers: each
+    // socket that blocks holds about one frame, and three do not fit in 256 KiB.
+    for (let turn = 0; turn < 2_000 && a.stats().sendBuffersShed === 0; turn++) {
+      for (const peer of stalled) {
+        a.send(peer.target, new Uint8Array(60 * 1024));
+        a.send(peer.target, new Uint8Array(60 * 1024));
+      }
+      a.flush();
+      expect(a.stats().sendBufferedBytes).toBeLessThanOrEqual(bounds.sendBufferedBytesMax);
+      if (turn % 20 === 0) await sleep(1);
+    }
+    const stats = a.stats();
+    expect(stats.sendBuffersShed).toBeGreaterThan(0);
+    expect(stats.sendBufferedBytes).toBeGreaterThan(0);
+    expect(stats.sendBufferedBytes).toBeLessThanOrEqual(bounds.sendBufferedBytesMax);
+    // The shed connection is closed: what is still queued for that peer goes on a new one.
+    await waitFor(
+      () => stalled.some((peer, i) => peer.socket() !== closedBefore[i]),
+      "a stalled peer to be dialled again",
+    );
+    await a.close();
+    expect(a.stats().sendBufferedBytes).toBe(0);
+  });
+
   it("refuses bounds whose total queue cannot hold one peer's", () => {
     expect(
       () => new TcpTransport({ colonyKey, codec: noteCodec, limits: { queuedBytesMax: 1024 * 1024 } }),

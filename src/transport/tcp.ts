@@ -139,6 +139,10 @@ export interface TransportStats {
   readonly receiveBufferedBytes: number;
   /** Connections closed because all partly received frames together reached receiveBufferedBytesMax. */
   readonly receiveBuffersShed: number;
+  /** Bytes held in the sockets of connections that stopped taking them, for all connections now. */
+  readonly sendBufferedBytes: number;
+  /** Connections closed because what their sockets held together reached sendBufferedBytesMax. */
+  readonly sendBuffersShed: number;
   readonly warningsSuppressed: number;
 }
 
@@ -209,6 +213,8 @@ class Connection {
   sequenceReceived = -1;
   /** The socket's buffer is full: wait for 'drain'. */
   blocked = false;
+  /** What the socket held when it blocked (counted in sendBufferedBytes until 'drain' or close). */
+  sendBuffered = 0;
   /** A duplicate being closed: no more writes, but frames still arriving are delivered. */
   retiring = false;
   badFrames = 0;
@@ -324,6 +330,8 @@ export class TcpTransport<M> implements TransportPort<M> {
     queuesShed: 0,
     receiveBufferedBytes: 0,
     receiveBuffersShed: 0,
+    sendBufferedBytes: 0,
+    sendBuffersShed: 0,
     warningsSuppressed: 0,
   };
   private readonly framesDropped = zeroCounts();
@@ -643,8 +651,39 @@ export class TcpTransport<M> implements TransportPort<M> {
       this.counters.framesSent += 1;
       this.counters.messagesSent += frame.count;
       this.counters.bytesSent += bytes.length;
-      if (!connection.socket.write(bytes)) connection.blocked = true;
+      if (!connection.socket.write(bytes)) {
+        connection.blocked = true;
+        this.holdSendBuffer(connection);
+        return;
+      }
     }
+  }
+
+  /** Counts what a blocked connection's socket holds; past the bound, the largest holder is closed. */
+  private holdSendBuffer(connection: Connection): void {
+    const held = connection.socket.writableLength;
+    this.counters.sendBufferedBytes += held - connection.sendBuffered;
+    connection.sendBuffered = held;
+    while (this.counters.sendBufferedBytes > this.bounds.sendBufferedBytesMax) {
+      let largest = connection;
+      for (const other of this.connections) if (other.sendBuffered > largest.sendBuffered) largest = other;
+      this.counters.sendBuffersShed += 1;
+      this.warn(
+        "bytes held in sockets that stopped reading over their bound: closing the connection holding the most",
+        {
+          remote: largest.remote ?? "unknown",
+          bytes: largest.sendBuffered,
+        },
+      );
+      this.releaseSendBuffer(largest);
+      largest.socket.destroy();
+    }
+  }
+
+  /** What a connection's socket held no longer counts (it drained, or it closed). */
+  private releaseSendBuffer(connection: Connection): void {
+    this.counters.sendBufferedBytes -= connection.sendBuffered;
+    connection.sendBuffered = 0;
   }
 
   /** Drop queued frames too old to be worth sending; the queue is in age order. */
@@ -834,6 +873,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     socket.on("data", (chunk: Buffer) => this.receive(connection, chunk));
     socket.on("drain", () => {
       connection.blocked = false;
+      this.releaseSendBuffer(connection);
       const peer = connection.remote === null ? undefined : this.peers.get(connection.remote);
       if (peer !== undefined && peer.connection === connection) this.pump(peer);
     });
@@ -920,6 +960,7 @@ export class TcpTransport<M> implements TransportPort<M> {
   private onClose(connection: Connection): void {
     connection.clearTimer();
     this.releaseReceiveBuffer(connection);
+    this.releaseSendBuffer(connection);
     this.connections.delete(connection);
     if (connection.direction === "inbound") this.inboundOpen -= 1;
     connection.markClosed();
