@@ -300,6 +300,11 @@ export async function startServer(options: {
         "Connections closed because all partly received frames together reached their bound (the largest first)",
         transportStats.receiveBuffersShed,
       ),
+      counter(
+        "physalia_transport_reads_paused_total",
+        "Turns in which every connection stopped reading because the turn's bytes reached their bound",
+        transportStats.readsPaused,
+      ),
       gauge(
         "physalia_transport_send_buffered_bytes",
         "Bytes held in the sockets of connections that stopped reading, for all connections",

@@ -44,6 +44,13 @@ export const transportLimits = Object.freeze({
    * frameBytesMax each in their sockets beside what is queued for them.
    */
   sendBufferedBytesMax: 256 * 1024 * 1024,
+  /**
+   * Bytes read from all connections together in one turn of the event loop. Past this every
+   * connection stops reading until the next turn, after the receiver has handled what arrived,
+   * so a burst from many peers cannot fill the receiver's inbox with more than this and one
+   * read per connection (TCP's flow control holds the rest at the senders).
+   */
+  turnReceiveBytesMax: 64 * 1024 * 1024,
   /** A queued frame older than this is dropped rather than sent: its content is stale. */
   peerQueueAgeMsMax: 10_000,
   /** Messages accepted by `send` between two flushes. */
@@ -126,6 +133,8 @@ export function transportLimitsProblem(bounds: TransportLimits): string | null {
     return `queuedBytesMax ${bounds.queuedBytesMax} must hold at least one peer's queue of peerQueueBytesMax ${bounds.peerQueueBytesMax}`;
   if (bounds.receiveBufferedBytesMax < 2 * bounds.frameBytesMax)
     return `receiveBufferedBytesMax ${bounds.receiveBufferedBytesMax} must hold at least two frames of frameBytesMax ${bounds.frameBytesMax}`;
+  if (bounds.turnReceiveBytesMax < bounds.frameBytesMax)
+    return `turnReceiveBytesMax ${bounds.turnReceiveBytesMax} must hold at least one frame of frameBytesMax ${bounds.frameBytesMax}`;
   if (bounds.sendBufferedBytesMax < 2 * bounds.frameBytesMax)
     return `sendBufferedBytesMax ${bounds.sendBufferedBytesMax} must hold at least two frames of frameBytesMax ${bounds.frameBytesMax}`;
   if (bounds.reconnectDelayMsMax < bounds.reconnectDelayMsMin * 2)

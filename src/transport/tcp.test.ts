@@ -255,6 +255,60 @@ describe("TcpTransport", () => {
     expect(atB.slice(1).map((r) => r.message[0])).toEqual(Array.from({ length: 10 }, (_, i) => i));
   });
 
+  it("stops reading for the rest of a turn once the turn's bytes reach their bound, and loses nothing", async () => {
+    const bounds = {
+      messageBytesMax: 32 * 1024,
+      frameBytesMax: 128 * 1024,
+      peerQueueBytesMax: 64 * 1024 * 1024,
+      turnReceiveBytesMax: 256 * 1024,
+    };
+    const a = await server<Uint8Array>({ codec: bytesCodec, limits: bounds });
+    const senders = [
+      await server<Uint8Array>({ codec: bytesCodec, limits: bounds }),
+      await server<Uint8Array>({ codec: bytesCodec, limits: bounds }),
+    ];
+    // What each turn of a's event loop delivers: a turn ends with the immediates queued in it.
+    const turns: number[] = [];
+    let turn: { bytes: number } | null = null;
+    let delivered = 0;
+    a.onMessage((_from, message) => {
+      if (turn === null) {
+        const current = { bytes: 0 };
+        turn = current;
+        setImmediate(() => {
+          turns.push(current.bytes);
+          turn = null;
+        });
+      }
+      turn.bytes += message.length;
+      delivered += 1;
+    });
+    for (const sender of senders) {
+      sender.send(a.address, new Uint8Array(1));
+      sender.flush();
+    }
+    await waitFor(() => delivered === senders.length, "the first messages");
+    // 8 MiB from each sender, all at once: far more than the bound in every turn.
+    const perSender = 256;
+    for (let i = 0; i < perSender; i++) {
+      for (const sender of senders) sender.send(a.address, new Uint8Array(30 * 1024).fill(i));
+    }
+    for (const sender of senders) sender.flush();
+    const expected = senders.length * (perSender + 1);
+    await waitFor(() => delivered === expected, "every message to arrive");
+    await sleep(5);
+    const stats = a.stats();
+    expect(stats.readsPaused).toBeGreaterThan(0);
+    expect(stats.messagesDropped).toEqual(
+      Object.fromEntries(Object.keys(stats.messagesDropped).map((reason) => [reason, 0])),
+    );
+    // A turn delivers what it read (at most the bound and one read of each connection) and the
+    // frames that reads of earlier turns began.
+    const readMax = 64 * 1024;
+    const turnMax = bounds.turnReceiveBytesMax + senders.length * (readMax + bounds.frameBytesMax);
+    expect(Math.max(...turns)).toBeLessThanOrEqual(turnMax);
+  });
+
   it("lays out messages a codec writes exactly as messages it encodes, bounds included", async () => {
     // A codec with `write` has its messages written into the frame being built, not encoded one
     // by one: the frames must split at the same bounds and carry the same bytes.

@@ -139,6 +139,8 @@ export interface TransportStats {
   readonly receiveBufferedBytes: number;
   /** Connections closed because all partly received frames together reached receiveBufferedBytesMax. */
   readonly receiveBuffersShed: number;
+  /** Turns of the event loop in which every connection stopped reading at turnReceiveBytesMax. */
+  readonly readsPaused: number;
   /** Bytes held in the sockets of connections that stopped taking them, for all connections now. */
   readonly sendBufferedBytes: number;
   /** Connections closed because what their sockets held together reached sendBufferedBytesMax. */
@@ -306,6 +308,8 @@ export class TcpTransport<M> implements TransportPort<M> {
   private inboundOpen = 0;
   private dialsPending = 0;
   private localDelivery: { immediate: NodeJS.Immediate; messages: M[] } | null = null;
+  /** Bytes read in this turn of the event loop (countTurnBytes), and whether reads stopped. */
+  private turnReceived: { bytes: number; paused: boolean; immediate: NodeJS.Immediate } | null = null;
   private closing: Promise<void> | null = null;
 
   private warningWindowStartMs = 0;
@@ -330,6 +334,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     queuesShed: 0,
     receiveBufferedBytes: 0,
     receiveBuffersShed: 0,
+    readsPaused: 0,
     sendBufferedBytes: 0,
     sendBuffersShed: 0,
     warningsSuppressed: 0,
@@ -492,6 +497,8 @@ export class TcpTransport<M> implements TransportPort<M> {
     this.messagesDropped.closed += this.pendingCount;
     this.pending.clear();
     this.pendingCount = 0;
+    if (this.turnReceived !== null) clearImmediate(this.turnReceived.immediate);
+    this.turnReceived = null;
     if (this.localDelivery !== null) {
       clearImmediate(this.localDelivery.immediate);
       this.messagesDropped.closed += this.localDelivery.messages.length;
@@ -871,6 +878,8 @@ export class TcpTransport<M> implements TransportPort<M> {
   private wire(connection: Connection): void {
     const socket = connection.socket;
     socket.on("data", (chunk: Buffer) => this.receive(connection, chunk));
+    // A connection opened while reads are paused waits for the next turn too.
+    if (this.turnReceived?.paused === true) socket.pause();
     socket.on("drain", () => {
       connection.blocked = false;
       this.releaseSendBuffer(connection);
@@ -1006,6 +1015,7 @@ export class TcpTransport<M> implements TransportPort<M> {
   private receive(connection: Connection, chunk: Buffer): void {
     if (connection.socket.destroyed) return;
     this.counters.bytesReceived += chunk.length;
+    if (chunk.length > 0) this.countTurnBytes(chunk.length);
     const admitted = connection.splitter.isAdmitted;
     const heldBefore = connection.splitter.buffered;
     const split = connection.splitter.push(chunk);
@@ -1033,6 +1043,32 @@ export class TcpTransport<M> implements TransportPort<M> {
     ) {
       this.receive(connection, emptyChunk);
     }
+  }
+
+  /**
+   * Counts bytes read in this turn of the event loop; past turnReceiveBytesMax every connection
+   * stops reading until the next turn. The turn's end is an immediate queued at its first read,
+   * so it runs after the reads of the turn and before the receiver's own turn is done with them:
+   * reading resumes in the next poll for data, by which time the receiver has drained its inbox.
+   */
+  private countTurnBytes(bytes: number): void {
+    if (this.turnReceived === null) {
+      const turn = {
+        bytes: 0,
+        paused: false,
+        immediate: setImmediate(() => {
+          this.turnReceived = null;
+          if (turn.paused) for (const connection of this.connections) connection.socket.resume();
+        }),
+      };
+      this.turnReceived = turn;
+    }
+    const turn = this.turnReceived;
+    turn.bytes += bytes;
+    if (turn.paused || turn.bytes <= this.bounds.turnReceiveBytesMax) return;
+    turn.paused = true;
+    this.counters.readsPaused += 1;
+    for (const connection of this.connections) connection.socket.pause();
   }
 
   private rejectFrame(connection: Connection, reason: DropReason, detail: string): void {
