@@ -674,6 +674,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     while (this.counters.sendBufferedBytes > this.bounds.sendBufferedBytesMax) {
       let largest = connection;
       for (const other of this.connections) if (other.sendBuffered > largest.sendBuffered) largest = other;
+      assert(largest.sendBuffered > 0, "bytes held in sockets are accounted to connections");
       this.counters.sendBuffersShed += 1;
       this.warn(
         "bytes held in sockets that stopped reading over their bound: closing the connection holding the most",
