@@ -672,20 +672,39 @@ export class TcpTransport<M> implements TransportPort<M> {
     this.counters.sendBufferedBytes += held - connection.sendBuffered;
     connection.sendBuffered = held;
     while (this.counters.sendBufferedBytes > this.bounds.sendBufferedBytesMax) {
-      let largest = connection;
-      for (const other of this.connections) if (other.sendBuffered > largest.sendBuffered) largest = other;
-      assert(largest.sendBuffered > 0, "bytes held in sockets are accounted to connections");
-      this.counters.sendBuffersShed += 1;
-      this.warn(
-        "bytes held in sockets that stopped reading over their bound: closing the connection holding the most",
-        {
-          remote: largest.remote ?? "unknown",
-          bytes: largest.sendBuffered,
-        },
+      const closed = this.closeLargestHolder(
+        (c) => c.sendBuffered,
+        (c) => this.releaseSendBuffer(c),
+        "sendBuffersShed",
+        "bytes held in sockets that stopped reading over their bound",
       );
-      this.releaseSendBuffer(largest);
-      largest.socket.destroy();
+      assert(closed, "bytes held in sockets are accounted to connections");
     }
+  }
+
+  /**
+   * Closes the connection holding the most by `held` (a bound over all connections was passed),
+   * releasing what it held at once; false if none holds anything.
+   */
+  private closeLargestHolder(
+    held: (connection: Connection) => number,
+    release: (connection: Connection) => void,
+    counter: "receiveBuffersShed" | "sendBuffersShed",
+    what: string,
+  ): boolean {
+    let largest: Connection | null = null;
+    for (const connection of this.connections) {
+      if (largest === null || held(connection) > held(largest)) largest = connection;
+    }
+    if (largest === null || held(largest) === 0) return false;
+    this.counters[counter] += 1;
+    this.warn(`${what}: closing the connection holding the most`, {
+      remote: largest.remote ?? "unknown",
+      bytes: held(largest),
+    });
+    release(largest);
+    largest.socket.destroy();
+    return true;
   }
 
   /** What a connection's socket held no longer counts (it drained, or it closed). */
@@ -945,22 +964,6 @@ export class TcpTransport<M> implements TransportPort<M> {
     connection.timer.unref();
   }
 
-  /** Closes the connection holding the most of a partly received frame (see receiveBufferedBytesMax). */
-  private shedReceiveBuffer(): void {
-    let largest: Connection | null = null;
-    for (const connection of this.connections) {
-      if (largest === null || connection.splitter.buffered > largest.splitter.buffered) largest = connection;
-    }
-    if (largest === null || largest.splitter.buffered === 0) return;
-    this.counters.receiveBuffersShed += 1;
-    this.warn("partly received frames over their bound: closing the connection holding the most", {
-      remote: largest.remote ?? "unknown",
-      bytes: largest.splitter.buffered,
-    });
-    this.releaseReceiveBuffer(largest);
-    largest.socket.destroy();
-  }
-
   /** What a connection held of a partly received frame no longer counts. */
   private releaseReceiveBuffer(connection: Connection): void {
     this.counters.receiveBufferedBytes -= connection.splitter.buffered;
@@ -1021,7 +1024,13 @@ export class TcpTransport<M> implements TransportPort<M> {
     const heldBefore = connection.splitter.buffered;
     const split = connection.splitter.push(chunk);
     this.counters.receiveBufferedBytes += connection.splitter.buffered - heldBefore;
-    if (this.counters.receiveBufferedBytes > this.bounds.receiveBufferedBytesMax) this.shedReceiveBuffer();
+    if (this.counters.receiveBufferedBytes > this.bounds.receiveBufferedBytesMax)
+      this.closeLargestHolder(
+        (c) => c.splitter.buffered,
+        (c) => this.releaseReceiveBuffer(c),
+        "receiveBuffersShed",
+        "partly received frames over their bound",
+      );
     if (!split.ok) {
       this.framesDropped.oversized += 1;
       this.warn("oversized frame: closing connection", {
