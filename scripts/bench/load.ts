@@ -68,7 +68,7 @@ export interface LoadResult {
   readonly counters: Record<string, number>;
   /**
    * The warm-up before the window, reported and not judged: a server process's first seconds
-   * run code V8 has not optimized yet (docs/BENCHMARKS.md, "Warm-up").
+   * run code V8 has not optimized yet (docs/BENCHMARK-LOG.md, "Warm-up").
    */
   readonly warmup: {
     readonly seconds: number;

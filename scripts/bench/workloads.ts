@@ -122,10 +122,10 @@ export function throughputSettings(options: Options): ThroughputSettings {
     clientProcesses: options.integer("client-processes", 2),
     // One SDK client per client process, as an application holds one: its writers' requests of
     // a turn share a frame per server, and the servers answer it in one frame per turn. Four
-    // clients per process cost the servers a fifth more CPU per write (docs/BENCHMARKS.md).
+    // clients per process cost the servers a fifth more CPU per write (docs/BENCHMARK-LOG.md).
     connectionsPerProcess: options.integer("connections", 1),
     // V8 goes on compiling the servers' hot path for 40-60 s under this load on 2 cores
-    // (docs/BENCHMARKS.md, "Warm-up"): the window measures the colony after it.
+    // (docs/BENCHMARK-LOG.md, "Warm-up"): the window measures the colony after it.
     warmupSeconds: options.number("warmup", 60, 0),
     seconds: options.number("seconds", 20),
     thinkMs: options.number("think-ms", 0, 0),

@@ -657,7 +657,7 @@ export class PhysaliaClient {
    * client; under load an attempt there is late because it is queued. Giving it up would send a
    * copy around the leader, marked `leaderUnresponsive`, for a follower to relay: a duplicate the
    * leader commits and the session drops, on a colony already short of time (with 4,096 writers
-   * on 7 servers such copies cost about 11% of the writes/s, docs/BENCHMARKS.md). A leader cut off
+   * on 7 servers such copies cost about 11% of the writes/s, docs/BENCHMARK-LOG.md). A leader cut off
    * from its followers is not helped by the wait, so each operation waits so at most
    * limits.clientSlowLeaderWaitsMax times; its next timeout goes around the leader as before.
    */

@@ -95,7 +95,7 @@ export const limits = Object.freeze({
    * How long a leader holds the accepts of followers outside the majority it sends to at once.
    * Longer holds wake those followers less often: one client's writes on a 7-process colony cost
    * 0.86-0.89 times the server CPU with 40 ms than with 10 ms, at 0.94-0.95 times the p50; under
-   * the throughput load the two give the same writes/s (docs/BENCHMARKS.md). Below retransmitMs
+   * the throughput load the two give the same writes/s (docs/BENCHMARK-LOG.md). Below retransmitMs
    * (asserted), so a deferred accept always leaves before any retransmission could.
    */
   acceptDeferMs: 40,

@@ -137,7 +137,7 @@ export function pruneMembership(state: MembershipState, applied: number): Member
 /**
  * Shares equal membership states between the nodes of one server. A state is immutable, and the
  * nodes of cells placed on the same servers hold equal ones: sharing them saves a few hundred
- * bytes per resident node (docs/BENCHMARKS.md, `idle`). Bounded: when the table is full it is
+ * bytes per resident node (docs/BENCHMARK-LOG.md, `idle`). Bounded: when the table is full it is
  * emptied and fills again with the states in use; states already handed out stay valid.
  */
 export class MembershipInterner {

@@ -1822,7 +1822,7 @@ export class Replica<C, R> {
    * Applied entries stay in memory only where they serve catch-up by log segment: a leader keeps
    * the last logMemoryEntries (they are on disk), other nodes drop them once applied. Kept in
    * every member, each entry outlived several young-generation collections for a leader's sake
-   * only (docs/BENCHMARKS.md: a fifth more writes/s without). A follower that becomes leader
+   * only (docs/BENCHMARK-LOG.md: a fifth more writes/s without). A follower that becomes leader
    * answers members behind its first entries with a snapshot, and a candidate behind a promiser's
    * applied index catches up from it before it leads (PROTOCOL.md section 9).
    */

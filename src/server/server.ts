@@ -761,7 +761,7 @@ export class Server {
    * leaderSilenceMs): a server whose event loop was held that long read its sockets that much
    * later, and under a load that holds its loop, its peers' loops are held too, so their
    * heartbeats and accepts leave late. Silence then means a slow peer, not a gone one, and an
-   * election would add to the load (docs/BENCHMARKS.md, "16,384 writers"). A peer whose address
+   * election would add to the load (docs/BENCHMARK-LOG.md, "16,384 writers"). A peer whose address
    * refuses connections is gone and is suspected at once, whatever the allowance.
    */
   private silenceAllowanceMs(now: number): number {

@@ -19,7 +19,7 @@
  * A quiet server's idle collection replaces the worker (collectGarbage): the old one closes its
  * environment and ends, and the next checkpoint starts a new one. A load's checkpoints leave about
  * 145 MiB with a worker, in its heap and its lmdb environment, that neither a collection of its
- * heap nor the C allocator's settings gave back; ending the thread does (docs/BENCHMARKS.md).
+ * heap nor the C allocator's settings gave back; ending the thread does (docs/BENCHMARK-LOG.md).
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";

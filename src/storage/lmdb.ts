@@ -166,7 +166,7 @@ export const defaultCheckpointPolicy: CheckpointPolicy = {
   // to the point where every hosted cell is written in each interval. 1 s against 500 ms (when
   // checkpoints ran on the event loop): 1.08-1.27 times the writes/s at 1,000 cells. On the
   // worker, 2 s against 1 s: 19-21 against 28-33 us of the checkpoint workers' CPU per write
-  // under `throughput`; 4 s, 16 us (docs/BENCHMARKS.md). The journal and cell bounds above cap
+  // under `throughput`; 4 s, 16 us (docs/BENCHMARK-LOG.md). The journal and cell bounds above cap
   // what a restart replays whatever the interval.
   intervalMs: 2000,
 };
@@ -272,7 +272,7 @@ const durableEnvironmentOptions = {
   commitDelay: 0,
   // Each node write dirties its own leaf page (entry keys are scattered over cells), and a commit
   // writes every dirtied page whole: 1 KiB pages instead of 4 KiB write less per node write
-  // (docs/BENCHMARKS.md). Keys stay far below the size such pages allow (cell key <= 128 bytes,
+  // (docs/BENCHMARK-LOG.md). Keys stay far below the size such pages allow (cell key <= 128 bytes,
   // plus 9). Takes effect when an environment is created.
   pageSize: 1024,
 } as const satisfies RootDatabaseOptionsWithPath & { mapAsync: boolean };
