@@ -11,12 +11,12 @@ import {
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
-import { commandCodec } from "../cell/index.ts";
+import { type Command, commandCodec } from "../cell/index.ts";
 import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
 import { initialMembersProblem } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
-import { checkpointBucketsMs, LmdbStorage } from "../storage/index.ts";
+import { checkpointBucketsMs, diskSpaceNote, freeBytes, LmdbStorage } from "../storage/index.ts";
 import {
   AddressBook,
   formatServerAddress,
@@ -73,11 +73,19 @@ export async function startServer(options: {
   const self = config.topology.servers.find((s) => s.id === config.server);
   if (self === undefined) throw new Error(`server ${config.server} is not in the topology`);
   const startedMs = Date.now();
-  const storage = await LmdbStorage.open({
-    path: config.data,
-    codec: commandCodec,
-    checkpointWorker: checkpointWorkerModule,
-  });
+  let storage: LmdbStorage<Command>;
+  try {
+    storage = await LmdbStorage.open({
+      path: config.data,
+      codec: commandCodec,
+      checkpointWorker: checkpointWorkerModule,
+    });
+  } catch (error) {
+    // Replaying the journal into lmdb on a full disk fails as lmdb's "Input/output error".
+    const note = diskSpaceNote(config.data, { onlyWhenFull: true });
+    if (note === "") throw error;
+    throw new Error(`${(error as Error).message}${note}`, { cause: error });
+  }
   const tcp = new TcpTransport<ServerMessage>({
     listen: { host: self.host, port: self.port },
     colonyKey,
@@ -134,6 +142,7 @@ export async function startServer(options: {
     const counters = status.counters;
     const transportStats = tcp.stats();
     const storageStats = storage.stats();
+    const free = freeBytes(config.data);
     const memory = process.memoryUsage();
     const cpu = process.cpuUsage();
     return [
@@ -274,6 +283,15 @@ export async function startServer(options: {
         "Cells a checkpoint left as they were because their node record failed its checksum",
         storageStats.checkpointCellsSkippedCorrupt,
       ),
+      ...(free === null
+        ? []
+        : [
+            gauge(
+              "physalia_storage_free_bytes",
+              "Bytes the server may still write on the file system holding its data directory (below 64 MiB its storage counts as full: alert well before)",
+              free,
+            ),
+          ]),
       gauge(
         "physalia_storage_replayed_batches",
         "Journal records replayed into lmdb when the server started (batches a crash left there)",

@@ -1,4 +1,5 @@
 export { serveCheckpoints } from "./checkpoint-worker.ts";
+export { diskSpaceNote, freeBytes } from "./disk-space.ts";
 export {
   CorruptRecordError,
   checkpointBucketsMs,

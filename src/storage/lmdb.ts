@@ -113,6 +113,7 @@ import {
   type CheckpointRunner,
   WorkerRunner,
 } from "./checkpoint-runner.ts";
+import { diskNearlyFull, diskSpaceNote } from "./disk-space.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal, type JournalRecord } from "./journal.ts";
 import {
   decodePendingChanges,
@@ -546,8 +547,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
         encoded = entryViews(body, spans);
       } catch (error) {
         // A record half written, or not known durable: nothing after it may be appended.
-        failure = error;
-        this.broken = error instanceof Error ? error : new Error(String(error));
+        const message = error instanceof Error ? error.message : String(error);
+        failure = this.broken = new Error(`${message}${diskSpaceNote(this.path)}`, { cause: error });
       }
     }
     if (failure === null) {
@@ -726,8 +727,10 @@ export class LmdbStorage<C> implements StoragePort<C> {
     if (!result.ok) {
       // The journal still holds every change, and a restart replays it; until then nothing more
       // is accepted, so the journal cannot outgrow what a restart reads.
+      // A full disk shows here as lmdb's "Input/output error": say so, with what to do.
+      const restart = diskNearlyFull(this.path) ? "" : "; restart the server to replay the journal";
       this.broken ??= new Error(
-        `checkpoint to lmdb failed (${result.error}); restart the server to replay the journal`,
+        `checkpoint to lmdb failed (${result.error})${diskSpaceNote(this.path)}${restart}`,
       );
       return;
     }

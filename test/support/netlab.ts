@@ -8,6 +8,9 @@
  *
  * Needs Linux, root (for the namespace and the filter) and `nft`, which `ensureNftables` installs
  * from Debian's archive when it is missing (apt-get update, then apt-get install -y nftables).
+ *
+ * The same way, `runInPrivateMounts` runs a script in a private mount namespace (`unshare
+ * --mount`), where it can give a server a small disk of its own (a tmpfs) to fill.
  */
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { isIP } from "node:net";
@@ -163,7 +166,57 @@ export function runInPrivateNetwork<T>(
   cwd: string,
   timeoutMs: number,
 ): Promise<T> {
-  const { command, args, env } = privateNetworkCommand(nodeArgs);
+  return runJsonCommand(
+    privateNetworkCommand(nodeArgs),
+    `${nodeArgs.join(" ")} in a private network`,
+    cwd,
+    timeoutMs,
+  );
+}
+
+/**
+ * Runs `node ...nodeArgs` in a private mount namespace (`unshare --mount`, mounts private to it:
+ * what the script mounts vanishes with its last process and is never seen outside), resolving as
+ * runInPrivateNetwork does.
+ */
+export function runInPrivateMounts<T>(
+  nodeArgs: readonly string[],
+  cwd: string,
+  timeoutMs: number,
+): Promise<T> {
+  return runJsonCommand(
+    {
+      command: "unshare",
+      args: ["--mount", "--propagation", "private", "--", process.execPath, ...nodeArgs],
+      env: process.env,
+    },
+    `${nodeArgs.join(" ")} in a private mount namespace`,
+    cwd,
+    timeoutMs,
+  );
+}
+
+/** Why a private mount namespace with a tmpfs cannot be made here, or null when it can. */
+export function privateMountsUnavailable(): string | null {
+  if (process.platform !== "linux") return `mount namespaces need Linux, not ${process.platform}`;
+  if (process.getuid?.() !== 0) return "a private mount namespace and a tmpfs need root";
+  if (spawnSync("unshare", ["--version"]).status !== 0) return "`unshare` (util-linux) is not installed";
+  const probe = spawnSync(
+    "unshare",
+    ["--mount", "--propagation", "private", "--", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", "/mnt"],
+    { encoding: "utf8" },
+  );
+  if (probe.status !== 0)
+    return `cannot mount a tmpfs in a mount namespace: ${(probe.stderr ?? "").trim() || `exit ${probe.status}`}`;
+  return null;
+}
+
+function runJsonCommand<T>(
+  { command, args, env }: { command: string; args: string[]; env: NodeJS.ProcessEnv },
+  what: string,
+  cwd: string,
+  timeoutMs: number,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -179,12 +232,7 @@ export function runInPrivateNetwork<T>(
       clearTimeout(timer);
       const last = out.trim().split("\n").pop() ?? "";
       if (code === 0 && last.startsWith("{")) resolve(JSON.parse(last) as T);
-      else
-        reject(
-          new Error(
-            `${nodeArgs.join(" ")} in a private network exited with ${code ?? signal}: ${err}${out.slice(-1000)}`,
-          ),
-        );
+      else reject(new Error(`${what} exited with ${code ?? signal}: ${err}${out.slice(-1000)}`));
     });
   });
 }
