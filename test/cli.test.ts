@@ -4,7 +4,7 @@
  * codes for bad input, an unknown cell and an unreachable colony; Ctrl-C stops the colony.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -114,6 +114,29 @@ describe("the physalia command line against a local colony", () => {
     } finally {
       rmSync(elsewhere, { recursive: true, force: true });
     }
+  }, 60_000);
+
+  it("refuses a second server on a data directory in use, and the first goes on", async () => {
+    // s1's configuration with other ports: a copied configuration whose data was not changed.
+    const config = JSON.parse(readFileSync(join(dir, ".physalia", "servers", "s1.json"), "utf8"));
+    const [spare] = (await localTopology(1, 1)).servers;
+    config.topology.servers[0] = {
+      ...config.topology.servers[0],
+      port: spare?.port,
+      adminPort: spare?.adminPort,
+    };
+    writeFileSync(join(dir, "copy-of-s1.json"), JSON.stringify(config));
+    const second = await physalia(["server", "--config", "copy-of-s1.json"], dir);
+    expect(second.code).toBe(9);
+    const lines = second.stderr.trim().split("\n");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      new RegExp(
+        `^physalia: server s1 could not start: the data directory .*s1 is in use by another server process \\(pid ${colony.pid}\\)`,
+      ),
+    );
+    expect(lines[0]).toContain("Stop that process first, or give this server its own data directory");
+    expect((await physalia(["get", "vol-7", "replicas"], dir)).stdout.trim()).toBe("5");
   }, 60_000);
 
   it("stops cleanly on Ctrl-C", async () => {

@@ -16,7 +16,13 @@ import { NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
 import { initialMembersProblem } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
-import { checkpointBucketsMs, diskSpaceNote, freeBytes, LmdbStorage } from "../storage/index.ts";
+import {
+  checkpointBucketsMs,
+  diskSpaceNote,
+  freeBytes,
+  LmdbStorage,
+  lockDataDirectory,
+} from "../storage/index.ts";
 import {
   AddressBook,
   formatServerAddress,
@@ -73,6 +79,8 @@ export async function startServer(options: {
   const self = config.topology.servers.find((s) => s.id === config.server);
   if (self === undefined) throw new Error(`server ${config.server} is not in the topology`);
   const startedMs = Date.now();
+  // Before anything in the directory is read: no other server process may be using it.
+  const lock = await lockDataDirectory(config.data);
   let storage: LmdbStorage<Command>;
   try {
     storage = await LmdbStorage.open({
@@ -81,6 +89,7 @@ export async function startServer(options: {
       checkpointWorker: checkpointWorkerModule,
     });
   } catch (error) {
+    await lock.release();
     // Replaying the journal into lmdb on a full disk fails as lmdb's "Input/output error".
     const note = diskSpaceNote(config.data, { onlyWhenFull: true });
     if (note === "") throw error;
@@ -96,6 +105,7 @@ export async function startServer(options: {
     await tcp.start();
   } catch (error) {
     await storage.close();
+    await lock.release();
     throw error;
   }
   const book = addressBook(config.topology);
@@ -537,6 +547,7 @@ export async function startServer(options: {
     server.stop();
     await tcp.close();
     await storage.close();
+    await lock.release();
     throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
   });
 
@@ -550,6 +561,7 @@ export async function startServer(options: {
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       await tcp.close();
       await storage.close();
+      await lock.release();
       logger.log("info", "server stopped");
     })();
     return closing;

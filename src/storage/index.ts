@@ -1,4 +1,5 @@
 export { serveCheckpoints } from "./checkpoint-worker.ts";
+export { DataDirectoryInUseError, type DataDirectoryLock, lockDataDirectory } from "./data-lock.ts";
 export { diskSpaceNote, freeBytes } from "./disk-space.ts";
 export {
   CorruptRecordError,
