@@ -105,6 +105,14 @@ describe("the lock of a data directory", () => {
     }
   }, 30_000);
 
+  it("says which directory it cannot create, and what to do", async () => {
+    const file = join(root, "a-file");
+    writeFileSync(file, "");
+    await expect(lockDataDirectory(join(file, "s1"))).rejects.toThrow(
+      /^cannot create the data directory .*a-file\/s1 \(ENOTDIR\): create it, writable by this user/,
+    );
+  });
+
   it("replaces a stale server.pid: its process gone, or its pid now another process's", async () => {
     const dir = freshDir();
     const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], {

@@ -55,7 +55,16 @@ export class DataDirectoryInUseError extends Error {
 
 /** Takes the lock of the data directory `path` (created if missing), or throws DataDirectoryInUseError. */
 export async function lockDataDirectory(path: string): Promise<DataDirectoryLock> {
-  mkdirSync(path, { recursive: true });
+  try {
+    mkdirSync(path, { recursive: true });
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    throw new Error(
+      `cannot create the data directory ${path} (${code ?? message}): create it, writable by this user, ` +
+        "or name another one in the configuration's data",
+      { cause: error },
+    );
+  }
   const directory = realpathSync(path);
   const pidFile = join(directory, pidFileName);
   const socket = process.platform === "linux" ? await bindLockSocket(directory, pidFile, path) : null;
