@@ -8,13 +8,15 @@
  *    s1 stops by itself, and keeps the value of every put it saw acknowledged.
  * 2. s1 started again with the disk still full: it must refuse to start, saying the disk is full.
  * 3. The ballast removed and s1 started again: it replays its journal and answers.
- * 4. Three other servers killed: every cell's majority now needs s1's votes and promises, so a
- *    linearizable read of every acknowledged value checks that s1 lost nothing it acknowledged
- *    before its disk filled.
+ * 4. Three other servers killed: every cell's majority now needs s1, so each acknowledged value
+ *    is read back (linearizably) through a majority that includes s1. That checks s1 came back
+ *    with its nodes, promises and votes in working order and that no acknowledged value was lost;
+ *    the values themselves may come from the leader's copy rather than s1's.
  *
  * Usage: node --import tsx test/support/disk-full-scenario.ts DIR [--planted-loss]
  * Prints one JSON object (DiskFullResult) as its last line. `--planted-loss` deletes s1's journal
- * before step 3, a storage that loses what it acknowledged, which step 4 must catch.
+ * before step 3, a storage that loses what it acknowledged (here s1's nodes themselves: its
+ * checkpoints failed on the full disk, so only the journal held them), which step 4 must catch.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
