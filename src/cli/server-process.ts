@@ -560,8 +560,11 @@ export async function startServer(options: {
       admin.closeAllConnections();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       await tcp.close();
-      await storage.close();
-      await lock.release();
+      try {
+        await storage.close();
+      } finally {
+        await lock.release();
+      }
       logger.log("info", "server stopped");
     })();
     return closing;

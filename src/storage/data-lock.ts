@@ -14,6 +14,8 @@
  *   names another live process that has a file of the directory open refuses too, which covers holders in another
  *   network namespace (and platforms without abstract sockets) when both share a pid namespace.
  *   A stale file (its process gone, or not holding the directory: its pid reused) is replaced.
+ *   This check is not atomic: two servers started at the same moment in different network
+ *   namespaces can both pass it. The socket is the lock; the file is the second line.
  */
 import {
   closeSync,
