@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -111,6 +111,18 @@ describe("the lock of a data directory", () => {
     await expect(lockDataDirectory(join(file, "s1"))).rejects.toThrow(
       /^cannot create the data directory .*a-file\/s1 \(ENOTDIR\): create it, writable by this user/,
     );
+  });
+
+  it("says when it cannot write server.pid, and leaves the directory free", async () => {
+    const dir = freshDir();
+    // A directory where the pid file should be: opening it for writing fails (EISDIR), as an
+    // unwritable file would, for root as well.
+    mkdirSync(join(dir, pidFileName), { recursive: true });
+    await expect(lockDataDirectory(dir)).rejects.toThrow(
+      /^cannot write .*server\.pid \(EISDIR\): the data directory must be writable by this user/,
+    );
+    rmSync(join(dir, pidFileName), { recursive: true });
+    await (await lockDataDirectory(dir)).release();
   });
 
   it("replaces a stale server.pid: its process gone, or its pid now another process's", async () => {

@@ -76,8 +76,19 @@ export async function lockDataDirectory(path: string): Promise<DataDirectoryLock
     throw new DataDirectoryInUseError(path, holder);
   }
   // Kept open while the lock is held: a file of the directory that /proc shows this process holds.
-  const fd = openSync(pidFile, "w");
-  writeSync(fd, `${process.pid}\n`);
+  let fd = -1;
+  try {
+    fd = openSync(pidFile, "w");
+    writeSync(fd, `${process.pid}\n`);
+  } catch (error) {
+    if (fd >= 0) closeSync(fd);
+    await closeSocket(socket);
+    const { code, message } = error as NodeJS.ErrnoException;
+    throw new Error(
+      `cannot write ${pidFile} (${code ?? message}): the data directory must be writable by this user`,
+      { cause: error },
+    );
+  }
   let released = false;
   return {
     path,
