@@ -33,4 +33,11 @@ describe("a scrape of a server's /metrics", () => {
     }
     expect(Math.max(...pendingAfterTwoScrapes)).toBeGreaterThan(0);
   }, 60_000);
+
+  it("gives the free space of the file system holding the data directory", async () => {
+    server ??= await startOneServer("scrape");
+    const free = metric(await server.scrape(), "physalia_storage_free_bytes");
+    expect(free).toBeGreaterThan(0);
+    expect(Number.isSafeInteger(free)).toBe(true);
+  }, 60_000);
 });

@@ -104,8 +104,11 @@ export async function startServer(options: {
   try {
     await tcp.start();
   } catch (error) {
-    await storage.close();
-    await lock.release();
+    try {
+      await storage.close();
+    } finally {
+      await lock.release();
+    }
     throw error;
   }
   const book = addressBook(config.topology);
@@ -298,7 +301,7 @@ export async function startServer(options: {
         : [
             gauge(
               "physalia_storage_free_bytes",
-              "Bytes the server may still write on the file system holding its data directory (below 64 MiB its storage counts as full: alert well before)",
+              "Bytes the server may still write on the file system holding its data directory (under 64 MiB a storage failure calls the disk full: alert well before)",
               free,
             ),
           ]),
@@ -546,8 +549,11 @@ export async function startServer(options: {
   }).catch(async (error: unknown) => {
     server.stop();
     await tcp.close();
-    await storage.close();
-    await lock.release();
+    try {
+      await storage.close();
+    } finally {
+      await lock.release();
+    }
     throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
   });
 
