@@ -45,6 +45,12 @@ describe.skipIf(skipped !== null)("a server whose disk fills up", () => {
     expect(result.s1LastLog).toContain('"server stopped"');
     expect(result.s1LastLog).toMatch(/the disk is full \(\d+ bytes free on the file system holding .*s1\)/);
     expect(result.s1LastLog).toContain("free space there, then start the server again");
+    // It had warned before, in its log: its 48 MiB file system was under the warning's threshold
+    // from the start, and so was every check after.
+    expect(result.s1Warnings.length).toBeGreaterThan(0);
+    expect(result.s1Warnings[0]).toMatch(
+      /"level":"warn".*the disk is nearly full: .* free on the file system holding .*s1/,
+    );
     // On the full disk it does not start, and says why in one line.
     expect(result.fullRestartExit).toBe(9);
     expect(result.fullRestartOutput).toMatch(/^physalia: server s1 could not start: .*the disk is full/m);

@@ -18,6 +18,7 @@ import { initialMembersProblem } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
 import {
   checkpointBucketsMs,
+  diskLowWarning,
   diskSpaceNote,
   freeBytes,
   LmdbStorage,
@@ -63,6 +64,9 @@ const adminCheckpointWaitMsMax = 30_000;
 const adminCheckpointPollMs = 10;
 /** Cells one creation request may carry. */
 const createCellsMax = 1000;
+/** How often a server looks at its disk's free space, and how often it warns while it is low. */
+const diskCheckIntervalMs = 10_000;
+const diskWarnIntervalMs = 60_000;
 /** Cell keys listed per /cells page. */
 const cellsPageMax = 10_000;
 /** GET /status counts hosted nodes exactly at most this often (the count makes lmdb catch up first). */
@@ -558,10 +562,23 @@ export async function startServer(options: {
   });
 
   const unwatch = processCollector?.watch(server, () => storage.collectWorkerGarbage()) ?? (() => {});
+  // A disk filling up is said in the log before the server has to stop: at start, then every
+  // 10 s, at most once a minute.
+  let diskWarnedAtMs = Number.NEGATIVE_INFINITY;
+  const checkDisk = (): void => {
+    const warning = diskLowWarning(config.data, freeBytes(config.data));
+    if (warning === null || Date.now() - diskWarnedAtMs < diskWarnIntervalMs) return;
+    diskWarnedAtMs = Date.now();
+    logger.log("warn", warning);
+  };
+  checkDisk();
+  const diskTimer = setInterval(checkDisk, diskCheckIntervalMs);
+  diskTimer.unref();
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
       unwatch();
+      clearInterval(diskTimer);
       server.stop();
       admin.closeAllConnections();
       await new Promise<void>((resolve) => admin.close(() => resolve()));

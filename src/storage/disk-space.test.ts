@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { diskNearlyFullBytes, diskSpaceNote, freeBytes } from "./disk-space.ts";
+import { diskLowBytes, diskLowWarning, diskNearlyFullBytes, diskSpaceNote, freeBytes } from "./disk-space.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "physalia-disk-space-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -38,5 +38,14 @@ describe("free space in storage failures' messages", () => {
   it("adds nothing when the free space is unknown", () => {
     expect(diskSpaceNote("/data/s1", { free: null })).toBe("");
     expect(diskSpaceNote(join(dir, "no-such-directory"))).toBe("");
+  });
+
+  it("warns of a disk nearly full below its threshold, and not above it or when unknown", () => {
+    expect(diskLowWarning("/data/s1", 100 * 1024 * 1024)).toBe(
+      "the disk is nearly full: 100.0 MiB free on the file system holding /data/s1; " +
+        "the server stops once it cannot make a write durable: free space there",
+    );
+    expect(diskLowWarning("/data/s1", diskLowBytes)).toBeNull();
+    expect(diskLowWarning("/data/s1", null)).toBeNull();
   });
 });

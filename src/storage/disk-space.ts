@@ -44,6 +44,22 @@ export function diskSpaceNote(
   return onlyWhenFull ? "" : `; ${amount}`;
 }
 
+/**
+ * Below this a running server warns in its log, once a minute while it stays below: room for a
+ * few minutes of a busy server's journal and checkpoints, time for an operator to act before
+ * the server has to stop.
+ */
+export const diskLowBytes = 256 * 1024 * 1024;
+
+/** The warning for a data directory with `free` bytes left, or null above diskLowBytes. */
+export function diskLowWarning(path: string, free: number | null): string | null {
+  if (free === null || free >= diskLowBytes) return null;
+  return (
+    `the disk is nearly full: ${formatBytes(free)} free on the file system holding ${path}; ` +
+    "the server stops once it cannot make a write durable: free space there"
+  );
+}
+
 /** Whether the file system holding `path` has less than diskNearlyFullBytes left. */
 export function diskNearlyFull(path: string): boolean {
   const free = freeBytes(path);

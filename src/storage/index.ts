@@ -1,6 +1,6 @@
 export { serveCheckpoints } from "./checkpoint-worker.ts";
 export { DataDirectoryInUseError, type DataDirectoryLock, lockDataDirectory } from "./data-lock.ts";
-export { diskSpaceNote, freeBytes } from "./disk-space.ts";
+export { diskLowWarning, diskSpaceNote, freeBytes } from "./disk-space.ts";
 export {
   CorruptRecordError,
   checkpointBucketsMs,

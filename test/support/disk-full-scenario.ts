@@ -32,6 +32,8 @@ export interface DiskFullResult {
   /** How s1 ended: its exit as ProcessColony saw it, and its last log line. */
   readonly s1Exit: string | null;
   readonly s1LastLog: string;
+  /** s1's warnings that its disk was nearly full, logged before it stopped. */
+  readonly s1Warnings: readonly string[];
   /** s1 started again on the full disk: its exit code and what it printed. */
   readonly fullRestartExit: number | null;
   readonly fullRestartOutput: string;
@@ -93,7 +95,9 @@ try {
     }),
   );
   const s1Exit = colony.unexpectedExits.find((exit) => exit.startsWith("server s1 ")) ?? null;
-  const s1LastLog = readFileSync(colony.logFile("s1"), "utf8").trim().split("\n").pop() ?? "";
+  const s1Log = readFileSync(colony.logFile("s1"), "utf8").trim().split("\n");
+  const s1LastLog = s1Log.at(-1) ?? "";
+  const s1Warnings = s1Log.filter((line) => line.includes("the disk is nearly full")).slice(0, 5);
   for (const key of unsure) acknowledged.delete(key);
   // s1 is gone: forget its process so that it can be started again.
   await colony.kill("s1");
@@ -158,6 +162,7 @@ try {
     acknowledged: acknowledged.size,
     s1Exit,
     s1LastLog,
+    s1Warnings,
     fullRestartExit: full.exit,
     fullRestartOutput: full.output.trim().slice(-2000),
     restartHealthyMs,
