@@ -179,6 +179,7 @@ describe("physalia up --processes", () => {
       expect((await physalia(["get", "vol-p", "owner"], dir)).stdout.trim()).toBe("team-a");
       const status = JSON.parse((await physalia(["status", "--json"], dir)).stdout);
       expect(JSON.stringify(status)).toContain('"s7"');
+      expect(status.servers[0].dataFreeBytes).toBeGreaterThan(0);
       const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));
       process.kill(colony.pid as number, "SIGINT");
       expect(await exited).toBe(0);

@@ -206,6 +206,8 @@ describe("physalia status", () => {
           suspectedPeers: [],
           uptimeSeconds: 5,
           rssBytes: 1,
+          dataFreeBytes: 1000,
+          diskWarning: "the disk is nearly full: 1000 bytes free on the file system holding /data/s1; ...",
         };
       },
     ]);
@@ -213,13 +215,21 @@ describe("physalia status", () => {
       const text = await physalia(cwd, "status", "--colony", "colony.json");
       expect(text.code).toBe(clientExitCodes.ok);
       expect(text.stdout).toContain("s1: stalled cells: vol-old (upgrade the servers)\n");
+      expect(text.stdout).toContain(
+        "s1: the disk is nearly full: 1000 bytes free on the file system holding /data/s1",
+      );
       const line = text.stdout.split("\n").find((l) => l.startsWith("s1: faulty cells: "));
       expect(line).toBe(
         `s1: faulty cells: ${faulty.slice(0, 10).join(", ")}, ... (2,500 in all) ` +
           "(a damaged record: replace the node with a new incarnation)",
       );
       const json = JSON.parse((await physalia(cwd, "status", "--json", "--colony", "colony.json")).stdout);
-      expect(json.servers[0]).toMatchObject({ up: true, faultyCount: 2500, stalledCount: 1 });
+      expect(json.servers[0]).toMatchObject({
+        up: true,
+        faultyCount: 2500,
+        stalledCount: 1,
+        dataFreeBytes: 1000,
+      });
       expect(json.servers[0].faultyCells).toHaveLength(1000);
     } finally {
       await colony.close();

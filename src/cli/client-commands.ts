@@ -1254,6 +1254,8 @@ const statusFields = [
   "suspectedPeers",
   "uptimeSeconds",
   "rssBytes",
+  "dataFreeBytes",
+  "diskWarning",
 ] as const;
 
 async function colonyStatus(io: Io): Promise<number> {
@@ -1311,6 +1313,7 @@ async function colonyStatus(io: Io): Promise<number> {
         );
       if (Array.isArray(r.suspectedPeers) && r.suspectedPeers.length > 0)
         io.out(`${r.server}: suspects ${r.suspectedPeers.join(", ")}`);
+      if (typeof r.diskWarning === "string") io.out(`${r.server}: ${r.diskWarning}`);
     }
   }
   if (up === 0)

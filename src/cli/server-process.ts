@@ -441,6 +441,7 @@ export async function startServer(options: {
     }
     if (request.method === "GET" && url.pathname === "/status") {
       const status = server.status();
+      const free = freeBytes(config.data);
       reply(response, 200, {
         server: self?.id,
         address: formatServerAddress(self?.host ?? "", self?.port ?? 0),
@@ -456,6 +457,8 @@ export async function startServer(options: {
         suspectedPeers: status.suspectedPeers,
         uptimeSeconds: Math.round((Date.now() - startedMs) / 1000),
         rssBytes: process.memoryUsage().rss,
+        dataFreeBytes: free,
+        diskWarning: diskLowWarning(config.data, free),
       });
       return;
     }
