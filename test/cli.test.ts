@@ -159,6 +159,9 @@ describe("physalia up --processes", () => {
         stdio: ["ignore", "pipe", "pipe"],
       },
     );
+    // The server processes, once known: stopped at the end whatever happened (a failed check
+    // would otherwise leave them running without the `up` that started them).
+    let pids: number[] = [];
     try {
       let out = "";
       let err = "";
@@ -171,7 +174,7 @@ describe("physalia up --processes", () => {
       for (let i = 0; i < 600 && !out.includes("\n"); i++) await new Promise((r) => setTimeout(r, 100));
       expect(out.includes("\n"), `physalia up printed no line within 60 s; its stderr: ${err}`).toBe(true);
       const started = JSON.parse(out.split("\n")[0] as string) as { servers: { id: string; pid: number }[] };
-      const pids = started.servers.map((s) => s.pid);
+      pids = started.servers.map((s) => s.pid);
       expect(new Set(pids).size).toBe(7);
       expect(pids).not.toContain(colony.pid);
       expect((await physalia(["cell", "create", "vol-p"], dir)).code).toBe(0);
@@ -196,6 +199,14 @@ describe("physalia up --processes", () => {
     } finally {
       if (colony.exitCode === null && colony.signalCode === null)
         process.kill(colony.pid as number, "SIGKILL");
+      // Only processes still running a server of this colony (a pid may have been reused).
+      for (const pid of pids) {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) process.kill(pid, "SIGKILL");
+        } catch {
+          // gone, as it should be
+        }
+      }
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
