@@ -183,6 +183,22 @@ describe("physalia up --processes", () => {
       const status = JSON.parse((await physalia(["status", "--json"], dir)).stdout);
       expect(JSON.stringify(status)).toContain('"s7"');
       expect(status.servers[0].dataFreeBytes).toBeGreaterThan(0);
+      // A second colony in the same directory: its servers find their data directories held,
+      // and it says so, rather than take the first colony's answers on its ports for its own.
+      const second = await physalia(["up", "--processes", "--topology", "topology.json"], dir);
+      expect(second.code).toBe(9);
+      expect(second.stderr.trim().split("\n")).toHaveLength(1);
+      expect(second.stderr).toMatch(
+        new RegExp(
+          "^physalia: the colony could not start: server s\\d exited \\(9\\) before it was healthy: " +
+            `server s\\d could not start: the data directory .* is in use by another server process \\(pid (${pids.join("|")})\\)`,
+        ),
+      );
+      // A server process that dies is reported by up at once.
+      process.kill(pids[6] as number, "SIGKILL");
+      for (let i = 0; i < 100 && !err.includes("server s7 exited by itself"); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(err).toMatch(/physalia: server s7 exited by itself \(SIGKILL\); its log: .*s7\.log/);
       const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));
       process.kill(colony.pid as number, "SIGINT");
       expect(await exited).toBe(0);

@@ -432,7 +432,11 @@ export async function startServer(options: {
     const url = new URL(request.url ?? "/", "http://admin");
     if (request.method === "GET" && url.pathname === "/healthz") {
       const healthy = !server.isStopped;
-      reply(response, healthy ? 200 : 503, { status: healthy ? "ok" : "stopped", server: self?.id });
+      reply(response, healthy ? 200 : 503, {
+        status: healthy ? "ok" : "stopped",
+        server: self?.id,
+        pid: process.pid,
+      });
       return;
     }
     if (request.method === "GET" && url.pathname === "/metrics") {

@@ -26,6 +26,11 @@ export interface UpOptions {
   readonly data: string;
   readonly processes: boolean;
   readonly env: NodeJS.ProcessEnv;
+  /**
+   * With `processes`: a server process that exited by itself once the colony was up (not by
+   * close()), how it ended (its exit code or signal), and the servers still running.
+   */
+  readonly onServerExit?: (serverId: string, how: string, running: number) => void;
 }
 
 export interface RunningColony {
@@ -43,15 +48,31 @@ function physaliaBin(): string {
 /** How long a server process may take to open its ports. */
 const processStartMsMax = 20_000;
 
-async function waitForHealth(url: string, child: ChildProcess, deadlineMs: number): Promise<void> {
+/**
+ * Waits until the server `child` answers its /healthz. Only an answer naming the child's pid
+ * counts: another process on that port (a colony left running) is not this server.
+ */
+async function waitForHealth(
+  serverId: string,
+  url: string,
+  child: ChildProcess,
+  deadlineMs: number,
+  lastOutput: () => string,
+): Promise<void> {
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null)
+    if (child.exitCode !== null || child.signalCode !== null) {
+      // A process exits before its pipes are read to the end: give them a moment.
+      await new Promise((r) => setTimeout(r, 50));
+      const said = lastOutput().replace(/^physalia: /, "");
       throw new Error(
-        `the server process exited (${child.exitCode ?? child.signalCode}) before it was healthy`,
+        `server ${serverId} exited (${child.exitCode ?? child.signalCode}) before it was healthy` +
+          (said === "" ? "" : `: ${said}`),
       );
+    }
     try {
       const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-      if (response.ok) return;
+      const body = (await response.json()) as { pid?: unknown };
+      if (response.ok && body.pid === child.pid) return;
     } catch {
       // not listening yet
     }
@@ -82,7 +103,10 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
   const inProcess: RunningServer[] = [];
   const children: ChildProcess[] = [];
   const logs: WriteStream[] = [];
+  const lastOutputs: (() => string)[] = [];
+  let closing = false;
   const close = async (): Promise<void> => {
+    closing = true;
     await Promise.all(inProcess.map((s) => s.close()));
     for (const log of logs) log.end();
     await Promise.all(
@@ -113,6 +137,12 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
         );
         child.stdout?.pipe(log);
         child.stderr?.pipe(log);
+        // The last line a server printed: why it could not start, if it could not.
+        let tail = "";
+        child.stderr?.on("data", (chunk: Buffer) => {
+          tail = (tail + chunk.toString("utf8")).slice(-4096);
+        });
+        lastOutputs.push(() => tail.trim().split("\n").at(-1) ?? "");
         children.push(child);
       }
       const deadline = Date.now() + processStartMsMax;
@@ -120,9 +150,23 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
         configs.map(({ config }, i) => {
           const s = options.topology.servers.find((server) => server.id === config.server);
           if (s === undefined) throw new Error(`server ${config.server} is not in the topology`);
-          return waitForHealth(adminUrl(s), children[i] as ChildProcess, deadline);
+          return waitForHealth(
+            config.server,
+            adminUrl(s),
+            children[i] as ChildProcess,
+            deadline,
+            lastOutputs[i] as () => string,
+          );
         }),
       );
+      let running = children.length;
+      children.forEach((child, i) => {
+        child.once("exit", (code, signal) => {
+          running -= 1;
+          if (!closing)
+            options.onServerExit?.(configs[i]?.config.server ?? "?", String(code ?? signal), running);
+        });
+      });
     } else {
       mkdirSync(join(data, "logs"), { recursive: true });
       for (const { config } of configs) {
