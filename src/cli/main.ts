@@ -4,7 +4,6 @@
  * real adapters. Exit codes (docs/OPERATIONS.md): 0 success, 1 a check failed (violations) or the
  * answer is no, 2 bad usage, 3 colony unreachable, 9 a server failed; client commands add theirs.
  */
-import { join, resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
 import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
@@ -227,9 +226,8 @@ program
             processes: options.processes === true,
             env: process.env,
             // A server process that ends by itself is said at once; with none left, up ends too.
-            onServerExit: (serverId, how, running) => {
-              const log = join(resolve(options.data), "logs", `${serverId}.log`);
-              console.error(`physalia: server ${serverId} exited by itself (${how}); its log: ${log}`);
+            onServerExit: (serverId, how, logFile, running) => {
+              console.error(`physalia: server ${serverId} exited by itself (${how}); its log: ${logFile}`);
               if (running === 0) fail("every server process has exited", exitCodes.serverFailed);
             },
           },

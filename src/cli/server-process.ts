@@ -99,6 +99,14 @@ export async function startServer(options: {
     if (note === "") throw error;
     throw new Error(`${(error as Error).message}${note}`, { cause: error });
   }
+  /** The storage closed, then the directory let go, whatever closing the storage did. */
+  const closeStorage = async (): Promise<void> => {
+    try {
+      await storage.close();
+    } finally {
+      await lock.release();
+    }
+  };
   const tcp = new TcpTransport<ServerMessage>({
     listen: { host: self.host, port: self.port },
     colonyKey,
@@ -108,11 +116,7 @@ export async function startServer(options: {
   try {
     await tcp.start();
   } catch (error) {
-    try {
-      await storage.close();
-    } finally {
-      await lock.release();
-    }
+    await closeStorage();
     throw error;
   }
   const book = addressBook(config.topology);
@@ -560,11 +564,7 @@ export async function startServer(options: {
   }).catch(async (error: unknown) => {
     server.stop();
     await tcp.close();
-    try {
-      await storage.close();
-    } finally {
-      await lock.release();
-    }
+    await closeStorage();
     throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
   });
 
@@ -590,11 +590,7 @@ export async function startServer(options: {
       admin.closeAllConnections();
       await new Promise<void>((resolve) => admin.close(() => resolve()));
       await tcp.close();
-      try {
-        await storage.close();
-      } finally {
-        await lock.release();
-      }
+      await closeStorage();
       logger.log("info", "server stopped");
     })();
     return closing;

@@ -28,9 +28,9 @@ export interface UpOptions {
   readonly env: NodeJS.ProcessEnv;
   /**
    * With `processes`: a server process that exited by itself once the colony was up (not by
-   * close()), how it ended (its exit code or signal), and the servers still running.
+   * close()), how it ended (its exit code or signal), its log file, and the servers still running.
    */
-  readonly onServerExit?: (serverId: string, how: string, running: number) => void;
+  readonly onServerExit?: (serverId: string, how: string, logFile: string, running: number) => void;
 }
 
 export interface RunningColony {
@@ -100,6 +100,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
     return { config, file };
   });
 
+  const logFileOf = (serverId: string): string => join(data, "logs", `${serverId}.log`);
   const inProcess: RunningServer[] = [];
   const children: ChildProcess[] = [];
   const logs: WriteStream[] = [];
@@ -126,7 +127,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
     if (options.processes) {
       mkdirSync(join(data, "logs"), { recursive: true });
       for (const { config, file } of configs) {
-        const log = createWriteStream(join(data, "logs", `${config.server}.log`), { flags: "a" });
+        const log = createWriteStream(logFileOf(config.server), { flags: "a" });
         const child = spawn(
           process.execPath,
           [...serverNodeFlags, physaliaBin(), "server", "--config", file],
@@ -163,14 +164,15 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
       children.forEach((child, i) => {
         child.once("exit", (code, signal) => {
           running -= 1;
+          const serverId = configs[i]?.config.server ?? "?";
           if (!closing)
-            options.onServerExit?.(configs[i]?.config.server ?? "?", String(code ?? signal), running);
+            options.onServerExit?.(serverId, String(code ?? signal), logFileOf(serverId), running);
         });
       });
     } else {
       mkdirSync(join(data, "logs"), { recursive: true });
       for (const { config } of configs) {
-        const log = createWriteStream(join(data, "logs", `${config.server}.log`), { flags: "a" });
+        const log = createWriteStream(logFileOf(config.server), { flags: "a" });
         logs.push(log);
         inProcess.push(
           await startServer({

@@ -36,7 +36,6 @@ export const pidFileName = "server.pid";
 
 /** The held lock of one data directory; release() when the server has closed its storage. */
 export interface DataDirectoryLock {
-  readonly path: string;
   release(): Promise<void>;
 }
 
@@ -91,7 +90,6 @@ export async function lockDataDirectory(path: string): Promise<DataDirectoryLock
   }
   let released = false;
   return {
-    path,
     async release() {
       if (released) return;
       released = true;

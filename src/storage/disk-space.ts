@@ -60,12 +60,6 @@ export function diskLowWarning(path: string, free: number | null): string | null
   );
 }
 
-/** Whether the file system holding `path` has less than diskNearlyFullBytes left. */
-export function diskNearlyFull(path: string): boolean {
-  const free = freeBytes(path);
-  return free !== null && free < diskNearlyFullBytes;
-}
-
 function formatBytes(bytes: number): string {
   if (bytes < 1024 * 1024) return `${bytes} bytes`;
   if (bytes < 1024 * 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;

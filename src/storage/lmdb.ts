@@ -113,7 +113,7 @@ import {
   type CheckpointRunner,
   WorkerRunner,
 } from "./checkpoint-runner.ts";
-import { diskNearlyFull, diskSpaceNote } from "./disk-space.ts";
+import { diskNearlyFullBytes, diskSpaceNote, freeBytes } from "./disk-space.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal, type JournalRecord } from "./journal.ts";
 import {
   decodePendingChanges,
@@ -728,9 +728,11 @@ export class LmdbStorage<C> implements StoragePort<C> {
       // The journal still holds every change, and a restart replays it; until then nothing more
       // is accepted, so the journal cannot outgrow what a restart reads.
       // A full disk shows here as lmdb's "Input/output error": say so, with what to do.
-      const restart = diskNearlyFull(this.path) ? "" : "; restart the server to replay the journal";
+      const free = freeBytes(this.path);
+      const restart =
+        free !== null && free < diskNearlyFullBytes ? "" : "; restart the server to replay the journal";
       this.broken ??= new Error(
-        `checkpoint to lmdb failed (${result.error})${diskSpaceNote(this.path)}${restart}`,
+        `checkpoint to lmdb failed (${result.error})${diskSpaceNote(this.path, { free })}${restart}`,
       );
       return;
     }
