@@ -96,6 +96,16 @@ describe("the physalia command line against a local colony", () => {
         message: expect.stringMatching(/'two' is invalid/),
       },
     });
+    // A rejected argument of any length is repeated only in part: the message stays one short line.
+    const longKey = await physalia(["cell", "create", "k".repeat(5000)], dir);
+    expect(longKey.code).toBe(clientExitCodes.usage);
+    expect(longKey.stderr.trim().split("\n")).toHaveLength(1);
+    expect(longKey.stderr).toMatch(/'k{48}\.\.\.' \(5000 characters\) is invalid .*exceeds the limit of 128/);
+    expect(longKey.stderr.length).toBeLessThan(400);
+    const longOption = await physalia(["cell", "create", "vol-8", "--size", "9".repeat(3000)], dir);
+    expect(longOption.code).toBe(clientExitCodes.usage);
+    expect(longOption.stderr).toMatch(/argument '9{48}\.\.\.' \(3000 characters\) is invalid/);
+    expect(longOption.stderr.length).toBeLessThan(400);
     // A client with another key than the colony's: every server drops its connection.
     const wrongKey = await physalia(["get", "vol-7", "x"], dir, {
       ...process.env,

@@ -34,14 +34,34 @@ function fail(message: string, code: number): never {
  * when the arguments (before any `--`) ask for --json.
  */
 export function usageError(text: string, args: readonly string[]): string {
-  const message = text
-    .replace(/^error: /, "")
+  const message = clipEchoedArgument(text.replace(/^error: /, ""))
     .trim()
     .replace(/\s*\n\s*/g, "; ");
   const end = args.indexOf("--");
   const json = (end < 0 ? args : args.slice(0, end)).includes("--json");
   if (json) return `${JSON.stringify({ error: { reason: "usage", exitCode: exitCodes.usage, message } })}\n`;
   return `physalia: ${message} (add --help for usage)\n`;
+}
+
+/** Characters of a rejected argument a usage message repeats; the rest is left out, with its length. */
+const echoedArgumentMax = 48;
+
+/**
+ * Commander repeats a rejected argument whole before the reason ("command-argument value '...' is
+ * invalid for argument 'key'. ..."): a 100 KB value would make a 100 KB message. The reason
+ * already quotes it, shortened, so here it is cut to its first characters and its length.
+ */
+function clipEchoedArgument(message: string): string {
+  return message.replace(
+    /^(command-argument value|option '[^']*' argument) '([\s\S]*?)' is invalid/,
+    (_whole, lead: string, value: string) => {
+      if (value.length <= echoedArgumentMax) return `${lead} '${value}' is invalid`;
+      // Never cut between the two halves of a surrogate pair.
+      const high = value.charCodeAt(echoedArgumentMax - 1);
+      const end = high >= 0xd800 && high <= 0xdbff ? echoedArgumentMax - 1 : echoedArgumentMax;
+      return `${lead} '${value.slice(0, end)}...' (${value.length} characters) is invalid`;
+    },
+  );
 }
 
 /** Runs `close` on the first SIGINT or SIGTERM, then exits; a second signal exits at once. */
