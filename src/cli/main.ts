@@ -5,6 +5,7 @@
  * answer is no, 2 bad usage, 3 colony unreachable, 9 a server failed; client commands add theirs.
  */
 import { Command, InvalidArgumentError } from "commander";
+import { missingServerNodeFlags } from "../server/index.ts";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
 import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
 import { ColonyFileError, defaultTopology, loadColonyKey, readServerConfig, readTopology } from "./colony.ts";
@@ -214,6 +215,15 @@ program
         logger,
         onFatal: () => process.exit(exitCodes.serverFailed),
       });
+      // Said once the server is up: a server that could not start says only why.
+      const missingFlags = missingServerNodeFlags(process.execArgv, process.env.NODE_OPTIONS);
+      if (missingFlags.length > 0) {
+        logger.log(
+          "warn",
+          `this process was started without the server's Node.js flags ${missingFlags.join(" ")}, so the collector runs with V8's defaults and costs the server throughput and latency; start the server as \`physalia server\` (bin/physalia.js), or pass node these flags`,
+          { missingFlags: missingFlags.join(" ") },
+        );
+      }
       closeOnSignal(() => running.close());
     } catch (error) {
       fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);

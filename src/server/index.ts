@@ -1,6 +1,6 @@
 export { FailureDetector } from "./failure-detector.ts";
 export { IdleCollector, type IdleCollectorOptions } from "./idle-collector.ts";
-export { serverNodeFlags } from "./runtime.ts";
+export { missingServerNodeFlags, serverNodeFlags } from "./runtime.ts";
 export {
   type PaxosSendKind,
   paxosSendKind,

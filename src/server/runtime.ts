@@ -31,3 +31,15 @@ export const serverNodeFlags: readonly string[] = Object.freeze([
   "--expose-gc",
   "--no-minor-gc-task",
 ]);
+
+/**
+ * The server flags a process was started without, looking at its command line (`execArgv`:
+ * `process.execArgv`) and NODE_OPTIONS. A server runs without them, with V8's default collector
+ * settings; `physalia server` warns in its log. A flag given with another value
+ * (`--max-semi-space-size=32`) counts as given: whoever started the process chose it.
+ */
+export function missingServerNodeFlags(execArgv: readonly string[], nodeOptions = ""): string[] {
+  const name = (flag: string): string => (flag.split("=")[0] as string).replace(/_/g, "-");
+  const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)].map(name));
+  return serverNodeFlags.filter((flag) => !given.has(name(flag)));
+}
