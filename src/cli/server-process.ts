@@ -27,6 +27,7 @@ import {
 import {
   AddressBook,
   formatServerAddress,
+  listenAdvice,
   MappedTransport,
   onServerLost,
   TcpTransport,
@@ -565,7 +566,9 @@ export async function startServer(options: {
     server.stop();
     await tcp.close();
     await closeStorage();
-    throw new Error(`cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}`);
+    throw new Error(
+      `cannot open the admin port ${self.host}:${self.adminPort}: ${(error as Error).message}${listenAdvice(error)}`,
+    );
   });
 
   const unwatch = processCollector?.watch(server, () => storage.collectWorkerGarbage()) ?? (() => {});

@@ -23,6 +23,7 @@ export {
   dropReasons,
   formatServerAddress,
   isClientAddress,
+  listenAdvice,
   type MessageCodec,
   parseServerAddress,
   TcpTransport,

@@ -3,7 +3,13 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { encodeFrame, encodeHello, frameKey } from "./frame.ts";
 import { transportLimits } from "./limits.ts";
-import { isClientAddress, type MessageCodec, TcpTransport, type TcpTransportOptions } from "./tcp.ts";
+import {
+  isClientAddress,
+  listenAdvice,
+  type MessageCodec,
+  TcpTransport,
+  type TcpTransportOptions,
+} from "./tcp.ts";
 
 interface Note {
   readonly n: number;
@@ -139,6 +145,15 @@ describe("TcpTransport", () => {
       new TcpTransport<Note>({ listen: { host, port: portOf(a) }, colonyKey, codec: noteCodec }),
     );
     await expect(b.start()).rejects.toThrow(`cannot listen on ${a.address}`);
+    await expect(b.start()).rejects.toThrow(/another process listens there .*other ports in the topology/);
+  });
+
+  it("says what to do about a port it cannot bind, for each reason it knows", () => {
+    expect(listenAdvice({ code: "EADDRINUSE" })).toMatch(/another process listens there/);
+    expect(listenAdvice({ code: "EACCES" })).toMatch(/ports below 1024 need privileges/);
+    expect(listenAdvice({ code: "EADDRNOTAVAIL" })).toMatch(/check the server's host/);
+    expect(listenAdvice({ code: "EMFILE" })).toBe("");
+    expect(listenAdvice(null)).toBe("");
   });
 
   it("closes cleanly when closed while starting", async () => {

@@ -183,6 +183,24 @@ export function formatServerAddress(host: string, port: number): Address {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/**
+ * What to do about a port that could not be bound, as a clause to add after the system's reason
+ * ("" when there is nothing to add): for the messages of everything that listens on a port.
+ */
+export function listenAdvice(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  switch (code) {
+    case "EADDRINUSE":
+      return "; another process listens there (another colony, or a server of this one still running): stop it, or give this server other ports in the topology";
+    case "EACCES":
+      return "; this user may not bind that port (ports below 1024 need privileges): choose ports above 1023 in the topology";
+    case "EADDRNOTAVAIL":
+      return "; no network interface of this machine has that address: check the server's host in the topology";
+    default:
+      return "";
+  }
+}
+
 /** Messages bound for one future frame, laid out as the frame will carry them. */
 interface QueuedFrame {
   /** The messages as the frame carries them: each a varint length and the payload. */
@@ -408,7 +426,9 @@ export class TcpTransport<M> implements TransportPort<M> {
       } catch (error) {
         if (this.state === "starting") this.state = "new";
         const why = error instanceof Error ? error.message : String(error);
-        throw new Error(`cannot listen on ${formatServerAddress(listen.host, listen.port)}: ${why}`);
+        throw new Error(
+          `cannot listen on ${formatServerAddress(listen.host, listen.port)}: ${why}${listenAdvice(error)}`,
+        );
       }
       if (this.isClosed()) {
         // close() ran while the listener was being bound; it had nothing to close yet.
