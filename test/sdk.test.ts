@@ -103,6 +103,37 @@ describe("the SDK from another project", () => {
     expect(stdout.trim()).toBe("4n committed");
   }, 60_000);
 
+  it("keeps a program running until its operation ends, even with every server down", async () => {
+    // Ports nobody listens on: every connection is refused, so no socket keeps the process alive,
+    // and the client's own timers do not (an idle client must not hold a program open).
+    const { servers } = await localTopology(7);
+    writeFileSync(
+      join(project, "unreachable.mjs"),
+      `import { PhysaliaClient } from "physalia";
+const servers = ${JSON.stringify(servers.map((s) => ({ id: s.id, host: s.host, port: s.port, rack: s.rack, power: s.power })))};
+const client = await PhysaliaClient.connect({ servers, colonyKey: Buffer.alloc(32, 1), requestTimeoutMs: 50 });
+try {
+  await client.cell("v1").get("a");
+  console.log("answered");
+} catch (error) {
+  console.log(error.name);
+}
+await client.close();
+`,
+    );
+    const run = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [join(project, "unreachable.mjs")],
+        { cwd: project, encoding: "utf8", timeout: 45_000 },
+        (error, stdout) =>
+          resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? -1), stdout }),
+      );
+    });
+    // Without the hold, Node exits with 13 (a top-level await that never settled), printing nothing.
+    expect(run).toEqual({ code: 0, stdout: "UnavailableError\n" });
+  }, 60_000);
+
   it("rejects code that misuses the types", () => {
     writeFileSync(
       join(project, "example.ts"),

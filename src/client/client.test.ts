@@ -113,6 +113,37 @@ describe("client", () => {
     expect(new TextDecoder().decode((await got) as Uint8Array)).toBe("hello");
     expect((await lease).status).toBe("granted");
   });
+
+  it("says when it has operations outstanding and when the last one ends", async () => {
+    const s = new Scenario().cell("vol-1");
+    const client = s.newClient().client;
+    const busy: boolean[] = [];
+    (client as unknown as { onBusy: (on: boolean) => void }).onBusy = (on) => busy.push(on);
+    const cell = client.cell("vol-1");
+    const first = cell.put("x", bytes("1"));
+    const second = cell.add("n", 1n);
+    expect(busy).toEqual([true]);
+    s.run(200);
+    await Promise.all([first, second]);
+    expect(busy).toEqual([true, false]);
+    // An operation refused before it is sent (invalid) never counts as outstanding.
+    await expect(cell.put("", bytes("v"))).rejects.toThrow(InvalidRequestError);
+    expect(busy).toEqual([true, false]);
+    // One ended by close() counts as ended too.
+    const cut = cell.get("x").catch((error: unknown) => error);
+    expect(busy).toEqual([true, false, true]);
+    await client.close();
+    expect(await cut).toBeInstanceOf(UnavailableError);
+    expect(busy).toEqual([true, false, true, false]);
+  });
+
+  it("refuses a cell key that cannot name a cell when the handle is made", () => {
+    const client = new Scenario().cell("vol-1").newClient().client;
+    expect(() => client.cell("")).toThrow(/client\.cell\(\): a cell key must not be empty/);
+    expect(() => client.cell("k".repeat(129))).toThrow(/129 bytes exceeds the limit of 128/);
+    expect(() => client.cell(7 as unknown as string)).toThrow(/a cell key is a string, not number/);
+    expect(() => client.cell("vol-1")).not.toThrow();
+  });
 });
 
 /** Calls `seen` with the destination and message count of every frame `address` sends. */

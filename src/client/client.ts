@@ -22,6 +22,7 @@ import {
 import {
   type Address,
   type CellKey,
+  cellKeyProblem,
   limits,
   type Prng,
   type Scheduler,
@@ -68,6 +69,13 @@ export interface ClientOptions {
    * limits.clientOperationMsMax after its first attempt at the latest.
    */
   readonly attemptsMax?: number;
+  /**
+   * Told true when the client goes from no operation outstanding to one, and false when the last
+   * one ends. A runtime whose timers do not keep the process alive (the Node.js client's) holds
+   * it alive meanwhile, so that a program awaiting an operation gets its answer or its error
+   * even when no connection is open.
+   */
+  readonly onBusy?: (busy: boolean) => void;
 }
 
 export type Consistency = "linearizable" | "eventual";
@@ -198,6 +206,7 @@ export class PhysaliaClient {
   private readonly cells = new Map<CellKey, CellState>();
   /** Operations outstanding (see admit). */
   private outstanding = 0;
+  private readonly onBusy: ((busy: boolean) => void) | null;
   private readonly inflight = new Map<number, Operation$>();
   /** When each server last answered anything, in the order they were first heard. */
   private readonly heardMs = new Map<Address, number>();
@@ -220,6 +229,7 @@ export class PhysaliaClient {
     this.requestTimeoutMs = options.requestTimeoutMs ?? limits.clientRequestTimeoutMs;
     this.requestTimeoutMsMax = Math.max(this.requestTimeoutMs, limits.clientRequestTimeoutMsMax);
     this.attemptsMax = options.attemptsMax ?? limits.clientAttemptsMax;
+    this.onBusy = options.onBusy ?? null;
     this.transport.onMessage((from, message) => {
       if (message.kind !== "response") return;
       this.heard(from);
@@ -227,7 +237,11 @@ export class PhysaliaClient {
     });
   }
 
+  /** The handle of one cell; throws InvalidRequestError for a key that cannot name a cell. */
   cell(cellKey: CellKey): CellHandle {
+    const problem =
+      typeof cellKey === "string" ? cellKeyProblem(cellKey) : `a cell key is a string, not ${typeof cellKey}`;
+    if (problem !== null) throw new InvalidRequestError(String(cellKey), `client.cell(): ${problem}`);
     return new CellHandle(this, cellKey);
   }
 
@@ -372,11 +386,13 @@ export class PhysaliaClient {
       return null;
     }
     this.outstanding += 1;
+    if (this.outstanding === 1) this.onBusy?.(true);
     let answered = false;
     return (outcome) => {
       if (!answered) {
         answered = true;
         this.outstanding -= 1;
+        if (this.outstanding === 0) this.onBusy?.(false);
       }
       answer(outcome);
     };

@@ -24,7 +24,7 @@ import {
   TcpTransport,
 } from "../transport/index.ts";
 import { PhysaliaClient as ClientOverPorts } from "./client.ts";
-import { NodeScheduler } from "./node-runtime.ts";
+import { NodeScheduler, ProcessHold } from "./node-runtime.ts";
 
 export interface ColonyServer extends ServerPlace {
   readonly host: string;
@@ -136,7 +136,54 @@ export class PhysaliaClient extends ClientOverPorts {
   }
 }
 
+/**
+ * What is wrong with options given directly (a JavaScript caller has no types to stop it), or
+ * null. The connection file's own contents are checked by readColonyConnection.
+ */
+export function connectOptionsProblem(options: ConnectOptions): string | null {
+  if (typeof options !== "object" || options === null) return "connect() takes an options object";
+  if (options.colony !== undefined && typeof options.colony !== "string")
+    return "colony must be the path of a connection file";
+  if (options.servers !== undefined) {
+    if (!Array.isArray(options.servers)) return "servers must be an array of { id, host, port, rack, power }";
+    const ids = new Set<string>();
+    for (const [i, server] of options.servers.entries()) {
+      if (!isServer(server))
+        return `servers[${i}] must be { id, host, port, rack, power } (strings, and a whole-number port), not ${describe(server)}`;
+      if (server.port < 1 || server.port > 65535)
+        return `servers[${i}].port ${server.port} is not a TCP port (1-65535)`;
+      if (ids.has(server.id)) return `servers[${i}].id ${JSON.stringify(server.id)} appears twice`;
+      ids.add(server.id);
+    }
+  }
+  if (options.colonyKey !== undefined && !(options.colonyKey instanceof Uint8Array))
+    return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
+  const cellSize = options.cellSize;
+  if (cellSize !== undefined && (!Number.isInteger(cellSize) || cellSize < 1 || cellSize > limits.membersMax))
+    return `cellSize must be a whole number from 1 to ${limits.membersMax}, not ${describe(cellSize)}`;
+  const timeout = options.requestTimeoutMs;
+  if (timeout !== undefined && (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0))
+    return `requestTimeoutMs must be a positive number of milliseconds, not ${describe(timeout)}`;
+  for (const name of ["rack", "localAddress"] as const) {
+    if (options[name] !== undefined && typeof options[name] !== "string") return `${name} must be a string`;
+  }
+  return null;
+}
+
+/** A value for a message: JSON where it has one, cut short. */
+function describe(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}
+
 export async function connect(options: ConnectOptions): Promise<PhysaliaClient> {
+  const problem = connectOptionsProblem(options);
+  if (problem !== null) throw new ConnectError(`connect(): ${problem}`);
   const file = options.colony === undefined ? null : readColonyConnection(options.colony);
   const servers = options.servers ?? file?.servers;
   if (servers === undefined || servers.length === 0)
@@ -145,6 +192,10 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   if (colonyKey === undefined)
     throw new ConnectError("connect() needs the colony key (colonyKey) with a list of servers");
   const cellSize = options.cellSize ?? file?.cellSize ?? limits.cellSizeDefault;
+  if (servers.length < cellSize)
+    throw new ConnectError(
+      `cells of ${cellSize} nodes need at least ${cellSize} servers; ${servers.length} ${servers.length === 1 ? "is" : "are"} given`,
+    );
   const tcp = new TcpTransport<ClientRequest | ClientResponse>({
     colonyKey,
     codec: { encode: encodeClientMessage, decode: decodeClientMessage, write: writeClientMessage },
@@ -154,7 +205,9 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const book = new AddressBook(servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));
   const racks = new Map<ServerId, string>(servers.map((s) => [s.id, s.rack]));
   const rack = options.rack;
+  const hold = new ProcessHold();
   const client = new PhysaliaClient({
+    onBusy: (busy) => hold.hold(busy),
     address: tcp.address,
     transport: new MappedTransport(tcp, book),
     scheduler: new NodeScheduler(false),
@@ -166,6 +219,9 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   // A server's connection lost or refused: requests waiting on it go elsewhere now, not at
   // their timeout.
   onServerLost(tcp, book, (serverId) => client.serverLost(serverId));
-  client.onClose(() => tcp.close());
+  client.onClose(() => {
+    hold.hold(false);
+    return tcp.close();
+  });
   return client;
 }

@@ -45,3 +45,27 @@ export class NodeScheduler implements Scheduler {
     setImmediate(callback);
   }
 }
+
+/**
+ * Keeps the process running while `hold(true)` is in force: one referenced timer that does
+ * nothing. The client's own timers do not keep the process alive (see NodeScheduler), so without
+ * this a program awaiting an operation while no connection is open (every server down) would
+ * exit before the operation ended, its promise never settled.
+ */
+export class ProcessHold {
+  private timer: ReturnType<typeof setInterval> | null = null;
+
+  hold(on: boolean): void {
+    if (on && this.timer === null) {
+      // The longest interval Node.js takes (about 24.8 days); it only has to exist.
+      this.timer = setInterval(() => {}, 2 ** 31 - 1);
+    } else if (!on && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  get holding(): boolean {
+    return this.timer !== null;
+  }
+}

@@ -1,0 +1,71 @@
+import { describe, expect, it } from "vitest";
+import { ConnectError, type ConnectOptions, connect, connectOptionsProblem } from "./connect.ts";
+
+const key = new Uint8Array(32).fill(7);
+const servers = Array.from({ length: 7 }, (_, i) => ({
+  id: `s${i + 1}`,
+  host: "127.0.0.1",
+  port: 7101 + i,
+  rack: `r${i % 3}`,
+  power: `p${i % 3}`,
+}));
+
+/** Options a JavaScript caller could pass: whatever shape, without the types to stop it. */
+function loose(options: Record<string, unknown>): ConnectOptions {
+  return options as unknown as ConnectOptions;
+}
+
+describe("connect() options given directly", () => {
+  it("accepts servers and a key", () => {
+    expect(connectOptionsProblem({ servers, colonyKey: key })).toBeNull();
+    expect(
+      connectOptionsProblem({ servers, colonyKey: Buffer.from(key), cellSize: 5, requestTimeoutMs: 250 }),
+    ).toBeNull();
+  });
+
+  it("names what is wrong with each kind of bad option", () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [
+        { servers: ["127.0.0.1:7101"], colonyKey: key },
+        /servers\[0\] must be \{ id, host, port, rack, power \}.*"127\.0\.0\.1:7101"/,
+      ],
+      [{ servers: "127.0.0.1:7101", colonyKey: key }, /servers must be an array/],
+      [{ servers: [{ ...servers[0], port: "7101" }], colonyKey: key }, /servers\[0\] must be/],
+      [
+        { servers: [{ ...servers[0], port: 70000 }], colonyKey: key },
+        /servers\[0\]\.port 70000 is not a TCP port/,
+      ],
+      [
+        { servers: [servers[0], servers[1], servers[0]], colonyKey: key },
+        /servers\[2\]\.id "s1" appears twice/,
+      ],
+      [{ servers, colonyKey: "07".repeat(32) }, /colonyKey must be a Uint8Array .* not its hex text/],
+      [{ servers, colonyKey: key, cellSize: 0 }, /cellSize must be a whole number from 1 to/],
+      [{ servers, colonyKey: key, cellSize: 7.5 }, /cellSize must be a whole number/],
+      [{ servers, colonyKey: key, requestTimeoutMs: -1 }, /requestTimeoutMs must be a positive number/],
+      [
+        { servers, colonyKey: key, requestTimeoutMs: Number.NaN },
+        /requestTimeoutMs must be a positive number/,
+      ],
+      [{ servers, colonyKey: key, rack: 3 }, /rack must be a string/],
+      [{ colony: 42 }, /colony must be the path of a connection file/],
+    ];
+    for (const [options, expected] of cases) expect(connectOptionsProblem(loose(options))).toMatch(expected);
+    expect(connectOptionsProblem(null as unknown as ConnectOptions)).toMatch(/takes an options object/);
+  });
+
+  it("refuses them with a ConnectError before opening anything", async () => {
+    await expect(connect(loose({ servers: ["127.0.0.1:7101"], colonyKey: key }))).rejects.toThrow(
+      ConnectError,
+    );
+    await expect(connect(loose({ servers: ["127.0.0.1:7101"], colonyKey: key }))).rejects.toThrow(
+      /^connect\(\): servers\[0\] must be/,
+    );
+    await expect(connect({ servers: servers.slice(0, 3), colonyKey: key })).rejects.toThrow(
+      /cells of 7 nodes need at least 7 servers; 3 are given/,
+    );
+    // With cells of 3, three servers are enough: a client, opened and closed (it sends nothing).
+    const client = await connect({ servers: servers.slice(0, 3), colonyKey: key, cellSize: 3 });
+    await client.close();
+  });
+});
