@@ -137,6 +137,20 @@ describe("client", () => {
     expect(busy).toEqual([true, false, true, false]);
   });
 
+  it("refuses what is not a transaction with a rejected promise, never a throw", async () => {
+    const s = new Scenario().cell("vol-1");
+    const cell = s.newClient().client.cell("vol-1");
+    const sentBefore = s.world.network.framesSent;
+    for (const junk of [null, undefined, {}, { writes: "x" }, 42]) {
+      let promise: Promise<unknown> | null = null;
+      expect(() => {
+        promise = cell.transact(junk as never);
+      }).not.toThrow();
+      await expect(promise).rejects.toThrow(InvalidRequestError);
+    }
+    expect(s.world.network.framesSent).toBe(sentBefore);
+  });
+
   it("refuses a cell key that cannot name a cell when the handle is made", () => {
     const client = new Scenario().cell("vol-1").newClient().client;
     expect(() => client.cell("")).toThrow(/client\.cell\(\): a cell key must not be empty/);

@@ -972,7 +972,8 @@ export class CellHandle {
 
   /** A transaction: conditions, reads and writes. Read-only transactions are linearizable reads. */
   transact(txn: Transaction): Promise<TxnResult> {
-    if (txn.writes.length === 0) return this.read(txn, "linearizable");
+    // Anything but a transaction goes on to be refused by validation, as a rejected promise.
+    if (Array.isArray(txn?.writes) && txn.writes.length === 0) return this.read(txn, "linearizable");
     return this.commandTxn(txn);
   }
 
@@ -996,17 +997,22 @@ export class CellHandle {
 
   async put(item: string, value: Value): Promise<void> {
     expectCommitted(
+      this.cellKey,
       await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "put", value }] }),
     );
   }
 
   async delete(item: string): Promise<void> {
-    expectCommitted(await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "delete" }] }));
+    expectCommitted(
+      this.cellKey,
+      await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "delete" }] }),
+    );
   }
 
   /** Atomically add `delta` (a missing item counts as 0n); returns the new value. */
   async add(item: string, delta: bigint): Promise<bigint> {
     const result = expectCommitted(
+      this.cellKey,
       await this.commandTxn({ conditions: [], reads: [], writes: [{ item, op: "add", delta }] }),
     );
     if (result.added === null) {
@@ -1068,10 +1074,11 @@ export class CellHandle {
   }
 }
 
-function expectCommitted(result: TxnResult): Extract<TxnResult, { status: "committed" }> {
+function expectCommitted(cellKey: CellKey, result: TxnResult): Extract<TxnResult, { status: "committed" }> {
   if (result.status === "committed") return result;
-  if (result.status === "rejected") throw new InvalidRequestError("", `${result.reason}: ${result.detail}`);
-  throw new InvalidRequestError("", `condition ${result.condition} did not hold`);
+  if (result.status === "rejected")
+    throw new InvalidRequestError(cellKey, `${result.reason}: ${result.detail}`);
+  throw new InvalidRequestError(cellKey, `condition ${result.condition} did not hold`);
 }
 
 function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaError {
