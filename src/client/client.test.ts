@@ -151,6 +151,19 @@ describe("client", () => {
     expect(s.world.network.framesSent).toBe(sentBefore);
   });
 
+  it("refuses a read consistency it does not know instead of reading weaker than asked", async () => {
+    const s = new Scenario().cell("vol-1");
+    const cell = s.newClient().client.cell("vol-1");
+    const sentBefore = s.world.network.framesSent;
+    const txn = { conditions: [], reads: ["x"], writes: [] };
+    await expect(cell.read(txn, "strong" as never)).rejects.toThrow(
+      /consistency of a read is "linearizable" or "eventual", not "strong"/,
+    );
+    await expect(cell.get("x", "eventual" as never)).rejects.toThrow(/options is an object such as/);
+    await expect(cell.get("x", { consistency: "Eventual" as never })).rejects.toThrow(/not "Eventual"/);
+    expect(s.world.network.framesSent).toBe(sentBefore);
+  });
+
   it("refuses a cell key that cannot name a cell when the handle is made", () => {
     const client = new Scenario().cell("vol-1").newClient().client;
     expect(() => client.cell("")).toThrow(/client\.cell\(\): a cell key must not be empty/);

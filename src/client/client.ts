@@ -335,6 +335,12 @@ export class PhysaliaClient {
     consistency: Consistency,
     answer: (outcome: Outcome<TxnResult>) => void,
   ): void {
+    // Anything else would be read as "eventual": a weaker read than asked for, and silently so.
+    if (consistency !== "linearizable" && consistency !== "eventual") {
+      const detail = `the consistency of a read is "linearizable" or "eventual", not ${describeValue(consistency)}`;
+      answer({ ok: false, error: new InvalidRequestError(cellKey, detail) });
+      return;
+    }
     const problem = validateTransaction(txn);
     if (problem !== null || txn.writes.length > 0) {
       const message = problem?.message ?? "a read may not write: send writes as a transaction";
@@ -987,6 +993,10 @@ export class CellHandle {
   }
 
   async get(item: string, options: { consistency?: Consistency } = {}): Promise<Value | null> {
+    if (typeof options !== "object" || options === null) {
+      const detail = `get(item, options): options is an object such as { consistency: "eventual" }, not ${describeValue(options)}`;
+      throw new InvalidRequestError(this.cellKey, detail);
+    }
     const result = await this.read(
       { conditions: [], reads: [item], writes: [] },
       options.consistency ?? "linearizable",
@@ -1090,4 +1100,15 @@ function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaErro
     default:
       return new UnavailableError(cellKey, `unexpected result ${result.kind}`);
   }
+}
+
+/** A value a caller passed, for a message: JSON where it has one, cut short. */
+export function describeValue(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
 }

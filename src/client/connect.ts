@@ -23,7 +23,7 @@ import {
   onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
-import { PhysaliaClient as ClientOverPorts } from "./client.ts";
+import { PhysaliaClient as ClientOverPorts, describeValue } from "./client.ts";
 import { NodeScheduler, ProcessHold } from "./node-runtime.ts";
 
 export interface ColonyServer extends ServerPlace {
@@ -149,7 +149,7 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
     const ids = new Set<string>();
     for (const [i, server] of options.servers.entries()) {
       if (!isServer(server))
-        return `servers[${i}] must be { id, host, port, rack, power } (strings, and a whole-number port), not ${describe(server)}`;
+        return `servers[${i}] must be { id, host, port, rack, power } (strings, and a whole-number port), not ${describeValue(server)}`;
       if (server.port < 1 || server.port > 65535)
         return `servers[${i}].port ${server.port} is not a TCP port (1-65535)`;
       if (ids.has(server.id)) return `servers[${i}].id ${JSON.stringify(server.id)} appears twice`;
@@ -160,25 +160,14 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
     return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
   const cellSize = options.cellSize;
   if (cellSize !== undefined && (!Number.isInteger(cellSize) || cellSize < 1 || cellSize > limits.membersMax))
-    return `cellSize must be a whole number from 1 to ${limits.membersMax}, not ${describe(cellSize)}`;
+    return `cellSize must be a whole number from 1 to ${limits.membersMax}, not ${describeValue(cellSize)}`;
   const timeout = options.requestTimeoutMs;
   if (timeout !== undefined && (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0))
-    return `requestTimeoutMs must be a positive number of milliseconds, not ${describe(timeout)}`;
+    return `requestTimeoutMs must be a positive number of milliseconds, not ${describeValue(timeout)}`;
   for (const name of ["rack", "localAddress"] as const) {
     if (options[name] !== undefined && typeof options[name] !== "string") return `${name} must be a string`;
   }
   return null;
-}
-
-/** A value for a message: JSON where it has one, cut short. */
-function describe(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(value);
-  }
-  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
 }
 
 export async function connect(options: ConnectOptions): Promise<PhysaliaClient> {
