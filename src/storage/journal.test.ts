@@ -220,6 +220,102 @@ describe("Journal", () => {
     expect(() => reopen(2)).toThrow(/record 4 is intact but record 3 before it is missing/);
     expect(reopen(4)).toEqual([]);
   });
+
+  /** Writes `bytes` over the journal's first file at `at`. */
+  function damage(at: number, bytes: number[]): void {
+    const fd = openSync(join(directory, journalFileName), "r+");
+    writeSync(fd, new Uint8Array(bytes), 0, bytes.length, at);
+    closeSync(fd);
+  }
+
+  it("refuses to open when a damaged length would hide the intact records after it", () => {
+    const recordBytes = 16 + 40;
+    for (const length of [
+      [0xff, 0xff, 0xff, 0xff], // past the end of the file
+      [0, 0, 0, 0], // as if never written
+      [0, 0, 0, 30], // fits, but the record does not end there
+    ]) {
+      rmSync(directory, { recursive: true, force: true });
+      directory = mkdtempSync(join(tmpdir(), "physalia-journal-"));
+      const { journal } = Journal.open(directory, 0, preallocate);
+      for (let seq = 1; seq <= 4; seq++) journal.append(seq, body(seq));
+      journal.close();
+      damage(recordBytes, length);
+      expect(() => reopen(0)).toThrow(JournalDamagedError);
+      expect(() => reopen(0)).toThrow(
+        /record 2 at byte 56 (has a length that does not fit the file|fails its checksum), and record 3 written after it is intact: .* record 2 is lost/,
+      );
+      expect(() => reopen(1)).toThrow(JournalDamagedError);
+      // lmdb holds record 2: nothing is lost, and the chain goes on after it.
+      expect(reopen(2).map(([seq]) => seq)).toEqual([3, 4]);
+    }
+  });
+
+  it("refuses to open when a record's number is damaged, which would make it look older", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 1; seq <= 4; seq++) journal.append(seq, body(seq));
+    journal.close();
+    damage(56 + 15, [0]); // record 2's number, low byte: 2 becomes 0
+    expect(() => reopen(0)).toThrow(
+      /record 2 at byte 56 fails its checksum, and record 3 written after it is intact/,
+    );
+  });
+
+  it("refuses to open when the first record of a file that started over is damaged", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 1; seq <= 3; seq++) journal.append(seq, body(seq));
+    // A checkpoint holds 1-3; the file starts over with 4-6.
+    journal.reset();
+    for (let seq = 4; seq <= 6; seq++) journal.append(seq, body(seq));
+    journal.close();
+    damage(0, [0xff]);
+    expect(() => reopen(3)).toThrow(
+      /record 4 at byte 0 .*record 5 written after it is intact.* record 4 is lost/,
+    );
+    // With the checkpoint at 4 there is nothing to lose: 5 and 6 are replayed.
+    expect(reopen(4).map(([seq]) => seq)).toEqual([5, 6]);
+  });
+
+  it("never opens with fewer records than were written, whatever single byte is damaged", () => {
+    // Records 1-5, all above the checkpoint. A damaged byte in records 1-4 must refuse; one in
+    // record 5, the last, reads as a write torn by a crash (it was never acknowledged, or so the
+    // journal must assume) and leaves 1-4; a byte changed to what it was changes nothing.
+    const sizes = [40, 7, 300, 64, 25];
+    const starts: number[] = [];
+    let end = 0;
+    for (const size of sizes) {
+      starts.push(end);
+      end += 16 + size;
+    }
+    const lastStart = starts[4] as number;
+    fc.assert(
+      fc.property(fc.nat(end - 1), fc.integer({ min: 0, max: 255 }), (at, value) => {
+        rmSync(directory, { recursive: true, force: true });
+        directory = mkdtempSync(join(tmpdir(), "physalia-journal-"));
+        const { journal } = Journal.open(directory, 0, preallocate);
+        sizes.forEach((size, i) => {
+          journal.append(i + 1, body(i + 1, size));
+        });
+        journal.close();
+        damage(at, [value]);
+        let opened: number[] | "refused";
+        try {
+          opened = reopen(0).map(([seq]) => seq as number);
+        } catch (error) {
+          expect(error).toBeInstanceOf(JournalDamagedError);
+          opened = "refused";
+        }
+        if (opened === "refused") {
+          expect(at).toBeLessThan(lastStart);
+        } else if (opened.length === 4) {
+          expect(at).toBeGreaterThanOrEqual(lastStart);
+        } else {
+          expect(opened).toEqual([1, 2, 3, 4, 5]);
+        }
+      }),
+      { numRuns: 300, seed: 7 },
+    );
+  });
 });
 
 describe("journal batch encoding", () => {

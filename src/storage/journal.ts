@@ -104,62 +104,61 @@ class JournalFile {
   /**
    * The records from offset 0 while each is whole, passes its CRC and carries the number after
    * the one before (the first may carry any): what was appended since the file last started over.
-   * A record that fails its CRC ends the chain as the torn last write of a crash would; but if
-   * the record after it is whole and carries the next number, it was written later, so the one
-   * that fails was damaged after it was written: it is listed in `damaged`, and the chain goes
-   * on after it (if lmdb holds it already, nothing is lost).
+   * The chain ends at the first record that is older (left from before the file started over),
+   * never written (zeros), or torn by a crash; a crash tears only the last record written, so
+   * nothing written after a torn record is intact. A record that cannot be taken with an intact
+   * record of a later number further on was therefore damaged after it was written, whatever
+   * part of it was hit (its body, its number, or its length, which would otherwise hide every
+   * record after it): the records from it to the intact one are listed in `damaged`, and the
+   * chain goes on from the intact one. Records above `checkpointedSeq` lost that way are the
+   * caller's to refuse; those at or below it, lmdb holds already.
    */
-  chain(): { records: JournalRecord[]; ends: number[]; damaged: { seq: number; at: number }[] } {
+  chain(checkpointedSeq: number): { records: JournalRecord[]; ends: number[]; damaged: DamagedRecords[] } {
     const fd = this.handle();
     const size = fstatSync(fd).size;
+    const file = Buffer.allocUnsafe(size);
+    if (size > 0) readFully(fd, file, 0);
     const records: JournalRecord[] = [];
     const ends: number[] = [];
+    const damaged: DamagedRecords[] = [];
     let at = 0;
     let expected = -1;
-    const damaged: { seq: number; at: number }[] = [];
     while (at + headerBytes <= size) {
-      const read = this.readRecord(fd, size, at);
-      if (read === null) break;
-      const { seq, record, length } = read;
-      if (expected !== -1 && seq !== expected) break;
-      if (record.readUInt32BE(4) !== recordChecksum(record, length)) {
-        const next = this.readRecord(fd, size, at + headerBytes + length);
-        const seqOfDamaged = expected === -1 ? seq : expected;
-        if (
-          next !== null &&
-          next.seq === seqOfDamaged + 1 &&
-          next.record.readUInt32BE(4) === recordChecksum(next.record, next.length)
-        ) {
-          damaged.push({ seq: seqOfDamaged, at });
+      const length = recordLengthAt(file, at);
+      let problem = "has a length that does not fit the file";
+      let later: { at: number; seq: number } | null = null;
+      if (length > 0) {
+        const seq = recordSeqAt(file, at);
+        const intact = file.readUInt32BE(at + 4) === recordChecksum(file.subarray(at), length);
+        if (intact && (expected === -1 || seq === expected)) {
+          records.push({
+            seq,
+            body: new Uint8Array(file.buffer, file.byteOffset + at + headerBytes, length),
+          });
           at += headerBytes + length;
-          expected = seqOfDamaged + 1;
+          ends.push(at);
+          expected = seq + 1;
           continue;
         }
-        break;
+        if (intact && seq < expected) break;
+        if (intact) {
+          // A later record where this one should be: the ones between are missing.
+          problem = `is missing (record ${seq} is where it should be)`;
+          later = { at, seq };
+        } else {
+          problem = "fails its checksum";
+        }
       }
-      records.push({ seq, body: new Uint8Array(record.buffer, record.byteOffset + headerBytes, length) });
-      at += headerBytes + length;
-      ends.push(at);
-      expected = seq + 1;
+      // The first number that should be here: the next in the chain, or for a file's first record
+      // the first above the checkpoint (a file starts over only once lmdb holds all it had).
+      const first = expected === -1 ? checkpointedSeq + 1 : expected;
+      later ??= intactRecordAfter(file, at, first);
+      if (later === null) break;
+      damaged.push({ seq: first, through: later.seq - 1, at, problem, intactSeq: later.seq });
+      at = later.at;
+      expected = later.seq;
     }
     return { records, ends, damaged };
-  }
-
-  /** The record at `at`, unchecked, if its length fits the file; null otherwise. */
-  private readRecord(
-    fd: number,
-    size: number,
-    at: number,
-  ): { seq: number; record: Buffer; length: number } | null {
-    if (at + headerBytes > size) return null;
-    const header = Buffer.alloc(headerBytes);
-    readFully(fd, header, at);
-    const length = header.readUInt32BE(0);
-    if (length === 0 || length > journalRecordBytesMax || at + headerBytes + length > size) return null;
-    const seq = header.readUInt32BE(8) * 2 ** 32 + header.readUInt32BE(12);
-    const record = Buffer.alloc(headerBytes + length);
-    readFully(fd, record, at);
-    return { seq, record, length };
   }
 
   private preallocate(from: number, to: number): void {
@@ -281,13 +280,20 @@ export class Journal {
   private scan(checkpointedSeq: number): JournalRecord[] {
     const located: { record: JournalRecord; file: JournalFile; end: number }[] = [];
     for (const file of this.files) {
-      const { records, ends, damaged: damagedRecords } = file.chain();
-      const damaged = damagedRecords.find((record) => record.seq > checkpointedSeq);
+      const { records, ends, damaged: damagedRecords } = file.chain(checkpointedSeq);
+      const damaged = damagedRecords.find(
+        (lost) => lost.through >= lost.seq && lost.through > checkpointedSeq,
+      );
       if (damaged !== undefined) {
+        const firstLost = Math.max(damaged.seq, checkpointedSeq + 1);
+        const lost =
+          firstLost === damaged.through
+            ? `record ${firstLost} is`
+            : `records ${firstLost} to ${damaged.through} are`;
         throw new JournalDamagedError(
-          `journal ${file.path}: record ${damaged.seq} at byte ${damaged.at} fails its checksum, and record ` +
-            `${damaged.seq + 1} written after it is intact: the file was damaged after it was written. ` +
-            refuseAdvice,
+          `journal ${file.path}: record ${damaged.seq} at byte ${damaged.at} ${damaged.problem}, and record ` +
+            `${damaged.intactSeq} written after it is intact: the file was damaged after it was written, and ` +
+            `${lost} lost. ${refuseAdvice}`,
         );
       }
       records.forEach((record, i) => {
@@ -316,6 +322,56 @@ export class Journal {
 
 function recordChecksum(record: Buffer, bodyLength: number): number {
   return crc32(record.subarray(8, headerBytes + bodyLength), crc32(record.subarray(0, 4)));
+}
+
+/** Records lost from a file's chain: numbers seq..through (none when through < seq), at byte `at`. */
+export interface DamagedRecords {
+  readonly seq: number;
+  readonly through: number;
+  readonly at: number;
+  /** What is wrong where record `seq` should be, as a message's predicate. */
+  readonly problem: string;
+  /** The number of the intact record written after them. */
+  readonly intactSeq: number;
+}
+
+/** The body length of the record at `at` if it is one that fits the file, else 0. */
+function recordLengthAt(file: Buffer, at: number): number {
+  const length = file.readUInt32BE(at);
+  return length <= journalRecordBytesMax && at + headerBytes + length <= file.length ? length : 0;
+}
+
+function recordSeqAt(file: Buffer, at: number): number {
+  return file.readUInt32BE(at + 8) * 2 ** 32 + file.readUInt32BE(at + 12);
+}
+
+/**
+ * The first record after byte `origin` that is whole, passes its CRC and carries a number of at
+ * least `seqMin`, written after the records from `origin` on: or null. Every byte offset is
+ * tried, since a damaged length says nothing of where the next record starts. Records
+ * `seqMin`..`seq - 1` lie between `origin` and such a record, each at least headerBytes + 1 long,
+ * which bounds `seq` at each offset; bytes that merely look like a header (an older record's, or
+ * a pattern in a body) seldom pass that bound, so the checksum is computed for almost nothing
+ * else. Zeros (never written) and older records are passed over reading a few bytes an offset.
+ */
+function intactRecordAfter(file: Buffer, origin: number, seqMin: number): { at: number; seq: number } | null {
+  const last = file.length - headerBytes;
+  // The high word of any number sought is one of two; its first byte is looked at first.
+  const seqCeiling = seqMin + Math.floor(file.length / (headerBytes + 1));
+  const highByteMin = Math.floor(seqMin / 2 ** 32) >>> 24;
+  const highByteMax = Math.floor(seqCeiling / 2 ** 32) >>> 24;
+  for (let at = origin + 1; at <= last; at++) {
+    // Four zero bytes (most of a preallocated file) are no record's length.
+    if (file[at] === 0 && file[at + 1] === 0 && file[at + 2] === 0 && file[at + 3] === 0) continue;
+    const highByte = file[at + 8];
+    if (highByte !== highByteMin && highByte !== highByteMax) continue;
+    const length = recordLengthAt(file, at);
+    if (length === 0) continue;
+    const seq = recordSeqAt(file, at);
+    if (seq < seqMin || seq > seqMin + Math.floor((at - origin) / (headerBytes + 1))) continue;
+    if (file.readUInt32BE(at + 4) === recordChecksum(file.subarray(at), length)) return { at, seq };
+  }
+  return null;
 }
 
 function readFully(fd: number, into: Buffer, position: number): void {
