@@ -38,6 +38,7 @@ export {
   type RequestBody,
   type ResponseBody,
 } from "./protocol.ts";
+export { cutUnits, show } from "./text.ts";
 export type {
   Command,
   CommandResult,

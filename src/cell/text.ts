@@ -46,7 +46,7 @@ export function quote(text: string): string {
 }
 
 /** The first `units` UTF-16 units of `text`, never splitting a surrogate pair. */
-function cutUnits(text: string, units: number): string {
+export function cutUnits(text: string, units: number): string {
   let end = Math.min(units, text.length);
   const last = text.charCodeAt(end - 1);
   if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--;

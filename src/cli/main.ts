@@ -5,6 +5,7 @@
  * answer is no, 2 bad usage, 3 colony unreachable, 9 a server failed; client commands add theirs.
  */
 import { Command, InvalidArgumentError } from "commander";
+import { cutUnits } from "../cell/index.ts";
 import { missingServerNodeFlags } from "../server/index.ts";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
 import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
@@ -57,10 +58,7 @@ function clipEchoedArgument(message: string): string {
     /^(command-argument value|option '[^']*' argument) '([\s\S]*?)' is invalid/,
     (_whole, lead: string, value: string) => {
       if (value.length <= echoedArgumentMax) return `${lead} '${value}' is invalid`;
-      // Never cut between the two halves of a surrogate pair.
-      const high = value.charCodeAt(echoedArgumentMax - 1);
-      const end = high >= 0xd800 && high <= 0xdbff ? echoedArgumentMax - 1 : echoedArgumentMax;
-      return `${lead} '${value.slice(0, end)}...' (${value.length} characters) is invalid`;
+      return `${lead} '${cutUnits(value, echoedArgumentMax)}...' (${value.length} characters) is invalid`;
     },
   );
 }

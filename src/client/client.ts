@@ -13,6 +13,7 @@ import {
   type LeaseResult,
   OPERATION_FORMAT_VERSION,
   type Operation,
+  show,
   type Transaction,
   type TxnResult,
   type Value,
@@ -337,7 +338,7 @@ export class PhysaliaClient {
   ): void {
     // Anything else would be read as "eventual": a weaker read than asked for, and silently so.
     if (consistency !== "linearizable" && consistency !== "eventual") {
-      const detail = `the consistency of a read is "linearizable" or "eventual", not ${describeValue(consistency)}`;
+      const detail = `the consistency of a read is "linearizable" or "eventual", not ${show(consistency)}`;
       answer({ ok: false, error: new InvalidRequestError(cellKey, detail) });
       return;
     }
@@ -994,7 +995,7 @@ export class CellHandle {
 
   async get(item: string, options: { consistency?: Consistency } = {}): Promise<Value | null> {
     if (typeof options !== "object" || options === null) {
-      const detail = `get(item, options): options is an object such as { consistency: "eventual" }, not ${describeValue(options)}`;
+      const detail = `get(item, options): options is an object such as { consistency: "eventual" }, not ${show(options)}`;
       throw new InvalidRequestError(this.cellKey, detail);
     }
     const result = await this.read(
@@ -1100,15 +1101,4 @@ function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaErro
     default:
       return new UnavailableError(cellKey, `unexpected result ${result.kind}`);
   }
-}
-
-/** A value a caller passed, for a message: JSON where it has one, cut short. */
-export function describeValue(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = String(value);
-  }
-  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
 }

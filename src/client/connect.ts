@@ -11,6 +11,7 @@ import {
   type ClientResponse,
   decodeClientMessage,
   encodeClientMessage,
+  show,
   writeClientMessage,
 } from "../cell/index.ts";
 import { limits, Prng, type ServerId } from "../core/index.ts";
@@ -23,7 +24,7 @@ import {
   onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
-import { PhysaliaClient as ClientOverPorts, describeValue } from "./client.ts";
+import { PhysaliaClient as ClientOverPorts } from "./client.ts";
 import { NodeScheduler, ProcessHold } from "./node-runtime.ts";
 
 export interface ColonyServer extends ServerPlace {
@@ -149,7 +150,7 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
     const ids = new Set<string>();
     for (const [i, server] of options.servers.entries()) {
       if (!isServer(server))
-        return `servers[${i}] must be { id, host, port, rack, power } (strings, and a whole-number port), not ${describeValue(server)}`;
+        return `servers[${i}] must be { id, host, port, rack, power } (strings, and a whole-number port), not ${show(server)}`;
       if (server.port < 1 || server.port > 65535)
         return `servers[${i}].port ${server.port} is not a TCP port (1-65535)`;
       if (ids.has(server.id)) return `servers[${i}].id ${JSON.stringify(server.id)} appears twice`;
@@ -160,10 +161,10 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
     return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
   const cellSize = options.cellSize;
   if (cellSize !== undefined && (!Number.isInteger(cellSize) || cellSize < 1 || cellSize > limits.membersMax))
-    return `cellSize must be a whole number from 1 to ${limits.membersMax}, not ${describeValue(cellSize)}`;
+    return `cellSize must be a whole number from 1 to ${limits.membersMax}, not ${show(cellSize)}`;
   const timeout = options.requestTimeoutMs;
   if (timeout !== undefined && (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout <= 0))
-    return `requestTimeoutMs must be a positive number of milliseconds, not ${describeValue(timeout)}`;
+    return `requestTimeoutMs must be a positive number of milliseconds, not ${show(timeout)}`;
   for (const name of ["rack", "localAddress"] as const) {
     if (options[name] !== undefined && typeof options[name] !== "string") return `${name} must be a string`;
   }

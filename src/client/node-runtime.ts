@@ -64,8 +64,4 @@ export class ProcessHold {
       this.timer = null;
     }
   }
-
-  get holding(): boolean {
-    return this.timer !== null;
-  }
 }

@@ -325,7 +325,7 @@ function recordChecksum(record: Buffer, bodyLength: number): number {
 }
 
 /** Records lost from a file's chain: numbers seq..through (none when through < seq), at byte `at`. */
-export interface DamagedRecords {
+interface DamagedRecords {
   readonly seq: number;
   readonly through: number;
   readonly at: number;
@@ -357,7 +357,7 @@ function recordSeqAt(file: Buffer, at: number): number {
 function intactRecordAfter(file: Buffer, origin: number, seqMin: number): { at: number; seq: number } | null {
   const last = file.length - headerBytes;
   // The high word of any number sought is one of two; its first byte is looked at first.
-  const seqCeiling = seqMin + Math.floor(file.length / (headerBytes + 1));
+  const seqCeiling = seqMin + Math.floor((last - origin) / (headerBytes + 1));
   const highByteMin = Math.floor(seqMin / 2 ** 32) >>> 24;
   const highByteMax = Math.floor(seqCeiling / 2 ** 32) >>> 24;
   for (let at = origin + 1; at <= last; at++) {
