@@ -48,7 +48,7 @@ try {
     servers.push(
       await startServer({
         config: { server: server.id, data: join(options.dir, server.id), keyFile, topology },
-        colonyKey,
+        colonyKeys: { signing: colonyKey, alsoAccepted: [] },
         logger: quiet,
       }),
     );

@@ -24,6 +24,7 @@ import type {
 import {
   type CellHandle,
   CellStalledError,
+  type ColonyKeys,
   ConnectError,
   connect,
   InvalidRequestError,
@@ -40,7 +41,8 @@ import {
   adminUrl,
   ColonyFileError,
   type ConnectionFile,
-  loadColonyKey,
+  keyFingerprint,
+  loadColonyKeys,
   readConnectionFile,
   type ServerEntry,
 } from "./colony.ts";
@@ -325,14 +327,19 @@ function openColony(file: string, env: NodeJS.ProcessEnv): Colony {
   return { file, connection, servers: connection.servers, env };
 }
 
-function colonyKey(colony: Colony): Buffer {
-  return loadColonyKey(colony.connection.keyFile, colony.env);
+function colonyKeys(colony: Colony): ColonyKeys {
+  return loadColonyKeys(colony.connection.keyFile, colony.env);
 }
 
 async function connectClient(colony: Colony, cellSize = colony.connection.cellSize): Promise<PhysaliaClient> {
-  const key = colonyKey(colony);
+  const keys = colonyKeys(colony);
   try {
-    return await connect({ servers: colony.servers, colonyKey: key, cellSize });
+    return await connect({
+      servers: colony.servers,
+      colonyKey: keys.signing,
+      alsoAcceptedKeys: keys.alsoAccepted,
+      cellSize,
+    });
   } catch (error) {
     if (error instanceof ConnectError) throw error;
     throw new ConnectError(`cannot open a client connection: ${(error as Error).message}`);
@@ -714,7 +721,7 @@ export async function createCell(
     );
   const servers = placedServers(colony, cellKey, size);
   const members: NodeId[] = servers.map((s, i) => ({ serverId: s.id, incarnation: i + 1 }));
-  const token = adminToken(colonyKey(colony));
+  const token = adminToken(colonyKeys(colony).signing);
   const waitMs = options.waitMs ?? createWaitMsDefault;
   const majority = majorityOf(servers.length);
 
@@ -1256,7 +1263,40 @@ const statusFields = [
   "rssBytes",
   "dataFreeBytes",
   "diskWarning",
+  "colonyKeys",
 ] as const;
+
+/**
+ * Lines on the colony keys the servers hold (their fingerprints), printed only when something is
+ * worth knowing: a rotation under way (servers holding two keys, or not the same ones), or a
+ * server that does not accept the key this command signs with.
+ */
+function colonyKeyLines(rows: readonly ServerStatusRow[], own: ColonyKeys | null): string[] {
+  const held = rows
+    .filter((r) => r.up && Array.isArray(r.colonyKeys) && r.colonyKeys.every((k) => typeof k === "string"))
+    .map((r) => ({ server: r.server, keys: r.colonyKeys as string[] }));
+  if (held.length === 0) return [];
+  const first = held[0]?.keys.join(" ");
+  const settled = held.every((h) => h.keys.length === 1 && h.keys.join(" ") === first);
+  const lines: string[] = [];
+  if (!settled) {
+    lines.push("colony key fingerprints (a rotation is under way: the first key signs, both are accepted):");
+    for (const h of held) {
+      const [signs, ...also] = h.keys;
+      lines.push(
+        `  ${h.server}: signs with ${signs}${also.length > 0 ? `, also accepts ${also.join(", ")}` : ""}`,
+      );
+    }
+  }
+  if (own === null) return lines;
+  const ownPrint = keyFingerprint(own.signing);
+  const refusing = held.filter((h) => !h.keys.includes(ownPrint)).map((h) => h.server);
+  if (refusing.length > 0)
+    lines.push(
+      `${refusing.join(", ")} ${refusing.length === 1 ? "does" : "do"} not accept the key this command signs with (${ownPrint}): its requests there fail; check the key file or PHYSALIA_COLONY_KEY`,
+    );
+  return lines;
+}
 
 async function colonyStatus(io: Io): Promise<number> {
   const colony = openColony(io.colonyFile, io.env);
@@ -1315,6 +1355,15 @@ async function colonyStatus(io: Io): Promise<number> {
         io.out(`${r.server}: suspects ${r.suspectedPeers.join(", ")}`);
       if (typeof r.diskWarning === "string") io.out(`${r.server}: ${r.diskWarning}`);
     }
+    // Status needs no key (the admin port answers it without one): without a usable key, the
+    // servers' keys are still shown, but not compared with this command's.
+    let own: ColonyKeys | null = null;
+    try {
+      own = colonyKeys(colony);
+    } catch (error) {
+      if (!(error instanceof ColonyFileError)) throw error;
+    }
+    for (const line of colonyKeyLines(rows, own)) io.out(line);
   }
   if (up === 0)
     throw new CommandFailure(

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { ConnectError, parseColonyKey, readColonyKeyFile } from "../client/index.ts";
+import { type ColonyKeys, ConnectError, parseColonyKeys, readColonyKeyFile } from "../client/index.ts";
 import { limits } from "../core/index.ts";
 import { formatServerAddress } from "../transport/index.ts";
 
@@ -200,19 +200,27 @@ export function defaultTopology(options: { servers?: number; basePort?: number }
 
 export const colonyKeyEnv = "PHYSALIA_COLONY_KEY";
 
-/** The colony key: PHYSALIA_COLONY_KEY if set, otherwise the key file. */
-export function loadColonyKey(keyFile: string | undefined, env: NodeJS.ProcessEnv): Buffer {
+/**
+ * The colony keys: PHYSALIA_COLONY_KEY if set, otherwise the key file. Either holds one key, or
+ * two while the key is rotated (the first tags what is sent).
+ */
+export function loadColonyKeys(keyFile: string | undefined, env: NodeJS.ProcessEnv): ColonyKeys {
   const fromEnv = env[colonyKeyEnv];
   if (keyFile === undefined && (fromEnv === undefined || fromEnv === ""))
     throw new ColonyFileError(`no colony key: set ${colonyKeyEnv} or name a key file in the configuration`);
   try {
     return fromEnv !== undefined && fromEnv !== ""
-      ? parseColonyKey(fromEnv, colonyKeyEnv)
+      ? parseColonyKeys(fromEnv, colonyKeyEnv)
       : readColonyKeyFile(keyFile as string);
   } catch (error) {
     if (error instanceof ConnectError) throw new ColonyFileError(error.message);
     throw error;
   }
+}
+
+/** The key that tags what is sent: the colony key, or while it is rotated the first of the two. */
+export function loadColonyKey(keyFile: string | undefined, env: NodeJS.ProcessEnv): Buffer {
+  return loadColonyKeys(keyFile, env).signing;
 }
 
 /** Creates a key file with a fresh random key unless one exists; readable by its owner only. */
@@ -226,6 +234,15 @@ export function ensureKeyFile(keyFile: string): void {
 /** The token colony tools present to a server's admin port to change anything. */
 export function adminToken(colonyKey: Uint8Array): string {
   return createHmac("sha256", colonyKey).update("physalia admin v1").digest("hex");
+}
+
+/**
+ * A short name of a colony key that tells keys apart without revealing them (a tag under the key
+ * of a fixed text, which nothing else uses): shown by /status and `physalia status`, so that an
+ * operator rotating the key can see which keys each server holds.
+ */
+export function keyFingerprint(colonyKey: Uint8Array): string {
+  return createHmac("sha256", colonyKey).update("physalia key fingerprint v1").digest("hex").slice(0, 12);
 }
 
 /** The base URL of a server's admin port; an IPv6 host goes in brackets. */

@@ -6,10 +6,17 @@
  */
 import { Command, InvalidArgumentError } from "commander";
 import { cutUnits } from "../cell/index.ts";
+import type { ColonyKeys } from "../client/index.ts";
 import { missingServerNodeFlags } from "../server/index.ts";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
 import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
-import { ColonyFileError, defaultTopology, loadColonyKey, readServerConfig, readTopology } from "./colony.ts";
+import {
+  ColonyFileError,
+  defaultTopology,
+  loadColonyKeys,
+  readServerConfig,
+  readTopology,
+} from "./colony.ts";
 import { jsonLogger } from "./log.ts";
 import { startServer } from "./server-process.ts";
 import { type RunningColony, up } from "./up.ts";
@@ -197,10 +204,10 @@ program
   .requiredOption("--config <file>", "the server's configuration file (YAML or JSON)")
   .action(async (options: { config: string }) => {
     let config: ReturnType<typeof readServerConfig>;
-    let colonyKey: Buffer;
+    let colonyKeys: ColonyKeys;
     try {
       config = readServerConfig(options.config);
-      colonyKey = loadColonyKey(config.keyFile, process.env);
+      colonyKeys = loadColonyKeys(config.keyFile, process.env);
     } catch (error) {
       if (error instanceof ColonyFileError) fail(error.message, exitCodes.usage);
       throw error;
@@ -209,7 +216,7 @@ program
     try {
       const running = await startServer({
         config,
-        colonyKey,
+        colonyKeys,
         logger,
         onFatal: () => process.exit(exitCodes.serverFailed),
       });

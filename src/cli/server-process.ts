@@ -12,7 +12,7 @@ import {
   type ServerResponse,
 } from "node:http";
 import { type Command, commandCodec } from "../cell/index.ts";
-import { NodeScheduler } from "../client/index.ts";
+import { type ColonyKeys, NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
 import { initialMembersProblem } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
@@ -32,7 +32,7 @@ import {
   onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
-import { adminToken, adminUrl, type ServerConfig, type Topology } from "./colony.ts";
+import { adminToken, adminUrl, keyFingerprint, type ServerConfig, type Topology } from "./colony.ts";
 
 export { adminToken };
 
@@ -75,12 +75,13 @@ const hostedCountIntervalMs = 1000;
 
 export async function startServer(options: {
   readonly config: ServerConfig;
-  readonly colonyKey: Uint8Array;
+  /** The key that tags what the server sends, and while the key is rotated the other one it accepts. */
+  readonly colonyKeys: ColonyKeys;
   readonly logger: Logger;
   /** Called if the server stops itself (its disk failed); the process should exit. */
   readonly onFatal?: (reason: string) => void;
 }): Promise<RunningServer> {
-  const { config, colonyKey, logger } = options;
+  const { config, colonyKeys, logger } = options;
   const self = config.topology.servers.find((s) => s.id === config.server);
   if (self === undefined) throw new Error(`server ${config.server} is not in the topology`);
   const startedMs = Date.now();
@@ -110,7 +111,8 @@ export async function startServer(options: {
   };
   const tcp = new TcpTransport<ServerMessage>({
     listen: { host: self.host, port: self.port },
-    colonyKey,
+    colonyKey: colonyKeys.signing,
+    alsoAcceptedKeys: colonyKeys.alsoAccepted,
     codec: serverMessageCodec,
     warn: (message, fields) => logger.log("warn", message, fields as Record<string, string | number>),
   });
@@ -146,7 +148,9 @@ export async function startServer(options: {
   onServerLost(tcp, book, (serverId, refused) => {
     if (refused) server.peerRefused(serverId);
   });
-  const token = Buffer.from(adminToken(colonyKey));
+  // A token derived from either key is taken while the key is rotated.
+  const tokens = [colonyKeys.signing, ...colonyKeys.alsoAccepted].map((key) => Buffer.from(adminToken(key)));
+  const keyFingerprints = [colonyKeys.signing, ...colonyKeys.alsoAccepted].map(keyFingerprint);
   // GET /status counts hosted nodes exactly, which makes lmdb catch up with the journal on the
   // event loop first; the admin port needs no token for it, so the count is taken at most once
   // a second, however often /status is asked (metrics use the checkpointed count, never this).
@@ -250,6 +254,11 @@ export async function startServer(options: {
       counter("physalia_timer_firings_total", "Timer wheel firings", counters.timerFirings),
       counter("physalia_transport_frames_sent_total", "Frames sent", transportStats.framesSent),
       counter("physalia_transport_frames_received_total", "Frames received", transportStats.framesReceived),
+      counter(
+        "physalia_transport_frames_received_other_key_total",
+        "Frames received tagged with the colony key this server accepts besides its own (a rotation's other key)",
+        transportStats.framesReceivedUnderOtherKey,
+      ),
       {
         name: "physalia_transport_frames_dropped_total",
         help: "Frames dropped by the transport, by reason",
@@ -407,7 +416,11 @@ export async function startServer(options: {
   const authorized = (request: IncomingMessage): boolean => {
     const header = request.headers.authorization ?? "";
     const presented = Buffer.from(header.startsWith("Bearer ") ? header.slice(7) : "");
-    return presented.length === token.length && timingSafeEqual(presented, token);
+    let match = false;
+    for (const token of tokens) {
+      if (presented.length === token.length && timingSafeEqual(presented, token)) match = true;
+    }
+    return match;
   };
 
   const readBody = (request: IncomingMessage): Promise<unknown> =>
@@ -468,6 +481,7 @@ export async function startServer(options: {
         rssBytes: process.memoryUsage().rss,
         dataFreeBytes: free,
         diskWarning: diskLowWarning(config.data, free),
+        colonyKeys: keyFingerprints,
       });
       return;
     }

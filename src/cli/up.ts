@@ -12,7 +12,7 @@ import {
   adminUrl,
   type ConnectionFile,
   ensureKeyFile,
-  loadColonyKey,
+  loadColonyKeys,
   type ServerConfig,
   type Topology,
   writeConnectionFile,
@@ -86,7 +86,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
   const data = resolve(options.data);
   const keyFile = join(data, "colony.key");
   ensureKeyFile(keyFile);
-  const colonyKey = loadColonyKey(keyFile, options.env);
+  const colonyKeys = loadColonyKeys(keyFile, options.env);
   const configs: { config: ServerConfig; file: string }[] = options.topology.servers.map((s) => {
     const config: ServerConfig = {
       server: s.id,
@@ -177,7 +177,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
         inProcess.push(
           await startServer({
             config,
-            colonyKey,
+            colonyKeys,
             logger: jsonLogger({ server: config.server }, { write: (line) => log.write(line) }),
             onFatal: (reason) => logger.log("error", `server ${config.server} stopped itself`, { reason }),
           }),

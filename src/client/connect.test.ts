@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { ConnectError, type ConnectOptions, connect, connectOptionsProblem } from "./connect.ts";
+import {
+  ConnectError,
+  type ConnectOptions,
+  connect,
+  connectOptionsProblem,
+  parseColonyKeys,
+} from "./connect.ts";
 
 const key = new Uint8Array(32).fill(7);
 const servers = Array.from({ length: 7 }, (_, i) => ({
@@ -18,6 +24,9 @@ function loose(options: Record<string, unknown>): ConnectOptions {
 describe("connect() options given directly", () => {
   it("accepts servers and a key", () => {
     expect(connectOptionsProblem({ servers, colonyKey: key })).toBeNull();
+    expect(
+      connectOptionsProblem({ servers, colonyKey: key, alsoAcceptedKeys: [new Uint8Array(32).fill(1)] }),
+    ).toBeNull();
     expect(
       connectOptionsProblem({ servers, colonyKey: Buffer.from(key), cellSize: 5, requestTimeoutMs: 250 }),
     ).toBeNull();
@@ -49,6 +58,24 @@ describe("connect() options given directly", () => {
       ],
       [{ servers, colonyKey: key, rack: 3 }, /rack must be a string/],
       [{ colony: 42 }, /colony must be the path of a connection file/],
+      [{ servers, alsoAcceptedKeys: [key] }, /alsoAcceptedKeys needs colonyKey/],
+      [{ servers, colonyKey: key, alsoAcceptedKeys: key }, /alsoAcceptedKeys must be an array/],
+      [
+        { servers, colonyKey: key, alsoAcceptedKeys: ["07".repeat(32)] },
+        /alsoAcceptedKeys must be an array of Uint8Array/,
+      ],
+      [
+        { servers, colonyKey: key, alsoAcceptedKeys: [Buffer.from(key)] },
+        /the same colony key is given twice/,
+      ],
+      [
+        {
+          servers,
+          colonyKey: key,
+          alsoAcceptedKeys: [new Uint8Array(32).fill(1), new Uint8Array(32).fill(2)],
+        },
+        /3 colony keys; an endpoint holds at most 2/,
+      ],
     ];
     for (const [options, expected] of cases) expect(connectOptionsProblem(loose(options))).toMatch(expected);
     expect(connectOptionsProblem(null as unknown as ConnectOptions)).toMatch(/takes an options object/);
@@ -67,5 +94,34 @@ describe("connect() options given directly", () => {
     // With cells of 3, three servers are enough: a client, opened and closed (it sends nothing).
     const client = await connect({ servers: servers.slice(0, 3), colonyKey: key, cellSize: 3 });
     await client.close();
+  });
+});
+
+describe("colony keys written in hex", () => {
+  const a = "ab".repeat(32);
+  const b = "cd".repeat(32);
+
+  it("reads one key, or two while the key is rotated, the first signing", () => {
+    expect(parseColonyKeys(`${a}\n`, "f")).toEqual({ signing: Buffer.from(a, "hex"), alsoAccepted: [] });
+    for (const text of [`${a}\n${b}\n`, `  ${a} ${b}`, `${a},${b}`, `${a}\r\n\r\n${b}`]) {
+      expect(parseColonyKeys(text, "f")).toEqual({
+        signing: Buffer.from(a, "hex"),
+        alsoAccepted: [Buffer.from(b, "hex")],
+      });
+    }
+  });
+
+  it("names what is wrong, and which key", () => {
+    const cases: [string, RegExp][] = [
+      ["", /keys\.txt holds no colony key; it should hold 64 or more hex digits/],
+      [" \n ", /holds no colony key/],
+      [`${a}\n${b}\n${"ef".repeat(32)}`, /holds 3 colony keys; it may hold 2 at most/],
+      [`${a}\n${a}`, /lists the same colony key twice/],
+      [`${a}\nxyz`, /colony key 2 of 2 in keys\.txt is not hexadecimal/],
+      [`${a}\n${"ab".repeat(16)}`, /colony key 2 of 2 in keys\.txt has 16 bytes; it needs at least 32/],
+      ["ab".repeat(16), /the colony key in keys\.txt has 16 bytes/],
+    ];
+    for (const [text, expected] of cases) expect(() => parseColonyKeys(text, "keys.txt")).toThrow(expected);
+    expect(() => parseColonyKeys("", "keys.txt")).toThrow(ConnectError);
   });
 });

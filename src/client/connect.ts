@@ -19,6 +19,8 @@ import { type ServerPlace, TopologyDiscovery } from "../discovery/index.ts";
 import {
   AddressBook,
   colonyKeyBytesMin,
+  colonyKeysMax,
+  colonyKeysProblem,
   formatServerAddress,
   MappedTransport,
   onServerLost,
@@ -36,8 +38,16 @@ export interface ConnectOptions {
   /** A colony connection file (written by `physalia up`), or the servers and key given directly. */
   readonly colony?: string;
   readonly servers?: readonly ColonyServer[];
-  /** The colony key (at least 32 bytes); read from the connection file's key file when omitted. */
+  /**
+   * The colony key (at least 32 bytes): it tags every request. Read from the connection file's
+   * key file when omitted, with the other key that file may list while the key is rotated.
+   */
   readonly colonyKey?: Uint8Array;
+  /**
+   * While the colony key is rotated, the other key: answers tagged with it are accepted too (at
+   * most one; docs/OPERATIONS.md, "Rotating the colony key"). Given with `colonyKey` only.
+   */
+  readonly alsoAcceptedKeys?: readonly Uint8Array[];
   /** Nodes per cell (default 7, or the connection file's). */
   readonly cellSize?: number;
   /** The rack the client runs in: nodes in it are preferred. */
@@ -101,29 +111,59 @@ export function readColonyConnection(file: string): ConnectionFileContents {
   return { cellSize: c.cellSize as number, keyFile, servers: c.servers };
 }
 
-/** A colony key written in hex (a key file's text, or PHYSALIA_COLONY_KEY), at least 32 bytes. */
-export function parseColonyKey(hex: string, origin: string): Buffer {
-  const text = hex.trim();
-  if (!/^[0-9a-fA-F]*$/.test(text) || text.length % 2 !== 0)
-    throw new ConnectError(
-      `the colony key in ${origin} is not hexadecimal; it should be ${colonyKeyBytesMin * 2} or more hex digits`,
-    );
-  const key = Buffer.from(text, "hex");
-  if (key.length < colonyKeyBytesMin)
-    throw new ConnectError(
-      `the colony key in ${origin} has ${key.length} bytes; it needs at least ${colonyKeyBytesMin} (generate one with \`openssl rand -hex 32\`)`,
-    );
-  return key;
+/**
+ * An endpoint's colony keys: the one that tags what it sends, and while the key is rotated the
+ * other one, also accepted on what it receives.
+ */
+export interface ColonyKeys {
+  readonly signing: Buffer;
+  readonly alsoAccepted: readonly Buffer[];
 }
 
-export function readColonyKeyFile(file: string): Buffer {
+/**
+ * The colony keys written in hex (a key file's text, or PHYSALIA_COLONY_KEY): one key of at least
+ * 32 bytes, or while the key is rotated two, separated by a line break, spaces or a comma; the
+ * first tags what is sent.
+ */
+export function parseColonyKeys(text: string, origin: string): ColonyKeys {
+  const words = text.split(/[\s,]+/).filter((word) => word !== "");
+  if (words.length === 0)
+    throw new ConnectError(
+      `${origin} holds no colony key; it should hold ${colonyKeyBytesMin * 2} or more hex digits (generate a key with \`openssl rand -hex 32\`)`,
+    );
+  if (words.length > colonyKeysMax)
+    throw new ConnectError(
+      `${origin} holds ${words.length} colony keys; it may hold ${colonyKeysMax} at most: the key in use and, while the key is rotated, the other one`,
+    );
+  const keys = words.map((word, i) => {
+    const which = words.length === 1 ? "the colony key" : `colony key ${i + 1} of ${words.length}`;
+    if (!/^[0-9a-fA-F]*$/.test(word) || word.length % 2 !== 0)
+      throw new ConnectError(
+        `${which} in ${origin} is not hexadecimal; it should be ${colonyKeyBytesMin * 2} or more hex digits`,
+      );
+    const key = Buffer.from(word, "hex");
+    if (key.length < colonyKeyBytesMin)
+      throw new ConnectError(
+        `${which} in ${origin} has ${key.length} bytes; it needs at least ${colonyKeyBytesMin} (generate one with \`openssl rand -hex 32\`)`,
+      );
+    return key;
+  });
+  const [signing, ...alsoAccepted] = keys as [Buffer, ...Buffer[]];
+  if (alsoAccepted.some((key) => key.equals(signing)))
+    throw new ConnectError(
+      `${origin} lists the same colony key twice; during a rotation it holds the old key and the new one`,
+    );
+  return { signing, alsoAccepted };
+}
+
+export function readColonyKeyFile(file: string): ColonyKeys {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (error) {
     throw new ConnectError(`cannot read the colony key file ${file}: ${(error as Error).message}`);
   }
-  return parseColonyKey(text, file);
+  return parseColonyKeys(text, file);
 }
 
 /** The client of the package: the client over the ports, plus `connect()` on real sockets. */
@@ -159,6 +199,15 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
   }
   if (options.colonyKey !== undefined && !(options.colonyKey instanceof Uint8Array))
     return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
+  const others = options.alsoAcceptedKeys;
+  if (others !== undefined) {
+    if (!Array.isArray(others) || others.some((key) => !(key instanceof Uint8Array)))
+      return "alsoAcceptedKeys must be an array of Uint8Array (or Buffer) keys";
+    if (options.colonyKey === undefined)
+      return "alsoAcceptedKeys needs colonyKey: the key that tags requests (a connection file's key file lists both)";
+    const problem = colonyKeysProblem([options.colonyKey, ...others]);
+    if (problem !== null) return `colonyKey and alsoAcceptedKeys: ${problem}`;
+  }
   const cellSize = options.cellSize;
   if (cellSize !== undefined && (!Number.isInteger(cellSize) || cellSize < 1 || cellSize > limits.membersMax))
     return `cellSize must be a whole number from 1 to ${limits.membersMax}, not ${show(cellSize)}`;
@@ -178,8 +227,16 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const servers = options.servers ?? file?.servers;
   if (servers === undefined || servers.length === 0)
     throw new ConnectError("connect() needs a colony connection file (colony) or a list of servers");
-  const colonyKey = options.colonyKey ?? (file === null ? undefined : readColonyKeyFile(file.keyFile));
-  if (colonyKey === undefined)
+  const keys: ColonyKeys | undefined =
+    options.colonyKey !== undefined
+      ? {
+          signing: Buffer.from(options.colonyKey),
+          alsoAccepted: (options.alsoAcceptedKeys ?? []).map((k) => Buffer.from(k)),
+        }
+      : file === null
+        ? undefined
+        : readColonyKeyFile(file.keyFile);
+  if (keys === undefined)
     throw new ConnectError("connect() needs the colony key (colonyKey) with a list of servers");
   const cellSize = options.cellSize ?? file?.cellSize ?? limits.cellSizeDefault;
   if (servers.length < cellSize)
@@ -187,7 +244,8 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
       `cells of ${cellSize} nodes need at least ${cellSize} servers; ${servers.length} ${servers.length === 1 ? "is" : "are"} given`,
     );
   const tcp = new TcpTransport<ClientRequest | ClientResponse>({
-    colonyKey,
+    colonyKey: keys.signing,
+    alsoAcceptedKeys: keys.alsoAccepted,
     codec: { encode: encodeClientMessage, decode: decodeClientMessage, write: writeClientMessage },
     ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
   });

@@ -6,12 +6,13 @@ export {
   type Outcome,
 } from "./client.ts";
 export {
+  type ColonyKeys,
   type ColonyServer,
   ConnectError,
   type ConnectOptions,
   connect,
   PhysaliaClient,
-  parseColonyKey,
+  parseColonyKeys,
   readColonyConnection,
   readColonyKeyFile,
 } from "./connect.ts";

@@ -2,6 +2,7 @@ import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
+  colonyKeysProblem,
   decodeFrame,
   encodeFrame,
   encodeHello,
@@ -49,9 +50,13 @@ describe("frame codec", () => {
     const bytes = encodeFrame(key, sample);
     expect(bytes.readUInt32BE(0)).toBe(bytes.length - 4);
     const result = decodeFrame(key, bytes);
-    expect(result).toEqual({ ok: true, frame: sample });
+    expect(result).toEqual({ ok: true, frame: sample, otherKey: false });
     const hello = decodeFrame(key, encodeHello(key, "client:abcd"));
-    expect(hello).toEqual({ ok: true, frame: { sender: "client:abcd", sequence: 0, messages: [] } });
+    expect(hello).toEqual({
+      ok: true,
+      frame: { sender: "client:abcd", sequence: 0, messages: [] },
+      otherKey: false,
+    });
   });
 
   it("decodes messages as plain views of the frame (no copy), whose slice is a copy", () => {
@@ -81,14 +86,69 @@ describe("frame codec", () => {
         const tagStart = bytes.length - 32;
         const reference = createHmac("sha256", bytesOfKey).update(bytes.subarray(0, tagStart)).digest();
         expect(Buffer.from(bytes.subarray(tagStart)).equals(reference)).toBe(true);
-        expect(decodeFrame(k, bytes)).toEqual({ ok: true, frame });
-        expect(decodeFrame(k, retag(bytes, bytesOfKey))).toEqual({ ok: true, frame });
+        expect(decodeFrame(k, bytes)).toEqual({ ok: true, frame, otherKey: false });
+        expect(decodeFrame(k, retag(bytes, bytesOfKey))).toEqual({ ok: true, frame, otherKey: false });
       }
     }
   });
 
   it("refuses a colony key shorter than 32 bytes with a message saying what to do", () => {
     expect(() => frameKey(Buffer.alloc(31))).toThrow(/31 bytes; it must be at least 32/);
+  });
+
+  it("during a rotation, tags with the first key and accepts frames under either", () => {
+    const oldBytes = Buffer.alloc(32, 7);
+    const newBytes = Buffer.alloc(32, 8);
+    const both = frameKey(newBytes, [oldBytes]);
+    const oldOnly = frameKey(oldBytes);
+    const newOnly = frameKey(newBytes);
+    // Sent under the first key: the new key alone verifies it, the old alone does not.
+    const sent = encodeFrame(both, sample);
+    expect(decodeFrame(newOnly, sent)).toEqual({ ok: true, frame: sample, otherKey: false });
+    expect(decodeFrame(oldOnly, sent)).toMatchObject({ ok: false, reason: "unauthenticated" });
+    // Received under either key, and which one said.
+    expect(decodeFrame(both, encodeFrame(newOnly, sample))).toEqual({
+      ok: true,
+      frame: sample,
+      otherKey: false,
+    });
+    expect(decodeFrame(both, encodeFrame(oldOnly, sample))).toEqual({
+      ok: true,
+      frame: sample,
+      otherKey: true,
+    });
+    // A third key is refused, and so is a frame under either key with a bit flipped.
+    expect(decodeFrame(both, encodeFrame(frameKey(Buffer.alloc(32, 9)), sample))).toMatchObject({
+      ok: false,
+      reason: "unauthenticated",
+    });
+    const flipped = Buffer.from(encodeFrame(oldOnly, sample));
+    flipped[10] = (flipped[10] as number) ^ 1;
+    expect(decodeFrame(both, flipped)).toMatchObject({ ok: false, reason: "unauthenticated" });
+    // After a large frame under the old key, both keys' buffers still verify small ones.
+    const large: Frame = { sender: "a:1", sequence: 3, messages: [new Uint8Array(9000).fill(1)] };
+    expect(decodeFrame(both, encodeFrame(oldOnly, large))).toEqual({
+      ok: true,
+      frame: large,
+      otherKey: true,
+    });
+    expect(decodeFrame(both, encodeFrame(newOnly, sample))).toEqual({
+      ok: true,
+      frame: sample,
+      otherKey: false,
+    });
+  });
+
+  it("holds at most two distinct keys, each a colony key", () => {
+    const k = (fill: number, length = 32) => Buffer.alloc(length, fill);
+    expect(colonyKeysProblem([k(1)])).toBeNull();
+    expect(colonyKeysProblem([k(1), k(2)])).toBeNull();
+    expect(colonyKeysProblem([])).toMatch(/no colony key/);
+    expect(colonyKeysProblem([k(1), k(2), k(3)])).toMatch(/3 colony keys; an endpoint holds at most 2/);
+    expect(colonyKeysProblem([k(1), k(1)])).toMatch(/the same colony key is given twice/);
+    expect(colonyKeysProblem([k(1), k(2, 16)])).toMatch(/key 2: the colony key is 16 bytes/);
+    expect(() => frameKey(k(1), [k(1)])).toThrow(RangeError);
+    expect(() => frameKey(k(1), [k(2), k(3)])).toThrow(/at most 2/);
   });
 
   it("rejects a tag made with another key, and any flipped bit", () => {
@@ -161,6 +221,7 @@ describe("frame codec", () => {
     expect(decodeFrame(key, handFrame([frameVersion, 1, 0x61, 1, 1, 2, 7, 8]))).toEqual({
       ok: true,
       frame: { sender: "a", sequence: 1, messages: [new Uint8Array([7, 8])] },
+      otherKey: false,
     });
   });
 

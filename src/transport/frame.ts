@@ -33,6 +33,8 @@ import {
 export const frameVersion = 1;
 /** Shortest colony key accepted: HMAC-SHA256 is only as strong as its key, up to its block. */
 export const colonyKeyBytesMin = 32;
+/** Keys an endpoint accepts at once: two while the colony key is rotated. */
+export const colonyKeysMax = 2;
 
 export interface Frame {
   readonly sender: Address;
@@ -44,14 +46,15 @@ export interface Frame {
 export type FrameRejection = "oversized" | "malformed" | "unauthenticated" | "unsupported-version";
 
 export type FrameDecodeResult =
-  | { readonly ok: true; readonly frame: Frame }
+  /** `otherKey`: the frame was tagged with an accepted key other than the signing one. */
+  | { readonly ok: true; readonly frame: Frame; readonly otherKey: boolean }
   | { readonly ok: false; readonly reason: FrameRejection; readonly detail: string };
 
 /** SHA-256's block: the HMAC key pads are one block each. */
 const hashBlockBytes = 64;
 
-/** The colony key, prepared once: its HMAC pads, and the buffers tags are computed in. */
-export class FrameKey {
+/** One key, prepared once: its HMAC pads, and the buffers tags are computed in. */
+class HmacKey {
   /** The key XOR ipad, then the bytes to tag (decoding copies them here). Grows by doubling, so to less than twice the largest frame verified. */
   private inner: Buffer;
   /** The key XOR opad, then the inner digest. */
@@ -59,8 +62,6 @@ export class FrameKey {
   private readonly expected = Buffer.alloc(frameTagBytes);
 
   constructor(key: Uint8Array) {
-    const problem = colonyKeyProblem(key);
-    if (problem !== null) throw new RangeError(problem);
     const block = Buffer.alloc(hashBlockBytes);
     block.set(key.length > hashBlockBytes ? hash("sha256", key, "buffer") : key);
     this.inner = Buffer.alloc(hashBlockBytes + 1024);
@@ -96,6 +97,45 @@ export class FrameKey {
   }
 }
 
+/**
+ * The colony's keys as an endpoint holds them: the key it tags what it sends with, and the keys it
+ * accepts on what it receives, that one first. Two are accepted while the colony key is rotated
+ * (docs/OPERATIONS.md, "Rotating the colony key"): every endpoint first accepts the new key beside
+ * the old, then tags with the new one, then drops the old.
+ */
+export class FrameKey {
+  private readonly signing: HmacKey;
+  private readonly others: readonly HmacKey[];
+
+  constructor(key: Uint8Array, alsoAccepted: readonly Uint8Array[] = []) {
+    const problem = colonyKeysProblem([key, ...alsoAccepted]);
+    if (problem !== null) throw new RangeError(problem);
+    this.signing = new HmacKey(key);
+    this.others = alsoAccepted.map((other) => new HmacKey(other));
+  }
+
+  /** Writes the signing key's inner pad into target[0, 64): the bytes after it can then be tagged in place. */
+  padInto(target: Buffer): void {
+    this.signing.padInto(target);
+  }
+
+  /** The signing key's tag of padded[64, end), where padded starts with padInto's block, written at target[offset]. */
+  tagPadded(padded: Buffer, end: number, target: Buffer, offset: number): void {
+    this.signing.tagPadded(padded, end, target, offset);
+  }
+
+  /**
+   * Under which key `tag` is the tag of `bytes`: "signing" this endpoint's own, "other" the other
+   * key it accepts, null none (so the answer is truthy exactly when the tag verifies). Each
+   * comparison is in constant time.
+   */
+  verify(bytes: Uint8Array, tag: Uint8Array): "signing" | "other" | null {
+    if (this.signing.verify(bytes, tag)) return "signing";
+    for (const other of this.others) if (other.verify(bytes, tag)) return "other";
+    return null;
+  }
+}
+
 /** Why these bytes cannot be a colony key, or null if they can. */
 export function colonyKeyProblem(key: Uint8Array): string | null {
   if (!(key instanceof Uint8Array)) return "the colony key must be a Buffer or Uint8Array";
@@ -104,9 +144,29 @@ export function colonyKeyProblem(key: Uint8Array): string | null {
   return null;
 }
 
-/** Import a colony key; a short key is a configuration error, reported with what to do. */
-export function frameKey(key: Uint8Array): FrameKey {
-  return new FrameKey(key);
+/**
+ * Why these keys cannot be an endpoint's keys (the signing key first, then any other it accepts),
+ * or null if they can: one or two keys, each a colony key, no two the same.
+ */
+export function colonyKeysProblem(keys: readonly Uint8Array[]): string | null {
+  if (keys.length === 0) return "no colony key";
+  if (keys.length > colonyKeysMax)
+    return `${keys.length} colony keys; an endpoint holds at most ${colonyKeysMax}: the key in use and, while it is rotated, the other one`;
+  for (const [i, key] of keys.entries()) {
+    const problem = colonyKeyProblem(key);
+    if (problem !== null) return keys.length === 1 ? problem : `key ${i + 1}: ${problem}`;
+  }
+  if (keys.length === 2 && Buffer.compare(keys[0] as Uint8Array, keys[1] as Uint8Array) === 0)
+    return "the same colony key is given twice";
+  return null;
+}
+
+/**
+ * Import a colony key, and the keys also accepted on received frames while the key is rotated;
+ * a short key is a configuration error, reported with what to do.
+ */
+export function frameKey(key: Uint8Array, alsoAccepted: readonly Uint8Array[] = []): FrameKey {
+  return new FrameKey(key, alsoAccepted);
 }
 
 function writeVarint(target: Buffer, offset: number, value: number): number {
@@ -307,8 +367,8 @@ export function decodeFrame(
   }
   if (cursor.remaining !== 0) return reject("malformed", `${cursor.remaining} trailing bytes before the tag`);
 
-  if (!key.verify(bytes.subarray(0, tagStart), bytes.subarray(tagStart)))
-    return reject("unauthenticated", "the tag does not match the colony key");
+  const verified = key.verify(bytes.subarray(0, tagStart), bytes.subarray(tagStart));
+  if (verified === null) return reject("unauthenticated", "the tag does not match the colony key");
 
   let sender: string;
   try {
@@ -324,7 +384,7 @@ export function decodeFrame(
   for (let i = 0; i < count; i++) {
     messages[i] = new Uint8Array(bytes.buffer, base + (starts[i] as number), lengths[i] as number);
   }
-  return { ok: true, frame: { sender, sequence, messages } };
+  return { ok: true, frame: { sender, sequence, messages }, otherKey: verified === "other" };
 }
 
 export type SplitResult =

@@ -2,6 +2,8 @@ export { AddressBook, MappedTransport, onServerLost } from "./address-book.ts";
 export {
   colonyKeyBytesMin,
   colonyKeyProblem,
+  colonyKeysMax,
+  colonyKeysProblem,
   decodeFrame,
   encodeFrame,
   encodeFrameBody,

@@ -59,8 +59,13 @@ export interface TcpTransportOptions<M> {
    * when it differs from the listening host (e.g. listening on 0.0.0.0).
    */
   readonly listen?: { readonly host: string; readonly port: number; readonly advertiseHost?: string };
-  /** Shared by every server and client of the colony; at least 32 random bytes. */
+  /** Shared by every server and client of the colony; at least 32 random bytes. Tags every frame sent. */
   readonly colonyKey: Uint8Array;
+  /**
+   * Another key accepted on received frames besides `colonyKey`, while the colony key is rotated
+   * (at most one; docs/OPERATIONS.md, "Rotating the colony key").
+   */
+  readonly alsoAcceptedKeys?: readonly Uint8Array[];
   readonly codec: MessageCodec<M>;
   /** Receives warnings (rate limited). */
   readonly warn?: TransportWarn;
@@ -111,6 +116,12 @@ export interface TransportStats {
   readonly framesSent: number;
   /** Frames accepted (authenticated, in sequence, from the right sender), hellos included. */
   readonly framesReceived: number;
+  /**
+   * Of those, frames tagged with an also-accepted key rather than this endpoint's own: while the
+   * colony key is rotated, peers still signing with the other key. A count that stays put shows
+   * that no peer uses it any more.
+   */
+  readonly framesReceivedUnderOtherKey: number;
   readonly messagesSent: number;
   readonly messagesReceived: number;
   readonly bytesSent: number;
@@ -338,6 +349,7 @@ export class TcpTransport<M> implements TransportPort<M> {
   > = {
     framesSent: 0,
     framesReceived: 0,
+    framesReceivedUnderOtherKey: 0,
     messagesSent: 0,
     messagesReceived: 0,
     bytesSent: 0,
@@ -365,7 +377,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     const problem = transportLimitsProblem(bounds);
     if (problem !== null) throw new RangeError(`invalid transport limits: ${problem}`);
     this.bounds = Object.freeze(bounds);
-    this.key = frameKey(options.colonyKey);
+    this.key = frameKey(options.colonyKey, options.alsoAcceptedKeys);
     this.codec = options.codec;
     this.warnSink = options.warn;
     this.random = options.random ?? Math.random;
@@ -1123,6 +1135,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     const frame = decoded.frame;
     if (!connection.helloReceived) {
       this.receiveHello(connection, frame.sender, frame.sequence, frame.messages.length);
+      if (decoded.otherKey && connection.helloReceived) this.counters.framesReceivedUnderOtherKey += 1;
       return;
     }
     if (frame.sender !== connection.remote) {
@@ -1143,6 +1156,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     }
     connection.sequenceReceived = frame.sequence;
     this.counters.framesReceived += 1;
+    if (decoded.otherKey) this.counters.framesReceivedUnderOtherKey += 1;
     for (const payload of frame.messages) {
       let message: M;
       try {

@@ -44,8 +44,9 @@ export class ProcessColony {
   constructor(
     readonly dir: string,
     readonly topology: Topology,
+    overrides: Parameters<typeof writeColonyFiles>[2] = {},
   ) {
-    const files = writeColonyFiles(dir, topology);
+    const files = writeColonyFiles(dir, topology, overrides);
     this.configFiles = files.configFiles;
     this.colonyFile = files.connectionFile;
     this.key = loadColonyKey(files.keyFile, {});

@@ -1,0 +1,163 @@
+/**
+ * Rotating the colony key on a running colony of server processes (docs/OPERATIONS.md, "Rotating
+ * the colony key"). Each server is restarted three times, one at a time, with its key file holding
+ * the old key and the new one, then the new key and the old one, then the new key alone. After
+ * every restart, clients holding the keys of the step before and of the step under way must both
+ * write; midway through the second step, with one server stopped, the two others (one signing
+ * with each key) must commit a write together. Once the new key alone is left, a client holding
+ * only the old one must get nowhere, and every write made must be in the cell.
+ */
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { keyFingerprint } from "../src/cli/colony.ts";
+import { PhysaliaClient } from "../src/index.ts";
+import { createCells, localTopology } from "./support/colony.ts";
+import { ProcessColony } from "./support/fault-colony.ts";
+
+const root = join(import.meta.dirname, "..");
+const cellKey = "rotated-1";
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+});
+
+function writeKeys(file: string, keys: readonly Buffer[]): void {
+  writeFileSync(file, `${keys.map((key) => key.toString("hex")).join("\n")}\n`, { mode: 0o600 });
+}
+
+describe("colony key rotation on server processes", () => {
+  it("keeps the colony writable through the three steps, and shuts the old key out after them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "physalia-rotation-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const topology = await localTopology(3, 3, "rotation");
+    const ids = topology.servers.map((s) => s.id);
+    const keyFileOf = (id: string) => join(dir, `${id}.key`);
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    for (const id of ids) writeKeys(keyFileOf(id), [oldKey]);
+    const colony = new ProcessColony(
+      dir,
+      topology,
+      Object.fromEntries(ids.map((id) => [id, { keyFile: keyFileOf(id) }])),
+    );
+    cleanups.push(() => colony.stopAll());
+    for (const id of ids) colony.start(id);
+    await Promise.all(ids.map((id) => colony.healthy(id)));
+    await createCells(topology, oldKey, [cellKey]);
+
+    const client = (keys: readonly Buffer[]) =>
+      PhysaliaClient.connect({
+        servers: topology.servers,
+        cellSize: topology.cellSize,
+        colonyKey: keys[0] as Buffer,
+        alsoAcceptedKeys: keys.slice(1),
+        requestTimeoutMs: 300,
+      });
+    let written = 0;
+    const write = async (keys: readonly Buffer[], what: string) => {
+      const c = await client(keys);
+      try {
+        await c.cell(cellKey).add("n", 1n);
+        written += 1;
+      } catch (error) {
+        throw new Error(`${what}: ${(error as Error).message}`);
+      } finally {
+        await c.close();
+      }
+    };
+    const fingerprints = async (id: string) => {
+      const s = topology.servers.find((server) => server.id === id);
+      const response = await fetch(`http://${s?.host}:${s?.adminPort}/status`);
+      return ((await response.json()) as { colonyKeys: string[] }).colonyKeys;
+    };
+    const status = (keys: readonly Buffer[]) => {
+      writeKeys(join(dir, "colony.key"), keys);
+      const run = spawnSync(
+        process.execPath,
+        ["--import", "tsx", "src/cli/main.ts", "status", "--colony", colony.colonyFile],
+        { cwd: root, encoding: "utf8", env: { ...process.env, PHYSALIA_COLONY_KEY: "" }, timeout: 30_000 },
+      );
+      expect(run.status, run.stderr).toBe(0);
+      return run.stdout;
+    };
+
+    await write([oldKey], "before the rotation");
+    const steps: Buffer[][] = [[oldKey, newKey], [newKey, oldKey], [newKey]];
+    let before: readonly Buffer[] = [oldKey];
+    for (const [step, keys] of steps.entries()) {
+      for (const [i, id] of ids.entries()) {
+        writeKeys(keyFileOf(id), keys);
+        await colony.stop(id);
+        colony.start(id);
+        await colony.healthy(id);
+        expect(await fingerprints(id)).toEqual(keys.map(keyFingerprint));
+        await write(before, `step ${step + 1}, ${id} restarted, a client with the keys before the step`);
+        await write(keys, `step ${step + 1}, ${id} restarted, a client with the step's keys`);
+
+        if (step === 1 && i === 0) {
+          // s1 signs with the new key, s2 and s3 with the old one. Without s2, a write needs s1
+          // and s3 to accept each other's frames.
+          const other = ids[1] as string;
+          await colony.stop(other);
+          await write(keys, "step 2, s1 signing with the new key and s3 with the old, s2 stopped");
+          expect(
+            await colony.metric(id, "physalia_transport_frames_received_other_key_total", 2000),
+          ).toBeGreaterThan(0);
+          colony.start(other);
+          await colony.healthy(other);
+
+          const shown = status(before);
+          expect(shown).toContain("a rotation is under way");
+          expect(shown).toContain(
+            `${id}: signs with ${keyFingerprint(newKey)}, also accepts ${keyFingerprint(oldKey)}`,
+          );
+          expect(shown).toContain(
+            `${other}: signs with ${keyFingerprint(oldKey)}, also accepts ${keyFingerprint(newKey)}`,
+          );
+          expect(shown).not.toContain("does not accept");
+          expect(status([randomBytes(32)])).toContain(
+            `${ids.join(", ")} do not accept the key this command signs with`,
+          );
+        }
+      }
+      // The admin port takes a token derived from either key the servers hold.
+      await createCells(topology, keys[keys.length - 1] as Buffer, [`created-in-step-${step + 1}`]);
+      before = keys;
+    }
+    await expect(createCells(topology, oldKey, ["created-with-the-old-key"])).rejects.toThrow(/401/);
+    expect(status([newKey])).not.toContain("a rotation is under way");
+
+    // The old key alone is shut out: its requests are dropped unread, so nothing comes back.
+    const outsider = await client([oldKey]);
+    let outcome = "pending";
+    outsider
+      .cell(cellKey)
+      .add("n", 1n)
+      .then(
+        () => {
+          outcome = "written";
+        },
+        () => {
+          outcome = "failed";
+        },
+      );
+    await sleep(3000);
+    await outsider.close();
+    expect(outcome).not.toBe("written");
+
+    const reader = await client([newKey]);
+    try {
+      expect(await reader.cell(cellKey).get("n")).toBe(BigInt(written));
+    } finally {
+      await reader.close();
+    }
+    expect(written).toBe(1 + 2 * steps.length * ids.length + 1);
+    expect(colony.unexpectedExits).toEqual([]);
+  }, 180_000);
+});
