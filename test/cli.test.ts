@@ -157,7 +157,7 @@ describe("the physalia command line against a local colony", () => {
 });
 
 describe("physalia up --processes", () => {
-  it("runs one process per server, serves clients, and stops every process on Ctrl-C", async () => {
+  it("runs one process per server, serves clients, and stops every process when its terminal hangs up", async () => {
     const dir = mkdtempSync(join(tmpdir(), "physalia-procs-"));
     const topology = await localTopology(7);
     writeFileSync(join(dir, "topology.json"), JSON.stringify(topology));
@@ -209,8 +209,11 @@ describe("physalia up --processes", () => {
       for (let i = 0; i < 100 && !err.includes("server s7 exited by itself"); i++)
         await new Promise((r) => setTimeout(r, 100));
       expect(err).toMatch(/physalia: server s7 exited by itself \(SIGKILL\); its log: .*s7\.log/);
+      // The terminal goes away: SIGHUP reaches up and its servers. A server reads its keys again
+      // on SIGHUP and goes on; up stops every server and exits.
       const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));
-      process.kill(colony.pid as number, "SIGINT");
+      for (const pid of pids.slice(0, 6)) process.kill(pid, "SIGHUP");
+      process.kill(colony.pid as number, "SIGHUP");
       expect(await exited).toBe(0);
       // Every server process is gone.
       const alive = pids.filter((pid) => {

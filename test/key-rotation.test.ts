@@ -1,19 +1,18 @@
 /**
- * Rotating the colony key on a running colony of server processes (docs/OPERATIONS.md, "Rotating
- * the colony key"). Each server is restarted three times, one at a time, with its key file holding
- * the old key and the new one, then the new key and the old one, then the new key alone. After
- * every restart, clients holding the keys of the step before and of the step under way must both
- * write; midway through the second step, with one server stopped, the two others (one signing
- * with each key) must commit a write together. Once the new key alone is left, a client holding
- * only the old one must get nowhere, and every write made must be in the cell.
+ * Rotating the colony key on a running colony of server processes (docs/OPERATIONS.md section
+ * 1.4), in its three steps: every key file holds the old key and the new one, then the new key and
+ * the old one, then the new key alone. A server takes a step by a restart, or by SIGHUP without
+ * one. After every server's step, clients holding the keys of the step before and of the step
+ * under way must both write. Once the new key alone is left, a client holding only the old one
+ * must get nowhere, and every write made must be in the cell.
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { keyFingerprint } from "../src/cli/colony.ts";
+import { keyFingerprint, type Topology } from "../src/cli/colony.ts";
 import { PhysaliaClient } from "../src/index.ts";
 import { createCells, localTopology } from "./support/colony.ts";
 import { ProcessColony } from "./support/fault-colony.ts";
@@ -31,51 +30,86 @@ function writeKeys(file: string, keys: readonly Buffer[]): void {
   writeFileSync(file, `${keys.map((key) => key.toString("hex")).join("\n")}\n`, { mode: 0o600 });
 }
 
+/** Three server processes, each with its own key file holding `oldKey`, and a cell on them. */
+async function rotationColony(oldKey: Buffer) {
+  const dir = mkdtempSync(join(tmpdir(), "physalia-rotation-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const topology: Topology = await localTopology(3, 3, "keys");
+  const ids = topology.servers.map((s) => s.id);
+  const keyFileOf = (id: string) => join(dir, `${id}.key`);
+  for (const id of ids) writeKeys(keyFileOf(id), [oldKey]);
+  const colony = new ProcessColony(
+    dir,
+    topology,
+    Object.fromEntries(ids.map((id) => [id, { keyFile: keyFileOf(id) }])),
+  );
+  cleanups.push(() => colony.stopAll());
+  for (const id of ids) colony.start(id);
+  await Promise.all(ids.map((id) => colony.healthy(id)));
+  await createCells(topology, oldKey, [cellKey]);
+
+  const client = (keys: readonly Buffer[]) =>
+    PhysaliaClient.connect({
+      servers: topology.servers,
+      cellSize: topology.cellSize,
+      colonyKey: keys[0] as Buffer,
+      alsoAcceptedKeys: keys.slice(1),
+      requestTimeoutMs: 300,
+    });
+  let written = 0;
+  /** One `add` through a new client holding `keys`; throws naming `what` if it fails. */
+  const write = async (keys: readonly Buffer[], what: string) => {
+    const c = await client(keys);
+    try {
+      await c.cell(cellKey).add("n", 1n);
+      written += 1;
+    } catch (error) {
+      throw new Error(`${what}: ${(error as Error).message}`);
+    } finally {
+      await c.close();
+    }
+  };
+  /** The fingerprints of the keys a server holds, as its /status gives them. */
+  const fingerprints = async (id: string) => {
+    const s = topology.servers.find((server) => server.id === id);
+    const response = await fetch(`http://${s?.host}:${s?.adminPort}/status`);
+    return ((await response.json()) as { colonyKeys: string[] }).colonyKeys;
+  };
+  /** After the rotation: a client with the old key alone gets nothing done, and the cell holds every write. */
+  const checkEnd = async (oldKeyAlone: Buffer, newKey: Buffer) => {
+    const outsider = await client([oldKeyAlone]);
+    let outcome = "pending";
+    outsider
+      .cell(cellKey)
+      .add("n", 1n)
+      .then(
+        () => {
+          outcome = "written";
+        },
+        () => {
+          outcome = "failed";
+        },
+      );
+    await sleep(3000);
+    await outsider.close();
+    expect(outcome).not.toBe("written");
+    const reader = await client([newKey]);
+    try {
+      expect(await reader.cell(cellKey).get("n")).toBe(BigInt(written));
+    } finally {
+      await reader.close();
+    }
+    expect(colony.unexpectedExits).toEqual([]);
+  };
+  return { dir, topology, ids, keyFileOf, colony, write, fingerprints, checkEnd, written: () => written };
+}
+
 describe("colony key rotation on server processes", () => {
-  it("keeps the colony writable through the three steps, and shuts the old key out after them", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "physalia-rotation-"));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const topology = await localTopology(3, 3, "rotation");
-    const ids = topology.servers.map((s) => s.id);
-    const keyFileOf = (id: string) => join(dir, `${id}.key`);
+  it("keeps the colony writable through three rolling restarts, and shuts the old key out after them", async () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
-    for (const id of ids) writeKeys(keyFileOf(id), [oldKey]);
-    const colony = new ProcessColony(
-      dir,
-      topology,
-      Object.fromEntries(ids.map((id) => [id, { keyFile: keyFileOf(id) }])),
-    );
-    cleanups.push(() => colony.stopAll());
-    for (const id of ids) colony.start(id);
-    await Promise.all(ids.map((id) => colony.healthy(id)));
-    await createCells(topology, oldKey, [cellKey]);
-
-    const client = (keys: readonly Buffer[]) =>
-      PhysaliaClient.connect({
-        servers: topology.servers,
-        cellSize: topology.cellSize,
-        colonyKey: keys[0] as Buffer,
-        alsoAcceptedKeys: keys.slice(1),
-        requestTimeoutMs: 300,
-      });
-    let written = 0;
-    const write = async (keys: readonly Buffer[], what: string) => {
-      const c = await client(keys);
-      try {
-        await c.cell(cellKey).add("n", 1n);
-        written += 1;
-      } catch (error) {
-        throw new Error(`${what}: ${(error as Error).message}`);
-      } finally {
-        await c.close();
-      }
-    };
-    const fingerprints = async (id: string) => {
-      const s = topology.servers.find((server) => server.id === id);
-      const response = await fetch(`http://${s?.host}:${s?.adminPort}/status`);
-      return ((await response.json()) as { colonyKeys: string[] }).colonyKeys;
-    };
+    const { dir, topology, ids, keyFileOf, colony, write, fingerprints, checkEnd, written } =
+      await rotationColony(oldKey);
     const status = (keys: readonly Buffer[]) => {
       writeKeys(join(dir, "colony.key"), keys);
       const run = spawnSync(
@@ -133,31 +167,52 @@ describe("colony key rotation on server processes", () => {
     await expect(createCells(topology, oldKey, ["created-with-the-old-key"])).rejects.toThrow(/401/);
     expect(status([newKey])).not.toContain("a rotation is under way");
 
-    // The old key alone is shut out: its requests are dropped unread, so nothing comes back.
-    const outsider = await client([oldKey]);
-    let outcome = "pending";
-    outsider
-      .cell(cellKey)
-      .add("n", 1n)
-      .then(
-        () => {
-          outcome = "written";
-        },
-        () => {
-          outcome = "failed";
-        },
-      );
-    await sleep(3000);
-    await outsider.close();
-    expect(outcome).not.toBe("written");
-
-    const reader = await client([newKey]);
-    try {
-      expect(await reader.cell(cellKey).get("n")).toBe(BigInt(written));
-    } finally {
-      await reader.close();
-    }
-    expect(written).toBe(1 + 2 * steps.length * ids.length + 1);
-    expect(colony.unexpectedExits).toEqual([]);
+    await checkEnd(oldKey, newKey);
+    expect(written()).toBe(1 + 2 * steps.length * ids.length + 1);
   }, 180_000);
+
+  it("takes each step on SIGHUP without a restart, and keeps its keys when the new ones are unusable", async () => {
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    const { ids, keyFileOf, colony, write, fingerprints, checkEnd, written } = await rotationColony(oldKey);
+    const until = async (id: string, expected: string[]) => {
+      const deadline = performance.now() + 10_000;
+      while (JSON.stringify(await fingerprints(id)) !== JSON.stringify(expected)) {
+        if (performance.now() > deadline)
+          throw new Error(`${id} did not take the keys ${expected.join(" ")}`);
+        await sleep(50);
+      }
+    };
+    await write([oldKey], "before the rotation");
+
+    // A key file it cannot use: the server says so and goes on with the keys it has.
+    const first = ids[0] as string;
+    writeFileSync(keyFileOf(first), "zz-not-a-key\n");
+    colony.hangUp(first);
+    const logged = async () => readFileSync(colony.logFile(first), "utf8");
+    const deadline = performance.now() + 10_000;
+    while (!(await logged()).includes("the colony keys were not reloaded")) {
+      if (performance.now() > deadline) throw new Error(`${first} did not report its unusable key file`);
+      await sleep(50);
+    }
+    expect(await logged()).toMatch(/not hexadecimal/);
+    expect(await fingerprints(first)).toEqual([keyFingerprint(oldKey)]);
+    await write([oldKey], "after an unusable key file");
+
+    const steps: Buffer[][] = [[oldKey, newKey], [newKey, oldKey], [newKey]];
+    let before: readonly Buffer[] = [oldKey];
+    for (const [step, keys] of steps.entries()) {
+      for (const id of ids) {
+        writeKeys(keyFileOf(id), keys);
+        colony.hangUp(id);
+        await until(id, keys.map(keyFingerprint));
+        await write(before, `step ${step + 1}, ${id} reloaded, a client with the keys before the step`);
+        await write(keys, `step ${step + 1}, ${id} reloaded, a client with the step's keys`);
+      }
+      before = keys;
+    }
+    await checkEnd(oldKey, newKey);
+    expect(written()).toBe(2 + 2 * steps.length * ids.length);
+    for (const id of ids) expect(colony.isRunning(id)).toBe(true);
+  }, 120_000);
 });

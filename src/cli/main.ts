@@ -12,13 +12,14 @@ import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "
 import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
 import {
   ColonyFileError,
+  colonyKeyEnv,
   defaultTopology,
   loadColonyKeys,
   readServerConfig,
   readTopology,
 } from "./colony.ts";
-import { jsonLogger } from "./log.ts";
-import { startServer } from "./server-process.ts";
+import { jsonLogger, type Logger } from "./log.ts";
+import { type RunningServer, startServer } from "./server-process.ts";
 import { type RunningColony, up } from "./up.ts";
 
 /** Exit codes of the colony commands; client commands add theirs (clientExitCodes, docs/OPERATIONS.md). */
@@ -70,8 +71,11 @@ function clipEchoedArgument(message: string): string {
   );
 }
 
-/** Runs `close` on the first SIGINT or SIGTERM, then exits; a second signal exits at once. */
-function closeOnSignal(close: () => Promise<void>): void {
+/**
+ * Runs `close` on the first SIGINT or SIGTERM (and SIGHUP, when `hangup`: the terminal of a local
+ * colony went away), then exits; a second signal exits at once.
+ */
+function closeOnSignal(close: () => Promise<void>, hangup = false): void {
   let closing = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (closing) process.exit(130);
@@ -84,6 +88,35 @@ function closeOnSignal(close: () => Promise<void>): void {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  if (hangup) process.on("SIGHUP", onSignal);
+}
+
+/**
+ * SIGHUP makes a server read its colony keys again (a rotation without a restart,
+ * docs/OPERATIONS.md section 1.4). Keys it cannot use are reported in its log and the server
+ * keeps the ones it has.
+ */
+function reloadKeysOnHangup(keyFile: string | undefined, running: RunningServer, logger: Logger): void {
+  process.on("SIGHUP", () => {
+    if ((process.env[colonyKeyEnv] ?? "") !== "") {
+      logger.log(
+        "warn",
+        `SIGHUP: the colony keys come from ${colonyKeyEnv}, which a running process cannot change; restart the server with the new value, or give it a key file instead`,
+        {},
+      );
+      return;
+    }
+    try {
+      running.reloadKeys(loadColonyKeys(keyFile, process.env));
+    } catch (error) {
+      if (!(error instanceof ColonyFileError || error instanceof RangeError)) throw error;
+      logger.log(
+        "error",
+        `SIGHUP: the colony keys were not reloaded, and the server keeps its keys: ${error.message}`,
+        {},
+      );
+    }
+  });
 }
 
 function integer(name: string, min: number, max: number) {
@@ -230,6 +263,7 @@ program
         );
       }
       closeOnSignal(() => running.close());
+      reloadKeysOnHangup(config.keyFile, running, logger);
     } catch (error) {
       fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);
     }
@@ -272,7 +306,9 @@ program
         if (error instanceof ColonyFileError) fail(error.message, exitCodes.usage);
         fail(`the colony could not start: ${(error as Error).message}`, exitCodes.serverFailed);
       }
-      closeOnSignal(() => colony.close());
+      // Its servers, in its process group, read their keys again on SIGHUP (`physalia server`)
+      // rather than stop: the colony stops them.
+      closeOnSignal(() => colony.close(), true);
       const demoCells = options.demo === true ? await createDemoCells(colony) : [];
       if (options.json === true) {
         console.log(

@@ -55,6 +55,12 @@ export interface RunningServer {
   readonly server: Server;
   readonly adminUrl: string;
   readonly address: string;
+  /**
+   * Takes new colony keys for every frame and admin request from now on (a rotation without a
+   * restart, docs/OPERATIONS.md section 1.4); throws a RangeError, keeping the old ones, if
+   * they cannot be used.
+   */
+  reloadKeys(keys: ColonyKeys): void;
   close(): Promise<void>;
 }
 
@@ -149,8 +155,11 @@ export async function startServer(options: {
     if (refused) server.peerRefused(serverId);
   });
   // A token derived from either key is taken while the key is rotated.
-  const tokens = [colonyKeys.signing, ...colonyKeys.alsoAccepted].map((key) => Buffer.from(adminToken(key)));
-  const keyFingerprints = [colonyKeys.signing, ...colonyKeys.alsoAccepted].map(keyFingerprint);
+  const keyring = (keys: ColonyKeys) => {
+    const all = [keys.signing, ...keys.alsoAccepted];
+    return { tokens: all.map((key) => Buffer.from(adminToken(key))), fingerprints: all.map(keyFingerprint) };
+  };
+  let { tokens, fingerprints: keyFingerprints } = keyring(colonyKeys);
   // GET /status counts hosted nodes exactly, which makes lmdb catch up with the journal on the
   // event loop first; the admin port needs no token for it, so the count is taken at most once
   // a second, however often /status is asked (metrics use the checkpointed count, never this).
@@ -624,6 +633,11 @@ export async function startServer(options: {
     server,
     adminUrl: adminUrl(self),
     address: formatServerAddress(self.host, self.port),
+    reloadKeys: (keys) => {
+      tcp.setKeys(keys.signing, keys.alsoAccepted);
+      ({ tokens, fingerprints: keyFingerprints } = keyring(keys));
+      logger.log("info", "colony keys loaded", { colonyKeys: keyFingerprints.join(" ") });
+    },
     close,
   };
 }

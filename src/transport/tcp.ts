@@ -307,7 +307,7 @@ type State = "new" | "starting" | "started" | "closed";
 
 export class TcpTransport<M> implements TransportPort<M> {
   private readonly bounds: TransportLimits;
-  private readonly key: FrameKey;
+  private key: FrameKey;
   private readonly codec: MessageCodec<M>;
   private readonly warnSink: TransportWarn | undefined;
   private readonly random: () => number;
@@ -520,6 +520,15 @@ export class TcpTransport<M> implements TransportPort<M> {
     let open = 0;
     for (const connection of this.connections) if (connection.connected) open += 1;
     return open;
+  }
+
+  /**
+   * Replaces the keys frames are tagged with and checked against, from the next frame on: the
+   * colony key is rotated without a restart (docs/OPERATIONS.md section 1.4). Unusable keys throw
+   * a RangeError and the transport keeps the keys it had.
+   */
+  setKeys(colonyKey: Uint8Array, alsoAcceptedKeys: readonly Uint8Array[] = []): void {
+    this.key = frameKey(colonyKey, alsoAcceptedKeys);
   }
 
   /** Close the listener and every connection, clear every timer; queued messages are dropped. */

@@ -125,6 +125,13 @@ export class ProcessColony {
     if (timer !== null) clearTimeout(timer);
   }
 
+  /** SIGHUP, by pid: a server reads its colony keys again. */
+  hangUp(id: string): void {
+    const child = this.processes.get(id);
+    if (child === undefined) throw new Error(`server ${id} is not running`);
+    process.kill(child.pid as number, "SIGHUP");
+  }
+
   /** SIGSTOP: the process keeps its sockets open and says nothing, as one frozen or cut off. */
   pause(id: string): void {
     const child = this.processes.get(id);
