@@ -5,12 +5,13 @@
  * names the file, the field and what to do.
  */
 import { createHmac, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { type ColonyKeys, ConnectError, parseColonyKeys, readColonyKeyFile } from "../client/index.ts";
 import { limits } from "../core/index.ts";
+import { makeDirectory } from "../storage/index.ts";
 import { formatServerAddress } from "../transport/index.ts";
 
 export class ColonyFileError extends Error {
@@ -167,7 +168,7 @@ export function readConnectionFile(file: string): ConnectionFile {
 }
 
 export function writeConnectionFile(file: string, connection: ConnectionFile): void {
-  mkdirSync(dirname(file), { recursive: true });
+  makeDirectory(dirname(file));
   writeFileSync(file, `${JSON.stringify(connection, null, 2)}\n`);
 }
 
@@ -226,7 +227,7 @@ export function loadColonyKey(keyFile: string | undefined, env: NodeJS.ProcessEn
 /** Creates a key file with a fresh random key unless one exists; readable by its owner only. */
 export function ensureKeyFile(keyFile: string): void {
   if (existsSync(keyFile)) return;
-  mkdirSync(dirname(keyFile), { recursive: true });
+  makeDirectory(dirname(keyFile));
   writeFileSync(keyFile, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
   chmodSync(keyFile, 0o600);
 }

@@ -4,10 +4,11 @@
  * on first use and a connection file that client commands in the same directory find.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync, type WriteStream, writeFileSync } from "node:fs";
+import { createWriteStream, type WriteStream, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serverNodeFlags } from "../server/index.ts";
+import { makeDirectory } from "../storage/index.ts";
 import {
   adminUrl,
   type ConnectionFile,
@@ -95,7 +96,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
       topology: options.topology,
     };
     const file = join(data, "servers", `${s.id}.json`);
-    mkdirSync(dirname(file), { recursive: true });
+    makeDirectory(dirname(file));
     writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
     return { config, file };
   });
@@ -125,7 +126,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
 
   try {
     if (options.processes) {
-      mkdirSync(join(data, "logs"), { recursive: true });
+      makeDirectory(join(data, "logs"));
       for (const { config, file } of configs) {
         const log = createWriteStream(logFileOf(config.server), { flags: "a" });
         const child = spawn(
@@ -170,7 +171,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
         });
       });
     } else {
-      mkdirSync(join(data, "logs"), { recursive: true });
+      makeDirectory(join(data, "logs"));
       for (const { config } of configs) {
         const log = createWriteStream(logFileOf(config.server), { flags: "a" });
         logs.push(log);

@@ -19,7 +19,6 @@
  */
 import {
   closeSync,
-  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
@@ -31,6 +30,7 @@ import {
 } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
+import { makeDirectory } from "./make-directory.ts";
 
 export const pidFileName = "server.pid";
 
@@ -57,7 +57,7 @@ export class DataDirectoryInUseError extends Error {
 /** Takes the lock of the data directory `path` (created if missing), or throws DataDirectoryInUseError. */
 export async function lockDataDirectory(path: string): Promise<DataDirectoryLock> {
   try {
-    mkdirSync(path, { recursive: true });
+    makeDirectory(path);
   } catch (error) {
     const { code, message } = error as NodeJS.ErrnoException;
     throw new Error(

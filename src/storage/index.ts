@@ -9,5 +9,6 @@ export {
   type LmdbStorageStats,
   type StoredRecordRef,
 } from "./lmdb.ts";
+export { makeDirectory } from "./make-directory.ts";
 export { MemoryStorage } from "./memory.ts";
 export type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
