@@ -8,7 +8,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -211,6 +211,15 @@ describe("colony key rotation on server processes", () => {
       }
       before = keys;
     }
+    // A key file other users may read: the server still takes it, and warns.
+    chmodSync(keyFileOf(first), 0o644);
+    colony.hangUp(first);
+    const warned = performance.now() + 10_000;
+    while (!(await logged()).includes("can be read or changed by users other than its owner (mode 644)")) {
+      if (performance.now() > warned) throw new Error(`${first} did not warn of its exposed key file`);
+      await sleep(50);
+    }
+
     await checkEnd(oldKey, newKey);
     expect(written()).toBe(2 + 2 * steps.length * ids.length);
     for (const id of ids) expect(colony.isRunning(id)).toBe(true);

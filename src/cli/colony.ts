@@ -5,7 +5,7 @@
  * names the file, the field and what to do.
  */
 import { createHmac, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -222,6 +222,21 @@ export function loadColonyKeys(keyFile: string | undefined, env: NodeJS.ProcessE
 /** The key that tags what is sent: the colony key, or while it is rotated the first of the two. */
 export function loadColonyKey(keyFile: string | undefined, env: NodeJS.ProcessEnv): Buffer {
   return loadColonyKeys(keyFile, env).signing;
+}
+
+/**
+ * Why a key file is exposed to other users of the machine (its mode lets its group or others in),
+ * or null. Whoever reads the key can talk to the colony as any server; a server warns of it.
+ */
+export function keyFileExposure(keyFile: string): string | null {
+  let mode: number;
+  try {
+    mode = statSync(keyFile).mode & 0o777;
+  } catch {
+    return null;
+  }
+  if ((mode & 0o077) === 0) return null;
+  return `the colony key file ${keyFile} can be read or changed by users other than its owner (mode ${mode.toString(8).padStart(3, "0")}): whoever reads it can talk to the colony as any server; make it readable by its owner only (chmod 600 ${keyFile})`;
 }
 
 /** Creates a key file with a fresh random key unless one exists; readable by its owner only. */

@@ -14,6 +14,7 @@ import {
   ColonyFileError,
   colonyKeyEnv,
   defaultTopology,
+  keyFileExposure,
   loadColonyKeys,
   readServerConfig,
   readTopology,
@@ -91,6 +92,13 @@ function closeOnSignal(close: () => Promise<void>, hangup = false): void {
   if (hangup) process.on("SIGHUP", onSignal);
 }
 
+/** A warning in the server's log when the key file it reads is open to other users. */
+function warnOfExposedKeyFile(keyFile: string | undefined, logger: Logger): void {
+  if (keyFile === undefined || (process.env[colonyKeyEnv] ?? "") !== "") return;
+  const exposure = keyFileExposure(keyFile);
+  if (exposure !== null) logger.log("warn", exposure, { keyFile });
+}
+
 /**
  * SIGHUP makes a server read its colony keys again (a rotation without a restart,
  * docs/OPERATIONS.md section 1.4). Keys it cannot use are reported in its log and the server
@@ -108,6 +116,7 @@ function reloadKeysOnHangup(keyFile: string | undefined, running: RunningServer,
     }
     try {
       running.reloadKeys(loadColonyKeys(keyFile, process.env));
+      warnOfExposedKeyFile(keyFile, logger);
     } catch (error) {
       if (!(error instanceof ColonyFileError || error instanceof RangeError)) throw error;
       logger.log(
@@ -262,6 +271,7 @@ program
           { missingFlags: missingFlags.join(" ") },
         );
       }
+      warnOfExposedKeyFile(config.keyFile, logger);
       closeOnSignal(() => running.close());
       reloadKeysOnHangup(config.keyFile, running, logger);
     } catch (error) {
