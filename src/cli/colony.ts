@@ -5,11 +5,17 @@
  * names the file, the field and what to do.
  */
 import { createHmac, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, statSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { type ColonyKeys, ConnectError, parseColonyKeys, readColonyKeyFile } from "../client/index.ts";
+import {
+  type ColonyKeys,
+  ConnectError,
+  parseColonyKeys,
+  readBoundedText,
+  readColonyKeyFile,
+} from "../client/index.ts";
 import { limits } from "../core/index.ts";
 import { makeDirectory } from "../storage/index.ts";
 import { formatServerAddress } from "../transport/index.ts";
@@ -99,10 +105,13 @@ function describeIssues(error: z.ZodError): string {
     .join("; ");
 }
 
+/** Bytes of a server configuration or topology read at most: 16,384 servers take about 2 MiB. */
+const structuredFileBytesMax = 16 * 1024 * 1024;
+
 function readStructured(file: string, what: string): unknown {
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readBoundedText(file, structuredFileBytesMax);
   } catch (error) {
     throw new ColonyFileError(`cannot read the ${what} ${file}: ${(error as Error).message}`);
   }

@@ -18,8 +18,8 @@
  * as valueFromJson reads them. The cell's own limits (key and value sizes, items per
  * transaction) are checked by the client before anything is sent.
  */
-import { readFileSync, statSync } from "node:fs";
 import type { Condition, Transaction, Write } from "../cell/index.ts";
+import { FileTooLargeError, readBoundedText } from "../client/index.ts";
 import { describeJson, InputError, parseCondition, quoted, valueFromJson } from "./values.ts";
 
 /** Far above any transaction the cell accepts (72 KiB encoded), so only nonsense is refused here. */
@@ -142,14 +142,13 @@ export function readTransactionFile(file: string): Transaction {
   const origin = file === "-" ? "standard input" : file;
   let text: string;
   try {
-    if (file !== "-" && statSync(file).size > transactionFileBytesMax)
-      throw new InputError(`${file} is over ${transactionFileBytesMax} bytes; a transaction is far smaller`);
-    text = readFileSync(file === "-" ? 0 : file, "utf8");
+    text = readBoundedText(file === "-" ? 0 : file, transactionFileBytesMax);
   } catch (error) {
-    if (error instanceof InputError) throw error;
+    if (error instanceof FileTooLargeError)
+      throw new InputError(
+        `${origin} is over ${transactionFileBytesMax} bytes; a transaction is far smaller`,
+      );
     throw new InputError(`cannot read the transaction file ${origin}: ${(error as Error).message}`);
   }
-  if (text.length > transactionFileBytesMax)
-    throw new InputError(`${origin} is over ${transactionFileBytesMax} bytes; a transaction is far smaller`);
   return parseTransaction(text, origin);
 }

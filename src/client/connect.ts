@@ -4,7 +4,6 @@
  * also closes its connections.
  */
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import {
   type ClientRequest,
@@ -28,6 +27,12 @@ import {
 } from "../transport/index.ts";
 import { PhysaliaClient as ClientOverPorts } from "./client.ts";
 import { NodeScheduler, ProcessHold } from "./node-runtime.ts";
+import { readBoundedText } from "./read-bounded.ts";
+
+/** Bytes of a connection file read at most: a colony of 16,384 servers needs about 2 MiB. */
+const connectionFileBytesMax = 16 * 1024 * 1024;
+/** Bytes of a key file read at most: two keys of any reasonable length. */
+const keyFileBytesMax = 4096;
 
 export interface ColonyServer extends ServerPlace {
   readonly host: string;
@@ -92,7 +97,7 @@ function isServer(value: unknown): value is ColonyServer {
 export function readColonyConnection(file: string): ConnectionFileContents {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(file, "utf8"));
+    parsed = JSON.parse(readBoundedText(file, connectionFileBytesMax));
   } catch (error) {
     throw new ConnectError(`cannot read the colony connection file ${file}: ${(error as Error).message}`);
   }
@@ -159,7 +164,7 @@ export function parseColonyKeys(text: string, origin: string): ColonyKeys {
 export function readColonyKeyFile(file: string): ColonyKeys {
   let text: string;
   try {
-    text = readFileSync(file, "utf8");
+    text = readBoundedText(file, keyFileBytesMax);
   } catch (error) {
     throw new ConnectError(`cannot read the colony key file ${file}: ${(error as Error).message}`);
   }

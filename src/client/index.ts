@@ -26,3 +26,4 @@ export {
   UnknownCellError,
 } from "./errors.ts";
 export { NodeScheduler } from "./node-runtime.ts";
+export { FileTooLargeError, readBoundedText } from "./read-bounded.ts";
