@@ -4,6 +4,7 @@ export { diskLowWarning, diskSpaceNote, freeBytes } from "./disk-space.ts";
 export {
   CorruptRecordError,
   checkpointBucketsMs,
+  EnvironmentDamagedError,
   LmdbStorage,
   type LmdbStorageOptions,
   type LmdbStorageStats,

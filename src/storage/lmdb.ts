@@ -115,6 +115,7 @@ import {
 } from "./checkpoint-runner.ts";
 import { diskNearlyFullBytes, diskSpaceNote, freeBytes } from "./disk-space.ts";
 import { decodeJournalBatch, encodeJournalBatch, Journal, type JournalRecord } from "./journal.ts";
+import { environmentFileProblem } from "./lmdb-header.ts";
 import {
   decodePendingChanges,
   type EncodedEntry,
@@ -247,6 +248,16 @@ type Verified<T> =
   | { readonly ok: false; readonly problem: string };
 
 /** A stored record a write needed failed verification: the batch is abandoned, not guessed at. */
+/** The environment's data file is damaged where lmdb cannot be trusted to read it. */
+export class EnvironmentDamagedError extends Error {
+  override name = "EnvironmentDamagedError";
+}
+
+const damagedEnvironmentAdvice =
+  "The server cannot read the nodes it stored, so it refuses to start on this data directory: " +
+  "replace its nodes with new incarnations on a healthy server (docs/OPERATIONS.md section 7), " +
+  "then start it again with an empty directory";
+
 export class CorruptRecordError extends Error {
   override name = "CorruptRecordError";
 }
@@ -358,6 +369,10 @@ export class LmdbStorage<C> implements StoragePort<C> {
       policy.journalBytes >= 1 && policy.cells >= 1 && policy.intervalMs >= 0,
       () => `checkpoint policy out of range: ${JSON.stringify(policy)}`,
     );
+    // lmdb would crash the process on a data file cut short or without a header.
+    const fileProblem = environmentFileProblem(options.path);
+    if (fileProblem !== null)
+      throw new EnvironmentDamagedError(`${fileProblem}. ${damagedEnvironmentAdvice}`);
     const env = openEnvironment(options.path);
     const storage = new LmdbStorage(
       env,
