@@ -221,6 +221,18 @@ describe("Journal", () => {
     expect(reopen(4)).toEqual([]);
   });
 
+  it("says lmdb lost its records when nothing is checkpointed but the journal starts past record 1", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 7; seq <= 9; seq++) journal.append(seq, body(seq));
+    journal.close();
+    expect(() => reopen(0)).toThrow(JournalDamagedError);
+    expect(() => reopen(0)).toThrow(
+      /holds no checkpoint \(its data\.mdb is new or was emptied\), but the journal's first record is 7 .*records 1 to 6 had gone into lmdb and are lost.*refuses to start/,
+    );
+    // With lmdb's checkpoint in place, the same journal opens.
+    expect(reopen(6).map(([seq]) => seq)).toEqual([7, 8, 9]);
+  });
+
   /** Writes `bytes` over the journal's first file at `at`. */
   function damage(at: number, bytes: number[]): void {
     const fd = openSync(join(directory, journalFileName), "r+");

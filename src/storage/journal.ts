@@ -27,7 +27,7 @@
  * or an older record left from before the file last started over (its number does not follow).
  */
 import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { assert, ByteReader, type ByteWriter, type CellKey, DecodeError } from "../core/index.ts";
 import {
@@ -304,6 +304,15 @@ export class Journal {
     const records: JournalRecord[] = [];
     let expected = checkpointedSeq + 1;
     for (const { record, file, end } of located) {
+      if (record.seq !== expected && checkpointedSeq === 0 && records.length === 0) {
+        // Nothing checkpointed, yet the journal starts later than its first record: lmdb had the
+        // records before, and has lost them (its data file is new or was emptied).
+        throw new JournalDamagedError(
+          `lmdb in ${dirname(file.path)} holds no checkpoint (its data.mdb is new or was emptied), but the ` +
+            `journal's first record is ${record.seq} (${file.path}): records 1 to ${record.seq - 1} had ` +
+            `gone into lmdb and are lost. ${refuseAdvice}`,
+        );
+      }
       if (record.seq !== expected) {
         throw new JournalDamagedError(
           `journal ${file.path}: record ${record.seq} is intact but record ${expected} before it is ` +
