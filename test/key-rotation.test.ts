@@ -26,6 +26,15 @@ afterAll(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
+/** Asks `condition` every 50 ms until it holds; fails naming `what` after 10 s. */
+async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
 function writeKeys(file: string, keys: readonly Buffer[]): void {
   writeFileSync(file, `${keys.map((key) => key.toString("hex")).join("\n")}\n`, { mode: 0o600 });
 }
@@ -175,14 +184,8 @@ describe("colony key rotation on server processes", () => {
     const oldKey = randomBytes(32);
     const newKey = randomBytes(32);
     const { ids, keyFileOf, colony, write, fingerprints, checkEnd, written } = await rotationColony(oldKey);
-    const until = async (id: string, expected: string[]) => {
-      const deadline = performance.now() + 10_000;
-      while (JSON.stringify(await fingerprints(id)) !== JSON.stringify(expected)) {
-        if (performance.now() > deadline)
-          throw new Error(`${id} did not take the keys ${expected.join(" ")}`);
-        await sleep(50);
-      }
-    };
+    const takes = async (id: string, expected: string[]) =>
+      JSON.stringify(await fingerprints(id)) === JSON.stringify(expected);
     await write([oldKey], "before the rotation");
 
     // A key file it cannot use: the server says so and goes on with the keys it has.
@@ -190,11 +193,10 @@ describe("colony key rotation on server processes", () => {
     writeFileSync(keyFileOf(first), "zz-not-a-key\n");
     colony.hangUp(first);
     const logged = async () => readFileSync(colony.logFile(first), "utf8");
-    const deadline = performance.now() + 10_000;
-    while (!(await logged()).includes("the colony keys were not reloaded")) {
-      if (performance.now() > deadline) throw new Error(`${first} did not report its unusable key file`);
-      await sleep(50);
-    }
+    await waitFor(
+      async () => (await logged()).includes("the colony keys were not reloaded"),
+      `${first} reporting its unusable key file`,
+    );
     expect(await logged()).toMatch(/not hexadecimal/);
     expect(await fingerprints(first)).toEqual([keyFingerprint(oldKey)]);
     await write([oldKey], "after an unusable key file");
@@ -205,7 +207,7 @@ describe("colony key rotation on server processes", () => {
       for (const id of ids) {
         writeKeys(keyFileOf(id), keys);
         colony.hangUp(id);
-        await until(id, keys.map(keyFingerprint));
+        await waitFor(() => takes(id, keys.map(keyFingerprint)), `${id} taking the keys of step ${step + 1}`);
         await write(before, `step ${step + 1}, ${id} reloaded, a client with the keys before the step`);
         await write(keys, `step ${step + 1}, ${id} reloaded, a client with the step's keys`);
       }
@@ -214,11 +216,11 @@ describe("colony key rotation on server processes", () => {
     // A key file other users may read: the server still takes it, and warns.
     chmodSync(keyFileOf(first), 0o644);
     colony.hangUp(first);
-    const warned = performance.now() + 10_000;
-    while (!(await logged()).includes("can be read or changed by users other than its owner (mode 644)")) {
-      if (performance.now() > warned) throw new Error(`${first} did not warn of its exposed key file`);
-      await sleep(50);
-    }
+    await waitFor(
+      async () =>
+        (await logged()).includes("can be read or changed by users other than its owner (mode 644)"),
+      `${first} warning of its exposed key file`,
+    );
 
     await checkEnd(oldKey, newKey);
     expect(written()).toBe(2 + 2 * steps.length * ids.length);
