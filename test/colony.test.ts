@@ -168,6 +168,16 @@ describe("a local colony on real disks and sockets, in one process", () => {
     const listed = (await (await fetch(url)).json()) as { cells: unknown[] };
     expect(listed.cells.length).toBeGreaterThan(0);
     expect(JSON.stringify(listed.cells)).not.toContain("good-1");
+    // A path it has, asked with another method, says which methods it takes; an unknown path is 404.
+    const base = `http://${s1?.host}:${s1?.adminPort}`;
+    const wrongMethod = await fetch(`${base}/metrics`, { method: "POST", body: "x" });
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get("allow")).toBe("GET");
+    expect(((await wrongMethod.json()) as { error: string }).error).toBe("/metrics takes GET, not POST");
+    const deleteCells = await fetch(url, { method: "DELETE" });
+    expect(deleteCells.status).toBe(405);
+    expect(deleteCells.headers.get("allow")).toBe("GET, POST");
+    expect((await fetch(`${base}/nowhere`)).status).toBe(404);
     // The server took none of it amiss: it still answers and serves its cells.
     expect((await fetch(`http://${s1?.host}:${s1?.adminPort}/healthz`)).status).toBe(200);
     expect(await client.cell("vol-1").get("config")).toEqual(text("replicas=3"));

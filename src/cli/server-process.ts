@@ -74,6 +74,13 @@ const createCellsMax = 1000;
 /** How often a server looks at its disk's free space, and how often it warns while it is low. */
 const diskCheckIntervalMs = 10_000;
 const diskWarnIntervalMs = 60_000;
+/** The admin port's paths and the methods each takes (another method is answered 405). */
+const adminMethods: ReadonlyMap<string, readonly string[]> = new Map([
+  ["/healthz", ["GET"]],
+  ["/metrics", ["GET"]],
+  ["/status", ["GET"]],
+  ["/cells", ["GET", "POST"]],
+]);
 /** Cell keys listed per /cells page. */
 const cellsPageMax = 10_000;
 /** GET /status counts hosted nodes exactly at most this often (the count makes lmdb catch up first). */
@@ -553,6 +560,12 @@ export async function startServer(options: {
         return;
       }
       reply(response, 200, { created: cells.length });
+      return;
+    }
+    const allowed = adminMethods.get(url.pathname);
+    if (allowed !== undefined) {
+      response.setHeader("allow", allowed.join(", "));
+      reply(response, 405, { error: `${url.pathname} takes ${allowed.join(" or ")}, not ${request.method}` });
       return;
     }
     reply(response, 404, {
