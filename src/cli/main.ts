@@ -118,10 +118,10 @@ function reloadKeysOnHangup(keyFile: string | undefined, running: RunningServer,
       running.reloadKeys(loadColonyKeys(keyFile, process.env));
       warnOfExposedKeyFile(keyFile, logger);
     } catch (error) {
-      if (!(error instanceof ColonyFileError || error instanceof RangeError)) throw error;
+      // Whatever went wrong, the server goes on with the keys it has: a signal never stops it.
       logger.log(
         "error",
-        `SIGHUP: the colony keys were not reloaded, and the server keeps its keys: ${error.message}`,
+        `SIGHUP: the colony keys were not reloaded, and the server keeps its keys: ${(error as Error).message}`,
         {},
       );
     }
