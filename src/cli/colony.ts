@@ -210,17 +210,22 @@ export function defaultTopology(options: { servers?: number; basePort?: number }
 
 export const colonyKeyEnv = "PHYSALIA_COLONY_KEY";
 
+/** Whether the colony keys come from PHYSALIA_COLONY_KEY (set and not empty) rather than a key file. */
+export function keysFromEnvironment(env: NodeJS.ProcessEnv): boolean {
+  return (env[colonyKeyEnv] ?? "") !== "";
+}
+
 /**
  * The colony keys: PHYSALIA_COLONY_KEY if set, otherwise the key file. Either holds one key, or
  * two while the key is rotated (the first tags what is sent).
  */
 export function loadColonyKeys(keyFile: string | undefined, env: NodeJS.ProcessEnv): ColonyKeys {
-  const fromEnv = env[colonyKeyEnv];
-  if (keyFile === undefined && (fromEnv === undefined || fromEnv === ""))
+  const fromEnv = keysFromEnvironment(env);
+  if (keyFile === undefined && !fromEnv)
     throw new ColonyFileError(`no colony key: set ${colonyKeyEnv} or name a key file in the configuration`);
   try {
-    return fromEnv !== undefined && fromEnv !== ""
-      ? parseColonyKeys(fromEnv, colonyKeyEnv)
+    return fromEnv
+      ? parseColonyKeys(env[colonyKeyEnv] as string, colonyKeyEnv)
       : readColonyKeyFile(keyFile as string);
   } catch (error) {
     if (error instanceof ConnectError) throw new ColonyFileError(error.message);

@@ -15,6 +15,7 @@ import {
   colonyKeyEnv,
   defaultTopology,
   keyFileExposure,
+  keysFromEnvironment,
   loadColonyKeys,
   readServerConfig,
   readTopology,
@@ -94,7 +95,7 @@ function closeOnSignal(close: () => Promise<void>, hangup = false): void {
 
 /** A warning in the server's log when the key file it reads is open to other users. */
 function warnOfExposedKeyFile(keyFile: string | undefined, logger: Logger): void {
-  if (keyFile === undefined || (process.env[colonyKeyEnv] ?? "") !== "") return;
+  if (keyFile === undefined || keysFromEnvironment(process.env)) return;
   const exposure = keyFileExposure(keyFile);
   if (exposure !== null) logger.log("warn", exposure, { keyFile });
 }
@@ -106,7 +107,7 @@ function warnOfExposedKeyFile(keyFile: string | undefined, logger: Logger): void
  */
 function reloadKeysOnHangup(keyFile: string | undefined, running: RunningServer, logger: Logger): void {
   process.on("SIGHUP", () => {
-    if ((process.env[colonyKeyEnv] ?? "") !== "") {
+    if (keysFromEnvironment(process.env)) {
       logger.log(
         "warn",
         `SIGHUP: the colony keys come from ${colonyKeyEnv}, which a running process cannot change; restart the server with the new value, or give it a key file instead`,
