@@ -6,10 +6,22 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
 import { cellKeyProblem, compareUtf8, limits } from "../core/index.ts";
-import { clientExitCodes, colonyFilePath, justBefore, registerClientCommands } from "./client-commands.ts";
+import { ensureKeyFile } from "./colony.ts";
+import {
+  type ClientCommandContext,
+  clientExitCodes,
+  colonyFilePath,
+  hostsProblem,
+  justBefore,
+  registerClientCommands,
+} from "./client-commands.ts";
 
 /** Runs one client command without a colony; returns its exit code and what it printed. */
-async function physalia(cwd: string, ...args: string[]) {
+function physalia(cwd: string, ...args: string[]) {
+  return physaliaWith({}, cwd, ...args);
+}
+
+async function physaliaWith(context: Partial<ClientCommandContext>, cwd: string, ...args: string[]) {
   let stdout = "";
   let stderr = "";
   let code: number | null = null;
@@ -21,6 +33,7 @@ async function physalia(cwd: string, ...args: string[]) {
     env: {},
     stdout: (text) => (stdout += text),
     stderr: (text) => (stderr += text),
+    ...context,
   });
   try {
     await program.parseAsync(args, { from: "user" });
@@ -134,6 +147,77 @@ async function fakeColony(
     },
   };
 }
+
+describe("a colony file's hosts", () => {
+  const notFound = (host: string) =>
+    Promise.reject(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: "ENOTFOUND" }));
+
+  it("are refused at once when none resolves, naming at most three with what the name service said", async () => {
+    const asked: string[] = [];
+    const lookupHost = (host: string) => {
+      asked.push(host);
+      return notFound(host);
+    };
+    const hosts = ["a.example", "b.example", "a.example", "c.example", "d.example"];
+    expect(await hostsProblem(hosts, lookupHost)).toBe(
+      "a.example (getaddrinfo ENOTFOUND a.example), b.example (getaddrinfo ENOTFOUND b.example), " +
+        "c.example (getaddrinfo ENOTFOUND c.example) and 1 more",
+    );
+    expect(asked.sort()).toEqual(["a.example", "b.example", "c.example", "d.example"]);
+  });
+
+  it("that none resolves make a command fail at once with exit code 3, before it dials", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "physalia-hosts-"));
+    try {
+      ensureKeyFile(join(cwd, "colony.key"));
+      const servers = [1, 2, 3].map((i) => ({
+        id: `s${i}`,
+        host: `db${i}.example`,
+        port: 7100 + i,
+        adminPort: 7200 + i,
+        rack: `r${i}`,
+        power: "p1",
+      }));
+      writeFileSync(
+        join(cwd, "colony.json"),
+        JSON.stringify({ colony: "test", cellSize: 3, keyFile: "colony.key", servers }),
+      );
+      const started = Date.now();
+      const result = await physaliaWith(
+        { lookupHost: notFound },
+        cwd,
+        "get",
+        "vol-1",
+        "a",
+        "--colony",
+        "colony.json",
+      );
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(result.code).toBe(clientExitCodes.colonyUnreachable);
+      expect(result.stderr).toBe(
+        `physalia: no server address in the colony file ${join(cwd, "colony.json")} resolves: ` +
+          "db1.example (getaddrinfo ENOTFOUND db1.example), db2.example (getaddrinfo ENOTFOUND db2.example), " +
+          "db3.example (getaddrinfo ENOTFOUND db3.example); fix the hosts in the file or this machine's name service\n",
+      );
+    } finally {
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it("pass when one resolves, when one is an IP address, or when the name service is slow", async () => {
+    const some = (host: string) =>
+      host === "b.example" ? Promise.resolve({ address: "127.0.0.1" }) : notFound(host);
+    expect(await hostsProblem(["a.example", "b.example"], some)).toBeNull();
+    const never = () => {
+      throw new Error("an IP address is not looked up");
+    };
+    expect(await hostsProblem(["a.example", "127.0.0.1"], never)).toBeNull();
+    expect(await hostsProblem(["::1"], never)).toBeNull();
+    const slow = () => new Promise<never>(() => {});
+    expect(await hostsProblem(["a.example"], slow, 20)).toBeNull();
+    expect(await hostsProblem(["a.example"], notFound, 20)).toMatch(/^a\.example \(getaddrinfo ENOTFOUND/);
+  });
+});
 
 describe("cell list", () => {
   it("merges the servers' listings in their order (UTF-8 bytes), each cell once", async () => {

@@ -9,7 +9,9 @@
  * exit code (clientExitCodes); expected answers (a condition that did not hold, a lease held by
  * someone else, a missing item) are results with exit code 1, not errors.
  */
+import { lookup } from "node:dns/promises";
 import { request as httpRequest } from "node:http";
+import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import type {
@@ -108,6 +110,8 @@ export interface ClientCommandContext {
   /** Where results and messages go. Default: process.stdout and process.stderr. */
   readonly stdout?: (text: string) => void;
   readonly stderr?: (text: string) => void;
+  /** Resolves a host name of the colony file. Default: the system's name service. */
+  readonly lookupHost?: (host: string) => Promise<unknown>;
 }
 
 export const colonyFileEnv = "PHYSALIA_COLONY";
@@ -217,6 +221,7 @@ interface Io {
   write(text: string): void;
   /** One line of message on stderr, prefixed "physalia: ". */
   say(message: string): void;
+  readonly lookupHost: (host: string) => Promise<unknown>;
 }
 
 function makeIo(context: ClientCommandContext, options: CommonOptions): Io {
@@ -230,6 +235,7 @@ function makeIo(context: ClientCommandContext, options: CommonOptions): Io {
     out: (line) => stdout(`${line}\n`),
     write: stdout,
     say: (message) => stderr(`physalia: ${oneLine(message)}\n`),
+    lookupHost: context.lookupHost ?? lookup,
   };
 }
 
@@ -316,15 +322,20 @@ interface Colony {
   readonly connection: ConnectionFile;
   readonly servers: readonly ServerEntry[];
   readonly env: NodeJS.ProcessEnv;
+  readonly lookupHost: (host: string) => Promise<unknown>;
 }
 
-function openColony(file: string, env: NodeJS.ProcessEnv): Colony {
+function openColony(
+  file: string,
+  env: NodeJS.ProcessEnv,
+  lookupHost: (host: string) => Promise<unknown> = lookup,
+): Colony {
   const connection = readConnectionFile(file);
   if (connection.servers.length < connection.cellSize)
     throw new ColonyFileError(
       `the colony connection file ${file} lists ${connection.servers.length} servers, but its cells have ${connection.cellSize} nodes; fix its servers or cellSize`,
     );
-  return { file, connection, servers: connection.servers, env };
+  return { file, connection, servers: connection.servers, env, lookupHost };
 }
 
 function colonyKeys(colony: Colony): ColonyKeys {
@@ -333,6 +344,7 @@ function colonyKeys(colony: Colony): ColonyKeys {
 
 async function connectClient(colony: Colony, cellSize = colony.connection.cellSize): Promise<PhysaliaClient> {
   const keys = colonyKeys(colony);
+  await refuseUnresolvableColony(colony);
   try {
     return await connect({
       servers: colony.servers,
@@ -344,6 +356,48 @@ async function connectClient(colony: Colony, cellSize = colony.connection.cellSi
     if (error instanceof ConnectError) throw error;
     throw new ConnectError(`cannot open a client connection: ${(error as Error).message}`);
   }
+}
+
+/** How long a command waits for the name service about one host before it goes ahead anyway. */
+const hostLookupMsMax = 3000;
+
+async function refuseUnresolvableColony(colony: Colony): Promise<void> {
+  const problem = await hostsProblem(
+    colony.servers.map((s) => s.host),
+    colony.lookupHost,
+  );
+  if (problem !== null)
+    throw new CommandFailure(
+      clientExitCodes.colonyUnreachable,
+      "colony_unreachable",
+      `no server address in the colony file ${colony.file} resolves: ${problem}; fix the hosts in the file or this machine's name service`,
+    );
+}
+
+/**
+ * Null when some of `hosts` resolves, is an IP address, or the name service is too slow to say;
+ * else the hosts with what the name service said. A command checks this before it connects, so a
+ * colony file whose addresses all fail to resolve is refused at once, naming them: a client would
+ * otherwise dial them until its request times out and then only say that nothing answers. A
+ * colony some of whose addresses resolve goes ahead, since those servers may be enough.
+ */
+export async function hostsProblem(
+  hosts: readonly string[],
+  lookupHost: (host: string) => Promise<unknown> = lookup,
+  waitMs = hostLookupMsMax,
+): Promise<string | null> {
+  const distinct = [...new Set(hosts)];
+  if (distinct.length === 0 || distinct.some((host) => isIP(host) !== 0)) return null;
+  const lookups = await mapBounded(distinct, adminConcurrencyMax, (host) =>
+    settle(withDeadline(lookupHost(host), waitMs)),
+  );
+  if (lookups.some((l) => l.ok)) return null;
+  const shown = distinct.slice(0, 3).map((host, i) => {
+    const l = lookups[i];
+    return `${host} (${l?.ok === false ? l.problem : "no answer"})`;
+  });
+  const more = distinct.length > shown.length ? ` and ${distinct.length - shown.length} more` : "";
+  return `${shown.join(", ")}${more}`;
 }
 
 function serverNamed(colony: Colony, serverId: string): ServerEntry {
@@ -509,11 +563,14 @@ async function hostsCell(server: ServerEntry, cellKey: string): Promise<boolean>
   throw new Error(`cell ${cellKey} not found within ${lookupPagesMax} pages of /cells`);
 }
 
-async function anyServerAnswers(servers: readonly ServerEntry[]): Promise<boolean> {
+/** Null when some server answers its admin port; else what the first one's probe met. */
+async function noServerAnswers(servers: readonly ServerEntry[]): Promise<string | null> {
   const answers = await mapBounded(servers, adminConcurrencyMax, (s) =>
     settle(adminCall(s, "GET", "/healthz")),
   );
-  return answers.some((a) => a.ok);
+  if (answers.some((a) => a.ok)) return null;
+  const first = answers.find((a) => !a.ok);
+  return first?.ok === false ? `${servers[answers.indexOf(first)]?.id}: ${first.problem}` : "no servers";
 }
 
 // ---------------------------------------------------------------- cell operations and their failures
@@ -542,11 +599,12 @@ async function explainCellFailure(error: unknown, colony: Colony, cellKey: strin
       `cell ${quoted(cellKey)} does not exist: none of its servers (${names(answered)}) hosts it` +
         `${write ? ", so nothing was written" : ""}; create it with \`physalia cell create ${cellKey}\``,
     );
-  if (answered.length === 0 && !(await anyServerAnswers(colony.servers)))
+  const unreachable = answered.length === 0 ? await noServerAnswers(colony.servers) : null;
+  if (unreachable !== null)
     return new CommandFailure(
       clientExitCodes.colonyUnreachable,
       "colony_unreachable",
-      `no server of the colony in ${colony.file} answers; start it (\`physalia up\`) or check the file` +
+      `no server of the colony in ${colony.file} answers (${unreachable}); start it (\`physalia up\`) or check the file` +
         (write
           ? "; the write was sent but not confirmed: if the colony went down during it, it may have applied"
           : ""),
@@ -567,7 +625,7 @@ async function explainCellFailure(error: unknown, colony: Colony, cellKey: strin
 
 /** Runs `body` on the cell with a fresh client; failures come back explained. */
 async function withCell<T>(io: Io, cellKey: string, body: (cell: CellHandle) => Promise<T>): Promise<T> {
-  const colony = openColony(io.colonyFile, io.env);
+  const colony = openColony(io.colonyFile, io.env, io.lookupHost);
   const client = await connectClient(colony);
   try {
     return await body(client.cell(cellKey));
@@ -1299,7 +1357,7 @@ function colonyKeyLines(rows: readonly ServerStatusRow[], own: ColonyKeys | null
 }
 
 async function colonyStatus(io: Io): Promise<number> {
-  const colony = openColony(io.colonyFile, io.env);
+  const colony = openColony(io.colonyFile, io.env, io.lookupHost);
   const answers = await mapBounded(colony.servers, adminConcurrencyMax, (s) =>
     settle(adminCall(s, "GET", "/status")),
   );
@@ -1431,7 +1489,7 @@ class CellCursor {
 
 /** A k-way merge of every server's sorted listing: memory stays at a page per server. */
 async function listCells(io: Io, after: string, limit: number | null): Promise<number> {
-  const colony = openColony(io.colonyFile, io.env);
+  const colony = openColony(io.colonyFile, io.env, io.lookupHost);
   const cursors = colony.servers.map((s) => new CellCursor(s, after));
   const heads = await mapBounded(cursors, adminConcurrencyMax, (c) => c.head());
   if (cursors.every((c) => c.problem !== null))
