@@ -206,9 +206,9 @@ describe("physalia up --processes", () => {
       );
       // A server process that dies is reported by up at once.
       process.kill(pids[6] as number, "SIGKILL");
-      for (let i = 0; i < 100 && !err.includes("server s7 exited by itself"); i++)
+      for (let i = 0; i < 100 && !err.includes("server s7 stopped"); i++)
         await new Promise((r) => setTimeout(r, 100));
-      expect(err).toMatch(/physalia: server s7 exited by itself \(SIGKILL\); its log: .*s7\.log/);
+      expect(err).toMatch(/physalia: server s7 stopped \(killed by SIGKILL\); its log: .*s7\.log/);
       // The terminal goes away: SIGHUP reaches up and its servers. A server reads its keys again
       // on SIGHUP and goes on; up stops every server and exits.
       const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));

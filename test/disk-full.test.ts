@@ -41,7 +41,7 @@ describe.skipIf(skipped !== null)("a server whose disk fills up", () => {
     );
     expect(result.otherExits, "servers other than s1 that exited by themselves").toEqual([]);
     // s1 stopped itself (exit code 9), its log naming the full disk and what to do.
-    expect(result.s1Exit).toMatch(/^server s1 exited by itself \(9\)/);
+    expect(result.s1Exit).toMatch(/^server s1 stopped \(exit code 9\)/);
     expect(result.s1LastLog).toContain('"server stopped"');
     expect(result.s1LastLog).toMatch(/the disk is full \(\d+ bytes free on the file system holding .*s1\)/);
     expect(result.s1LastLog).toContain("free space there, then start the server again");

@@ -6,7 +6,6 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, describe, expect, it } from "vitest";
 import { cellKeyProblem, compareUtf8, limits } from "../core/index.ts";
-import { ensureKeyFile } from "./colony.ts";
 import {
   type ClientCommandContext,
   clientExitCodes,
@@ -15,6 +14,7 @@ import {
   justBefore,
   registerClientCommands,
 } from "./client-commands.ts";
+import { ensureKeyFile } from "./colony.ts";
 
 /** Runs one client command without a colony; returns its exit code and what it printed. */
 function physalia(cwd: string, ...args: string[]) {

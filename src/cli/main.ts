@@ -305,9 +305,9 @@ program
             data: options.data,
             processes: options.processes === true,
             env: process.env,
-            // A server process that ends by itself is said at once; with none left, up ends too.
+            // A server process that ends without being asked to is said at once; with none left, up ends too.
             onServerExit: (serverId, how, logFile, running) => {
-              console.error(`physalia: server ${serverId} exited by itself (${how}); its log: ${logFile}`);
+              console.error(`physalia: server ${serverId} stopped (${how}); its log: ${logFile}`);
               if (running === 0) fail("every server process has exited", exitCodes.serverFailed);
             },
           },

@@ -28,8 +28,8 @@ export interface UpOptions {
   readonly processes: boolean;
   readonly env: NodeJS.ProcessEnv;
   /**
-   * With `processes`: a server process that exited by itself once the colony was up (not by
-   * close()), how it ended (its exit code or signal), its log file, and the servers still running.
+   * With `processes`: a server process that ended once the colony was up, other than by close():
+   * how it ended ("exit code 9", "killed by SIGKILL"), its log file, and the servers still running.
    */
   readonly onServerExit?: (serverId: string, how: string, logFile: string, running: number) => void;
 }
@@ -167,7 +167,12 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
           running -= 1;
           const serverId = configs[i]?.config.server ?? "?";
           if (!closing)
-            options.onServerExit?.(serverId, String(code ?? signal), logFileOf(serverId), running);
+            options.onServerExit?.(
+              serverId,
+              signal !== null ? `killed by ${signal}` : `exit code ${code}`,
+              logFileOf(serverId),
+              running,
+            );
         });
       });
     } else {

@@ -83,7 +83,7 @@ export class ProcessColony {
         // kill() forgets the process before it signals it: one still known exited by itself.
         if (this.processes.get(id) === child)
           this.unexpectedExits.push(
-            `server ${id} exited by itself (${code ?? signal}); its log: ${this.logFile(id)}`,
+            `server ${id} stopped (${signal !== null ? `killed by ${signal}` : `exit code ${code}`}); its log: ${this.logFile(id)}`,
           );
       });
     } finally {
