@@ -81,6 +81,11 @@ describe("the physalia binary", () => {
       const fresh = run();
       expect(fresh.stdout.trim()).toBe("ran");
       expect(fresh.stderr).toBe("");
+      // A test beside the sources is not built: changing one leaves the build current.
+      const test = join(root, "src", "core", "x.test.ts");
+      writeFileSync(test, "export {};");
+      utimesSync(test, now + 60, now + 60);
+      expect(run().stderr).toBe("");
       utimesSync(source, now + 60, now + 60); // changed after the build
       const stale = run();
       expect(stale.stdout.trim()).toBe("ran");
