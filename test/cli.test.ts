@@ -264,6 +264,20 @@ describe("physalia server with a bad configuration", () => {
       const eviction = await physalia(["server", "--config", "s2.yaml"], dir);
       expect(eviction.code).toBe(2);
       expect(eviction.stderr).toMatch(/s2\.yaml is invalid: .*residentIdleSeconds/);
+      // An empty path would mean the current directory: refused before anything is read or written.
+      for (const args of [
+        ["server", "--config", ""],
+        ["up", "--data", " "],
+        ["up", "--topology", ""],
+        ["get", "vol-1", "a", "--colony", ""],
+        ["txn", "vol-1", "--file", ""],
+      ]) {
+        const empty = await physalia(args, dir);
+        expect(empty.code, args.join(" ")).toBe(2);
+        expect(empty.stderr, args.join(" ")).toMatch(
+          /argument '\s*' is invalid\. a file or directory name is needed/,
+        );
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

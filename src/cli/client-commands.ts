@@ -145,6 +145,13 @@ const outputChunkBytes = 64 * 1024;
 
 // ---------------------------------------------------------------- argument parsers
 
+/** A file or directory named on the command line: an empty name would mean the current directory. */
+export function pathArgument(text: string): string {
+  if (text.trim() === "")
+    throw new InvalidArgumentError("a file or directory name is needed here, not an empty one");
+  return text;
+}
+
 function cellKeyArgument(text: string): string {
   const problem = cellKeyProblem(text);
   if (problem !== null) throw new InvalidArgumentError(`${problem} (got ${quoted(text)})`);
@@ -942,6 +949,7 @@ function withCommonOptions(command: Command): Command {
     .option(
       "--colony <file>",
       `the colony's connection file (default: $${colonyFileEnv}, else ./.physalia/colony.json)`,
+      pathArgument,
     );
 }
 
@@ -1157,6 +1165,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .requiredOption(
         "--file <file>",
         "the transaction file (- for standard input; format: docs/OPERATIONS.md)",
+        pathArgument,
       ),
   ).action((key: string, options: CommonOptions & { file: string }) =>
     run(context, options, async (io) => {

@@ -9,7 +9,7 @@ import { cutUnits } from "../cell/index.ts";
 import type { ColonyKeys } from "../client/index.ts";
 import { missingServerNodeFlags } from "../server/index.ts";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
-import { clientExitCodes, createCell, registerClientCommands } from "./client-commands.ts";
+import { clientExitCodes, createCell, pathArgument, registerClientCommands } from "./client-commands.ts";
 import {
   ColonyFileError,
   colonyKeyEnv,
@@ -244,7 +244,7 @@ program
 program
   .command("server")
   .description("run one server of a colony (configuration: docs/OPERATIONS.md)")
-  .requiredOption("--config <file>", "the server's configuration file (YAML or JSON)")
+  .requiredOption("--config <file>", "the server's configuration file (YAML or JSON)", pathArgument)
   .action(async (options: { config: string }) => {
     let config: ReturnType<typeof readServerConfig>;
     let colonyKeys: ColonyKeys;
@@ -283,8 +283,8 @@ program
 program
   .command("up")
   .description("run a local colony (default: 9 servers over 3 racks and 3 power domains on 127.0.0.1)")
-  .option("--topology <file>", "a topology file (YAML or JSON) instead of the built-in one")
-  .option("--data <dir>", "where keys, data, logs and the connection file go", ".physalia")
+  .option("--topology <file>", "a topology file (YAML or JSON) instead of the built-in one", pathArgument)
+  .option("--data <dir>", "where keys, data, logs and the connection file go", pathArgument, ".physalia")
   .option("--processes", "run each server in its own process")
   .option("--demo", "create a few demo cells and show how to talk to them")
   .option("--json", "print one JSON object describing the colony")
