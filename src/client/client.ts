@@ -246,13 +246,16 @@ export class PhysaliaClient {
     return new CellHandle(this, cellKey);
   }
 
-  /** Fail every operation in flight and ignore later answers. */
   /** Runs when the client is closed (a real client closes its connections here). */
   onClose(hook: () => unknown): void {
     this.closeHooks.push(hook);
   }
 
-  /** Ends every operation in flight with UnavailableError and releases the client's resources. */
+  /**
+   * Ends every operation in flight and releases the client's resources. A write already sent to a
+   * node ends with OutcomeUnknownError (the cell may apply it yet); everything else with
+   * UnavailableError (nothing was applied).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -260,7 +263,12 @@ export class PhysaliaClient {
     this.timeoutTimer = null;
     this.timeoutAtMs = Number.POSITIVE_INFINITY;
     for (const op of [...this.inflight.values()]) {
-      this.finish(op, new UnavailableError(op.cellKey, "the client was closed"));
+      this.finish(
+        op,
+        op.isWrite && op.sent
+          ? new OutcomeUnknownError(op.cellKey, "the client was closed while the write was in flight")
+          : new UnavailableError(op.cellKey, "the client was closed"),
+      );
     }
     await Promise.all(this.closeHooks.map((hook) => hook()));
   }
