@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { clientExitCodes } from "../src/cli/client-commands.ts";
-import { adminUrl } from "../src/cli/colony.ts";
+import { adminToken, adminUrl } from "../src/cli/colony.ts";
 import { localTopology } from "./support/colony.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -282,6 +282,85 @@ describe("physalia server with a bad configuration", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
+});
+
+describe("physalia server on another server's data directory", () => {
+  it("is refused with exit code 9, by the directory's server-id file or, without one, by its stored nodes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "physalia-identity-"));
+    let s1: ChildProcess | null = null;
+    try {
+      const topology = await localTopology(2, 1);
+      writeFileSync(join(dir, "colony.key"), `${"cd".repeat(32)}\n`, { mode: 0o600 });
+      const config = (server: string, data: string) =>
+        JSON.stringify({ server, data, keyFile: "colony.key", topology });
+      writeFileSync(join(dir, "s1.json"), config("s1", "./s1"));
+      // s2's configuration with s1's directory: a copy whose `data` was not changed.
+      writeFileSync(join(dir, "wrong.json"), config("s2", "./s1"));
+      const s1Entry = topology.servers[0] as (typeof topology.servers)[number];
+      const admin = adminUrl(s1Entry);
+      const startS1 = async () => {
+        const child = spawn(process.execPath, [...cli, "server", "--config", "s1.json"], {
+          cwd: dir,
+          stdio: "ignore",
+          env: { ...process.env, PHYSALIA_COLONY_KEY: "" },
+        });
+        for (let i = 0; i < 200; i++) {
+          const up = await fetch(`${admin}/healthz`).then(
+            (r) => r.ok,
+            () => false,
+          );
+          if (up) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return child;
+      };
+      const stopS1 = async () => {
+        const child = s1 as ChildProcess;
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        process.kill(child.pid as number, "SIGTERM");
+        await exited;
+        s1 = null;
+      };
+      s1 = await startS1();
+      const token = adminToken(Buffer.from("cd".repeat(32), "hex"));
+      const created = await fetch(`${admin}/cells`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ cellKey: "vol-1", members: [{ serverId: "s1", incarnation: 1 }] }),
+      });
+      expect(created.status).toBe(200);
+      await stopS1();
+      const identity = join(dir, "s1", "server-id");
+      expect(readFileSync(identity, "utf8")).toBe("s1\n");
+
+      const refusal = new RegExp(
+        "^physalia: server s2 could not start: the data directory .*s1 belongs to server s1, and this server is s2: " +
+          ".*Point `data` at s2's own directory, or start s1 with this one\n$",
+      );
+      const wrong = await physalia(["server", "--config", "wrong.json"], dir, {
+        ...process.env,
+        PHYSALIA_COLONY_KEY: "",
+      });
+      expect(wrong.code).toBe(9);
+      expect(wrong.stderr).toMatch(refusal);
+      // A directory without the file (an earlier build's): its stored node says whose it is.
+      rmSync(identity);
+      const legacy = await physalia(["server", "--config", "wrong.json"], dir, {
+        ...process.env,
+        PHYSALIA_COLONY_KEY: "",
+      });
+      expect(legacy.code).toBe(9);
+      expect(legacy.stderr).toMatch(refusal);
+      expect(existsSync(identity)).toBe(false);
+      // Its own server adopts it, and writes the file again.
+      s1 = await startS1();
+      expect(readFileSync(identity, "utf8")).toBe("s1\n");
+      await stopS1();
+    } finally {
+      if (s1 !== null) process.kill((s1 as ChildProcess).pid as number, "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe("admin URLs", () => {

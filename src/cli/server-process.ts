@@ -18,11 +18,13 @@ import { initialMembersProblem } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec, timerLatenessBucketsMs } from "../server/index.ts";
 import {
   checkpointBucketsMs,
+  claimDataDirectory,
   diskLowWarning,
   diskSpaceNote,
   freeBytes,
   LmdbStorage,
   lockDataDirectory,
+  refuseOthersDirectory,
 } from "../storage/index.ts";
 import {
   AddressBook,
@@ -86,6 +88,15 @@ const cellsPageMax = 10_000;
 /** GET /status counts hosted nodes exactly at most this often (the count makes lmdb catch up first). */
 const hostedCountIntervalMs = 1000;
 
+/** The server of the first node stored in `storage`, or null when it stores none. */
+function firstStoredServer(storage: LmdbStorage<Command>): string | null {
+  for (const cellKey of storage.hostedCellsPage("", 1)) {
+    const loaded = storage.load(cellKey);
+    if (loaded.status === "found") return loaded.node.node.serverId;
+  }
+  return null;
+}
+
 export async function startServer(options: {
   readonly config: ServerConfig;
   /** The key that tags what the server sends, and while the key is rotated the other one it accepts. */
@@ -102,6 +113,9 @@ export async function startServer(options: {
   const lock = await lockDataDirectory(config.data);
   let storage: LmdbStorage<Command>;
   try {
+    // Another server's directory is refused before its journal is replayed (section "One data
+    // directory per server" of docs/OPERATIONS.md).
+    refuseOthersDirectory(config.data, self.id);
     storage = await LmdbStorage.open({
       path: config.data,
       codec: commandCodec,
@@ -122,6 +136,12 @@ export async function startServer(options: {
       await lock.release();
     }
   };
+  try {
+    claimDataDirectory(config.data, self.id, () => firstStoredServer(storage));
+  } catch (error) {
+    await closeStorage();
+    throw error;
+  }
   const tcp = new TcpTransport<ServerMessage>({
     listen: { host: self.host, port: self.port },
     colonyKey: colonyKeys.signing,

@@ -1,4 +1,11 @@
 export { serveCheckpoints } from "./checkpoint-worker.ts";
+export {
+  claimDataDirectory,
+  DataDirectoryIdentityError,
+  identityFileName,
+  readDataIdentity,
+  refuseOthersDirectory,
+} from "./data-identity.ts";
 export { DataDirectoryInUseError, type DataDirectoryLock, lockDataDirectory } from "./data-lock.ts";
 export { diskLowWarning, diskSpaceNote, freeBytes } from "./disk-space.ts";
 export {
