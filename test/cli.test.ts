@@ -241,6 +241,85 @@ describe("physalia up --processes", () => {
   }, 120_000);
 });
 
+describe("physalia up --processes killed with kill -9", () => {
+  it("leaves no server behind: each notices within a second and stops cleanly, so the next up starts", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "physalia-orphans-"));
+    const topology = await localTopology(3, 3);
+    writeFileSync(join(dir, "topology.json"), JSON.stringify(topology));
+    const alive = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("server");
+      } catch {
+        return false;
+      }
+    };
+    const startUp = async () => {
+      const child = spawn(
+        process.execPath,
+        [...cli, "up", "--processes", "--json", "--topology", "topology.json"],
+        {
+          cwd: dir,
+          stdio: ["ignore", "pipe", "ignore"],
+        },
+      );
+      let out = "";
+      child.stdout?.on("data", (chunk: Buffer) => {
+        out += chunk.toString("utf8");
+      });
+      for (let i = 0; i < 600 && !out.includes("\n") && child.exitCode === null; i++)
+        await new Promise((r) => setTimeout(r, 100));
+      const started = JSON.parse(out.split("\n")[0] as string) as { servers: { pid: number }[] };
+      return { child, pids: started.servers.map((s) => s.pid) };
+    };
+    const everyPid: number[] = [];
+    const running: ChildProcess[] = [];
+    try {
+      const first = await startUp();
+      running.push(first.child);
+      everyPid.push(...first.pids);
+      expect(first.pids).toHaveLength(3);
+      expect((await physalia(["cell", "create", "vol-o"], dir)).code).toBe(0);
+      expect((await physalia(["put", "vol-o", "n", "7"], dir)).code).toBe(0);
+      const exited = new Promise((resolve) => first.child.once("exit", resolve));
+      process.kill(first.child.pid as number, "SIGKILL");
+      await exited;
+      for (let i = 0; i < 100 && first.pids.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(first.pids.filter(alive)).toEqual([]);
+      for (const id of ["s1", "s2", "s3"]) {
+        const log = readFileSync(join(dir, ".physalia", "logs", `${id}.log`), "utf8");
+        expect(log).toMatch(
+          new RegExp(
+            `the physalia up process \\(pid ${first.child.pid}\\) that started this server is gone; stopping`,
+          ),
+        );
+        expect(log).toContain(`physalia: physalia up (pid ${first.child.pid}) is gone: shutting down`);
+      }
+      // Their data directories are free again, and hold what was written.
+      const second = await startUp();
+      running.push(second.child);
+      everyPid.push(...second.pids);
+      expect((await physalia(["get", "vol-o", "n"], dir)).stdout.trim()).toBe("7");
+      const stopped = new Promise<number | null>((resolve) =>
+        second.child.once("exit", (code) => resolve(code)),
+      );
+      process.kill(second.child.pid as number, "SIGTERM");
+      expect(await stopped).toBe(0);
+    } finally {
+      for (const child of running)
+        if (child.exitCode === null && child.signalCode === null)
+          process.kill(child.pid as number, "SIGKILL");
+      for (const pid of everyPid) {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) process.kill(pid, "SIGKILL");
+        } catch {
+          // gone, as it should be
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
 describe("physalia server with a bad configuration", () => {
   it("names the file, the field and the problem in one line, and exits 2", async () => {
     const dir = mkdtempSync(join(tmpdir(), "physalia-badconfig-"));

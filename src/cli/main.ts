@@ -22,7 +22,7 @@ import {
 } from "./colony.ts";
 import { jsonLogger, type Logger } from "./log.ts";
 import { type RunningServer, startServer } from "./server-process.ts";
-import { type RunningColony, up } from "./up.ts";
+import { type RunningColony, up, upPidEnv } from "./up.ts";
 
 /** Exit codes of the colony commands; client commands add theirs (clientExitCodes, docs/OPERATIONS.md). */
 export const exitCodes = {
@@ -77,20 +77,43 @@ function clipEchoedArgument(message: string): string {
  * Runs `close` on the first SIGINT or SIGTERM (and SIGHUP, when `hangup`: the terminal of a local
  * colony went away), then exits; a second signal exits at once.
  */
-function closeOnSignal(close: () => Promise<void>, hangup = false): void {
+function closeOnSignal(close: () => Promise<void>, hangup = false): (reason: string) => void {
   let closing = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
+  const shutDown = (reason: string): void => {
     if (closing) process.exit(130);
     closing = true;
-    console.error(`physalia: ${signal}: shutting down`);
+    console.error(`physalia: ${reason}: shutting down`);
     close().then(
       () => process.exit(exitCodes.ok),
       (error: unknown) => fail(`shutdown failed: ${(error as Error).message}`, exitCodes.serverFailed),
     );
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  if (hangup) process.on("SIGHUP", onSignal);
+  process.on("SIGINT", shutDown);
+  process.on("SIGTERM", shutDown);
+  if (hangup) process.on("SIGHUP", shutDown);
+  return shutDown;
+}
+
+/** How often a server started by `physalia up --processes` checks that `up` is still there. */
+const parentCheckMs = 500;
+
+/**
+ * A server `physalia up --processes` started stops cleanly once that `up` is gone however it
+ * went (kill -9 included), rather than run on without it, holding its ports and data directory.
+ */
+function stopWithUp(shutDown: (reason: string) => void, logger: Logger): void {
+  const raw = process.env[upPidEnv];
+  const upPid = raw === undefined ? Number.NaN : Number(raw);
+  if (!Number.isInteger(upPid) || upPid <= 0) return;
+  const timer = setInterval(() => {
+    if (process.ppid === upPid) return;
+    clearInterval(timer);
+    logger.log("warn", `the physalia up process (pid ${upPid}) that started this server is gone; stopping`, {
+      upPid,
+    });
+    shutDown(`physalia up (pid ${upPid}) is gone`);
+  }, parentCheckMs);
+  timer.unref();
 }
 
 /** A warning in the server's log when the key file it reads is open to other users. */
@@ -273,7 +296,10 @@ program
         );
       }
       warnOfExposedKeyFile(config.keyFile, logger);
-      closeOnSignal(() => running.close());
+      stopWithUp(
+        closeOnSignal(() => running.close()),
+        logger,
+      );
       reloadKeysOnHangup(config.keyFile, running, logger);
     } catch (error) {
       fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);

@@ -4,7 +4,15 @@
  * on first use and a connection file that client commands in the same directory find.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, type WriteStream, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  createWriteStream,
+  fstatSync,
+  openSync,
+  readSync,
+  type WriteStream,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serverNodeFlags } from "../server/index.ts";
@@ -34,6 +42,12 @@ export interface UpOptions {
   readonly onServerExit?: (serverId: string, how: string, logFile: string, running: number) => void;
 }
 
+/**
+ * Set by `physalia up --processes` for the servers it starts: its pid. A server watches for its
+ * parent to change from it, and stops cleanly then.
+ */
+export const upPidEnv = "PHYSALIA_UP_PID";
+
 export interface RunningColony {
   readonly connectionFile: string;
   readonly servers: readonly { id: string; address: string; admin: string; pid: number | null }[];
@@ -53,6 +67,27 @@ const processStartMsMax = 20_000;
  * Waits until the server `child` answers its /healthz. Only an answer naming the child's pid
  * counts: another process on that port (a colony left running) is not this server.
  */
+/** The last line of `file` written past byte `from` ("" if none), looking at 4 KiB at most. */
+function lastLineSince(file: string, from: number): string {
+  let fd: number;
+  try {
+    fd = openSync(file, "r");
+  } catch {
+    return "";
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const start = Math.max(from, size - lastLineBytesMax);
+    const buffer = Buffer.alloc(Math.max(0, size - start));
+    const read = readSync(fd, buffer, 0, buffer.length, start);
+    return buffer.subarray(0, read).toString("utf8").trim().split("\n").at(-1) ?? "";
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const lastLineBytesMax = 4096;
+
 async function waitForHealth(
   serverId: string,
   url: string,
@@ -62,8 +97,6 @@ async function waitForHealth(
 ): Promise<void> {
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      // A process exits before its pipes are read to the end: give them a moment.
-      await new Promise((r) => setTimeout(r, 50));
       const said = lastOutput().replace(/^physalia: /, "");
       throw new Error(
         `server ${serverId} exited (${child.exitCode ?? child.signalCode}) before it was healthy` +
@@ -128,23 +161,23 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
     if (options.processes) {
       makeDirectory(join(data, "logs"));
       for (const { config, file } of configs) {
-        const log = createWriteStream(logFileOf(config.server), { flags: "a" });
-        const child = spawn(
-          process.execPath,
-          [...serverNodeFlags, physaliaBin(), "server", "--config", file],
-          {
-            stdio: ["ignore", "pipe", "pipe"],
-            env: options.env,
-          },
-        );
-        child.stdout?.pipe(log);
-        child.stderr?.pipe(log);
-        // The last line a server printed: why it could not start, if it could not.
-        let tail = "";
-        child.stderr?.on("data", (chunk: Buffer) => {
-          tail = (tail + chunk.toString("utf8")).slice(-4096);
-        });
-        lastOutputs.push(() => tail.trim().split("\n").at(-1) ?? "");
+        // The server writes its log file itself, not through a pipe to this process: its log
+        // goes on, and it can say why it stops, even once this process is gone.
+        const logFile = logFileOf(config.server);
+        const log = openSync(logFile, "a");
+        const from = fstatSync(log).size;
+        let child: ChildProcess;
+        try {
+          child = spawn(process.execPath, [...serverNodeFlags, physaliaBin(), "server", "--config", file], {
+            stdio: ["ignore", log, log],
+            // The server stops by itself once this process is gone, however it went.
+            env: { ...options.env, [upPidEnv]: String(process.pid) },
+          });
+        } finally {
+          closeSync(log);
+        }
+        // The last line a server wrote in this run: why it could not start, if it could not.
+        lastOutputs.push(() => lastLineSince(logFile, from));
         children.push(child);
       }
       const deadline = Date.now() + processStartMsMax;
