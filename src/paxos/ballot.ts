@@ -27,6 +27,20 @@ export function makeBallot(round: number, incarnation: number): Ballot {
   return round * INCARNATION_BITS + incarnation;
 }
 
+/**
+ * Why `ballot` cannot be one, or null: BALLOT_NONE, BALLOT_CHOSEN and what makeBallot can make
+ * are ballots. Decoders refuse the rest, so a peer's bad number never reaches a replica.
+ */
+export function ballotProblem(ballot: number): string | null {
+  if (ballot === BALLOT_NONE || ballot === BALLOT_CHOSEN) return null;
+  if (!Number.isSafeInteger(ballot) || ballot < 0) return `ballot ${ballot} is not a ballot`;
+  const round = ballotRound(ballot);
+  const incarnation = ballotIncarnation(ballot);
+  if (round < 1 || round > ROUND_MAX) return `ballot ${ballot} has round ${round}, out of 1 to ${ROUND_MAX}`;
+  if (incarnation < 1) return `ballot ${ballot} names no incarnation`;
+  return null;
+}
+
 export function ballotRound(ballot: Ballot): number {
   return Math.floor(ballot / INCARNATION_BITS);
 }

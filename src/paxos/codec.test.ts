@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type ByteReader, type ByteWriter, DecodeError } from "../core/index.ts";
-import { BALLOT_CHOSEN } from "./ballot.ts";
+import { BALLOT_CHOSEN, BALLOT_NONE, INCARNATION_MAX, makeBallot, ROUND_MAX } from "./ballot.ts";
 import {
   type CommandCodec,
   decodeNodeHeader,
@@ -23,6 +23,14 @@ const textCodec: CommandCodec<string> = {
 };
 
 const nat = fc.nat({ max: Number.MAX_SAFE_INTEGER });
+/** Every ballot an election can make, and the two markers; decoders refuse other numbers. */
+const ballot = fc.oneof(
+  fc.constant(BALLOT_NONE),
+  fc.constant(BALLOT_CHOSEN),
+  fc
+    .tuple(fc.integer({ min: 1, max: ROUND_MAX }), fc.integer({ min: 1, max: INCARNATION_MAX }))
+    .map(([round, incarnation]) => makeBallot(round, incarnation)),
+);
 const nodeId = fc.record({
   serverId: fc.string({ minLength: 1, maxLength: 8 }),
   incarnation: fc.integer({ min: 1, max: 2 ** 20 - 1 }),
@@ -54,7 +62,7 @@ const entries: fc.Arbitrary<LogEntry<string>[]> = fc
         .map((slot) =>
           fc.record({
             slot: fc.constant(slot),
-            ballot: fc.oneof(nat, fc.constant(BALLOT_CHOSEN)),
+            ballot,
             value: logValue,
           }),
         ),
@@ -89,11 +97,11 @@ const envelope = {
   epoch: nat,
 };
 const message: fc.Arbitrary<PaxosMessage<string>> = fc.oneof(
-  fc.record({ ...envelope, type: fc.constant("prepare" as const), ballot: nat, fromSlot: nat }),
+  fc.record({ ...envelope, type: fc.constant("prepare" as const), ballot, fromSlot: nat }),
   fc.record({
     ...envelope,
     type: fc.constant("promise" as const),
-    ballot: nat,
+    ballot,
     base: nat,
     coveredThrough: fc.oneof(fc.nat({ max: 2 ** 52 }), fc.constant(Number.POSITIVE_INFINITY)),
     applied: nat,
@@ -102,25 +110,25 @@ const message: fc.Arbitrary<PaxosMessage<string>> = fc.oneof(
   fc.record({
     ...envelope,
     type: fc.constant("accept" as const),
-    ballot: nat,
+    ballot,
     slot: nat,
     value: logValue,
     commit: nat,
   }),
-  fc.record({ ...envelope, type: fc.constant("accepted" as const), ballot: nat, slot: nat, applied: nat }),
+  fc.record({ ...envelope, type: fc.constant("accepted" as const), ballot, slot: nat, applied: nat }),
   fc.record({
     ...envelope,
     type: fc.constant("nack" as const),
-    ballot: nat,
-    promised: nat,
+    ballot,
+    promised: ballot,
     reason: fc.constantFrom("ballot" as const, "epoch" as const),
     applied: nat,
   }),
-  fc.record({ ...envelope, type: fc.constant("heartbeat" as const), ballot: nat, commit: nat, round: nat }),
+  fc.record({ ...envelope, type: fc.constant("heartbeat" as const), ballot, commit: nat, round: nat }),
   fc.record({
     ...envelope,
     type: fc.constant("heartbeat_ack" as const),
-    ballot: nat,
+    ballot,
     round: nat,
     applied: nat,
     ok: fc.boolean(),
@@ -138,7 +146,7 @@ const message: fc.Arbitrary<PaxosMessage<string>> = fc.oneof(
     snapshot: fc.option(snapshot, { nil: null }),
     applied: nat,
   }),
-  fc.record({ ...envelope, type: fc.constant("campaign" as const), ballot: nat }),
+  fc.record({ ...envelope, type: fc.constant("campaign" as const), ballot }),
 );
 
 describe("paxos codec", () => {
@@ -158,7 +166,7 @@ describe("paxos codec", () => {
       from: node,
       to: { serverId: "s2", incarnation: 2 },
       epoch: 1,
-      ballot: 3,
+      ballot: makeBallot(1, 3),
       slot,
       value,
       commit: 0,
@@ -179,7 +187,7 @@ describe("paxos codec", () => {
       for (const [i, value] of values.entries())
         sent.push(encodePaxosMessage(accept(value, i + 1), counting));
     }
-    for (const value of values) encodeStoredEntry({ slot: 1, ballot: 3, value }, counting);
+    for (const value of values) encodeStoredEntry({ slot: 1, ballot: makeBallot(1, 3), value }, counting);
     expect(writes).toBe(values.length);
     // A follower's accepted values are journaled with the bytes they came in, never encoded.
     writes = 0;
@@ -193,12 +201,12 @@ describe("paxos codec", () => {
     records.forEach((record, i) => {
       expect(decodeStoredEntry(record as Uint8Array, counting)).toEqual({
         slot: i + 1,
-        ballot: 3,
+        ballot: makeBallot(1, 3),
         value: values[i],
       });
       expect(record).toEqual(
         encodeStoredEntry(
-          { slot: i + 1, ballot: 3, value: structuredClone(values[i] as LogValue<string>) },
+          { slot: i + 1, ballot: makeBallot(1, 3), value: structuredClone(values[i] as LogValue<string>) },
           textCodec,
         ),
       );
@@ -224,7 +232,7 @@ describe("paxos codec", () => {
       from,
       to: { serverId: "s1", incarnation: 1 },
       epoch: 1,
-      ballot: 9,
+      ballot: makeBallot(2, 1),
       slot: 4,
       applied: 3,
     });
@@ -267,6 +275,44 @@ describe("paxos codec", () => {
     );
   });
 
+  it("refuses a number that no election makes where a ballot goes", () => {
+    const campaign = (b: number): PaxosMessage<string> => ({
+      type: "campaign",
+      cellKey: "c",
+      from: { serverId: "s1", incarnation: 1 },
+      to: { serverId: "s2", incarnation: 2 },
+      epoch: 1,
+      ballot: b,
+    });
+    const decode = (b: number) => decodePaxosMessage(encodePaxosMessage(campaign(b), textCodec), textCodec);
+    for (const good of [BALLOT_NONE, BALLOT_CHOSEN, makeBallot(1, 1), makeBallot(ROUND_MAX, INCARNATION_MAX)])
+      expect(decode(good)).toEqual(campaign(good));
+    expect(() => decode(7)).toThrow(/ballot 7 has round 0/);
+    expect(() => decode(makeBallot(ROUND_MAX, 1) + 2 ** 20)).toThrow(DecodeError);
+    expect(() => decode(makeBallot(3, 1) - 1)).toThrow(/names no incarnation/);
+    // In a nack, its promise too; in a log entry, its ballot.
+    const nack = encodePaxosMessage(
+      {
+        type: "nack",
+        cellKey: "c",
+        from: { serverId: "s1", incarnation: 1 },
+        to: { serverId: "s2", incarnation: 2 },
+        epoch: 1,
+        ballot: makeBallot(1, 1),
+        promised: 3,
+        reason: "ballot",
+        applied: 0,
+      },
+      textCodec,
+    );
+    expect(() => decodePaxosMessage(nack, textCodec)).toThrow(/ballot 3 has round 0/);
+    const entry = encodeStoredEntry(
+      { slot: 4, ballot: 2 ** 20 * 5, value: { kind: "noop", stampMs: 0 } },
+      textCodec,
+    );
+    expect(() => decodeStoredEntry(entry, textCodec)).toThrow(/names no incarnation/);
+  });
+
   it("refuses another wire version, an unknown type and counts beyond their limits", () => {
     const m: PaxosMessage<string> = {
       type: "campaign",
@@ -274,7 +320,7 @@ describe("paxos codec", () => {
       from: { serverId: "s1", incarnation: 1 },
       to: { serverId: "s2", incarnation: 2 },
       epoch: 1,
-      ballot: 5,
+      ballot: makeBallot(1, 5),
     };
     const bytes = encodePaxosMessage(m, textCodec);
     const otherVersion = Uint8Array.from(bytes);

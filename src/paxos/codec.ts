@@ -26,6 +26,7 @@ import {
   type NodeId,
   utf8Length,
 } from "../core/index.ts";
+import { ballotProblem } from "./ballot.ts";
 import type { PersistedNode } from "./replica.ts";
 import type {
   Configuration,
@@ -228,6 +229,14 @@ export function readLogValue<C>(reader: ByteReader, codec: CommandCodec<C>): Log
   }
 }
 
+/** A ballot, refused with DecodeError when it is no ballot (ballot.ts, ballotProblem). */
+function readBallot(reader: ByteReader): number {
+  const ballot = reader.uint();
+  const problem = ballotProblem(ballot);
+  if (problem !== null) throw new DecodeError(problem);
+  return ballot;
+}
+
 export function writeLogEntry<C>(writer: ByteWriter, entry: LogEntry<C>, codec: CommandCodec<C>): void {
   writer.uint(entry.slot).uint(entry.ballot);
   writeLogValue(writer, entry.value, codec);
@@ -236,7 +245,7 @@ export function writeLogEntry<C>(writer: ByteWriter, entry: LogEntry<C>, codec: 
 export function readLogEntry<C>(reader: ByteReader, codec: CommandCodec<C>): LogEntry<C> {
   const slot = reader.uint();
   if (slot < 1) throw new DecodeError("log entry for slot 0");
-  const ballot = reader.uint();
+  const ballot = readBallot(reader);
   return { slot, ballot, value: readLogValue(reader, codec) };
 }
 
@@ -395,7 +404,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
   // Literals in the field order the replica builds its messages in, so both share one shape.
   switch (type) {
     case "prepare":
-      return { type, cellKey, from, to, epoch, ballot: reader.uint(), fromSlot: reader.uint() };
+      return { type, cellKey, from, to, epoch, ballot: readBallot(reader), fromSlot: reader.uint() };
     case "promise":
       return {
         type,
@@ -403,7 +412,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         from,
         to,
         epoch,
-        ballot: reader.uint(),
+        ballot: readBallot(reader),
         base: reader.uint(),
         coveredThrough: readCoverage(reader),
         applied: reader.uint(),
@@ -416,7 +425,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         from,
         to,
         epoch,
-        ballot: reader.uint(),
+        ballot: readBallot(reader),
         slot: reader.uint(),
         value: readAcceptedValue(reader, codec),
         commit: reader.uint(),
@@ -428,13 +437,13 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         from,
         to,
         epoch,
-        ballot: reader.uint(),
+        ballot: readBallot(reader),
         slot: reader.uint(),
         applied: reader.uint(),
       };
     case "nack": {
-      const ballot = reader.uint();
-      const promised = reader.uint();
+      const ballot = readBallot(reader);
+      const promised = readBallot(reader);
       const reason = nackReasons[reader.byte()];
       if (reason === undefined) throw new DecodeError("unknown nack reason");
       return { type, cellKey, from, to, epoch, ballot, promised, reason, applied: reader.uint() };
@@ -446,7 +455,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         from,
         to,
         epoch,
-        ballot: reader.uint(),
+        ballot: readBallot(reader),
         commit: reader.uint(),
         round: reader.uint(),
       };
@@ -457,7 +466,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         from,
         to,
         epoch,
-        ballot: reader.uint(),
+        ballot: readBallot(reader),
         round: reader.uint(),
         applied: reader.uint(),
         ok: reader.bool(),
@@ -476,7 +485,7 @@ export function readPaxosMessage<C>(reader: ByteReader, codec: CommandCodec<C>):
         applied: reader.uint(),
       };
     case "campaign":
-      return { type, cellKey, from, to, epoch, ballot: reader.uint() };
+      return { type, cellKey, from, to, epoch, ballot: readBallot(reader) };
   }
 }
 

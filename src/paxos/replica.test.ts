@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { NodeId } from "../core/index.ts";
 import { limits } from "../core/index.ts";
 import { PaxosCluster } from "../sim/paxos-cluster.ts";
+import { makeBallot, ROUND_MAX } from "./ballot.ts";
 import type { PaxosMessage } from "./types.ts";
 
 function resultsFor(cluster: PaxosCluster, tag: number): number {
@@ -45,6 +46,29 @@ const sevenServers = ["a", "b", "c", "d", "e", "f", "g"];
 const sentAtOnce = 3 + limits.acceptSpareFollowers;
 
 describe("replica", () => {
+  it("a peer's ballot of the last round leaves a node unable to outbid it, not throwing", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    const a = c.node("a").replica;
+    const b = c.node("b").replica;
+    // A peer (a bug, another build) asks b to take over with a ballot of the highest round.
+    c.network.push({
+      type: "campaign",
+      cellKey: "cell",
+      from: a.node,
+      to: b.node,
+      epoch: b.epoch,
+      ballot: makeBallot(ROUND_MAX, a.node.incarnation),
+    });
+    expect(() => c.settle()).not.toThrow();
+    expect(b.isLeader).toBe(false);
+    // A request at b asks for an election it cannot hold: it is refused or waits, without a throw.
+    expect(() => c.propose("b", "y", 2, true)).not.toThrow();
+    expect(() => c.settle()).not.toThrow();
+    expect(c.violations).toEqual([]);
+  });
+
   it("a first request elects the node that received it and commits on every member", () => {
     const c = new PaxosCluster("cell", ["a", "b", "c"]);
     expect(c.network.length).toBe(0); // a new cell is quiet

@@ -26,6 +26,7 @@ import {
   ballotIncarnation,
   ballotRound,
   makeBallot,
+  ROUND_MAX,
 } from "./ballot.ts";
 import { AcceptFanout } from "./fanout.ts";
 import { InflightSlots } from "./inflight.ts";
@@ -696,8 +697,11 @@ export class Replica<C, R> {
     if (this.joining || this.learner || this.retired || this.stalledReason !== null) return;
     const latest = latestConfiguration(this.membership);
     if (memberIndex(latest, this.node) < 0 && cause !== "transfer") return;
-    out.events.push({ type: "campaign", cellKey: this.cellKey, node: this.node, cause });
     const round = Math.max(this.highestRoundSeen, ballotRound(this.promised)) + 1;
+    // Rounds run out only where a peer sent a ballot no election made (a bug, or a peer of
+    // another build): this node cannot outbid it, and stays a follower rather than throw.
+    if (round > ROUND_MAX) return;
+    out.events.push({ type: "campaign", cellKey: this.cellKey, node: this.node, cause });
     this.highestRoundSeen = round;
     const ballot = makeBallot(round, this.node.incarnation);
     this.role = Role.Candidate;

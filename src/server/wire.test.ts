@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type Command, encodeCommand } from "../cell/index.ts";
 import { ByteWriter } from "../core/index.ts";
+import { makeBallot } from "../paxos/index.ts";
 import { decodeFrame, encodeFrame, frameKey } from "../transport/index.ts";
 import type { ServerMessage } from "./server.ts";
 import { decodeServerMessage, encodeServerMessage, serverMessageCodec } from "./wire.ts";
@@ -25,7 +26,7 @@ const accept: ServerMessage = {
     from: { serverId: "s1", incarnation: 1 },
     to: { serverId: "s2", incarnation: 2 },
     epoch: 1,
-    ballot: 9,
+    ballot: makeBallot(9, 1),
     slot: 12,
     value: {
       kind: "commands",

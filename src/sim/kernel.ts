@@ -253,11 +253,14 @@ export class SimNetwork {
   }
 }
 
+/** What a codec returns for a message the receiving transport drops (sim/corrupt-wire.ts). */
+export const droppedOnWire = Symbol("dropped on the wire");
+
 /** How messages become bytes and back (the real wire codec, so the simulator runs it too). */
 export interface MessageCodec<M> {
   encode(message: M): Uint8Array;
   /** Throws on malformed bytes. */
-  decode(bytes: Uint8Array): M;
+  decode(bytes: Uint8Array): M | typeof droppedOnWire;
 }
 
 /**
@@ -278,7 +281,9 @@ export class SimTransport<M> implements TransportPort<M> {
     network.attach(address, (from, message) => {
       if (!this.open || this.handler === null) return;
       const codec = this.codec;
-      this.handler(from, codec === null ? (message as M) : codec.decode(message as Uint8Array));
+      const decoded = codec === null ? (message as M) : codec.decode(message as Uint8Array);
+      if (decoded === droppedOnWire) return;
+      this.handler(from, decoded);
     });
   }
 

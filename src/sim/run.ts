@@ -22,6 +22,8 @@ export interface SimOptions {
   readonly bugs?: PlantedBugs | null;
   /** Steps the linearizability search may take per cell before answering "unknown". */
   readonly checkStepsMax?: number;
+  /** The share of delivered messages damaged on the wire (WorldOptions.wireDamageRate). */
+  readonly wireDamageRate?: number;
   /** Called with the world after the run, for investigation. */
   readonly inspect?: (world: SimWorld) => void;
 }
@@ -83,6 +85,7 @@ export function runSimulation(options: SimOptions): SimReport {
     bugs: options.bugs ?? null,
     clockRateMax: o.faults === "none" ? 1 : 1.2,
     clockOffsetMsMax: o.faults === "none" ? 0 : 50,
+    ...(options.wireDamageRate === undefined ? {} : { wireDamageRate: options.wireDamageRate }),
   });
   const random = world.random.fork();
   const size = Math.min(7, o.servers);

@@ -35,7 +35,16 @@ import type {
   ReplicaObserver,
 } from "../paxos/index.ts";
 import { Server, type ServerMessage, serverMessageCodec } from "../server/index.ts";
-import { EventQueue, SimClock, SimDisk, SimNetwork, SimScheduler, SimTransport } from "./kernel.ts";
+import { damagingCodec, type WireDamage } from "./corrupt-wire.ts";
+import {
+  EventQueue,
+  type MessageCodec,
+  SimClock,
+  SimDisk,
+  SimNetwork,
+  SimScheduler,
+  SimTransport,
+} from "./kernel.ts";
 
 export interface WorldOptions {
   readonly seed: number;
@@ -46,6 +55,12 @@ export interface WorldOptions {
   readonly clockOffsetMsMax?: number;
   /** Servers evict quiet nodes untouched this long (default: production's limits.residentIdleMs). */
   readonly residentIdleMs?: number;
+  /**
+   * The share of delivered messages damaged on the wire (sim/corrupt-wire.ts), for servers and
+   * clients alike; 0 by default. Damaged messages break what Paxos assumes of its peers: a run
+   * with them checks that nothing throws, not its safety.
+   */
+  readonly wireDamageRate?: number;
 }
 
 /** One operation of the client history, as the linearizability checker sees it. */
@@ -106,6 +121,10 @@ export class SimWorld {
   /** Counters of servers that crashed (their Server objects are gone), added at each crash. */
   private readonly crashedCounters = { nodesEvicted: 0, requestsRelayed: 0 };
   private readonly residentIdleMs: number;
+  /** Messages damaged on the wire so far (with wireDamageRate). */
+  readonly wireDamage: WireDamage = { damaged: 0, decoded: 0, misdirected: 0 };
+  private readonly serverCodec: MessageCodec<ServerMessage>;
+  private readonly clientCodec: MessageCodec<ClientRequest | ClientResponse>;
 
   constructor(options: WorldOptions) {
     this.seed = options.seed;
@@ -113,6 +132,17 @@ export class SimWorld {
     this.bugs = options.bugs ?? null;
     this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
     this.network = new SimNetwork(this.queue, this.random.fork(), this.trace, describeMessage);
+    const damageRate = options.wireDamageRate ?? 0;
+    // Forked only when used: runs without damage keep the streams (and traces) they always had.
+    const damageRandom = damageRate > 0 ? this.random.fork() : null;
+    this.serverCodec =
+      damageRandom === null
+        ? serverMessageCodec
+        : damagingCodec(serverMessageCodec, damageRandom, damageRate, this.wireDamage);
+    this.clientCodec =
+      damageRandom === null
+        ? clientMessageCodec
+        : damagingCodec(clientMessageCodec, damageRandom, damageRate, this.wireDamage);
     this.observer = {
       chosen: (cellKey, slot, value) => this.onChosen(cellKey, slot, value as LogValue<Command>),
       applied: (cellKey, node, slot, value) =>
@@ -127,7 +157,7 @@ export class SimWorld {
       const clock = new SimClock(this.queue, random.float() * offsetMax, rate);
       const disk = new SimDisk<Command>(this.queue, random.fork());
       const scheduler = new SimScheduler(this.queue, clock);
-      const transport = new SimTransport<ServerMessage>(id, this.network, serverMessageCodec);
+      const transport = new SimTransport<ServerMessage>(id, this.network, this.serverCodec);
       const slot: ServerSlot = { id, disk, clock, scheduler, transport, server: null, random };
       this.servers.push(slot);
     }
@@ -160,7 +190,7 @@ export class SimWorld {
 
   private boot(slot: ServerSlot): void {
     slot.scheduler = new SimScheduler(this.queue, slot.clock);
-    slot.transport = new SimTransport<ServerMessage>(slot.id, this.network, serverMessageCodec);
+    slot.transport = new SimTransport<ServerMessage>(slot.id, this.network, this.serverCodec);
     slot.server = new Server({
       serverId: slot.id,
       peers: this.serverIds(),
@@ -322,7 +352,7 @@ export class SimWorld {
     const transport = new SimTransport<ClientRequest | ClientResponse>(
       address,
       this.network,
-      clientMessageCodec,
+      this.clientCodec,
     );
     const random = this.random.fork();
     const client = new PhysaliaClient({
