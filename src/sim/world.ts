@@ -318,10 +318,13 @@ export class SimWorld {
         const members = (this.cells.get(cellKey) ?? []).filter(
           (m) => change.remove === null || formatNodeId(m) !== formatNodeId(change.remove),
         );
-        if (result.added !== null) {
-          members.push(result.added);
-          const host = this.slot(result.added.serverId).server;
-          host?.hostJoiningNode(cellKey, result.added.incarnation);
+        // A server the colony lacks can be added only by a damaged message (wireDamageRate): the
+        // control plane knows no such server, and leaves it out.
+        const added = result.added;
+        const host = added === null ? undefined : this.servers.find((slot) => slot.id === added.serverId);
+        if (added !== null && host !== undefined) {
+          members.push(added);
+          host.server?.hostJoiningNode(cellKey, added.incarnation);
         }
         this.cells.set(cellKey, members);
       }
