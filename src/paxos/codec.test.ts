@@ -14,6 +14,14 @@ import {
 } from "./codec.ts";
 import type { LogEntry, LogValue, MembershipState, PaxosMessage, Snapshot } from "./types.ts";
 
+/** The envelope of a message of cell "c" from s1 to s2. */
+const envelopeS1S2 = {
+  cellKey: "c",
+  from: { serverId: "s1", incarnation: 1 },
+  to: { serverId: "s2", incarnation: 2 },
+  epoch: 1,
+};
+
 /** Commands in these tests are short strings. */
 const textCodec: CommandCodec<string> = {
   write: (writer: ByteWriter, command: string) => {
@@ -276,14 +284,7 @@ describe("paxos codec", () => {
   });
 
   it("refuses a number that no election makes where a ballot goes", () => {
-    const campaign = (b: number): PaxosMessage<string> => ({
-      type: "campaign",
-      cellKey: "c",
-      from: { serverId: "s1", incarnation: 1 },
-      to: { serverId: "s2", incarnation: 2 },
-      epoch: 1,
-      ballot: b,
-    });
+    const campaign = (b: number): PaxosMessage<string> => ({ ...envelopeS1S2, type: "campaign", ballot: b });
     const decode = (b: number) => decodePaxosMessage(encodePaxosMessage(campaign(b), textCodec), textCodec);
     for (const good of [BALLOT_NONE, BALLOT_CHOSEN, makeBallot(1, 1), makeBallot(ROUND_MAX, INCARNATION_MAX)])
       expect(decode(good)).toEqual(campaign(good));
@@ -292,17 +293,7 @@ describe("paxos codec", () => {
     expect(() => decode(makeBallot(3, 1) - 1)).toThrow(/names no incarnation/);
     // In a nack, its promise too; in a log entry, its ballot.
     const nack = encodePaxosMessage(
-      {
-        type: "nack",
-        cellKey: "c",
-        from: { serverId: "s1", incarnation: 1 },
-        to: { serverId: "s2", incarnation: 2 },
-        epoch: 1,
-        ballot: makeBallot(1, 1),
-        promised: 3,
-        reason: "ballot",
-        applied: 0,
-      },
+      { ...envelopeS1S2, type: "nack", ballot: makeBallot(1, 1), promised: 3, reason: "ballot", applied: 0 },
       textCodec,
     );
     expect(() => decodePaxosMessage(nack, textCodec)).toThrow(/ballot 3 has round 0/);
@@ -314,14 +305,7 @@ describe("paxos codec", () => {
   });
 
   it("refuses another wire version, an unknown type and counts beyond their limits", () => {
-    const m: PaxosMessage<string> = {
-      type: "campaign",
-      cellKey: "c",
-      from: { serverId: "s1", incarnation: 1 },
-      to: { serverId: "s2", incarnation: 2 },
-      epoch: 1,
-      ballot: makeBallot(1, 5),
-    };
+    const m: PaxosMessage<string> = { ...envelopeS1S2, type: "campaign", ballot: makeBallot(1, 5) };
     const bytes = encodePaxosMessage(m, textCodec);
     const otherVersion = Uint8Array.from(bytes);
     otherVersion[0] = 2;
