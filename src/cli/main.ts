@@ -75,7 +75,8 @@ function clipEchoedArgument(message: string): string {
 
 /**
  * Runs `close` on the first SIGINT or SIGTERM (and SIGHUP, when `hangup`: the terminal of a local
- * colony went away), then exits; a second signal exits at once.
+ * colony went away), then exits; a second signal exits at once. Returns that shutdown, for
+ * other reasons to stop (the `up` that started a server is gone), named in its first line.
  */
 function closeOnSignal(close: () => Promise<void>, hangup = false): (reason: string) => void {
   let closing = false;

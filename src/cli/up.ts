@@ -63,10 +63,8 @@ function physaliaBin(): string {
 /** How long a server process may take to open its ports. */
 const processStartMsMax = 20_000;
 
-/**
- * Waits until the server `child` answers its /healthz. Only an answer naming the child's pid
- * counts: another process on that port (a colony left running) is not this server.
- */
+const lastLineBytesMax = 4096;
+
 /** The last line of `file` written past byte `from` ("" if none), looking at 4 KiB at most. */
 function lastLineSince(file: string, from: number): string {
   let fd: number;
@@ -86,8 +84,10 @@ function lastLineSince(file: string, from: number): string {
   }
 }
 
-const lastLineBytesMax = 4096;
-
+/**
+ * Waits until the server `child` answers its /healthz. Only an answer naming the child's pid
+ * counts: another process on that port (a colony left running) is not this server.
+ */
 async function waitForHealth(
   serverId: string,
   url: string,
