@@ -112,10 +112,11 @@ export async function startServer(options: {
   // Before anything in the directory is read: no other server process may be using it.
   const lock = await lockDataDirectory(config.data);
   let storage: LmdbStorage<Command>;
+  let claimed: boolean;
   try {
-    // Another server's directory is refused before its journal is replayed (section "One data
-    // directory per server" of docs/OPERATIONS.md).
-    refuseOthersDirectory(config.data, self.id);
+    // Another server's directory is refused before its journal is replayed (docs/OPERATIONS.md
+    // section 1.3, "One data directory, one server").
+    claimed = refuseOthersDirectory(config.data, self.id);
     storage = await LmdbStorage.open({
       path: config.data,
       codec: commandCodec,
@@ -137,7 +138,8 @@ export async function startServer(options: {
     }
   };
   try {
-    claimDataDirectory(config.data, self.id, () => firstStoredServer(storage));
+    // A directory without its server-id file yet: new, or made by an earlier build.
+    if (!claimed) claimDataDirectory(config.data, self.id, () => firstStoredServer(storage));
   } catch (error) {
     await closeStorage();
     throw error;

@@ -53,12 +53,14 @@ export function readDataIdentity(path: string): string | null {
 
 /**
  * Throws DataDirectoryIdentityError when the identity file of the directory at `path` names a
- * server other than `serverId`. Reads nothing else: a server checks this before its storage
- * replays anything.
+ * server other than `serverId`; returns whether it names `serverId` (false: the directory has no
+ * file yet, and claimDataDirectory is still to be called). Reads nothing else: a server checks
+ * this before its storage replays anything.
  */
-export function refuseOthersDirectory(path: string, serverId: string): void {
+export function refuseOthersDirectory(path: string, serverId: string): boolean {
   const recorded = readDataIdentity(path);
   if (recorded !== null && recorded !== serverId) throw belongsToOther(path, recorded, serverId);
+  return recorded !== null;
 }
 
 /**
