@@ -35,7 +35,7 @@ import {
 import { Server, type ServerMessage, serverNodeFlags } from "../src/server/index.ts";
 import type { StorageBatch, StoragePort } from "../src/storage/index.ts";
 import type { TransportPort } from "../src/transport/index.ts";
-import { measureFloors } from "./bench/common.ts";
+import { floorsLine, measureFloors } from "./bench/common.ts";
 
 const json = process.argv.includes("--json");
 function option(name: string, fallback: number): number {
@@ -379,10 +379,7 @@ if (!Number.isSafeInteger(warmup) || warmup < 0) {
 }
 
 const floors = await measureFloors(tmpdir());
-if (!json)
-  console.log(
-    `machine floors: fsync ${floors.fsyncUs} us, loopback round trip ${floors.loopbackRttUs} us (context only: this benchmark does no I/O)`,
-  );
+if (!json) console.log(`${floorsLine(floors)} (context only: this benchmark does no I/O)`);
 const configurations = [
   { name: "serverFlags", flags: serverNodeFlags },
   { name: "defaultFlags", flags: [] as readonly string[] },

@@ -24,7 +24,7 @@
  *             the same load per cell, on lmdb storage with --disk and on none without; no target)
  */
 import { tmpdir } from "node:os";
-import { Children, measureFloors, Options, UsageError } from "./bench/common.ts";
+import { Children, floorsLine, measureFloors, Options, UsageError } from "./bench/common.ts";
 import { etcdBenchmark } from "./bench/etcd.ts";
 import { failoverBenchmark } from "./bench/failover.ts";
 import { floorBenchmark } from "./bench/floor.ts";
@@ -75,8 +75,7 @@ async function main(): Promise<number> {
   const options = new Options(rest, ["json", "wire", "disk", "per-cell"]);
   const json = options.flag("json");
   const floors = await measureFloors(tmpdir());
-  if (!json)
-    console.log(`machine floors: fsync ${floors.fsyncUs} us, loopback round trip ${floors.loopbackRttUs} us`);
+  if (!json) console.log(floorsLine(floors));
   const started = performance.now();
   let report: Awaited<ReturnType<(typeof benchmarks)[BenchmarkName]>>;
   try {
