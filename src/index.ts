@@ -16,6 +16,8 @@ export {
   CellStalledError,
   type ClientErrorCode,
   type ClientOptions,
+  ConnectError,
+  type ConnectOptions,
   type Consistency,
   InvalidRequestError,
   type Outcome,

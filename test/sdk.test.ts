@@ -109,15 +109,17 @@ describe("the SDK from another project", () => {
     const { servers } = await localTopology(7);
     writeFileSync(
       join(project, "unreachable.mjs"),
-      `import { PhysaliaClient } from "physalia";
+      `import { ConnectError, PhysaliaClient } from "physalia";
 const servers = ${JSON.stringify(servers.map((s) => ({ id: s.id, host: s.host, port: s.port, rack: s.rack, power: s.power })))};
-const client = await PhysaliaClient.connect({ servers, colonyKey: Buffer.alloc(32, 1), requestTimeoutMs: 50 });
 try {
-  await client.cell("v1").get("a");
-  console.log("answered");
+  await PhysaliaClient.connect({ servers, colonyKey: Buffer.alloc(32, 1), requestTimout: 50 });
 } catch (error) {
-  console.log(error.name);
+  console.log(error instanceof ConnectError ? "ConnectError" : error.name);
 }
+const client = await PhysaliaClient.connect({ servers, colonyKey: Buffer.alloc(32, 1), requestTimeoutMs: 50 });
+const [read, write] = await Promise.allSettled([client.cell("v1").get("a"), client.cell("v1").put("a", 1n)]);
+console.log(read.status === "fulfilled" ? "answered" : read.reason.name);
+console.log(write.status === "fulfilled" ? "answered" : write.reason.name);
 await client.close();
 `,
     );
@@ -131,7 +133,9 @@ await client.close();
       );
     });
     // Without the hold, Node exits with 13 (a top-level await that never settled), printing nothing.
-    expect(run).toEqual({ code: 0, stdout: "UnavailableError\n" });
+    // A misspelt option is refused with the exported ConnectError. A read that reached no server
+    // applied nothing; a write may still reach one whose connection opens later (OPERATIONS.md 5).
+    expect(run).toEqual({ code: 0, stdout: "ConnectError\nUnavailableError\nOutcomeUnknownError\n" });
   }, 60_000);
 
   it("rejects code that misuses the types", () => {

@@ -4,6 +4,7 @@
  * also closes its connections.
  */
 import { randomBytes } from "node:crypto";
+import { isIP } from "node:net";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import {
   type ClientRequest,
@@ -68,6 +69,18 @@ export interface ConnectOptions {
    */
   readonly localAddress?: string;
 }
+
+/** Every option connect() takes. */
+const connectOptionNames: readonly string[] = [
+  "colony",
+  "servers",
+  "colonyKey",
+  "alsoAcceptedKeys",
+  "cellSize",
+  "rack",
+  "requestTimeoutMs",
+  "localAddress",
+] satisfies readonly (keyof ConnectOptions)[];
 
 /** Raised when a colony cannot be reached or its files are unusable. */
 export class ConnectError extends Error {
@@ -188,6 +201,11 @@ export class PhysaliaClient extends ClientOverPorts {
  */
 export function connectOptionsProblem(options: ConnectOptions): string | null {
   if (typeof options !== "object" || options === null) return "connect() takes an options object";
+  // A misspelt option would otherwise be ignored, and the client run without what it meant.
+  for (const name of Object.keys(options)) {
+    if (!connectOptionNames.includes(name))
+      return `unknown option ${JSON.stringify(name)}; the options are ${connectOptionNames.join(", ")}`;
+  }
   if (options.colony !== undefined && typeof options.colony !== "string")
     return "colony must be the path of a connection file";
   if (options.servers !== undefined) {
@@ -202,8 +220,12 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
       ids.add(server.id);
     }
   }
-  if (options.colonyKey !== undefined && !(options.colonyKey instanceof Uint8Array))
-    return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
+  if (options.colonyKey !== undefined) {
+    if (!(options.colonyKey instanceof Uint8Array))
+      return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
+    const problem = colonyKeysProblem([options.colonyKey]);
+    if (problem !== null) return `colonyKey: ${problem}`;
+  }
   const others = options.alsoAcceptedKeys;
   if (others !== undefined) {
     if (!Array.isArray(others) || others.some((key) => !(key instanceof Uint8Array)))
@@ -222,6 +244,8 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
   for (const name of ["rack", "localAddress"] as const) {
     if (options[name] !== undefined && typeof options[name] !== "string") return `${name} must be a string`;
   }
+  if (options.localAddress !== undefined && isIP(options.localAddress) === 0)
+    return `localAddress must be an IP address of this host, not ${show(options.localAddress)}`;
   return null;
 }
 

@@ -21,8 +21,9 @@ export class UnavailableError extends PhysaliaError {
 }
 
 /**
- * A write may or may not have been applied: it reached a node but no answer came back within the
- * retry budget, or the cell forgot the session it was sent in. Read the cell to find out.
+ * A write may or may not have been applied: it was sent (to a node, or queued for one whose
+ * connection was down and could still open) but no answer came back within the retry budget, or
+ * the cell forgot the session it was sent in. Read the cell to find out.
  */
 export class OutcomeUnknownError extends PhysaliaError {
   override name = "OutcomeUnknownError";
