@@ -5,12 +5,7 @@
  * several in one process or one per process.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import {
-  createServer,
-  type Server as HttpServer,
-  type IncomingMessage,
-  type ServerResponse,
-} from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { type Command, commandCodec } from "../cell/index.ts";
 import { type ColonyKeys, NodeScheduler } from "../client/index.ts";
 import { cellKeyProblem, limits, type NodeId, Prng } from "../core/index.ts";
@@ -34,6 +29,7 @@ import {
   onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
+import { adminHttpServer, readJsonBody, reply } from "./admin-http.ts";
 import { adminToken, adminUrl, keyFingerprint, type ServerConfig, type Topology } from "./colony.ts";
 
 export { adminToken };
@@ -67,6 +63,8 @@ export interface RunningServer {
 }
 
 /** Request bodies on the admin port are JSON documents up to this size. */
+/** Connections to the admin port at once: one more displaces the longest idle (admin-http.ts). */
+const adminConnectionsMax = 256;
 const adminBodyBytesMax = 1024 * 1024;
 /** How long a request creating cells waits for room among the storage's pending changes. */
 const adminCheckpointWaitMsMax = 30_000;
@@ -328,12 +326,12 @@ export async function startServer(options: {
       ),
       gauge(
         "physalia_storage_last_checkpoint_seconds",
-        "Duration of the last checkpoint (the event loop waits for it)",
+        "Duration of the last checkpoint, from its start to lmdb's commit on the checkpoint thread (the server goes on meanwhile)",
         storageStats.lastCheckpointMs / 1000,
       ),
       secondsHistogram(
         "physalia_storage_checkpoint_seconds",
-        "Durations of checkpoints since the server started (the event loop waits for each)",
+        "Durations of checkpoints since the server started, each from its start to lmdb's commit on the checkpoint thread",
         checkpointBucketsMs,
         storageStats.checkpointDurations,
       ),
@@ -398,6 +396,31 @@ export async function startServer(options: {
         transportStats.sendBufferedBytes,
       ),
       counter(
+        "physalia_transport_connections_refused_total",
+        "Inbound connections closed on arrival because the most the server takes were open",
+        transportStats.connectionsRefused,
+      ),
+      counter(
+        "physalia_transport_hello_timeouts_total",
+        "Connections closed because no authenticated hello came in time",
+        transportStats.helloTimeouts,
+      ),
+      counter(
+        "physalia_admin_connections_displaced_total",
+        "Admin connections closed to make room for a new one (the longest idle first)",
+        adminStats.connectionsDisplaced,
+      ),
+      counter(
+        "physalia_admin_connections_refused_total",
+        "Admin connections closed on arrival: the most the port takes were open, none idle",
+        adminStats.connectionsRefused,
+      ),
+      counter(
+        "physalia_admin_errors_not_logged_total",
+        "Failed admin requests not logged, over the most logged a second",
+        adminStats.errorsNotLogged,
+      ),
+      counter(
         "physalia_transport_send_buffers_shed_total",
         "Connections closed because what their sockets held together reached its bound (the largest first)",
         transportStats.sendBuffersShed,
@@ -431,25 +454,11 @@ export async function startServer(options: {
     ];
   };
 
-  const admin: HttpServer = createServer((request, response) => {
-    handleAdmin(request, response).catch((error: unknown) => {
-      logger.log("error", "admin request failed", { path: request.url ?? "", error: String(error) });
-      if (!response.headersSent) reply(response, 500, { error: "internal error; see the server's log" });
-    });
+  const { server: admin, stats: adminStats } = adminHttpServer({
+    connectionsMax: adminConnectionsMax,
+    handle: handleAdmin,
+    logError: (message, fields) => logger.log("error", message, fields),
   });
-  admin.maxConnections = 256;
-  admin.requestTimeout = 10_000;
-
-  const reply = (
-    response: ServerResponse,
-    statusCode: number,
-    body: unknown,
-    type = "application/json",
-  ): void => {
-    const text = type === "application/json" ? `${JSON.stringify(body)}\n` : String(body);
-    response.writeHead(statusCode, { "content-type": type, "content-length": Buffer.byteLength(text) });
-    response.end(text);
-  };
 
   const authorized = (request: IncomingMessage): boolean => {
     const header = request.headers.authorization ?? "";
@@ -461,31 +470,7 @@ export async function startServer(options: {
     return match;
   };
 
-  const readBody = (request: IncomingMessage): Promise<unknown> =>
-    new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      request.on("data", (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > adminBodyBytesMax) {
-          reject(new RangeError(`request body over ${adminBodyBytesMax} bytes`));
-          request.destroy();
-          return;
-        }
-        chunks.push(chunk);
-      });
-      request.on("end", () => {
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
-        } catch {
-          reject(new SyntaxError("request body is not JSON"));
-        }
-      });
-      request.on("error", reject);
-    });
-
-  async function handleAdmin(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const url = new URL(request.url ?? "/", "http://admin");
+  async function handleAdmin(request: IncomingMessage, response: ServerResponse, url: URL): Promise<void> {
     if (request.method === "GET" && url.pathname === "/healthz") {
       const healthy = !server.isStopped;
       reply(response, healthy ? 200 : 503, {
@@ -539,13 +524,7 @@ export async function startServer(options: {
         reply(response, 401, { error: "this needs the colony's admin token (derived from the colony key)" });
         return;
       }
-      let body: unknown;
-      try {
-        body = await readBody(request);
-      } catch (error) {
-        reply(response, 400, { error: (error as Error).message });
-        return;
-      }
+      const body = await readJsonBody(request, adminBodyBytesMax);
       const cells = (body as { cells?: unknown })?.cells ?? [body];
       if (!Array.isArray(cells) || cells.length === 0 || cells.length > createCellsMax) {
         reply(response, 400, {

@@ -4,15 +4,7 @@
  * on first use and a connection file that client commands in the same directory find.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  closeSync,
-  createWriteStream,
-  fstatSync,
-  openSync,
-  readSync,
-  type WriteStream,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { serverNodeFlags } from "../server/index.ts";
@@ -26,7 +18,7 @@ import {
   type Topology,
   writeConnectionFile,
 } from "./colony.ts";
-import { jsonLogger, type Logger } from "./log.ts";
+import { appendLineWriter, jsonLogger, type LineWriter, type Logger } from "./log.ts";
 import { type RunningServer, startServer } from "./server-process.ts";
 
 export interface UpOptions {
@@ -137,13 +129,14 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
   const logFileOf = (serverId: string): string => join(data, "logs", `${serverId}.log`);
   const inProcess: RunningServer[] = [];
   const children: ChildProcess[] = [];
-  const logs: WriteStream[] = [];
+  /** Log files of servers run in this process, closed with the colony. */
+  const logs: LineWriter[] = [];
   const lastOutputs: (() => string)[] = [];
   let closing = false;
   const close = async (): Promise<void> => {
     closing = true;
     await Promise.all(inProcess.map((s) => s.close()));
-    for (const log of logs) log.end();
+    for (const log of logs) log.close();
     await Promise.all(
       children.map(
         (child) =>
@@ -211,7 +204,7 @@ export async function up(options: UpOptions, logger: Logger): Promise<RunningCol
     } else {
       makeDirectory(join(data, "logs"));
       for (const { config } of configs) {
-        const log = createWriteStream(logFileOf(config.server), { flags: "a" });
+        const log = appendLineWriter(logFileOf(config.server));
         logs.push(log);
         inProcess.push(
           await startServer({
