@@ -62,13 +62,12 @@ describe.skipIf(skipped !== null)("a server whose disk fills up", () => {
     expect(result.readBack).toBe(result.acknowledged);
   }, 200_000);
 
-  it("catches a planted loss: s1 started again without its journal", async () => {
-    // The same run, but s1's journal is deleted before it starts again: what s1 acknowledged and
-    // had not yet checkpointed (here its very nodes, as its checkpoints failed on the full disk)
-    // is gone, and the reads that need s1 must notice.
+  it("catches a planted loss: s1 started again on an emptied data directory", async () => {
+    // The same run, but s1's data directory is emptied before it starts again: what s1
+    // acknowledged is gone, and the reads that need s1 must notice.
     const result = await runScenario(true);
     console.log(
-      `planted journal loss: ${result.acknowledged} values acknowledged, ${result.readBack} read back; ` +
+      `planted loss of s1's data: ${result.acknowledged} values acknowledged, ${result.readBack} read back; ` +
         `first missing: ${result.missing[0] ?? "none"}`,
     );
     expect(result.acknowledged).toBeGreaterThan(100);

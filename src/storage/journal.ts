@@ -26,7 +26,7 @@
  * batch is acknowledged only after its write returned, and the next is written only after that),
  * or an older record left from before the file last started over (its number does not follow).
  */
-import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, statSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { crc32 } from "node:zlib";
 import { assert, ByteReader, type ByteWriter, type CellKey, DecodeError } from "../core/index.ts";
@@ -178,6 +178,32 @@ class JournalFile {
   }
 }
 
+/**
+ * What is wrong with the journal's files in `directory`, given that both had at least
+ * `bytesMin` bytes when it was last opened, or null: a file missing, not a file, or shorter.
+ */
+export function journalFilesProblem(directory: string, bytesMin: number): string | null {
+  for (const name of [journalFileName, journalAlternateFileName]) {
+    const path = join(directory, name);
+    let size: number;
+    try {
+      const stats = statSync(path);
+      if (!stats.isFile()) return `journal ${path} is not a file`;
+      size = stats.size;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT")
+        return `journal ${path} is missing: it was deleted, with the records it held that lmdb may not have`;
+      throw error;
+    }
+    if (size < bytesMin)
+      return (
+        `journal ${path} is ${size} bytes, shorter than the ${bytesMin} it had: journal files never shrink, so it ` +
+        "was cut short, with the records it held that lmdb may not have"
+      );
+  }
+  return null;
+}
+
 /** The journal lost records a crash cannot lose: the storage must not start on what is left. */
 export class JournalDamagedError extends Error {
   override name = "JournalDamagedError";
@@ -206,7 +232,17 @@ export class Journal {
     directory: string,
     checkpointedSeq: number,
     preallocateBytes: number,
-  ): { journal: Journal; records: JournalRecord[] } {
+    /**
+     * The size both files had at least when this directory last opened them (lmdb keeps it), or
+     * null for a directory that never recorded it: files never shrink, so one that is missing or
+     * shorter was deleted or cut short from outside, with whatever records it held.
+     */
+    recordedBytesMin: number | null = null,
+  ): { journal: Journal; records: JournalRecord[]; bytesMin: number } {
+    if (recordedBytesMin !== null) {
+      const problem = journalFilesProblem(directory, recordedBytesMin);
+      if (problem !== null) throw new JournalDamagedError(`${problem}. ${refuseAdvice}`);
+    }
     const first = JournalFile.open(join(directory, journalFileName), preallocateBytes);
     let second: JournalFile;
     try {
@@ -217,7 +253,8 @@ export class Journal {
     }
     const journal = new Journal([first, second]);
     try {
-      return { journal, records: journal.scan(checkpointedSeq) };
+      const bytesMin = Math.min(fstatSync(first.handle()).size, fstatSync(second.handle()).size);
+      return { journal, records: journal.scan(checkpointedSeq), bytesMin };
     } catch (error) {
       journal.close();
       throw error;

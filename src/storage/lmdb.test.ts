@@ -2,7 +2,7 @@
  * What only the lmdb adapter has: a file that outlives the process, checksums, failing writes,
  * transactions. The shared semantics are in contract.test.ts; the crash test in lmdb.crash.test.ts.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, truncateSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
@@ -193,6 +193,43 @@ describe("LmdbStorage", () => {
     expect(everything(reopened, cells)).toEqual(before);
     expect(reopened.stats().hostedNodes).toBe(4);
     expect(reopened.hostedCount()).toBe(4);
+  });
+
+  it("refuses to start on a journal file deleted or cut short, which a crash cannot do", async () => {
+    const damages: [string, (dir: string) => void, RegExp][] = [
+      [
+        "the active file cut short",
+        (dir) => truncateSync(join(dir, "journal.log"), 700),
+        /journal .*journal\.log is 700 bytes, shorter than the \d+ it had: journal files never shrink/,
+      ],
+      [
+        "the active file emptied",
+        (dir) => truncateSync(join(dir, "journal.log"), 0),
+        /journal\.log is 0 bytes/,
+      ],
+      [
+        "the other file deleted",
+        (dir) => unlinkSync(join(dir, "journal.1.log")),
+        /journal .*journal\.1\.log is missing/,
+      ],
+    ];
+    for (const [what, damage, expected] of damages) {
+      const dir = mkdtempSync(join(tmpdir(), "physalia-lmdb-"));
+      directories.push(dir);
+      const crashed = LmdbStorage.open({ path: dir, codec: commandCodec });
+      await populate(crashed);
+      // Acknowledged, and in the journal only: what the damage loses.
+      await crashed.abandonForTest();
+      damage(dir);
+      expect(() => LmdbStorage.open({ path: dir, codec: commandCodec }), what).toThrow(expected);
+      expect(() => LmdbStorage.open({ path: dir, codec: commandCodec }), what).toThrow(/refuses to start/);
+    }
+    // Undamaged, the same crash replays everything.
+    await populate(storage);
+    const before = everything(storage, cells);
+    await storage.abandonForTest();
+    open.splice(open.indexOf(storage), 1);
+    expect(everything(openAt(directory), cells)).toEqual(before);
   });
 
   it("a corrupt node record loads as corrupt, naming the cell and the record; other cells still load", async () => {

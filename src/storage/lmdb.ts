@@ -392,7 +392,13 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   private openJournal(): void {
     const checkpointed = this.checkpointedSeq();
-    const { journal, records } = Journal.open(this.path, checkpointed, this.policy.journalBytes);
+    const recordedBytes = this.journalFilesBytes();
+    const { journal, records, bytesMin } = Journal.open(
+      this.path,
+      checkpointed,
+      this.policy.journalBytes,
+      recordedBytes,
+    );
     this.journal = journal;
     this.seq = records.length > 0 ? (records[records.length - 1] as JournalRecord).seq : checkpointed;
     this.replayedBatches = records.length;
@@ -427,6 +433,12 @@ export class LmdbStorage<C> implements StoragePort<C> {
       }
     }
     journal.reset();
+    if (recordedBytes !== bytesMin) {
+      // Before any batch is acknowledged: from now on a journal file missing or cut short is
+      // told from a crash at the next start.
+      const key = utf8Encode(journalFilesMetaKey);
+      this.root.transactionSync(() => this.meta.putSync(key, sealMetaNumber(key, bytesMin)));
+    }
     this.handedThrough = this.seq;
     if (this.checkpointWorker !== null) this.runner = new WorkerRunner(this.path, this.checkpointWorker);
   }
@@ -810,11 +822,26 @@ export class LmdbStorage<C> implements StoragePort<C> {
     }
   }
 
+  /** The size both journal files had at least when last opened, or null if never recorded. */
+  private journalFilesBytes(): number | null {
+    const key = utf8Encode(journalFilesMetaKey);
+    const raw = this.meta.get(key);
+    if (raw === undefined) return null;
+    const bytes = verifyMetaNumber(key, raw, "journal size");
+    if (!bytes.ok) {
+      throw new CorruptRecordError(
+        `${this.path}: the journal size record ${bytes.problem}. Restore the data directory from a replica ` +
+          "(replace this server's nodes).",
+      );
+    }
+    return bytes.value;
+  }
+
   private checkpointedSeq(): number {
     const key = utf8Encode(journalMetaKey);
     const raw = this.meta.get(key);
     if (raw === undefined) return 0;
-    const seq = verifyCheckpointedSeq(key, raw);
+    const seq = verifyMetaNumber(key, raw, "journal position");
     if (!seq.ok) {
       throw new CorruptRecordError(
         `${this.path}: the journal position record ${seq.problem}; without it the journal cannot be ` +
@@ -990,7 +1017,7 @@ export class LmdbApplier<C> {
           if (!this.applyChanges(cellKey, changes, tally)) skippedCells.push(cellKey);
         }
         const key = utf8Encode(journalMetaKey);
-        this.put(this.env.meta, key, sealCheckpointedSeq(key, throughSeq), tally);
+        this.put(this.env.meta, key, sealMetaNumber(key, throughSeq), tally);
       });
     } catch (error) {
       // What the aborted transaction noted about its nodes was never committed.
@@ -1426,18 +1453,21 @@ function verifyNode(key: Uint8Array, raw: Uint8Array): Verified<StoredNode> {
 
 /** Key of the meta record holding the journal's last checkpointed sequence number. */
 const journalMetaKey = "journal.checkpointed";
+/** Key of the meta record holding the size both journal files had at least when last opened. */
+const journalFilesMetaKey = "journal.files.bytes";
 
-function sealCheckpointedSeq(key: Uint8Array, seq: number): Uint8Array {
+/** A meta record holding one number (the journal's position, its files' size), sealed under its key. */
+function sealMetaNumber(key: Uint8Array, value: number): Uint8Array {
   const writer = new ByteWriter(16);
-  writer.byte(PAXOS_RECORD_VERSION).uint(seq);
+  writer.byte(PAXOS_RECORD_VERSION).uint(value);
   return seal(key, writer.finish());
 }
 
-function verifyCheckpointedSeq(key: Uint8Array, raw: Uint8Array): Verified<number> {
+function verifyMetaNumber(key: Uint8Array, raw: Uint8Array, label: string): Verified<number> {
   const body = unseal(key, raw);
   if (!body.ok) return body;
   return decoded(() => {
-    const reader = recordReader(body.value, "journal position");
+    const reader = recordReader(body.value, label);
     const seq = reader.uint();
     reader.end();
     return seq;

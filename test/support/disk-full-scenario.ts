@@ -14,12 +14,11 @@
  *    the values themselves may come from the leader's copy rather than s1's.
  *
  * Usage: node --import tsx test/support/disk-full-scenario.ts DIR [--planted-loss]
- * Prints one JSON object (DiskFullResult) as its last line. `--planted-loss` deletes s1's journal
- * before step 3, a storage that loses what it acknowledged (here s1's nodes themselves: its
- * checkpoints failed on the full disk, so only the journal held them), which step 4 must catch.
+ * Prints one JSON object (DiskFullResult) as its last line. `--planted-loss` empties s1's data
+ * directory before step 3, a storage that loses what it acknowledged, which step 4 must catch.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PhysaliaClient } from "../../src/index.ts";
 import { freeBytes } from "../../src/storage/index.ts";
@@ -125,8 +124,10 @@ try {
 
   // 3. Space freed, started again.
   rmSync(ballast);
+  // Everything s1 stored goes, as with a disk replaced under a server that is not rebuilt. (A
+  // journal file deleted alone is refused at start, journal.test.ts; this loss is not.)
   if (plantedLoss)
-    for (const name of ["journal.log", "journal.1.log"]) rmSync(join(s1Data, name), { force: true });
+    for (const name of readdirSync(s1Data)) rmSync(join(s1Data, name), { recursive: true, force: true });
   colony.start("s1");
   const restartHealthyMs = Math.round(await colony.healthy("s1", 30_000));
 
