@@ -601,6 +601,22 @@ export class Replica<C, R> {
     return this.applied;
   }
 
+  /** The node has applied entries its latest snapshot does not cover. */
+  get appliedPastSnapshot(): boolean {
+    return this.applied > this.snapshotIndex;
+  }
+
+  /**
+   * Takes a snapshot of what the node has applied, to be stored with this turn's writes, before
+   * it is evicted from memory. Loaded again, a node starts from its latest snapshot, and learns
+   * what was chosen after it only from a leader, which a quiet cell may not have: without this, a
+   * cell whose nodes were all evicted would answer eventual reads from as far back as its last
+   * periodic snapshot, behind what it had acknowledged and applied.
+   */
+  snapshotApplied(out: Output<C, R>): void {
+    if (this.applied > this.snapshotIndex && !this.retired) this.takeSnapshot(out);
+  }
+
   get epoch(): number {
     return this.membership.epoch;
   }

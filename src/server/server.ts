@@ -289,6 +289,11 @@ export class Server {
   private readonly requestBytesMax: number;
   /** Sum of the held requests' bytes. */
   private requestBytes = 0;
+  /**
+   * Quiet nodes the eviction sweep found with entries applied past their latest snapshot: this
+   * turn stores a snapshot of each, and a later sweep evicts them (at most a sweep's worth).
+   */
+  private readonly snapshotsBeforeEviction = new Set<HostedNode>();
   /** Where the eviction sweep goes on; a live iterator over `nodes` (it tolerates deletions). */
   private sweep: Iterator<HostedNode> | null = null;
   readonly counters: ServerCounters = {
@@ -544,6 +549,10 @@ export class Server {
       node.replica.tick(now, this.out);
       this.touch(node);
     }
+    for (const node of this.snapshotsBeforeEviction) {
+      if (this.nodes.get(node.cellKey) === node) node.replica.snapshotApplied(this.out);
+    }
+    this.snapshotsBeforeEviction.clear();
     this.collectLocal();
     this.drainInbox(now, budget);
     this.finishTurn(now);
@@ -1215,6 +1224,12 @@ export class Server {
         node.replica.wakeAtMs !== Number.POSITIVE_INFINITY ||
         waiting?.has(node.cellKey) === true
       ) {
+        continue;
+      }
+      if (node.replica.appliedPastSnapshot) {
+        // Stored first, in a turn, and evicted at a later sweep once durable (Replica.snapshotApplied).
+        this.snapshotsBeforeEviction.add(node);
+        this.scheduleTurn();
         continue;
       }
       this.counters.nodesEvicted += 1;
