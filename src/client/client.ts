@@ -1105,7 +1105,13 @@ function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaErro
     case "session_expired":
       return new OutcomeUnknownError(cellKey, "the cell no longer remembers this client's session");
     case "sessions_full":
-      return new UnavailableError(cellKey, "the cell has no room for another client session right now");
+      return new UnavailableError(
+        cellKey,
+        `the cell already remembers ${limits.sessionsPerCellMax} client sessions, each used within the last ` +
+          `${limits.sessionRetentionMs / 1000} s (every CLI command that writes, and every SDK client that ` +
+          "writes to the cell, opens one); nothing was applied: retry in a minute, or write through fewer " +
+          "clients (one SDK client, kept open)",
+      );
     default:
       return new UnavailableError(cellKey, `unexpected result ${result.kind}`);
   }
