@@ -108,8 +108,16 @@ describe("the lock of a data directory", () => {
   it("says which directory it cannot create, and what to do", async () => {
     const file = join(root, "a-file");
     writeFileSync(file, "");
+    // A file on the way, or at the path itself: making a directory is not the fix.
     await expect(lockDataDirectory(join(file, "s1"))).rejects.toThrow(
-      /^cannot create the data directory .*a-file\/s1 \(ENOTDIR\): create it, writable by this user/,
+      /^cannot create the data directory .*a-file\/s1 \(ENOTDIR\): .*a-file is not a directory: the data directory must be a directory; name another path/,
+    );
+    await expect(lockDataDirectory(file)).rejects.toThrow(
+      /^cannot create the data directory .*a-file \(ENOTDIR\): .*a-file is not a directory: the data directory must be/,
+    );
+    // A directory that cannot be made: the advice is to make it.
+    await expect(lockDataDirectory("/proc/physalia-no/s1")).rejects.toThrow(
+      /^cannot create the data directory \/proc\/physalia-no\/s1 \(E[A-Z]+\): create it, writable by this user/,
     );
   });
 

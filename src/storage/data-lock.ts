@@ -60,11 +60,14 @@ export async function lockDataDirectory(path: string): Promise<DataDirectoryLock
     makeDirectory(path);
   } catch (error) {
     const { code, message } = error as NodeJS.ErrnoException;
-    throw new Error(
-      `cannot create the data directory ${path} (${code ?? message}): create it, writable by this user, ` +
-        "or name another one in the configuration's data",
-      { cause: error },
-    );
+    // The path, or a directory on the way to it, is a file: creating it is not the fix.
+    const advice =
+      code === "ENOTDIR" || code === "EEXIST"
+        ? `${message.replace(/^E[A-Z]+: /, "").replace(/, mkdir '.*'$/, "")}: the data directory must be a directory; name another path in the configuration's data`
+        : "create it, writable by this user, or name another one in the configuration's data";
+    throw new Error(`cannot create the data directory ${path} (${code ?? message}): ${advice}`, {
+      cause: error,
+    });
   }
   const directory = realpathSync(path);
   const pidFile = join(directory, pidFileName);

@@ -3,7 +3,16 @@
  * journal under LmdbStorage is covered by lmdb.test.ts (random crashes against MemoryStorage) and
  * lmdb.crash.test.ts (SIGKILL).
  */
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -97,6 +106,14 @@ describe("Journal", () => {
     opened.journal.close();
     return opened.records.map((record) => [record.seq, record.body[0], record.body.length]);
   };
+
+  it("refuses a directory where a journal file should be, naming it", () => {
+    mkdirSync(join(directory, journalAlternateFileName));
+    expect(() => Journal.open(directory, 0, preallocate)).toThrow(JournalDamagedError);
+    expect(() => Journal.open(directory, 0, preallocate)).toThrow(
+      /journal .*journal\.1\.log is a directory, not a file/,
+    );
+  });
 
   it("is created preallocated with zeros, and empty", () => {
     const { journal, records } = Journal.open(directory, 0, preallocate);

@@ -78,7 +78,13 @@ class JournalFile {
     // Read-write, created if missing, without O_APPEND (which would ignore the write position).
     // O_DSYNC: a write returns once its data (and the file size, if it grew) is durable, as
     // write + fdatasync would, in one system call and with less CPU than the pair.
-    const handle = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC, 0o644);
+    let handle: number;
+    try {
+      handle = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC, 0o644);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EISDIR") throw error;
+      throw new JournalDamagedError(`journal ${path} is a directory, not a file. ${refuseAdvice}`);
+    }
     const file = new JournalFile(handle, path);
     try {
       const size = fstatSync(handle).size;

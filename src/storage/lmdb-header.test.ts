@@ -40,6 +40,12 @@ describe("the lmdb data file's header, looked at before lmdb maps the file", () 
     expect(environmentFileProblem(copyWith(source, (file) => truncateSync(file, 0)))).toBeNull();
   });
 
+  it("names a directory where the data file should be", () => {
+    const directory = mkdtempSync(join(root, "dir-"));
+    mkdirSync(join(directory, "data.mdb"));
+    expect(environmentFileProblem(directory)).toMatch(/data\.mdb is not a file/);
+  });
+
   it("names a file without a header, and one cut short of the pages its header names", async () => {
     const source = await writtenEnvironment();
     const size = statSync(source).size;

@@ -63,7 +63,9 @@ export function environmentFileProblem(directory: string): string | null {
     throw error;
   }
   try {
-    const size = fstatSync(fd).size;
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) return `${file} is not a file: it is lmdb's data file, or should be`;
+    const size = stats.size;
     if (size === 0) return null;
     const read = (at: number): Buffer => {
       const page = Buffer.alloc(Math.max(0, Math.min(metaBytesMax, size - at)));
