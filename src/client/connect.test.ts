@@ -57,9 +57,18 @@ describe("connect() options given directly", () => {
         /requestTimeoutMs must be a positive number/,
       ],
       [{ servers, colonyKey: key, rack: 3 }, /rack must be a string/],
-      [{ servers, colonyKey: new Uint8Array(8) }, /^colonyKey: the colony key is 8 bytes; it must be at least 32/],
-      [{ servers, colonyKey: key, localAddress: "not-an-ip" }, /localAddress must be an IP address .*"not-an-ip"/],
-      [{ colony: "colony.json", colonyFile: "x" }, /unknown option "colonyFile"; the options are colony, servers/],
+      [
+        { servers, colonyKey: new Uint8Array(8) },
+        /^colonyKey: the colony key is 8 bytes; it must be at least 32/,
+      ],
+      [
+        { servers, colonyKey: key, localAddress: "not-an-ip" },
+        /localAddress must be an IP address .*"not-an-ip"/,
+      ],
+      [
+        { colony: "colony.json", colonyFile: "x" },
+        /unknown option "colonyFile"; the options are colony, servers/,
+      ],
       [{ colony: 42 }, /colony must be the path of a connection file/],
       [{ servers, alsoAcceptedKeys: [key] }, /alsoAcceptedKeys needs colonyKey/],
       [{ servers, colonyKey: key, alsoAcceptedKeys: key }, /alsoAcceptedKeys must be an array/],
