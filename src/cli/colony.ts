@@ -6,6 +6,7 @@
  */
 import { createHmac, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, statSync, writeFileSync } from "node:fs";
+import { isIPv6 } from "node:net";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -43,7 +44,8 @@ const topologySchema = z
   })
   .superRefine((topology, context) => {
     const ids = new Set<string>();
-    const endpoints = new Set<string>();
+    /** Every name an endpoint may go by, with the endpoint as the topology first wrote it. */
+    const endpoints = new Map<string, string>();
     for (const [index, server] of topology.servers.entries()) {
       if (ids.has(server.id))
         context.addIssue({
@@ -53,14 +55,19 @@ const topologySchema = z
         });
       ids.add(server.id);
       for (const port of [server.port, server.adminPort]) {
-        const endpoint = `${server.host}:${port}`;
-        if (endpoints.has(endpoint))
+        const endpoint = formatServerAddress(server.host, port);
+        const names = endpointNames(server.host, port);
+        const earlier = names.map((name) => endpoints.get(name)).find((seen) => seen !== undefined);
+        if (earlier !== undefined)
           context.addIssue({
             code: "custom",
             path: ["servers", index],
-            message: `${endpoint} is used twice`,
+            message:
+              earlier === endpoint
+                ? `${endpoint} is used twice`
+                : `${endpoint} is used twice: it is ${earlier} too (localhost is 127.0.0.1 or ::1)`,
           });
-        endpoints.add(endpoint);
+        for (const name of names) if (!endpoints.has(name)) endpoints.set(name, endpoint);
       }
     }
     if (topology.servers.length < topology.cellSize)
@@ -70,6 +77,19 @@ const topologySchema = z
         message: `cells of ${topology.cellSize} nodes need at least ${topology.cellSize} servers; the topology lists ${topology.servers.length}`,
       });
   });
+
+/**
+ * The names an endpoint may go by, for telling two entries that are one endpoint: host names
+ * compare without case or a final dot, IPv6 addresses in their shortest form, and localhost is
+ * also its loopback addresses (which one it resolves to depends on the host).
+ */
+export function endpointNames(host: string, port: number): string[] {
+  let name = host.toLowerCase().replace(/\.$/, "");
+  if (name.startsWith("[") && name.endsWith("]")) name = name.slice(1, -1);
+  if (isIPv6(name)) name = new URL(`http://[${name}]/`).hostname.slice(1, -1);
+  const hosts = name === "localhost" ? ["localhost", "127.0.0.1", "::1"] : [name];
+  return hosts.map((h) => formatServerAddress(h, port));
+}
 
 export type Topology = z.infer<typeof topologySchema>;
 export type ServerEntry = Topology["servers"][number];
