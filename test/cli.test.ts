@@ -156,6 +156,42 @@ describe("the physalia command line against a local colony", () => {
   }, 30_000);
 });
 
+describe("physalia up --demo", () => {
+  it("prints commands that work as printed, with the data directory elsewhere too", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "physalia-demo-"));
+    const topology = await localTopology(9);
+    writeFileSync(join(dir, "topology.json"), JSON.stringify(topology));
+    const colony = spawn(
+      process.execPath,
+      [...cli, "up", "--demo", "--topology", "topology.json", "--data", join(dir, "elsewhere")],
+      { cwd: dir, stdio: ["ignore", "pipe", "ignore"] },
+    );
+    try {
+      let out = "";
+      colony.stdout?.on("data", (chunk: Buffer) => {
+        out += chunk.toString("utf8");
+      });
+      for (let i = 0; i < 600 && !out.includes("press Ctrl-C to stop"); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(out).toContain("demo cells: demo-volume-1");
+      // Run from the directory up ran in, as a second terminal would, with only what was printed.
+      const exported = /^ {2}export PHYSALIA_COLONY=(\S+)$/m.exec(out);
+      expect(exported?.[1]).toBe(join(dir, "elsewhere", "colony.json"));
+      const get = /^ {2}npx physalia (get .*)$/m.exec(out)?.[1]?.split(" ") ?? [];
+      expect(get).toEqual(["get", "demo-volume-1", "greeting"]);
+      const { PHYSALIA_COLONY: _ignored, ...env } = process.env;
+      const answer = await physalia(get, dir, { ...env, PHYSALIA_COLONY: exported?.[1] as string });
+      expect(answer).toMatchObject({ code: 0, stdout: "hello from demo-volume-1\n" });
+      const exited = new Promise<number | null>((resolve) => colony.once("exit", (code) => resolve(code)));
+      colony.kill("SIGINT");
+      expect(await exited).toBe(0);
+    } finally {
+      if (colony.exitCode === null && colony.signalCode === null) colony.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+});
+
 describe("physalia up --processes", () => {
   it("runs one process per server, serves clients, and stops every process when its terminal hangs up", async () => {
     const dir = mkdtempSync(join(tmpdir(), "physalia-procs-"));

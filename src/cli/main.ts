@@ -4,6 +4,7 @@
  * real adapters. Exit codes (docs/OPERATIONS.md): 0 success, 1 a check failed (violations) or the
  * answer is no, 2 bad usage, 3 colony unreachable, 9 a server failed; client commands add theirs.
  */
+import { resolve } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import { cutUnits } from "../cell/index.ts";
 import type { ColonyKeys } from "../client/index.ts";
@@ -358,7 +359,13 @@ program
           console.log(`  ${s.id}  ${s.address}  admin ${s.admin}  pid ${s.pid}`);
         if (demoCells.length > 0) {
           console.log(`demo cells: ${demoCells.join(", ")}`);
-          console.log("in another terminal, from this directory:");
+          // Client commands find the connection file by themselves only where up writes it by default.
+          if (resolve(colony.connectionFile) === resolve(".physalia", "colony.json")) {
+            console.log("in another terminal, from this directory:");
+          } else {
+            console.log("in another terminal:");
+            console.log(`  export PHYSALIA_COLONY=${shellQuoted(resolve(colony.connectionFile))}`);
+          }
           console.log(`  npx physalia get ${demoCells[0]} greeting`);
           console.log(
             `  npx physalia put ${demoCells[0]} counter 41 && npx physalia add ${demoCells[0]} counter 1`,
@@ -370,6 +377,11 @@ program
       }
     },
   );
+
+/** `text` as one word of a POSIX shell: as it is when it holds nothing the shell reads, else quoted. */
+function shellQuoted(text: string): string {
+  return /^[A-Za-z0-9_./:=@%+,-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`;
+}
 
 /** Creates the demo cells through the same path as `physalia cell create`; returns their keys. */
 async function createDemoCells(colony: RunningColony): Promise<string[]> {
