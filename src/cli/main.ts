@@ -80,8 +80,17 @@ function clipEchoedArgument(message: string): string {
  * other reasons to stop (the `up` that started a server is gone), named in its first line.
  */
 function closeOnSignal(close: () => Promise<void>, hangup = false): (reason: string) => void {
+  const shutDown = shutdownOf(close);
+  process.on("SIGINT", shutDown);
+  process.on("SIGTERM", shutDown);
+  if (hangup) process.on("SIGHUP", shutDown);
+  return shutDown;
+}
+
+/** Runs `close` on its first call, then exits; a second call exits at once. */
+function shutdownOf(close: () => Promise<void>): (reason: string) => void {
   let closing = false;
-  const shutDown = (reason: string): void => {
+  return (reason: string): void => {
     if (closing) process.exit(130);
     closing = true;
     console.error(`physalia: ${reason}: shutting down`);
@@ -90,10 +99,6 @@ function closeOnSignal(close: () => Promise<void>, hangup = false): (reason: str
       (error: unknown) => fail(`shutdown failed: ${(error as Error).message}`, exitCodes.serverFailed),
     );
   };
-  process.on("SIGINT", shutDown);
-  process.on("SIGTERM", shutDown);
-  if (hangup) process.on("SIGHUP", shutDown);
-  return shutDown;
 }
 
 /** How often a server started by `physalia up --processes` checks that `up` is still there. */
@@ -281,6 +286,20 @@ program
       throw error;
     }
     const logger = jsonLogger({ server: config.server });
+    // A stop asked for while the server starts (its journal replay may take a while) waits for
+    // the start to finish, then stops it cleanly; a second one stops the process at once. The
+    // same listeners serve the whole life of the process: a signal caught while the start ran
+    // is delivered later, and would be lost had its listener been replaced meanwhile.
+    let stopAsked: string | null = null;
+    let shutDown: ((reason: string) => void) | null = null;
+    const onSignal = (signal: string): void => {
+      if (shutDown !== null) return shutDown(signal);
+      if (stopAsked !== null) process.exit(130);
+      stopAsked = signal;
+      console.error(`physalia: ${signal}: stopping once the server has started (it is opening its storage)`);
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
     try {
       const running = await startServer({
         config,
@@ -298,10 +317,13 @@ program
         );
       }
       warnOfExposedKeyFile(config.keyFile, logger);
-      stopWithUp(
-        closeOnSignal(() => running.close()),
-        logger,
-      );
+      const stop = shutdownOf(() => running.close());
+      shutDown = stop;
+      if (stopAsked !== null) {
+        stop(stopAsked);
+        return;
+      }
+      stopWithUp(stop, logger);
       reloadKeysOnHangup(config.keyFile, running, logger);
     } catch (error) {
       fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);
