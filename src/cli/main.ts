@@ -75,16 +75,39 @@ function clipEchoedArgument(message: string): string {
 }
 
 /**
- * Runs `close` on the first SIGINT or SIGTERM (and SIGHUP, when `hangup`: the terminal of a local
- * colony went away), then exits; a second signal exits at once. Returns that shutdown, for
- * other reasons to stop (the `up` that started a server is gone), named in its first line.
+ * Listens for SIGINT and SIGTERM (and SIGHUP, with `hangup`: the terminal of a local colony went
+ * away) for the rest of the process's life. Once `started` is given what to close, the first
+ * signal closes it and exits, a second exits at once. One that comes before (a start can take a
+ * while: journal replays) is said at once and acted on when `started` is called; a second exits.
+ * The same listeners serve throughout: a signal caught while the start held the event loop is
+ * delivered later, and would be lost had its listener been replaced meanwhile.
  */
-function closeOnSignal(close: () => Promise<void>, hangup = false): (reason: string) => void {
-  const shutDown = shutdownOf(close);
-  process.on("SIGINT", shutDown);
-  process.on("SIGTERM", shutDown);
-  if (hangup) process.on("SIGHUP", shutDown);
-  return shutDown;
+function stopOnSignal(
+  what: string,
+  hangup = false,
+): { readonly asked: boolean; started(close: () => Promise<void>): (reason: string) => void } {
+  let asked: string | null = null;
+  let stop: ((reason: string) => void) | null = null;
+  const onSignal = (signal: string): void => {
+    if (stop !== null) return stop(signal);
+    if (asked !== null) process.exit(130);
+    asked = signal;
+    console.error(`physalia: ${signal}: stopping once ${what} has started`);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  if (hangup) process.on("SIGHUP", onSignal);
+  return {
+    get asked() {
+      return asked !== null;
+    },
+    started(close) {
+      const shutDown = shutdownOf(close);
+      stop = shutDown;
+      if (asked !== null) shutDown(asked);
+      return shutDown;
+    },
+  };
 }
 
 /** Runs `close` on its first call, then exits; a second call exits at once. */
@@ -286,20 +309,8 @@ program
       throw error;
     }
     const logger = jsonLogger({ server: config.server });
-    // A stop asked for while the server starts (its journal replay may take a while) waits for
-    // the start to finish, then stops it cleanly; a second one stops the process at once. The
-    // same listeners serve the whole life of the process: a signal caught while the start ran
-    // is delivered later, and would be lost had its listener been replaced meanwhile.
-    let stopAsked: string | null = null;
-    let shutDown: ((reason: string) => void) | null = null;
-    const onSignal = (signal: string): void => {
-      if (shutDown !== null) return shutDown(signal);
-      if (stopAsked !== null) process.exit(130);
-      stopAsked = signal;
-      console.error(`physalia: ${signal}: stopping once the server has started (it is opening its storage)`);
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    // Asked to stop while it starts (replaying its journal), it finishes starting, then stops.
+    const stopping = stopOnSignal("the server");
     try {
       const running = await startServer({
         config,
@@ -317,13 +328,10 @@ program
         );
       }
       warnOfExposedKeyFile(config.keyFile, logger);
-      const stop = shutdownOf(() => running.close());
-      shutDown = stop;
-      if (stopAsked !== null) {
-        stop(stopAsked);
-        return;
-      }
-      stopWithUp(stop, logger);
+      stopWithUp(
+        stopping.started(() => running.close()),
+        logger,
+      );
       reloadKeysOnHangup(config.keyFile, running, logger);
     } catch (error) {
       fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);
@@ -346,6 +354,9 @@ program
       demo?: boolean;
       json?: boolean;
     }) => {
+      // Its servers, in its process group, read their keys again on SIGHUP (`physalia server`)
+      // rather than stop: the colony stops them.
+      const stopping = stopOnSignal("the colony", true);
       let colony: RunningColony;
       try {
         const topology = options.topology === undefined ? defaultTopology() : readTopology(options.topology);
@@ -367,9 +378,9 @@ program
         if (error instanceof ColonyFileError) fail(error.message, exitCodes.usage);
         fail(`the colony could not start: ${(error as Error).message}`, exitCodes.serverFailed);
       }
-      // Its servers, in its process group, read their keys again on SIGHUP (`physalia server`)
-      // rather than stop: the colony stops them.
-      closeOnSignal(() => colony.close(), true);
+      stopping.started(() => colony.close());
+      // Asked to stop while it started: it is stopping now, with nothing more to show.
+      if (stopping.asked) return;
       const demoCells = options.demo === true ? await createDemoCells(colony) : [];
       if (options.json === true) {
         console.log(
