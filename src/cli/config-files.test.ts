@@ -31,10 +31,7 @@ describe("a topology's endpoints", () => {
     const cases: [ReturnType<typeof server>, RegExp][] = [
       [server("s2", "127.0.0.1", 7101, 7202), /127\.0\.0\.1:7101 is used twice$/m],
       [server("s2", "localhost", 7101, 7202), /localhost:7101 is used twice: it is 127\.0\.0\.1:7101 too/],
-      [
-        server("s2", "Host-A.", 7301, 7302),
-        /Host-A\.:7301 is used twice: it is host-a:7301 too/,
-      ],
+      [server("s2", "Host-A.", 7301, 7302), /Host-A\.:7301 is used twice: it is host-a:7301 too/],
       [
         server("s2", "0:0:0:0:0:0:0:1", 7401, 7402),
         /\[0:0:0:0:0:0:0:1\]:7401 is used twice: it is \[::1\]:7401 too/,

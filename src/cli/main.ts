@@ -89,7 +89,10 @@ function stopOnSignal(
   let asked: string | null = null;
   let stop: ((reason: string) => void) | null = null;
   const onSignal = (signal: string): void => {
-    if (stop !== null) return stop(signal);
+    if (stop !== null) {
+      stop(signal);
+      return;
+    }
     if (asked !== null) process.exit(130);
     asked = signal;
     console.error(`physalia: ${signal}: stopping once ${what} has started`);
