@@ -168,16 +168,20 @@ describe("physalia up --demo", () => {
     const colony = spawn(
       process.execPath,
       [...cli, "up", "--demo", "--topology", "topology.json", "--data", join(dir, "elsewhere")],
-      { cwd: dir, stdio: ["ignore", "pipe", "ignore"] },
+      { cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
     );
     try {
       let out = "";
+      let err = "";
       colony.stdout?.on("data", (chunk: Buffer) => {
         out += chunk.toString("utf8");
       });
-      for (let i = 0; i < 600 && !out.includes("press Ctrl-C to stop"); i++)
+      colony.stderr?.on("data", (chunk: Buffer) => {
+        err += chunk.toString("utf8");
+      });
+      for (let i = 0; i < 600 && !out.includes("press Ctrl-C to stop") && colony.exitCode === null; i++)
         await new Promise((r) => setTimeout(r, 100));
-      expect(out).toContain("demo cells: demo-volume-1");
+      expect(out, `up exited ${colony.exitCode}; its stderr: ${err}`).toContain("demo cells: demo-volume-1");
       // Run from the directory up ran in, as a second terminal would, with only what was printed.
       const exported = /^ {2}export PHYSALIA_COLONY=(\S+)$/m.exec(out);
       expect(exported?.[1]).toBe(join(dir, "elsewhere", "colony.json"));

@@ -124,6 +124,44 @@ describe("client", () => {
     expect(s.get("vol-1", "x")).toEqual(bytes("sent"));
   });
 
+  it("retries a write refused for want of a session slot as the very same command, then gives up saying why", async () => {
+    const s = new Scenario().cell("vol-1");
+    // As many other clients as the cell remembers sessions, each with one write just now.
+    for (let i = 0; i < limits.sessionsPerCellMax; i++) {
+      const entry = s.put("vol-1", `k${i}`, bytes("v"), s.newClient());
+      expect(entry.failure).toBeNull();
+    }
+    const client = s.newClient().client;
+    // Every command this client sends, as (session, seq).
+    const transport = (client as unknown as { transport: { send(to: string, message: unknown): void } })
+      .transport;
+    const send = transport.send.bind(transport);
+    const sent: string[] = [];
+    transport.send = (to, message) => {
+      const body = (message as { body?: { type: string; command?: { session: number; seq: number } } }).body;
+      if (body?.type === "command" && body.command !== undefined)
+        sent.push(`${body.command.session}/${body.command.seq}`);
+      send(to, message);
+    };
+    const refused = client
+      .cell("vol-1")
+      .put("mine", bytes("v"))
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    s.run(20_000);
+    await new Promise((resolve) => setImmediate(resolve));
+    const error = await Promise.race([refused, Promise.resolve("still pending")]);
+    expect(error).toBeInstanceOf(UnavailableError);
+    expect((error as Error).message).toMatch(/already remembers 128 client sessions/);
+    // Several attempts, every one the same command: a late copy of any of them and a retry can
+    // never both apply.
+    expect(sent.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(sent).size).toBe(1);
+    expect(sent[0]).toMatch(/\/1$/);
+  });
+
   it("the promise API works end to end over the simulated colony", async () => {
     const s = new Scenario().cell("vol-1");
     const cell = s.newClient().client.cell("vol-1");

@@ -306,27 +306,37 @@ export class PhysaliaClient {
           command,
           leaderUnresponsive,
         });
-        this.run(cellKey, true, true, build, (response) => {
-          const kind = response instanceof Error || response.type !== "result" ? null : response.result.kind;
-          if (kind === "session_expired" && retriesLeft > 0) {
-            // The cell forgot this session and applied nothing: continue in a fresh one.
-            release(true);
-            go(retriesLeft - 1);
-            return;
-          }
-          if (kind === "sessions_full" && retriesLeft > 0) {
-            // Nothing was applied; the cell is at its session limit for now.
+        // Every copy of this command carries one (session, seq), so however many reach the cell it
+        // applies at most once. A retry after sessions_full is therefore this very command again:
+        // under another sequence number, a late copy of this one (one that waited in a relay, say)
+        // could find room and apply too, and the operation count twice.
+        const send = (fullRetriesLeft: number): void => {
+          this.run(cellKey, true, true, build, (response) => {
+            const kind =
+              response instanceof Error || response.type !== "result" ? null : response.result.kind;
+            if (kind === "session_expired" && retriesLeft > 0) {
+              // The cell forgot this session and applied nothing: continue in a fresh one.
+              release(true);
+              go(retriesLeft - 1);
+              return;
+            }
+            if (kind === "sessions_full" && fullRetriesLeft > 0) {
+              // Nothing was applied; the cell is at its session limit for now.
+              this.scheduler.setTimer(limits.clientBackoffMsMax, () => send(fullRetriesLeft - 1));
+              return;
+            }
+            if (kind !== null && kind !== "session_expired" && kind !== "sessions_full")
+              session.fresh = false;
             release(false);
-            this.scheduler.setTimer(limits.clientBackoffMsMax, () => go(retriesLeft - 1));
-            return;
-          }
-          if (kind !== null && kind !== "session_expired" && kind !== "sessions_full") session.fresh = false;
-          release(false);
-          const outcome = this.toOutcome(cellKey, response, (body) =>
-            body.type === "result" ? body.result : null,
-          );
-          callback(outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome);
-        });
+            const outcome = this.toOutcome(cellKey, response, (body) =>
+              body.type === "result" ? body.result : null,
+            );
+            callback(
+              outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome,
+            );
+          });
+        };
+        send(retriesLeft);
       });
       if (!admitted) {
         // Told through the callback, also on a retry from a timer, where a throw would reach no one.
