@@ -26,7 +26,8 @@ describe("simulator", () => {
 
   it("a failing run names its violations and the command that reproduces it", () => {
     let failing = null;
-    for (let seed = 1; seed <= 20 && failing === null; seed++) {
+    // The planted bug shows only under some schedules: 2 of the first 80 seeds (33 and 49) catch it.
+    for (let seed = 1; seed <= 60 && failing === null; seed++) {
       const report = runSimulation({
         seed,
         servers: 5,

@@ -463,7 +463,9 @@ export class PhysaliaClient {
     const state = this.cellState(cellKey);
     let session = state.sessions.find((s) => !s.busy);
     if (session === undefined && state.sessions.length < limits.clientSessionsPerCellMax) {
-      session = { id: 1 + this.random.below(sessionIdMax - 1), seq: 0, fresh: true, busy: false };
+      // 52 random bits: a cell tells clients' sessions apart by id alone, and one that took
+      // another's live id would be answered that session's results instead of applying its own.
+      session = { id: 1 + (this.random.uint52() % (sessionIdMax - 1)), seq: 0, fresh: true, busy: false };
       state.sessions.push(session);
     }
     if (session === undefined) {

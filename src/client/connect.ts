@@ -288,7 +288,7 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
     address: tcp.address,
     transport: new MappedTransport(tcp, book),
     scheduler: new NodeScheduler(false),
-    random: new Prng(randomBytes(4).readUInt32LE(0)),
+    random: Prng.fromBytes(randomBytes(16)),
     resolver: new TopologyDiscovery(servers, cellSize),
     ...(rack === undefined ? {} : { distance: (id: ServerId) => (racks.get(id) === rack ? 0 : 1) }),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),

@@ -23,6 +23,27 @@ export class Prng {
     this.d = next();
   }
 
+  /**
+   * A generator whose whole state (128 bits) is `seed`'s 16 bytes, for randomness that must not
+   * repeat between processes (session ids): a 32-bit seed gives two of every 2^32 processes, and
+   * so every pair among tens of thousands of clients with fair odds, the same stream.
+   */
+  static fromBytes(seed: Uint8Array): Prng {
+    if (seed.length !== 16) throw new RangeError(`a Prng state is 16 bytes, not ${seed.length}`);
+    const prng = new Prng(0);
+    const view = new DataView(seed.buffer, seed.byteOffset, 16);
+    const words = [0, 4, 8, 12].map((at) => view.getUint32(at, true));
+    // xoshiro's one state it must never be in.
+    if (words.every((word) => word === 0)) return prng;
+    [prng.a, prng.b, prng.c, prng.d] = words as [number, number, number, number];
+    return prng;
+  }
+
+  /** Uniform integer in [0, 2^52): two draws, every bit random (below() gives 32 random bits). */
+  uint52(): number {
+    return (this.nextUint32() & 0xfffff) * 4294967296 + this.nextUint32();
+  }
+
   /** Uniform 32-bit unsigned integer. */
   nextUint32(): number {
     const result = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;
