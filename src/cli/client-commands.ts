@@ -128,6 +128,11 @@ export function colonyFilePath(flag: string | undefined, env: NodeJS.ProcessEnv,
 
 /** How long one admin HTTP request may take. */
 const adminTimeoutMs = 2_000;
+/**
+ * How long a request creating a cell may take: a server answers it once the cell is durable, after
+ * waiting up to 30 s for its checkpoint during a burst of creations (server-process.ts).
+ */
+const adminCreateTimeoutMs = 35_000;
 /** Largest admin answer read (a /cells page of 10,000 keys of 128 bytes fits easily). */
 const adminAnswerBytesMax = 16 * 1024 * 1024;
 /** Admin requests in flight at once across servers. */
@@ -438,8 +443,9 @@ function adminCall(
   server: ServerEntry,
   method: "GET" | "POST",
   path: string,
-  options: { readonly token?: string; readonly body?: unknown } = {},
+  options: { readonly token?: string; readonly body?: unknown; readonly timeoutMs?: number } = {},
 ): Promise<AdminAnswer> {
+  const timeoutMs = options.timeoutMs ?? adminTimeoutMs;
   return new Promise((resolvePromise, reject) => {
     const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
     const headers: Record<string, string | number> = { accept: "application/json" };
@@ -475,10 +481,7 @@ function adminCall(
         });
       },
     );
-    const timer = setTimeout(
-      () => request.destroy(new Error(`no answer within ${adminTimeoutMs} ms`)),
-      adminTimeoutMs,
-    );
+    const timer = setTimeout(() => request.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
     request.on("error", (error) => {
       clearTimeout(timer);
       reject(error);
@@ -845,7 +848,15 @@ export async function createCell(
 
     const targets = servers.filter((s) => !hostingIds.has(s.id));
     const posts = await Promise.all(
-      targets.map((s) => settle(adminCall(s, "POST", "/cells", { token, body: { cellKey, members } }))),
+      targets.map((s) =>
+        settle(
+          adminCall(s, "POST", "/cells", {
+            token,
+            body: { cellKey, members },
+            timeoutMs: adminCreateTimeoutMs,
+          }),
+        ),
+      ),
     );
     const missed: { serverId: string; problem: string }[] = [];
     for (const [i, post] of posts.entries()) {

@@ -384,7 +384,17 @@ program
       stopping.started(() => colony.close());
       // Asked to stop while it started: it is stopping now, with nothing more to show.
       if (stopping.asked) return;
-      const demoCells = options.demo === true ? await createDemoCells(colony) : [];
+      let demoCells: string[] = [];
+      if (options.demo === true) {
+        try {
+          demoCells = await createDemoCells(colony);
+        } catch (error) {
+          // The colony is up and serves; only the demo is missing.
+          console.error(
+            `physalia: warning: the demo cells could not be created (${(error as Error).message}); the colony runs without them`,
+          );
+        }
+      }
       if (options.json === true) {
         console.log(
           JSON.stringify({ connectionFile: colony.connectionFile, servers: colony.servers, demoCells }),
