@@ -526,8 +526,8 @@ interface CellsPage {
   readonly more: boolean;
 }
 
-async function cellsPage(server: ServerEntry, after: string): Promise<CellsPage> {
-  const answer = await adminCall(server, "GET", `/cells?after=${encodeURIComponent(after)}`);
+async function cellsPage(server: ServerEntry, after: string, timeoutMs = adminTimeoutMs): Promise<CellsPage> {
+  const answer = await adminCall(server, "GET", `/cells?after=${encodeURIComponent(after)}`, { timeoutMs });
   const body = answer.body;
   if (
     answer.status !== 200 ||
@@ -561,10 +561,10 @@ export function justBefore(key: string): string {
 }
 
 /** Whether the server hosts a node of the cell, from its /cells listing. */
-async function hostsCell(server: ServerEntry, cellKey: string): Promise<boolean> {
+async function hostsCell(server: ServerEntry, cellKey: string, timeoutMs = adminTimeoutMs): Promise<boolean> {
   let after = justBefore(cellKey);
   for (let page = 0; page < lookupPagesMax; page++) {
-    const { cells, more } = await cellsPage(server, after);
+    const { cells, more } = await cellsPage(server, after, timeoutMs);
     if (cells.includes(cellKey)) return true;
     const last = cells.at(-1);
     if (!more || last === undefined || compareUtf8(last, cellKey) >= 0) return false;
@@ -793,7 +793,9 @@ export async function createCell(
   const waitMs = options.waitMs ?? createWaitMsDefault;
   const majority = majorityOf(servers.length);
 
-  const probes = await Promise.all(servers.map((s) => settle(hostsCell(s, cellKey))));
+  // A server lists its cells once its storage has caught up with its journal, which takes a
+  // while on a busy disk just after a burst of creations: as long as a creation may take.
+  const probes = await Promise.all(servers.map((s) => settle(hostsCell(s, cellKey, adminCreateTimeoutMs))));
   const silent = servers.filter((_, i) => probes[i]?.ok !== true);
   const hosting = servers.filter((_, i) => {
     const probe = probes[i];
