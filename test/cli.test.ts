@@ -39,6 +39,20 @@ function physalia(
   });
 }
 
+/**
+ * Kills, by pid, the processes of `pids` still running a server of the colony in `dir` (a pid may
+ * have been reused by then, so only one whose command line names the directory).
+ */
+function killServersLeft(pids: readonly number[], dir: string): void {
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) process.kill(pid, "SIGKILL");
+    } catch {
+      // gone, as it should be
+    }
+  }
+}
+
 describe("the physalia command line against a local colony", () => {
   let dir: string;
   let colony: ChildProcess;
@@ -272,14 +286,7 @@ describe("physalia up --processes", () => {
     } finally {
       if (colony.exitCode === null && colony.signalCode === null)
         process.kill(colony.pid as number, "SIGKILL");
-      // Only processes still running a server of this colony (a pid may have been reused).
-      for (const pid of pids) {
-        try {
-          if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) process.kill(pid, "SIGKILL");
-        } catch {
-          // gone, as it should be
-        }
-      }
+      killServersLeft(pids, dir);
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
@@ -352,13 +359,7 @@ describe("physalia up --processes killed with kill -9", () => {
       for (const child of running)
         if (child.exitCode === null && child.signalCode === null)
           process.kill(child.pid as number, "SIGKILL");
-      for (const pid of everyPid) {
-        try {
-          if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) process.kill(pid, "SIGKILL");
-        } catch {
-          // gone, as it should be
-        }
-      }
+      killServersLeft(everyPid, dir);
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);

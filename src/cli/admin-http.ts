@@ -209,8 +209,10 @@ export function adminHttpServer(options: AdminHttpOptions): { server: HttpServer
     inProgress.set(socket, count + 1);
     idle.delete(socket);
     response.once("close", () => {
-      const left = (inProgress.get(socket) ?? 1) - 1;
-      if (!inProgress.has(socket)) return;
+      const open = inProgress.get(socket);
+      // A connection closed (and forgotten) before its response.
+      if (open === undefined) return;
+      const left = open - 1;
       inProgress.set(socket, left);
       if (left === 0 && !socket.destroyed) idle.add(socket);
     });

@@ -549,10 +549,12 @@ export class Server {
       node.replica.tick(now, this.out);
       this.touch(node);
     }
-    for (const node of this.snapshotsBeforeEviction) {
-      if (this.nodes.get(node.cellKey) === node) node.replica.snapshotApplied(this.out);
+    if (this.snapshotsBeforeEviction.size > 0) {
+      for (const node of this.snapshotsBeforeEviction) {
+        if (this.nodes.get(node.cellKey) === node) node.replica.snapshotApplied(this.out);
+      }
+      this.snapshotsBeforeEviction.clear();
     }
-    this.snapshotsBeforeEviction.clear();
     this.collectLocal();
     this.drainInbox(now, budget);
     this.finishTurn(now);

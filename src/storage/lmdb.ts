@@ -824,31 +824,31 @@ export class LmdbStorage<C> implements StoragePort<C> {
 
   /** The size both journal files had at least when last opened, or null if never recorded. */
   private journalFilesBytes(): number | null {
-    const key = utf8Encode(journalFilesMetaKey);
-    const raw = this.meta.get(key);
-    if (raw === undefined) return null;
-    const bytes = verifyMetaNumber(key, raw, "journal size");
-    if (!bytes.ok) {
-      throw new CorruptRecordError(
-        `${this.path}: the journal size record ${bytes.problem}. Restore the data directory from a replica ` +
-          "(replace this server's nodes).",
-      );
-    }
-    return bytes.value;
+    return this.metaNumber(
+      journalFilesMetaKey,
+      "journal size",
+      ". Restore the data directory from a replica (replace this server's nodes).",
+    );
   }
 
   private checkpointedSeq(): number {
-    const key = utf8Encode(journalMetaKey);
+    return (
+      this.metaNumber(
+        journalMetaKey,
+        "journal position",
+        "; without it the journal cannot be replayed safely. Restore the data directory from a replica (replace this server's nodes).",
+      ) ?? 0
+    );
+  }
+
+  /** A number the meta database holds (sealMetaNumber), or null; a damaged one throws, with `advice`. */
+  private metaNumber(name: string, what: string, advice: string): number | null {
+    const key = utf8Encode(name);
     const raw = this.meta.get(key);
-    if (raw === undefined) return 0;
-    const seq = verifyMetaNumber(key, raw, "journal position");
-    if (!seq.ok) {
-      throw new CorruptRecordError(
-        `${this.path}: the journal position record ${seq.problem}; without it the journal cannot be ` +
-          "replayed safely. Restore the data directory from a replica (replace this server's nodes).",
-      );
-    }
-    return seq.value;
+    if (raw === undefined) return null;
+    const value = verifyMetaNumber(key, raw, what);
+    if (!value.ok) throw new CorruptRecordError(`${this.path}: the ${what} record ${value.problem}${advice}`);
+    return value.value;
   }
 
   // ---------------------------------------------------------------- test only
