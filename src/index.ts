@@ -24,6 +24,7 @@ export {
   OutcomeUnknownError,
   PhysaliaClient,
   PhysaliaError,
+  type ResumedSession,
   UnavailableError,
   UnknownCellError,
 } from "./client/index.ts";

@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CellMachine, commandCodec } from "../src/cell/index.ts";
 import { clientExitCodes } from "../src/cli/client-commands.ts";
 import { adminToken, adminUrl } from "../src/cli/colony.ts";
-import type { NodeId } from "../src/core/index.ts";
+import { connect, type PhysaliaClient } from "../src/client/index.ts";
+import { limits, type NodeId } from "../src/core/index.ts";
 import { initialMembership } from "../src/paxos/index.ts";
 import { LmdbStorage } from "../src/storage/index.ts";
 import { localTopology } from "./support/colony.ts";
@@ -95,6 +96,39 @@ describe("the physalia command line against a local colony", () => {
     const listed = await physalia(["cell", "list", "--json"], dir);
     expect(JSON.stringify(JSON.parse(listed.stdout))).toContain("vol-7");
   }, 60_000);
+
+  it("goes on with the sessions of earlier commands, so one-shot writes do not fill the cell's 128", async () => {
+    expect((await physalia(["cell", "create", "vol-s"], dir)).code).toBe(0);
+    const state = mkdtempSync(join(tmpdir(), "physalia-cli-state-"));
+    const env = { ...process.env, PHYSALIA_STATE_DIR: state };
+    const clients: PhysaliaClient[] = [];
+    try {
+      expect((await physalia(["add", "vol-s", "n", "1"], dir, env)).code).toBe(0);
+      // The cell's other 127 sessions, each used just now: 16 writes at once open 16 sessions.
+      const others = limits.sessionsPerCellMax - 1;
+      for (let opened = 0; opened < others; opened += limits.clientSessionsPerCellMax) {
+        const client = await connect({ colony: join(dir, ".physalia", "colony.json") });
+        clients.push(client);
+        const count = Math.min(limits.clientSessionsPerCellMax, others - opened);
+        await Promise.all(
+          Array.from({ length: count }, (_, i) => client.cell("vol-s").put(`o${opened + i}`, 1n)),
+        );
+      }
+      // The table is full: a command that keeps no sessions is refused ...
+      const refused = await physalia(["add", "vol-s", "n", "1"], dir, {
+        ...process.env,
+        PHYSALIA_STATE_DIR: "",
+      });
+      expect(refused.code).toBe(clientExitCodes.unavailable);
+      expect(refused.stderr).toMatch(/already remembers 128 client sessions/);
+      // ... and commands that go on with the first one's session are not.
+      for (let i = 0; i < 3; i++) expect((await physalia(["add", "vol-s", "n", "1"], dir, env)).code).toBe(0);
+      expect((await physalia(["get", "vol-s", "n"], dir, env)).stdout.trim()).toBe("4");
+    } finally {
+      await Promise.all(clients.map((client) => client.close()));
+      rmSync(state, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it("answers bad input, an unknown cell and a missing colony with one line and its exit code", async () => {
     const bad = await physalia(["add", "vol-7", "replicas", "two"], dir);

@@ -32,6 +32,7 @@ import {
   InvalidRequestError,
   OutcomeUnknownError,
   type PhysaliaClient,
+  type ResumedSession,
   UnavailableError,
   UnknownCellError,
 } from "../client/index.ts";
@@ -48,6 +49,7 @@ import {
   readConnectionFile,
   type ServerEntry,
 } from "./colony.ts";
+import { claimSessions } from "./session-file.ts";
 import { readTransactionFile } from "./txn-file.ts";
 import {
   conditionSyntax,
@@ -354,7 +356,11 @@ function colonyKeys(colony: Colony): ColonyKeys {
   return loadColonyKeys(colony.connection.keyFile, colony.env);
 }
 
-async function connectClient(colony: Colony, cellSize = colony.connection.cellSize): Promise<PhysaliaClient> {
+async function connectClient(
+  colony: Colony,
+  cellSize = colony.connection.cellSize,
+  sessions: readonly ResumedSession[] = [],
+): Promise<PhysaliaClient> {
   const keys = colonyKeys(colony);
   await refuseUnresolvableColony(colony);
   try {
@@ -363,6 +369,7 @@ async function connectClient(colony: Colony, cellSize = colony.connection.cellSi
       colonyKey: keys.signing,
       alsoAcceptedKeys: keys.alsoAccepted,
       cellSize,
+      sessions,
     });
   } catch (error) {
     if (error instanceof ConnectError) throw error;
@@ -633,16 +640,27 @@ async function explainCellFailure(error: unknown, colony: Colony, cellKey: strin
   return new CommandFailure(clientExitCodes.unavailable, "unavailable", `${error.message}${down}${need}`);
 }
 
-/** Runs `body` on the cell with a fresh client; failures come back explained. */
+/**
+ * Runs `body` on the cell with a fresh client, which goes on with the sessions an earlier command
+ * left (session-file.ts); failures come back explained.
+ */
 async function withCell<T>(io: Io, cellKey: string, body: (cell: CellHandle) => Promise<T>): Promise<T> {
   const colony = openColony(io.colonyFile, io.env, io.lookupHost);
-  const client = await connectClient(colony);
+  const claim = claimSessions(colony.file, io.env);
+  let client: PhysaliaClient;
+  try {
+    client = await connectClient(colony, colony.connection.cellSize, claim?.sessionsOf(cellKey) ?? []);
+  } catch (error) {
+    claim?.release(cellKey, claim.sessionsOf(cellKey));
+    throw error;
+  }
   try {
     return await body(client.cell(cellKey));
   } catch (error) {
     throw await explainCellFailure(error, colony, cellKey);
   } finally {
     await client.close();
+    claim?.release(cellKey, client.idleSessions([cellKey]));
   }
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { limits } from "../core/index.ts";
 import { decodeServerMessage, encodeServerMessage } from "../server/wire.ts";
 import { bytes, Scenario } from "../sim/scenario.ts";
-import { agreedChoice } from "./client.ts";
+import { agreedChoice, type ResumedSession, resumedSessionsProblem } from "./client.ts";
 import { InvalidRequestError, OutcomeUnknownError, UnavailableError, UnknownCellError } from "./errors.ts";
 
 describe("client", () => {
@@ -160,6 +160,50 @@ describe("client", () => {
     expect(sent.length).toBeGreaterThanOrEqual(4);
     expect(new Set(sent).size).toBe(1);
     expect(sent[0]).toMatch(/\/1$/);
+  });
+
+  it("goes on with sessions an earlier client left, so one-shot clients do not fill a cell's session table", async () => {
+    const s = new Scenario().cell("vol-1");
+    // More one-shot clients than the cell remembers sessions, each writing once, one after another.
+    let sessions: ResumedSession[] = [];
+    const runs = limits.sessionsPerCellMax + 40;
+    for (let i = 0; i < runs; i++) {
+      const client = s.newClient({ sessions }).client;
+      const added = client
+        .cell("vol-1")
+        .add("n", 1n)
+        .catch((error: unknown) => error);
+      s.run(200);
+      // The simulator does not run promise callbacks: let them go, then see what came.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(await Promise.race([added, Promise.resolve("still pending")])).toBe(BigInt(i + 1));
+      sessions = client.idleSessions(["vol-1"]);
+      await client.close();
+    }
+    // One session went from client to client, numbering its commands on.
+    expect(sessions).toEqual([{ cellKey: "vol-1", id: sessions[0]?.id, seq: runs, fresh: false }]);
+    // A session the cell does not know (a colony made anew, say) is given up for a new one.
+    const stranger = s.newClient({ sessions: [{ cellKey: "vol-1", id: 12345, seq: 7, fresh: false }] }).client;
+    const added = stranger.cell("vol-1").add("n", 1n);
+    s.run(400);
+    expect(await added).toBe(BigInt(runs + 1));
+    const [renewed] = stranger.idleSessions();
+    expect(renewed?.id).not.toBe(12345);
+    expect(renewed?.seq).toBe(1);
+  });
+
+  it("refuses sessions to take up that are not shaped like ones it left", () => {
+    const ok = { cellKey: "vol-1", id: 7, seq: 3, fresh: false };
+    expect(resumedSessionsProblem([ok])).toBeNull();
+    expect(resumedSessionsProblem("x")).toMatch(/must be an array/);
+    expect(resumedSessionsProblem([{ ...ok, id: 0 }])).toMatch(/sessions\[0\] must be/);
+    expect(resumedSessionsProblem([{ ...ok, id: 2 ** 52 }])).toMatch(/sessions\[0\] must be/);
+    expect(resumedSessionsProblem([{ ...ok, seq: -1 }])).toMatch(/sessions\[0\] must be/);
+    expect(resumedSessionsProblem([{ ...ok, fresh: "no" }])).toMatch(/sessions\[0\] must be/);
+    expect(resumedSessionsProblem([{ ...ok, cellKey: "" }])).toMatch(/sessions\[0\]\.cellKey/);
+    expect(resumedSessionsProblem([ok, { ...ok }])).toMatch(/listed twice/);
+    const many = Array.from({ length: limits.clientSessionsPerCellMax + 1 }, (_, i) => ({ ...ok, id: i + 1 }));
+    expect(resumedSessionsProblem(many)).toMatch(/more than 16 sessions of cell "vol-1"/);
   });
 
   it("the promise API works end to end over the simulated colony", async () => {

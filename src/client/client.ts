@@ -77,6 +77,62 @@ export interface ClientOptions {
    * even when no connection is open.
    */
   readonly onBusy?: (busy: boolean) => void;
+  /**
+   * Sessions an earlier client left idle (its `idleSessions()`), taken up again instead of new
+   * ones: a program that runs briefly and often (the CLI) then does not open a session in the cell
+   * at each run. Checked with `resumedSessionsProblem`. Each must be held by this client alone.
+   */
+  readonly sessions?: readonly ResumedSession[];
+}
+
+/** Session ids are drawn below this: 52 random bits (see withSession). */
+const sessionIdMax = 2 ** 52;
+
+/**
+ * A session of one cell that a client no longer uses, as `idleSessions()` gives it: taken up
+ * again by another client (`ClientOptions.sessions`), it goes on at `seq + 1`. A session must
+ * never be used by two clients at once: two commands under one `(session, seq)` apply once, and
+ * the second is answered the first one's result.
+ */
+export interface ResumedSession {
+  readonly cellKey: CellKey;
+  readonly id: number;
+  /** The last sequence number the session used (0: none). */
+  readonly seq: number;
+  /** True while no command of the session has been answered (the cell may not know it yet). */
+  readonly fresh: boolean;
+}
+
+/** Why these sessions cannot be taken up, or null. */
+export function resumedSessionsProblem(sessions: unknown): string | null {
+  if (!Array.isArray(sessions)) return "sessions must be an array of { cellKey, id, seq, fresh }";
+  const perCell = new Map<string, number>();
+  const ids = new Set<string>();
+  for (const [i, s] of sessions.entries()) {
+    const shaped =
+      typeof s === "object" &&
+      s !== null &&
+      typeof s.cellKey === "string" &&
+      Number.isSafeInteger(s.id) &&
+      s.id >= 1 &&
+      s.id < sessionIdMax &&
+      Number.isSafeInteger(s.seq) &&
+      s.seq >= 0 &&
+      typeof s.fresh === "boolean";
+    if (!shaped)
+      return `sessions[${i}] must be { cellKey: string, id: 1..2^52-1, seq: 0 or more, fresh: boolean }, not ${show(s)}`;
+    const problem = cellKeyProblem(s.cellKey);
+    if (problem !== null) return `sessions[${i}].cellKey: ${problem}`;
+    const key = `${s.id} ${s.cellKey}`;
+    if (ids.has(key)) return `sessions[${i}]: session ${s.id} of cell ${show(s.cellKey)} is listed twice`;
+    ids.add(key);
+    const count = (perCell.get(s.cellKey) ?? 0) + 1;
+    if (count > limits.clientSessionsPerCellMax)
+      return `more than ${limits.clientSessionsPerCellMax} sessions of cell ${show(s.cellKey)}, the most a client uses`;
+    perCell.set(s.cellKey, count);
+  }
+  if (sessions.length > limits.clientCellsMax) return `more than ${limits.clientCellsMax} sessions`;
+  return null;
 }
 
 export type Consistency = "linearizable" | "eventual";
@@ -176,7 +232,6 @@ interface Operation$ {
   unknownAt: ServerId[] | null;
 }
 
-const sessionIdMax = 2 ** 52;
 const waitingPerCellMax = 10_000;
 /** Servers whose last answer the client remembers (the first one it heard is forgotten). */
 const serversHeardMax = 10_000;
@@ -231,6 +286,13 @@ export class PhysaliaClient {
     this.requestTimeoutMsMax = Math.max(this.requestTimeoutMs, limits.clientRequestTimeoutMsMax);
     this.attemptsMax = options.attemptsMax ?? limits.clientAttemptsMax;
     this.onBusy = options.onBusy ?? null;
+    if (options.sessions !== undefined) {
+      const problem = resumedSessionsProblem(options.sessions);
+      if (problem !== null) throw new InvalidRequestError("", `client sessions: ${problem}`);
+      for (const s of options.sessions) {
+        this.cellState(s.cellKey).sessions.push({ id: s.id, seq: s.seq, fresh: s.fresh, busy: false });
+      }
+    }
     this.transport.onMessage((from, message) => {
       if (message.kind !== "response") return;
       this.heard(from);
@@ -244,6 +306,21 @@ export class PhysaliaClient {
       typeof cellKey === "string" ? cellKeyProblem(cellKey) : `a cell key is a string, not ${typeof cellKey}`;
     if (problem !== null) throw new InvalidRequestError(String(cellKey), `client.cell(): ${problem}`);
     return new CellHandle(this, cellKey);
+  }
+
+  /**
+   * The sessions no operation is using, of the cells given or of every cell, for another client
+   * to take up (`ClientOptions.sessions`) once this one is closed. Only sessions that sent a
+   * command are listed.
+   */
+  idleSessions(cellKeys?: readonly CellKey[]): ResumedSession[] {
+    const listed: ResumedSession[] = [];
+    for (const cellKey of cellKeys ?? [...this.cells.keys()]) {
+      for (const s of this.cells.get(cellKey)?.sessions ?? []) {
+        if (!s.busy && s.seq > 0) listed.push({ cellKey, id: s.id, seq: s.seq, fresh: s.fresh });
+      }
+    }
+    return listed;
   }
 
   /** Runs when the client is closed (a real client closes its connections here). */

@@ -26,7 +26,7 @@ import {
   onServerLost,
   TcpTransport,
 } from "../transport/index.ts";
-import { PhysaliaClient as ClientOverPorts } from "./client.ts";
+import { PhysaliaClient as ClientOverPorts, type ResumedSession, resumedSessionsProblem } from "./client.ts";
 import { NodeScheduler, ProcessHold } from "./node-runtime.ts";
 import { readBoundedText } from "./read-bounded.ts";
 
@@ -68,6 +68,13 @@ export interface ConnectOptions {
    * kernel's choice).
    */
   readonly localAddress?: string;
+  /**
+   * Sessions an earlier client left idle (`client.idleSessions()`), to go on with instead of
+   * opening new ones in their cells: a program that starts often and writes a little each time
+   * then does not fill its cells' session tables (each cell remembers at most 128 sessions for
+   * 60 s). Never give one session to two clients that may run at once.
+   */
+  readonly sessions?: readonly ResumedSession[];
 }
 
 /** Every option connect() takes. */
@@ -80,6 +87,7 @@ const connectOptionNames: readonly string[] = [
   "rack",
   "requestTimeoutMs",
   "localAddress",
+  "sessions",
 ] satisfies readonly (keyof ConnectOptions)[];
 
 /** Raised when a colony cannot be reached or its files are unusable. */
@@ -246,6 +254,7 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
   }
   if (options.localAddress !== undefined && isIP(options.localAddress) === 0)
     return `localAddress must be an IP address of this host, not ${show(options.localAddress)}`;
+  if (options.sessions !== undefined) return resumedSessionsProblem(options.sessions);
   return null;
 }
 
@@ -292,6 +301,7 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
     resolver: new TopologyDiscovery(servers, cellSize),
     ...(rack === undefined ? {} : { distance: (id: ServerId) => (racks.get(id) === rack ? 0 : 1) }),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+    ...(options.sessions === undefined ? {} : { sessions: options.sessions }),
   });
   // A server's connection lost or refused: requests waiting on it go elsewhere now, not at
   // their timeout.

@@ -4,6 +4,8 @@ export {
   type ClientOptions,
   type Consistency,
   type Outcome,
+  type ResumedSession,
+  resumedSessionsProblem,
 } from "./client.ts";
 export {
   type ColonyKeys,

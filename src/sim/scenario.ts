@@ -5,7 +5,7 @@
  */
 
 import type { Transaction, TxnResult, Value } from "../cell/index.ts";
-import type { Consistency } from "../client/index.ts";
+import type { Consistency, ResumedSession } from "../client/index.ts";
 import { assert, type CellKey, type NodeId, type ServerId } from "../core/index.ts";
 import type { MembershipChange, MembershipResult, PlantedBugs, ReplicaStatus } from "../paxos/index.ts";
 import { checkHistory } from "./checks.ts";
@@ -41,7 +41,13 @@ export class Scenario {
     return this;
   }
 
-  newClient(options: { clockRate?: number; distance?: (serverId: ServerId) => number } = {}) {
+  newClient(
+    options: {
+      clockRate?: number;
+      distance?: (serverId: ServerId) => number;
+      sessions?: readonly ResumedSession[];
+    } = {},
+  ) {
     return this.world.addClient(options);
   }
 

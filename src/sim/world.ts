@@ -13,7 +13,7 @@ import {
   type Transaction,
   type TxnResult,
 } from "../cell/index.ts";
-import { type CellResolver, type Consistency, PhysaliaClient } from "../client/index.ts";
+import { type CellResolver, type Consistency, PhysaliaClient, type ResumedSession } from "../client/index.ts";
 import {
   type Address,
   assert,
@@ -346,6 +346,7 @@ export class SimWorld {
       clockRate?: number;
       requestTimeoutMs?: number;
       distance?: (serverId: ServerId) => number;
+      sessions?: readonly ResumedSession[];
     } = {},
   ): ClientSlot {
     const index = this.nextClientAddress++;
@@ -366,6 +367,7 @@ export class SimWorld {
       resolver: this.resolver,
       ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
       ...(options.distance === undefined ? {} : { distance: options.distance }),
+      ...(options.sessions === undefined ? {} : { sessions: options.sessions }),
     });
     const slot: ClientSlot = { index, address, client, scheduler };
     this.clients.push(slot);
