@@ -158,6 +158,23 @@ describe("the physalia command line against a local colony", () => {
     expect(longOption.code).toBe(clientExitCodes.usage);
     expect(longOption.stderr).toMatch(/argument '9{48}\.\.\.' \(3000 characters\) is invalid/);
     expect(longOption.stderr.length).toBeLessThan(400);
+    // An empty item key is a mistake in the command, refused before anything is sent.
+    const emptyItem = await physalia(["get", "vol-7", ""], dir);
+    expect(emptyItem.code).toBe(clientExitCodes.usage);
+    expect(emptyItem.stderr).toMatch(/an item key is 1 to 256 bytes of text, not empty/);
+    // Bytes the shell passed that are not UTF-8 would reach Node.js as U+FFFD, one key for many.
+    const notUtf8 = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      const command = `exec "$0" "$@" put vol-7 $'k\\xff' A`;
+      execFile(
+        "bash",
+        ["-c", command, process.execPath, ...cli],
+        { cwd: dir, encoding: "utf8" },
+        (error, _out, stderr) =>
+          resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? -1), stderr }),
+      );
+    });
+    expect(notUtf8.code).toBe(clientExitCodes.usage);
+    expect(notUtf8.stderr).toMatch(/argument 3 is not UTF-8 text \(its byte 1 is 0xff\)/);
     // A client with another key than the colony's: every server drops its connection.
     const wrongKey = await physalia(["get", "vol-7", "x"], dir, {
       ...process.env,

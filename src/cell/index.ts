@@ -38,7 +38,7 @@ export {
   type RequestBody,
   type ResponseBody,
 } from "./protocol.ts";
-export { cutUnits, show } from "./text.ts";
+export { cutUnits, show, wellFormedUtf8Length } from "./text.ts";
 export type {
   Command,
   CommandResult,
@@ -56,6 +56,8 @@ export type {
 export { OPERATION_FORMAT_VERSION } from "./types.ts";
 export {
   type CommandProblem,
+  copyOperation,
+  copyTransaction,
   itemKeyProblem,
   type ProblemCode,
   unsupportedVersionReason,

@@ -9,10 +9,12 @@ import { magnitudeBytes, resultDetailBytesMax, transactionBytes, varintBytes } f
 import { clipText, describe, quote, show, wellFormedUtf8Length } from "./text.ts";
 import {
   type Command,
+  type Condition,
   type LeaseOp,
   OPERATION_FORMAT_VERSION,
   type Operation,
   type Transaction,
+  type Value,
 } from "./types.ts";
 
 export type ProblemCode =
@@ -148,6 +150,37 @@ const entryBytesMax =
   varintBytes(limits.itemValueBytesMax) +
   limits.itemValueBytesMax;
 const entriesAlwaysFitting = Math.floor((limits.transactionBytesMax - 3 * 8) / entryBytesMax);
+
+/**
+ * A copy of a valid transaction that shares nothing the caller could change: lists, entries and
+ * bytes are new. A client sends the copy, so that changing a value (or a list) after the call
+ * changes neither what is sent nor what a retry under the same (session, seq) sends.
+ */
+export function copyTransaction(txn: Transaction): Transaction {
+  return {
+    conditions: txn.conditions.map((c) =>
+      "value" in c ? { ...c, value: copyValue(c.value) } : { ...c },
+    ) as Condition[],
+    reads: [...txn.reads],
+    writes: txn.writes.map((w) => (w.op === "put" ? { ...w, value: copyValue(w.value) } : { ...w })),
+  };
+}
+
+/** A copy of a valid operation (see copyTransaction). */
+export function copyOperation(op: Operation): Operation {
+  switch (op.type) {
+    case "txn":
+      return { type: "txn", txn: copyTransaction(op.txn) };
+    case "lease":
+      return { type: "lease", lease: { ...op.lease } };
+    case "unknown":
+      return { type: "unknown", bytes: op.bytes.slice() };
+  }
+}
+
+function copyValue<V extends Value>(value: V): V {
+  return (value instanceof Uint8Array ? value.slice() : value) as V;
+}
 
 export function validateTransaction(txn: Transaction): CommandProblem | null {
   if (!isObject(txn)) return problem("malformed", `the transaction must be an object, not ${describe(txn)}`);

@@ -13,6 +13,7 @@ import {
   hostsProblem,
   justBefore,
   registerClientCommands,
+  shellWord,
 } from "./client-commands.ts";
 import { ensureKeyFile } from "./colony.ts";
 
@@ -319,5 +320,14 @@ describe("physalia status", () => {
       await colony.close();
       rmSync(cwd, { recursive: true, force: true });
     }
+  });
+});
+
+describe("commands suggested in messages", () => {
+  it("quote a key the shell would split or expand, so they work as printed", () => {
+    expect(shellWord("vol-1")).toBe("vol-1");
+    expect(shellWord("a b")).toBe("'a b'");
+    expect(shellWord("it's $HOME")).toBe("'it'\\''s $HOME'");
+    expect(shellWord("")).toBe("''");
   });
 });

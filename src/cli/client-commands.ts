@@ -165,6 +165,17 @@ function cellKeyArgument(text: string): string {
   return text;
 }
 
+/** `text` as one word of a shell command, quoted when it must be. */
+export function shellWord(text: string): string {
+  return /^[A-Za-z0-9._\-/:=@%+,]+$/.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+/** An item key from the command line: an empty one is a usage error (its length, the cell's limit). */
+function itemArgument(text: string): string {
+  if (text === "") throw new InvalidArgumentError("an item key is 1 to 256 bytes of text, not empty");
+  return text;
+}
+
 function valueArgument(text: string): Value {
   try {
     return parseValue(text);
@@ -275,7 +286,7 @@ export function asFailure(error: unknown): CommandFailure {
     return new CommandFailure(
       clientExitCodes.unknownCell,
       "unknown_cell",
-      `cell ${quoted(error.cellKey)} does not exist: a majority of its servers do not host it; create it with \`physalia cell create ${error.cellKey}\``,
+      `cell ${quoted(error.cellKey)} does not exist: a majority of its servers do not host it; create it with \`physalia cell create ${shellWord(error.cellKey)}\``,
     );
   if (error instanceof OutcomeUnknownError)
     return new CommandFailure(
@@ -614,7 +625,7 @@ async function explainCellFailure(error: unknown, colony: Colony, cellKey: strin
       clientExitCodes.unknownCell,
       "unknown_cell",
       `cell ${quoted(cellKey)} does not exist: none of its servers (${names(answered)}) hosts it` +
-        `${write ? ", so nothing was written" : ""}; create it with \`physalia cell create ${cellKey}\``,
+        `${write ? ", so nothing was written" : ""}; create it with \`physalia cell create ${shellWord(cellKey)}\``,
     );
   const unreachable = answered.length === 0 ? await noServerAnswers(colony.servers) : null;
   if (unreachable !== null)
@@ -636,7 +647,7 @@ async function explainCellFailure(error: unknown, colony: Colony, cellKey: strin
   const need =
     answered.length < majorityOf(servers.length)
       ? `; the cell needs ${majorityOf(servers.length)} of its ${servers.length} servers: start the ones that are down and retry`
-      : `; check \`physalia status\` and \`physalia cell describe ${cellKey}\``;
+      : `; check \`physalia status\` and \`physalia cell describe ${shellWord(cellKey)}\``;
   return new CommandFailure(clientExitCodes.unavailable, "unavailable", `${error.message}${down}${need}`);
 }
 
@@ -908,7 +919,7 @@ export async function createCell(
         clientExitCodes.unavailable,
         "unavailable",
         `cell ${quoted(cellKey)} is on only ${took} of its ${servers.length} servers and cannot work without ${majority}; ` +
-          `these did not take it: ${missing}. Start them, then run \`physalia cell create ${cellKey} --add-missing\``,
+          `these did not take it: ${missing}. Start them, then run \`physalia cell create ${shellWord(cellKey)} --add-missing\``,
       );
     }
 
@@ -1052,20 +1063,20 @@ export function registerClientCommands(program: Command, context: ClientCommandC
           clientExitCodes.unavailable,
           "unavailable",
           `cell ${quoted(key)} is on only ${hosting} of its ${created.members.length} servers and cannot work; not on: ${missed}. ` +
-            `If those servers were down when it was created, start them and run \`physalia cell create ${key} --add-missing\` (never for a server that lost its data)`,
+            `If those servers were down when it was created, start them and run \`physalia cell create ${shellWord(key)} --add-missing\` (never for a server that lost its data)`,
         );
       if (missed !== "" && !io.json)
         io.say(
           `warning: the cell is not on ${missed}; it runs without them. ` +
             (created.created
-              ? `Once they are up, run \`physalia cell create ${key} --add-missing\``
+              ? `Once they are up, run \`physalia cell create ${shellWord(key)} --add-missing\``
               : "If they were down when it was created, add it with --add-missing once they are up"),
         );
       if (created.status === null)
         throw new CommandFailure(
           clientExitCodes.unavailable,
           "unavailable",
-          `cell ${quoted(key)} was created, but none of its nodes answered within ${createWaitMsDefault} ms; check \`physalia status\`, then \`physalia cell describe ${key}\``,
+          `cell ${quoted(key)} was created, but none of its nodes answered within ${createWaitMsDefault} ms; check \`physalia status\`, then \`physalia cell describe ${shellWord(key)}\``,
         );
       return clientExitCodes.ok;
     }),
@@ -1114,7 +1125,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .command("put")
       .description("write an item (value syntax: docs/OPERATIONS.md)")
       .argument("<key>", "the cell's key", cellKeyArgument)
-      .argument("<item>", "the item's key")
+      .argument("<item>", "the item's key", itemArgument)
       .argument(
         "<value>",
         "42, -7, true, false, hex:00ff, b64:AP8=, str:TEXT or any other text",
@@ -1130,7 +1141,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .command("get")
       .description("read an item (exit code 1 when it is missing)")
       .argument("<key>", "the cell's key", cellKeyArgument)
-      .argument("<item>", "the item's key")
+      .argument("<item>", "the item's key", itemArgument)
       .option("--eventual", "read from the nearest node without asking the leader (faster, possibly stale)"),
   ).action((key: string, item: string, options: CommonOptions & { eventual?: boolean }) =>
     run(context, options, async (io) => {
@@ -1156,7 +1167,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .command("add")
       .description("add to an integer item (a missing item counts as 0) and print the new value")
       .argument("<key>", "the cell's key", cellKeyArgument)
-      .argument("<item>", "the item's key")
+      .argument("<item>", "the item's key", itemArgument)
       .argument("<delta>", "an integer, like 1 or -5", integerArgument("the delta")),
   ).action((key: string, item: string, delta: bigint, options: CommonOptions) =>
     run(context, options, async (io) => {
@@ -1171,7 +1182,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       else if (added !== null) io.out(formatValue(added));
       if (added === null)
         io.say(
-          `the add applied once, but its new value was not kept for the retry that confirmed it; read it with \`physalia get ${key} ${item}\``,
+          `the add applied once, but its new value was not kept for the retry that confirmed it; read it with \`physalia get ${shellWord(key)} ${shellWord(item)}\``,
         );
       return clientExitCodes.ok;
     }),
@@ -1182,7 +1193,7 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .command("delete")
       .description("delete an item (deleting a missing item succeeds)")
       .argument("<key>", "the cell's key", cellKeyArgument)
-      .argument("<item>", "the item's key")
+      .argument("<item>", "the item's key", itemArgument)
       .option("--if <condition>", ifHelp, collectCondition, [] as Condition[]),
   ).action((key: string, item: string, options: WriteOptions) =>
     run(context, options, (io) => conditionalWrite(io, key, { item, op: "delete" }, options.if)),

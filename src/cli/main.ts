@@ -10,6 +10,7 @@ import { cutUnits } from "../cell/index.ts";
 import type { ColonyKeys } from "../client/index.ts";
 import { missingServerNodeFlags } from "../server/index.ts";
 import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
+import { argumentEncodingProblem, rawArguments } from "./arguments.ts";
 import { clientExitCodes, createCell, pathArgument, registerClientCommands } from "./client-commands.ts";
 import {
   ColonyFileError,
@@ -446,6 +447,12 @@ async function createDemoCells(colony: RunningColony): Promise<string[]> {
 }
 
 registerClientCommands(program, { exit: (code) => process.exit(code) });
+
+const encodingProblem = argumentEncodingProblem(process.argv.slice(2), rawArguments());
+if (encodingProblem !== null) {
+  process.stderr.write(usageError(encodingProblem, process.argv.slice(2)));
+  process.exit(exitCodes.usage);
+}
 
 // Usage errors never get here (the exit override ends the process); what does is unexpected.
 program.parseAsync(process.argv).catch((error: unknown) => {

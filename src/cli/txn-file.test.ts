@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseTransaction, readTransactionFile, transactionFileBytesMax } from "./txn-file.ts";
+import { parseTransaction, readTransactionFile, repeatedName, transactionFileBytesMax } from "./txn-file.ts";
 import { InputError } from "./values.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
@@ -108,9 +108,52 @@ describe("transaction files", () => {
     );
     expect(problem({ writes: [{ item: "a", op: "add", delta: 1.5 }] })).toMatch(/1\.5 is not an integer/);
     expect(problem({ writes: [{ item: "a", op: "add" }] })).toMatch(/an "add" needs a "delta"/);
+    expect(problem({ writes: [{ op: "put", value: 1 }] })).toMatch(
+      /writes\[0\]\.item: missing; an item is named by a non-empty string$/,
+    );
+    expect(problem({ writes: [{ item: "a" }] })).toMatch(
+      /writes\[0\]\.op: missing; use "put", "delete" or "add"$/,
+    );
+    expect(problem({ conditions: [{ item: "a" }] })).toMatch(/conditions\[0\]\.op: missing; use "exists"/);
+  });
+
+  it("refuses an item read or written twice as a mistake of the file, naming it", () => {
+    expect(problem({ reads: ["a", "a"] })).toMatch(/^t\.json: item "a" is read twice/);
+    expect(
+      problem({
+        writes: [
+          { item: "a", op: "put", value: 1 },
+          { item: "a", op: "delete" },
+        ],
+      }),
+    ).toMatch(/^t\.json: .*"a"/);
+  });
+
+  it("refuses a name given twice in one object, which JSON would otherwise drop silently", () => {
+    const twice =
+      '{"writes": [{"item": "a", "op": "put", "value": 1}],\n "writes": [{"item": "b", "op": "delete"}]}';
+    expect(() => parseTransaction(twice, "t.json")).toThrow(
+      't.json: the field "writes" appears twice in one object (line 2); write it once (a list holds several entries)',
+    );
+    expect(() =>
+      parseTransaction('{"writes": [{"item": "a", "item": "b", "op": "delete"}]}', "t.json"),
+    ).toThrow(/the field "item" appears twice/);
+    // Equal names in different objects, escapes and names inside strings are fine.
+    expect(
+      repeatedName('{"a": {"a": 1}, "b": [{"a": "\\"a\\":"}, {"a": 2}], "c\\"": 1, "c": "{\\"c\\": 1}"}'),
+    ).toBeNull();
+    expect(repeatedName('{"a\\u0062": 1, "ab": 2}')).toEqual({ name: "ab", line: 1 });
   });
 
   it("says what is wrong with a value", () => {
+    expect(
+      problem(
+        '{"writes": [{"item": "s", "op": "put", "value": {"type": "bytes", "value": {"text": "a\\ud800b"}}}]}',
+      ),
+    ).toMatch(/writes\[0\]\.value\.value\.text: "a\\ud800b" holds an unpaired UTF-16 surrogate/);
+    expect(problem('{"writes": [{"item": "s", "op": "put", "value": "x\\udc00"}]}')).toMatch(
+      /writes\[0\]\.value: "x\\udc00" holds an unpaired UTF-16 surrogate, which is not text and has no UTF-8 form; give such bytes in hex/,
+    );
     const put = (value: unknown) => problem({ writes: [{ item: "a", op: "put", value }] });
     expect(put(null)).toMatch(/writes\[0\]\.value: expected a value .* got null/);
     expect(put(2 ** 60)).toMatch(

@@ -18,7 +18,13 @@
  * as valueFromJson reads them. The cell's own limits (key and value sizes, items per
  * transaction) are checked by the client before anything is sent.
  */
-import type { Condition, Transaction, Write } from "../cell/index.ts";
+import {
+  type Condition,
+  type ProblemCode,
+  type Transaction,
+  validateTransaction,
+  type Write,
+} from "../cell/index.ts";
 import { FileTooLargeError, readBoundedText } from "../client/index.ts";
 import { describeJson, InputError, parseCondition, quoted, valueFromJson } from "./values.ts";
 
@@ -48,7 +54,9 @@ function list(value: unknown, where: string): readonly unknown[] {
 
 function itemName(value: unknown, where: string): string {
   if (typeof value !== "string" || value === "")
-    throw new InputError(`${where}: an item is named by a non-empty string, got ${describeJson(value)}`);
+    throw new InputError(
+      `${where}: ${value === undefined ? "missing; " : ""}an item is named by a non-empty string${value === undefined ? "" : `, got ${describeJson(value)}`}`,
+    );
   return value;
 }
 
@@ -69,7 +77,7 @@ function condition(value: unknown, where: string): Condition {
   const op = value.op;
   if (typeof op !== "string" || !conditionOps.has(op))
     throw new InputError(
-      `${where}.op: ${describeJson(op)} is not a condition; use "exists", "missing", "equals", "lt", "le", "gt" or "ge"`,
+      `${where}.op: ${op === undefined ? "missing" : `${describeJson(op)} is not a condition`}; use "exists", "missing", "equals", "lt", "le", "gt" or "ge"`,
     );
   if (op === "exists" || op === "missing") {
     if ("value" in value) throw new InputError(`${where}: an "${op}" condition takes no value`);
@@ -105,7 +113,7 @@ function write(value: unknown, where: string): Write {
     }
     default:
       throw new InputError(
-        `${where}.op: ${describeJson(value.op)} is not a write; use "put", "delete" or "add"`,
+        `${where}.op: ${value.op === undefined ? "missing" : `${describeJson(value.op)} is not a write`}; use "put", "delete" or "add"`,
       );
   }
 }
@@ -118,6 +126,13 @@ export function parseTransaction(text: string, origin: string): Transaction {
   } catch (error) {
     throw new InputError(`${origin} is not valid JSON: ${(error as Error).message}`);
   }
+  // JSON.parse keeps the last of two equal names in an object: the first would be dropped unseen.
+  const repeated = repeatedName(text);
+  if (repeated !== null)
+    throw new InputError(
+      `${origin}: the field ${JSON.stringify(repeated.name)} appears twice in one object (line ${repeated.line}); ` +
+        "write it once (a list holds several entries)",
+    );
   if (!isRecord(document))
     throw new InputError(
       `${origin}: a transaction file holds one object {"conditions", "reads", "writes"}, not ${describeJson(document)}`,
@@ -134,8 +149,27 @@ export function parseTransaction(text: string, origin: string): Transaction {
     throw new InputError(
       `${origin}: the transaction has no conditions, reads or writes; it would do nothing`,
     );
-  return { conditions, reads, writes };
+  const txn = { conditions, reads, writes };
+  // What the file says wrongly (an item read or written twice, say) is its mistake; a limit it
+  // breaks is the cell's refusal (exit 5), which the client reports when it checks the request.
+  const problem = validateTransaction(txn);
+  if (problem !== null && fileMistakes.has(problem.code))
+    throw new InputError(`${origin}: ${problem.message}`);
+  return txn;
 }
+
+/** Problems of a transaction that are mistakes in writing it, not limits of the cell. */
+const fileMistakes: ReadonlySet<ProblemCode> = new Set<ProblemCode>([
+  "malformed",
+  "empty_transaction",
+  "item_key_empty",
+  "item_key_not_text",
+  "not_a_value",
+  "bad_condition_value",
+  "bad_delta",
+  "duplicate_read",
+  "duplicate_write",
+]);
 
 /** Reads and parses a transaction file (`-` reads standard input). Throws InputError. */
 export function readTransactionFile(file: string): Transaction {
@@ -151,4 +185,37 @@ export function readTransactionFile(file: string): Transaction {
     throw new InputError(`cannot read the transaction file ${origin}: ${(error as Error).message}`);
   }
   return parseTransaction(text, origin);
+}
+
+/**
+ * The first name that appears twice in one object of `text` (valid JSON), with the line of its
+ * second appearance, or null.
+ */
+export function repeatedName(text: string): { name: string; line: number } | null {
+  // Per open object, the names seen and whether the next string is a name; null for a list.
+  const open: ({ names: Set<string>; nameNext: boolean } | null)[] = [];
+  let line = 1;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === "\n") line++;
+    else if (ch === "{") open.push({ names: new Set(), nameNext: true });
+    else if (ch === "[") open.push(null);
+    else if (ch === "}" || ch === "]") open.pop();
+    else if (ch === ",") {
+      const top = open[open.length - 1];
+      if (top) top.nameNext = true;
+    } else if (ch === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      const top = open[open.length - 1];
+      if (top?.nameNext) {
+        const name = JSON.parse(text.slice(i, end + 1)) as string;
+        if (top.names.has(name)) return { name, line };
+        top.names.add(name);
+        top.nameNext = false;
+      }
+      i = end;
+    }
+  }
+  return null;
 }

@@ -81,12 +81,15 @@ describe("values as printed", () => {
     expect(formatValue(text("str:x"))).toBe("str:str:x");
     expect(formatValue(text(""))).toBe("str:");
     expect(formatValue(text("007"))).toBe("007");
+    expect(formatValue(text("-x"))).toBe("str:-x");
+    expect(formatValue(text("-Infinity"))).toBe("str:-Infinity");
   });
 
   it("prints bytes that are not printable UTF-8 as hex", () => {
     expect(formatValue(bytes(0, 255))).toBe("hex:00ff");
     expect(formatValue(text("two\nlines"))).toBe(`hex:${Buffer.from("two\nlines").toString("hex")}`);
     expect(formatValue(text("\u202eevil"))).toMatch(/^hex:/);
+    expect(formatValue(text("a\u061cb"))).toMatch(/^hex:/);
     expect(formatValue(bytes(0xef, 0xbb, 0xbf, 0x41))).toBe("hex:efbbbf41");
     expect(formatValue(bytes(0xc3))).toBe("hex:c3");
   });

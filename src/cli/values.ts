@@ -22,7 +22,7 @@
  * Conditions (`--if`) are `ITEM=VALUE`, `ITEM!` (missing), `ITEM?` (exists), `ITEM<N`,
  * `ITEM<=N`, `ITEM>N`, `ITEM>=N`; see parseCondition for how they split.
  */
-import type { Condition, Value } from "../cell/index.ts";
+import { type Condition, type Value, wellFormedUtf8Length } from "../cell/index.ts";
 
 /** Bad input from the person at the keyboard: the message says what was wrong and what to do. */
 export class InputError extends Error {
@@ -46,7 +46,7 @@ export function quoted(text: string): string {
 
 /** A value as typed on the command line (see the module comment). Throws InputError. */
 export function parseValue(text: string): Value {
-  if (text.startsWith("str:")) return utf8Encoder.encode(text.slice(4));
+  if (text.startsWith("str:")) return textBytes(text.slice(4));
   if (text.startsWith("hex:")) {
     const digits = text.slice(4);
     if (!hexPattern.test(digits))
@@ -68,6 +68,19 @@ export function parseValue(text: string): Value {
   if (text === "true") return true;
   if (text === "false") return false;
   if (integerPattern.test(text)) return BigInt(text);
+  return textBytes(text);
+}
+
+/**
+ * The UTF-8 bytes of `text`. Throws InputError for an unpaired UTF-16 surrogate (a JSON string
+ * may hold one, as "\ud800"), which has no UTF-8 form: encoding would store U+FFFD instead.
+ */
+function textBytes(text: string): Uint8Array {
+  if (wellFormedUtf8Length(text) < 0)
+    throw new InputError(
+      `${quoted(text)} holds an unpaired UTF-16 surrogate, which is not text and has no UTF-8 form; ` +
+        "give such bytes in hex (hex:...)",
+    );
   return utf8Encoder.encode(text);
 }
 
@@ -82,7 +95,9 @@ export function parseInteger(text: string, what: string): bigint {
 function isPrintable(text: string): boolean {
   // Control characters, bidirectional controls and marks, and the byte-order mark would make
   // the printed line lie about what is stored.
-  return !/[\p{Cc}\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/u.test(text);
+  // Bidi_Control is every bidirectional control of Unicode (U+061C, U+200E, U+200F, U+202A-U+202E,
+  // U+2066-U+2069).
+  return !/[\p{Cc}\p{Bidi_Control}\ufeff]/u.test(text);
 }
 
 /** The bytes as text if they are well-formed UTF-8, else null. */
@@ -105,7 +120,9 @@ function readsBackAsText(text: string): boolean {
     text !== "true" &&
     text !== "false" &&
     !integerPattern.test(text) &&
-    !/^(?:str|hex|b64):/.test(text)
+    !/^(?:str|hex|b64):/.test(text) &&
+    // On a command line, a word starting with - that is not a number is taken for an option.
+    !text.startsWith("-")
   );
 }
 
@@ -207,7 +224,11 @@ function bytesFromJson(value: unknown, where: string): Uint8Array {
     throw new InputError(`${where}.${field}: expected a string, got ${describeJson(content)}`);
   switch (field) {
     case "text":
-      return utf8Encoder.encode(content);
+      try {
+        return textBytes(content);
+      } catch (error) {
+        throw new InputError(`${where}.text: ${(error as Error).message}`);
+      }
     case "hex":
       if (!hexPattern.test(content))
         throw new InputError(`${where}.hex: ${quoted(content)} is not pairs of hex digits`);

@@ -183,7 +183,9 @@ describe("client", () => {
     // One session went from client to client, numbering its commands on.
     expect(sessions).toEqual([{ cellKey: "vol-1", id: sessions[0]?.id, seq: runs, fresh: false }]);
     // A session the cell does not know (a colony made anew, say) is given up for a new one.
-    const stranger = s.newClient({ sessions: [{ cellKey: "vol-1", id: 12345, seq: 7, fresh: false }] }).client;
+    const stranger = s.newClient({
+      sessions: [{ cellKey: "vol-1", id: 12345, seq: 7, fresh: false }],
+    }).client;
     const added = stranger.cell("vol-1").add("n", 1n);
     s.run(400);
     expect(await added).toBe(BigInt(runs + 1));
@@ -202,8 +204,47 @@ describe("client", () => {
     expect(resumedSessionsProblem([{ ...ok, fresh: "no" }])).toMatch(/sessions\[0\] must be/);
     expect(resumedSessionsProblem([{ ...ok, cellKey: "" }])).toMatch(/sessions\[0\]\.cellKey/);
     expect(resumedSessionsProblem([ok, { ...ok }])).toMatch(/listed twice/);
-    const many = Array.from({ length: limits.clientSessionsPerCellMax + 1 }, (_, i) => ({ ...ok, id: i + 1 }));
+    const many = Array.from({ length: limits.clientSessionsPerCellMax + 1 }, (_, i) => ({
+      ...ok,
+      id: i + 1,
+    }));
     expect(resumedSessionsProblem(many)).toMatch(/more than 16 sessions of cell "vol-1"/);
+  });
+
+  it("sends what it was given at the call, whatever the caller changes afterwards", async () => {
+    const s = new Scenario().cell("vol-1");
+    const cell = s.newClient().client.cell("vol-1");
+    // With the cell's servers down, the put is sent again and again: every copy must carry what
+    // was given, not what the caller changed in between.
+    const servers = s.members("vol-1").map((node) => node.serverId);
+    s.crash(...servers);
+    const value = new Uint8Array([1, 2, 3]);
+    const put = cell.put("x", value);
+    s.run(1);
+    value.fill(0xee);
+    s.run(1500);
+    s.restart(...servers);
+    s.run(3000);
+    await put;
+    // A condition's bytes and the transaction's lists, changed after the call, change nothing.
+    const expected = new Uint8Array([1, 2, 3]);
+    const txn = {
+      conditions: [{ item: "x", op: "equals" as const, value: expected }],
+      reads: ["x"],
+      writes: [{ item: "y", op: "put" as const, value: bytes("y") }],
+    };
+    const conditional = cell.transact(txn);
+    expected.fill(0);
+    txn.writes.push({ item: "z", op: "put", value: bytes("z") });
+    s.run(200);
+    expect((await conditional).status).toBe("committed");
+    const read = cell.read({ conditions: [], reads: ["x", "z"], writes: [] });
+    s.run(200);
+    const result = await read;
+    expect(result.status === "committed" ? result.reads?.map((r) => r.value) : result).toEqual([
+      new Uint8Array([1, 2, 3]),
+      null,
+    ]);
   });
 
   it("the promise API works end to end over the simulated colony", async () => {

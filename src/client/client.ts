@@ -9,6 +9,8 @@ import type { ClientRequest, ClientResponse, RequestBody, ResponseBody } from ".
 import {
   type Command,
   type CommandResult,
+  copyOperation,
+  copyTransaction,
   type LeaseOp,
   type LeaseResult,
   OPERATION_FORMAT_VERSION,
@@ -358,14 +360,16 @@ export class PhysaliaClient {
   // ------------------------------------------------------------------ operations (callback form)
 
   /** A transaction with writes (or a lease operation): through the log, exactly once. */
-  command(cellKey: CellKey, op: Operation, answer: (outcome: Outcome<CommandResult>) => void): void {
+  command(cellKey: CellKey, given: Operation, answer: (outcome: Outcome<CommandResult>) => void): void {
     // Limits are checked here too, so a bad request fails at once with the same message the
     // server would give, without a round trip or a session sequence number.
-    const problem = validateOperation(op);
+    const problem = validateOperation(given);
     if (problem !== null) {
       answer({ ok: false, error: new InvalidRequestError(cellKey, problem.message) });
       return;
     }
+    // Sent, and sent again by retries, as it is now: the caller may change its bytes meanwhile.
+    const op = copyOperation(given);
     const callback = this.admit(cellKey, answer);
     if (callback === null) return;
     const go = (retriesLeft: number): void => {
@@ -427,7 +431,7 @@ export class PhysaliaClient {
   /** A read-only transaction. */
   read(
     cellKey: CellKey,
-    txn: Transaction,
+    given: Transaction,
     consistency: Consistency,
     answer: (outcome: Outcome<TxnResult>) => void,
   ): void {
@@ -437,12 +441,13 @@ export class PhysaliaClient {
       answer({ ok: false, error: new InvalidRequestError(cellKey, detail) });
       return;
     }
-    const problem = validateTransaction(txn);
-    if (problem !== null || txn.writes.length > 0) {
+    const problem = validateTransaction(given);
+    if (problem !== null || given.writes.length > 0) {
       const message = problem?.message ?? "a read may not write: send writes as a transaction";
       answer({ ok: false, error: new InvalidRequestError(cellKey, message) });
       return;
     }
+    const txn = copyTransaction(given);
     const callback = this.admit(cellKey, answer);
     if (callback === null) return;
     const build =

@@ -28,4 +28,4 @@ export {
   UnknownCellError,
 } from "./errors.ts";
 export { NodeScheduler } from "./node-runtime.ts";
-export { FileTooLargeError, readBoundedText } from "./read-bounded.ts";
+export { FileTooLargeError, firstInvalidUtf8, readBoundedText } from "./read-bounded.ts";

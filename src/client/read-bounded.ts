@@ -17,7 +17,7 @@ const pieceBytes = 64 * 1024;
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
 /** The offset of the first byte that makes `bytes` not UTF-8 (it has one). */
-function firstInvalidUtf8(bytes: Uint8Array): number {
+export function firstInvalidUtf8(bytes: Uint8Array): number {
   // A prefix decodes in streaming mode (an unfinished sequence at its end allowed) until it takes
   // in the first invalid byte: the shortest prefix that does not ends with it.
   const decodes = (length: number): boolean => {
