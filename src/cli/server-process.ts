@@ -157,14 +157,13 @@ export async function startServer(options: {
   }
   const book = addressBook(config.topology);
   const transport = new MappedTransport(tcp, book);
-  const seed = randomBytes(4).readUInt32LE(0);
   const server = new Server({
     serverId: self.id,
     peers: config.topology.servers.map((s) => s.id),
     storage,
     transport,
     scheduler: new NodeScheduler(true),
-    random: new Prng(seed),
+    random: Prng.fromBytes(randomBytes(16)),
     ...(config.residentIdleSeconds === undefined
       ? {}
       : { residentIdleMs: config.residentIdleSeconds * 1000 }),
