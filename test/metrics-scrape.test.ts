@@ -2,7 +2,9 @@
  * A scrape of /metrics reads what the server has; it never makes the storage catch up with its
  * pending changes first (a checkpoint on the event loop, for seconds during a burst of new cells).
  */
+import { createConnection } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
+import { encodeFrame, encodeHello, frameKey } from "../src/transport/index.ts";
 import { createCells } from "./support/colony.ts";
 import { metric, type OneServer, sleep, startOneServer } from "./support/one-server.ts";
 
@@ -33,6 +35,33 @@ describe("a scrape of a server's /metrics", () => {
     }
     expect(Math.max(...pendingAfterTwoScrapes)).toBeGreaterThan(0);
   }, 60_000);
+
+  it("counts and logs messages from a peer with the colony key that it cannot decode", async () => {
+    server ??= await startOneServer("scrape");
+    const { topology, colonyKey } = server;
+    const target = topology.servers[0] as { host: string; port: number };
+    const key = frameKey(colonyKey);
+    const socket = createConnection({ host: target.host, port: target.port });
+    await new Promise((resolve) => socket.once("connect", resolve));
+    try {
+      socket.write(encodeHello(key, "127.0.0.1:1"));
+      for (let sequence = 1; sequence <= 3; sequence++) {
+        socket.write(
+          encodeFrame(key, { sender: "127.0.0.1:1", sequence, messages: [new Uint8Array([0xff])] }),
+        );
+      }
+      const series = 'physalia_transport_messages_dropped_total{reason="undecodable-message"}';
+      let dropped = Number.NaN;
+      for (let attempt = 0; attempt < 50 && dropped !== 3; attempt++) {
+        await sleep(100);
+        dropped = metric(await server.scrape(), series);
+      }
+      expect(dropped).toBe(3);
+      expect(server.log()).toMatch(/"msg":"undecodable message dropped".*"remote":"127\.0\.0\.1:1"/);
+    } finally {
+      socket.destroy();
+    }
+  }, 30_000);
 
   it("gives the free space of the file system holding the data directory", async () => {
     server ??= await startOneServer("scrape");

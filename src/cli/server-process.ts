@@ -303,6 +303,20 @@ export async function startServer(options: {
           value,
         })),
       },
+      {
+        name: "physalia_transport_messages_dropped_total",
+        help: "Messages the transport dropped, by reason (undecodable-message: a peer's message this build cannot read)",
+        kind: "counter",
+        samples: Object.entries(transportStats.messagesDropped).map(([reason, value]) => ({
+          labels: { reason },
+          value,
+        })),
+      },
+      counter(
+        "physalia_transport_warnings_suppressed_total",
+        "Transport warnings not logged because more than its rate bound came in one second",
+        transportStats.warningsSuppressed,
+      ),
       counter(
         "physalia_storage_batches_written_total",
         "Storage batches made durable (one flushed journal record each)",

@@ -455,6 +455,21 @@ describe("LmdbStorage", () => {
     );
   });
 
+  it("checkpoints changes when the interval is up, also when no write follows them", async () => {
+    await storage.close();
+    const s = LmdbStorage.open({ path: directory, codec: commandCodec, checkpoint: { intervalMs: 200 } });
+    open.push(s);
+    await persist(s, batch({ writes: [fresh("a", 1, [1]), fresh("b", 1, [1])] }));
+    expect(s.stats().pendingCells).toBe(2);
+    const before = s.stats().checkpoints;
+    for (let i = 0; i < 50 && s.stats().pendingCells > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(s.stats().pendingCells).toBe(0);
+    expect(s.stats().checkpoints).toBe(before + 1);
+    // With nothing pending, nothing more is done.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(s.stats().checkpoints).toBe(before + 1);
+  });
+
   it("a second batch while one is in flight is a bug", async () => {
     const first = persist(storage, batch({ writes: [fresh("a", 1, [1])] }));
     expect(() => storage.write(batch({}), () => {})).toThrow(InvariantError);

@@ -329,6 +329,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private forget: CellKey[] = [];
   /** When the first journal record not yet handed to a checkpoint was written (performance.now()). */
   private pendingSinceMs = 0;
+  /** Set while changes wait and no write comes to start their checkpoint (see armQuietCheckpoint). */
+  private quietTimer: NodeJS.Timeout | null = null;
   /** Sequence number of the last journal record. */
   private seq = 0;
   private readonly journalWriter = new ByteWriter(64 * 1024);
@@ -591,6 +593,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
         this.lastCommitLatencyMs = performance.now() - startedMs;
         done(null);
         if (this.checkpointDue()) this.startCheckpoint();
+        else this.armQuietCheckpoint();
         return;
       }
       this.batchesFailed += 1;
@@ -661,6 +664,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
   async close(): Promise<void> {
     if (this.state !== "open") return;
     this.state = "closing";
+    this.disarmQuietCheckpoint();
     while (this.inFlight !== null) await this.inFlight;
     try {
       // A clean stop leaves nothing to replay.
@@ -727,7 +731,31 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.runner.start(job, (result) => {
       this.finishCheckpoint(cells, result);
       if (this.state === "open" && this.checkpointDue()) this.startCheckpoint();
+      else this.armQuietCheckpoint();
     });
+  }
+
+  /**
+   * Checkpoints start after writes; changes a server then writes nothing after would wait in the
+   * journal until the next write, however long it is quiet (and the hosted count with them). A
+   * timer starts their checkpoint when the interval is up.
+   */
+  private armQuietCheckpoint(): void {
+    if (this.quietTimer !== null || this.state !== "open" || this.broken !== null) return;
+    if (this.seq === this.handedThrough) return;
+    const dueInMs = Math.max(0, this.pendingSinceMs + this.policy.intervalMs - performance.now());
+    this.quietTimer = setTimeout(() => {
+      this.quietTimer = null;
+      if (this.state !== "open" || this.broken !== null) return;
+      if (this.checkpointDue()) this.startCheckpoint();
+      else this.armQuietCheckpoint();
+    }, dueInMs + 1);
+    this.quietTimer.unref();
+  }
+
+  private disarmQuietCheckpoint(): void {
+    if (this.quietTimer !== null) clearTimeout(this.quietTimer);
+    this.quietTimer = null;
   }
 
   /** The pending changes as a checkpoint's job; later changes start a new overlay. */
@@ -860,6 +888,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
   async abandonForTest(): Promise<void> {
     if (this.state !== "open") return;
     this.state = "closing";
+    this.disarmQuietCheckpoint();
     while (this.inFlight !== null) await this.inFlight;
     this.state = "closed";
     // A checkpoint in flight is let finish: a crash may come before or after its commit, and

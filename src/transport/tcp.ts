@@ -740,7 +740,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     if (largest === null || held(largest) === 0) return false;
     this.counters[counter] += 1;
     this.warn(`${what}: closing the connection holding the most`, {
-      remote: largest.remote ?? "unknown",
+      remote: peerOf(largest),
       bytes: held(largest),
     });
     release(largest);
@@ -930,7 +930,7 @@ export class TcpTransport<M> implements TransportPort<M> {
       connection.timer = null;
       if (connection.helloReceived) return;
       this.counters.helloTimeouts += 1;
-      this.warn("no hello: closing connection", { remote: connection.remote ?? "unknown" });
+      this.warn("no hello: closing connection", { remote: peerOf(connection) });
       connection.socket.destroy();
     }, this.bounds.helloTimeoutMs);
     connection.timer.unref();
@@ -951,7 +951,7 @@ export class TcpTransport<M> implements TransportPort<M> {
       // Expected on a network: resets, refused dials. 'close' follows and does the bookkeeping.
       connection.errorCode = error.code ?? null;
       if (connection.connected)
-        this.warn("connection error", { remote: connection.remote ?? "unknown", error: error.message });
+        this.warn("connection error", { remote: peerOf(connection), error: error.message });
     });
     socket.on("close", () => this.onClose(connection));
   }
@@ -1075,7 +1075,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     if (!split.ok) {
       this.framesDropped.oversized += 1;
       this.warn("oversized frame: closing connection", {
-        remote: connection.remote ?? "unknown",
+        remote: peerOf(connection),
         detail: split.detail,
       });
       connection.socket.destroy();
@@ -1127,7 +1127,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     connection.badFrames += 1;
     if (!connection.helloReceived || connection.badFrames > this.bounds.badFramesPerConnectionMax) {
       this.warn("rejected frame: closing connection", {
-        remote: connection.remote ?? "unknown",
+        remote: peerOf(connection),
         reason,
         detail,
       });
@@ -1170,8 +1170,10 @@ export class TcpTransport<M> implements TransportPort<M> {
       let message: M;
       try {
         message = this.codec.decode(payload);
-      } catch {
+      } catch (error) {
+        // From a peer holding the colony key: another build's message, or a bug. Counted, and told.
         this.messagesDropped["undecodable-message"] += 1;
+        this.warn("undecodable message dropped", { remote: peerOf(connection), error: describe(error) });
         continue;
       }
       this.deliver(frame.sender, message);
@@ -1240,6 +1242,18 @@ export class TcpTransport<M> implements TransportPort<M> {
     this.warningsInWindow += 1;
     this.warnSink(message, fields);
   }
+}
+
+/**
+ * Who is at the other end of a connection, for a log line: the peer's address once its hello
+ * named it, else the socket's address (a client, or a sender whose hello was refused).
+ */
+function peerOf(connection: Connection): string {
+  if (connection.remote !== null) return connection.remote;
+  const { remoteAddress, remotePort } = connection.socket;
+  if (remoteAddress === undefined) return "unknown";
+  const host = remoteAddress.includes(":") ? `[${remoteAddress}]` : remoteAddress;
+  return `${host}:${remotePort ?? "?"} (before its hello)`;
 }
 
 function describe(error: unknown): string {

@@ -24,6 +24,8 @@ export interface OneServer {
   readonly colonyKey: Uint8Array;
   /** The server's /metrics text, or "" if it does not answer within 2 s. */
   scrape(): Promise<string>;
+  /** What the server has logged so far (its standard error, the last 1 MiB). */
+  log(): string;
   /** Kills the process (SIGKILL) if it still runs, and removes its directory. */
   stop(): Promise<void>;
 }
@@ -47,7 +49,11 @@ export async function startOneServer(
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, PHYSALIA_COLONY_KEY: "" },
   });
-  child.stderr?.resume();
+  let log = "";
+  child.stderr?.setEncoding("utf8");
+  child.stderr?.on("data", (text: string) => {
+    log = (log + text).slice(-1024 * 1024);
+  });
   const admin = `http://${server.host}:${server.adminPort}`;
   const scrape = async (): Promise<string> => {
     try {
@@ -65,5 +71,5 @@ export async function startOneServer(
     rmSync(dir, { recursive: true, force: true });
   };
   for (let attempt = 0; attempt < 200 && (await scrape()) === ""; attempt++) await sleep(100);
-  return { topology, colonyKey: loadColonyKey(keyFile, {}), scrape, stop };
+  return { topology, colonyKey: loadColonyKey(keyFile, {}), scrape, log: () => log, stop };
 }
