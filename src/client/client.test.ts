@@ -247,6 +247,31 @@ describe("client", () => {
     ]);
   });
 
+  it("a describe names a leader only while the answering node hears one", async () => {
+    const s = new Scenario().cell("vol-1");
+    expect(s.put("vol-1", "x", bytes("1")).failure).toBeNull();
+    const cell = s.newClient().client.cell("vol-1");
+    const settle = async <T>(promise: Promise<T>, ms: number): Promise<T | string> => {
+      const caught = promise.catch((error: unknown) => `failed: ${String(error)}`);
+      s.run(ms);
+      await new Promise((resolve) => setImmediate(resolve));
+      return Promise.race([caught, Promise.resolve("still pending")]);
+    };
+    const healthy = (await settle(cell.describe(), 500)) as { leader: { serverId: string } | null };
+    const leader = s.leader("vol-1");
+    expect(healthy.leader?.serverId).toBe(leader);
+    // The leader's server and three more go: the three left cannot elect anyone, and the one a
+    // describe reaches last followed a server that is gone.
+    const others = s
+      .members("vol-1")
+      .map((n) => n.serverId)
+      .filter((id) => id !== leader);
+    s.crash(leader as string, ...others.slice(0, 3));
+    s.run(3000);
+    const stranded = (await settle(cell.describe(), 3000)) as { leader: unknown; role: string };
+    expect(stranded).toMatchObject({ leader: null });
+  });
+
   it("the promise API works end to end over the simulated colony", async () => {
     const s = new Scenario().cell("vol-1");
     const cell = s.newClient().client.cell("vol-1");

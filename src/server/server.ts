@@ -95,6 +95,8 @@ interface HostedNode extends WheelItem {
    * leader, or a prepare of a candidate.
    */
   proposerHeardMs: number;
+  /** When a leader on another server last reached it: an accept or a heartbeat. */
+  leaderHeardMs: number;
 }
 
 type PendingRequest =
@@ -837,7 +839,10 @@ export class Server {
           this.counters.messagesDropped += 1;
           return;
         }
-        if (from !== this.serverId && isProposerAtWork(paxos.type)) node.proposerHeardMs = now;
+        if (from !== this.serverId && isProposerAtWork(paxos.type)) {
+          node.proposerHeardMs = now;
+          if (paxos.type !== "prepare") node.leaderHeardMs = now;
+        }
         node.replica.step(paxos, now, this.out);
         this.touch(node);
         return;
@@ -878,7 +883,16 @@ export class Server {
       return;
     }
     if (body.type === "describe") {
-      this.respond(client, id, cellKey, { type: "status", status: node.replica.status() });
+      // The node's hint names whoever it last followed, a candidate or a server gone since
+      // included: a describe names a leader only while one is heard from (or this node leads).
+      const status = node.replica.status();
+      const current =
+        status.role === "leader" ||
+        now - node.leaderHeardMs < limits.leaderSilenceMs + this.silenceAllowanceMs(now);
+      this.respond(client, id, cellKey, {
+        type: "status",
+        status: current ? status : { ...status, leader: null },
+      });
       return;
     }
     if (body.type === "read" && body.consistency === "eventual") {
@@ -1192,6 +1206,7 @@ export class Server {
       activeAtMs: this.scheduler.nowMs(),
       touched: false,
       proposerHeardMs: Number.NEGATIVE_INFINITY,
+      leaderHeardMs: Number.NEGATIVE_INFINITY,
     };
     this.nodes.set(cellKey, node);
     this.touch(node);
