@@ -40,6 +40,14 @@ function physalia(
   });
 }
 
+/** The messages of a server's standard error, which is its log: every line must be JSON. */
+function logMessages(stderr: string): string[] {
+  return stderr
+    .trim()
+    .split("\n")
+    .map((line) => (JSON.parse(line) as { msg: string }).msg);
+}
+
 /**
  * Kills, by pid, the processes of `pids` still running a server of the colony in `dir` (a pid may
  * have been reused by then, so only one whose command line names the directory).
@@ -207,11 +215,11 @@ describe("the physalia command line against a local colony", () => {
     writeFileSync(join(dir, "copy-of-s1.json"), JSON.stringify(config));
     const second = await physalia(["server", "--config", "copy-of-s1.json"], dir);
     expect(second.code).toBe(9);
-    const lines = second.stderr.trim().split("\n");
+    const lines = logMessages(second.stderr);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(
       new RegExp(
-        `^physalia: server s1 could not start: the data directory .*s1 is in use by another server process \\(pid ${colony.pid}\\)`,
+        `^server s1 could not start: the data directory .*s1 is in use by another server process \\(pid ${colony.pid}\\)`,
       ),
     );
     expect(lines[0]).toContain("Stop that process first, or give this server its own data directory");
@@ -394,7 +402,7 @@ describe("physalia up --processes killed with kill -9", () => {
             `the physalia up process \\(pid ${first.child.pid}\\) that started this server is gone; stopping`,
           ),
         );
-        expect(log).toContain(`physalia: physalia up (pid ${first.child.pid}) is gone: shutting down`);
+        expect(log).toContain(`"msg":"physalia up (pid ${first.child.pid}) is gone: shutting down"`);
       }
       // Their data directories are free again, and hold what was written.
       const second = await startUp();
@@ -426,7 +434,7 @@ describe("physalia server with a bad configuration", () => {
       );
       const bad = await physalia(["server", "--config", "s1.yaml"], dir);
       expect(bad.code).toBe(2);
-      const lines = bad.stderr.trim().split("\n");
+      const lines = logMessages(bad.stderr);
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(/s1\.yaml is invalid: .*port/);
       const missing = await physalia(["server", "--config", "nowhere.yaml"], dir);
@@ -514,7 +522,9 @@ describe("physalia server asked to stop while it opens its storage", () => {
       expect(await exited).toEqual({ code: 0, signal: null });
       // (The replay holds the event loop, so the signal is often handled only once the start is
       // done; when it is handled during the start, the server says it will stop once started.)
-      expect(stderr).toContain("physalia: SIGTERM: shutting down");
+      expect(stderr).toContain('"msg":"SIGTERM: shutting down"');
+      // The server's standard error is its log: one JSON object per line, these lines included.
+      expect(logMessages(stderr)).toContain("SIGTERM: shutting down");
       expect(stderr).toContain('"msg":"server stopped"');
       // Stopped cleanly: every replayed cell is in lmdb, and the directory is free.
       expect(existsSync(pidFile)).toBe(false);
@@ -581,15 +591,15 @@ describe("physalia server on another server's data directory", () => {
       expect(readFileSync(identity, "utf8")).toBe("s1\n");
 
       const refusal = new RegExp(
-        "^physalia: server s2 could not start: the data directory .*s1 belongs to server s1, and this server is s2: " +
-          ".*Point `data` at s2's own directory, or start s1 with this one\n$",
+        "^server s2 could not start: the data directory .*s1 belongs to server s1, and this server is s2: " +
+          ".*Point `data` at s2's own directory, or start s1 with this one$",
       );
       const wrong = await physalia(["server", "--config", "wrong.json"], dir, {
         ...process.env,
         PHYSALIA_COLONY_KEY: "",
       });
       expect(wrong.code).toBe(9);
-      expect(wrong.stderr).toMatch(refusal);
+      expect(logMessages(wrong.stderr)).toEqual([expect.stringMatching(refusal)]);
       // A directory without the file (an earlier build's): its stored node says whose it is.
       rmSync(identity);
       const legacy = await physalia(["server", "--config", "wrong.json"], dir, {
@@ -597,7 +607,7 @@ describe("physalia server on another server's data directory", () => {
         PHYSALIA_COLONY_KEY: "",
       });
       expect(legacy.code).toBe(9);
-      expect(legacy.stderr).toMatch(refusal);
+      expect(logMessages(legacy.stderr)).toEqual([expect.stringMatching(refusal)]);
       expect(existsSync(identity)).toBe(false);
       // Its own server adopts it, and writes the file again.
       s1 = await startS1();

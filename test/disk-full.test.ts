@@ -53,7 +53,7 @@ describe.skipIf(skipped !== null)("a server whose disk fills up", () => {
     );
     // On the full disk it does not start, and says why in one line.
     expect(result.fullRestartExit).toBe(9);
-    expect(result.fullRestartOutput).toMatch(/^physalia: server s1 could not start: .*the disk is full/m);
+    expect(result.fullRestartOutput).toMatch(/"msg":"server s1 could not start: .*the disk is full/);
     expect(result.fullRestartOutput).not.toMatch(/\n\s+at /);
     // With space, it answers again and nothing it acknowledged is lost.
     expect(result.restartHealthyMs).toBeLessThan(30_000);

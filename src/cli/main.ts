@@ -86,6 +86,7 @@ function clipEchoedArgument(message: string): string {
 function stopOnSignal(
   what: string,
   hangup = false,
+  say: Say = sayPlainly,
 ): { readonly asked: boolean; started(close: () => Promise<void>): (reason: string) => void } {
   let asked: string | null = null;
   let stop: ((reason: string) => void) | null = null;
@@ -96,7 +97,7 @@ function stopOnSignal(
     }
     if (asked !== null) process.exit(130);
     asked = signal;
-    console.error(`physalia: ${signal}: stopping once ${what} has started`);
+    say("info", `${signal}: stopping once ${what} has started`);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -106,7 +107,7 @@ function stopOnSignal(
       return asked !== null;
     },
     started(close) {
-      const shutDown = shutdownOf(close);
+      const shutDown = shutdownOf(close, say);
       stop = shutDown;
       if (asked !== null) shutDown(asked);
       return shutDown;
@@ -114,16 +115,33 @@ function stopOnSignal(
   };
 }
 
+/** How a command tells what it does to whoever reads its standard error. */
+type Say = (level: "info" | "error", message: string) => void;
+
+/** For people at a terminal: one line, `physalia: ...`. */
+const sayPlainly: Say = (_level, message) => console.error(`physalia: ${message}`);
+
+/**
+ * For a server: plainly at a terminal, else as its log is written (its standard error is its log
+ * file under `up`, or a pipe to one): one JSON object per line, as every other line.
+ */
+function serverSays(logger: Logger): Say {
+  return process.stderr.isTTY === true ? sayPlainly : (level, message) => logger.log(level, message);
+}
+
 /** Runs `close` on its first call, then exits; a second call exits at once. */
-function shutdownOf(close: () => Promise<void>): (reason: string) => void {
+function shutdownOf(close: () => Promise<void>, say: Say = sayPlainly): (reason: string) => void {
   let closing = false;
   return (reason: string): void => {
     if (closing) process.exit(130);
     closing = true;
-    console.error(`physalia: ${reason}: shutting down`);
+    say("info", `${reason}: shutting down`);
     close().then(
       () => process.exit(exitCodes.ok),
-      (error: unknown) => fail(`shutdown failed: ${(error as Error).message}`, exitCodes.serverFailed),
+      (error: unknown) => {
+        say("error", `shutdown failed: ${(error as Error).message}`);
+        process.exit(exitCodes.serverFailed);
+      },
     );
   };
 }
@@ -305,16 +323,21 @@ program
   .action(async (options: { config: string }) => {
     let config: ReturnType<typeof readServerConfig>;
     let colonyKeys: ColonyKeys;
+    // Its standard error is its log (`up` writes it to logs/ID.log): every line is JSON.
     try {
       config = readServerConfig(options.config);
       colonyKeys = loadColonyKeys(config.keyFile, process.env);
     } catch (error) {
-      if (error instanceof ColonyFileError) fail(error.message, exitCodes.usage);
+      if (error instanceof ColonyFileError) {
+        serverSays(jsonLogger({ config: options.config }))("error", error.message);
+        process.exit(exitCodes.usage);
+      }
       throw error;
     }
     const logger = jsonLogger({ server: config.server });
     // Asked to stop while it starts (replaying its journal), it finishes starting, then stops.
-    const stopping = stopOnSignal("the server");
+    const say = serverSays(logger);
+    const stopping = stopOnSignal("the server", false, say);
     try {
       const running = await startServer({
         config,
@@ -338,7 +361,8 @@ program
       );
       reloadKeysOnHangup(config.keyFile, running, logger);
     } catch (error) {
-      fail(`server ${config.server} could not start: ${(error as Error).message}`, exitCodes.serverFailed);
+      say("error", `server ${config.server} could not start: ${(error as Error).message}`);
+      process.exit(exitCodes.serverFailed);
     }
   });
 

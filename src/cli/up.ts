@@ -76,6 +76,17 @@ function lastLineSince(file: string, from: number): string {
   }
 }
 
+/** The message of a server's log line (JSON), or the line itself when it is not JSON. */
+export function messageOf(line: string): string {
+  try {
+    const parsed = JSON.parse(line) as { msg?: unknown };
+    if (typeof parsed?.msg === "string") return parsed.msg;
+  } catch {
+    // A line from something else than the server's logger (the runtime, say).
+  }
+  return line.replace(/^physalia: /, "");
+}
+
 /**
  * Waits until the server `child` answers its /healthz. Only an answer naming the child's pid
  * counts: another process on that port (a colony left running) is not this server.
@@ -89,7 +100,7 @@ async function waitForHealth(
 ): Promise<void> {
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      const said = lastOutput().replace(/^physalia: /, "");
+      const said = messageOf(lastOutput());
       throw new Error(
         `server ${serverId} exited (${child.exitCode ?? child.signalCode}) before it was healthy` +
           (said === "" ? "" : `: ${said}`),
