@@ -323,6 +323,42 @@ describe("physalia status", () => {
   });
 });
 
+describe("physalia status of servers that stopped themselves", () => {
+  it("counts them apart from those up, shows them leading nothing, and fails when none is up", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "physalia-status-stopped-"));
+    const stoppedServer = (server: string) => () => ({
+      server,
+      healthy: false,
+      hostedNodes: 7,
+      residentNodes: 7,
+      leaders: 1,
+      pendingRequests: 1,
+      stalledCells: [],
+      stalledCount: 0,
+      faultyCells: [],
+      faultyCount: 0,
+      suspectedPeers: [],
+      uptimeSeconds: 5,
+    });
+    const colony = await fakeColony(cwd, [stoppedServer("s1"), stoppedServer("s2")]);
+    try {
+      const text = await physalia(cwd, "status", "--colony", "colony.json");
+      expect(text.stdout).toMatch(/: 2 servers, 0 up, 2 stopped, 0 down\n/);
+      const row = text.stdout.split("\n").find((l) => l.startsWith("s1 "));
+      expect(row?.split(/\s+/).slice(2)).toEqual(["stopped", "7", "7", "-", "-", "5s"]);
+      expect(text.code).toBe(clientExitCodes.colonyUnreachable);
+      expect(text.stderr).toMatch(
+        /no server of the colony .* serves: 2 stopped themselves \(see their logs\)/,
+      );
+      const json = JSON.parse((await physalia(cwd, "status", "--json", "--colony", "colony.json")).stdout);
+      expect(json).toMatchObject({ up: 0, stopped: 2, down: 0 });
+    } finally {
+      await colony.close();
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("commands suggested in messages", () => {
   it("quote a key the shell would split or expand, so they work as printed", () => {
     expect(shellWord("vol-1")).toBe("vol-1");

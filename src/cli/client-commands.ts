@@ -1428,11 +1428,16 @@ async function colonyStatus(io: Io): Promise<number> {
     for (const field of statusFields) fields[field] = body[field] ?? null;
     return { ...base, up: true, ...fields };
   });
-  const up = rows.filter((r) => r.up).length;
+  // A server that stopped itself (a disk failure) still answers, but serves nothing.
+  const stopped = rows.filter((r) => r.up && r.healthy === false).length;
+  const up = rows.filter((r) => r.up).length - stopped;
+  const down = rows.length - up - stopped;
   if (io.json) {
-    io.out(JSON.stringify({ colony: colony.connection.colony, servers: rows, up, down: rows.length - up }));
+    io.out(JSON.stringify({ colony: colony.connection.colony, servers: rows, up, stopped, down }));
   } else {
-    io.out(`colony ${colony.connection.colony}: ${rows.length} servers, ${up} up, ${rows.length - up} down`);
+    io.out(
+      `colony ${colony.connection.colony}: ${rows.length} servers, ${up} up, ${stopped > 0 ? `${stopped} stopped, ` : ""}${down} down`,
+    );
     const number = (value: unknown) => (typeof value === "number" ? String(value) : "-");
     const lines = table([
       ["SERVER", "ADDRESS", "STATE", "HOSTED", "RESIDENT", "LEADERS", "PENDING", "UPTIME"],
@@ -1444,8 +1449,9 @@ async function colonyStatus(io: Io): Promise<number> {
               r.healthy === false ? "stopped" : "up",
               number(r.hostedNodes),
               number(r.residentNodes),
-              number(r.leaders),
-              number(r.pendingRequests),
+              // A stopped server's nodes lead nothing and its requests wait for nothing.
+              r.healthy === false ? "-" : number(r.leaders),
+              r.healthy === false ? "-" : number(r.pendingRequests),
               typeof r.uptimeSeconds === "number" ? formatDuration(r.uptimeSeconds) : "-",
             ]
           : [r.server, r.address, `down: ${r.error}`],
@@ -1478,7 +1484,9 @@ async function colonyStatus(io: Io): Promise<number> {
     throw new CommandFailure(
       clientExitCodes.colonyUnreachable,
       "colony_unreachable",
-      `no server of the colony in ${colony.file} answers; start it (\`physalia up\`) or check the file`,
+      stopped > 0
+        ? `no server of the colony in ${colony.file} serves: ${stopped} stopped themselves (see their logs) and ${down} do not answer`
+        : `no server of the colony in ${colony.file} answers; start it (\`physalia up\`) or check the file`,
     );
   return clientExitCodes.ok;
 }
