@@ -103,6 +103,26 @@ describe("the SDK from another project", () => {
     expect(stdout.trim()).toBe("4n committed");
   }, 60_000);
 
+  it("lets a program end once its operations have, without close()", async () => {
+    writeFileSync(
+      join(project, "idle.mjs"),
+      `import { PhysaliaClient } from "physalia";
+const client = await PhysaliaClient.connect({ colony: ".physalia/colony.json" });
+await client.cell("demo-volume-1").put("idle", 1n);
+console.log(String(await client.cell("demo-volume-1").get("idle")));
+`,
+    );
+    const started = Date.now();
+    const { stdout } = await promisify(execFile)(process.execPath, [join(project, "idle.mjs")], {
+      cwd: project,
+      encoding: "utf8",
+      timeout: 20_000,
+    });
+    expect(stdout).toBe("1\n");
+    // Its open connections to the colony do not hold it: it ends with its last operation.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 30_000);
+
   it("keeps a program running until its operation ends, even with every server down", async () => {
     // Ports nobody listens on: every connection is refused, so no socket keeps the process alive,
     // and the client's own timers do not (an idle client must not hold a program open).

@@ -272,6 +272,29 @@ describe("client", () => {
     expect(stranded).toMatchObject({ leader: null });
   });
 
+  it("close() ends every operation at once, also those waiting to try again", async () => {
+    const s = new Scenario().cell("vol-1");
+    const client = s.newClient().client;
+    // Cells no server hosts: each answer (unknown_cell) is followed by a backoff before a retry.
+    const members = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
+    (client as unknown as { resolver: { members: () => string[] } }).resolver = { members: () => members };
+    const ended = Array.from({ length: 20 }, (_, i) =>
+      client
+        .cell(`missing-${i}`)
+        .put("x", bytes("1"))
+        .then(
+          () => "applied",
+          (error: Error) => error.name,
+        ),
+    );
+    s.run(60);
+    await client.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    const outcomes = await Promise.all(ended.map((p) => Promise.race([p, Promise.resolve("still pending")])));
+    expect(outcomes.filter((o) => o === "still pending")).toEqual([]);
+    expect(new Set(outcomes)).toEqual(new Set(["OutcomeUnknownError"]));
+  });
+
   it("the promise API works end to end over the simulated colony", async () => {
     const s = new Scenario().cell("vol-1");
     const cell = s.newClient().client.cell("vol-1");

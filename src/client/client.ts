@@ -192,7 +192,8 @@ interface Operation$ {
   readonly build: (leaderUnresponsive: boolean) => RequestBody;
   readonly isWrite: boolean;
   readonly preferLeader: boolean;
-  readonly done: (response: ResponseBody | PhysaliaError) => void;
+  /** `unanswered`: some attempt went unanswered (timed out, or its connection was lost), and may apply yet. */
+  readonly done: (response: ResponseBody | PhysaliaError, unanswered: boolean) => void;
   attempts: number;
   currentId: number;
   target: ServerId | null;
@@ -232,6 +233,8 @@ interface Operation$ {
    * answer (null once any attempt got another answer or none). At most a cell's members.
    */
   unknownAt: ServerId[] | null;
+  /** Some attempt went unanswered: a copy of it may still reach the cell. */
+  unanswered: boolean;
 }
 
 const waitingPerCellMax = 10_000;
@@ -266,6 +269,10 @@ export class PhysaliaClient {
   private outstanding = 0;
   private readonly onBusy: ((busy: boolean) => void) | null;
   private readonly inflight = new Map<number, Operation$>();
+  /** Every operation from its first attempt to its end, waiting for a retry included. */
+  private readonly running = new Set<Operation$>();
+  /** Work waiting on a timer that close() must not leave waiting (see later()). */
+  private readonly deferred = new Map<TimerHandle, () => void>();
   /** When each server last answered anything, in the order they were first heard. */
   private readonly heardMs = new Map<Address, number>();
   private nextRequestId = 1;
@@ -341,13 +348,19 @@ export class PhysaliaClient {
     if (this.timeoutTimer !== null) this.scheduler.clearTimer(this.timeoutTimer);
     this.timeoutTimer = null;
     this.timeoutAtMs = Number.POSITIVE_INFINITY;
-    for (const op of [...this.inflight.values()]) {
+    for (const op of [...this.running]) {
       this.finish(
         op,
         op.isWrite && op.sent
           ? new OutcomeUnknownError(op.cellKey, "the client was closed while the write was in flight")
           : new UnavailableError(op.cellKey, "the client was closed"),
       );
+    }
+    // Retries waiting on a timer go now, and end at once: the client is closed.
+    for (const [timer, work] of [...this.deferred]) {
+      this.scheduler.clearTimer(timer);
+      this.deferred.delete(timer);
+      work();
     }
     await Promise.all(this.closeHooks.map((hook) => hook()));
   }
@@ -391,8 +404,11 @@ export class PhysaliaClient {
         // applies at most once. A retry after sessions_full is therefore this very command again:
         // under another sequence number, a late copy of this one (one that waited in a relay, say)
         // could find room and apply too, and the operation count twice.
+        // Some copy of it went unanswered: it may still reach the cell and apply.
+        let unansweredCopy = false;
         const send = (fullRetriesLeft: number): void => {
-          this.run(cellKey, true, true, build, (response) => {
+          this.run(cellKey, true, true, build, (response, unanswered) => {
+            unansweredCopy ||= unanswered;
             const kind =
               response instanceof Error || response.type !== "result" ? null : response.result.kind;
             if (kind === "session_expired" && retriesLeft > 0) {
@@ -402,16 +418,25 @@ export class PhysaliaClient {
               return;
             }
             if (kind === "sessions_full" && fullRetriesLeft > 0) {
-              // Nothing was applied; the cell is at its session limit for now.
-              this.scheduler.setTimer(limits.clientBackoffMsMax, () => send(fullRetriesLeft - 1));
+              // This copy applied nothing; the cell is at its session limit for now.
+              this.later(limits.clientBackoffMsMax, () => send(fullRetriesLeft - 1));
               return;
             }
             if (kind !== null && kind !== "session_expired" && kind !== "sessions_full")
               session.fresh = false;
             release(false);
-            const outcome = this.toOutcome(cellKey, response, (body) =>
-              body.type === "result" ? body.result : null,
-            );
+            // "Nothing applied" holds of this copy; with another unanswered, the outcome is unknown.
+            const outcome =
+              (kind === "sessions_full" || response instanceof UnavailableError) && unansweredCopy
+                ? {
+                    ok: false as const,
+                    error: new OutcomeUnknownError(
+                      cellKey,
+                      `${response instanceof Error ? response.message : `the cell already remembers ${limits.sessionsPerCellMax} client sessions, so this write was refused`}; ` +
+                        "an earlier copy of it went unanswered and may still apply",
+                    ),
+                  }
+                : this.toOutcome(cellKey, response, (body) => (body.type === "result" ? body.result : null));
             callback(
               outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome,
             );
@@ -505,6 +530,15 @@ export class PhysaliaClient {
     };
   }
 
+  /** Runs `work` after `delayMs`, or at once when the client is closed meanwhile. */
+  private later(delayMs: number, work: () => void): void {
+    const timer = this.scheduler.setTimer(delayMs, () => {
+      this.deferred.delete(timer);
+      work();
+    });
+    this.deferred.set(timer, work);
+  }
+
   // ------------------------------------------------------------------ sessions
 
   private cellState(cellKey: CellKey): CellState {
@@ -592,7 +626,7 @@ export class PhysaliaClient {
     isWrite: boolean,
     preferLeader: boolean,
     build: (leaderUnresponsive: boolean) => RequestBody,
-    done: (response: ResponseBody | PhysaliaError) => void,
+    done: (response: ResponseBody | PhysaliaError, unanswered: boolean) => void,
   ): void {
     const op: Operation$ = {
       cellKey,
@@ -618,11 +652,13 @@ export class PhysaliaClient {
       finished: false,
       lastProblem: "no node answered",
       unknownAt: [],
+      unanswered: false,
     };
     if (this.closed) {
       this.finish(op, new UnavailableError(cellKey, "the client was closed"));
       return;
     }
+    this.running.add(op);
     this.attempt(op);
   }
 
@@ -739,6 +775,7 @@ export class PhysaliaClient {
       }
       const target = op.target as ServerId;
       op.timeouts += 1;
+      op.unanswered = true;
       const committing = this.keepsCommitting(op, target, now);
       const slow = !committing && this.leaderOnlySlow(op, target);
       if (committing || slow) {
@@ -808,6 +845,7 @@ export class PhysaliaClient {
 
   /** Gives up the current attempt of `op` at `target`: avoid it for a while, retry after a backoff. */
   private abandonAttempt(op: Operation$, target: ServerId, problem: string): void {
+    op.unanswered = true;
     op.lastProblem = problem;
     op.unknownAt = null;
     this.avoid(op.cellKey, target);
@@ -1027,10 +1065,11 @@ export class PhysaliaClient {
     op.finished = true;
     if (op.timer !== null) this.scheduler.clearTimer(op.timer);
     op.timer = null;
+    this.running.delete(op);
     for (const id of op.attemptIds) this.inflight.delete(id);
     op.attemptIds.length = 0;
     op.attemptSentMs.length = 0;
-    op.done(response);
+    op.done(response, op.unanswered);
   }
 
   private toOutcome<T>(

@@ -286,6 +286,8 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
     alsoAcceptedKeys: keys.alsoAccepted,
     codec: { encode: encodeClientMessage, decode: decodeClientMessage, write: writeClientMessage },
     ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
+    // An idle client does not keep its program running; one with operations outstanding does (hold).
+    holdsProcess: false,
   });
   await tcp.start();
   const book = new AddressBook(servers.map((s) => [s.id, formatServerAddress(s.host, s.port)] as const));

@@ -79,6 +79,11 @@ export interface TcpTransportOptions<M> {
    * IP address), and this is ignored. Peers of the other address family are dialed without it.
    */
   readonly localAddress?: string;
+  /**
+   * False: the connections it dials do not keep the Node.js process running (a client, whose
+   * owner keeps the process running while it has operations outstanding). Default true.
+   */
+  readonly holdsProcess?: boolean;
 }
 
 export const dropReasons = [
@@ -319,6 +324,7 @@ export class TcpTransport<M> implements TransportPort<M> {
    * a peer of the other address family) the kernel chooses.
    */
   private readonly dialFrom: string | undefined;
+  private readonly holdsProcess: boolean;
   private selfAddress: Address | null;
   /** Bytes a frame from this endpoint adds around its messages. */
   private frameOverhead = 0;
@@ -385,6 +391,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     const listenHost = options.listen?.host;
     if (options.localAddress !== undefined && isIP(options.localAddress) === 0)
       throw new RangeError(`localAddress must be an IP address, got ${JSON.stringify(options.localAddress)}`);
+    this.holdsProcess = options.holdsProcess ?? true;
     this.dialFrom =
       listenHost !== undefined
         ? isIP(listenHost) !== 0 && !isWildcardHost(listenHost)
@@ -862,6 +869,7 @@ export class TcpTransport<M> implements TransportPort<M> {
         ? { localAddress: this.dialFrom }
         : {}),
     });
+    if (!this.holdsProcess) socket.unref();
     const connection = new Connection(socket, "outbound", peer.address, this.address, this.bounds);
     peer.dialing = connection;
     this.dialsPending += 1;
