@@ -1,4 +1,4 @@
-/** Identifiers of the glossary (DESIGN.md section 1). */
+/** Identifiers of the glossary (docs/PROTOCOL.md section 1). */
 import { utf8Length } from "./codec.ts";
 import { limits } from "./limits.ts";
 

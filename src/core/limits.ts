@@ -63,7 +63,12 @@ export const limits = Object.freeze({
   logMemoryEntries: 8,
   /** Applied entries between snapshots. */
   snapshotIntervalEntries: 64,
-  /** Applied entries kept in the log behind the snapshot, for catch-up by log segment. */
+  /**
+   * The unit of how far ahead of its applied index a node takes entries: an accept more than 4
+   * times this beyond is not voted for (the node catches up instead), and a node keeps accepted
+   * entries up to 4 times this beyond its commit index. Also bounds a catch-up segment. (Applied
+   * entries are not kept: a follower drops each once applied, a leader keeps its last 8.)
+   */
   logRetainedEntries: 128,
   /** Entries in one catch-up segment message. */
   catchUpSegmentEntriesMax: 64,

@@ -1,5 +1,5 @@
 /**
- * What replicas produce in one server turn (DESIGN.md section 3). The server owns one Output per
+ * What replicas produce in one server turn (docs/ARCHITECTURE.md). The server owns one Output per
  * turn for ALL the cells it touched: it writes `writes` as one storage batch with one fsync, then
  * sends `sendAfterPersist`, then answers `results`, `reads` and `dropped`, then calls `reset()`.
  * `sendNow` may leave before the batch is durable: nothing in it depends on unpersisted state.

@@ -1,5 +1,5 @@
 /**
- * The write-ahead journal in front of lmdb (DESIGN.md section 5, PROTOCOL.md section 11a): every
+ * The write-ahead journal in front of lmdb (docs/ARCHITECTURE.md, docs/PROTOCOL.md section 11a): every
  * storage batch is appended to a file as one record by one synchronous write (the file is opened
  * O_DSYNC), and only acknowledged once that write returned, durable. lmdb is brought up to date later, many batches at once (a checkpoint),
  * so a cell written many times between checkpoints costs one lmdb update instead of one per turn,

@@ -1,5 +1,5 @@
 /**
- * Durable storage in lmdb (DESIGN.md section 5): one environment per server directory, with a
+ * Durable storage in lmdb (docs/ARCHITECTURE.md): one environment per server directory, with a
  * write-ahead journal in front (journal.ts).
  *
  * Writes: a storage batch (every cell the server touched in one turn) is one journal record,

@@ -1,5 +1,5 @@
 /**
- * The TCP adapter of the transport port (DESIGN.md section 6). One connection per server pair;
+ * The TCP adapter of the transport port (docs/ARCHITECTURE.md). One connection per server pair;
  * messages sent to one destination in one turn are packed into one frame (several only past the
  * frame bounds) when the turn is flushed. Every frame carries an HMAC keyed with the colony key,
  * and the first frame on a connection is a hello naming its sender, which binds the connection to
