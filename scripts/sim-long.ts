@@ -21,7 +21,7 @@ if (damagePercent > 100) {
   console.error(`--wire-damage is a percentage from 0 to 100, got ${damagePercent}`);
   process.exit(2);
 }
-const mixes: FaultMix[] = ["net", "crash", "all", "none"];
+const mixes: FaultMix[] = ["net", "crash", "all", "none", "disk"];
 let failed = 0;
 let undecided = 0;
 const damage = { damaged: 0, decoded: 0, issued: 0, completed: 0 };

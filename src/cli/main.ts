@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { cutUnits } from "../cell/index.ts";
 import type { ColonyKeys } from "../client/index.ts";
 import { missingServerNodeFlags } from "../server/index.ts";
-import { explore, type FaultMix, formatReport, runSimulation, scenarios } from "../sim/index.ts";
+import { explore, type FaultMix, faultMixes, formatReport, runSimulation, scenarios } from "../sim/index.ts";
 import { argumentEncodingProblem, rawArguments } from "./arguments.ts";
 import { clientExitCodes, createCell, pathArgument, registerClientCommands } from "./client-commands.ts";
 import {
@@ -215,8 +215,9 @@ function integer(name: string, min: number, max: number) {
 }
 
 function faultMix(raw: string): FaultMix {
-  if (raw === "none" || raw === "net" || raw === "crash" || raw === "all") return raw;
-  throw new InvalidArgumentError(`faults must be one of none, net, crash, all; got "${raw}"`);
+  const mix = faultMixes.find((m) => m === raw);
+  if (mix !== undefined) return mix;
+  throw new InvalidArgumentError(`faults must be one of ${faultMixes.join(", ")}; got "${raw}"`);
 }
 
 const program = new Command();
@@ -245,7 +246,7 @@ program
   .option("--servers <n>", "servers in the colony", integer("servers", 1, 64), 9)
   .option("--cells <n>", "cells", integer("cells", 1, 100_000), 100)
   .option("--ops <n>", "client operations", integer("ops", 1, 10_000_000), 2000)
-  .option("--faults <mix>", "none | net | crash | all", faultMix, "all" as FaultMix)
+  .option("--faults <mix>", faultMixes.join(" | "), faultMix, "all" as FaultMix)
   .option("--json", "print one JSON object per run")
   .action(
     (options: {

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import type { NodeId } from "../core/index.ts";
 import { limits } from "../core/index.ts";
 import { PaxosCluster } from "../sim/paxos-cluster.ts";
-import { makeBallot, ROUND_MAX } from "./ballot.ts";
+import { ballotIncarnation, ballotRound, makeBallot, ROUND_MAX } from "./ballot.ts";
+import { Output } from "./output.ts";
 import type { PaxosMessage } from "./types.ts";
 
 function resultsFor(cluster: PaxosCluster, tag: number): number {
@@ -67,6 +68,55 @@ describe("replica", () => {
     expect(() => c.propose("b", "y", 2, true)).not.toThrow();
     expect(() => c.settle()).not.toThrow();
     expect(c.violations).toEqual([]);
+  });
+
+  it("an acceptor refuses an accept of a ballot below its promise, also one of the same round", () => {
+    const c = new PaxosCluster("cell", ["a", "b", "c"]);
+    c.propose("a", "x", 1);
+    c.settle();
+    const a = c.node("a").replica;
+    const b = c.node("b").replica;
+    // b promises a ballot of a higher round and incarnation 5 (a candidate's prepare).
+    const round = ballotRound(b.status().promised) + 1;
+    const promised = makeBallot(round, 5);
+    b.step(
+      {
+        type: "prepare",
+        cellKey: "cell",
+        from: a.node,
+        to: b.node,
+        epoch: b.epoch,
+        ballot: promised,
+        fromSlot: 1,
+      },
+      c.nowMs,
+      new Output<string, number>(),
+    );
+    expect(b.status().promised).toBe(promised);
+    // Of the same round from a lower incarnation, and of a lower round from a higher one: both below.
+    const below = [makeBallot(round, 4), makeBallot(round - 1, 9)];
+    for (const ballot of below) {
+      const out = new Output<string, number>();
+      const slot = b.appliedIndex + 1;
+      b.step(
+        {
+          type: "accept",
+          cellKey: "cell",
+          from: a.node,
+          to: b.node,
+          epoch: b.epoch,
+          ballot,
+          slot,
+          commit: b.appliedIndex,
+          value: { kind: "commands", stampMs: 0, stampBallot: ballot, commands: ["late"] },
+        } as unknown as PaxosMessage<string>,
+        c.nowMs,
+        out,
+      );
+      const answers = [...out.sendNow, ...out.sendAfterPersist];
+      expect(answers.map((m) => m.type)).toEqual(["nack"]);
+      expect(out.writes.flatMap((w) => w.entries)).toEqual([]);
+    }
   });
 
   it("a first request elects the node that received it and commits on every member", () => {

@@ -1,6 +1,7 @@
 export { type ExploreReport, type ExploreScenario, explore, scenarios } from "./explorer.ts";
 export {
   type FaultMix,
+  faultMixes,
   formatReport,
   reproduceCommand,
   runSimulation,

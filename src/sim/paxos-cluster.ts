@@ -358,6 +358,26 @@ export class PaxosCluster {
         if (sender !== undefined && sender.disk.promised < m.ballot)
           this.violations.push(`${messageKey(m)} left before its ballot was stored`);
       }
+      // An acceptor's promise and vote leave only once what they promise is durable: a promise
+      // forgotten in a crash, or a vote for an entry the node no longer holds, lets a slot be
+      // chosen twice.
+      for (const m of out.sendNow) {
+        if (m.type === "promise" || m.type === "accepted")
+          this.violations.push(`${messageKey(m)} was sent before the turn's writes were durable`);
+      }
+      for (const m of out.sendAfterPersist) {
+        if (m.type !== "promise" && m.type !== "accepted") continue;
+        const sender = this.nodes.find((n) => nodeIdEquals(n.id, m.from));
+        if (sender === undefined) continue;
+        if (sender.disk.promised < m.ballot) {
+          this.violations.push(`${messageKey(m)} left before its ballot was stored`);
+        } else if (m.type === "accepted") {
+          const stored = sender.disk.entries.get(m.slot);
+          const folded = sender.disk.snapshot.index >= m.slot;
+          if (!folded && (stored === undefined || stored.ballot !== m.ballot))
+            this.violations.push(`${messageKey(m)} left without its entry stored`);
+        }
+      }
       for (const m of [...out.sendNow, ...out.sendAfterPersist]) {
         if (nodeIdEquals(m.from, m.to) && !this.slowSelf.has(m.from.serverId)) local.push(m);
         else this.network.push(m);

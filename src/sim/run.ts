@@ -10,7 +10,13 @@ import type { PlantedBugs } from "../paxos/index.ts";
 import { checkHistory } from "./checks.ts";
 import { SimWorld } from "./world.ts";
 
-export type FaultMix = "none" | "net" | "crash" | "all";
+/** "disk": the crashes of "crash", on disks of different speeds, some slower than the network. */
+export type FaultMix = "none" | "net" | "crash" | "all" | "disk";
+
+export const faultMixes: readonly FaultMix[] = ["none", "net", "crash", "all", "disk"];
+
+/** The slowest simulated disk of the "disk" mix: writes of about 30 ms, against 1-2 ms hops. */
+const slowDiskLatencyMs = 30;
 
 export interface SimOptions {
   readonly seed: number;
@@ -86,6 +92,7 @@ export function runSimulation(options: SimOptions): SimReport {
     clockRateMax: o.faults === "none" ? 1 : 1.2,
     clockOffsetMsMax: o.faults === "none" ? 0 : 50,
     ...(options.wireDamageRate === undefined ? {} : { wireDamageRate: options.wireDamageRate }),
+    ...(o.faults === "disk" ? { diskLatencyMsMax: slowDiskLatencyMs } : {}),
   });
   const random = world.random.fork();
   const size = Math.min(7, o.servers);
@@ -291,7 +298,7 @@ class FaultDriver {
     const world = this.world;
     const random = this.random;
     const net = this.mix === "net" || this.mix === "all";
-    const crash = this.mix === "crash" || this.mix === "all";
+    const crash = this.mix === "crash" || this.mix === "all" || this.mix === "disk";
     const choices: (() => void)[] = [];
     const ids = world.serverIds();
     if (net) {

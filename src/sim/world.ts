@@ -61,7 +61,17 @@ export interface WorldOptions {
    * with them checks that nothing throws, not its safety.
    */
   readonly wireDamageRate?: number;
+  /**
+   * Disks of different speeds: each server's writes take about a latency drawn for it from
+   * 0.2 ms to this (log-uniform; default: every disk 0.2 ms, faster than any network hop). With
+   * disks slower than the network, a message sent before its write is durable arrives before
+   * the write ends, and a crash then loses what the message promised.
+   */
+  readonly diskLatencyMsMax?: number;
 }
+
+/** A simulated disk's write latency unless WorldOptions.diskLatencyMsMax says otherwise. */
+const diskLatencyMsMin = 0.2;
 
 /** One operation of the client history, as the linearizability checker sees it. */
 export interface HistoryEntry {
@@ -160,6 +170,13 @@ export class SimWorld {
       const transport = new SimTransport<ServerMessage>(id, this.network, this.serverCodec);
       const slot: ServerSlot = { id, disk, clock, scheduler, transport, server: null, random };
       this.servers.push(slot);
+    }
+    // Drawn from a stream of its own, so that runs with fast disks keep the traces they had.
+    const latencyMax = options.diskLatencyMsMax ?? 0;
+    if (latencyMax > diskLatencyMsMin) {
+      const latencies = this.random.fork();
+      for (const slot of this.servers)
+        slot.disk.writeLatencyMs = diskLatencyMsMin * (latencyMax / diskLatencyMsMin) ** latencies.float();
     }
     for (const slot of this.servers) this.boot(slot);
   }

@@ -5,16 +5,20 @@
  */
 import {
   closeSync,
+  constants,
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   truncateSync,
   writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Command, commandCodec, OPERATION_FORMAT_VERSION } from "../cell/index.ts";
@@ -106,6 +110,29 @@ describe("Journal", () => {
     opened.journal.close();
     return opened.records.map((record) => [record.seq, record.body[0], record.body.length]);
   };
+
+  it("opens both journal files for durable writes (O_DSYNC), so a write returns once on the disk", () => {
+    const opened = Journal.open(directory, 0, preallocate);
+    try {
+      // The kernel's view of this process's open files: each journal file's open flags.
+      const flagsOf = new Map<string, number>();
+      for (const fd of readdirSync("/proc/self/fd")) {
+        let target: string;
+        try {
+          target = readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          continue; // closed meanwhile
+        }
+        if (!target.startsWith(directory)) continue;
+        const info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+        flagsOf.set(basename(target), Number.parseInt(/^flags:\s+([0-7]+)/m.exec(info)?.[1] ?? "0", 8));
+      }
+      expect([...flagsOf.keys()].sort()).toEqual([journalAlternateFileName, journalFileName].sort());
+      for (const [name, flags] of flagsOf) expect(flags & constants.O_DSYNC, name).toBe(constants.O_DSYNC);
+    } finally {
+      opened.journal.close();
+    }
+  });
 
   it("refuses a directory where a journal file should be, naming it", () => {
     mkdirSync(join(directory, journalAlternateFileName));

@@ -19,7 +19,7 @@ import {
   type NodeWrite,
   type Snapshot,
 } from "../paxos/index.ts";
-import { LmdbStorage } from "./lmdb.ts";
+import { durableEnvironmentOptions, LmdbStorage } from "./lmdb.ts";
 import { MemoryStorage } from "./memory.ts";
 import type { ForwardingPointer, LoadResult, StorageBatch, StoragePort } from "./port.ts";
 
@@ -453,6 +453,17 @@ describe("LmdbStorage", () => {
         "a",
       ]),
     );
+  });
+
+  it("opens lmdb so that a commit is flushed, meta page included, before it resolves", () => {
+    // A kill -9 cannot tell these apart (the page cache survives it); a power loss can.
+    expect(durableEnvironmentOptions).toMatchObject({
+      noSync: false,
+      noMetaSync: false,
+      useWritemap: false,
+      mapAsync: false,
+      overlappingSync: false,
+    });
   });
 
   it("checkpoints changes when the interval is up, also when no write follows them", async () => {

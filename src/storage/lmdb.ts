@@ -266,7 +266,7 @@ export class CorruptRecordError extends Error {
  * Durability settings, each set explicitly rather than left to lmdb's platform defaults.
  * `mapAsync` is not in lmdb's option types but is read by its open().
  */
-const durableEnvironmentOptions = {
+export const durableEnvironmentOptions = {
   // Every commit is flushed (fdatasync) before the transaction resolves.
   noSync: false,
   // The meta page is flushed too: without it a crash may roll back the last acknowledged commit.
