@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { NodeId } from "../core/index.ts";
 import { limits } from "../core/index.ts";
 import { PaxosCluster } from "../sim/paxos-cluster.ts";
-import { ballotIncarnation, ballotRound, makeBallot, ROUND_MAX } from "./ballot.ts";
+import { ballotRound, makeBallot, ROUND_MAX } from "./ballot.ts";
 import { Output } from "./output.ts";
 import type { PaxosMessage } from "./types.ts";
 
