@@ -528,7 +528,9 @@ export async function startServer(options: {
         reply(response, 400, { error: `after: ${afterProblem}` });
         return;
       }
-      const cells = storage.hostedCellsPage(after, cellsPageMax);
+      // Every cell created before the request is listed; lmdb catches up while the server goes on.
+      await storage.caughtUp();
+      const cells = storage.hostedCellsPage(after, cellsPageMax, { settled: true });
       reply(response, 200, { cells, more: cells.length === cellsPageMax });
       return;
     }

@@ -662,6 +662,50 @@ describe("LmdbStorage", () => {
     expect(onWorker.stats().checkpoints).toBeGreaterThanOrEqual(2);
   });
 
+  it("on a checkpoint worker: catches lmdb up with what was written without holding the event loop", async () => {
+    const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
+    directories.push(workerDirectory);
+    // No checkpoint starts by itself here: caughtUp() must start one.
+    const onWorker = LmdbStorage.open({
+      path: workerDirectory,
+      codec: commandCodec,
+      checkpoint: { intervalMs: 600_000 },
+      checkpointWorker,
+    });
+    open.push(onWorker);
+    await persist(onWorker, batch({ writes: [fresh("a", 1, [1, 2])] }));
+    await persist(onWorker, batch({ writes: [fresh("b", 1, [1])] }));
+    // Blocking for the worker's checkpoint (waitIdle) or checkpointing on this thread (runNow) is
+    // what holds the event loop: never here.
+    const runner = (onWorker as unknown as { runner: { waitIdle(): void; runNow(job: unknown): unknown } })
+      .runner;
+    const waitIdle = runner.waitIdle.bind(runner);
+    const runNow = runner.runNow.bind(runner);
+    let blocked = 0;
+    runner.waitIdle = () => {
+      blocked += 1;
+      waitIdle();
+    };
+    runner.runNow = (job) => {
+      blocked += 1;
+      return runNow(job);
+    };
+    expect(onWorker.stats().pendingCells).toBe(2);
+    const caughtUp = onWorker.caughtUp();
+    // Written after the call: not waited for, and written while lmdb catches up.
+    await persist(onWorker, batch({ writes: [fresh("c", 1, [1])] }));
+    await caughtUp;
+    expect(blocked).toBe(0);
+    expect(onWorker.stats().checkpoints).toBe(1);
+    runner.waitIdle = waitIdle;
+    runner.runNow = runNow;
+    const listed = onWorker.hostedCellsPage("", 10, { settled: true });
+    expect(listed.slice(0, 2)).toEqual(["a", "b"]);
+    // With nothing written since, it resolves at once.
+    await onWorker.caughtUp();
+    expect(onWorker.hostedCellsPage("", 10, { settled: true })).toContain("a");
+  });
+
   it("tells whether more cells would make the event loop wait for the checkpoint in flight", async () => {
     await storage.close();
     const s = LmdbStorage.open({

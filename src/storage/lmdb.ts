@@ -266,6 +266,9 @@ export class CorruptRecordError extends Error {
  * Durability settings, each set explicitly rather than left to lmdb's platform defaults.
  * `mapAsync` is not in lmdb's option types but is read by its open().
  */
+/** Reads that may wait for a checkpoint at once (caughtUp); past this they are refused. */
+const checkpointWaitersMax = 1024;
+
 export const durableEnvironmentOptions = {
   // Every commit is flushed (fdatasync) before the transaction resolves.
   noSync: false,
@@ -329,6 +332,8 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private forget: CellKey[] = [];
   /** When the first journal record not yet handed to a checkpoint was written (performance.now()). */
   private pendingSinceMs = 0;
+  /** Callers of caughtUp() waiting for the checkpoint in flight. */
+  private readonly checkpointWaiters: (() => void)[] = [];
   /** Set while changes wait and no write comes to start their checkpoint (see armQuietCheckpoint). */
   private quietTimer: NodeJS.Timeout | null = null;
   /** Sequence number of the last journal record. */
@@ -498,9 +503,11 @@ export class LmdbStorage<C> implements StoragePort<C> {
    * Up to `limit` hosted cells after `after` (exclusive; "" for the start), in the order of
    * their keys' UTF-8 bytes: one range read, however many cells the server hosts.
    */
-  hostedCellsPage(after: CellKey, limit: number): CellKey[] {
+  hostedCellsPage(after: CellKey, limit: number, options: { readonly settled?: boolean } = {}): CellKey[] {
     this.assertReadable();
-    this.settle();
+    // `settled`: the caller awaited caughtUp(), and takes lmdb as it is (changes written since are
+    // left to their checkpoint).
+    if (options.settled !== true) this.settle();
     const cells: CellKey[] = [];
     if (limit <= 0) return cells;
     const start = after === "" ? undefined : utf8Encode(after);
@@ -665,6 +672,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
     if (this.state !== "open") return;
     this.state = "closing";
     this.disarmQuietCheckpoint();
+    this.wakeCheckpointWaiters();
     while (this.inFlight !== null) await this.inFlight;
     try {
       // A clean stop leaves nothing to replay.
@@ -730,9 +738,36 @@ export class LmdbStorage<C> implements StoragePort<C> {
     this.checkpointing = { cells };
     this.runner.start(job, (result) => {
       this.finishCheckpoint(cells, result);
+      this.wakeCheckpointWaiters();
       if (this.state === "open" && this.checkpointDue()) this.startCheckpoint();
       else this.armQuietCheckpoint();
     });
+  }
+
+  /**
+   * Resolves once lmdb holds every change written before the call, or the storage can take no
+   * more (broken, or closing). Unlike the reads that settle first, it never holds the event loop
+   * while a checkpoint runs: it starts one if none runs and waits for it as the server goes on.
+   */
+  async caughtUp(): Promise<void> {
+    const target = this.seq;
+    for (;;) {
+      if (this.state !== "open" || this.broken !== null) return;
+      if (this.handedThrough >= target && !this.runner.busy) {
+        // This thread's read transaction may be older than the last checkpoint's commit.
+        this.root.resetReadTxn();
+        return;
+      }
+      if (!this.runner.busy) this.startCheckpoint();
+      if (!this.runner.busy) return; // nothing could start (the storage broke meanwhile)
+      if (this.checkpointWaiters.length >= checkpointWaitersMax)
+        throw new Error(`more than ${checkpointWaitersMax} reads wait for the storage to catch up`);
+      await new Promise<void>((resolve) => this.checkpointWaiters.push(resolve));
+    }
+  }
+
+  private wakeCheckpointWaiters(): void {
+    for (const wake of this.checkpointWaiters.splice(0)) wake();
   }
 
   /**
