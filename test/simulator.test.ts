@@ -116,6 +116,6 @@ describe("simulator", () => {
       stderr = e.stderr;
     }
     expect(status).toBe(2);
-    expect(stderr).toMatch(/faults must be one of none, net, crash, all; got "lots"/);
+    expect(stderr).toMatch(/faults must be one of none, net, crash, all, disk; got "lots"/);
   });
 });

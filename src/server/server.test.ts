@@ -281,9 +281,67 @@ describe("server", () => {
     scheduler.run();
     expect(server.status().counters.messagesDropped).toBe(dropped + 1);
     expect(promises()).toBe(0);
+    // A client naming itself as the sender (it holds the colony key, so its frames authenticate):
+    // not a server of the colony, so no replica hears it, and neither does the failure detector.
+    transport.handler?.("c1", {
+      kind: "paxos",
+      message: {
+        type: "prepare",
+        cellKey: "vol-a",
+        from: { serverId: "c1", incarnation: 999 },
+        to: members[0],
+        epoch: 1,
+        ballot: makeBallot(9, 999),
+        fromSlot: 1,
+      },
+    } as ServerMessage);
+    transport.handler?.("c1", { kind: "heartbeat" });
+    scheduler.run();
+    expect(server.status().counters.messagesDropped).toBe(dropped + 3);
+    expect(promises()).toBe(0);
     prepare("s2");
     scheduler.run();
     expect(promises()).toBe(1);
+  });
+
+  it("takes membership changes from clients only when told to, and only onto the colony's servers", () => {
+    const refused = setup();
+    refused.server.createCell("vol-a", members);
+    refused.scheduler.run();
+    const change = (server: Server, transport: Recorder, scheduler: Manual, add: string) => {
+      transport.sent.length = 0;
+      transport.handler?.("c1", {
+        kind: "request",
+        id: 7,
+        cellKey: "vol-a",
+        body: { type: "change", change: { add, remove: members[6] ?? null } },
+      });
+      scheduler.run();
+      const answer = transport.sent.find((s) => s.to === "c1")?.message;
+      return answer?.kind === "response" && answer.body.type === "error"
+        ? answer.body.message
+        : "not refused";
+    };
+    // The server process's default: any holder of the colony key could otherwise remove members.
+    expect(change(refused.server, refused.transport, refused.scheduler, "s2")).toMatch(
+      /takes no membership changes from clients/,
+    );
+    const allowed = new Server({
+      serverId: "s1",
+      peers: ["s2"],
+      storage: new MemoryStorage<Command>(),
+      transport: new Recorder(),
+      scheduler: new Manual(),
+      random: new Prng(1),
+      membershipChanges: true,
+    });
+    const transport = (allowed as unknown as { transport: Recorder }).transport;
+    const scheduler = (allowed as unknown as { scheduler: Manual }).scheduler;
+    allowed.createCell("vol-a", members);
+    scheduler.run();
+    expect(change(allowed, transport, scheduler, "ghost")).toMatch(
+      /only on a server of the colony, not on "ghost"/,
+    );
   });
 
   it("answers bad input with clear errors and never throws", () => {

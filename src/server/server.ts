@@ -80,6 +80,12 @@ export interface ServerOptions {
   readonly residentIdleMs?: number;
   /** Bytes of held requests (default limits.serverClientRequestBytesMax; tests lower it). */
   readonly requestBytesMax?: number;
+  /**
+   * Whether it takes membership changes from clients (the control plane's repairs and moves;
+   * default false). Anyone holding the colony key can send requests, and a change may remove a
+   * cell's members: the server process takes none until a control plane sends them.
+   */
+  readonly membershipChanges?: boolean;
 }
 
 interface HostedNode extends WheelItem {
@@ -241,6 +247,9 @@ export class Server {
   private readonly transport: TransportPort<ServerMessage>;
   private readonly scheduler: Scheduler;
   private readonly peers: readonly ServerId[];
+  /** This server and its peers: the only senders of replica messages and heartbeats. */
+  private readonly servers: ReadonlySet<ServerId>;
+  private readonly membershipChanges: boolean;
   private readonly env: ReplicaEnvironment;
   private readonly detector: FailureDetector;
   private readonly wheel: TimerWheel<HostedNode>;
@@ -324,6 +333,8 @@ export class Server {
     this.transport = options.transport;
     this.scheduler = options.scheduler;
     this.peers = options.peers.filter((peer) => peer !== options.serverId);
+    this.servers = new Set([options.serverId, ...this.peers]);
+    this.membershipChanges = options.membershipChanges ?? false;
     this.onFatal = options.onFatal ?? null;
     this.onFault = options.onFault ?? null;
     this.residentIdleMs = options.residentIdleMs ?? limits.residentIdleMs;
@@ -511,7 +522,9 @@ export class Server {
     this.counters.messagesIn += 1;
     if (message.kind === "heartbeat") {
       // Only the failure detector needs it: no turn for it (an idle server wakes for little else).
-      this.detector.heard(from, this.scheduler.nowMs());
+      // From a server of the colony only: a client's would make the detector think a peer alive.
+      if (this.isServer(from)) this.detector.heard(from, this.scheduler.nowMs());
+      else this.counters.messagesDropped += 1;
       return;
     }
     if (this.inbox.length >= limits.serverInboxMax) {
@@ -817,16 +830,32 @@ export class Server {
 
   // ------------------------------------------------------------------ dispatch
 
+  private isServer(address: Address): boolean {
+    return this.servers.has(address);
+  }
+
+  /** Why this server does not take a (well-shaped) change request, or null. */
+  private changeProblem(body: RequestBody): string | null {
+    if (body.type !== "change") return null;
+    if (!this.membershipChanges)
+      return `server ${this.serverId} takes no membership changes from clients (they are the control plane's)`;
+    const added = body.change.add;
+    if (added !== null && !this.servers.has(added))
+      return `a membership change may add a node only on a server of the colony, not on ${JSON.stringify(added)}`;
+    return null;
+  }
+
   private dispatch(from: Address, message: ServerMessage, now: number): void {
     switch (message.kind) {
       case "heartbeat":
-        this.detector.heard(from, now);
+        // Taken in receive(), without a turn.
         return;
       case "paxos": {
         const paxos = message.message;
-        // A node's messages come from its own server: one that claims another (a client, or a
-        // peer speaking for someone else) is dropped before it can reach a replica.
-        if (paxos.from.serverId !== from || paxos.to.serverId !== this.serverId) {
+        // A node's messages come from its own server, one of the colony's: one from elsewhere (a
+        // client, which holds the colony key too) or that claims another sender is dropped
+        // before it can reach a replica.
+        if (paxos.from.serverId !== from || paxos.to.serverId !== this.serverId || !this.isServer(from)) {
           this.counters.messagesDropped += 1;
           return;
         }
@@ -863,7 +892,7 @@ export class Server {
       this.respond(client, id, cellKey, { type: "error", code: "invalid", message: keyProblem });
       return;
     }
-    const shapeProblem = requestShapeProblem(body);
+    const shapeProblem = requestShapeProblem(body) ?? this.changeProblem(body);
     if (shapeProblem !== null) {
       this.respond(client, id, cellKey, { type: "error", code: "invalid", message: shapeProblem });
       return;

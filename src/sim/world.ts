@@ -211,6 +211,8 @@ export class SimWorld {
     slot.server = new Server({
       serverId: slot.id,
       peers: this.serverIds(),
+      // The simulator's control client moves and repairs cells through change requests.
+      membershipChanges: true,
       storage: slot.disk,
       transport: slot.transport,
       scheduler: slot.scheduler,
