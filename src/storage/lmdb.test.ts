@@ -615,13 +615,16 @@ describe("LmdbStorage", () => {
   });
 
   /** A storage in a directory of its own, checkpointing after every batch on a worker from `entry`. */
-  function openOnWorker(entry: URL): LmdbStorage<Command> {
+  function openOnWorker(
+    entry: URL,
+    checkpoint: { cells?: number; intervalMs?: number } = { cells: 1 },
+  ): LmdbStorage<Command> {
     const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
     directories.push(workerDirectory);
     const storage = LmdbStorage.open({
       path: workerDirectory,
       codec: commandCodec,
-      checkpoint: { cells: 1 },
+      checkpoint,
       checkpointWorker: entry,
     });
     open.push(storage);
@@ -663,16 +666,8 @@ describe("LmdbStorage", () => {
   });
 
   it("on a checkpoint worker: catches lmdb up with what was written without holding the event loop", async () => {
-    const workerDirectory = mkdtempSync(join(tmpdir(), "physalia-lmdb-worker-"));
-    directories.push(workerDirectory);
     // No checkpoint starts by itself here: caughtUp() must start one.
-    const onWorker = LmdbStorage.open({
-      path: workerDirectory,
-      codec: commandCodec,
-      checkpoint: { intervalMs: 600_000 },
-      checkpointWorker,
-    });
-    open.push(onWorker);
+    const onWorker = openOnWorker(checkpointWorker, { intervalMs: 600_000 });
     await persist(onWorker, batch({ writes: [fresh("a", 1, [1, 2])] }));
     await persist(onWorker, batch({ writes: [fresh("b", 1, [1])] }));
     // Blocking for the worker's checkpoint (waitIdle) or checkpointing on this thread (runNow) is
