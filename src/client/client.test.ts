@@ -162,6 +162,30 @@ describe("client", () => {
     expect(sent[0]).toMatch(/\/1$/);
   });
 
+  it("a write refused for want of a session slot after a copy of it went unanswered ends as of unknown outcome", async () => {
+    const s = new Scenario().cell("vol-1");
+    for (let i = 0; i < limits.sessionsPerCellMax; i++) {
+      expect(s.put("vol-1", `k${i}`, bytes("v"), s.newClient()).failure).toBeNull();
+    }
+    const slot = s.newClient();
+    // The client hears nothing for a while: its first attempts go unanswered (one may yet apply).
+    for (const server of s.world.serverIds()) s.world.network.block(server, slot.address);
+    const ended = slot.client
+      .cell("vol-1")
+      .put("mine", bytes("v"))
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    s.run(1500);
+    s.world.network.heal();
+    s.run(20_000);
+    await new Promise((resolve) => setImmediate(resolve));
+    const error = await Promise.race([ended, Promise.resolve("still pending")]);
+    expect(error).toBeInstanceOf(OutcomeUnknownError);
+    expect((error as Error).message).toMatch(/an earlier copy of it went unanswered and may still apply/);
+  });
+
   it("goes on with sessions an earlier client left, so one-shot clients do not fill a cell's session table", async () => {
     const s = new Scenario().cell("vol-1");
     // More one-shot clients than the cell remembers sessions, each writing once, one after another.
