@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -55,6 +55,26 @@ describe("the CLI's sessions kept between runs", () => {
     const c = claimSessions(colonyFile, env);
     const ids = [a, b, c].flatMap((claim) => claim?.sessionsOf("vol-1") ?? []).map((s) => s.id);
     expect(ids.sort()).toEqual([11, 22]);
+  });
+
+  it("are not taken up from a copy of their directory, which the original may go on using", () => {
+    claimSessions(colonyFile, env)?.release("vol-1", [session("vol-1", 11, 3)]);
+    const copy = mkdtempSync(join(tmpdir(), "physalia-sessions-copy-"));
+    try {
+      cpSync(state, copy, { recursive: true });
+      expect(claimSessions(colonyFile, { PHYSALIA_STATE_DIR: copy })?.sessionsOf("vol-1")).toEqual([]);
+      // The original still has them.
+      expect(claimSessions(colonyFile, env)?.sessionsOf("vol-1")).toEqual([session("vol-1", 11, 3)]);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
+  it("give up at once on a directory that cannot be made, however it fails", () => {
+    const started = performance.now();
+    // Under /proc, Node's recursive mkdir would retry forever.
+    expect(claimSessions(colonyFile, { PHYSALIA_STATE_DIR: "/proc/self/physalia-state" })).toBeNull();
+    expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it("keep another colony's sessions apart", () => {

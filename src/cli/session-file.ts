@@ -17,7 +17,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import {
-  mkdirSync,
+  chmodSync,
   readdirSync,
   readFileSync,
   realpathSync,
@@ -30,6 +30,7 @@ import {
 import { join, resolve } from "node:path";
 import { type ResumedSession, resumedSessionsProblem } from "../client/index.ts";
 import { limits } from "../core/index.ts";
+import { makeDirectory } from "../storage/index.ts";
 
 /** Slot files per colony: the runs that may take up sessions at once. */
 export const sessionSlotsMax = 16;
@@ -44,6 +45,8 @@ const formatVersion = 1;
 
 interface SlotFile {
   readonly version: number;
+  /** originOf() of the directory the file was written in. */
+  readonly origin: string;
   readonly cells: readonly {
     readonly cellKey: string;
     readonly sessions: readonly Omit<ResumedSession, "cellKey">[];
@@ -87,7 +90,10 @@ export function claimSessions(colonyFile: string, env: NodeJS.ProcessEnv): Sessi
   if (stateDir === null) return null;
   try {
     const dir = colonySessionDirectory(stateDir, colonyFile);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Not Node's recursive mkdir, which spins forever where a directory cannot be made (/proc).
+    makeDirectory(dir);
+    chmodSync(dir, 0o700);
+    const origin = originOf(dir);
     for (let slot = 0; slot < sessionSlotsMax; slot++) {
       const held = join(dir, claimedName(slot));
       try {
@@ -99,10 +105,10 @@ export function claimSessions(colonyFile: string, env: NodeJS.ProcessEnv): Sessi
       // A rename keeps the file's times: mark the claim as new, or it would look stale.
       const now = new Date();
       utimesSync(held, now, now);
-      return new Claim(dir, slot, held, readSlot(held));
+      return new Claim(dir, origin, slot, held, readSlot(held, origin));
     }
     removeStaleClaims(dir);
-    return new Claim(dir, null, null, []);
+    return new Claim(dir, origin, null, null, []);
   } catch {
     return null;
   }
@@ -116,12 +122,29 @@ function claimedName(slot: number | "new"): string {
   return `claimed-${slot}-${process.pid}-${randomBytes(6).toString("hex")}.json`;
 }
 
-/** The slot's sessions; nothing when the file is not one this code wrote. */
-function readSlot(path: string): ResumedSession[] {
+/**
+ * Where the slot files are, as this boot of this machine knows the directory: its device and
+ * inode and the kernel's boot id. A copy of the directory (a backup restored, a machine image
+ * cloned) names another, so its sessions, which the original may go on using, are not taken up.
+ */
+function originOf(dir: string): string {
+  const { dev, ino } = statSync(dir);
+  let boot = "";
+  try {
+    boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    // Not Linux: the directory's identity alone.
+  }
+  return `${dev}:${ino}:${boot}`;
+}
+
+/** The slot's sessions; nothing when the file is not one this code wrote here (see originOf). */
+function readSlot(path: string, origin: string): ResumedSession[] {
   try {
     if (statSync(path).size > slotBytesMax) return [];
     const parsed = JSON.parse(readFileSync(path, "utf8")) as SlotFile;
     if (parsed?.version !== formatVersion || !Array.isArray(parsed.cells)) return [];
+    if (parsed.origin !== origin) return [];
     const sessions: ResumedSession[] = [];
     for (const cell of parsed.cells.slice(-sessionSlotCellsMax)) {
       if (!Array.isArray(cell?.sessions)) return [];
@@ -150,6 +173,7 @@ function removeStaleClaims(dir: string): void {
 class Claim implements SessionClaim {
   constructor(
     private readonly dir: string,
+    private readonly origin: string,
     private readonly slot: number | null,
     private readonly held: string | null,
     private readonly sessions: readonly ResumedSession[],
@@ -184,7 +208,7 @@ class Claim implements SessionClaim {
       const kept = [...cells]
         .slice(-sessionSlotCellsMax)
         .map(([key, list]) => ({ cellKey: key, sessions: list }));
-      const file: SlotFile = { version: formatVersion, cells: kept };
+      const file: SlotFile = { version: formatVersion, origin: this.origin, cells: kept };
       writeFileSync(held, JSON.stringify(file), { mode: 0o600 });
       renameSync(held, join(this.dir, slotName(slot)));
     } catch {

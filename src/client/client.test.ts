@@ -216,16 +216,29 @@ describe("client", () => {
     const [renewed] = stranger.idleSessions();
     expect(renewed?.id).not.toBe(12345);
     expect(renewed?.seq).toBe(1);
+    // A session another client used further (a copy of the state it was kept in, taken up twice):
+    // the cell answers stale_request, applying nothing, and the write goes on in a new session.
+    const behind = { ...(sessions[0] as ResumedSession), seq: 0 };
+    const copy = s.newClient({ sessions: [behind] }).client;
+    const again = copy.cell("vol-1").add("n", 1n);
+    s.run(400);
+    expect(await again).toBe(BigInt(runs + 2));
+    expect(copy.idleSessions()[0]?.id).not.toBe(behind.id);
   });
 
   it("refuses sessions to take up that are not shaped like ones it left", () => {
     const ok = { cellKey: "vol-1", id: 7, seq: 3, fresh: false };
     expect(resumedSessionsProblem([ok])).toBeNull();
     expect(resumedSessionsProblem("x")).toMatch(/must be an array/);
-    expect(resumedSessionsProblem([{ ...ok, id: 0 }])).toMatch(/sessions\[0\] must be/);
-    expect(resumedSessionsProblem([{ ...ok, id: 2 ** 52 }])).toMatch(/sessions\[0\] must be/);
-    expect(resumedSessionsProblem([{ ...ok, seq: -1 }])).toMatch(/sessions\[0\] must be/);
-    expect(resumedSessionsProblem([{ ...ok, fresh: "no" }])).toMatch(/sessions\[0\] must be/);
+    expect(resumedSessionsProblem([7])).toMatch(/sessions\[0\] must be \{ cellKey/);
+    expect(resumedSessionsProblem([{ ...ok, id: 0 }])).toMatch(/sessions\[0\]\.id is 0; a session is/);
+    expect(resumedSessionsProblem([{ ...ok, id: 2 ** 52 }])).toMatch(/sessions\[0\]\.id is/);
+    expect(resumedSessionsProblem([{ ...ok, seq: -1 }])).toMatch(/sessions\[0\]\.seq is -1/);
+    // Its next command would take seq 2^53, beyond what a command may carry.
+    expect(resumedSessionsProblem([{ ...ok, seq: Number.MAX_SAFE_INTEGER }])).toMatch(
+      /sessions\[0\]\.seq is/,
+    );
+    expect(resumedSessionsProblem([{ ...ok, fresh: "no" }])).toMatch(/sessions\[0\]\.fresh is "no"/);
     expect(resumedSessionsProblem([{ ...ok, cellKey: "" }])).toMatch(/sessions\[0\]\.cellKey/);
     expect(resumedSessionsProblem([ok, { ...ok }])).toMatch(/listed twice/);
     const many = Array.from({ length: limits.clientSessionsPerCellMax + 1 }, (_, i) => ({

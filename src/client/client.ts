@@ -111,18 +111,20 @@ export function resumedSessionsProblem(sessions: unknown): string | null {
   const perCell = new Map<string, number>();
   const ids = new Set<string>();
   for (const [i, s] of sessions.entries()) {
-    const shaped =
-      typeof s === "object" &&
-      s !== null &&
-      typeof s.cellKey === "string" &&
-      Number.isSafeInteger(s.id) &&
-      s.id >= 1 &&
-      s.id < sessionIdMax &&
-      Number.isSafeInteger(s.seq) &&
-      s.seq >= 0 &&
-      typeof s.fresh === "boolean";
-    if (!shaped)
-      return `sessions[${i}] must be { cellKey: string, id: 1..2^52-1, seq: 0 or more, fresh: boolean }, not ${show(s)}`;
+    const shape = "{ cellKey: string, id: 1..2^52-1, seq: 0..2^53-2, fresh: boolean }";
+    if (typeof s !== "object" || s === null) return `sessions[${i}] must be ${shape}, not ${show(s)}`;
+    // The next command of the session takes seq + 1, which must stay a safe integer.
+    const wrong =
+      typeof s.cellKey !== "string"
+        ? "cellKey"
+        : !Number.isSafeInteger(s.id) || s.id < 1 || s.id >= sessionIdMax
+          ? "id"
+          : !Number.isSafeInteger(s.seq) || s.seq < 0 || s.seq >= Number.MAX_SAFE_INTEGER
+            ? "seq"
+            : typeof s.fresh !== "boolean"
+              ? "fresh"
+              : null;
+    if (wrong !== null) return `sessions[${i}].${wrong} is ${show(s[wrong])}; a session is ${shape}`;
     const problem = cellKeyProblem(s.cellKey);
     if (problem !== null) return `sessions[${i}].cellKey: ${problem}`;
     const key = `${s.id} ${s.cellKey}`;
@@ -411,8 +413,10 @@ export class PhysaliaClient {
             unansweredCopy ||= unanswered;
             const kind =
               response instanceof Error || response.type !== "result" ? null : response.result.kind;
-            if (kind === "session_expired" && retriesLeft > 0) {
-              // The cell forgot this session and applied nothing: continue in a fresh one.
+            if ((kind === "session_expired" || kind === "stale_request") && retriesLeft > 0) {
+              // Applied nothing. Expired: the cell forgot this session. Stale: the cell has a later
+              // command of it, so another client used it too (a session taken up from a copy of
+              // the state it was kept in). Either way, continue in a fresh one.
               release(true);
               go(retriesLeft - 1);
               return;
@@ -577,6 +581,9 @@ export class PhysaliaClient {
     body: (session: Session, release: (discard: boolean) => void) => void,
   ): boolean {
     const state = this.cellState(cellKey);
+    // A session whose sequence numbers are used up is retired (only a resumed one gets near).
+    const spent = state.sessions.findIndex((s) => !s.busy && s.seq >= Number.MAX_SAFE_INTEGER);
+    if (spent >= 0) state.sessions.splice(spent, 1);
     let session = state.sessions.find((s) => !s.busy);
     if (session === undefined && state.sessions.length < limits.clientSessionsPerCellMax) {
       // 52 random bits: a cell tells clients' sessions apart by id alone, and one that took
@@ -1241,9 +1248,9 @@ function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaErro
       return new UnavailableError(
         cellKey,
         `the cell already remembers ${limits.sessionsPerCellMax} client sessions, each used within the last ` +
-          `${limits.sessionRetentionMs / 1000} s (every CLI command that writes, and every SDK client that ` +
-          "writes to the cell, opens one); nothing was applied: retry in a minute, or write through fewer " +
-          "clients (one SDK client, kept open)",
+          `${limits.sessionRetentionMs / 1000} s (every SDK client that writes to the cell opens one, and so do ` +
+          "CLI commands that find no session kept from an earlier one); nothing was applied: retry in a minute, " +
+          "or write through fewer clients (one SDK client, kept open)",
       );
     default:
       return new UnavailableError(cellKey, `unexpected result ${result.kind}`);
