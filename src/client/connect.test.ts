@@ -104,6 +104,14 @@ describe("connect() options given directly", () => {
     await expect(connect({ servers: servers.slice(0, 3), colonyKey: key })).rejects.toThrow(
       /cells of 7 nodes need at least 7 servers; 3 are given/,
     );
+    // Options that throw when read are a problem of the options too.
+    const throwing = { servers, colonyKey: key, sessions: [{ cellKey: "v", id: 1, seq: 0, fresh: true }] };
+    Object.defineProperty(throwing.sessions[0], "fresh", {
+      get() {
+        throw new Error("no");
+      },
+    });
+    await expect(connect(throwing)).rejects.toThrow(/^connect\(\): the options could not be read \(no\)/);
     // With cells of 3, three servers are enough: a client, opened and closed (it sends nothing).
     const client = await connect({ servers: servers.slice(0, 3), colonyKey: key, cellSize: 3 });
     await client.close();

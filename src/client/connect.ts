@@ -259,7 +259,13 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
 }
 
 export async function connect(options: ConnectOptions): Promise<PhysaliaClient> {
-  const problem = connectOptionsProblem(options);
+  let problem: string | null;
+  try {
+    problem = connectOptionsProblem(options);
+  } catch (error) {
+    // A getter or a proxy among the options that throws: still a problem of the options.
+    problem = `the options could not be read (${error instanceof Error ? error.message : String(error)})`;
+  }
   if (problem !== null) throw new ConnectError(`connect(): ${problem}`);
   const file = options.colony === undefined ? null : readColonyConnection(options.colony);
   const servers = options.servers ?? file?.servers;
