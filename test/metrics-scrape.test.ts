@@ -63,6 +63,33 @@ describe("a scrape of a server's /metrics", () => {
     }
   }, 30_000);
 
+  it("names a sender before its hello by its socket address, and counts the warnings past the rate bound", async () => {
+    server ??= await startOneServer("scrape");
+    const target = server.topology.servers[0] as { host: string; port: number };
+    // Connections that send a length prefix beyond any frame: each is a warning, and closed.
+    const sockets = await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        const socket = createConnection({ host: target.host, port: target.port });
+        await new Promise((resolve) => socket.once("connect", resolve));
+        socket.on("error", () => {});
+        socket.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+        return socket;
+      }),
+    );
+    try {
+      let suppressed = 0;
+      for (let attempt = 0; attempt < 50 && suppressed === 0; attempt++) {
+        await sleep(100);
+        suppressed = metric(await server.scrape(), "physalia_transport_warnings_suppressed_total");
+      }
+      // At most 20 warnings a second are logged; the rest of the 40 are counted.
+      expect(suppressed).toBeGreaterThan(0);
+      expect(server.log()).toMatch(/"remote":"127\.0\.0\.1:\d+ \(before its hello\)"/);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+  }, 30_000);
+
   it("gives the free space of the file system holding the data directory", async () => {
     server ??= await startOneServer("scrape");
     const free = metric(await server.scrape(), "physalia_storage_free_bytes");
