@@ -432,14 +432,7 @@ export class PhysaliaClient {
             // "Nothing applied" holds of this copy; with another unanswered, the outcome is unknown.
             const outcome =
               (kind === "sessions_full" || response instanceof UnavailableError) && unansweredCopy
-                ? {
-                    ok: false as const,
-                    error: new OutcomeUnknownError(
-                      cellKey,
-                      `${response instanceof Error ? response.message : `the cell already remembers ${limits.sessionsPerCellMax} client sessions, so this write was refused`}; ` +
-                        "an earlier copy of it went unanswered and may still apply",
-                    ),
-                  }
+                ? { ok: false as const, error: unansweredCopyError(cellKey, response) }
                 : this.toOutcome(cellKey, response, (body) => (body.type === "result" ? body.result : null));
             callback(
               outcome.ok ? { ...outcome, session: { id: command.session, seq: command.seq } } : outcome,
@@ -581,9 +574,6 @@ export class PhysaliaClient {
     body: (session: Session, release: (discard: boolean) => void) => void,
   ): boolean {
     const state = this.cellState(cellKey);
-    // A session whose sequence numbers are used up is retired (only a resumed one gets near).
-    const spent = state.sessions.findIndex((s) => !s.busy && s.seq >= Number.MAX_SAFE_INTEGER);
-    if (spent >= 0) state.sessions.splice(spent, 1);
     let session = state.sessions.find((s) => !s.busy);
     if (session === undefined && state.sessions.length < limits.clientSessionsPerCellMax) {
       // 52 random bits: a cell tells clients' sessions apart by id alone, and one that took
@@ -600,7 +590,9 @@ export class PhysaliaClient {
     chosen.busy = true;
     body(chosen, (discard) => {
       chosen.busy = false;
-      if (discard) state.sessions.splice(state.sessions.indexOf(chosen), 1);
+      // A session whose sequence numbers are used up is retired (only a resumed one gets near).
+      if (discard || chosen.seq >= Number.MAX_SAFE_INTEGER)
+        state.sessions.splice(state.sessions.indexOf(chosen), 1);
       this.startWaiting(state);
     });
     return true;
@@ -1238,6 +1230,18 @@ function expectCommitted(cellKey: CellKey, result: TxnResult): Extract<TxnResult
   if (result.status === "rejected")
     throw new InvalidRequestError(cellKey, `${result.reason}: ${result.detail}`);
   throw new InvalidRequestError(cellKey, `condition ${result.condition} did not hold`);
+}
+
+/** A write refused (nothing applied) after an earlier copy of it went unanswered: it may apply yet. */
+function unansweredCopyError(cellKey: CellKey, refusal: ResponseBody | PhysaliaError): OutcomeUnknownError {
+  const refused =
+    refusal instanceof Error
+      ? refusal.message
+      : `the cell already remembers ${limits.sessionsPerCellMax} client sessions, so this write was refused`;
+  return new OutcomeUnknownError(
+    cellKey,
+    `${refused}; an earlier copy of it went unanswered and may still apply`,
+  );
 }
 
 function unexpectedResult(cellKey: CellKey, result: CommandResult): PhysaliaError {
