@@ -19,6 +19,7 @@ export {
   ConnectError,
   type ConnectOptions,
   type Consistency,
+  clientKeyOf,
   InvalidRequestError,
   type Outcome,
   OutcomeUnknownError,

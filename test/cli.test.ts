@@ -203,6 +203,52 @@ describe("the physalia command line against a local colony", () => {
     }
   }, 60_000);
 
+  it("reaches cells with a client key alone, which cannot create cells or pose as a server", async () => {
+    expect((await physalia(["cell", "create", "vol-k"], dir)).code).toBe(0);
+    const printed = await physalia(["client-key", "--json"], dir);
+    expect(printed.code).toBe(0);
+    const [clientKey] = JSON.parse(printed.stdout).clientKeys as string[];
+    const colonyKey = readFileSync(join(dir, ".physalia", "colony.key"), "utf8").trim();
+    expect(clientKey).toMatch(/^[0-9a-f]{64}$/);
+    expect(clientKey).not.toBe(colonyKey);
+    expect((await physalia(["client-key"], dir)).stdout.trim()).toBe(clientKey);
+    // A connection file for clients: the colony's, naming the client key's file instead.
+    const connection = JSON.parse(readFileSync(join(dir, ".physalia", "colony.json"), "utf8"));
+    delete connection.keyFile;
+    writeFileSync(join(dir, "client.key"), `${clientKey}\n`, { mode: 0o600 });
+    writeFileSync(join(dir, "client.json"), JSON.stringify({ ...connection, clientKeyFile: "client.key" }));
+    const asClient = ["--colony", "client.json"];
+    expect((await physalia(["put", "vol-k", "replicas", "3", ...asClient], dir)).code).toBe(0);
+    expect((await physalia(["get", "vol-k", "replicas", ...asClient], dir)).stdout.trim()).toBe("3");
+    // Creating a cell goes through the servers' admin ports, which take the colony key only.
+    const create = await physalia(["cell", "create", "vol-c", ...asClient], dir);
+    expect(create.code).toBe(clientExitCodes.colonyUnreachable);
+    expect(create.stderr).toMatch(/needs the colony key, and .*client\.json names only a client key/);
+    // Given as the colony key, the client key is no key of this colony's servers.
+    const posing = await physalia(["get", "vol-k", "owner"], dir, {
+      ...process.env,
+      PHYSALIA_COLONY_KEY: clientKey,
+    });
+    expect(posing.code).toBe(clientExitCodes.unavailable);
+    // The SDK takes it too; a connection file naming both key files is refused.
+    const client = await connect({
+      servers: connection.servers,
+      clientKey: Buffer.from(clientKey as string, "hex"),
+    });
+    try {
+      expect(await client.cell("vol-k").get("replicas")).toBe(3n);
+    } finally {
+      await client.close();
+    }
+    writeFileSync(
+      join(dir, "both.json"),
+      JSON.stringify({ ...connection, keyFile: "x", clientKeyFile: "y" }),
+    );
+    const both = await physalia(["get", "vol-k", "owner", "--colony", "both.json"], dir);
+    expect(both.code).toBe(clientExitCodes.colonyUnreachable);
+    expect(both.stderr).toMatch(/name exactly one key file/);
+  }, 60_000);
+
   it("refuses a second server on a data directory in use, and the first goes on", async () => {
     // s1's configuration with other ports: a copied configuration whose data was not changed.
     const config = JSON.parse(readFileSync(join(dir, ".physalia", "servers", "s1.json"), "utf8"));

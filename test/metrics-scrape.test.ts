@@ -4,7 +4,7 @@
  */
 import { createConnection } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
-import { encodeFrame, encodeHello, frameKey } from "../src/transport/index.ts";
+import { encodeFrame, encodeHello, frameKey, linkKey } from "../src/transport/index.ts";
 import { createCells } from "./support/colony.ts";
 import { metric, type OneServer, sleep, startOneServer } from "./support/one-server.ts";
 
@@ -36,11 +36,11 @@ describe("a scrape of a server's /metrics", () => {
     expect(Math.max(...pendingAfterTwoScrapes)).toBeGreaterThan(0);
   }, 60_000);
 
-  it("counts and logs messages from a peer with the colony key that it cannot decode", async () => {
+  it("counts and logs messages from a peer with the servers' key that it cannot decode", async () => {
     server ??= await startOneServer("scrape");
     const { topology, colonyKey } = server;
     const target = topology.servers[0] as { host: string; port: number };
-    const key = frameKey(colonyKey);
+    const key = frameKey(linkKey(colonyKey, "servers"));
     const socket = createConnection({ host: target.host, port: target.port });
     await new Promise((resolve) => socket.once("connect", resolve));
     try {

@@ -33,6 +33,7 @@ import {
   OutcomeUnknownError,
   type PhysaliaClient,
   type ResumedSession,
+  readColonyKeyFile,
   UnavailableError,
   UnknownCellError,
 } from "../client/index.ts";
@@ -44,7 +45,9 @@ import {
   adminUrl,
   ColonyFileError,
   type ConnectionFile,
+  clientKeysOf,
   keyFingerprint,
+  keysFromEnvironment,
   loadColonyKeys,
   readConnectionFile,
   type ServerEntry,
@@ -363,8 +366,30 @@ function openColony(
   return { file, connection, servers: connection.servers, env, lookupHost };
 }
 
+/** The colony keys, for what needs them beyond a client's requests (the admin token, `client-key`). */
 function colonyKeys(colony: Colony): ColonyKeys {
+  if (colony.connection.keyFile === undefined && !keysFromEnvironment(colony.env))
+    throw new ColonyFileError(
+      `this command needs the colony key, and ${colony.file} names only a client key (clientKeyFile), which reaches cells but not the servers' admin ports: run it with the colony's own connection file, or with PHYSALIA_COLONY_KEY set`,
+    );
   return loadColonyKeys(colony.connection.keyFile, colony.env);
+}
+
+/**
+ * The keys a client's requests are tagged with: the colony key (PHYSALIA_COLONY_KEY, or the
+ * connection file's keyFile), else the client key its clientKeyFile names.
+ */
+function requestKeys(colony: Colony): { readonly keys: ColonyKeys; readonly client: boolean } {
+  const clientKeyFile = colony.connection.clientKeyFile;
+  if (clientKeyFile === undefined || keysFromEnvironment(colony.env))
+    return { keys: colonyKeys(colony), client: false };
+  try {
+    return { keys: readColonyKeyFile(clientKeyFile), client: true };
+  } catch (error) {
+    if (error instanceof ConnectError)
+      throw new ColonyFileError(error.message.replaceAll("colony key", "client key"));
+    throw error;
+  }
 }
 
 async function connectClient(
@@ -372,12 +397,12 @@ async function connectClient(
   cellSize = colony.connection.cellSize,
   sessions: readonly ResumedSession[] = [],
 ): Promise<PhysaliaClient> {
-  const keys = colonyKeys(colony);
+  const { keys, client } = requestKeys(colony);
   await refuseUnresolvableColony(colony);
   try {
     return await connect({
       servers: colony.servers,
-      colonyKey: keys.signing,
+      ...(client ? { clientKey: keys.signing } : { colonyKey: keys.signing }),
       alsoAcceptedKeys: keys.alsoAccepted,
       cellSize,
       sessions,
@@ -1281,6 +1306,23 @@ export function registerClientCommands(program: Command, context: ClientCommandC
       .command("status")
       .description("show every server of the colony: up or down, nodes hosted and resident, leaders"),
   ).action((options: CommonOptions) => run(context, options, (io) => colonyStatus(io)));
+
+  // ------------------------------------------------------------ client-key
+  withCommonOptions(
+    program
+      .command("client-key")
+      .description(
+        "print the client key, in hex: what to give clients that should reach cells without holding the colony key",
+      ),
+  ).action((options: CommonOptions) =>
+    run(context, options, async (io) => {
+      const colony = openColony(io.colonyFile, io.env, io.lookupHost);
+      const keys = clientKeysOf(colonyKeys(colony));
+      const hex = [keys.signing, ...keys.alsoAccepted].map((key) => key.toString("hex"));
+      io.out(io.json ? JSON.stringify({ clientKeys: hex }) : hex.join("\n"));
+      return clientExitCodes.ok;
+    }),
+  );
 }
 
 /**

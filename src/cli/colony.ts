@@ -13,6 +13,7 @@ import { z } from "zod";
 import {
   type ColonyKeys,
   ConnectError,
+  clientKeyOf,
   parseColonyKeys,
   readBoundedText,
   readColonyKeyFile,
@@ -108,13 +109,22 @@ const serverConfigSchema = z.strictObject({
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
 
-/** What client commands need to reach a colony. */
-const connectionSchema = z.strictObject({
-  colony: z.string(),
-  cellSize: z.number().int().min(1).max(limits.membersMax),
-  keyFile: z.string().min(1),
-  servers: z.array(serverSchema).min(1),
-});
+/**
+ * What client commands need to reach a colony. Exactly one key file: the colony key's (`keyFile`),
+ * or for clients that should not hold it the client key's (`clientKeyFile`).
+ */
+const connectionSchema = z
+  .strictObject({
+    colony: z.string(),
+    cellSize: z.number().int().min(1).max(limits.membersMax),
+    keyFile: z.string().min(1).optional(),
+    clientKeyFile: z.string().min(1).optional(),
+    servers: z.array(serverSchema).min(1),
+  })
+  .refine((c) => (c.keyFile === undefined) !== (c.clientKeyFile === undefined), {
+    message:
+      "name exactly one key file: keyFile (the colony key) or clientKeyFile (a client key, from `physalia client-key`)",
+  });
 
 export type ConnectionFile = z.infer<typeof connectionSchema>;
 
@@ -190,10 +200,15 @@ export function readConnectionFile(file: string): ConnectionFile {
     file,
     "colony connection file",
   );
-  const keyFile = isAbsolute(connection.keyFile)
-    ? connection.keyFile
-    : join(dirname(resolve(file)), connection.keyFile);
-  return { ...connection, keyFile };
+  const located = (named: string | undefined) =>
+    named === undefined || isAbsolute(named) ? named : join(dirname(resolve(file)), named);
+  const keyFile = located(connection.keyFile);
+  const clientKeyFile = located(connection.clientKeyFile);
+  return {
+    ...connection,
+    ...(keyFile === undefined ? {} : { keyFile }),
+    ...(clientKeyFile === undefined ? {} : { clientKeyFile }),
+  };
 }
 
 export function writeConnectionFile(file: string, connection: ConnectionFile): void {
@@ -251,6 +266,17 @@ export function loadColonyKeys(keyFile: string | undefined, env: NodeJS.ProcessE
     if (error instanceof ConnectError) throw new ColonyFileError(error.message);
     throw error;
   }
+}
+
+/**
+ * The client keys of colony keys (each one's clients' link key), in the same order: what a client
+ * that should not hold the colony key is given instead (`physalia client-key`).
+ */
+export function clientKeysOf(keys: ColonyKeys): ColonyKeys {
+  return {
+    signing: clientKeyOf(keys.signing),
+    alsoAccepted: keys.alsoAccepted.map((key) => clientKeyOf(key)),
+  };
 }
 
 /** The key that tags what is sent: the colony key, or while it is rotated the first of the two. */

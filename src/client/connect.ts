@@ -22,6 +22,8 @@ import {
   colonyKeysMax,
   colonyKeysProblem,
   formatServerAddress,
+  type KeyKind,
+  linkKey,
   MappedTransport,
   onServerLost,
   TcpTransport,
@@ -50,8 +52,15 @@ export interface ConnectOptions {
    */
   readonly colonyKey?: Uint8Array;
   /**
-   * While the colony key is rotated, the other key: answers tagged with it are accepted too (at
-   * most one; docs/OPERATIONS.md, "Rotating the colony key"). Given with `colonyKey` only.
+   * The client key instead of the colony key (`physalia client-key` prints it): it lets this
+   * client reach the colony as a client and nothing more, where the colony key would also let it
+   * pose as a server. Give programs that should not hold the colony key this one.
+   */
+  readonly clientKey?: Uint8Array;
+  /**
+   * While the colony key is rotated, the other key (a client key with `clientKey`): answers
+   * tagged with it are accepted too (at most one; docs/OPERATIONS.md, "Rotating the colony key").
+   * Given with `colonyKey` or `clientKey` only.
    */
   readonly alsoAcceptedKeys?: readonly Uint8Array[];
   /** Nodes per cell (default 7, or the connection file's). */
@@ -82,6 +91,7 @@ const connectOptionNames: readonly string[] = [
   "colony",
   "servers",
   "colonyKey",
+  "clientKey",
   "alsoAcceptedKeys",
   "cellSize",
   "rack",
@@ -97,7 +107,9 @@ export class ConnectError extends Error {
 
 interface ConnectionFileContents {
   readonly cellSize: number;
+  /** The key file: of the colony key, or with `keyKind` "client" of the client key. */
   readonly keyFile: string;
+  readonly keyKind: KeyKind;
   readonly servers: readonly ColonyServer[];
 }
 
@@ -122,19 +134,23 @@ export function readColonyConnection(file: string): ConnectionFileContents {
   } catch (error) {
     throw new ConnectError(`cannot read the colony connection file ${file}: ${(error as Error).message}`);
   }
-  const c = parsed as Partial<ConnectionFileContents> | null;
+  const c = parsed as (Partial<ConnectionFileContents> & { clientKeyFile?: unknown }) | null;
   if (
     typeof c !== "object" ||
     c === null ||
     !Array.isArray(c.servers) ||
     !c.servers.every(isServer) ||
-    typeof c.keyFile !== "string" ||
+    (typeof c.keyFile !== "string") === (typeof c.clientKeyFile !== "string") ||
     !Number.isInteger(c.cellSize)
   ) {
-    throw new ConnectError(`the colony connection file ${file} lacks servers, keyFile or cellSize`);
+    throw new ConnectError(
+      `the colony connection file ${file} lacks servers or cellSize, or does not name exactly one of keyFile and clientKeyFile`,
+    );
   }
-  const keyFile = isAbsolute(c.keyFile) ? c.keyFile : join(dirname(resolve(file)), c.keyFile);
-  return { cellSize: c.cellSize as number, keyFile, servers: c.servers };
+  const named = (typeof c.keyFile === "string" ? c.keyFile : c.clientKeyFile) as string;
+  const keyFile = isAbsolute(named) ? named : join(dirname(resolve(file)), named);
+  const keyKind: KeyKind = typeof c.keyFile === "string" ? "colony" : "client";
+  return { cellSize: c.cellSize as number, keyFile, keyKind, servers: c.servers };
 }
 
 /**
@@ -192,6 +208,14 @@ export function readColonyKeyFile(file: string): ColonyKeys {
   return parseColonyKeys(text, file);
 }
 
+/**
+ * The client key of a colony key: what `connect({ clientKey })` takes, and `physalia client-key`
+ * prints. With it a program reaches cells as a client, and cannot pose as a server.
+ */
+export function clientKeyOf(colonyKey: Uint8Array): Buffer {
+  return linkKey(colonyKey, "clients");
+}
+
 /** The client of the package: the client over the ports, plus `connect()` on real sockets. */
 export class PhysaliaClient extends ClientOverPorts {
   /**
@@ -228,20 +252,24 @@ export function connectOptionsProblem(options: ConnectOptions): string | null {
       ids.add(server.id);
     }
   }
-  if (options.colonyKey !== undefined) {
-    if (!(options.colonyKey instanceof Uint8Array))
-      return "colonyKey must be a Uint8Array (or Buffer) of the key's bytes, not its hex text";
-    const problem = colonyKeysProblem([options.colonyKey]);
-    if (problem !== null) return `colonyKey: ${problem}`;
+  if (options.colonyKey !== undefined && options.clientKey !== undefined)
+    return "give colonyKey or clientKey, not both";
+  const keyName = options.clientKey !== undefined ? "clientKey" : "colonyKey";
+  const key = options[keyName];
+  if (key !== undefined) {
+    if (!(key instanceof Uint8Array))
+      return `${keyName} must be a Uint8Array (or Buffer) of the key's bytes, not its hex text`;
+    const problem = colonyKeysProblem([key]);
+    if (problem !== null) return `${keyName}: ${problem}`;
   }
   const others = options.alsoAcceptedKeys;
   if (others !== undefined) {
-    if (!Array.isArray(others) || others.some((key) => !(key instanceof Uint8Array)))
+    if (!Array.isArray(others) || others.some((other) => !(other instanceof Uint8Array)))
       return "alsoAcceptedKeys must be an array of Uint8Array (or Buffer) keys";
-    if (options.colonyKey === undefined)
-      return "alsoAcceptedKeys needs colonyKey: the key that tags requests (a connection file's key file lists both)";
-    const problem = colonyKeysProblem([options.colonyKey, ...others]);
-    if (problem !== null) return `colonyKey and alsoAcceptedKeys: ${problem}`;
+    if (key === undefined)
+      return "alsoAcceptedKeys needs colonyKey or clientKey: the key that tags requests (a connection file's key file lists both)";
+    const problem = colonyKeysProblem([key, ...others]);
+    if (problem !== null) return `${keyName} and alsoAcceptedKeys: ${problem}`;
   }
   const cellSize = options.cellSize;
   if (cellSize !== undefined && (!Number.isInteger(cellSize) || cellSize < 1 || cellSize > limits.membersMax))
@@ -271,17 +299,22 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const servers = options.servers ?? file?.servers;
   if (servers === undefined || servers.length === 0)
     throw new ConnectError("connect() needs a colony connection file (colony) or a list of servers");
+  const given = options.colonyKey ?? options.clientKey;
+  const keyKind: KeyKind | undefined =
+    given !== undefined ? (options.clientKey !== undefined ? "client" : "colony") : file?.keyKind;
   const keys: ColonyKeys | undefined =
-    options.colonyKey !== undefined
+    given !== undefined
       ? {
-          signing: Buffer.from(options.colonyKey),
+          signing: Buffer.from(given),
           alsoAccepted: (options.alsoAcceptedKeys ?? []).map((k) => Buffer.from(k)),
         }
       : file === null
         ? undefined
         : readColonyKeyFile(file.keyFile);
-  if (keys === undefined)
-    throw new ConnectError("connect() needs the colony key (colonyKey) with a list of servers");
+  if (keys === undefined || keyKind === undefined)
+    throw new ConnectError(
+      "connect() needs the colony key (colonyKey) or a client key (clientKey) with a list of servers",
+    );
   const cellSize = options.cellSize ?? file?.cellSize ?? limits.cellSizeDefault;
   if (servers.length < cellSize)
     throw new ConnectError(
@@ -290,6 +323,7 @@ export async function connect(options: ConnectOptions): Promise<PhysaliaClient> 
   const tcp = new TcpTransport<ClientRequest | ClientResponse>({
     colonyKey: keys.signing,
     alsoAcceptedKeys: keys.alsoAccepted,
+    keyKind,
     codec: { encode: encodeClientMessage, decode: decodeClientMessage, write: writeClientMessage },
     ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
     // An idle client does not keep its program running; one with operations outstanding does (hold).

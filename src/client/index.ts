@@ -12,6 +12,7 @@ export {
   type ColonyServer,
   ConnectError,
   type ConnectOptions,
+  clientKeyOf,
   connect,
   PhysaliaClient,
   parseColonyKeys,

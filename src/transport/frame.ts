@@ -6,7 +6,14 @@
  *   varint address length, UTF-8 sender address
  *   varint sequence number (per connection; 0 is the hello)
  *   varint message count, then per message: varint length, payload bytes
- *   32-byte HMAC-SHA256, keyed with the colony key, over every byte before it (prefix included)
+ *   32-byte HMAC-SHA256 over every byte before it (prefix included), keyed with a link key
+ *
+ * Link keys are derived from the colony key, one per kind of connection (`linkKey`): frames
+ * between two servers are tagged with the servers' link key, frames on a client's connection
+ * (either way) with the clients' link key. A client can be given the clients' link key alone
+ * (its "client key"): it then talks to servers as a client, but cannot tag a frame that names a
+ * server as its sender, so it cannot pose as one. The receiver picks the key by the sender the
+ * frame names, before it checks the tag.
  *
  * Decoding treats its input as hostile: it checks the size bounds while walking the structure
  * (cheap, no allocation), then the tag in constant time, and only then hands the messages out (as
@@ -19,7 +26,7 @@
  * per collection on a busy server, on top of the copying): one-shot hashes make none, and cost
  * less than a third of the CPU for a small frame.
  */
-import { hash, timingSafeEqual } from "node:crypto";
+import { createHmac, hash, timingSafeEqual } from "node:crypto";
 import { type Address, assert, utf8Encode } from "../core/index.ts";
 import {
   frameOverheadBytes,
@@ -30,7 +37,8 @@ import {
   varintBytes,
 } from "./limits.ts";
 
-export const frameVersion = 1;
+/** 2 since frames are tagged with link keys (1 tagged every frame with the colony key itself). */
+export const frameVersion = 2;
 /** Shortest colony key accepted: HMAC-SHA256 is only as strong as its key, up to its block. */
 export const colonyKeyBytesMin = 32;
 /** Keys an endpoint accepts at once: two while the colony key is rotated. */
@@ -159,6 +167,20 @@ export function colonyKeysProblem(keys: readonly Uint8Array[]): string | null {
   if (keys.length === 2 && Buffer.compare(keys[0] as Uint8Array, keys[1] as Uint8Array) === 0)
     return "the same colony key is given twice";
   return null;
+}
+
+/** The two kinds of connection, each with its own link key. */
+export type Link = "servers" | "clients";
+
+/**
+ * The link key of one kind of connection, derived from a colony key (HMAC-SHA256 of a label under
+ * it): "servers" for frames between two servers, "clients" for frames on a client's connection.
+ * The clients' link key is the client key given to clients that should not hold the colony key.
+ */
+export function linkKey(colonyKey: Uint8Array, link: Link): Buffer {
+  const problem = colonyKeyProblem(colonyKey);
+  if (problem !== null) throw new RangeError(problem);
+  return createHmac("sha256", colonyKey).update(`physalia frame link key v1: ${link}`).digest();
 }
 
 /**
@@ -313,9 +335,18 @@ function reject(reason: FrameRejection, detail: string): FrameDecodeResult {
   return { ok: false, reason, detail };
 }
 
-/** Decode one whole frame (length prefix included), as the splitter yields it. Never throws. */
+/**
+ * The key a frame from `sender` must be tagged with, or null when no key this endpoint holds
+ * may tag a frame from that sender (the frame is then unauthenticated).
+ */
+export type FrameKeyOf = (sender: string) => FrameKey | null;
+
+/**
+ * Decode one whole frame (length prefix included), as the splitter yields it. Never throws.
+ * `key` is the key every frame is tagged with, or picks it by the sender the frame names.
+ */
 export function decodeFrame(
-  key: FrameKey,
+  key: FrameKey | FrameKeyOf,
   bytes: Uint8Array,
   bounds: TransportLimits = transportLimits,
 ): FrameDecodeResult {
@@ -367,15 +398,18 @@ export function decodeFrame(
   }
   if (cursor.remaining !== 0) return reject("malformed", `${cursor.remaining} trailing bytes before the tag`);
 
-  const verified = key.verify(bytes.subarray(0, tagStart), bytes.subarray(tagStart));
-  if (verified === null) return reject("unauthenticated", "the tag does not match the colony key");
-
   let sender: string;
   try {
     sender = utf8.decode(bytes.subarray(addressStart, addressStart + addressBytes));
   } catch {
     return reject("malformed", "sender address is not UTF-8");
   }
+  const senderKey = key instanceof FrameKey ? key : key(sender);
+  if (senderKey === null)
+    return reject("unauthenticated", `no key this endpoint holds may tag a frame from ${sender}`);
+  const verified = senderKey.verify(bytes.subarray(0, tagStart), bytes.subarray(tagStart));
+  if (verified === null)
+    return reject("unauthenticated", "the tag does not match the colony's key for its sender");
   // Messages are views of the frame's bytes, not copies: the transport decodes each at once, and
   // decoders copy what they keep (ByteReader.bytes), so no view outlives the delivery. Plain
   // Uint8Array views: `slice` of one copies, where a Buffer's would give another view.

@@ -16,6 +16,8 @@ export {
   FrameSplitter,
   frameKey,
   frameVersion,
+  type Link,
+  linkKey,
   type SplitResult,
 } from "./frame.ts";
 export { type TransportLimits, transportLimits, transportLimitsProblem } from "./limits.ts";
@@ -25,6 +27,7 @@ export {
   dropReasons,
   formatServerAddress,
   isClientAddress,
+  type KeyKind,
   listenAdvice,
   type MessageCodec,
   parseServerAddress,

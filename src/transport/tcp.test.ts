@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { encodeFrame, encodeHello, frameKey } from "./frame.ts";
+import { encodeFrame, encodeHello, frameKey, linkKey } from "./frame.ts";
 import { transportLimits } from "./limits.ts";
 import {
   isClientAddress,
@@ -107,7 +107,7 @@ function closedSignal(socket: Socket): () => boolean {
 
 /** A peer that says hello and then never reads; `socket()` is its end of the connection, once made. */
 async function stalledPeer(): Promise<{ target: string; socket: () => Socket | null }> {
-  const key = frameKey(colonyKey);
+  const key = frameKey(linkKey(colonyKey, "servers"));
   let accepted: Socket | null = null;
   const stalled = createServer((socket) => {
     accepted = socket;
@@ -492,9 +492,12 @@ describe("TcpTransport", () => {
     for (let i = 0; i < 10; i++) stranger.send(a.address, { n: i });
     stranger.flush();
     await waitFor(() => a.stats().framesDropped.unauthenticated >= 1, "the stranger's hello to be rejected");
-    await waitFor(() => stranger.stats().framesDropped.unauthenticated >= 1, "a's hello to be rejected");
+    // The end that accepted says nothing, not even its hello, to a dialler that did not authenticate.
+    await waitFor(() => stranger.stats().connectionsOpen === 0, "a to close the stranger's connection");
+    expect(stranger.stats().framesDropped.unauthenticated).toBe(0);
     a.send(stranger.address, { n: 99 });
     a.flush();
+    await waitFor(() => stranger.stats().framesDropped.unauthenticated >= 1, "a's hello to be rejected");
     await sleep(100);
     expect(atA).toEqual([]);
     expect(atStranger).toEqual([]);
@@ -511,7 +514,7 @@ describe("TcpTransport", () => {
     const atS = inbox(s);
     const port = portOf(s);
     const otherKey = frameKey(randomBytes(32));
-    const key = frameKey(colonyKey);
+    const key = frameKey(linkKey(colonyKey, "servers"));
 
     let sent = 0;
     const sendGood = (count: number): void => {
@@ -570,7 +573,7 @@ describe("TcpTransport", () => {
     });
     const atS = inbox(s);
     const port = portOf(s);
-    const key = frameKey(colonyKey);
+    const key = frameKey(linkKey(colonyKey, "servers"));
     // A length prefix within frameBytesMax but past any hello: closed at its fourth byte, not
     // after the hello timeout with megabytes buffered.
     const hoarder = await rawConnect(port);
@@ -614,6 +617,57 @@ describe("TcpTransport", () => {
     s.flush();
     expect(s.stats().messagesDropped.unreachable).toBe(1);
     expect(s.stats().dials).toBe(0);
+  });
+
+  it("lets a client key reach servers as a client, and never pose as a server", async () => {
+    const clientKey = linkKey(colonyKey, "clients");
+    const warnings: string[] = [];
+    const s = await server({
+      warn: (message, fields) => warnings.push(`${message} ${JSON.stringify(fields)}`),
+    });
+    const atS: string[] = [];
+    s.onMessage((from, note) => {
+      atS.push(from);
+      s.send(from, { n: note.n + 1000 });
+      s.flush();
+    });
+    const c = track(new TcpTransport<Note>({ colonyKey: clientKey, keyKind: "client", codec: noteCodec }));
+    await c.start();
+    const atC = inbox(c);
+    c.send(s.address, { n: 1 });
+    c.flush();
+    await waitFor(() => atC.length === 1, "the server's answer to the client key's holder");
+    expect(atC[0]?.message.n).toBe(1001);
+
+    // The same key, tagging a hello that names a server: unauthenticated, whatever the address.
+    const posing = await rawConnect(portOf(s));
+    const posingClosed = closedSignal(posing);
+    const posingReceived: Buffer[] = [];
+    posing.on("data", (chunk: Buffer) => posingReceived.push(chunk));
+    posing.write(encodeHello(frameKey(clientKey), "127.0.0.1:1"));
+    await waitFor(posingClosed, "the server to close the connection posing as a server");
+    expect(posingReceived).toEqual([]);
+    expect(s.stats().framesDropped.unauthenticated).toBe(1);
+    expect(warnings.some((w) => w.includes("unauthenticated") && w.includes("before its hello"))).toBe(true);
+    expect(atS).toEqual([c.address]);
+
+    // And the colony key itself does not tag frames between servers: the servers' link key does.
+    const raw = await rawConnect(portOf(s));
+    const rawClosed = closedSignal(raw);
+    raw.write(encodeHello(frameKey(colonyKey), "127.0.0.1:2"));
+    await waitFor(rawClosed, "the server to close a connection tagged with the colony key itself");
+    expect(s.stats().framesDropped.unauthenticated).toBe(2);
+
+    // A client key cannot make a server.
+    expect(
+      () =>
+        new TcpTransport<Note>({
+          listen: { host, port: 0 },
+          colonyKey: clientKey,
+          keyKind: "client",
+          codec: noteCodec,
+        }),
+    ).toThrow(/needs the colony key/);
   });
 
   it("queues up to the bound for a peer that stops reading, then drops the oldest", async () => {
@@ -683,7 +737,7 @@ describe("TcpTransport", () => {
       receiveBufferedBytesMax: 256 * 1024,
     };
     const s = await server<Uint8Array>({ codec: bytesCodec, limits: bounds, warn: () => {} });
-    const key = frameKey(colonyKey);
+    const key = frameKey(linkKey(colonyKey, "servers"));
     const prefix = Buffer.alloc(4);
     prefix.writeUInt32BE(120 * 1024);
     // Authenticated peers that each send most of a large frame, then stall: 3 x 100 KiB do not

@@ -1,9 +1,11 @@
 /**
  * The TCP adapter of the transport port (docs/ARCHITECTURE.md). One connection per server pair;
  * messages sent to one destination in one turn are packed into one frame (several only past the
- * frame bounds) when the turn is flushed. Every frame carries an HMAC keyed with the colony key,
- * and the first frame on a connection is a hello naming its sender, which binds the connection to
- * that address.
+ * frame bounds) when the turn is flushed. Every frame carries an HMAC keyed with a link key derived
+ * from the colony key: the servers' between two servers, the clients' on a client's connection
+ * (frame.ts). The first frame on a connection is a hello naming its sender, which binds the
+ * connection to that address; the end that accepted the connection answers with its own hello
+ * once the dialler's is authenticated, under the key of the link the dialler's address names.
  *
  * Servers have dialable addresses ("host:port"). A client only dials; its address
  * ("client:<hex>") cannot be dialled, so a server answers it over the connection the client
@@ -23,6 +25,7 @@ import {
   type FrameKey,
   FrameSplitter,
   frameKey,
+  linkKey,
   messageFrameBytes,
 } from "./frame.ts";
 import {
@@ -59,13 +62,20 @@ export interface TcpTransportOptions<M> {
    * when it differs from the listening host (e.g. listening on 0.0.0.0).
    */
   readonly listen?: { readonly host: string; readonly port: number; readonly advertiseHost?: string };
-  /** Shared by every server and client of the colony; at least 32 random bytes. Tags every frame sent. */
+  /**
+   * The colony key, shared by the colony's servers (at least 32 random bytes); the link keys that
+   * tag frames are derived from it. With `keyKind: "client"`, the client key instead (the
+   * clients' link key, `linkKey(colonyKey, "clients")`), which lets an endpoint that only dials
+   * talk to servers as a client and nothing more.
+   */
   readonly colonyKey: Uint8Array;
   /**
    * Another key accepted on received frames besides `colonyKey`, while the colony key is rotated
-   * (at most one; docs/OPERATIONS.md, "Rotating the colony key").
+   * (at most one; docs/OPERATIONS.md, "Rotating the colony key"); of the same kind.
    */
   readonly alsoAcceptedKeys?: readonly Uint8Array[];
+  /** What `colonyKey` holds: "colony" (the default) or "client" (a client key). */
+  readonly keyKind?: KeyKind;
   readonly codec: MessageCodec<M>;
   /** Receives warnings (rate limited). */
   readonly warn?: TransportWarn;
@@ -84,6 +94,27 @@ export interface TcpTransportOptions<M> {
    * owner keeps the process running while it has operations outstanding). Default true.
    */
   readonly holdsProcess?: boolean;
+}
+
+/** What an endpoint was given: the colony key, or only the clients' link key (a client key). */
+export type KeyKind = "colony" | "client";
+
+/** The keys an endpoint tags and checks frames with, by link; a client key gives no servers' key. */
+interface LinkKeys {
+  readonly servers: FrameKey | null;
+  readonly clients: FrameKey;
+}
+
+function linkKeys(key: Uint8Array, alsoAccepted: readonly Uint8Array[], kind: KeyKind): LinkKeys {
+  // Checked as given first, so a short key is reported as the key it is, not as a derived one.
+  frameKey(key, alsoAccepted);
+  if (kind === "client") return { servers: null, clients: frameKey(key, alsoAccepted) };
+  const derive = (link: "servers" | "clients") =>
+    frameKey(
+      linkKey(key, link),
+      alsoAccepted.map((other) => linkKey(other, link)),
+    );
+  return { servers: derive("servers"), clients: derive("clients") };
 }
 
 export const dropReasons = [
@@ -312,7 +343,10 @@ type State = "new" | "starting" | "started" | "closed";
 
 export class TcpTransport<M> implements TransportPort<M> {
   private readonly bounds: TransportLimits;
-  private key: FrameKey;
+  private keys: LinkKeys;
+  private readonly keyKind: KeyKind;
+  /** Picks the key a received frame must carry by the sender it names (decodeFrame). */
+  private readonly keyOfSender = (sender: Address): FrameKey | null => this.keyBetween(sender);
   private readonly codec: MessageCodec<M>;
   private readonly warnSink: TransportWarn | undefined;
   private readonly random: () => number;
@@ -383,7 +417,14 @@ export class TcpTransport<M> implements TransportPort<M> {
     const problem = transportLimitsProblem(bounds);
     if (problem !== null) throw new RangeError(`invalid transport limits: ${problem}`);
     this.bounds = Object.freeze(bounds);
-    this.key = frameKey(options.colonyKey, options.alsoAcceptedKeys);
+    this.keyKind = options.keyKind ?? "colony";
+    if (this.keyKind !== "colony" && this.keyKind !== "client")
+      throw new RangeError(`keyKind must be "colony" or "client", got ${JSON.stringify(this.keyKind)}`);
+    if (this.keyKind === "client" && options.listen !== undefined)
+      throw new RangeError(
+        "a client key only lets an endpoint dial servers as a client; an endpoint that listens (a server) needs the colony key",
+      );
+    this.keys = linkKeys(options.colonyKey, options.alsoAcceptedKeys ?? [], this.keyKind);
     this.codec = options.codec;
     this.warnSink = options.warn;
     this.random = options.random ?? Math.random;
@@ -535,7 +576,26 @@ export class TcpTransport<M> implements TransportPort<M> {
    * a RangeError and the transport keeps the keys it had.
    */
   setKeys(colonyKey: Uint8Array, alsoAcceptedKeys: readonly Uint8Array[] = []): void {
-    this.key = frameKey(colonyKey, alsoAcceptedKeys);
+    this.keys = linkKeys(colonyKey, alsoAcceptedKeys, this.keyKind);
+  }
+
+  /**
+   * The key of the link between this endpoint and `peer`: the clients' when either end is a
+   * client, else the servers' (null for an endpoint holding only a client key).
+   */
+  private keyBetween(peer: Address): FrameKey | null {
+    if (isClientAddress(peer) || isClientAddress(this.address)) return this.keys.clients;
+    return this.keys.servers;
+  }
+
+  /** The key frames to `peer` are tagged with. */
+  private keyTo(peer: Address): FrameKey {
+    const key = this.keyBetween(peer);
+    assert(
+      key !== null,
+      () => `no key to tag frames to ${peer} with (a client key only reaches servers as a client)`,
+    );
+    return key;
   }
 
   /** Close the listener and every connection, clear every timer; queued messages are dropped. */
@@ -699,7 +759,7 @@ export class TcpTransport<M> implements TransportPort<M> {
       this.unqueue(peer, frame);
       connection.sequenceSent += 1;
       const bytes = encodeFrameBody(
-        this.key,
+        this.keyTo(peer.address),
         { sender: this.address, sequence: connection.sequenceSent, count: frame.count, body: frame.body },
         this.bounds,
       );
@@ -889,7 +949,7 @@ export class TcpTransport<M> implements TransportPort<M> {
         return;
       }
       socket.setNoDelay(true);
-      this.writeHello(connection);
+      this.writeHello(connection, peer.address);
       this.armHelloTimer(connection);
       this.attach(peer, connection);
     });
@@ -920,13 +980,16 @@ export class TcpTransport<M> implements TransportPort<M> {
     const connection = new Connection(socket, "inbound", null, null, this.bounds);
     this.connections.add(connection);
     this.wire(connection);
-    this.writeHello(connection);
     this.armHelloTimer(connection);
   }
 
-  /** The hello goes first on every connection, before any queued frame. */
-  private writeHello(connection: Connection): void {
-    const hello = encodeHello(this.key, this.address, this.bounds);
+  /**
+   * The hello goes first on every connection, before any queued frame: at once on a connection
+   * this endpoint dialled, and on one it accepted once the dialler's hello is authenticated (its
+   * address names the link, and so the key).
+   */
+  private writeHello(connection: Connection, peer: Address): void {
+    const hello = encodeHello(this.keyTo(peer), this.address, this.bounds);
     this.counters.framesSent += 1;
     this.counters.bytesSent += hello.length;
     if (!connection.socket.write(hello)) connection.blocked = true;
@@ -1144,7 +1207,7 @@ export class TcpTransport<M> implements TransportPort<M> {
   }
 
   private receiveFrame(connection: Connection, bytes: Uint8Array): void {
-    const decoded = decodeFrame(this.key, bytes, this.bounds);
+    const decoded = decodeFrame(this.keyOfSender, bytes, this.bounds);
     if (!decoded.ok) {
       this.rejectFrame(connection, decoded.reason, decoded.detail);
       return;
@@ -1231,6 +1294,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     connection.clearTimer();
     this.counters.framesReceived += 1;
     peer.failedDials = 0;
+    this.writeHello(connection, sender);
     this.attach(peer, connection);
   }
 
