@@ -671,7 +671,7 @@ async function explainCellFailure(error: unknown, colony: Colony, cellKey: strin
     );
   const need =
     answered.length < majorityOf(servers.length)
-      ? `; the cell needs ${majorityOf(servers.length)} of its ${servers.length} servers: start the ones that are down and retry`
+      ? `; the cell needs ${majorityOf(servers.length)} of its ${servers.length} servers to answer: check them with \`physalia status\` (a server may be down, or up but too busy to answer in time), then retry`
       : `; check \`physalia status\` and \`physalia cell describe ${shellWord(cellKey)}\``;
   return new CommandFailure(clientExitCodes.unavailable, "unavailable", `${error.message}${down}${need}`);
 }

@@ -399,6 +399,11 @@ export async function startServer(options: {
         transportStats.receiveBuffersShed,
       ),
       counter(
+        "physalia_transport_client_reads_held_total",
+        "Times a client's connection stopped being read because the client was not taking its answers (it is read again once it does)",
+        transportStats.clientReadsHeld,
+      ),
+      counter(
         "physalia_transport_reads_paused_total",
         "Turns in which every connection stopped reading because the turn's bytes reached their bound",
         transportStats.readsPaused,

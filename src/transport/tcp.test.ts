@@ -670,6 +670,35 @@ describe("TcpTransport", () => {
     ).toThrow(/needs the colony key/);
   });
 
+  it("stops reading a client that does not take its answers, and reads it again once it does", async () => {
+    const s = await server<Uint8Array>({ codec: bytesCodec });
+    s.onMessage((from) => {
+      s.send(from, new Uint8Array(8 * 1024));
+      s.flush();
+    });
+    // A client that sends 5,000 requests of 4 KiB and does not read its answers.
+    const key = frameKey(linkKey(colonyKey, "clients"));
+    const sender = "client:00000000000000aa";
+    const socket = await rawConnect(portOf(s));
+    socket.pause();
+    socket.write(encodeHello(key, sender));
+    const requests = 5_000;
+    const request = new Uint8Array(4 * 1024);
+    for (let sequence = 1; sequence <= requests; sequence++)
+      socket.write(encodeFrame(key, { sender, sequence, messages: [request] }));
+    await waitFor(() => s.stats().clientReadsHeld >= 1, "the server to stop reading the client");
+    // Held: what it reads stops well short of what was sent, and stays there.
+    await sleep(300);
+    const heldAt = s.stats().messagesReceived;
+    await sleep(300);
+    expect(s.stats().messagesReceived).toBe(heldAt);
+    expect(heldAt).toBeLessThan(requests * 0.7);
+    // The client reads its answers: the server reads the rest of its requests.
+    socket.on("data", () => {});
+    socket.resume();
+    await waitFor(() => s.stats().messagesReceived === requests, "every request to be read", 30_000);
+  }, 60_000);
+
   it("queues up to the bound for a peer that stops reading, then drops the oldest", async () => {
     const { target, socket: stalledSocket } = await stalledPeer();
 

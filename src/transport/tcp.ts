@@ -188,6 +188,8 @@ export interface TransportStats {
   readonly receiveBuffersShed: number;
   /** Turns of the event loop in which every connection stopped reading at turnReceiveBytesMax. */
   readonly readsPaused: number;
+  /** Times a client's connection stopped being read because the client was not taking its answers. */
+  readonly clientReadsHeld: number;
   /** Bytes held in the sockets of connections that stopped taking them, for all connections now. */
   readonly sendBufferedBytes: number;
   /** Connections closed because what their sockets held together reached sendBufferedBytesMax. */
@@ -280,6 +282,8 @@ class Connection {
   sequenceReceived = -1;
   /** The socket's buffer is full: wait for 'drain'. */
   blocked = false;
+  /** Not read until 'drain': a client not taking its answers (TcpTransport.holdReads). */
+  readsHeld = false;
   /** What the socket held when it blocked (counted in sendBufferedBytes until 'drain' or close). */
   sendBuffered = 0;
   /** A duplicate being closed: no more writes, but frames still arriving are delivered. */
@@ -405,6 +409,7 @@ export class TcpTransport<M> implements TransportPort<M> {
     receiveBufferedBytes: 0,
     receiveBuffersShed: 0,
     readsPaused: 0,
+    clientReadsHeld: 0,
     sendBufferedBytes: 0,
     sendBuffersShed: 0,
     warningsSuppressed: 0,
@@ -769,9 +774,24 @@ export class TcpTransport<M> implements TransportPort<M> {
       if (!connection.socket.write(bytes)) {
         connection.blocked = true;
         this.holdSendBuffer(connection);
+        this.holdReads(connection, peer);
         return;
       }
     }
+  }
+
+  /**
+   * A client that does not take its answers is not read either, until it does ('drain'): its
+   * requests wait in its socket and in its own bounded queue, rather than being served with
+   * answers that would only be dropped, over and over, at the cost of every other cell here.
+   * Never a server's connection: two servers each waiting for the other to read would wait for
+   * ever. A client reads whatever its sends do, so it never waits for the server in turn.
+   */
+  private holdReads(connection: Connection, peer: Peer): void {
+    if (!isClientAddress(peer.address) || connection.readsHeld || connection.socket.destroyed) return;
+    connection.readsHeld = true;
+    this.counters.clientReadsHeld += 1;
+    connection.socket.pause();
   }
 
   /** Counts what a blocked connection's socket holds; past the bound, the largest holder is closed. */
@@ -1015,6 +1035,10 @@ export class TcpTransport<M> implements TransportPort<M> {
     socket.on("drain", () => {
       connection.blocked = false;
       this.releaseSendBuffer(connection);
+      if (connection.readsHeld) {
+        connection.readsHeld = false;
+        if (this.turnReceived?.paused !== true) socket.resume();
+      }
       const peer = connection.remote === null ? undefined : this.peers.get(connection.remote);
       if (peer !== undefined && peer.connection === connection) this.pump(peer);
     });
@@ -1180,7 +1204,8 @@ export class TcpTransport<M> implements TransportPort<M> {
         paused: false,
         immediate: setImmediate(() => {
           this.turnReceived = null;
-          if (turn.paused) for (const connection of this.connections) connection.socket.resume();
+          if (!turn.paused) return;
+          for (const connection of this.connections) if (!connection.readsHeld) connection.socket.resume();
         }),
       };
       this.turnReceived = turn;
