@@ -106,6 +106,9 @@ describe("client commands without a colony", () => {
       ["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", "11m"],
       ["lease", "acquire", "vol-1", "l", "--holder", "me", "--duration", "1.5s"],
       ["lease", "renew", "vol-1", "l", "--holder", "me", "--duration", "30 s"],
+      ["lease", "acquire", "vol-1", "", "--holder", "me"],
+      ["lease", "release", "vol-1", "l", "--holder", ""],
+      ["lease", "renew", "vol-1", "n".repeat(300), "--holder", "me"],
     ]) {
       const result = await physalia(cwd, ...args);
       expect(result.code, args.join(" ")).toBe(clientExitCodes.usage);

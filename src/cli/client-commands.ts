@@ -14,14 +14,15 @@ import { request as httpRequest } from "node:http";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
-import type {
-  Condition,
-  ItemRead,
-  LeaseResult,
-  Transaction,
-  TxnResult,
-  Value,
-  Write,
+import {
+  type Condition,
+  type ItemRead,
+  type LeaseResult,
+  type Transaction,
+  type TxnResult,
+  type Value,
+  validateLease,
+  type Write,
 } from "../cell/index.ts";
 import {
   type CellHandle,
@@ -171,6 +172,22 @@ function cellKeyArgument(text: string): string {
 /** `text` as one word of a shell command, quoted when it must be. */
 export function shellWord(text: string): string {
   return /^[A-Za-z0-9._\-/:=@%+,]+$/.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+/**
+ * A lease's name or holder from the command line, held to the cell's rules here, so a mistake is
+ * a usage error and nothing is sent.
+ */
+function leaseTextArgument(what: "name" | "holder"): (text: string) => string {
+  return (text) => {
+    const problem = validateLease({
+      op: "release",
+      name: what === "name" ? text : "n",
+      holder: what === "holder" ? text : "h",
+    });
+    if (problem !== null) throw new InvalidArgumentError(problem.message);
+    return text;
+  };
 }
 
 /** An item key from the command line: an empty one is a usage error (its length, the cell's limit). */
@@ -1270,8 +1287,12 @@ export function registerClientCommands(program: Command, context: ClientCommandC
         .command(name)
         .description(description)
         .argument("<key>", "the cell's key", cellKeyArgument)
-        .argument("<name>", "the lease's name")
-        .requiredOption("--holder <holder>", "who holds the lease (release and renew need the same holder)"),
+        .argument("<name>", "the lease's name", leaseTextArgument("name"))
+        .requiredOption(
+          "--holder <holder>",
+          "who holds the lease (release and renew need the same holder)",
+          leaseTextArgument("holder"),
+        ),
     );
     if (name !== "release")
       command.option(

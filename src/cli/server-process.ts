@@ -656,6 +656,16 @@ export async function startServer(options: {
     return closing;
   };
 
+  for (const dropped of storage.droppedJournalEnds) {
+    logger.log(
+      "warn",
+      `journal ${dropped.path}: record ${dropped.seq} at byte ${dropped.at} ${dropped.problem}, with nothing written after it: ` +
+        "it was dropped, as a crash during its write (the process killed, or the machine losing power) leaves it, never acknowledged. If this server " +
+        "did not crash before this start, the disk damaged the last records it had acknowledged, and its nodes may have " +
+        "forgotten promises and votes: replace its nodes with new incarnations (docs/OPERATIONS.md section 7)",
+      { journal: dropped.path, record: dropped.seq, byte: dropped.at },
+    );
+  }
   logger.log("info", "server started", {
     address: formatServerAddress(self.host, self.port),
     admin: adminUrl(self),

@@ -189,6 +189,38 @@ describe("Journal", () => {
     expect(reopen(1)).toEqual([]);
   });
 
+  it("names what it dropped where the next record would be, and nothing where it finds zeros or older records", () => {
+    const { journal } = Journal.open(directory, 0, preallocate);
+    for (let seq = 1; seq <= 4; seq++) journal.append(seq, body(seq));
+    journal.close();
+    const path = join(directory, journalFileName);
+    const recordBytes = 16 + 40;
+    const droppedAt = (checkpointed: number) => {
+      const opened = Journal.open(directory, checkpointed, preallocate);
+      opened.journal.close();
+      return opened.dropped.map((d) => ({ path: d.path, seq: d.seq, at: d.at, problem: d.problem }));
+    };
+    // Whole records, then zeros: nothing dropped.
+    expect(droppedAt(0)).toEqual([]);
+    // Record 4 with a byte of its body flipped: dropped, named.
+    const fd = openSync(path, "r+");
+    writeSync(fd, new Uint8Array([0xff]), 0, 1, 3 * recordBytes + 20);
+    expect(droppedAt(0)).toEqual([{ path, seq: 4, at: 3 * recordBytes, problem: "fails its checksum" }]);
+    // Record 4's length zeroed, the rest of it left: dropped too, for what it is.
+    writeSync(fd, new Uint8Array(4), 0, 4, 3 * recordBytes);
+    expect(droppedAt(0)[0]?.problem).toBe("has a length of zero");
+    // Record 4 all zeros: as never written, nothing to say.
+    writeSync(fd, new Uint8Array(recordBytes), 0, recordBytes, 3 * recordBytes);
+    closeSync(fd);
+    expect(droppedAt(0)).toEqual([]);
+    // Damage where lmdb already has every record: nothing lost, nothing to say.
+    const again = openSync(path, "r+");
+    writeSync(again, new Uint8Array([0xff]), 0, 1, 2 * recordBytes + 20);
+    closeSync(again);
+    expect(droppedAt(0)).toEqual([{ path, seq: 3, at: 2 * recordBytes, problem: "fails its checksum" }]);
+    expect(droppedAt(3)).toEqual([]);
+  });
+
   it("after a reset, the records written over the old ones end where the new ones end", () => {
     const { journal } = Journal.open(directory, 0, preallocate);
     for (let seq = 1; seq <= 5; seq++) journal.append(seq, body(seq));
@@ -299,7 +331,7 @@ describe("Journal", () => {
       damage(recordBytes, length);
       expect(() => reopen(0)).toThrow(JournalDamagedError);
       expect(() => reopen(0)).toThrow(
-        /record 2 at byte 56 (has a length that does not fit the file|fails its checksum), and record 3 written after it is intact: .* record 2 is lost/,
+        /record 2 at byte 56 (has a length that does not fit the file|has a length of zero|fails its checksum), and record 3 written after it is intact: .* record 2 is lost/,
       );
       expect(() => reopen(1)).toThrow(JournalDamagedError);
       // lmdb holds record 2: nothing is lost, and the chain goes on after it.

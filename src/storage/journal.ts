@@ -119,7 +119,12 @@ class JournalFile {
    * chain goes on from the intact one. Records above `checkpointedSeq` lost that way are the
    * caller's to refuse; those at or below it, lmdb holds already.
    */
-  chain(checkpointedSeq: number): { records: JournalRecord[]; ends: number[]; damaged: DamagedRecords[] } {
+  chain(checkpointedSeq: number): {
+    records: JournalRecord[];
+    ends: number[];
+    damaged: DamagedRecords[];
+    dropped: DroppedRecord | null;
+  } {
     const fd = this.handle();
     const size = fstatSync(fd).size;
     const file = Buffer.allocUnsafe(size);
@@ -127,11 +132,12 @@ class JournalFile {
     const records: JournalRecord[] = [];
     const ends: number[] = [];
     const damaged: DamagedRecords[] = [];
+    let dropped: DroppedRecord | null = null;
     let at = 0;
     let expected = -1;
     while (at + headerBytes <= size) {
       const length = recordLengthAt(file, at);
-      let problem = "has a length that does not fit the file";
+      let problem = length === 0 ? "has a length of zero" : "has a length that does not fit the file";
       let later: { at: number; seq: number } | null = null;
       if (length > 0) {
         const seq = recordSeqAt(file, at);
@@ -159,12 +165,21 @@ class JournalFile {
       // the first above the checkpoint (a file starts over only once lmdb holds all it had).
       const first = expected === -1 ? checkpointedSeq + 1 : expected;
       later ??= intactRecordAfter(file, at, first);
-      if (later === null) break;
+      if (later === null) {
+        // Where the chain ends: zeros were never written, anything else was written and is not
+        // whole. Only a crash during its write leaves that (the record was never acknowledged),
+        // or damage after it was written, which no content can tell apart: the caller says so.
+        // A header naming a record lmdb has is an older record's, damaged since: nothing lost.
+        const old = at + headerBytes <= size && recordSeqAt(file, at) <= checkpointedSeq;
+        if (first > checkpointedSeq && !old && !isZero(file, at, Math.min(size, at + headerBytes)))
+          dropped = { path: this.path, seq: first, at, problem };
+        break;
+      }
       damaged.push({ seq: first, through: later.seq - 1, at, problem, intactSeq: later.seq });
       at = later.at;
       expected = later.seq;
     }
-    return { records, ends, damaged };
+    return { records, ends, damaged, dropped };
   }
 
   private preallocate(from: number, to: number): void {
@@ -244,7 +259,7 @@ export class Journal {
      * shorter was deleted or cut short from outside, with whatever records it held.
      */
     recordedBytesMin: number | null = null,
-  ): { journal: Journal; records: JournalRecord[]; bytesMin: number } {
+  ): { journal: Journal; records: JournalRecord[]; bytesMin: number; dropped: DroppedRecord[] } {
     if (recordedBytesMin !== null) {
       const problem = journalFilesProblem(directory, recordedBytesMin);
       if (problem !== null) throw new JournalDamagedError(`${problem}. ${refuseAdvice}`);
@@ -260,7 +275,8 @@ export class Journal {
     const journal = new Journal([first, second]);
     try {
       const bytesMin = Math.min(fstatSync(first.handle()).size, fstatSync(second.handle()).size);
-      return { journal, records: journal.scan(checkpointedSeq), bytesMin };
+      const { records, dropped } = journal.scan(checkpointedSeq);
+      return { journal, records, bytesMin, dropped };
     } catch (error) {
       journal.close();
       throw error;
@@ -320,10 +336,12 @@ export class Journal {
    * record missing with later ones present, means acknowledged writes would be lost: the
    * journal refuses to open rather than replay some of them and go on without the rest.
    */
-  private scan(checkpointedSeq: number): JournalRecord[] {
+  private scan(checkpointedSeq: number): { records: JournalRecord[]; dropped: DroppedRecord[] } {
     const located: { record: JournalRecord; file: JournalFile; end: number }[] = [];
+    const droppedEnds: DroppedRecord[] = [];
     for (const file of this.files) {
-      const { records, ends, damaged: damagedRecords } = file.chain(checkpointedSeq);
+      const { records, ends, damaged: damagedRecords, dropped } = file.chain(checkpointedSeq);
+      if (dropped !== null) droppedEnds.push(dropped);
       const damaged = damagedRecords.find(
         (lost) => lost.through >= lost.seq && lost.through > checkpointedSeq,
       );
@@ -368,7 +386,7 @@ export class Journal {
       file.offset = end;
       expected += 1;
     }
-    return records;
+    return { records, dropped: droppedEnds };
   }
 }
 
@@ -377,6 +395,25 @@ function recordChecksum(record: Buffer, bodyLength: number): number {
 }
 
 /** Records lost from a file's chain: numbers seq..through (none when through < seq), at byte `at`. */
+/**
+ * Bytes where the record after the last one replayed should be, that are not a whole record and
+ * not zeros: what a crash leaves of a record being written when it struck (never acknowledged),
+ * or what damage leaves of the last records written (acknowledged, and lost).
+ */
+export interface DroppedRecord {
+  readonly path: string;
+  /** The number the record there would have had. */
+  readonly seq: number;
+  readonly at: number;
+  /** What is wrong with it, as a message's predicate. */
+  readonly problem: string;
+}
+
+function isZero(file: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (file[i] !== 0) return false;
+  return true;
+}
+
 interface DamagedRecords {
   readonly seq: number;
   readonly through: number;

@@ -2,7 +2,7 @@
  * What only the lmdb adapter has: a file that outlives the process, checksums, failing writes,
  * transactions. The shared semantics are in contract.test.ts; the crash test in lmdb.crash.test.ts.
  */
-import { mkdtempSync, rmSync, truncateSync, unlinkSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
@@ -230,6 +230,34 @@ describe("LmdbStorage", () => {
     await storage.abandonForTest();
     open.splice(open.indexOf(storage), 1);
     expect(everything(openAt(directory), cells)).toEqual(before);
+  });
+
+  it("names the bytes it dropped after the last whole record, which a crash or damage leaves there", async () => {
+    const crashAndReopen = async (damage: (journal: Buffer, lastAt: number) => void) => {
+      const dir = mkdtempSync(join(tmpdir(), "physalia-lmdb-"));
+      directories.push(dir);
+      const crashed = LmdbStorage.open({ path: dir, codec: commandCodec });
+      await populate(crashed);
+      await crashed.abandonForTest();
+      const path = join(dir, "journal.log");
+      const journal = readFileSync(path);
+      let lastAt = -1;
+      for (let at = 0; journal.readUInt32BE(at) !== 0; at += 16 + journal.readUInt32BE(at)) lastAt = at;
+      expect(lastAt).toBeGreaterThanOrEqual(0);
+      damage(journal, lastAt);
+      writeFileSync(path, journal);
+      const reopened = LmdbStorage.open({ path: dir, codec: commandCodec });
+      open.push(reopened);
+      return { dropped: reopened.droppedJournalEnds, path, lastAt };
+    };
+    const intact = await crashAndReopen(() => {});
+    expect(intact.dropped).toEqual([]);
+    const flipped = await crashAndReopen((journal, lastAt) => {
+      journal[lastAt + 20] = (journal[lastAt + 20] as number) ^ 0xff;
+    });
+    expect(flipped.dropped).toEqual([
+      expect.objectContaining({ path: flipped.path, at: flipped.lastAt, problem: "fails its checksum" }),
+    ]);
   });
 
   it("a corrupt node record loads as corrupt, naming the cell and the record; other cells still load", async () => {

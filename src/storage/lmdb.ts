@@ -114,7 +114,13 @@ import {
   WorkerRunner,
 } from "./checkpoint-runner.ts";
 import { diskNearlyFullBytes, diskSpaceNote, freeBytes } from "./disk-space.ts";
-import { decodeJournalBatch, encodeJournalBatch, Journal, type JournalRecord } from "./journal.ts";
+import {
+  type DroppedRecord,
+  decodeJournalBatch,
+  encodeJournalBatch,
+  Journal,
+  type JournalRecord,
+} from "./journal.ts";
 import { environmentFileProblem } from "./lmdb-header.ts";
 import {
   decodePendingChanges,
@@ -309,6 +315,7 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private pointersExpired = 0;
   private checkpoints = 0;
   private replayedBatches = 0;
+  private droppedJournalRecords: readonly DroppedRecord[] = [];
   private lastCheckpointMs = 0;
   private readonly checkpointDurations = new DurationHistogram(checkpointBucketsMs);
   private checkpointCellsSkippedCorrupt = 0;
@@ -400,13 +407,14 @@ export class LmdbStorage<C> implements StoragePort<C> {
   private openJournal(): void {
     const checkpointed = this.checkpointedSeq();
     const recordedBytes = this.journalFilesBytes();
-    const { journal, records, bytesMin } = Journal.open(
+    const { journal, records, bytesMin, dropped } = Journal.open(
       this.path,
       checkpointed,
       this.policy.journalBytes,
       recordedBytes,
     );
     this.journal = journal;
+    this.droppedJournalRecords = dropped;
     this.seq = records.length > 0 ? (records[records.length - 1] as JournalRecord).seq : checkpointed;
     this.replayedBatches = records.length;
     if (records.length > 0) {
@@ -611,6 +619,16 @@ export class LmdbStorage<C> implements StoragePort<C> {
         }),
       );
     });
+  }
+
+  /**
+   * What the journal held where the record after the last one replayed would be, when the
+   * storage was opened, that was neither a whole record nor zeros: the record being written when
+   * a crash struck (never acknowledged), or the last records damaged since (acknowledged, lost).
+   * Nothing can tell which; the server warns of each (docs/OPERATIONS.md section 7).
+   */
+  get droppedJournalEnds(): readonly DroppedRecord[] {
+    return this.droppedJournalRecords;
   }
 
   stats(): LmdbStorageStats {
